@@ -1,0 +1,82 @@
+"""The Agent resource: who calls the model, with which instructions, tools and limits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import API_VERSION, Model, ObjectMeta, ResourceStatus
+
+
+class SecretKeyRef(Model):
+    """A key of a Kubernetes Secret (read by the gateway, never by step pods)."""
+
+    name: str
+    """Secret name."""
+    key: str = "api-key"
+    """Key inside the Secret."""
+
+
+class ModelSpec(Model):
+    """The model an Agent calls, in litellm's naming (provider/model)."""
+
+    name: str = Field(min_length=1)
+    """Model name as litellm knows it, e.g. openai/gpt-4o-mini, anthropic/claude-3-5-haiku, ollama/llama3."""
+    fallbacks: list[str] = Field(default_factory=list)
+    """Models tried in order when the primary fails."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature."""
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Upper bound on output tokens per call."""
+    api_base: str | None = None
+    """Base URL of an OpenAI-compatible endpoint (vLLM, Ollama, a gateway)."""
+    credentials_secret_ref: SecretKeyRef | None = None
+    """Where the provider API key is kept."""
+
+
+class MemorySpec(Model):
+    """What an Agent remembers between calls within a run."""
+
+    kind: Literal["none", "conversation", "summary"] = "none"
+    """none: every call is independent; conversation: earlier turns of this agent are replayed."""
+    max_messages: int = Field(default=20, ge=1)
+    """Most earlier messages kept."""
+
+
+class DataResidency(Model):
+    """Where the Agent's data may be processed."""
+
+    allowed_regions: list[str] = Field(default_factory=list)
+    """Regions a provider must be in (empty = any)."""
+    allowed_providers: list[str] = Field(default_factory=list)
+    """Providers the Agent may use (empty = any)."""
+
+
+class AgentSpec(Model):
+    """Desired state of an Agent."""
+
+    role: str = Field(min_length=1)
+    """Short role, e.g. 'support triage specialist'."""
+    instructions: str = ""
+    """System instructions prepended to every prompt."""
+    model: ModelSpec
+    """Primary model and fallbacks."""
+    tools: list[str] = Field(default_factory=list)
+    """Tools the Agent asks for; a ToolPolicy must also allow them."""
+    memory: MemorySpec = Field(default_factory=MemorySpec)
+    """Memory settings."""
+    data_residency: DataResidency = Field(default_factory=DataResidency)
+    """Data-residency limits."""
+    runtime_class_name: str | None = None
+    """RuntimeClass of the Agent's step pods (default gvisor)."""
+
+
+class Agent(Model):
+    """An Agent manifest."""
+
+    api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
+    kind: Literal["Agent"] = "Agent"
+    metadata: ObjectMeta
+    spec: AgentSpec
+    status: ResourceStatus | None = None

@@ -1,0 +1,49 @@
+"""A Catalog: the Agents, PromptVersions, ToolPolicies and Budgets a Workflow can refer to.
+
+The local runner fills it from the manifests it loads; the operator fills it
+from the cluster (one namespace). Lookups return None for a missing name so
+validation can report every missing reference at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .agent import Agent
+from .budget import Budget
+from .prompt import PromptVersion
+from .toolpolicy import ToolPolicy, ToolSpec
+
+
+@dataclasses.dataclass
+class Catalog:
+    agents: dict[str, Agent] = dataclasses.field(default_factory=dict)
+    prompts: dict[str, PromptVersion] = dataclasses.field(default_factory=dict)
+    policies: dict[str, ToolPolicy] = dataclasses.field(default_factory=dict)
+    budgets: dict[str, Budget] = dataclasses.field(default_factory=dict)
+
+    def add(self, resource: Agent | PromptVersion | ToolPolicy | Budget) -> None:
+        table: dict[str, object] = {
+            "Agent": self.agents,
+            "PromptVersion": self.prompts,
+            "ToolPolicy": self.policies,
+            "Budget": self.budgets,
+        }[resource.kind]  # type: ignore[assignment]
+        table[resource.metadata.name] = resource
+
+    def policies_for(self, agent: Agent | None) -> list[ToolPolicy]:
+        """ToolPolicies whose agentSelector matches the Agent (all policies when no agent)."""
+        labels = agent.metadata.labels if agent is not None else {}
+        return [
+            p
+            for _, p in sorted(self.policies.items())
+            if agent is None or p.spec.agent_selector.matches(labels)
+        ]
+
+    def find_tool(self, name: str) -> ToolSpec | None:
+        """The tool declared under this name in any policy (first by policy name)."""
+        for _, policy in sorted(self.policies.items()):
+            for tool in policy.spec.tools:
+                if tool.name == name:
+                    return tool
+        return None

@@ -1,0 +1,137 @@
+"""The ToolPolicy resource: the tool registry and who may use which tool.
+
+Deny by default: a tool runs for an Agent only when some ToolPolicy whose
+agentSelector matches the Agent declares it, and the Agent lists it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import API_VERSION, JSONValue, LabelSelector, Model, ObjectMeta, ResourceStatus
+
+
+class HttpTool(Model):
+    """An HTTP endpoint called with the step's inputs as the JSON body."""
+
+    url: str
+    """URL called."""
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    """HTTP method."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts the tool may reach (egress allow-list); the url's host is always included."""
+
+
+class WasmTool(Model):
+    """A WebAssembly (WASI) module run in wasmtime with nothing granted by default."""
+
+    module: str
+    """Path or ConfigMap key of the .wasm or .wat module."""
+    function: str = "_start"
+    """Exported function called."""
+    fuel: int = Field(default=100_000_000, gt=0)
+    """CPU limit in wasmtime fuel units."""
+    memory_mb: int = Field(default=64, gt=0)
+    """Memory limit."""
+
+
+class ContainerTool(Model):
+    """A command run in its own sandboxed container (as a subprocess in the local runner)."""
+
+    image: str
+    """Container image."""
+    command: list[str] = Field(min_length=1)
+    """Command; the step inputs arrive as JSON on stdin, the output is read as JSON from stdout."""
+
+
+class BuiltinTool(Model):
+    """A tool implemented inside AgentFlow."""
+
+    name: Literal["text-search", "echo", "json-extract"]
+    """Which builtin."""
+    config: dict[str, JSONValue] = Field(default_factory=dict)
+    """Builtin-specific settings (e.g. the documents text-search searches)."""
+
+
+class RateLimit(Model):
+    """Calls allowed per minute."""
+
+    per_minute: int = Field(gt=0)
+    """Calls per minute."""
+
+
+class Permissions(Model):
+    """What the tool's sandbox is granted."""
+
+    egress_hosts: list[str] = Field(default_factory=list)
+    """Hosts the sandbox may open connections to."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables passed in."""
+    read_paths: list[str] = Field(default_factory=list)
+    """Paths mounted read-only (wasm: preopened directories)."""
+
+
+class ToolSpec(Model):
+    """One tool in the registry."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Tool name steps refer to."""
+    description: str = ""
+    """What the tool does (shown to models)."""
+    input_schema: dict[str, JSONValue] | None = None
+    """JSON Schema of the inputs."""
+    output_schema: dict[str, JSONValue] | None = None
+    """JSON Schema of the output."""
+    builtin: BuiltinTool | None = None
+    http: HttpTool | None = None
+    wasm: WasmTool | None = None
+    container: ContainerTool | None = None
+    permissions: Permissions = Field(default_factory=Permissions)
+    """Grants of the sandbox."""
+    timeout_seconds: float = Field(default=30, gt=0)
+    """Deadline of one call."""
+    rate_limit: RateLimit | None = None
+    """Calls allowed per minute."""
+    cost_per_call_usd: float = Field(default=0.0, ge=0)
+    """Cost booked per call."""
+    requires_approval: bool = False
+    """A human must approve each call."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ToolSpec:
+        kinds = [k for k in ("builtin", "http", "wasm", "container") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"a tool needs exactly one of builtin, http, wasm, container (got {', '.join(kinds) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        for k in ("builtin", "http", "wasm", "container"):
+            if getattr(self, k) is not None:
+                return k
+        raise AssertionError("validated")
+
+
+class ToolPolicySpec(Model):
+    """Desired state of a ToolPolicy."""
+
+    agent_selector: LabelSelector = Field(default_factory=LabelSelector)
+    """Agents this policy applies to (empty = every Agent in the namespace)."""
+    tools: list[ToolSpec] = Field(default_factory=list)
+    """Tools declared and allowed."""
+    runtime_class_name: str = "gvisor"
+    """RuntimeClass of step pods running these tools."""
+
+
+class ToolPolicy(Model):
+    """A ToolPolicy manifest."""
+
+    api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
+    kind: Literal["ToolPolicy"] = "ToolPolicy"
+    metadata: ObjectMeta
+    spec: ToolPolicySpec
+    status: ResourceStatus | None = None

@@ -1,0 +1,45 @@
+# shellcheck shell=bash
+# Common settings for the AgentFlow local e2e cluster scripts. Sourced, not run.
+CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$CLUSTER_DIR/../../.." && pwd)"
+
+# Versions (the Go wrapper modules under go/ pin the same ones).
+K8S_VERSION="v1.33.13"
+ETCD_VERSION="v3.6.16"
+KWOK_VERSION="v0.7.0"
+# gVisor: the "go" branch of gvisor.dev/gvisor, pinned by go/gvisor/go.mod.
+GVISOR_VERSION="$(awk '$1=="gvisor.dev/gvisor"{print $2}' "$CLUSTER_DIR/go/gvisor/go.mod" 2>/dev/null | head -1)"
+PAUSE_IMAGE="registry.k8s.io/pause:3.10"
+BASE_IMAGE="docker.io/library/debian:bookworm-slim"
+OPERATOR_IMAGE="${AGENTFLOW_OPERATOR_IMAGE:-localhost/agentflow-operator:dev}"
+RUNTIME_IMAGE="${AGENTFLOW_RUNTIME_IMAGE:-localhost/agentflow-runtime:dev}"
+DEBIAN_SUITE="bookworm"
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+CACHE="${AGENTFLOW_CACHE:-/var/cache/agentflow}"
+RUN_DIR="${AGENTFLOW_RUN_DIR:-/var/run/agentflow-cluster}"
+K8S_BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
+ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
+KWOK_BIN="$CACHE/bin/kwok-$KWOK_VERSION"
+GVISOR_BIN="$CACHE/bin/gvisor-${GVISOR_VERSION:-unknown}"
+IMAGES_DIR="$CACHE/images"
+CONTAINERD_ROOT="$CACHE/containerd-root"   # kept between bring-ups: imported images stay
+
+# Ports and addresses (all on this machine).
+APISERVER_PORT="${AGENTFLOW_APISERVER_PORT:-6443}"
+ETCD_CLIENT_PORT=2379
+ETCD_PEER_PORT=2380
+POD_CIDR="10.88.0.0/16"
+POD_GATEWAY="10.88.0.1"            # the bridge's address: pods reach host servers here
+SERVICE_CIDR="10.96.0.0/16"
+CNI_BRIDGE="afbr0"
+NODE_NAME="${AGENTFLOW_NODE_NAME:-agentflow-node}"
+CONTAINERD_SOCK="$RUN_DIR/containerd/containerd.sock"
+
+export GOFLAGS="${GOFLAGS:--mod=mod} -trimpath"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+export CGO_ENABLED="${CGO_ENABLED:-0}"
+export PATH="$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$GVISOR_BIN:$PATH"
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
