@@ -33,9 +33,11 @@ class EventType(str, Enum):
     step_skipped = "StepSkipped"  # node, data: reason
     retry_scheduled = "RetryScheduled"  # node, data: attempt (next), at (when it may start), error
     step_timed_out = "StepTimedOut"  # node, data: attempt
+    step_cancelled = "StepCancelled"  # node, data: reason
     approval_requested = "ApprovalRequested"  # node, data: message, approvers, deadline
     state_entered = "StateEntered"  # node (state#visit), data: state, visit
     fan_out = "FanOut"  # node (step), data: count
+    run_timed_out = "RunTimedOut"  # data: timeoutSeconds
     run_finished = "RunFinished"  # data: phase, outputs, reason
     # Recorded by the driver.
     step_started = "StepStarted"  # node, data: attempt, executor, pod (optional)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from .base import (
     API_VERSION,
@@ -33,8 +33,14 @@ from .base import (
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+# CRD metadata of lists of named items: the API server rejects duplicate names and
+# server-side apply merges the items by name.
+_NAMED_LIST: dict[str, JsonValue] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+
 
 class StepKind(str, Enum):
+    """What a step does."""
+
     llm = "llm"
     tool = "tool"
     approval = "approval"
@@ -97,6 +103,39 @@ class ModelParams(Model):
 class StepSpec(Model):
     """One step of a DAG, or the action of a state."""
 
+    # Mirrors _kind_fields for the API server. Only O(1) operations (kind is an enum, size() of a
+    # string is constant), so the CEL cost stays small however many steps a list holds.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.kind != 'llm' || (has(self.agentRef) && has(self.promptRef))",
+                    "message": "an llm step needs agentRef and promptRef",
+                },
+                {
+                    "rule": "self.kind != 'tool' || (has(self.tool) && size(self.tool) > 0)",
+                    "message": "a tool step needs tool",
+                },
+                {
+                    "rule": "self.kind == 'llm' || !has(self.promptRef)",
+                    "message": "promptRef is only allowed on llm steps",
+                },
+                {
+                    "rule": "self.kind != 'approval' || !has(self.agentRef)",
+                    "message": "agentRef is not allowed on approval steps",
+                },
+                {
+                    "rule": "self.kind == 'tool' || !has(self.tool) || size(self.tool) == 0",
+                    "message": "tool is only allowed on tool steps",
+                },
+                {
+                    "rule": "self.kind == 'approval' || !has(self.approval)",
+                    "message": "approval is only allowed on approval steps",
+                },
+            ]
+        }
+    )
+
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     """Unique step name (DNS label)."""
     kind: StepKind
@@ -106,7 +145,8 @@ class StepSpec(Model):
     when: str | None = None
     """CEL condition; the step is Skipped when it is false."""
     run_on: RunOn = RunOn.success
-    """success (default): all dependencies succeeded or were skipped; failure: the run has failed; always: exit handler."""
+    """success (default): all dependencies succeeded or were skipped; failure: the run has failed;
+    always: exit handler."""
     agent_ref: LocalRef | None = None
     """The Agent that runs an llm step, or on whose behalf a tool step calls its tool."""
     prompt_ref: LocalRef | None = None
@@ -154,17 +194,30 @@ class Transition(Model):
     """Name of the next state."""
     when: str | None = None
     """CEL condition over output, error, inputs and steps; absent = always taken."""
-    on: Literal["success", "error"] = "success"
-    """Whether this transition applies after the state's step succeeded or failed."""
+    result: Literal["success", "error"] = "success"
+    """Whether this transition applies after the state's step succeeded or failed (error)."""
 
 
 class FinalOutcome(str, Enum):
+    """How a final state ends the run."""
+
     succeeded = "Succeeded"
     failed = "Failed"
 
 
 class StateSpec(Model):
     """A named state of a state-machine workflow."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.final) || !has(self.transitions) || size(self.transitions) == 0",
+                    "message": "a final state has no transitions",
+                }
+            ]
+        }
+    )
 
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     """Unique state name."""
@@ -189,8 +242,8 @@ class StateMachineSpec(Model):
 
     initial: str
     """Name of the first state."""
-    states: list[StateSpec] = Field(min_length=1)
-    """The states."""
+    states: list[StateSpec] = Field(min_length=1, json_schema_extra=_NAMED_LIST)
+    """The states (unique names)."""
     max_visits: int = Field(default=10, ge=1)
     """Default bound on entries into any one state."""
 
@@ -198,12 +251,23 @@ class StateMachineSpec(Model):
 class WorkflowSpec(Model):
     """Desired state of a Workflow run."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.steps) && size(self.steps) > 0) != has(self.stateMachine)",
+                    "message": "exactly one of steps or stateMachine must be given",
+                }
+            ]
+        }
+    )
+
     inputs: dict[str, JSONValue] = Field(default_factory=dict)
     """Inputs of the run."""
     input_schema: dict[str, JSONValue] | None = None
     """JSON Schema the inputs must satisfy."""
-    steps: list[StepSpec] = Field(default_factory=list)
-    """DAG steps (exclusive with stateMachine)."""
+    steps: list[StepSpec] = Field(default_factory=list, json_schema_extra=_NAMED_LIST)
+    """DAG steps with unique names (exclusive with stateMachine)."""
     state_machine: StateMachineSpec | None = None
     """State-machine definition (exclusive with steps)."""
     outputs: dict[str, str] = Field(default_factory=dict)
@@ -231,6 +295,8 @@ class WorkflowSpec(Model):
 
 
 class Phase(str, Enum):
+    """Phase of a Workflow run."""
+
     pending = "Pending"
     running = "Running"
     waiting = "Waiting"
@@ -248,7 +314,9 @@ class NodeStatus(Model):
     attempts: int = 0
     """Attempts made."""
     started_at: str | None = None
+    """RFC 3339 time the first attempt started."""
     finished_at: str | None = None
+    """RFC 3339 time the node finished."""
     message: str | None = None
     """Error or skip reason."""
     cost_usd: float | None = None
@@ -267,7 +335,9 @@ class WorkflowStatus(ResourceStatus):
     progress: str | None = None
     """Finished/total steps, for example 3/5."""
     started_at: str | None = None
+    """RFC 3339 time the run started."""
     finished_at: str | None = None
+    """RFC 3339 time the run finished."""
     nodes: dict[str, NodeStatus] = Field(default_factory=dict)
     """Per-step status (large runs keep only a summary here)."""
     outputs: dict[str, JSONValue] | None = None
@@ -279,10 +349,11 @@ class WorkflowStatus(ResourceStatus):
     trace_id: str | None = None
     """OpenTelemetry trace id of the run."""
     message: str | None = None
+    """Why the run is in its phase (for example the error that failed it)."""
 
 
 class Workflow(Model):
-    """A Workflow manifest."""
+    """A Workflow: one run of a DAG or a state machine of steps (llm, tool, approval)."""
 
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
     kind: Literal["Workflow"] = "Workflow"
