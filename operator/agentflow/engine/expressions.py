@@ -229,8 +229,8 @@ def _parse(text: str) -> lark.Tree[Any]:
         where = f"column {exc.column}" if exc.line in (None, 1) else f"line {exc.line} column {exc.column}"
         token = getattr(cause, "token", None)
         if token is not None and getattr(token, "type", "") == "$END":
-            found = "the expression ends too early"
-        elif token is not None:
+            raise ExpressionError(text, "syntax error: the expression ends too early") from None
+        if token is not None:
             found = f"unexpected {str(token)!r}"
         elif getattr(cause, "char", None) is not None:
             found = f"unexpected character {cause.char!r}"  # type: ignore[union-attr]

@@ -178,10 +178,10 @@ def test_truthy_requires_a_bool() -> None:
     [
         ("", "the expression is empty"),
         ("   ", "the expression is empty"),
-        ("1 +", "syntax error at column 3: the expression ends too early"),
+        ("1 +", "syntax error: the expression ends too early"),
         ("inputs.x steps.y", "syntax error at column 10: unexpected 'steps'"),
         ("inputs.x == #", "syntax error at column 13: unexpected character '#'"),
-        ("(1 + 2", "syntax error at column 6: the expression ends too early"),
+        ("(1 + 2", "syntax error: the expression ends too early"),
     ],
 )
 def test_syntax_errors_say_where(text: str, reason: str) -> None:
@@ -345,7 +345,7 @@ def test_constant_templates_return_the_stored_value() -> None:
         ("${{ inputs.x", "'${{' at offset 0 has no closing '}}'"),
         ("ok ${{ inputs.x } and more", "'${{' at offset 3 has no closing '}}'"),
         ("${{ }}", "the expression is empty"),
-        ("${{ 1 + }}", "syntax error at column 3: the expression ends too early"),
+        ("${{ 1 + }}", "syntax error: the expression ends too early"),
     ],
 )
 def test_template_syntax_errors(source: str, reason: str) -> None:
