@@ -366,3 +366,49 @@ def test_render_text_always_gives_text() -> None:
     assert render_text("plain", {}) == "plain"
     with pytest.raises(TypeError, match="text must be a string"):
         render_text(3, {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "inputs.x",
+        "inputs['name']",
+        'steps["classify"].output.label',
+        "steps.search.output[1]",
+        "inputs . items [ 0 ]",
+        "workflow.name",
+        "inputs.missing",
+        "inputs.items[9]",
+        "inputs.x.y",
+        "steps.nope.output",
+        "nothing_here",
+    ],
+)
+def test_plain_paths_agree_with_the_cel_interpreter(text: str) -> None:
+    # Plain paths are recognised without the CEL parser and walked directly;
+    # in parentheses the same path goes through cel-python.
+    quick, full = compile_expression(text), compile_expression(f"({text})")
+    assert (quick.roots, quick.step_refs) == (full.roots, full.step_refs)
+    try:
+        expected = full.evaluate(CONTEXT)
+    except ExpressionError:
+        with pytest.raises(ExpressionError):
+            quick.evaluate(CONTEXT)
+    else:
+        assert quick.evaluate(CONTEXT) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["true", "null", "inputs.in", "inputs[-1]", "inputs['a\\'b']", "if.x", "a[0x1]"]
+)
+def test_words_and_literals_are_not_taken_for_paths(text: str) -> None:
+    def outcome(source: str) -> object:
+        try:
+            expr = compile_expression(source)
+        except ExpressionError:
+            return "rejected"
+        return expr.roots, expr.step_refs
+
+    assert outcome(text) == outcome(f"({text})")
+    assert compile_expression("true").evaluate({}) is True
+    assert compile_expression("null").evaluate({}) is None
