@@ -1,0 +1,1 @@
+"""The local driver: runs a workflow on one machine with its journal on local disk."""
