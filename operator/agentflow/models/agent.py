@@ -73,7 +73,7 @@ class AgentSpec(Model):
 
 
 class Agent(Model):
-    """An Agent manifest."""
+    """An Agent: role, instructions, model with fallbacks, tools, memory and data-residency limits."""
 
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
     kind: Literal["Agent"] = "Agent"

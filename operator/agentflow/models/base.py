@@ -12,14 +12,14 @@ generated from them (:mod:`agentflow.models.crd`), and the admission webhook,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "agentflow.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+GROUP: Final = "agentflow.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "agentflow.dev/v1alpha1"  # GROUP/VERSION, spelled out so mypy sees the Literal
 
 # Free-form JSON (inputs, outputs, JSON Schemas). Rendered in the CRD with
 # x-kubernetes-preserve-unknown-fields.
@@ -111,5 +111,8 @@ class ResourceStatus(Model):
 
     observed_generation: int | None = None
     """metadata.generation the controller last acted on."""
-    conditions: list[Condition] = Field(default_factory=list)
-    """Current conditions (Ready at least)."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Current conditions (Ready at least), one per type."""

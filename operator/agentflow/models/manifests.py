@@ -89,32 +89,56 @@ class Document:
         return self.lines.get((), None)
 
 
-def _construct(node: yaml.Node, path: tuple[PathPart, ...], lines: dict[tuple[PathPart, ...], int]) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else key_node.value
-            if key == "<<":
-                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: YAML merge keys are not supported")
-            key = str(key)
-            if key in out:
-                raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
-            out[key] = _construct(value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, (*path, i), lines) for i, child in enumerate(node.value)]
-    # Scalars: let the safe constructor resolve the tag (int, bool, null, ...).
-    return yaml.SafeLoader.construct_object(_SCALAR_LOADER, node, deep=True)  # type: ignore[arg-type]
-
-
 class _ScalarLoader(yaml.SafeLoader):
+    """Resolves scalars (YAML 1.1 ints, floats, bools, nulls); one per document, then dropped."""
+
     def __init__(self) -> None:
         super().__init__("")
 
 
-_SCALAR_LOADER = _ScalarLoader()
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+
+class _LocatedError(Exception):
+    def __init__(self, line: int, message: str):
+        self.line = line
+        self.message = message
+        super().__init__(f"line {line}: {message}")
+
+
+def _construct(
+    node: yaml.Node, path: tuple[PathPart, ...], lines: dict[tuple[PathPart, ...], int], loader: _ScalarLoader
+) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            key = (
+                key_node.value
+                if isinstance(key_node, yaml.ScalarNode)
+                else _construct(key_node, (*path, "<key>"), {}, loader)
+            )
+            if key == "<<":
+                raise _LocatedError(key_line, "YAML merge keys are not supported")
+            key = str(key)
+            if key in out:
+                raise _LocatedError(key_line, f"duplicate key {key!r}")
+            out[key] = _construct(value_node, (*path, key), lines, loader)
+            lines[(*path, key)] = key_line
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(child, (*path, i), lines, loader) for i, child in enumerate(node.value)]
+    # Timestamps stay strings, as with kubectl (the API server sees JSON, where they are strings).
+    if node.tag == _TIMESTAMP_TAG and isinstance(node, yaml.ScalarNode):
+        return node.value
+    # Other scalars: let the safe constructor resolve the tag (int, bool, null, ...).
+    try:
+        return loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
+        tag = node.tag.rsplit(":", 1)[-1]
+        raise _LocatedError(node.start_mark.line + 1, f"bad {tag} value {node.value!r}: {problem}") from None
 
 
 def parse_yaml(text: str, source: str) -> list[Document]:
@@ -132,9 +156,9 @@ def parse_yaml(text: str, source: str) -> list[Document]:
             continue
         lines: dict[tuple[PathPart, ...], int] = {}
         try:
-            body = _construct(node, (), lines)
-        except yaml.YAMLError as exc:
-            raise ManifestError([Problem(source, "", f"malformed YAML: {exc}")]) from None
+            body = _construct(node, (), lines, _ScalarLoader())
+        except _LocatedError as exc:
+            raise ManifestError([Problem(source, "", f"malformed YAML: {exc.message}", exc.line)]) from None
         if body is None:
             continue
         docs.append(Document(source, body, lines, i))
@@ -169,9 +193,8 @@ def parse_resource(body: Any, doc: Document | None = None) -> Resource:
     api_version = body.get("apiVersion")
     kind = body.get("kind")
     if api_version != API_VERSION:
-        raise ManifestError(
-            [Problem(doc.source, "apiVersion", f"expected {API_VERSION!r}, got {api_version!r}", doc.line_of(["apiVersion"]))]
-        )
+        message = f"expected {API_VERSION!r}, got {api_version!r}"
+        raise ManifestError([Problem(doc.source, "apiVersion", message, doc.line_of(["apiVersion"]))])
     model = KINDS.get(str(kind))
     if model is None:
         raise ManifestError(

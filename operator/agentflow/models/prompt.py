@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .base import API_VERSION, JSONValue, LocalRef, Model, ObjectMeta, ResourceStatus
 
@@ -41,6 +41,17 @@ class Canary(Model):
 class PromptVersionSpec(Model):
     """Desired state of a PromptVersion (immutable once created)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self == oldSelf",
+                    "message": "spec is immutable: create a new PromptVersion for a new version",
+                }
+            ]
+        }
+    )
+
     prompt: str = Field(min_length=1)
     """Name of the prompt family this is a version of."""
     version: str = Field(min_length=1)
@@ -58,7 +69,7 @@ class PromptVersionSpec(Model):
 
 
 class PromptVersion(Model):
-    """A PromptVersion manifest."""
+    """A PromptVersion: an immutable, versioned prompt template with input/output schemas and evaluations."""
 
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
     kind: Literal["PromptVersion"] = "PromptVersion"

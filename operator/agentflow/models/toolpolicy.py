@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from .base import API_VERSION, JSONValue, LabelSelector, Model, ObjectMeta, ResourceStatus
 
@@ -74,7 +74,19 @@ class Permissions(Model):
 
 
 class ToolSpec(Model):
-    """One tool in the registry."""
+    """One tool in the registry: exactly one of builtin, http, wasm, container."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.builtin) ? 1 : 0) + (has(self.http) ? 1 : 0)"
+                    " + (has(self.wasm) ? 1 : 0) + (has(self.container) ? 1 : 0) == 1",
+                    "message": "a tool needs exactly one of builtin, http, wasm, container",
+                }
+            ]
+        }
+    )
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Tool name steps refer to."""
@@ -85,9 +97,13 @@ class ToolSpec(Model):
     output_schema: dict[str, JSONValue] | None = None
     """JSON Schema of the output."""
     builtin: BuiltinTool | None = None
+    """A tool implemented inside AgentFlow."""
     http: HttpTool | None = None
+    """An HTTP endpoint."""
     wasm: WasmTool | None = None
+    """A WebAssembly (WASI) module."""
     container: ContainerTool | None = None
+    """A command in its own sandboxed container."""
     permissions: Permissions = Field(default_factory=Permissions)
     """Grants of the sandbox."""
     timeout_seconds: float = Field(default=30, gt=0)
@@ -103,9 +119,8 @@ class ToolSpec(Model):
     def _one_kind(self) -> ToolSpec:
         kinds = [k for k in ("builtin", "http", "wasm", "container") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(
-                f"a tool needs exactly one of builtin, http, wasm, container (got {', '.join(kinds) or 'none'})"
-            )
+            got = ", ".join(kinds) or "none"
+            raise ValueError(f"a tool needs exactly one of builtin, http, wasm, container (got {got})")
         return self
 
     @property
@@ -121,14 +136,17 @@ class ToolPolicySpec(Model):
 
     agent_selector: LabelSelector = Field(default_factory=LabelSelector)
     """Agents this policy applies to (empty = every Agent in the namespace)."""
-    tools: list[ToolSpec] = Field(default_factory=list)
-    """Tools declared and allowed."""
+    tools: list[ToolSpec] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Tools declared and allowed (unique names)."""
     runtime_class_name: str = "gvisor"
     """RuntimeClass of step pods running these tools."""
 
 
 class ToolPolicy(Model):
-    """A ToolPolicy manifest."""
+    """A ToolPolicy: tools (builtin, HTTP, WebAssembly, container) and the Agents allowed to use them."""
 
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
     kind: Literal["ToolPolicy"] = "ToolPolicy"
