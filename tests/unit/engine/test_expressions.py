@@ -6,6 +6,8 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentflow.engine.expressions import (
     Expression,
@@ -412,3 +414,35 @@ def test_words_and_literals_are_not_taken_for_paths(text: str) -> None:
     assert outcome(text) == outcome(f"({text})")
     assert compile_expression("true").evaluate({}) is True
     assert compile_expression("null").evaluate({}) is None
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60))
+def test_any_text_escaped_renders_back_to_itself(text: str) -> None:
+    escaped = text.replace("${{", "$${{")
+    if "$$${{" in escaped:
+        return  # "$" right before an escaped opener is ambiguous by design
+    template = compile_template(escaped)
+    assert template.is_constant
+    assert template.render({}) == text
+
+
+@settings(max_examples=50)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+        lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_values_without_expressions_render_unchanged(value: Any) -> None:
+    if "${{" in repr(value):
+        return
+    assert compile_template(value).render({}) == value
+
+
+@settings(max_examples=50)
+@given(st.integers(min_value=-(2**62), max_value=2**62), st.integers(min_value=-(2**62), max_value=2**62))
+def test_int_arithmetic_matches_python(a: int, b: int) -> None:
+    context = {"inputs": {"a": a, "b": b}}
+    assert compile_expression("inputs.a + inputs.b").evaluate(context) == a + b
+    assert compile_expression("inputs.a < inputs.b").evaluate(context) is (a < b)

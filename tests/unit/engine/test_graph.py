@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import graphlib
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from agentflow.engine.graph import can_reach, find_cycles, format_cycle, reachable, reverse
 
 
@@ -56,3 +62,20 @@ def test_reverse_and_can_reach() -> None:
 
 def test_format_cycle() -> None:
     assert format_cycle(["a", "b", "a"]) == "a -> b -> a"
+
+
+@given(
+    st.dictionaries(st.sampled_from("abcdefg"), st.lists(st.sampled_from("abcdefgh"), max_size=3), max_size=7)
+)
+def test_cycles_exist_exactly_when_graphlib_finds_one(graph: dict[str, list[str]]) -> None:
+    known = {node: [n for n in successors if n in graph] for node, successors in graph.items()}
+    try:
+        graphlib.TopologicalSorter(known).prepare()
+        has_cycle = False
+    except graphlib.CycleError:
+        has_cycle = True
+    cycles = find_cycles(graph)
+    assert bool(cycles) is has_cycle
+    for cycle in cycles:
+        assert cycle[0] == cycle[-1]
+        assert all(b in graph[a] for a, b in itertools.pairwise(cycle))
