@@ -1,0 +1,114 @@
+"""Model calls for llm steps: prompts, the litellm client, the offline model, prices.
+
+Nothing here is built at import time; a driver builds its client once at
+startup with :func:`make_model_client` and passes it to its executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .client import (
+    IDEMPOTENCY_KEY,
+    FallbackClient,
+    LiteLLMClient,
+    LLMError,
+    ModelClient,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    request_hash,
+    translate_error,
+)
+from .offline import OFFLINE_MODEL_NAME, OfflineModel
+from .pricing import estimate_cost, load_litellm, price_per_token
+from .prompts import (
+    OutputValidationError,
+    PromptRenderError,
+    parse_output,
+    render_messages,
+    repair_messages,
+    validate_inputs,
+)
+
+MODE_ENV = "AGENTFLOW_MODEL_MODE"
+MODES = ("auto", "offline", "live")
+
+PROVIDER_ENV = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "AZURE_API_KEY",
+    "MISTRAL_API_KEY",
+    "GROQ_API_KEY",
+    "COHERE_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "OPENROUTER_API_KEY",
+    "TOGETHERAI_API_KEY",
+    "XAI_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "VERTEXAI_PROJECT",
+    "OPENAI_API_BASE",
+    "OPENAI_BASE_URL",
+    "AGENTFLOW_API_BASE",
+    "OLLAMA_API_BASE",
+    "HOSTED_VLLM_API_BASE",
+)
+"""Any of these set (non-empty) means a provider is configured."""
+
+
+def provider_configured(env: Mapping[str, str]) -> bool:
+    return any(env.get(name, "").strip() for name in PROVIDER_ENV)
+
+
+def make_model_client(env: Mapping[str, str]) -> ModelClient:
+    """The model client for this environment (pass ``os.environ`` or a dict).
+
+    ``AGENTFLOW_MODEL_MODE``: ``offline`` always uses the offline model;
+    ``live`` always uses litellm; ``auto`` (default) uses litellm when a
+    provider is configured (see PROVIDER_ENV), else the offline model.
+    ``AGENTFLOW_API_BASE`` / ``AGENTFLOW_API_KEY`` give a default
+    OpenAI-compatible endpoint for Agents that set no ``model.apiBase``.
+    """
+    mode = env.get(MODE_ENV, "").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ValueError(
+            f"{MODE_ENV}={env.get(MODE_ENV)!r} is not one of {', '.join(MODES)}; unset it or pick one"
+        )
+    if mode == "offline" or (mode == "auto" and not provider_configured(env)):
+        return OfflineModel()
+    return LiteLLMClient(
+        api_base=env.get("AGENTFLOW_API_BASE") or None,
+        api_key=env.get("AGENTFLOW_API_KEY") or None,
+    )
+
+
+__all__ = [
+    "IDEMPOTENCY_KEY",
+    "MODES",
+    "MODE_ENV",
+    "OFFLINE_MODEL_NAME",
+    "PROVIDER_ENV",
+    "FallbackClient",
+    "LLMError",
+    "LiteLLMClient",
+    "ModelClient",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "OfflineModel",
+    "OutputValidationError",
+    "PromptRenderError",
+    "estimate_cost",
+    "load_litellm",
+    "make_model_client",
+    "parse_output",
+    "price_per_token",
+    "provider_configured",
+    "render_messages",
+    "repair_messages",
+    "request_hash",
+    "translate_error",
+    "validate_inputs",
+]
