@@ -40,7 +40,8 @@ build_gvisor() {
   [[ -x "$GVISOR_BIN/runsc" && -x "$GVISOR_BIN/containerd-shim-runsc-v1" ]] && { log "gvisor $GVISOR_VERSION: cached"; return; }
   log "gvisor $GVISOR_VERSION: building runsc + containerd-shim-runsc-v1"
   mkdir -p "$GVISOR_BIN.tmp"
-  (cd "$CLUSTER_DIR/go/gvisor" && go build -ldflags="$LDSTRIP" -o "$GVISOR_BIN.tmp/runsc" gvisor.dev/gvisor/runsc \
+  (cd "$CLUSTER_DIR/go/gvisor" && go build -ldflags="$LDSTRIP -X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" \
+       -o "$GVISOR_BIN.tmp/runsc" gvisor.dev/gvisor/runsc \
      && go build -ldflags="$LDSTRIP" -o "$GVISOR_BIN.tmp/containerd-shim-runsc-v1" gvisor.dev/gvisor/shim)
   rm -rf "$GVISOR_BIN"; mv "$GVISOR_BIN.tmp" "$GVISOR_BIN"
 }
@@ -49,7 +50,7 @@ build_kwok() {
   [[ -x "$KWOK_BIN/kwok" ]] && { log "kwok $KWOK_VERSION: cached"; return; }
   log "kwok $KWOK_VERSION: building"
   mkdir -p "$KWOK_BIN.tmp"
-  (cd "$CLUSTER_DIR/go/kwok" && go build -ldflags="$LDSTRIP -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+  (cd "$CLUSTER_DIR/go/kwok" && go build -ldflags="$LDSTRIP" \
      -o "$KWOK_BIN.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok)
   rm -rf "$KWOK_BIN"; mv "$KWOK_BIN.tmp" "$KWOK_BIN"
 }

@@ -101,6 +101,10 @@ project_image() { # name dockerfile
   tar="$IMAGES_DIR/$(basename "${image%%:*}")-$key.tar"
   if [[ -s "$tar" ]]; then log "$image: cached ($key)"; return; fi
   [[ -f "$REPO_ROOT/$dockerfile" ]] || die "$dockerfile not found"
+  local f
+  for f in pyproject.toml README.md operator; do
+    if [[ ! -e "$REPO_ROOT/$f" ]]; then log "WARNING: $image not built: $f missing from the repository"; return; fi
+  done
   log "$image: building from $dockerfile ($key)"
   (cd "$REPO_ROOT" && bah bud --pull=never --layers "${BUILD_NET_ARGS[@]}" -f "$dockerfile" -t "$image" .) \
     > "$CACHE/logs/build-$(basename "${image%%:*}").log" 2>&1 \
@@ -111,10 +115,14 @@ project_image() { # name dockerfile
 
 import_all() {
   [[ -S "$CONTAINERD_SOCK" ]] || { log "containerd not running: images built, not imported"; return; }
-  local t
+  local t stamp
   for t in "$IMAGES_DIR"/*.tar; do
+    # containerd's root is kept between bring-ups: import an archive only once.
+    stamp="$CONTAINERD_ROOT/agentflow-imported/$(basename "$t")"
+    if [[ -f "$stamp" && "$stamp" -nt "$t" ]]; then continue; fi
     log "import: $(basename "$t")"
     ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$t" >/dev/null
+    mkdir -p "$(dirname "$stamp")"; touch "$stamp"
   done
 }
 

@@ -8,7 +8,7 @@ K8S_VERSION="v1.33.13"
 ETCD_VERSION="v3.6.16"
 KWOK_VERSION="v0.7.0"
 # gVisor: the "go" branch of gvisor.dev/gvisor, pinned by go/gvisor/go.mod.
-GVISOR_VERSION="$(awk '$1=="gvisor.dev/gvisor"{print $2}' "$CLUSTER_DIR/go/gvisor/go.mod" 2>/dev/null | head -1)"
+GVISOR_VERSION="$(grep -oE 'gvisor\.dev/gvisor v[^ ]+' "$CLUSTER_DIR/go/gvisor/go.mod" | head -1 | cut -d' ' -f2)"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
 BASE_IMAGE="docker.io/library/debian:bookworm-slim"
 OPERATOR_IMAGE="${AGENTFLOW_OPERATOR_IMAGE:-localhost/agentflow-operator:dev}"

@@ -1,0 +1,160 @@
+"""Fixtures for end-to-end tests against a real Kubernetes cluster.
+
+Which cluster:
+  * ``$KUBECONFIG`` set: that cluster, whatever it is (kind, k3d, a cloud cluster). Nothing is
+    started or stopped.
+  * else the project's local cluster (tests/e2e/cluster/up.sh) if it is already running: reused,
+    left running.
+  * else the local cluster is brought up here and torn down (down.sh) when the session ends.
+
+kubectl: ``$KUBECTL``, else the one built by tests/e2e/cluster/build.sh, else the one on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+CLUSTER_DIR = Path(__file__).resolve().parent / "cluster"
+
+
+def cluster_setting(name: str) -> str:
+    """A variable of tests/e2e/cluster/lib.sh, as the scripts see it (same environment)."""
+    out = subprocess.run(
+        ["bash", "-c", f'source "{CLUSTER_DIR}/lib.sh" >/dev/null && printf %s "${name}"'],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    kubectl_path: str
+    local: bool  # the project's own cluster on this machine (its API server runs here)
+    started_here: bool
+    node_name: str | None  # the local cluster's real node
+    host_address: str | None  # address on this machine that pods can reach
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
+            )
+        return proc
+
+    def apply(self, manifest: dict | list, namespace: str | None = None) -> None:
+        docs = manifest if isinstance(manifest, list) else [manifest]
+        body = "\n---\n".join(json.dumps(d) for d in docs)
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        self.kubectl(*args, input=body)
+
+    def get_json(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def wait_until(self, what: str, pred: Callable[[], bool], timeout: float = 120, every: float = 1) -> None:
+        end = time.monotonic() + timeout
+        while True:
+            if pred():
+                return
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(every)
+
+    def ready(self) -> bool:
+        try:
+            return self.kubectl("get", "--raw", "/readyz", check=False, timeout=15).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+
+def _kubectl_path() -> str:
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    built = Path(cluster_setting("K8S_BIN")) / "kubectl"
+    if built.exists():
+        return str(built)
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    # The local cluster's bring-up builds it.
+    return str(built)
+
+
+def _script(name: str, *args: str, timeout: float) -> None:
+    subprocess.run(["bash", str(CLUSTER_DIR / name), *args], check=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    local_kc = str(Path(cluster_setting("RUN_DIR")) / "kubeconfig")
+    env_kc = os.environ.get("KUBECONFIG")
+    if env_kc and Path(env_kc).resolve() != Path(local_kc).resolve():
+        c = Cluster(env_kc, _kubectl_path(), False, False, None, os.environ.get("AGENTFLOW_E2E_HOST_ADDRESS"))
+        if not c.ready():
+            pytest.fail(f"KUBECONFIG={env_kc}: the cluster's API server is not ready")
+        yield c
+        return
+    c = Cluster(
+        local_kc,
+        _kubectl_path(),
+        True,
+        False,
+        cluster_setting("NODE_NAME"),
+        cluster_setting("POD_GATEWAY"),
+    )
+    if not (Path(local_kc).exists() and c.ready()):
+        _script("up.sh", timeout=60 * 60)
+        c.started_here = True
+        c.kubectl_path = _kubectl_path()
+    assert c.ready(), "local cluster did not become ready"
+    os.environ.setdefault("KUBECONFIG", local_kc)
+    try:
+        yield c
+    finally:
+        if c.started_here:
+            _script("down.sh", timeout=300)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: Cluster) -> str:
+    """Path of the kubeconfig of the cluster under test."""
+    return cluster.kubeconfig
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    # Pods can only be created once the namespace's default ServiceAccount exists.
+    cluster.wait_until(
+        "default service account",
+        lambda: cluster.kubectl("-n", name, "get", "sa", "default", check=False).returncode == 0,
+        timeout=60,
+        every=0.5,
+    )
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,48 @@
+"""Teardown and warm bring-up of the local cluster (tests/e2e/cluster/down.sh and up.sh).
+
+Runs last in the session (file name) and only against the project's local cluster: it stops the
+cluster, checks that no process, port, bridge or mount is left, then brings it up again with
+every build cached and checks that took at most 3 minutes. The cluster is running afterwards,
+as before. Set AGENTFLOW_E2E_SKIP_LIFECYCLE=1 to leave a shared cluster alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from conftest import CLUSTER_DIR
+
+if TYPE_CHECKING:
+    from conftest import Cluster
+
+pytestmark = pytest.mark.e2e
+
+WARM_BRING_UP_LIMIT_S = 180
+
+
+def test_down_leaves_nothing_and_warm_up_is_fast(cluster: Cluster) -> None:
+    if not cluster.local:
+        pytest.skip("only for the local cluster of tests/e2e/cluster")
+    if os.environ.get("AGENTFLOW_E2E_SKIP_LIFECYCLE") == "1":
+        pytest.skip("AGENTFLOW_E2E_SKIP_LIFECYCLE=1")
+
+    down = subprocess.run(["bash", str(CLUSTER_DIR / "down.sh")], capture_output=True, text=True, timeout=300)
+    assert down.returncode == 0, down.stderr
+    check = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "down.sh"), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, f"leftovers after down.sh:\n{check.stderr}"
+    assert not cluster.ready()
+
+    t0 = time.monotonic()
+    up = subprocess.run(["bash", str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, timeout=900)
+    took = time.monotonic() - t0
+    assert up.returncode == 0, up.stderr[-4000:]
+    print(f"warm bring-up took {took:.0f}s")
+    assert cluster.ready()
+    assert took <= WARM_BRING_UP_LIMIT_S, f"warm bring-up took {took:.0f}s > {WARM_BRING_UP_LIMIT_S}s"
