@@ -474,6 +474,8 @@ def _eval_reason(exc: CELEvalError) -> str:
     undeclared = _UNDECLARED_RE.match(message)
     if undeclared:
         return f"unknown name {undeclared.group(1)!r}"
+    if message == "return error for overflow" and detail == ("overflow",):
+        return "integer overflow (CEL integers are 64-bit)"
     if message == "modulus or divide by zero":
         return "division by zero"
     no_member = _NO_MEMBER_RE.match(message)

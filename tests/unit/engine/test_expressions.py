@@ -152,6 +152,7 @@ def test_only_used_roots_and_referenced_steps_are_needed() -> None:
         ("unknown_name", "unknown name 'unknown_name'"),
         ("unknown_name + 1", "unknown name 'unknown_name'"),
         ("{'a': 1 / 0}", "division by zero"),
+        ("9223372036854775807 + 1", "integer overflow (CEL integers are 64-bit)"),
     ],
 )
 def test_runtime_errors_name_the_expression_and_reason(text: str, reason: str) -> None:
@@ -441,7 +442,7 @@ def test_values_without_expressions_render_unchanged(value: Any) -> None:
 
 
 @settings(max_examples=50)
-@given(st.integers(min_value=-(2**62), max_value=2**62), st.integers(min_value=-(2**62), max_value=2**62))
+@given(st.integers(min_value=-(2**61), max_value=2**61), st.integers(min_value=-(2**61), max_value=2**61))
 def test_int_arithmetic_matches_python(a: int, b: int) -> None:
     context = {"inputs": {"a": a, "b": b}}
     assert compile_expression("inputs.a + inputs.b").evaluate(context) == a + b
