@@ -129,9 +129,7 @@ def _check(v: Any, path: str, depth: int = 0) -> None:
         try:
             v.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise ValueError(
-                f"{where}: string is not valid UTF-8 ({e.reason}); remove lone surrogates"
-            ) from None
+            raise ValueError(f"{where}: string is not valid UTF-8 ({e.reason}); remove lone surrogates") from None
         return
     if isinstance(v, int):
         if not _INT_MIN <= v <= _INT_MAX:
@@ -139,18 +137,14 @@ def _check(v: Any, path: str, depth: int = 0) -> None:
         return
     if isinstance(v, float):
         if not math.isfinite(v):
-            raise ValueError(
-                f"{where}: {v} is not valid JSON (NaN and infinity are not allowed); use null or a string"
-            )
+            raise ValueError(f"{where}: {v} is not valid JSON (NaN and infinity are not allowed); use null or a string")
         return
     if depth >= _MAX_DEPTH:
         raise ValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels; flatten the value")
     if isinstance(v, Mapping):
         for k, x in v.items():
             if not isinstance(k, str):
-                raise TypeError(
-                    f"{where}: key {k!r} is a {type(k).__name__}; JSON object keys must be strings"
-                )
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; JSON object keys must be strings")
             _check(k, f"{where} key {k!r}", depth + 1)
             _check(x, _join(path, k), depth + 1)
         return
@@ -350,7 +344,9 @@ class Journal:
             raise TypeError(f"event node must be a string or None, got {node!r}")
         at = event.at
         if not ((type(at) is float and _isfinite(at)) or type(at) is int):
-            raise ValueError(f"event at must be a finite number of seconds, got {at!r}")
+            if isinstance(at, bool) or not isinstance(at, int | float):
+                raise TypeError(f"event at must be a number of seconds, got {type(at).__name__} {at!r}")
+            _check(at, "at")  # a float/int subclass: fine if finite and in range
         data = event.data
         if type(data) is not dict or not _plain(data, 1):
             if not isinstance(data, Mapping):
@@ -514,10 +510,7 @@ class _Verifier:
                 )
         genuine = self._find(p + 1, seq=k, prev=prev)
         if genuine is not None:
-            return (
-                f"a forged record {k} was inserted at line {line}; "
-                f"the genuine record {k} is at line {genuine + 1}"
-            )
+            return f"a forged record {k} was inserted at line {line}; the genuine record {k} is at line {genuine + 1}"
         return (
             f"record {k} at line {line} does not link to record {k - 1} (prev does not match its hash): "
             f"record {k - 1} was rewritten with a recomputed hash, or record {k} was replaced"

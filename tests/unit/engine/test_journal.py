@@ -193,6 +193,16 @@ class TestJournal:
         back = Record.from_dict(json.loads(r.to_json()))
         assert back.event.at == 5 and verify([back.to_dict()]).ok
 
+    def test_float_subclass_at_hashes_like_a_float(self) -> None:
+        class Seconds(float):
+            pass
+
+        a, b = Journal(), Journal()
+        assert (
+            a.append(Event(EventType.run_started, at=Seconds(2.5))).hash
+            == b.append(Event(EventType.run_started, at=2.5)).hash
+        )
+
     def test_read_only_mapping_data_hashes_like_a_dict(self) -> None:
         a, b = Journal(), Journal()
         ra = a.append(Event(EventType.fan_out, "x", MappingProxyType({"count": 2})))
@@ -210,7 +220,8 @@ class TestJournal:
             (Event(EventType.step_succeeded, "a", {"seen": {1, 2}}), TypeError, "data.seen"),
             (Event(EventType.step_succeeded, 3, {}), TypeError, "node"),  # type: ignore[arg-type]
             (Event("StepSucceeded", "a", {}), TypeError, "EventType"),  # type: ignore[arg-type]
-            (Event(EventType.step_succeeded, "a", {}, math.inf), ValueError, "event at"),
+            (Event(EventType.step_succeeded, "a", {}, math.inf), ValueError, "at: inf is not valid JSON"),
+            (Event(EventType.step_succeeded, "a", {}, "now"), TypeError, "event at must be a number"),  # type: ignore[arg-type]
             (Event(EventType.step_succeeded, "a", [1]), TypeError, "mapping"),  # type: ignore[arg-type]
         ],
     )
@@ -407,9 +418,7 @@ events = st.builds(
 def _mutate(rows: Rows, data: st.DataObject) -> Rows:
     rows = copy.deepcopy(rows)
     n = len(rows)
-    kind = data.draw(
-        st.sampled_from(["edit", "edit+rehash", "delete", "swap", "insert", "duplicate", "move"])
-    )
+    kind = data.draw(st.sampled_from(["edit", "edit+rehash", "delete", "swap", "insert", "duplicate", "move"]))
     i = data.draw(st.integers(0, n - 1))
     if kind in ("edit", "edit+rehash"):
         field = data.draw(st.sampled_from(["seq", "type", "node", "at", "data", "prev", "hash"]))
