@@ -100,10 +100,11 @@ _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
 class _LocatedError(Exception):
-    def __init__(self, line: int, message: str):
+    def __init__(self, line: int, path: tuple[PathPart, ...], message: str):
         self.line = line
+        self.path = format_path(path)
         self.message = message
-        super().__init__(f"line {line}: {message}")
+        super().__init__(f"line {line}: {self.path}: {message}")
 
 
 def _construct(
@@ -120,10 +121,10 @@ def _construct(
                 else _construct(key_node, (*path, "<key>"), {}, loader)
             )
             if key == "<<":
-                raise _LocatedError(key_line, "YAML merge keys are not supported")
+                raise _LocatedError(key_line, path, "YAML merge keys (<<) are not supported; write keys out")
             key = str(key)
             if key in out:
-                raise _LocatedError(key_line, f"duplicate key {key!r}")
+                raise _LocatedError(key_line, (*path, key), f"duplicate key {key!r}")
             out[key] = _construct(value_node, (*path, key), lines, loader)
             lines[(*path, key)] = key_line
         return out
@@ -138,7 +139,8 @@ def _construct(
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
         tag = node.tag.rsplit(":", 1)[-1]
-        raise _LocatedError(node.start_mark.line + 1, f"bad {tag} value {node.value!r}: {problem}") from None
+        message = f"bad {tag} value {node.value!r}: {problem}"
+        raise _LocatedError(node.start_mark.line + 1, path, message) from None
 
 
 def parse_yaml(text: str, source: str) -> list[Document]:
@@ -147,7 +149,11 @@ def parse_yaml(text: str, source: str) -> list[Document]:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ManifestError([Problem(source, "", f"malformed YAML: {exc.problem or exc}", line)]) from None
+        message = f"malformed YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            # e.g. an unclosed quote: the problem is at the end, the cause where the scalar began.
+            message += f" ({exc.context} on line {exc.context_mark.line + 1})"
+        raise ManifestError([Problem(source, "", message, line)]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([Problem(source, "", f"malformed YAML: {exc}")]) from None
     docs = []
@@ -158,7 +164,8 @@ def parse_yaml(text: str, source: str) -> list[Document]:
         try:
             body = _construct(node, (), lines, _ScalarLoader())
         except _LocatedError as exc:
-            raise ManifestError([Problem(source, "", f"malformed YAML: {exc.message}", exc.line)]) from None
+            problem = Problem(source, exc.path, f"malformed YAML: {exc.message}", exc.line)
+            raise ManifestError([problem]) from None
         if body is None:
             continue
         docs.append(Document(source, body, lines, i))
