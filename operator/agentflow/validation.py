@@ -101,7 +101,8 @@ def _registry() -> referencing.Registry[Any]:
 def _schema_findings(schema: Mapping[str, Any], path: PathParts) -> list[Finding]:
     """Problems of a JSON Schema itself, checked against its meta-schema."""
     cls = validator_for(schema)
-    meta = cls(cls.META_SCHEMA, registry=_registry())
+    # With the format checker, a bad regular expression in "pattern" is a problem here, not a crash later.
+    meta = cls(cls.META_SCHEMA, registry=_registry(), format_checker=cls.FORMAT_CHECKER)
     return [
         ([*path, *err.absolute_path], f"not a valid JSON Schema: {err.message}")
         for err in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])

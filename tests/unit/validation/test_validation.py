@@ -698,3 +698,11 @@ def test_validate_body_for_the_webhook() -> None:
 def test_check_resource_on_a_workflow_is_check_workflow(catalog: Catalog | None) -> None:
     resource = workflow({"steps": [tool_step("a"), tool_step("a")]})
     assert check_resource(resource, catalog) == check_workflow(resource.spec, catalog)
+
+
+def test_a_bad_regular_expression_in_a_schema_is_a_problem_not_a_crash() -> None:
+    schema = {"type": "object", "properties": {"q": {"type": "string", "pattern": "a("}}}
+    findings = check({"inputs": {"q": "abc"}, "inputSchema": schema, "steps": [tool_step("a")]})
+    assert findings == [
+        (["spec", "inputSchema", "properties", "q", "pattern"], "not a valid JSON Schema: 'a(' is not a 'regex'")
+    ]
