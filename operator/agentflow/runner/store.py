@@ -131,9 +131,7 @@ class RunStore:
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError) and e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise StoreError(
-                    f"run {run_id!r} already exists under {self.runs_path}; choose another run id"
-                ) from e
+                raise StoreError(f"run {run_id!r} already exists under {self.runs_path}; choose another run id") from e
             if isinstance(e, OSError | UnicodeError):
                 raise StoreError(f"cannot create run {run_id!r} under {self.runs_path}: {e}") from e
             raise
@@ -145,15 +143,11 @@ class RunStore:
         path = self.runs_path / run_id
         meta = self._read_meta(path)
         if meta is None:
-            raise StoreError(
-                f"run {run_id!r} not found under {self.runs_path}; list runs with `agentflow runs`"
-            )
+            raise StoreError(f"run {run_id!r} not found under {self.runs_path}; list runs with `agentflow runs`")
         try:
             manifests = (path / "manifests.yaml").read_text(encoding="utf-8")
         except (OSError, UnicodeError) as e:
-            raise StoreError(
-                f"cannot read {path / 'manifests.yaml'}: {e}; the run directory is damaged"
-            ) from e
+            raise StoreError(f"cannot read {path / 'manifests.yaml'}: {e}; the run directory is damaged") from e
         return RunDir(path, run_id, meta, manifests)
 
     def list_runs(self) -> list[RunInfo]:
@@ -188,9 +182,7 @@ class RunStore:
         if ref == "latest":
             run = self.latest()
             if run is None:
-                raise StoreError(
-                    f"no runs under {self.runs_path} yet; start one with `agentflow run FILE.yaml`"
-                )
+                raise StoreError(f"no runs under {self.runs_path} yet; start one with `agentflow run FILE.yaml`")
             return run
         if _RUN_ID.match(ref) and (self.runs_path / ref / "meta.json").is_file():
             return self.open(ref)
@@ -246,8 +238,13 @@ class RunDir:
 
     # ------------------------------------------------------------------ journal
 
-    def _scan(self) -> tuple[list[tuple[int, Any]], _Tail]:
-        """Parse journal.jsonl into (line number, JSON value) pairs, dropping a torn last line."""
+    def _scan(self, *, strict: bool = True) -> tuple[list[tuple[int, Any]], _Tail, str | None]:
+        """Parse journal.jsonl into (line number, JSON value) pairs, dropping a torn last line.
+
+        A line that is not JSON before the last one is damage, not a torn write:
+        StoreError when ``strict``, else parsing stops there and the third item
+        describes it.
+        """
         try:
             data = self.journal_path.read_bytes()
         except FileNotFoundError:
@@ -258,6 +255,7 @@ class RunDir:
         partial = lines.pop()  # b"" when the file ends with a newline
         valid_size = len(data) - len(partial)
         rows: list[tuple[int, Any]] = []
+        damage = None
         for i, line in enumerate(lines):
             try:
                 rows.append((i + 1, orjson.loads(line)))
@@ -265,24 +263,26 @@ class RunDir:
                 if i == len(lines) - 1 and not partial:  # a torn last line that happens to end in "\n"
                     valid_size -= len(line) + 1
                     break
-                raise StoreError(
-                    f"{self.journal_path}:{i + 1}: corrupt journal line ({e}); the journal was damaged "
-                    "after it was written: restore it from a copy, or inspect it with `agentflow verify`"
-                ) from None
+                damage = f"line {i + 1} is not valid JSON ({e})"
+                if strict:
+                    raise StoreError(
+                        f"{self.journal_path}:{i + 1}: corrupt journal line ({e}); the journal was damaged "
+                        "after it was written: restore it from a copy, or inspect it with `agentflow verify`"
+                    ) from None
+                break
         head, next_seq = GENESIS, 0
         if rows:
             last = rows[-1][1]
-            if (
-                isinstance(last, dict)
-                and isinstance(last.get("hash"), str)
-                and isinstance(last.get("seq"), int)
-            ):
+            if isinstance(last, dict) and isinstance(last.get("hash"), str) and isinstance(last.get("seq"), int):
                 head, next_seq = last["hash"], last["seq"] + 1
-        return rows, _Tail(valid_size, len(data), head, next_seq)
+        return rows, _Tail(valid_size, len(data), head, next_seq), damage
 
     def read_records(self) -> list[Record]:
-        """Every complete record of the journal, oldest first (the chain is not verified)."""
-        rows, tail = self._scan()
+        """Every complete record of the journal, oldest first (the chain is not verified).
+
+        StoreError names the line of a record that is not JSON or not a journal record.
+        """
+        rows, tail, _ = self._scan()
         records = []
         for line, row in rows:
             try:
@@ -293,9 +293,15 @@ class RunDir:
         return records
 
     def verify(self, *, head: str | None = None) -> VerifyReport:
-        """Check the hash chain of the journal as it is on disk (a torn last line is ignored)."""
-        rows, _ = self._scan()
-        return verify((row for _, row in rows), head=head)
+        """Check the hash chain of the journal as it is on disk (a torn last line is ignored).
+
+        Damage is reported, not raised: a line that is not JSON is a failed report too.
+        """
+        rows, _, damage = self._scan(strict=False)
+        report = verify((row for _, row in rows), head=None if damage else head)
+        if damage is None or not report.ok:
+            return report
+        return VerifyReport(False, len(rows), len(rows), f"{damage}: the journal was damaged or edited")
 
     def append(self, records: Sequence[Record]) -> None:
         """Write a batch of records durably: one write, one fsync, before the caller acts on them."""
@@ -303,12 +309,11 @@ class RunDir:
             return
         if self._lock_fd is None:
             raise StoreError(
-                f"cannot append to run {self.run_id!r} without its lock; "
-                "drive the run inside `with run_dir.lock():`"
+                f"cannot append to run {self.run_id!r} without its lock; drive the run inside `with run_dir.lock():`"
             )
         tail = self._tail
         if tail is None:
-            _, tail = self._scan()
+            _, tail, _ = self._scan()
         expected_seq, expected_prev = tail.next_seq, tail.head
         for r in records:
             if r.seq != expected_seq or r.prev != expected_prev:
@@ -345,9 +350,7 @@ class RunDir:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         if self._lock_fd is not None:
-            raise StoreError(
-                f"run {self.run_id!r} is already locked through this RunDir; lock() does not nest"
-            )
+            raise StoreError(f"run {self.run_id!r} is already locked through this RunDir; lock() does not nest")
         lock_path = self.path / "lock"
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -380,9 +383,7 @@ class RunDir:
 
     def post(self, event: Event) -> Path:
         """Queue an event for the process driving the run; atomic (tmp file, then rename)."""
-        body = canonical_json(
-            {"type": event.type.value, "node": event.node, "at": event.at, "data": event.data}
-        )
+        body = canonical_json({"type": event.type.value, "node": event.node, "at": event.at, "data": event.data})
         self._posted += 1
         name = f"{time.time_ns():020d}-{self._posted:06d}-{secrets.token_hex(4)}.json"
         final, tmp = self.inbox_path / name, self.inbox_path / f".{name}.tmp"
@@ -394,17 +395,13 @@ class RunDir:
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StoreError(
-                f"cannot post to the inbox of run {self.run_id!r} ({self.inbox_path}): {e}"
-            ) from e
+            raise StoreError(f"cannot post to the inbox of run {self.run_id!r} ({self.inbox_path}): {e}") from e
         return final
 
     def inbox(self) -> list[tuple[Path, Event]]:
         """Posted events not yet acknowledged, oldest first."""
         try:
-            names = sorted(
-                n for n in os.listdir(self.inbox_path) if n.endswith(".json") and not n.startswith(".")
-            )
+            names = sorted(n for n in os.listdir(self.inbox_path) if n.endswith(".json") and not n.startswith("."))
         except FileNotFoundError:
             return []
         except OSError as e:
@@ -427,9 +424,7 @@ class RunDir:
         for p in paths:
             path = Path(p)
             if path.parent != self.inbox_path:
-                raise StoreError(
-                    f"{path} is not in the inbox of run {self.run_id!r}; pass paths from inbox()"
-                )
+                raise StoreError(f"{path} is not in the inbox of run {self.run_id!r}; pass paths from inbox()")
             try:
                 path.unlink()
                 removed = True

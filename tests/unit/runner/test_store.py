@@ -146,9 +146,7 @@ class TestFind:
             three.resolve("support")
 
     def test_unknown_run_says_how_to_list_runs(self, three: RunStore) -> None:
-        with pytest.raises(
-            StoreError, match=r"run 'nope' not found under .*runs; list runs with `agentflow runs`"
-        ):
+        with pytest.raises(StoreError, match=r"run 'nope' not found under .*runs; list runs with `agentflow runs`"):
             three.resolve("nope")
         with pytest.raises(StoreError, match="not found"):
             three.open("nope")
@@ -201,9 +199,7 @@ class TestJournalFile:
         assert calls == ["write", "fsync"]
 
     def test_append_needs_the_lock(self, run: RunDir) -> None:
-        with pytest.raises(
-            StoreError, match=r"without its lock; drive the run inside `with run_dir.lock\(\):`"
-        ):
+        with pytest.raises(StoreError, match=r"without its lock; drive the run inside `with run_dir.lock\(\):`"):
             run.append(Journal().extend(events(1)))
         assert run.journal_path.read_bytes() == b""
 
@@ -243,6 +239,11 @@ class TestJournalFile:
         run.journal_path.write_bytes(b"\n".join(lines))
         with pytest.raises(StoreError, match=r"journal.jsonl:2: corrupt journal line"):
             run.read_records()
+        report = run.verify()
+        assert not report.ok and report.bad_seq == 1 and report.checked == 1
+        assert report.problem is not None and report.problem.startswith("line 2 is not valid JSON")
+        with run.lock(), pytest.raises(StoreError, match="corrupt journal line"):
+            run.append(Journal().extend(events(1)))
 
     def test_record_of_the_wrong_shape_is_reported_with_its_line(self, run: RunDir) -> None:
         write_events(run, 2)
@@ -337,9 +338,7 @@ class TestInbox:
     def test_post_is_atomic_and_unfinished_files_are_ignored(self, run: RunDir) -> None:
         (run.path / "inbox" / ".123.json.tmp").write_text('{"type": "Cancel')
         path = run.post(Event(EventType.cancel_requested, None, {"by": "bo", "reason": "late"}))
-        assert run.inbox() == [
-            (path, Event(EventType.cancel_requested, None, {"by": "bo", "reason": "late"}))
-        ]
+        assert run.inbox() == [(path, Event(EventType.cancel_requested, None, {"by": "bo", "reason": "late"}))]
         assert sorted(os.listdir(run.path / "inbox")) == [".123.json.tmp", path.name]
 
     def test_ack_removes_consumed_events(self, run: RunDir) -> None:
