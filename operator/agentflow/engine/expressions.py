@@ -297,13 +297,17 @@ def compile_expression(text: str) -> Expression:
         )
     tree = _parse(text)
     analysis = _Analysis()
-    _analyse(tree, frozenset(), analysis, text)
+    try:
+        _analyse(tree, frozenset(), analysis, text)
+        path = _literal_path(tree)
+    except RecursionError:
+        raise ExpressionError(text, "the expression is nested too deeply") from None
     return Expression(
         text=text,
         roots=frozenset(analysis.roots),
         step_refs=frozenset(analysis.step_refs),
         _tree=tree,
-        _path=_literal_path(tree),
+        _path=path,
         _steps_dynamic=analysis.steps_dynamic,
     )
 

@@ -447,3 +447,9 @@ def test_int_arithmetic_matches_python(a: int, b: int) -> None:
     context = {"inputs": {"a": a, "b": b}}
     assert compile_expression("inputs.a + inputs.b").evaluate(context) == a + b
     assert compile_expression("inputs.a < inputs.b").evaluate(context) is (a < b)
+
+
+def test_absurdly_nested_expressions_are_errors_not_crashes() -> None:
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        compile_expression("(" * 400 + "inputs.x" + ")" * 400)
+    assert compile_expression("(" * 10 + "inputs.x" + ")" * 10).evaluate(CONTEXT) == 1
