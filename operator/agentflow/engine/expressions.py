@@ -50,6 +50,7 @@ __all__ = [
     "compile_expression",
     "compile_template",
     "render_text",
+    "stringify",
 ]
 
 
@@ -610,7 +611,9 @@ def compile_template(value: Any) -> Template:
 
     A string that is exactly one ``${{ expr }}`` (whitespace around allowed)
     renders to the expression's value with its type; any other string renders
-    to text with each value stringified. ``$${{`` stands for a literal ``${{``.
+    to text with each value stringified (see :func:`stringify`). ``$${{``
+    stands for a literal ``${{``. Mapping keys are taken as they are.
+    Raises ExpressionError for an unclosed ``${{`` or a bad expression.
     """
     expressions: list[Expression] = []
     root = _compile_node(value, expressions)
