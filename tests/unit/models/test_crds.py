@@ -9,6 +9,8 @@ cel-python, and list-type map keys checked for duplicates.
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow.models import GROUP, VERSION, crd
+from agentflow.models import GROUP, VERSION, BudgetSpec, StepSpec, ToolSpec, crd
 from agentflow.models.base import JSONValue, Model
 from agentflow.models.manifests import ManifestError, parse_resource
 
@@ -86,6 +88,11 @@ def to_jsonschema(node: dict[str, Any]) -> dict[str, Any]:
 _CEL = celpy.Environment()
 
 
+@functools.cache
+def cel_program(rule: str) -> celpy.Runner:
+    return _CEL.program(_CEL.compile(rule))
+
+
 def cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[str]:
     errors = []
     for rule in schema.get("x-kubernetes-validations", []):
@@ -96,7 +103,7 @@ def cel_errors(schema: dict[str, Any], value: Any, old: Any, path: str) -> list[
         if transition:
             activation["oldSelf"] = celpy.json_to_cel(old)
         try:
-            ok = bool(_CEL.program(_CEL.compile(rule["rule"])).evaluate(activation))
+            ok = bool(cel_program(rule["rule"]).evaluate(activation))
         except celpy.CELEvalError as exc:
             ok, rule = False, {**rule, "message": f"{rule['message']} (evaluation error: {exc})"}
         if not ok:
@@ -484,6 +491,61 @@ def test_invalid_examples_fail_both(name: str) -> None:
     assert from_crd, f"the CRD accepts {name}"
     assert any(needle in e for e in from_models), from_models
     assert any(needle in e for e in from_crd), from_crd
+
+
+def step_cases() -> Iterator[dict[str, Any]]:
+    """Every combination of kind and the kind-specific fields of a step."""
+    optional = {
+        "agentRef": {"name": "a"},
+        "promptRef": {"name": "p"},
+        "tool": ["echo", ""],
+        "approval": {"message": "ok?"},
+    }
+    choices = [[None, *(v if isinstance(v, list) else [v])] for v in optional.values()]
+    for kind in ("llm", "tool", "approval"):
+        for values in itertools.product(*choices):
+            step = {"name": "s", "kind": kind}
+            step.update({k: v for k, v in zip(optional, values, strict=True) if v is not None})
+            yield step
+
+
+@pytest.mark.parametrize(
+    ("model", "path", "cases"),
+    [
+        (StepSpec, "spec.steps[]", list(step_cases())),
+        (
+            ToolSpec,
+            "spec.tools[]",
+            [
+                {"name": "t", **{k: v for k, v in kinds if v is not None}}
+                for kinds in itertools.product(
+                    [("builtin", None), ("builtin", {"name": "echo"})],
+                    [("http", None), ("http", {"url": "http://x"})],
+                    [("wasm", None), ("wasm", {"module": "m.wasm"})],
+                    [("container", None), ("container", {"image": "i", "command": ["c"]})],
+                )
+            ],
+        ),
+        # The rule sits on limits; the model checks it one level up, in BudgetSpec.
+        (BudgetSpec, "spec.limits", [{}, {"usd": 1}, {"tokens": 10}, {"usd": 0, "tokens": 0}]),
+    ],
+    ids=["StepSpec", "ToolSpec", "BudgetLimits"],
+)
+def test_cel_rules_accept_exactly_what_the_model_validators_accept(
+    model: type[Model], path: str, cases: list[dict[str, Any]]
+) -> None:
+    kind = {StepSpec: "Workflow", ToolSpec: "ToolPolicy", BudgetSpec: "Budget"}[model]
+    schema = at(schema_of(kind), path)
+    assert schema.get("x-kubernetes-validations"), f"{path} has no CEL rules"
+    for case in cases:
+        try:
+            model.model_validate({"limits": case} if model is BudgetSpec else case)
+            model_ok = True
+        except ValueError:
+            model_ok = False
+        cel = cel_errors(schema, case, None, path)
+        verdict = "accepts" if model_ok else "rejects"
+        assert model_ok == (not cel), f"{case}: the model {verdict} it, CEL says {cel}"
 
 
 def test_duplicate_names_are_rejected_by_the_api_server() -> None:
