@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -70,6 +71,7 @@ ALLOWED_KEYS = frozenset(
 _DROPPED_KEYS = frozenset({"title", "default", "$defs", "$ref", "anyOf", "const", "additionalProperties"})
 _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 _TYPES = ("object", "array", "string", "integer", "number", "boolean")
+_SAYS_DEFAULT = re.compile(r"\(default\b|\bdefaults? (to|is)\b|\bdefault:", re.IGNORECASE)
 
 
 class CRDError(ValueError):
@@ -180,7 +182,7 @@ def _describe_default(node: dict[str, Any]) -> None:
     default = node.get("default")
     if isinstance(default, bool | int | float) or (isinstance(default, str) and default):
         text = node.get("description", "")
-        if "default" not in text.lower():
+        if not _SAYS_DEFAULT.search(text):
             sep = " " if text else ""
             node["description"] = f"{text}{sep}Defaults to {json.dumps(default)}."
 
@@ -468,9 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             problems = drift(args.out)
             for problem in problems:
                 print(problem, file=sys.stderr)
+            if not problems:
+                print(f"{args.out}: {len(KINDS)} CRDs match the models")
             return 1 if problems else 0
-        for path in write(args.out):
+        changed = write(args.out)
+        for path in changed:
             print(f"wrote {path}")
+        if not changed:
+            print(f"{args.out}: {len(KINDS)} CRDs already match the models")
     except CRDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
