@@ -1,7 +1,7 @@
 """Tools implemented inside AgentFlow: ``text-search``, ``echo`` and ``json-extract``.
 
 ``text-search``  config ``{documents: [{id, title, text}], topK}``; inputs ``{query, topK?}``.
-                 Okapi BM25 over lowercase word tokens of title + text; returns
+                 Okapi BM25 over lowercase, lightly stemmed word tokens of title + text; returns
                  ``[{id, title, score, snippet}]``, best first, only documents sharing a word
                  with the query.
 ``echo``         returns its inputs.
@@ -40,8 +40,30 @@ class BuiltinToolError(ValueError):
         self.type = type
 
 
+def stem(word: str) -> str:
+    """A light English suffix stripper, so refund/refunds/refunded and ship/shipping meet."""
+    if len(word) <= 3 or word.isdigit():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("sses"):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    if word.endswith("e") and len(word) > 4:
+        word = word[:-1]
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+        word = word[:-1]
+    return word
+
+
 def tokenize(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Lowercase word tokens, lightly stemmed."""
+    return [stem(w) for w in _WORD.findall(text.lower())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +119,7 @@ class TextSearchIndex:
 def _snippet(text: str, terms: Sequence[str]) -> str:
     """About 160 characters of ``text`` around the first query word found in it."""
     lowered = text.lower()
-    hits = [m.start() for t in terms if (m := re.search(rf"\b{re.escape(t)}\b", lowered))]
+    hits = [m.start() for t in terms if (m := re.search(rf"\b{re.escape(t)}", lowered))]
     start = max(min(hits) - _SNIPPET_CHARS // 4, 0) if hits else 0
     if start > 0:
         space = text.find(" ", start)

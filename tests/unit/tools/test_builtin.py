@@ -82,3 +82,9 @@ class TestJsonExtract:
         assert Builtins().run(tool, {"document": '{"result": {"total": 42}}'}) == 42
         with pytest.raises(BuiltinToolError, match=r"inputs\.document"):
             Builtins().run(tool, {})
+
+
+def test_word_forms_meet_through_light_stemming() -> None:
+    docs = [{"id": "r", "title": "", "text": "Refunds are processed after the parcel is shipped."}]
+    [hit] = TextSearchIndex(docs).search("refund shipping", top_k=3)
+    assert hit["id"] == "r" and hit["snippet"].startswith("Refunds")

@@ -1,0 +1,417 @@
+"""Executors of the local runner: run one attempt of an llm or tool step.
+
+Both implement the engine's Executor protocol (agentflow.engine.values)::
+
+    InProcessExecutor    in this process: renders the prompt, calls the model
+                         (FallbackClient over the Agent's model and fallbacks),
+                         validates the output with one bounded repair retry;
+                         or checks the tool grants and calls the ToolRunner.
+    SubprocessExecutor   the same, in a child ``python -m agentflow.runner.stepproc``
+                         per attempt, killed at the deadline.
+
+An executor never raises for a failing step: every failure is a StepResult
+with a StepError (a cancelled attempt still raises CancelledError). The calls an
+attempt made are returned even when it fails, so their cost is booked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agentflow.engine.values import CallRecord, StepError, StepRequest, StepResult
+from agentflow.llm import (
+    IDEMPOTENCY_KEY,
+    FallbackClient,
+    ModelClient,
+    ModelError,
+    ModelRequest,
+    OutputValidationError,
+    PromptRenderError,
+    parse_output,
+    render_messages,
+    repair_messages,
+    request_hash,
+    validate_inputs,
+)
+from agentflow.llm.client import canonical_json
+from agentflow.models import Agent, Catalog, StepKind, StepSpec, ToolSpec, WorkflowSpec
+from agentflow.tools import ToolError, ToolRunner
+
+Clock = Callable[[], float]
+
+
+class _Failed(Exception):
+    """Internal: ends an attempt with this StepError."""
+
+    def __init__(self, error: StepError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _fail(type: str, message: str, retryable: bool = False) -> _Failed:
+    return _Failed(StepError(type, message, retryable))
+
+
+def step_request_to_dict(request: StepRequest) -> dict[str, Any]:
+    return {
+        "runId": request.run_id,
+        "node": request.node,
+        "step": request.step,
+        "kind": request.kind,
+        "attempt": request.attempt,
+        "inputs": dict(request.inputs),
+        "deadline": request.deadline,
+    }
+
+
+def step_request_from_dict(d: Mapping[str, Any]) -> StepRequest:
+    deadline = d.get("deadline")
+    return StepRequest(
+        run_id=str(d["runId"]),
+        node=str(d["node"]),
+        step=str(d["step"]),
+        kind=str(d["kind"]),
+        attempt=int(d["attempt"]),
+        inputs=dict(d.get("inputs") or {}),
+        deadline=float(deadline) if deadline is not None else None,
+    )
+
+
+def step_result_to_dict(result: StepResult) -> dict[str, Any]:
+    return {
+        "output": result.output,
+        "error": result.error.to_dict() if result.error is not None else None,
+        "calls": [c.to_dict() for c in result.calls],
+    }
+
+
+def step_result_from_dict(d: Mapping[str, Any]) -> StepResult:
+    error = d.get("error")
+    return StepResult(
+        output=d.get("output"),
+        error=StepError.from_dict(error) if error is not None else None,
+        calls=tuple(CallRecord.from_dict(c) for c in d.get("calls") or ()),
+    )
+
+
+def find_step(workflow: WorkflowSpec, name: str) -> StepSpec | None:
+    """The DAG step called ``name``, or the step of the state called ``name``."""
+    for step in workflow.steps:
+        if step.name == name:
+            return step
+    if workflow.state_machine is not None:
+        for state in workflow.state_machine.states:
+            if state.name == name:
+                return state.step
+    return None
+
+
+def _provider(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+class InProcessExecutor:
+    """Runs attempts in this process. Remembers the last results by idempotency key."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        workflow: WorkflowSpec,
+        model_client: ModelClient,
+        tool_runner: ToolRunner,
+        *,
+        clock: Clock = time.time,
+        remember: int = 1024,
+    ) -> None:
+        self._catalog = catalog
+        self._workflow = workflow
+        self._model = model_client
+        self._tools = tool_runner
+        self._clock = clock
+        self._remember = remember
+        self._done: collections.OrderedDict[str, StepResult] = collections.OrderedDict()
+
+    async def execute(self, request: StepRequest) -> StepResult:
+        key = request.idempotency_key
+        if key in self._done:
+            return self._done[key]
+        calls: list[CallRecord] = []
+        try:
+            output = await self._with_deadline(request, calls)
+            result = StepResult(output=output, calls=tuple(calls))
+        except _Failed as failed:
+            result = StepResult(error=failed.error, calls=tuple(calls))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must still end the attempt with a StepResult
+            error = StepError("ExecutorError", f"step {request.step!r}: {type(exc).__name__}: {exc}", True)
+            result = StepResult(error=error, calls=tuple(calls))
+        self._done[key] = result
+        while len(self._done) > self._remember:
+            self._done.popitem(last=False)
+        return result
+
+    async def _with_deadline(self, request: StepRequest, calls: list[CallRecord]) -> Any:
+        if request.deadline is None:
+            return await self._run(request, calls, None)
+        left = request.deadline - self._clock()
+        if left <= 0:
+            raise _fail("DeadlineExceeded", f"step {request.step!r}: the deadline passed before it started", True)
+        try:
+            return await asyncio.wait_for(self._run(request, calls, left), left)
+        except TimeoutError:
+            raise _fail(
+                "DeadlineExceeded",
+                f"step {request.step!r} ({request.node}) did not finish within its deadline ({left:.3g}s left "
+                "at start); raise timeoutSeconds if it needs longer",
+                True,
+            ) from None
+
+    async def _run(self, request: StepRequest, calls: list[CallRecord], timeout: float | None) -> Any:
+        step = find_step(self._workflow, request.step)
+        if step is None:
+            raise _fail("UnknownStep", f"the workflow has no step or state named {request.step!r}")
+        if request.kind == StepKind.llm.value and step.kind is StepKind.llm:
+            return await self._llm(request, step, calls, timeout)
+        if request.kind == StepKind.tool.value and step.kind is StepKind.tool:
+            return await self._tool(request, step, calls)
+        raise _fail(
+            "UnsupportedStepKind",
+            f"step {request.step!r} is a {step.kind.value} step but the request is for kind {request.kind!r}; "
+            "executors run llm and tool steps only",
+        )
+
+    # --- llm ------------------------------------------------------------------------------------------
+
+    def _agent(self, step: StepSpec) -> Agent:
+        assert step.agent_ref is not None
+        agent = self._catalog.agents.get(step.agent_ref.name)
+        if agent is None:
+            raise _fail("UnknownReference", f"step {step.name!r}: agentRef {step.agent_ref.name!r} is not loaded")
+        return agent
+
+    def _models(self, agent: Agent) -> list[str]:
+        spec = agent.spec.model
+        models = [spec.name, *spec.fallbacks]
+        allowed = agent.spec.data_residency.allowed_providers
+        if allowed:
+            models = [m for m in models if _provider(m) in allowed]
+            if not models:
+                raise _fail(
+                    "DataResidencyViolation",
+                    f"Agent {agent.metadata.name!r}: none of its models ({spec.name}, fallbacks "
+                    f"{spec.fallbacks}) is from an allowed provider ({', '.join(allowed)}); change the model "
+                    "or dataResidency.allowedProviders",
+                )
+        return models
+
+    async def _llm(self, request: StepRequest, step: StepSpec, calls: list[CallRecord], timeout: float | None) -> Any:
+        agent = self._agent(step)
+        assert step.prompt_ref is not None
+        prompt = self._catalog.prompts.get(step.prompt_ref.name)
+        if prompt is None:
+            raise _fail("UnknownReference", f"step {step.name!r}: promptRef {step.prompt_ref.name!r} is not loaded")
+        try:
+            validate_inputs(prompt, request.inputs)
+            messages = render_messages(agent, prompt, request.inputs)
+        except PromptRenderError as exc:
+            raise _fail("PromptRenderError", f"step {step.name!r}: {exc}") from exc
+        models = self._models(agent)
+        params = step.model_params
+        model = agent.spec.model
+        base = ModelRequest(
+            model=models[0],
+            messages=tuple(messages),
+            temperature=params.temperature if params and params.temperature is not None else model.temperature,
+            max_tokens=params.max_tokens if params and params.max_tokens is not None else model.max_tokens,
+            api_base=model.api_base,
+            output_schema=prompt.spec.output_schema,
+            timeout_seconds=timeout,
+            metadata={IDEMPOTENCY_KEY: request.idempotency_key, "run_id": request.run_id, "node": request.node},
+        )
+        client = FallbackClient(self._model, models[1:])
+        text = await self._complete(client, base, calls)
+        schema = prompt.spec.output_schema
+        try:
+            return parse_output(text, schema)
+        except OutputValidationError as first:
+            if first.rule == "schema":
+                raise _fail("InvalidOutputSchema", f"PromptVersion {prompt.metadata.name!r}: {first}") from first
+            repair = dataclasses.replace(
+                base,
+                messages=tuple(repair_messages(base.messages, text, first)),
+                metadata={**base.metadata, IDEMPOTENCY_KEY: f"{request.idempotency_key}/repair"},
+            )
+            text = await self._complete(client, repair, calls)
+            try:
+                return parse_output(text, schema)
+            except OutputValidationError as second:
+                raise _fail(
+                    "InvalidModelOutput",
+                    f"step {step.name!r}: the model's answer failed the outputSchema of PromptVersion "
+                    f"{prompt.metadata.name!r} twice (after one repair request): {second}",
+                    True,
+                ) from second
+
+    async def _complete(self, client: FallbackClient, request: ModelRequest, calls: list[CallRecord]) -> str:
+        try:
+            response = await client.complete(request)
+        except ModelError as exc:
+            raise _fail(exc.type, exc.message, exc.retryable) from exc
+        calls.append(
+            CallRecord(
+                kind="llm",
+                name=response.model,
+                request_hash=request_hash(request),
+                response=response.text,
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+                latency_ms=response.latency_ms,
+                cached=response.cached,
+            )
+        )
+        return response.text
+
+    # --- tools ----------------------------------------------------------------------------------------
+
+    def allowed_tool(self, step: StepSpec) -> ToolSpec:
+        """The ToolSpec a tool step may call, deny by default; raises _Failed (ToolNotAllowed/UnknownTool)."""
+        assert step.tool is not None
+        name = step.tool
+        if step.agent_ref is None:
+            tool = self._catalog.find_tool(name)
+            if tool is None:
+                raise _fail("UnknownTool", f"step {step.name!r}: no ToolPolicy declares tool {name!r}; declare it")
+            return tool
+        agent = self._agent(step)
+        who = f"Agent {agent.metadata.name!r}"
+        if name not in agent.spec.tools:
+            listed = ", ".join(agent.spec.tools) or "none"
+            raise _fail(
+                "ToolNotAllowed",
+                f"step {step.name!r}: {who} does not list tool {name!r} in spec.tools (it lists: {listed}); "
+                "add it there and to a ToolPolicy whose agentSelector matches the Agent",
+            )
+        matching = self._catalog.policies_for(agent)
+        for policy in matching:
+            for tool in policy.spec.tools:
+                if tool.name == name:
+                    return tool
+        others = sorted(set(self._catalog.policies) - {p.metadata.name for p in matching})
+        raise _fail(
+            "ToolNotAllowed",
+            f"step {step.name!r}: no ToolPolicy matching {who} (labels {agent.metadata.labels}) declares tool "
+            f"{name!r}; policies considered: {', '.join(p.metadata.name for p in matching) or 'none'}; "
+            f"not matching the Agent: {', '.join(others) or 'none'}",
+        )
+
+    async def _tool(self, request: StepRequest, step: StepSpec, calls: list[CallRecord]) -> Any:
+        tool = self.allowed_tool(step)
+        try:
+            outcome = await self._tools.call(
+                tool, request.inputs, idempotency_key=request.idempotency_key, deadline=request.deadline
+            )
+        except ToolError as exc:
+            raise _fail(exc.type, exc.message, exc.retryable) from exc
+        digest = hashlib.sha256(canonical_json({"tool": tool.name, "inputs": dict(request.inputs)})).hexdigest()
+        calls.append(
+            CallRecord(
+                kind="tool",
+                name=tool.name,
+                request_hash=digest,
+                response=outcome.output,
+                cost_usd=outcome.cost_usd,
+                latency_ms=outcome.latency_ms,
+            )
+        )
+        return outcome.output
+
+
+class SubprocessExecutor:
+    """Runs each attempt in a child ``python -m agentflow.runner.stepproc``.
+
+    The child reads ``{"request", "manifests", "workflow"}`` as JSON on stdin
+    (the manifests as the YAML text the run was started with, the Workflow's
+    name) and prints the StepResult as JSON. It is killed at the deadline.
+    ``env`` is the child's environment (default: this process's); the child
+    picks its model client from it like the parent would.
+    """
+
+    def __init__(
+        self,
+        manifests_yaml: str,
+        workflow: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        clock: Clock = time.time,
+    ) -> None:
+        self._manifests = manifests_yaml
+        self._workflow = workflow
+        self._env = dict(env) if env is not None else None
+        self._python = python
+        self._clock = clock
+
+    async def execute(self, request: StepRequest) -> StepResult:
+        payload = {"request": step_request_to_dict(request), "manifests": self._manifests, "workflow": self._workflow}
+        timeout = None
+        if request.deadline is not None:
+            timeout = request.deadline - self._clock()
+            if timeout <= 0:
+                return _error("DeadlineExceeded", f"step {request.step!r}: the deadline passed before it started")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self._python,
+                "-m",
+                "agentflow.runner.stepproc",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._env,
+            )
+        except OSError as exc:
+            return _error("ExecutorError", f"cannot start {self._python!r}: {exc}")
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(json.dumps(payload).encode("utf-8")), timeout)
+        except TimeoutError:
+            await _kill(proc)
+            return _error(
+                "DeadlineExceeded",
+                f"step {request.step!r} ({request.node}) did not finish within its deadline; the step process "
+                "was killed",
+            )
+        except BaseException:
+            await _kill(proc)
+            raise
+        return _parse_child(stdout, stderr, proc.returncode)
+
+
+def _error(type: str, message: str, retryable: bool = True) -> StepResult:
+    return StepResult(error=StepError(type, message, retryable))
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+def _parse_child(stdout: bytes, stderr: bytes, returncode: int | None) -> StepResult:
+    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        data = json.loads(lines[-1])
+        return step_result_from_dict(data)
+    except (IndexError, ValueError, KeyError, TypeError, AttributeError):
+        tail = stderr.decode("utf-8", "replace").strip()[-800:]
+        return _error(
+            "ExecutorError", f"the step process exited with {returncode} without a result: {tail or 'no output'}"
+        )
