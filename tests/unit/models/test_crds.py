@@ -381,7 +381,7 @@ def test_printer_columns() -> None:
         cols = CRDS[kind]["spec"]["versions"][0]["additionalPrinterColumns"]
         return {c["name"]: c["jsonPath"] for c in cols}
 
-    assert columns("Workflow") | {} == {
+    assert columns("Workflow") == {
         "Phase": ".status.phase",
         "Progress": ".status.progress",
         "Cost": ".status.costUsd",
@@ -453,6 +453,8 @@ def test_enums_defaults_and_bounds() -> None:
     assert at(wf, "status.phase")["enum"][0] == "Pending"
     assert at(wf, "spec.podCleanup")["enum"] == ["onSuccess", "always", "never"]
     assert "Defaults to 2.0." in at(wf, "spec.retry.backoff.factor")["description"]
+    assert at(wf, "spec.stateMachine.maxVisits")["description"].endswith("Defaults to 10.")
+    assert "Defaults to" not in at(wf, "spec.steps[].runOn")["description"], "it already says (default)"
     timeout = at(wf, "spec.timeoutSeconds")
     assert (timeout["minimum"], timeout["exclusiveMinimum"]) == (0, True)
     assert at(wf, "spec.steps")["x-kubernetes-list-map-keys"] == ["name"]
