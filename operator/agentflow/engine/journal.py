@@ -6,11 +6,9 @@ SHA-256 hex digest of the canonical JSON of the record without ``hash``;
 ``seq`` 0). Editing, deleting, inserting or moving any record breaks the chain,
 and :func:`verify` names the first record where that happened.
 
-Canonical JSON (:func:`canonical_json`) is orjson with sorted keys: UTF-8, no
-whitespace. Only JSON values are accepted (dict with str keys, list, tuple, str,
-int, float, bool, None); NaN, infinity, sets, bytes, datetimes and other objects
-are rejected with an error naming the key path, because they would not read back
-as the value that was hashed.
+Canonical JSON (sorted keys, no whitespace, UTF-8; only JSON values) is
+defined in :mod:`agentflow.engine.canonical`; :func:`canonical_json` is
+re-exported here.
 
 Errors::
 
@@ -30,6 +28,7 @@ from typing import Any, overload
 
 import orjson
 
+from .canonical import ORJSON_OPTIONS, canonical_json, check_json, encode, is_plain, to_builtin
 from .values import Event, EventType
 
 __all__ = [
@@ -45,9 +44,6 @@ __all__ = [
 GENESIS = "0" * 64
 """The ``prev`` of the first record."""
 
-_OPTIONS = orjson.OPT_SORT_KEYS
-_MAX_DEPTH = 254  # orjson refuses deeper nesting; say so with a path instead
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson can encode
 _FIELDS = frozenset({"seq", "type", "node", "at", "data", "prev", "hash"})
 _HEX = frozenset("0123456789abcdef")
 _isfinite = math.isfinite
@@ -57,137 +53,6 @@ _dumps = orjson.dumps
 
 class JournalError(Exception):
     """A journal record does not have the shape ``{seq, type, node, at, data, prev, hash}``."""
-
-
-# --------------------------------------------------------------------------- canonical JSON
-
-
-def _plain(v: Any, depth: int) -> bool:
-    """Fast check: True when ``v`` is made only of exact builtin JSON types.
-
-    False does not mean invalid: subclasses and read-only mappings are fine too,
-    :func:`_check` decides those (and names the path of anything invalid).
-    Leaves are checked inline (no call per leaf): this runs on every append.
-    ``x - x == 0.0`` is False exactly for NaN and the infinities.
-    """
-    t = type(v)
-    if t is dict:
-        if depth >= _MAX_DEPTH:
-            return False
-        for k, x in v.items():
-            if type(k) is not str:
-                return False
-            t = type(x)
-            if t is str or x is None or t is bool:
-                continue
-            if t is float:
-                if x - x != 0.0:
-                    return False
-            elif t is int:
-                if not -9223372036854775808 <= x <= 18446744073709551615:
-                    return False
-            elif not _plain(x, depth + 1):
-                return False
-        return True
-    if t is list or t is tuple:
-        if depth >= _MAX_DEPTH:
-            return False
-        for x in v:
-            t = type(x)
-            if t is str or x is None or t is bool:
-                continue
-            if t is float:
-                if x - x != 0.0:
-                    return False
-            elif t is int:
-                if not -9223372036854775808 <= x <= 18446744073709551615:
-                    return False
-            elif not _plain(x, depth + 1):
-                return False
-        return True
-    if t is str or t is bool or v is None:
-        return True
-    if t is float:
-        return bool(v - v == 0.0)
-    if t is int:
-        return bool(_INT_MIN <= v <= _INT_MAX)
-    return False
-
-
-def _join(path: str, key: str) -> str:
-    if not key.isidentifier():
-        return f"{path}[{key!r}]"
-    return f"{path}.{key}" if path else key
-
-
-def _check(v: Any, path: str, depth: int = 0) -> None:
-    """Raise TypeError/ValueError naming ``path`` if ``v`` is not a JSON value."""
-    where = path or "value"
-    if v is None or isinstance(v, bool):
-        return
-    if isinstance(v, str):
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ValueError(f"{where}: string is not valid UTF-8 ({e.reason}); remove lone surrogates") from None
-        return
-    if isinstance(v, int):
-        if not _INT_MIN <= v <= _INT_MAX:
-            raise ValueError(f"{where}: integer {v} is out of the 64-bit range; store it as a string")
-        return
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ValueError(f"{where}: {v} is not valid JSON (NaN and infinity are not allowed); use null or a string")
-        return
-    if depth >= _MAX_DEPTH:
-        raise ValueError(f"{where}: nested deeper than {_MAX_DEPTH} levels; flatten the value")
-    if isinstance(v, Mapping):
-        for k, x in v.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}; JSON object keys must be strings")
-            _check(k, f"{where} key {k!r}", depth + 1)
-            _check(x, _join(path, k), depth + 1)
-        return
-    if isinstance(v, list | tuple):
-        for i, x in enumerate(v):
-            _check(x, f"{path}[{i}]", depth + 1)
-        return
-    raise TypeError(
-        f"{where}: type {type(v).__name__!r} is not a JSON type; "
-        "convert it to dict, list, str, int, float, bool or None"
-    )
-
-
-def _to_builtin(o: Any) -> Any:
-    """orjson ``default`` hook for the non-builtin types :func:`_check` accepted."""
-    if isinstance(o, Mapping):
-        return dict(o)
-    if isinstance(o, tuple):
-        return list(o)
-    if isinstance(o, float):
-        return float(o)
-    raise TypeError(f"a {type(o).__name__} is not a JSON value")
-
-
-def _encode(obj: Any, path: str) -> bytes:
-    """Canonical bytes of ``obj``; the happy path costs one orjson call."""
-    if not _plain(obj, 0):
-        _check(obj, path)
-    try:
-        return _dumps(obj, default=_to_builtin, option=_OPTIONS)
-    except orjson.JSONEncodeError as e:
-        _check(obj, path)  # raises with the path when it can find the culprit
-        raise TypeError(f"{path or 'value'}: cannot be encoded as canonical JSON: {e}") from e
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The canonical JSON encoding of a JSON value: sorted keys, no whitespace, UTF-8.
-
-    Equal values give equal bytes whatever the key order. Raises TypeError
-    (wrong type: set, bytes, object, non-string key) or ValueError (NaN,
-    infinity, out-of-range integer, lone surrogate) naming the key path.
-    """
-    return _encode(obj, "")
 
 
 # --------------------------------------------------------------------------- records
@@ -218,7 +83,7 @@ class Record:
 
     def to_json(self) -> bytes:
         """One canonical JSON line (without the newline), hash included."""
-        return _encode(self.to_dict(), f"record {self.seq}")
+        return encode(self.to_dict(), f"record {self.seq}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Record:
@@ -272,7 +137,7 @@ def _shape_problem(d: Any) -> str | None:
 def _hash_of(d: Mapping[str, Any]) -> str:
     """The hash a raw record should carry."""
     body = {k: v for k, v in d.items() if k != "hash"}
-    return _sha256(_encode(body, f"record {d.get('seq')}")).hexdigest()
+    return _sha256(encode(body, f"record {d.get('seq')}")).hexdigest()
 
 
 # --------------------------------------------------------------------------- the chain
@@ -346,19 +211,19 @@ class Journal:
         if not ((type(at) is float and _isfinite(at)) or type(at) is int):
             if isinstance(at, bool) or not isinstance(at, int | float):
                 raise TypeError(f"event at must be a number of seconds, got {type(at).__name__} {at!r}")
-            _check(at, "at")  # a float/int subclass: fine if finite and in range
+            check_json(at, "at")  # a float/int subclass: fine if finite and in range
         data = event.data
-        if type(data) is not dict or not _plain(data, 1):
+        if type(data) is not dict or not is_plain(data, 1):
             if not isinstance(data, Mapping):
                 raise TypeError(f"event data must be a mapping, got {type(data).__name__}")
-            _check(data, "data", 1)
+            check_json(data, "data", 1)
         seq = self._next_seq
         prev = self._head
         body = {"seq": seq, "type": kind, "node": node, "at": at, "data": data, "prev": prev}
         try:
-            digest = _sha256(_dumps(body, default=_to_builtin, option=_OPTIONS)).hexdigest()
+            digest = _sha256(_dumps(body, default=to_builtin, option=ORJSON_OPTIONS)).hexdigest()
         except orjson.JSONEncodeError as e:  # e.g. a lone surrogate in a key
-            _check(data, "data", 1)
+            check_json(data, "data", 1)
             raise TypeError(f"event data cannot be encoded as canonical JSON: {e}") from e
         record = Record(seq, event, prev, digest)
         self._records.append(record)
