@@ -1,0 +1,298 @@
+"""The checks of a Workflow spec: its expressions, its DAG or state machine, its references.
+
+:func:`check_workflow` reports every problem at once. Expressions are
+compiled and each name they read is checked against what exists where they
+are evaluated: a DAG step may read ``steps.X`` only for an X it depends on
+(directly or not), a state only for a state with a step. References to
+Agents, PromptVersions, ToolPolicies and Budgets are checked against the
+catalog (skipped when it is None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agentflow.engine.expressions import Expression, ExpressionError, compile_expression, compile_template
+from agentflow.engine.graph import can_reach, find_cycles, format_cycle, reachable
+from agentflow.models import (
+    Agent,
+    Catalog,
+    RunOn,
+    StateMachineSpec,
+    StepKind,
+    StepSpec,
+    ToolPolicy,
+    WorkflowSpec,
+)
+
+from .findings import CEL_NAMES, Finding, PathParts, StepCheck, known_names, strings_in
+from .schemas import schema_and_instances
+
+__all__ = ["check_workflow"]
+
+_BASE_ROOTS = frozenset({"inputs", "steps", "workflow"})
+_ITEM_ROOTS = frozenset({"item", "index"})
+_TRANSITION_ROOTS = _BASE_ROOTS | {"output", "error"}
+
+
+def check_workflow(spec: WorkflowSpec, catalog: Catalog | None = None) -> list[Finding]:
+    """Every problem of a Workflow spec; paths are relative to the Workflow body (they start with "spec")."""
+    return _WorkflowChecker(spec, catalog).run()
+
+
+class _WorkflowChecker:
+    """Collects the findings of one Workflow spec."""
+
+    def __init__(self, spec: WorkflowSpec, catalog: Catalog | None) -> None:
+        self.spec = spec
+        self.catalog = catalog
+        self.findings: list[Finding] = []
+
+    def add(self, path: PathParts, message: str) -> None:
+        self.findings.append((path, message))
+
+    # Expressions
+
+    def expression(self, text: str, path: PathParts, allowed: frozenset[str], step_check: StepCheck) -> None:
+        try:
+            expr = compile_expression(text)
+        except ExpressionError as exc:
+            self.add(path, str(exc))
+            return
+        self.names(expr, path, allowed, step_check)
+
+    def template(self, value: Any, path: PathParts, allowed: frozenset[str], step_check: StepCheck) -> None:
+        for where, text in strings_in(value, path):
+            try:
+                template = compile_template(text)
+            except ExpressionError as exc:
+                self.add(where, str(exc))
+                continue
+            for expr in template.expressions:
+                self.names(expr, where, allowed, step_check)
+
+    def names(
+        self, expr: Expression, path: PathParts, allowed: frozenset[str], step_check: StepCheck
+    ) -> None:
+        for root in sorted(expr.roots - allowed - CEL_NAMES):
+            if root in _ITEM_ROOTS:
+                why = f"{root} exists only in the inputs of a forEach step"
+            elif root in ("output", "error"):
+                why = f"{root} exists only in the when of a state-machine transition"
+            else:
+                why = f"unknown name {root!r}; expressions here can read {', '.join(sorted(allowed))}"
+            self.add(path, f"expression {expr.text!r}: {why}")
+        for ref in sorted(expr.step_refs):
+            problem = step_check(ref)
+            if problem is not None:
+                self.add(path, f"expression {expr.text!r}: {problem}")
+
+    def step(self, step: StepSpec, path: PathParts, step_check: StepCheck) -> None:
+        if step.when is not None:
+            self.expression(step.when, [*path, "when"], _BASE_ROOTS, step_check)
+        if step.for_each is not None:
+            self.expression(step.for_each, [*path, "forEach"], _BASE_ROOTS, step_check)
+        allowed = _BASE_ROOTS | _ITEM_ROOTS if step.for_each is not None else _BASE_ROOTS
+        self.template(step.inputs, [*path, "inputs"], allowed, step_check)
+        if step.approval is not None:
+            self.template(step.approval.message, [*path, "approval", "message"], allowed, step_check)
+        if self.catalog is not None:
+            self.references(step, path, self.catalog)
+
+    # References to other resources
+
+    def references(self, step: StepSpec, path: PathParts, catalog: Catalog) -> None:
+        agent = None
+        if step.agent_ref is not None:
+            agent = catalog.agents.get(step.agent_ref.name)
+            if agent is None:
+                known = known_names(catalog.agents, "Agents")
+                self.add([*path, "agentRef", "name"], f"unknown Agent {step.agent_ref.name!r}; {known}")
+        if step.prompt_ref is not None and step.prompt_ref.name not in catalog.prompts:
+            known = known_names(catalog.prompts, "PromptVersions")
+            self.add([*path, "promptRef", "name"], f"unknown PromptVersion {step.prompt_ref.name!r}; {known}")
+        if step.kind is StepKind.tool and step.tool:
+            self.tool_permission(step.tool, agent, [*path, "tool"], catalog)
+
+    def tool_permission(self, tool: str, agent: Agent | None, path: PathParts, catalog: Catalog) -> None:
+        declaring = [
+            n for n, p in sorted(catalog.policies.items()) if any(t.name == tool for t in p.spec.tools)
+        ]
+        if not declaring:
+            known = known_names(catalog.policies, "ToolPolicies")
+            self.add(path, f"tool {tool!r} is not declared in any ToolPolicy; declare it in one ({known})")
+            return
+        if agent is None:
+            return
+        name = agent.metadata.name
+        if tool not in agent.spec.tools:
+            self.add(path, f"Agent {name!r} does not list tool {tool!r} in spec.tools; add it there")
+        matching = {p.metadata.name for p in catalog.policies_for(agent)}
+        if not matching.intersection(declaring):
+            considered = "; ".join(
+                f"{n} declares it but its agentSelector {_selector(catalog.policies[n])} does not match"
+                for n in declaring
+            )
+            self.add(
+                path,
+                f"tool {tool!r} is denied for Agent {name!r}: no ToolPolicy whose agentSelector matches the "
+                f"Agent (labels {_labels(agent.metadata.labels)}) declares it (considered: {considered})",
+            )
+
+    # DAG
+
+    def dag(self, steps: Sequence[StepSpec]) -> None:
+        base: PathParts = ["spec", "steps"]
+        first: dict[str, int] = {}
+        for i, step in enumerate(steps):
+            if step.name in first:
+                also = f"spec.steps[{first[step.name]}]"
+                self.add([*base, i, "name"], f"duplicate step name {step.name!r} (also {also})")
+            else:
+                first[step.name] = i
+        graph: dict[str, list[str]] = {name: [] for name in first}
+        for i, step in enumerate(steps):
+            for j, dep in enumerate(step.depends_on):
+                where: PathParts = [*base, i, "dependsOn", j]
+                if dep == step.name:
+                    self.add(where, f"step {step.name!r} depends on itself; remove it from dependsOn")
+                elif dep not in first:
+                    self.add(where, f"unknown step {dep!r} in dependsOn; {known_names(first, 'steps')}")
+                elif first[step.name] == i and dep not in graph[step.name]:
+                    graph[step.name].append(dep)
+        for cycle in find_cycles(graph):
+            self.add(
+                [*base, first[cycle[0]], "dependsOn"],
+                f"dependsOn has a cycle: {format_cycle(cycle)}; remove one of these dependencies",
+            )
+        deferred = {s.name for s in steps if s.run_on is not RunOn.success and not s.depends_on}
+        for i, step in enumerate(steps):
+            self.step(step, [*base, i], self.dag_step_check(step, graph, deferred))
+        self.outputs(lambda ref: None if ref in first else f"unknown step {ref!r}; {known_names(first, 'steps')}")
+
+    def dag_step_check(
+        self, step: StepSpec, graph: Mapping[str, Sequence[str]], deferred: set[str]
+    ) -> StepCheck:
+        ancestors: set[str] | None = None
+
+        def check(ref: str) -> str | None:
+            nonlocal ancestors
+            if ref not in graph:
+                return f"unknown step {ref!r} in steps.{ref}; {known_names(graph, 'steps')}"
+            if ref == step.name:
+                return f"step {step.name!r} cannot read its own result steps.{ref}"
+            if step.name in deferred:  # runs after every step that is not deferred
+                if ref in deferred:
+                    return f"steps.{ref} may not exist when {step.name!r} runs (both run at the end)"
+                return None
+            if ancestors is None:
+                ancestors = reachable(graph, step.depends_on)
+            if ref not in ancestors:
+                return f"steps.{ref} does not exist yet when {step.name!r} runs; add {ref!r} to its dependsOn"
+            return None
+
+        return check
+
+    def outputs(self, step_check: StepCheck) -> None:
+        for key, text in self.spec.outputs.items():
+            self.expression(text, ["spec", "outputs", key], _BASE_ROOTS, step_check)
+
+    # State machine
+
+    def state_machine(self, sm: StateMachineSpec) -> None:
+        base: PathParts = ["spec", "stateMachine"]
+        first: dict[str, int] = {}
+        for i, state in enumerate(sm.states):
+            if state.name in first:
+                also = f"stateMachine.states[{first[state.name]}]"
+                self.add([*base, "states", i, "name"], f"duplicate state name {state.name!r} (also {also})")
+            else:
+                first[state.name] = i
+        with_step = {s.name for s in sm.states if s.step is not None}
+
+        def state_check(ref: str) -> str | None:
+            if ref not in first:
+                known = known_names(with_step, "states with a step")
+                return f"unknown state {ref!r} in steps.{ref} (steps.NAME is state NAME's result); {known}"
+            if ref not in with_step:
+                return f"state {ref!r} has no step, so steps.{ref} never exists"
+            return None
+
+        if sm.initial not in first:
+            self.add([*base, "initial"], f"unknown initial state {sm.initial!r}; {known_names(first, 'states')}")
+        graph: dict[str, list[str]] = {name: [] for name in first}
+        for i, state in enumerate(sm.states):
+            path: PathParts = [*base, "states", i]
+            for j, transition in enumerate(state.transitions):
+                if transition.target not in first:
+                    why = f"unknown state {transition.target!r}; {known_names(first, 'states')}"
+                    self.add([*path, "transitions", j, "target"], why)
+                elif first[state.name] == i:
+                    graph[state.name].append(transition.target)
+                if transition.when is not None:
+                    where: PathParts = [*path, "transitions", j, "when"]
+                    self.expression(transition.when, where, _TRANSITION_ROOTS, state_check)
+            if state.final is None and not state.transitions:
+                self.add(
+                    [*path, "transitions"],
+                    f"state {state.name!r} is not final and has no transitions; add one or set final",
+                )
+            if state.step is not None:
+                if state.step.depends_on:
+                    self.add(
+                        [*path, "step", "dependsOn"],
+                        "dependsOn is for DAG steps (spec.steps); transitions order a state machine's steps",
+                    )
+                self.step(state.step, [*path, "step"], state_check)
+        self.outputs(state_check)
+        if sm.initial in first:
+            self.reachability(sm, graph, first, base)
+
+    def reachability(
+        self,
+        sm: StateMachineSpec,
+        graph: Mapping[str, Sequence[str]],
+        first: Mapping[str, int],
+        base: PathParts,
+    ) -> None:
+        reached = reachable(graph, [sm.initial])
+        for name, i in first.items():
+            if name not in reached:
+                why = f"state {name!r} cannot be reached from the initial state {sm.initial!r}"
+                self.add([*base, "states", i], why)
+        finals = [s.name for s in sm.states if s.final is not None]
+        ending = can_reach(graph, finals)
+        if sm.initial not in ending:
+            hint = "" if finals else "; mark a state final"
+            self.add(base, f"no final state can be reached from the initial state {sm.initial!r}{hint}")
+            return
+        for name, i in first.items():
+            state = sm.states[i]
+            if name in reached and name not in ending and state.transitions:
+                why = f"state {name!r} has no path to a final state (a loop without exit)"
+                self.add([*base, "states", i], why)
+
+    # Whole spec
+
+    def run(self) -> list[Finding]:
+        spec = self.spec
+        if spec.state_machine is not None:
+            self.state_machine(spec.state_machine)
+        else:
+            self.dag(spec.steps)
+        inputs: list[tuple[Any, PathParts]] = [(spec.inputs, ["spec", "inputs"])]
+        self.findings.extend(schema_and_instances(spec.input_schema, ["spec", "inputSchema"], inputs))
+        budget = spec.budget_ref
+        if self.catalog is not None and budget is not None and budget.name not in self.catalog.budgets:
+            known = known_names(self.catalog.budgets, "Budgets")
+            self.add(["spec", "budgetRef", "name"], f"unknown Budget {budget.name!r}; {known}")
+        return self.findings
+
+
+def _selector(policy: ToolPolicy) -> str:
+    return _labels(policy.spec.agent_selector.match_labels)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
