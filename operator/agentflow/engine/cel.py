@@ -1,7 +1,7 @@
 """The cel-python adapter: parsing, checking, evaluating, and translating its values and errors.
 
 This is the only module that knows cel-python (its lark parse trees, its
-value types, its exceptions).
+value types, its exceptions) and the RE2 library behind ``matches()``.
 :mod:`agentflow.engine.expressions` calls it with plain JSON-like Python and
 gets plain JSON-like Python back::
 
@@ -15,6 +15,17 @@ Errors::
       CelError     .reason says what is wrong, without the expression text
                    (expressions.py wraps it into an ExpressionError)
 
+Regular expressions. ``matches()`` is CEL's only way to run a pattern that a
+manifest, a model or a tool chose. It runs on RE2 (google-re2), as the CEL
+specification says: RE2 matches in time linear in the input and bounded
+memory, so no pattern can backtrack catastrophically (``^(a+)+$`` against a
+long string is as fast as ``^a+$``). The price is RE2's syntax: backreferences,
+lookaround and possessive quantifiers are rejected. A pattern that is a string
+literal is checked when the expression is compiled, so ``agentflow validate``
+reports it; a pattern computed at run time is checked when it is used. Because
+matching is linear, no cap on pattern or input length is needed for safety;
+RE2's own limits (repetition counts up to 1000, an 8 MiB program) bound a
+pattern's size.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lark
+import re2  # type: ignore[import-untyped]
 from celpy import celtypes
 from celpy.celparser import CELParseError, CELParser
 from celpy.evaluation import (
@@ -115,7 +127,7 @@ class _Collected:
 
 def analyse(program: Program) -> Analysis:
     """Collect the names a program reads; CelError for a call of a function CEL does not define,
-    a misused macro or ``has()``."""
+    a misused macro or ``has()``, or a literal ``matches()`` pattern RE2 does not accept."""
     out = _Collected()
     try:
         _analyse(program, frozenset(), out)
@@ -164,6 +176,15 @@ def _column(tree: Program) -> int | str:
     return getattr(tree.meta, "column", "?")
 
 
+def _check_pattern(tree: Program) -> None:
+    """A matches() pattern that is a string literal must be one RE2 accepts."""
+    pattern = _string_literal(tree)
+    if pattern is not None:
+        problem = _pattern_problem(pattern)
+        if problem is not None:
+            raise CelError(problem)
+
+
 def _analyse(tree: Program, bound: frozenset[str], out: _Collected) -> None:
     """Collect roots and step references; reject calls of functions CEL does not define."""
     data = tree.data
@@ -197,6 +218,8 @@ def _analyse(tree: Program, bound: frozenset[str], out: _Collected) -> None:
             raise CelError(f"unknown function {name!r} at column {_column(tree)}")
         if name == "has" and (len(args) != 1 or _unwrap(args[0]).data != "member_dot"):
             raise CelError("has() takes one field selection, for example has(inputs.x)")
+        if name == "matches" and len(args) == 2:
+            _check_pattern(args[1])
         for arg in args:
             _analyse(arg, bound, out)
         return
@@ -208,6 +231,8 @@ def _analyse(tree: Program, bound: frozenset[str], out: _Collected) -> None:
         args = _args(tree)
         if method not in _FUNCTIONS:
             raise CelError(f"unknown method {method!r} at column {_column(tree)}")
+        if method == "matches" and len(args) == 1:
+            _check_pattern(args[0])
         _analyse(base, bound, out)
         nvars = 1 if method in _MACROS_ONE_VAR else 2 if method in _MACROS_TWO_VARS else 0
         if nvars:
@@ -261,6 +286,42 @@ def _literal_path(tree: Program) -> tuple[str, tuple[str | int, ...]] | None:
             return None
 
 
+# --- regular expressions -----------------------------------------------------------------------------------
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is reported to the user, not logged to stderr by RE2
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """Why RE2 rejects a pattern, or None. Compiled patterns are cached by re2."""
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else "rejected"
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        return (
+            f"matches(): invalid regular expression {pattern!r}: {detail} (patterns use RE2 syntax: "
+            "no backreferences, lookaround or possessive quantifiers)"
+        )
+    return None
+
+
+def _matches(text: Any, pattern: Any) -> Any:
+    """CEL's ``string.matches(pattern)``: an unanchored RE2 search, linear in the length of ``text``."""
+    if not isinstance(text, str) or not isinstance(pattern, str):
+        return CELEvalError("no such overload", TypeError, (type(text), type(pattern)))
+    pattern = str(pattern)  # a celtypes.StringType reads as StringType('...') in messages
+    problem = _pattern_problem(pattern)
+    if problem is not None:
+        return CELEvalError(problem)
+    return celtypes.BoolType(re2.compile(pattern, _RE2_OPTIONS).search(text) is not None)
+
+
+# Bound explicitly, so matching stays on RE2 whatever the cel-python default is.
+_OVERRIDES: dict[str, Any] = {"matches": _matches}
+
+
 # --- evaluating --------------------------------------------------------------------------------------------
 
 
@@ -273,7 +334,7 @@ def evaluate(program: Program, variables: Mapping[str, Any]) -> Any:
         except (TypeError, ValueError) as exc:
             raise CelError(f"the value of {name!r} cannot be used in CEL: {exc}") from None
     try:
-        result = Evaluator(program, Activation(vars=activation)).visit(program)
+        result = Evaluator(program, Activation(vars=activation, functions=_OVERRIDES)).visit(program)
         if isinstance(result, CELEvalError):
             raise result
         return _from_cel(result)

@@ -5,7 +5,9 @@ conditions and output mappings as CEL (https://cel.dev) through cel-python,
 and renders step inputs and prompt messages as templates whose strings embed
 ``${{ expr }}``. Nothing here runs Python code from a manifest: CEL has no
 access to Python names, and a call of a function CEL does not define is
-rejected when the expression is compiled.
+rejected when the expression is compiled. ``matches()`` runs on RE2, in time
+linear in its input, so no pattern can stall the engine (see
+:mod:`agentflow.engine.cel`).
 
 Modules::
 
@@ -19,8 +21,9 @@ Errors::
     ValueError
       ExpressionError      bad syntax (at compile time) or a failed evaluation
                            (missing key, type mismatch, division by zero,
-                           a condition that is not a bool); names the
-                           expression and the reason
+                           a condition that is not a bool, a regular
+                           expression RE2 rejects); names the expression
+                           and the reason
 
 Values cross the boundary as plain JSON-like Python (dict, list, str, int,
 float, bool, None) in both directions; the CEL types stay inside cel.py.
