@@ -39,6 +39,7 @@ OFFLINE_MODEL_NAME = "agentflow/offline"
 
 _WORD = re.compile(r"[a-z0-9]+")
 _MAX_DEPTH = 6
+_EARLY = 40
 _LONG_TEXT_FIELDS = frozenset(
     {"summary", "response", "reply", "answer", "body", "text", "content", "draft", "message"}
     | {"explanation", "reason", "rationale", "article", "description", "combined", "notes"}
@@ -51,7 +52,7 @@ _RELATED: dict[str, tuple[str, ...]] = {
     "technical": ("error", "bug", "crash", "broken", "fails", "failing", "outage", "down", "app", "login"),
     "shipping": ("delivery", "package", "shipping", "shipped", "tracking", "arrived", "courier", "parcel"),
     "account": ("account", "password", "login", "email", "profile", "locked", "username"),
-    "high": ("urgent", "asap", "immediately", "emergency", "critical", "fraud", "stolen", "unauthorized"),
+    "high": ("urgent", "asap", "soon", "immediately", "emergency", "critical", "fraud", "stolen", "unauthorized"),
     "urgent": ("urgent", "asap", "immediately", "emergency", "critical"),
     "critical": ("critical", "emergency", "outage", "down", "fraud"),
     "low": ("whenever", "curious", "minor", "suggestion", "wondering"),
@@ -121,11 +122,7 @@ class OfflineModel:
 
 def _user_text(messages: Sequence[Mapping[str, str]]) -> str:
     """The user's words: user messages except AgentFlow's own repair requests."""
-    users = [
-        m["content"]
-        for m in messages
-        if m.get("role") == "user" and not m["content"].startswith(REPAIR_PREFIX)
-    ]
+    users = [m["content"] for m in messages if m.get("role") == "user" and not m["content"].startswith(REPAIR_PREFIX)]
     return "\n".join(users)
 
 
@@ -135,10 +132,16 @@ class _Generator:
     def __init__(self, seed: bytes, user_text: str, root: Mapping[str, Any]) -> None:
         self._seed = seed
         self._root = root
-        self._words = set(_WORD.findall(user_text.lower()))
-        self._alarm = bool(self._words & _ALARM)
+        # Each word weighs 1.0 when it occurs among the first _EARLY words of the user's text
+        # (usually what the user actually asked), 0.5 when only later (pasted context).
+        self._weights: dict[str, float] = {}
+        for position, word in enumerate(_WORD.findall(user_text.lower())):
+            weight = 1.0 if position < _EARLY else 0.5
+            self._weights[word] = max(weight, self._weights.get(word, 0.0))
+        self._alarm = bool(self._weights.keys() & _ALARM)
         plain = " ".join(user_text.split())
         self._summary_words = plain.split() or ["(empty", "request)"]
+        self._sentences = [x for x in re.split(r"(?<=[.!?])\s+|\n+", user_text) if x.strip()]
 
     def generate(self) -> Any:
         return self._value(self._root, "$", "", 0)
@@ -198,15 +201,11 @@ class _Generator:
         return self._string(schema, path, name)
 
     def _first_valid(self, options: list[Any], path: str, name: str, depth: int) -> Any:
-        candidates = [
-            o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")
-        ] or options
+        candidates = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")] or options
         first = self._value(candidates[0], path, name, depth)
         for option in candidates:
             value = self._value(option, path, name, depth)
-            if isinstance(option, Mapping) and jsonschema.validators.validator_for(option)(option).is_valid(
-                value
-            ):
+            if isinstance(option, Mapping) and jsonschema.validators.validator_for(option)(option).is_valid(value):
                 return value
         return first
 
@@ -229,8 +228,8 @@ class _Generator:
         scores = []
         for value in values:
             tokens = _WORD.findall(str(value).lower())
-            score = sum(2 for t in tokens if t in self._words)
-            score += sum(1 for t in tokens for related in _RELATED.get(t, ()) if related in self._words)
+            score = sum(2 * self._weights.get(t, 0.0) for t in tokens)
+            score += sum(self._weights.get(related, 0.0) for t in tokens for related in _RELATED.get(t, ()))
             scores.append(score)
         best = max(scores)
         tied = [v for v, s in zip(values, scores, strict=True) if s == best]
@@ -239,11 +238,7 @@ class _Generator:
     def _object(self, schema: Mapping[str, Any], path: str, depth: int) -> dict[str, Any]:
         properties = schema.get("properties") or {}
         required = [r for r in schema.get("required") or [] if isinstance(r, str)]
-        names = (
-            list(required)
-            if depth >= _MAX_DEPTH
-            else [*properties, *(r for r in required if r not in properties)]
-        )
+        names = list(required) if depth >= _MAX_DEPTH else [*properties, *(r for r in required if r not in properties)]
         extra = schema.get("additionalProperties")
         out: dict[str, Any] = {}
         for key in names:
@@ -331,11 +326,7 @@ class _Generator:
         step = _num(schema.get("multipleOf"))
         if step is not None and step > 0:
             k_lo, k_hi = math.ceil(lo / step), math.floor(hi / step)
-            ks = (
-                sorted(range(k_lo, k_hi + 1), key=lambda k: abs(k * step - target))
-                if k_hi >= k_lo
-                else [k_lo]
-            )
+            ks = sorted(range(k_lo, k_hi + 1), key=lambda k: abs(k * step - target)) if k_hi >= k_lo else [k_lo]
             k = next((k for k in ks[:3] if allowed(k * step)), ks[0])
             value = k * step
             return round(value) if integer else (int(value) if float(value).is_integer() else value)
@@ -358,19 +349,24 @@ class _Generator:
         if fmt == "uuid":
             return "00000000-0000-4000-8000-" + hashlib.sha256(self._seed + path.encode()).hexdigest()[:12]
         limit = 40 if name.lower() in _LONG_TEXT_FIELDS else 12
-        words = self._summary_words[:limit]
-        text = "[offline] " + " ".join(words) + (" ..." if len(self._summary_words) > limit else "")
+        source = self._summary_words
         # Items of an array differ: "(2)", "(1.3)", ... from the array indices (and salts) in the path.
         ordinals = [int(index or salt) for index, salt in re.findall(r"\[(\d+)\]|~(\d+)", path)]
+        item = re.search(r"\[(\d+)\]$", path)
+        if item and len(self._sentences) > 1:
+            # A list of strings (key points, themes...): successive sentences of the user's text.
+            n = int(item.group(1))
+            source = self._sentences[n % len(self._sentences)].split()
+            ordinals[-1] = n // len(self._sentences)
+            limit = 25
+        text = "[offline] " + " ".join(source[:limit]) + (" ..." if len(source) > limit else "")
         suffix = f" ({'.'.join(str(n + 1) for n in ordinals)})" if any(ordinals) else ""
         min_len = int(schema.get("minLength") or 0)
         max_len = schema.get("maxLength")
         if len(text + suffix) < min_len:
             text += " offline" * (1 + (min_len - len(text + suffix)) // 8)
         if isinstance(max_len, int):
-            text = (
-                text[: max(max_len - len(suffix), 0)] + suffix if len(suffix) <= max_len else text[:max_len]
-            )
+            text = text[: max(max_len - len(suffix), 0)] + suffix if len(suffix) <= max_len else text[:max_len]
         else:
             text += suffix
         return text

@@ -23,9 +23,7 @@ def _messages(user: str) -> tuple[dict[str, str], ...]:
 
 
 async def test_answer_conforms_to_the_schema_and_is_named_offline() -> None:
-    request = ModelRequest(
-        model="openai/gpt-4o-mini", messages=_messages("hello"), output_schema=CLASSIFY_SCHEMA
-    )
+    request = ModelRequest(model="openai/gpt-4o-mini", messages=_messages("hello"), output_schema=CLASSIFY_SCHEMA)
     response = await OfflineModel().complete(request)
     assert response.model == OFFLINE_MODEL_NAME
     assert response.cost_usd == 0.0
@@ -57,9 +55,7 @@ def test_deterministic_across_processes_and_hash_seeds() -> None:
         for seed in ("0", "1", "12345")
     }
     assert len(outputs) == 1
-    in_process = OfflineModel().answer(
-        ({"role": "user", "content": "my parcel never arrived"},), CLASSIFY_SCHEMA
-    )
+    in_process = OfflineModel().answer(({"role": "user", "content": "my parcel never arrived"},), CLASSIFY_SCHEMA)
     assert outputs.pop().splitlines()[0] == in_process
 
 
@@ -73,9 +69,7 @@ def test_keywords_steer_enums_and_risk_like_numbers() -> None:
     model = OfflineModel()
     refund = json.loads(model.answer(_messages("I want a refund, I was charged twice!"), CLASSIFY_SCHEMA))
     assert refund["category"] == "billing"
-    parcel = json.loads(
-        model.answer(_messages("My package delivery is late, tracking shows nothing"), CLASSIFY_SCHEMA)
-    )
+    parcel = json.loads(model.answer(_messages("My package delivery is late, tracking shows nothing"), CLASSIFY_SCHEMA))
     assert parcel["category"] == "shipping"
     urgent = json.loads(model.answer(_messages("URGENT: fraud on my account, stolen card"), CLASSIFY_SCHEMA))
     assert urgent["urgency"] == "high"
@@ -86,9 +80,7 @@ def test_keywords_steer_enums_and_risk_like_numbers() -> None:
         "properties": {"risk": {"type": "number", "minimum": 0, "maximum": 1}},
     }
     high = json.loads(model.answer(_messages("unauthorized transfer, looks like fraud"), risk_schema))["risk"]
-    low = json.loads(model.answer(_messages("weekly grocery purchase at the usual shop"), risk_schema))[
-        "risk"
-    ]
+    low = json.loads(model.answer(_messages("weekly grocery purchase at the usual shop"), risk_schema))["risk"]
     assert high > 0.8 and low < 0.4
 
 
@@ -233,7 +225,22 @@ def test_generated_answers_validate_against_generated_schemas(schema: dict[str, 
     validator = jsonschema.Draft202012Validator(schema)
     answer = json.loads(OfflineModel().answer(_messages(user), schema))
     errors = [e for e in validator.iter_errors(answer)]
-    tolerated = all(e.validator == "uniqueItems" for e in errors) and _unique_items_may_be_unsatisfiable(
-        schema
-    )
+    tolerated = all(e.validator == "uniqueItems" for e in errors) and _unique_items_may_be_unsatisfiable(schema)
     assert not errors or tolerated, (schema, answer, [e.message for e in errors])
+
+
+def test_the_users_own_words_outweigh_pasted_context() -> None:
+    schema = {
+        "type": "object",
+        "required": ["action"],
+        "properties": {"action": {"enum": ["send-replacement", "issue-refund"]}},
+    }
+    context = " ".join(["filler"] * 50) + " we send a replacement parcel for free"
+    answer = json.loads(OfflineModel().answer(_messages(f"Please refund my payment. {context}"), schema))
+    assert answer["action"] == "issue-refund"
+
+
+def test_string_list_items_are_successive_sentences() -> None:
+    schema = {"type": "array", "minItems": 3, "items": {"type": "string"}}
+    out = json.loads(OfflineModel().answer(_messages("Revenue grew. Churn rose! Hiring slowed?"), schema))
+    assert out == ["[offline] Revenue grew.", "[offline] Churn rose!", "[offline] Hiring slowed?"]
