@@ -578,8 +578,9 @@ class Run:
         for name, step in self.steps.items():
             if step.phase in TERMINAL or step.plan.run_on is not RunOn.success:
                 continue
-            for node in step.items or [self.nodes.get(name)]:
-                if node is not None and node.phase in (RUNNING, WAITING):
+            single = self.nodes.get(name)
+            for node in step.items or ([single] if single is not None else []):
+                if node.phase in (RUNNING, WAITING):
                     cancel.append(node.id)
             emit(E.step_cancelled, name, reason=reason)
 

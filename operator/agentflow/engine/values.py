@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     # Recorded by the engine (returned in Decision.events).
     run_started = "RunStarted"  # data: workflow, inputs, seed, specHash
     step_scheduled = "StepScheduled"  # node, data: step, attempt, key, inputs, deadline

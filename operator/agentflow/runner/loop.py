@@ -1,0 +1,180 @@
+"""The local driver: the engine, a journal on disk and an executor, with a real clock.
+
+Write-ahead: every decision's events are fsync'ed to the journal before any
+attempt starts, and every result is journaled when it arrives, so a run killed
+at any point (kill -9 included) resumes from its journal: finished steps are
+never run again, and attempts that were in flight restart with the same
+idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..engine.journal import Journal
+from ..engine.plan import Plan
+from ..engine.run import Run
+from ..engine.values import Event, EventType, Executor, StepError, StepRequest, StepResult
+from .store import RunDir
+
+Clock = Callable[[], float]
+Observer = Callable[[Run, Sequence[Event]], None]
+
+# How often the inbox (approvals, cancels from other processes) is read while waiting.
+INBOX_POLL_SECONDS = 0.25
+
+
+class ApprovalRefused(ValueError):
+    """An approval from someone who is not among the step's approvers, or for a step not waiting."""
+
+
+def check_inbox_event(run: Run, event: Event) -> str | None:
+    """Why an event posted from outside cannot be applied, or None when it can."""
+    if event.type is EventType.approval_decided:
+        node = run.nodes.get(str(event.node))
+        if node is None or node.phase != "Waiting":
+            waiting = sorted(n.id for n in run.nodes.values() if n.phase == "Waiting")
+            return f"step {event.node!r} is not waiting for approval (waiting: {', '.join(waiting) or 'none'})"
+        approval = node.plan.spec.approval
+        approvers = approval.approvers if approval is not None else []
+        if approvers and event.data.get("by") not in approvers:
+            return f"{event.data.get('by')!r} may not decide {event.node!r}; approvers: {', '.join(approvers)}"
+    if event.type is EventType.cancel_requested and run.stop_reason is not None:
+        return "the run is already being cancelled"
+    return None
+
+
+class LocalRun:
+    """Drives one run to its end (or until interrupted) and returns its final state."""
+
+    def __init__(self, run_dir: RunDir, plan: Plan, executor: Executor, *, seed: int = 0,
+                 clock: Clock = time.time, observer: Observer | None = None,
+                 wait_for_approvals: bool = True) -> None:
+        self.run_dir = run_dir
+        self.plan = plan
+        self.executor = executor
+        self.seed = seed
+        self.clock = clock
+        self.observer = observer
+        self.wait_for_approvals = wait_for_approvals
+        self.journal = Journal()
+        self.run: Run | None = None
+        self.rejected: list[str] = []
+
+    def _record(self, run: Run, events: Sequence[Event], *, apply: bool) -> None:
+        if not events:
+            return
+        if apply:
+            for event in events:
+                run.apply(event)
+        records = self.journal.extend(events)
+        self.run_dir.append(records)
+        if self.observer is not None:
+            self.observer(run, events)
+
+    def _load(self) -> Run:
+        records = self.run_dir.read_records()
+        self.journal = Journal(records)
+        if records:
+            return Run.resume(self.plan, self.run_dir.run_id, [r.event for r in records])
+        return Run(self.plan, self.run_dir.run_id, self.seed)
+
+    def _ingest_inbox(self, run: Run) -> None:
+        items = self.run_dir.inbox()
+        if not items:
+            return
+        accepted = []
+        for _, event in items:
+            problem = check_inbox_event(run, event)
+            if problem is None:
+                accepted.append(Event(event.type, event.node, event.data, self.clock()))
+            else:
+                self.rejected.append(problem)
+        self._record(run, accepted, apply=True)
+        self.run_dir.ack([path for path, _ in items])
+
+    async def _execute(self, request: StepRequest) -> StepResult:
+        try:
+            return await self.executor.execute(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an executor bug must not take the run down
+            return StepResult(error=StepError("ExecutorError", f"{type(exc).__name__}: {exc}"))
+
+    def _result_events(self, request: StepRequest, result: StepResult) -> list[Event]:
+        now = self.clock()
+        events = [Event(EventType.cost_recorded, request.node, {"attempt": request.attempt, "call": c.to_dict()}, now)
+                  for c in result.calls]
+        if result.ok:
+            events.append(Event(EventType.step_succeeded, request.node, {
+                "attempt": request.attempt, "output": result.output,
+                "costUsd": result.cost_usd, "tokens": result.tokens}, now))
+        else:
+            assert result.error is not None
+            data: dict[str, Any] = {"attempt": request.attempt, "error": result.error.to_dict()}
+            if result.output is not None:
+                data["output"] = result.output
+            events.append(Event(EventType.step_failed, request.node, data, now))
+        return events
+
+    async def drive(self) -> Run:
+        with self.run_dir.lock():
+            run = self._load()
+            self.run = run
+            tasks: dict[asyncio.Task[StepResult], StepRequest] = {}
+            by_node: dict[str, asyncio.Task[StepResult]] = {}
+
+            def start(request: StepRequest) -> None:
+                task = asyncio.create_task(self._execute(request), name=request.idempotency_key)
+                tasks[task] = request
+                by_node[request.node] = task
+                self._record(run, [Event(EventType.step_started, request.node,
+                                         {"attempt": request.attempt, "executor": type(self.executor).__name__},
+                                         self.clock())], apply=True)
+
+            for request in run.in_flight():
+                start(request)
+            try:
+                while True:
+                    self._ingest_inbox(run)
+                    decision = run.decide(self.clock())
+                    self._record(run, decision.events, apply=False)
+                    for node in decision.cancel:
+                        task = by_node.pop(node, None)
+                        if task is not None:
+                            task.cancel()
+                            tasks.pop(task, None)
+                    for request in decision.start:
+                        start(request)
+                    if decision.finished:
+                        return run
+                    waiting = any(n.phase == "Waiting" for n in run.nodes.values())
+                    idle = not tasks and decision.wake_at is None and not decision.events
+                    if idle and not waiting and not run.suspended:
+                        raise RuntimeError(f"run {run.run_id} is stuck: nothing runs and nothing is due")
+                    if not tasks and waiting and not self.wait_for_approvals:
+                        return run
+                    timeout = INBOX_POLL_SECONDS
+                    if decision.wake_at is not None:
+                        timeout = max(0.0, min(timeout, decision.wake_at - self.clock()))
+                    if not tasks:
+                        await asyncio.sleep(timeout)
+                        continue
+                    done, _ = await asyncio.wait(list(tasks), timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        request = tasks.pop(task)
+                        if by_node.get(request.node) is task:
+                            del by_node[request.node]
+                        if task.cancelled():
+                            continue
+                        self._record(run, self._result_events(request, task.result()), apply=True)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.gather(*tasks, return_exceptions=True)
