@@ -73,9 +73,7 @@ class ModelRequest:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError(
-                "ModelRequest.model must name a model in litellm's naming, e.g. openai/gpt-4o-mini"
-            )
+            raise ValueError("ModelRequest.model must name a model in litellm's naming, e.g. openai/gpt-4o-mini")
         if not self.messages:
             raise ValueError("ModelRequest.messages must hold at least one message")
         for i, message in enumerate(self.messages):
@@ -180,21 +178,21 @@ def translate_error(exc: BaseException, model: str) -> ModelError:
         return exc
     names = {cls.__name__ for cls in type(exc).__mro__}
     detail = " ".join(str(exc).split())[:500] or type(exc).__name__
-    if "APIStatusError" in names and "connection error" in detail.lower():
-        # litellm reports a refused/unreachable endpoint as InternalServerError (500).
+    lowered = detail.lower()
+    # litellm reports some client-side failures as InternalServerError (500): refused or
+    # unreachable endpoints, and a missing API key. Neither is the provider's fault.
+    if "missing credentials" in lowered or "api_key client option must be set" in lowered:
+        names = {"AuthenticationError"}
+    elif "APIStatusError" in names and "connection error" in lowered:
         names = {"APIConnectionError"}
     for class_name, error_type, retryable, hint in _RULES:
         if class_name in names:
-            return ModelError(
-                error_type, f"model {model!r}: {detail} ({hint})", retryable=retryable, model=model
-            )
+            return ModelError(error_type, f"model {model!r}: {detail} ({hint})", retryable=retryable, model=model)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         retryable = status in (408, 409, 429) or status >= 500
         error_type = "ProviderError" if retryable else "BadModelRequest"
-        return ModelError(
-            error_type, f"model {model!r}: HTTP {status}: {detail}", retryable=retryable, model=model
-        )
+        return ModelError(error_type, f"model {model!r}: HTTP {status}: {detail}", retryable=retryable, model=model)
     if isinstance(exc, TimeoutError):
         return ModelError("ModelTimeout", f"model {model!r}: timed out", retryable=True, model=model)
     if isinstance(exc, OSError):

@@ -114,9 +114,7 @@ class TestLiteLLMClient:
         assert (info.value.type, info.value.retryable) == (error_type, retryable)
         assert "openai/fake-model" in str(info.value)
 
-    async def test_unreachable_endpoint_is_a_retryable_connection_error(
-        self, litellm_module: ModuleType
-    ) -> None:
+    async def test_unreachable_endpoint_is_a_retryable_connection_error(self, litellm_module: ModuleType) -> None:
         server = FakeOpenAI()  # bound but never serving: connections are refused or hang until timeout
         base = server.base_url
         server.stop_unstarted()
@@ -137,9 +135,7 @@ class TestFallbackClient:
     async def test_falls_back_in_order_on_retryable_errors(
         self, fake_openai: FakeOpenAI, litellm_module: ModuleType
     ) -> None:
-        fake_openai.script.extend(
-            [Reply(status=503), Reply(status=429), Reply(text="from the second fallback")]
-        )
+        fake_openai.script.extend([Reply(status=503), Reply(status=429), Reply(text="from the second fallback")])
         client = FallbackClient(
             LiteLLMClient(litellm_module=litellm_module), ["openai/fallback-a", "openai/fallback-b"]
         )
@@ -149,9 +145,7 @@ class TestFallbackClient:
         assert response.failed_models == ("openai/primary", "openai/fallback-a")
         assert response.text == "from the second fallback"
 
-    async def test_non_retryable_error_stops_at_once(
-        self, fake_openai: FakeOpenAI, litellm_module: ModuleType
-    ) -> None:
+    async def test_non_retryable_error_stops_at_once(self, fake_openai: FakeOpenAI, litellm_module: ModuleType) -> None:
         fake_openai.script.append(Reply(status=401))
         client = FallbackClient(LiteLLMClient(litellm_module=litellm_module), ["openai/fallback-a"])
         with pytest.raises(ModelError) as info:
@@ -197,6 +191,13 @@ class TestTranslateError:
         assert translate_error(self._exc("Weird", 429), "m").retryable is True
         assert translate_error(self._exc("Weird", 422), "m").retryable is False
 
+    def test_missing_credentials_reported_as_a_server_error_is_an_auth_error(self) -> None:
+        exc = self._exc("InternalServerError", 500)
+        exc.args = ("litellm.InternalServerError: OpenAIException - Missing credentials. Please pass an `api_key`",)
+        error = translate_error(exc, "openai/x")
+        assert (error.type, error.retryable) == ("AuthenticationFailed", False)
+        assert "OPENAI_API_KEY" in str(error)
+
     def test_plain_python_errors(self) -> None:
         assert translate_error(TimeoutError(), "m").type == "ModelTimeout"
         assert translate_error(ConnectionRefusedError(), "m").retryable is True
@@ -215,9 +216,7 @@ class TestRequest:
         a = ModelRequest(model="m", messages=({"role": "user", "content": "x"},))
         assert request_hash(a) != request_hash(dataclasses.replace(a, model="n"))
         assert request_hash(a) != request_hash(dataclasses.replace(a, temperature=0.5))
-        assert request_hash(a) != request_hash(
-            dataclasses.replace(a, messages=({"role": "user", "content": "y"},))
-        )
+        assert request_hash(a) != request_hash(dataclasses.replace(a, messages=({"role": "user", "content": "y"},)))
 
     def test_api_key_is_not_in_repr(self) -> None:
         request = ModelRequest(model="m", messages=({"role": "user", "content": "x"},), api_key="sk-secret")
@@ -240,9 +239,7 @@ class TestMakeModelClient:
         assert isinstance(make_model_client({"OLLAMA_API_BASE": "http://localhost:11434"}), LiteLLMClient)
 
     def test_mode_overrides(self) -> None:
-        assert isinstance(
-            make_model_client({"AGENTFLOW_MODEL_MODE": "offline", "OPENAI_API_KEY": "k"}), OfflineModel
-        )
+        assert isinstance(make_model_client({"AGENTFLOW_MODEL_MODE": "offline", "OPENAI_API_KEY": "k"}), OfflineModel)
         assert isinstance(make_model_client({"AGENTFLOW_MODEL_MODE": "live"}), LiteLLMClient)
 
     def test_bad_mode_names_the_variable(self) -> None:
