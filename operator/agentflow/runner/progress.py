@@ -133,8 +133,9 @@ def print_summary(run: Run, stream: IO[str]) -> None:
     console.print(render_table(run))
     console.print(Text(f"\n{run.phase}", style=STYLE.get(run.phase, "bold")) +
                   Text(f" {run.reason}" if run.reason else ""))
+    stream.flush()
     if run.outputs is not None:
-        console.print("outputs:")
-        console.print(json.dumps(run.outputs, indent=2, ensure_ascii=False))
+        print("outputs:", file=stream)
+        print(json.dumps(run.outputs, indent=2, ensure_ascii=False), file=stream)
     calls = [r for r in data["nodes"] if r["costUsd"] or r["tokens"]]
-    console.print(f"cost: ${run.cost_usd:.6f} over {run.tokens} tokens in {len(calls)} steps with model calls")
+    print(f"cost: ${run.cost_usd:.6f} over {run.tokens} tokens in {len(calls)} steps with model calls", file=stream)
