@@ -43,10 +43,9 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
-                    server.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
+                    server.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     reply = server.script.popleft() if server.script else Reply()
+                payload: dict[str, Any]
                 if reply.status != 200:
                     payload = {"error": {"message": f"scripted {reply.status}", "type": "test", "code": None}}
                 else:

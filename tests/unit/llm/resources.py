@@ -16,9 +16,7 @@ def agent(instructions: str = "Be precise.", role: str = "support triage special
     )
 
 
-def prompt(
-    messages: list[dict[str, str]], output_schema: dict[str, Any] | None = None, **spec: Any
-) -> PromptVersion:
+def prompt(messages: list[dict[str, str]], output_schema: dict[str, Any] | None = None, **spec: Any) -> PromptVersion:
     body: dict[str, Any] = {"prompt": "classify", "version": "1", "messages": messages, **spec}
     if output_schema is not None:
         body["outputSchema"] = output_schema

@@ -200,9 +200,9 @@ def _finite(schema: Any) -> bool:
     if "enum" in schema or "const" in schema or schema.get("type") in ("boolean", "null"):
         return True
     if schema.get("type") == "string":
-        return schema.get("maxLength", 99) < 8
+        return bool(schema.get("maxLength", 99) < 8)
     if schema.get("type") == "integer":
-        return schema.get("maximum", 1e9) - schema.get("minimum", schema.get("exclusiveMinimum", -1e9)) < 20
+        return bool(schema.get("maximum", 1e9) - schema.get("minimum", schema.get("exclusiveMinimum", -1e9)) < 20)
     if schema.get("type") == "object":
         return all(_finite(p) for p in schema.get("properties", {}).values())
     if schema.get("type") == "array":

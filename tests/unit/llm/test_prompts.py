@@ -51,9 +51,7 @@ class TestRenderMessages:
         assert "n=2" in content and "a" in content and "b" in content
 
     def test_bad_template_names_the_message_and_says_what_to_do(self) -> None:
-        pv = prompt(
-            [{"role": "user", "content": "hi"}, {"role": "user", "content": "${{ inputs.missing.deep }}"}]
-        )
+        pv = prompt([{"role": "user", "content": "hi"}, {"role": "user", "content": "${{ inputs.missing.deep }}"}])
         with pytest.raises(PromptRenderError, match=r"messages\[1\]\.content") as info:
             render_messages(agent(), pv, {})
         assert "inputs" in str(info.value)
