@@ -34,6 +34,8 @@ from .prompts import (
 MODE_ENV = "AGENTFLOW_MODEL_MODE"
 MODES = ("auto", "offline", "live")
 
+KEYLESS_PLACEHOLDER = "sk-agentflow-no-key"
+
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
     "ANTHROPIC_API_KEY",
@@ -69,23 +71,27 @@ def make_model_client(env: Mapping[str, str]) -> ModelClient:
     ``live`` always uses litellm; ``auto`` (default) uses litellm when a
     provider is configured (see PROVIDER_ENV), else the offline model.
     ``AGENTFLOW_API_BASE`` / ``AGENTFLOW_API_KEY`` give a default
-    OpenAI-compatible endpoint for Agents that set no ``model.apiBase``.
+    OpenAI-compatible endpoint for Agents that set no ``model.apiBase``; with
+    neither AGENTFLOW_API_KEY nor OPENAI_API_KEY set, a placeholder key is sent
+    (keyless local servers accept any).
     """
     mode = env.get(MODE_ENV, "").strip().lower() or "auto"
     if mode not in MODES:
-        raise ValueError(
-            f"{MODE_ENV}={env.get(MODE_ENV)!r} is not one of {', '.join(MODES)}; unset it or pick one"
-        )
+        raise ValueError(f"{MODE_ENV}={env.get(MODE_ENV)!r} is not one of {', '.join(MODES)}; unset it or pick one")
     if mode == "offline" or (mode == "auto" and not provider_configured(env)):
         return OfflineModel()
-    return LiteLLMClient(
-        api_base=env.get("AGENTFLOW_API_BASE") or None,
-        api_key=env.get("AGENTFLOW_API_KEY") or None,
-    )
+    api_base = env.get("AGENTFLOW_API_BASE") or None
+    api_key = env.get("AGENTFLOW_API_KEY") or None
+    if api_base and not api_key and not env.get("OPENAI_API_KEY"):
+        # Keyless OpenAI-compatible servers (vLLM, Ollama, llama.cpp) still need *a* key for the
+        # OpenAI client to send the request at all.
+        api_key = KEYLESS_PLACEHOLDER
+    return LiteLLMClient(api_base=api_base, api_key=api_key)
 
 
 __all__ = [
     "IDEMPOTENCY_KEY",
+    "KEYLESS_PLACEHOLDER",
     "MODES",
     "MODE_ENV",
     "OFFLINE_MODEL_NAME",

@@ -8,6 +8,7 @@ from types import ModuleType
 import pytest
 
 from agentflow.llm import (
+    KEYLESS_PLACEHOLDER,
     FallbackClient,
     LiteLLMClient,
     ModelError,
@@ -240,6 +241,20 @@ class TestMakeModelClient:
     def test_mode_overrides(self) -> None:
         assert isinstance(make_model_client({"AGENTFLOW_MODEL_MODE": "offline", "OPENAI_API_KEY": "k"}), OfflineModel)
         assert isinstance(make_model_client({"AGENTFLOW_MODEL_MODE": "live"}), LiteLLMClient)
+
+    async def test_keyless_local_server_gets_a_placeholder_key(
+        self, fake_openai: FakeOpenAI, litellm_module: ModuleType
+    ) -> None:
+        client = make_model_client({"AGENTFLOW_API_BASE": fake_openai.base_url})
+        assert isinstance(client, LiteLLMClient)
+        client._litellm = litellm_module  # reuse the session's import
+        request = ModelRequest(model="openai/local-model", messages=({"role": "user", "content": "hi"},))
+        assert (await client.complete(request)).text == "hello from the fake server"
+        assert fake_openai.received[0].headers["authorization"] == f"Bearer {KEYLESS_PLACEHOLDER}"
+
+    def test_real_keys_are_never_replaced(self) -> None:
+        client = make_model_client({"AGENTFLOW_API_BASE": "http://x/v1", "OPENAI_API_KEY": "sk-real"})
+        assert isinstance(client, LiteLLMClient) and client._api_key is None
 
     def test_bad_mode_names_the_variable(self) -> None:
         with pytest.raises(ValueError, match="AGENTFLOW_MODEL_MODE"):
