@@ -314,8 +314,39 @@ class InProcessExecutor:
             f"not matching the Agent: {', '.join(others) or 'none'}",
         )
 
+    def gated_by_approval(self, step: StepSpec) -> bool:
+        """Whether a human approval necessarily precedes ``step``.
+
+        DAG: the step depends directly on an approval step (which must have been
+        approved for the step to run). State machine: every transition into the
+        step's state comes from a state whose step is an approval, on success.
+        """
+        if self._workflow.state_machine is None:
+            kinds = {s.name: s.kind for s in self._workflow.steps}
+            return any(kinds.get(dep) is StepKind.approval for dep in step.depends_on)
+        states = self._workflow.state_machine.states
+        mine = next((s.name for s in states if s.step is step), None)
+        sources = [s for s in states for t in s.transitions if t.target == mine]
+        return (
+            bool(sources)
+            and mine != self._workflow.state_machine.initial
+            and all(
+                s.step is not None
+                and s.step.kind is StepKind.approval
+                and all(t.result == "success" for t in s.transitions if t.target == mine)
+                for s in sources
+            )
+        )
+
     async def _tool(self, request: StepRequest, step: StepSpec, calls: list[CallRecord]) -> Any:
         tool = self.allowed_tool(step)
+        if tool.requires_approval and not self.gated_by_approval(step):
+            raise _fail(
+                "ApprovalRequired",
+                f"step {step.name!r}: tool {tool.name!r} has requiresApproval, but no approval step gates "
+                "this step; make it depend on an approval step (or, in a state machine, enter its state "
+                "only from an approval state)",
+            )
         try:
             outcome = await self._tools.call(
                 tool, request.inputs, idempotency_key=request.idempotency_key, deadline=request.deadline

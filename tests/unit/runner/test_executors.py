@@ -351,3 +351,68 @@ class TestSubprocess:
         assert proc.returncode == 2
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         assert out["error"]["type"] == "ExecutorError" and "'request'" in out["error"]["message"]
+
+
+GATED = """
+apiVersion: agentflow.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: money}
+spec:
+  tools:
+    - {name: pay, builtin: {name: echo}, requiresApproval: true}
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: dag}
+spec:
+  steps:
+    - {name: ok-to-pay, kind: approval}
+    - {name: pay-after-approval, kind: tool, tool: pay, dependsOn: [ok-to-pay]}
+    - {name: pay-unguarded, kind: tool, tool: pay}
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: machine}
+spec:
+  stateMachine:
+    initial: ask
+    states:
+      - name: ask
+        step: {name: ask-step, kind: approval}
+        transitions: [{target: paying}, {target: refused, result: error}]
+      - name: paying
+        step: {name: pay-step, kind: tool, tool: pay}
+        transitions: [{target: done}, {target: sneaky, result: error}]
+      - name: sneaky
+        step: {name: sneaky-step, kind: tool, tool: pay}
+        transitions: [{target: done}]
+      - {name: refused, final: Failed}
+      - {name: done, final: Succeeded}
+"""
+
+
+def gated(workflow: str) -> InProcessExecutor:
+    catalog = Catalog()
+    workflows = {}
+    for item in parse_documents(parse_yaml(GATED, "gated")):
+        if isinstance(item.resource, Workflow):
+            workflows[item.resource.metadata.name] = item.resource
+        else:
+            catalog.add(item.resource)
+    return InProcessExecutor(catalog, workflows[workflow].spec, OfflineModel(), ToolRunner())
+
+
+class TestRequiresApproval:
+    async def test_dag_tool_runs_only_behind_an_approval_step(self) -> None:
+        ex = gated("dag")
+        assert (await ex.execute(request("pay-after-approval", "tool", {"n": 1}))).output == {"n": 1}
+        refused = await ex.execute(request("pay-unguarded", "tool", {"n": 1}))
+        assert refused.error is not None
+        assert (refused.error.type, refused.error.retryable) == ("ApprovalRequired", False)
+        assert "'pay'" in refused.error.message and refused.calls == ()
+
+    async def test_state_machine_tool_runs_only_in_states_entered_from_approval(self) -> None:
+        ex = gated("machine")
+        assert (await ex.execute(request("paying", "tool", {}))).ok
+        sneaky = await ex.execute(request("sneaky", "tool", {}))
+        assert sneaky.error is not None and sneaky.error.type == "ApprovalRequired"
