@@ -9,6 +9,11 @@ Both implement the engine's Executor protocol (agentflow.engine.values)::
     SubprocessExecutor   the same, in a child ``python -m agentflow.runner.stepproc``
                          per attempt, killed at the deadline.
 
+Tool grants are deny by default: a tool step with an agentRef runs only a tool
+the Agent lists AND a ToolPolicy matching the Agent's labels declares; without
+an agentRef the tool must be declared by some ToolPolicy. A tool with
+``requiresApproval`` runs only in a step that an approval step gates.
+
 An executor never raises for a failing step: every failure is a StepResult
 with a StepError (a cancelled attempt still raises CancelledError). The calls an
 attempt made are returned even when it fails, so their cost is booked.
