@@ -15,9 +15,9 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TextIO
 
-from agentflow.engine.values import StepError, StepResult
+from agentflow.engine.values import StepError, StepRequest, StepResult
 from agentflow.llm import make_model_client
 from agentflow.models import Catalog, ManifestError, Workflow
 from agentflow.models.manifests import parse_documents, parse_yaml
@@ -30,7 +30,7 @@ class PayloadError(ValueError):
     """The stdin payload is not what SubprocessExecutor sends."""
 
 
-def load_payload(text: str) -> tuple[Any, Catalog, Workflow]:
+def load_payload(text: str) -> tuple[StepRequest, Catalog, Workflow]:
     """(StepRequest, Catalog, Workflow) from the JSON payload; PayloadError names the bad field."""
     try:
         payload = json.loads(text)
