@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", default=os.environ.get("AGENTFLOW_STATE_DIR", ".agentflow"),
                         help="where local runs are kept (default .agentflow)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("operator", help="run the Kubernetes operator (see: agentflow operator --help)", add_help=False)
+    sub.add_parser("step", help="run one step attempt inside a step pod (used by the operator)", add_help=False)
 
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
@@ -299,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The cluster-side commands have flags of their own and need the operator extra.
+    if argv[:1] == ["operator"]:
+        from .controller.main import main as operator_main
+
+        return operator_main(argv[1:])
+    if argv[:1] == ["step"]:
+        from .runtime.step import main as step_main
+
+        return step_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
