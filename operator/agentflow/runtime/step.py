@@ -1,0 +1,278 @@
+"""`agentflow step`: what runs inside a step pod.
+
+One pod runs one attempt of one step::
+
+    GET  $AGENTFLOW_CALLBACK_URL/v1/attempt          {"request", "manifests", "workflow"}, Bearer $AGENTFLOW_TOKEN
+    run it with InProcessExecutor                      (the local runner's executor: same prompts, grants,
+                                                        output validation and deadline)
+    POST $AGENTFLOW_CALLBACK_URL/v1/attempt/result   the StepResult (step_result_to_dict)
+
+The attempt payload has the format of the local runner's subprocess executor, so it is read by the same
+code (agentflow.runner.stepproc.load_payload). The model client comes from the environment
+(agentflow.llm.make_model_client): in a cluster ``OPENAI_API_BASE``/``AGENTFLOW_API_BASE`` point at the
+AgentFlow gateway, or ``AGENTFLOW_MODEL_MODE=offline``.
+
+Exit status::
+
+    0   the result was delivered (201 stored or 200 already stored), also when the step failed:
+        the failure is in the result
+    1   the result could not be delivered (callback server unreachable or refusing the token);
+        the step may not have run
+    2   bad configuration (a missing or malformed environment variable); nothing was fetched or run
+
+Errors::
+
+    ConfigError             an environment variable or flag is missing or malformed; exit 2
+    client.CallbackError    the callback server could not be used; exit 1 (see agentflow.runtime.client)
+
+Logs go to stderr, one JSON object per line (agentflow.runtime.logs), never holding the token, the
+step's inputs or its output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import time
+import urllib.parse
+import zlib
+from collections.abc import Mapping, Sequence
+
+from agentflow.engine.values import StepError, StepRequest, StepResult
+from agentflow.llm import ModelClient, make_model_client
+from agentflow.runner.executors import InProcessExecutor, step_result_to_dict
+from agentflow.runner.stepproc import PayloadError, load_payload
+from agentflow.tools import ToolRunner
+
+from .client import AiohttpTransport, CallbackClient, CallbackError, RetryPolicy, Sleep, Transport
+from .logs import JsonLog
+
+CALLBACK_URL_ENV = "AGENTFLOW_CALLBACK_URL"
+TOKEN_ENV = "AGENTFLOW_TOKEN"
+CA_FILE_ENV = "AGENTFLOW_CALLBACK_CA_FILE"
+
+EXIT_DELIVERED, EXIT_UNDELIVERED, EXIT_CONFIG = 0, 1, 2
+
+
+class ConfigError(Exception):
+    """The pod's configuration is unusable; the message names the variable and what it should hold."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepConfig:
+    callback_url: str
+    token: str = dataclasses.field(repr=False)
+    ca_file: str | None = None
+
+
+def read_config(env: Mapping[str, str], *, callback_url: str | None = None) -> StepConfig:
+    """The callback server and token from ``env`` (``callback_url`` overrides the variable)."""
+    url = (callback_url or env.get(CALLBACK_URL_ENV, "")).strip()
+    if not url:
+        raise ConfigError(
+            f"{CALLBACK_URL_ENV} is not set; set it to the operator's callback server, e.g. "
+            "http://agentflow-callback.agentflow-system.svc:8080 (the operator sets it on the step pods it creates)"
+        )
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{CALLBACK_URL_ENV}={url!r} is not an http(s) URL with a host, e.g. http://HOST:PORT")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{CALLBACK_URL_ENV} must not hold credentials (user:password@); the token goes in {TOKEN_ENV}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{CALLBACK_URL_ENV}={url!r} must have no ?query or #fragment; give the server's base URL")
+    token = env.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigError(
+            f"{TOKEN_ENV} is not set; it must hold the attempt's token (the operator sets it on the step pods it "
+            "creates; a step pod cannot run without one)"
+        )
+    ca_file = env.get(CA_FILE_ENV, "").strip() or None
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise ConfigError(f"{CA_FILE_ENV}={ca_file!r} is not a readable file; mount the CA bundle there or unset it")
+    return StepConfig(url, token, ca_file)
+
+
+def _failed(type: str, message: str, retryable: bool) -> StepResult:
+    return StepResult(error=StepError(type, message, retryable))
+
+
+def encodable_result(result: StepResult) -> StepResult:
+    """``result``, or a failed result when its output or calls hold NaN or infinity (JSON cannot carry them).
+
+    Values that are not JSON types are sent as their str(), like the subprocess executor does.
+    """
+    if _encodable(result):
+        return result
+    error = StepError(
+        "InvalidOutput",
+        "the step's output holds NaN or Infinity, which JSON cannot carry; make the tool or prompt return "
+        "finite numbers (or null)",
+        False,
+    )
+    failed = StepResult(error=error, calls=tuple(dataclasses.replace(c, response=None) for c in result.calls))
+    return failed if _encodable(failed) else StepResult(error=error)
+
+
+def _encodable(result: StepResult) -> bool:
+    try:
+        json.dumps(step_result_to_dict(result), default=str, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+async def _execute(payload: str, model_client: ModelClient, log: JsonLog) -> StepResult:
+    """Run the attempt in ``payload``; a payload that cannot be read becomes a failed StepResult."""
+    try:
+        loaded = load_payload(payload)
+    except PayloadError as exc:
+        log.error("attempt.invalid", f"the attempt from the callback server is unusable: {exc}")
+        return _failed(
+            "ExecutorError", f"agentflow step: the attempt from the callback server is unusable: {exc}", False
+        )
+    except Exception as exc:  # a bug in reading it must still end the attempt with a delivered result
+        message = f"agentflow step: reading the attempt failed: {type(exc).__name__}: {exc}"
+        log.error("attempt.invalid", message)
+        return _failed("ExecutorError", message, True)
+    request: StepRequest = loaded[0]
+    catalog, workflow = loaded[1], loaded[2]
+    left = None if request.deadline is None else round(request.deadline - time.time(), 3)
+    log.info(
+        "step.started",
+        f"running {request.kind} step {request.step!r} ({request.node}), attempt "
+        f"{request.attempt} of run {request.run_id}",
+        runId=request.run_id,
+        node=request.node,
+        step=request.step,
+        kind=request.kind,
+        attempt=request.attempt,
+        deadlineInSeconds=left,
+    )
+    executor = InProcessExecutor(catalog, workflow.spec, model_client, ToolRunner())
+    started = time.monotonic()
+    result = encodable_result(await executor.execute(request))
+    fields = {
+        "runId": request.run_id,
+        "node": request.node,
+        "attempt": request.attempt,
+        "durationSeconds": round(time.monotonic() - started, 3),
+        "costUsd": result.cost_usd,
+        "tokens": result.tokens,
+        "calls": len(result.calls),
+    }
+    if result.error is None:
+        log.info("step.succeeded", f"step {request.step!r} ({request.node}) succeeded", **fields)
+    else:
+        log.warning(
+            "step.failed",
+            f"step {request.step!r} ({request.node}) failed: {result.error.type}: {result.error.message}",
+            errorType=result.error.type,
+            retryable=result.error.retryable,
+            **fields,
+        )
+    return result
+
+
+async def run_step(
+    callback_url: str,
+    token: str,
+    *,
+    env: Mapping[str, str],
+    http: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    sleep: Sleep = asyncio.sleep,
+    log: JsonLog | None = None,
+) -> int:
+    """Fetch the attempt, run it, deliver its result; the exit status (EXIT_*).
+
+    ``http`` defaults to an AiohttpTransport (CA bundle from AGENTFLOW_CALLBACK_CA_FILE) closed on return;
+    ``retry`` defaults to 6 tries over about 30 s, seeded by the pod's HOSTNAME; ``log`` defaults to
+    JSON lines on stderr and always redacts ``token``.
+    """
+    log = (log if log is not None else JsonLog(sys.stderr)).redacting(token)
+    try:
+        model_client = make_model_client(env)
+    except ValueError as exc:
+        log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
+        return EXIT_CONFIG
+    if retry is None:
+        retry = RetryPolicy(seed=zlib.crc32(env.get("HOSTNAME", "").encode("utf-8")))
+    owned: AiohttpTransport | None = None
+    if http is None:
+        http = owned = AiohttpTransport(ca_file=env.get(CA_FILE_ENV, "").strip() or None)
+    client = CallbackClient(callback_url, token, http, retry=retry, sleep=sleep, log=log)
+    server = urllib.parse.urlsplit(callback_url).netloc
+    try:
+        log.info(
+            "attempt.fetching",
+            f"fetching the attempt from {server}",
+            callbackServer=server,
+            modelClient=type(model_client).__name__,
+        )
+        try:
+            payload = await client.fetch_attempt()
+        except CallbackError as exc:
+            log.error("attempt.unavailable", f"{exc}; nothing ran", exitCode=EXIT_UNDELIVERED)
+            return EXIT_UNDELIVERED
+        result = await _execute(payload, model_client, log)
+        try:
+            status = await client.post_result(step_result_to_dict(result))
+        except CallbackError as exc:
+            log.error(
+                "result.undelivered",
+                f"the step ran but its result was not delivered: {exc}",
+                ok=result.ok,
+                exitCode=EXIT_UNDELIVERED,
+            )
+            return EXIT_UNDELIVERED
+        stored = "stored" if status == 201 else "already stored"
+        log.info(
+            "result.delivered",
+            f"result delivered ({status} {stored})",
+            status=status,
+            ok=result.ok,
+            exitCode=EXIT_DELIVERED,
+        )
+        return EXIT_DELIVERED
+    finally:
+        if owned is not None:
+            await owned.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentflow step",
+        description="Run one step attempt inside a step pod: fetch it from the operator's callback server, run "
+        "it, post the result. The token is read from $AGENTFLOW_TOKEN only (never a flag: flags are visible "
+        "in the process list and the pod spec).",
+        epilog="exit status: 0 result delivered (also when the step failed), 1 result not delivered, "
+        "2 bad configuration",
+    )
+    parser.add_argument("--callback-url", help=f"the callback server's base URL (default: ${CALLBACK_URL_ENV})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The `agentflow step` command; returns the exit status."""
+    env = os.environ if env is None else env
+    log = JsonLog(sys.stderr)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad flag (argparse has printed why)
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    try:
+        config = read_config(env, callback_url=args.callback_url)
+    except ConfigError as exc:
+        log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
+        return EXIT_CONFIG
+    return asyncio.run(run_step(config.callback_url, config.token, env=env, log=log))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
