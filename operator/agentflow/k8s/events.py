@@ -1,0 +1,194 @@
+"""Kubernetes Events telling a run's story in ``kubectl describe workflow``. Pure: no I/O.
+
+:func:`kubernetes_events` maps journal events to (type, reason, message)::
+
+    RunStarted        Normal   Started             workflow W started
+    StepScheduled     Normal   StepStarted         step X attempt N started
+    StepSucceeded     Normal   StepSucceeded       step X attempt N succeeded
+    StepFailed        Warning  StepFailed          step X attempt N failed: Type: message
+    RetryScheduled    Warning  StepRetrying        step X: retry N of L in Ss (after Type: message)
+    StepSkipped       Normal   StepSkipped         step X skipped: why
+    StepTimedOut      Warning  StepTimedOut        step X attempt N timed out
+    StepCancelled     Normal   StepCancelled       step X cancelled: why
+    FanOut            Normal   FanOut              step X fans out to N items
+    ApprovalRequested Normal   WaitingForApproval  step X waits for approval: ... (how to approve and reject)
+    ApprovalDecided   Normal   Approved / Warning Rejected
+    CancelRequested   Normal   CancelRequested     cancel requested by who: why
+    RunTimedOut       Warning  TimedOut            the workflow ran past its Ns timeout
+    Suspended/Resumed Normal   Suspended / Resumed
+    RunFinished       Normal   Succeeded / Warning Failed / Normal Cancelled
+
+StepStarted (the driver's note that a pod exists), CostRecorded and StateEntered make no Event: the pod's
+own events and the status cover them. :func:`event_body` builds the core/v1 Event to create.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NamedTuple
+
+from ..engine.plan import Plan
+from ..engine.values import Event, EventType
+from . import names
+from .podspec import Owner
+
+__all__ = ["MAX_MESSAGE", "REPORTING_COMPONENT", "KubeEvent", "event_body", "event_name", "kubernetes_events"]
+
+MAX_MESSAGE: Final = 1024
+REPORTING_COMPONENT: Final = "agentflow-operator"
+
+E = EventType
+
+
+class KubeEvent(NamedTuple):
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def _step_of(node: str) -> str:
+    return node.split("[", 1)[0].split("#", 1)[0]
+
+
+def _retry_limit(plan: Plan | None, node: str) -> int | None:
+    if plan is None:
+        return None
+    name = _step_of(node)
+    step = plan.steps.get(name)
+    if step is None and name in plan.states:
+        step = plan.states[name].step
+    return step.retry.limit if step is not None else None
+
+
+def _error(data: Mapping[str, Any]) -> str:
+    error = data.get("error") or {}
+    if not isinstance(error, Mapping):
+        return str(error)
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value >= 10 or value == int(value) else f"{value:.1f}s"
+
+
+def approval_hint(workflow: str, node: str) -> str:
+    """How a human approves or rejects ``node`` of ``workflow`` (kubectl, or the CLI)."""
+    w, n = shlex.quote(workflow), shlex.quote(node)
+    return (f"Approve with `kubectl annotate workflow {w} {names.APPROVE_ANNOTATION}={n}` or "
+            f"`agentflow approve {w} {n}`; reject with `kubectl annotate workflow {w} "
+            f"{names.REJECT_ANNOTATION}={n}` or `agentflow approve {w} {n} --reject`")
+
+
+def _one(ev: Event, workflow: str, plan: Plan | None) -> KubeEvent | None:
+    d, node = ev.data, str(ev.node)
+    match ev.type:
+        case E.run_started:
+            return KubeEvent("Normal", "Started", f"workflow {workflow} started")
+        case E.step_scheduled:
+            return KubeEvent("Normal", "StepStarted", f"step {node} attempt {d.get('attempt')} started")
+        case E.step_succeeded:
+            return KubeEvent("Normal", "StepSucceeded", f"step {node} attempt {d.get('attempt')} succeeded")
+        case E.step_failed:
+            attempt = d.get("attempt")
+            which = f"step {node}" if not attempt else f"step {node} attempt {attempt}"
+            return KubeEvent("Warning", "StepFailed", f"{which} failed: {_error(d)}")
+        case E.retry_scheduled:
+            retry = int(d.get("attempt", 2)) - 1
+            limit = _retry_limit(plan, node)
+            of = f" of {limit}" if limit is not None else ""
+            delay = max(0.0, float(d.get("notBefore", ev.at)) - ev.at)
+            after = f" (after {_error(d)})" if d.get("error") else ""
+            return KubeEvent("Warning", "StepRetrying", f"step {node}: retry {retry}{of} in {_seconds(delay)}{after}")
+        case E.step_skipped:
+            return KubeEvent("Normal", "StepSkipped", f"step {node} skipped: {d.get('reason', '')}")
+        case E.step_timed_out:
+            return KubeEvent("Warning", "StepTimedOut", f"step {node} attempt {d.get('attempt')} timed out")
+        case E.step_cancelled:
+            return KubeEvent("Normal", "StepCancelled", f"step {node} cancelled: {d.get('reason', '')}")
+        case E.fan_out:
+            return KubeEvent("Normal", "FanOut", f"step {node} fans out to {d.get('count', 0)} items")
+        case E.approval_requested:
+            text = str(d.get("message") or "").strip()
+            asked = f": {text}" if text else ""
+            approvers = d.get("approvers") or []
+            who = f" (approvers: {', '.join(map(str, approvers))})" if approvers else ""
+            sentence = f"step {node} waits for approval{who}{asked}"
+            end = "" if sentence.endswith((".", "?", "!")) else "."
+            return KubeEvent("Normal", "WaitingForApproval", f"{sentence}{end} {approval_hint(workflow, node)}")
+        case E.approval_decided:
+            by = d.get("by") or "unknown"
+            why = f": {d['reason']}" if d.get("reason") else ""
+            if d.get("approved"):
+                return KubeEvent("Normal", "Approved", f"step {node} approved by {by}{why}")
+            return KubeEvent("Warning", "Rejected", f"step {node} rejected by {by}{why}")
+        case E.cancel_requested:
+            why = f": {d['reason']}" if d.get("reason") else ""
+            return KubeEvent("Normal", "CancelRequested", f"cancel requested by {d.get('by') or 'unknown'}{why}")
+        case E.run_timed_out:
+            return KubeEvent("Warning", "TimedOut", f"the workflow ran past its {d.get('timeoutSeconds')}s timeout")
+        case E.suspended:
+            return KubeEvent("Normal", "Suspended", f"suspended by {d.get('by') or 'unknown'}")
+        case E.resumed:
+            return KubeEvent("Normal", "Resumed", f"resumed by {d.get('by') or 'unknown'}")
+        case E.run_finished:
+            phase = str(d.get("phase"))
+            reason = f": {d['reason']}" if d.get("reason") else ""
+            if phase == "Succeeded":
+                return KubeEvent("Normal", "Succeeded", f"workflow {workflow} succeeded")
+            if phase == "Cancelled":
+                return KubeEvent("Normal", "Cancelled", f"workflow {workflow} cancelled{reason}")
+            return KubeEvent("Warning", "Failed", f"workflow {workflow} failed{reason}")
+    return None
+
+
+def kubernetes_events(events: Sequence[Event], *, workflow: str | None = None,
+                      plan: Plan | None = None) -> list[KubeEvent]:
+    """The Events of ``events``, in order. ``workflow`` defaults to the plan's name, then to RunStarted's.
+
+    ``plan`` (optional) lets retry messages say the retry limit.
+    """
+    name = workflow or (plan.name if plan is not None else None)
+    if name is None:
+        started = next((e for e in events if e.type is E.run_started), None)
+        name = str(started.data.get("workflow", "")) if started is not None else ""
+    out: list[KubeEvent] = []
+    for ev in events:
+        mapped = _one(ev, name or "WORKFLOW", plan)
+        if mapped is not None:
+            message = mapped.message if len(mapped.message) <= MAX_MESSAGE else mapped.message[: MAX_MESSAGE - 1] + "…"
+            out.append(mapped._replace(message=message))
+    return out
+
+
+def event_name(involved: Owner, reason: str, message: str, time: str) -> str:
+    """``OWNER.HASH``: the same Event posted twice (after a restart) is AlreadyExists, not a duplicate."""
+    return f"{involved.name[:200].rstrip('.-')}.{names.short_hash(involved.uid, reason, message, time, length=16)}"
+
+
+def event_body(involved: Owner, namespace: str, type: str, reason: str, message: str, now_iso: str,
+               count: int = 1, *, reporting_instance: str = "") -> dict[str, Any]:
+    """A core/v1 Event about ``involved`` at ``now_iso`` (an RFC 3339 time)."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": event_name(involved, reason, message, now_iso), "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": involved.api_version,
+            "kind": involved.kind,
+            "name": involved.name,
+            "namespace": namespace,
+            "uid": involved.uid,
+        },
+        "type": type,
+        "reason": reason,
+        "message": message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…",
+        "firstTimestamp": now_iso,
+        "lastTimestamp": now_iso,
+        "count": count,
+        "source": {"component": REPORTING_COMPONENT},
+        "reportingComponent": REPORTING_COMPONENT,
+    }
+    if reporting_instance:
+        body["reportingInstance"] = reporting_instance
+    return body

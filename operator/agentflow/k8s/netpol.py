@@ -1,0 +1,115 @@
+"""The NetworkPolicy of one step pod: nothing in, out only to what it was granted. Pure: no I/O.
+
+The policy selects exactly one pod (by its ``agentflow.dev/pod`` label), denies all ingress, and allows
+egress only to
+
+- the operator's callback endpoint (an IP or CIDR and a TCP port; optionally also the operator pods by
+  label, since CNIs differ in whether an ipBlock matches a Service's ClusterIP before or after DNAT),
+- cluster DNS (kube-dns in kube-system, UDP and TCP 53), unless ``dns=False``,
+- the granted hosts that are IPs or CIDRs, as ipBlocks (with their port, or any port).
+
+Hostnames cannot be expressed in a NetworkPolicy (it matches addresses, and a name's addresses change).
+Hostname grants are enforced by the gateway / egress proxy instead; the policy lists them in the
+``agentflow.dev/egress-hosts`` annotation (``host:port`` or ``host``, comma-separated, sorted) so the proxy
+and a human reading the policy see the whole grant in one place.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from . import names
+from .podspec import ExecutionProfile, Owner, is_ip_or_cidr, owner_reference
+
+__all__ = ["build_network_policy", "cidr_of", "dns_peer"]
+
+
+def dns_peer() -> dict[str, Any]:
+    """Cluster DNS: the kube-dns pods (CoreDNS keeps that label) in kube-system."""
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+
+
+def cidr_of(host: str) -> str:
+    """An IP as a one-address CIDR (/32 or /128); a CIDR normalized. ValueError for anything else."""
+    try:
+        return str(ipaddress.ip_network(host, strict=False))
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address or CIDR") from None
+
+
+def _tcp(port: int | None) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port}] if port is not None else []
+
+
+def _rule(peers: list[dict[str, Any]], port: int | None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"to": peers}
+    if port is not None:
+        rule["ports"] = _tcp(port)
+    return rule
+
+
+def build_network_policy(
+    owner: Owner,
+    namespace: str,
+    pod_name: str,
+    profile: ExecutionProfile,
+    *,
+    callback: tuple[str, int],
+    dns: bool = True,
+    callback_pods: tuple[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A networking.k8s.io/v1 NetworkPolicy for the pod ``pod_name``, named like it and owned by ``owner``.
+
+    ``callback`` is (IP or CIDR, port) of the operator's endpoint; ``callback_pods`` (namespace, labels) also
+    allows the operator pods themselves on that port.
+    """
+    host, port = callback
+    callback_peers: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr_of(host)}}]
+    if callback_pods is not None:
+        pods_ns, pod_labels = callback_pods
+        callback_peers.append({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pods_ns}},
+            "podSelector": {"matchLabels": dict(pod_labels)},
+        })
+    egress = [_rule(callback_peers, port)]
+    if dns:
+        egress.append({
+            "to": [dns_peer()],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        })
+    hostnames: list[str] = []
+    for grant_host, grant_port in profile.egress:
+        if is_ip_or_cidr(grant_host):
+            egress.append(_rule([{"ipBlock": {"cidr": cidr_of(grant_host)}}], grant_port))
+        else:
+            hostnames.append(grant_host if grant_port is None else f"{grant_host}:{grant_port}")
+    metadata: dict[str, Any] = {
+        "name": pod_name,
+        "namespace": namespace,
+        "labels": {
+            names.WORKFLOW_LABEL: names.label_value(owner.name),
+            names.RUN_LABEL: names.label_value(owner.uid),
+            names.POD_LABEL: pod_name,
+            names.MANAGED_BY_LABEL: names.MANAGED_BY,
+            names.COMPONENT_LABEL: names.COMPONENT_STEP,
+        },
+        "ownerReferences": [owner_reference(owner)],
+    }
+    if hostnames:
+        metadata["annotations"] = {names.EGRESS_HOSTS_ANNOTATION: ",".join(sorted(set(hostnames)))}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": {"matchLabels": {names.POD_LABEL: pod_name}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": egress,
+        },
+    }

@@ -1,0 +1,270 @@
+"""The pod of one step attempt, built as a plain v1 Pod dict. Pure: no I/O.
+
+A step pod runs ``agentflow step`` from the runtime image. It holds no provider credentials and no
+Kubernetes API access: it fetches its attempt from the operator's callback endpoint and posts the result
+back, authenticated by a token scoped to that one attempt (``AGENTFLOW_TOKEN``). Its sandbox::
+
+    runtimeClassName            the ToolPolicy's or the Agent's (PodConfig.default_runtime_class otherwise)
+    securityContext (pod)       runAsNonRoot, runAsUser/runAsGroup/fsGroup, seccomp RuntimeDefault
+    securityContext (container) no privilege escalation, read-only root fs, all capabilities dropped
+    no service-account token, no service links, restartPolicy Never (one pod = one attempt, exactly once)
+    activeDeadlineSeconds       the step timeout plus a grace for pod start
+    /tmp                        the only writable path (a size-limited emptyDir)
+
+:func:`profile_for` works out what the step's Agent and ToolPolicy grant (runtime class, env, egress);
+:func:`agentflow.k8s.netpol.build_network_policy` turns the egress into a NetworkPolicy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from ..engine.values import StepRequest
+from ..models.agent import Agent
+from ..models.toolpolicy import ToolPolicy, ToolSpec
+from ..models.workflow import StepSpec
+from . import names
+from .names import pod_name
+
+__all__ = [
+    "DEADLINE_GRACE_SECONDS", "RESERVED_ENV", "ExecutionProfile", "Owner", "PodConfig", "build_step_pod",
+    "is_ip_or_cidr", "owner_reference", "parse_host", "pod_name", "profile_for", "step_labels",
+]
+
+DEADLINE_GRACE_SECONDS: Final = 30
+"""Added to the step timeout for activeDeadlineSeconds: scheduling, image pull and start are not step time."""
+TMP_SIZE_LIMIT: Final = "64Mi"
+CONTAINER: Final = "step"
+RESERVED_ENV: Final = frozenset({
+    "AGENTFLOW_CALLBACK_URL", "AGENTFLOW_TOKEN", "AGENTFLOW_NODE", "AGENTFLOW_ATTEMPT", "AGENTFLOW_IDEMPOTENCY_KEY",
+})
+"""Set by the operator; a configured or granted variable of the same name is ignored."""
+
+Egress = tuple[str, int | None]
+"""(host, port): a hostname, IP or CIDR, and a TCP port (None = any port)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PodConfig:
+    """Operator settings shared by every step pod."""
+
+    image: str
+    callback_url: str
+    image_pull_policy: str = "IfNotPresent"
+    default_runtime_class: str | None = "gvisor"
+    cpu_request: str = "100m"
+    cpu_limit: str = "1"
+    memory_request: str = "128Mi"
+    memory_limit: str = "512Mi"
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    run_as_user: int = 10001
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """The object that owns (and is the subject of) what is built: the Workflow."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    """A controller owner reference: deleting the Workflow deletes what it owns."""
+    return {
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionProfile:
+    """What a step's sandbox is granted, from its ToolPolicy and Agent."""
+
+    runtime_class: str | None = None
+    """None: PodConfig.default_runtime_class."""
+    resources: Mapping[str, Mapping[str, str]] | None = None
+    """{requests: {...}, limits: {...}} over PodConfig's; None: PodConfig's."""
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    egress: tuple[Egress, ...] = ()
+
+
+def parse_host(entry: str, default_port: int | None = None) -> Egress:
+    """``host``, ``host:port``, ``[v6]:port``, an IP, a CIDR or a URL -> (host, port)."""
+    entry = entry.strip()
+    if "://" in entry:
+        parts = urlsplit(entry)
+        scheme_port = {"https": 443, "http": 80}.get(parts.scheme, default_port)
+        return (parts.hostname or "", parts.port if parts.port is not None else scheme_port)
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return (host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port)
+    host, sep, port = entry.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return (host, int(port))
+    return (entry, default_port)
+
+
+def _declares(policy: ToolPolicy, tool: str) -> ToolSpec | None:
+    return next((t for t in policy.spec.tools if t.name == tool), None)
+
+
+def profile_for(step: StepSpec, agent: Agent | None, policies: Sequence[ToolPolicy],
+                tool: ToolSpec | None) -> ExecutionProfile:
+    """The sandbox of ``step``: runtime class of the ToolPolicy declaring its tool, else the Agent's, else None.
+
+    ``policies`` are the ToolPolicies of the namespace; one whose agentSelector matches the Agent is preferred.
+    ``tool`` is the resolved tool (looked up in the declaring policy when None). Env comes from the tool's
+    permissions.env; egress from the HTTP tool's url and allowedHosts and permissions.egressHosts.
+    """
+    name = tool.name if tool is not None else step.tool
+    policy: ToolPolicy | None = None
+    if name:
+        declaring = [p for p in policies if _declares(p, name) is not None]
+        labels = dict(agent.metadata.labels) if agent is not None else {}
+        policy = next((p for p in declaring if p.spec.agent_selector.matches(labels)), None)
+        if policy is None and declaring:
+            policy = declaring[0]
+        if tool is None and policy is not None:
+            tool = _declares(policy, name)
+    runtime_class = policy.spec.runtime_class_name if policy is not None else None
+    if runtime_class is None and agent is not None:
+        runtime_class = agent.spec.runtime_class_name
+    if tool is None:
+        return ExecutionProfile(runtime_class=runtime_class)
+    egress: list[Egress] = []
+    if tool.http is not None:
+        egress.append(parse_host(tool.http.url))
+        egress.extend(parse_host(h) for h in tool.http.allowed_hosts)
+    egress.extend(parse_host(h) for h in tool.permissions.egress_hosts)
+    unique = tuple(dict.fromkeys(e for e in egress if e[0]))
+    return ExecutionProfile(runtime_class=runtime_class, env=dict(tool.permissions.env), egress=unique)
+
+
+def is_ip_or_cidr(host: str) -> bool:
+    try:
+        ipaddress.ip_network(host, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _resources(config: PodConfig, override: Mapping[str, Mapping[str, str]] | None) -> dict[str, dict[str, str]]:
+    out = {
+        "requests": {"cpu": config.cpu_request, "memory": config.memory_request},
+        "limits": {"cpu": config.cpu_limit, "memory": config.memory_limit},
+    }
+    for kind, values in (override or {}).items():
+        if kind not in out:
+            raise ValueError(f"resources.{kind}: only requests and limits can be set")
+        out[kind].update(values)
+    return out
+
+
+def _env(request: StepRequest, token: str, config: PodConfig, extra: Mapping[str, str]) -> list[dict[str, str]]:
+    env = [
+        {"name": "AGENTFLOW_CALLBACK_URL", "value": config.callback_url},
+        {"name": "AGENTFLOW_TOKEN", "value": token},
+        {"name": "AGENTFLOW_NODE", "value": request.node},
+        {"name": "AGENTFLOW_ATTEMPT", "value": str(request.attempt)},
+        {"name": "AGENTFLOW_IDEMPOTENCY_KEY", "value": request.idempotency_key},
+    ]
+    merged = {**config.env, **extra}
+    env.extend({"name": k, "value": merged[k]} for k in sorted(merged) if k not in RESERVED_ENV)
+    return env
+
+
+def step_labels(owner: Owner, request: StepRequest, name: str) -> dict[str, str]:
+    """The labels of the pod of ``request`` (see :mod:`agentflow.k8s.names`)."""
+    return {
+        names.WORKFLOW_LABEL: names.label_value(owner.name),
+        names.RUN_LABEL: names.label_value(owner.uid),
+        names.STEP_LABEL: names.label_value(request.step),
+        names.NODE_LABEL: names.node_label(request.node),
+        names.ATTEMPT_LABEL: str(request.attempt),
+        names.POD_LABEL: name,
+        names.MANAGED_BY_LABEL: names.MANAGED_BY,
+        names.COMPONENT_LABEL: names.COMPONENT_STEP,
+    }
+
+
+def build_step_pod(
+    owner: Owner,
+    namespace: str,
+    request: StepRequest,
+    token: str,
+    config: PodConfig,
+    *,
+    runtime_class: str | None = None,
+    timeout_seconds: float | None = None,
+    resources: Mapping[str, Mapping[str, str]] | None = None,
+    env: Mapping[str, str] | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The complete v1 Pod of one attempt. ``runtime_class`` None: ``config.default_runtime_class``.
+
+    ``resources`` overrides single requests/limits of the config; ``env`` (a profile's grants) is added after
+    ``config.env``; ``extra_labels`` never replace the AgentFlow labels.
+    """
+    name = pod_name(owner.name, request.node, request.attempt)
+    labels = {**(extra_labels or {}), **step_labels(owner, request, name)}
+    uid = config.run_as_user
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+    runtime = runtime_class or config.default_runtime_class
+    if runtime:
+        spec["runtimeClassName"] = runtime
+    if timeout_seconds is not None:
+        spec["activeDeadlineSeconds"] = math.ceil(timeout_seconds) + DEADLINE_GRACE_SECONDS
+    spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    spec["containers"] = [{
+        "name": CONTAINER,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": ["step"],
+        "env": _env(request, token, config, env or {}),
+        "resources": _resources(config, resources),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }]
+    spec["volumes"] = [{"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {
+                names.NODE_ANNOTATION: request.node,
+                names.IDEMPOTENCY_ANNOTATION: request.idempotency_key,
+            },
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,71 @@
+"""Journal events as Kubernetes Events, and the Event bodies."""
+
+from __future__ import annotations
+
+from agentflow.engine.values import Event, EventType
+from agentflow.k8s import names
+from agentflow.k8s.events import MAX_MESSAGE, approval_hint, event_body, event_name, kubernetes_events
+from agentflow.k8s.podspec import Owner
+
+OWNER = Owner("agentflow.dev/v1alpha1", "Workflow", "triage", "uid-1")
+E = EventType
+SILENT = {E.step_started, E.cost_recorded, E.state_entered}
+
+
+def _sample(t: EventType) -> Event:
+    data = {"attempt": 1, "phase": "Succeeded", "count": 2, "approved": True, "notBefore": 10.0,
+            "error": {"type": "X", "message": "y"}}
+    return Event(t, "n", data, 0.0)
+
+
+def test_every_event_type_is_told_or_deliberately_silent() -> None:
+    for t in EventType:
+        told = kubernetes_events([_sample(t)], workflow="w")
+        assert (not told) == (t in SILENT), t
+
+
+def test_warnings_are_the_things_that_went_wrong() -> None:
+    warnings = {t for t in EventType if any(k.type == "Warning" for k in kubernetes_events([_sample(t)]))}
+    assert warnings == {E.step_failed, E.retry_scheduled, E.step_timed_out, E.run_timed_out}
+    failed = Event(E.run_finished, None, {"phase": "Failed", "reason": "step a: X: y"})
+    assert kubernetes_events([failed], workflow="w") == [("Warning", "Failed", "workflow w failed: step a: X: y")]
+    rejected = Event(E.approval_decided, "gate", {"approved": False, "by": "bob"})
+    assert kubernetes_events([rejected])[0][:2] == ("Warning", "Rejected")
+
+
+def test_the_workflow_name_comes_from_run_started_when_not_given() -> None:
+    events = [Event(E.run_started, None, {"workflow": "nightly"}), Event(E.run_finished, None, {"phase": "Cancelled"})]
+    assert [k.message for k in kubernetes_events(events)] == ["workflow nightly started", "workflow nightly cancelled"]
+
+
+def test_the_approval_hint_quotes_node_ids_for_the_shell() -> None:
+    hint = approval_hint("w", "review[2]")
+    assert f"{names.APPROVE_ANNOTATION}='review[2]'" in hint and f"{names.REJECT_ANNOTATION}='review[2]'" in hint
+
+
+def test_long_messages_are_cut() -> None:
+    long = Event(E.step_failed, "n", {"attempt": 1, "error": {"type": "X", "message": "m" * 5000}})
+    (told,) = kubernetes_events([long])
+    assert len(told.message) == MAX_MESSAGE and told.message.endswith("…")
+
+
+def test_event_body_is_a_core_v1_event_about_the_workflow() -> None:
+    body = event_body(OWNER, "ns", "Normal", "StepStarted", "step a attempt 1 started", "2023-11-14T22:13:20Z")
+    assert body["involvedObject"] == {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "name": "triage",
+                                      "namespace": "ns", "uid": "uid-1"}
+    assert (body["type"], body["reason"], body["count"]) == ("Normal", "StepStarted", 1)
+    assert body["firstTimestamp"] == body["lastTimestamp"] == "2023-11-14T22:13:20Z"
+    assert body["metadata"]["name"].startswith("triage.")
+
+
+def test_event_names_are_deterministic_and_distinct() -> None:
+    a = event_name(OWNER, "StepStarted", "step a", "t1")
+    assert a == event_name(OWNER, "StepStarted", "step a", "t1"), "a retried create is AlreadyExists"
+    assert len({a, event_name(OWNER, "StepStarted", "step b", "t1"), event_name(OWNER, "StepStarted", "step a", "t2"),
+                event_name(OWNER, "StepSucceeded", "step a", "t1")}) == 4
+
+
+def test_event_names_stay_valid_for_the_longest_workflow_names() -> None:
+    owner = Owner("agentflow.dev/v1alpha1", "Workflow", "a" * 199 + "." + "b" * 53, "u")
+    name = event_name(owner, "R", "m", "t")
+    assert len(name) <= 253 and ".." not in name and name[0].isalnum() and name[-1].isalnum()

@@ -1,0 +1,67 @@
+"""The NetworkPolicy of a step pod selects exactly that pod and lets out only what was granted."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentflow.engine.values import StepRequest
+from agentflow.k8s import names
+from agentflow.k8s.netpol import build_network_policy, cidr_of
+from agentflow.k8s.podspec import ExecutionProfile, Owner, PodConfig, build_step_pod
+
+OWNER = Owner("agentflow.dev/v1alpha1", "Workflow", "triage", "uid-1")
+CONFIG = PodConfig(image="runtime:dev", callback_url="http://10.0.0.1:8443")
+
+
+def _selects(policy: dict[str, object], labels: dict[str, str]) -> bool:
+    match = policy["spec"]["podSelector"]["matchLabels"]  # type: ignore[index]
+    return all(labels.get(k) == v for k, v in match.items())
+
+
+def test_it_selects_its_pod_and_no_other_attempt_or_node() -> None:
+    pods = [build_step_pod(OWNER, "ns", StepRequest("uid-1", node, "map", "tool", attempt, {}), "t", CONFIG)
+            for node in ("map[3]", "map-3") for attempt in (1, 2)]
+    for pod in pods:
+        policy = build_network_policy(OWNER, "ns", pod["metadata"]["name"], ExecutionProfile(),
+                                      callback=("10.0.0.1", 8443))
+        assert [_selects(policy, p["metadata"]["labels"]) for p in pods].count(True) == 1
+        assert _selects(policy, pod["metadata"]["labels"])
+
+
+def test_no_grants_means_callback_and_dns_only() -> None:
+    policy = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8443))
+    assert policy["spec"]["ingress"] == []
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress = policy["spec"]["egress"]
+    assert egress[0] == {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [{"protocol": "TCP", "port": 8443}]}
+    assert {p["port"] for p in egress[1]["ports"]} == {53} and len(egress) == 2
+    assert "annotations" not in policy["metadata"]
+
+
+def test_without_dns_only_the_callback_is_reachable() -> None:
+    policy = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.0/24", 80), dns=False)
+    assert len(policy["spec"]["egress"]) == 1
+
+
+def test_hostnames_go_to_the_annotation_never_to_rules() -> None:
+    profile = ExecutionProfile(egress=(("b.example", 443), ("a.example", None), ("b.example", 443)))
+    policy = build_network_policy(OWNER, "ns", "p", profile, callback=("10.0.0.1", 8443))
+    assert policy["metadata"]["annotations"] == {names.EGRESS_HOSTS_ANNOTATION: "a.example,b.example:443"}
+    assert len(policy["spec"]["egress"]) == 2
+
+
+def test_the_callback_must_be_an_address() -> None:
+    with pytest.raises(ValueError, match="not an IP address or CIDR"):
+        build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("operator.svc", 8443))
+
+
+@pytest.mark.parametrize(("host", "cidr"), [("10.1.2.3", "10.1.2.3/32"), ("10.1.2.3/16", "10.1.0.0/16"),
+                                            ("2001:db8::1", "2001:db8::1/128")])
+def test_cidr_of(host: str, cidr: str) -> None:
+    assert cidr_of(host) == cidr
+
+
+def test_the_policy_is_owned_by_the_workflow() -> None:
+    policy = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8443))
+    (ref,) = policy["metadata"]["ownerReferences"]
+    assert ref["uid"] == "uid-1" and ref["controller"] is True

@@ -1,0 +1,205 @@
+"""Step pods: the sandbox every pod gets, and what a step's ToolPolicy and Agent grant."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentflow.engine.values import StepRequest
+from agentflow.k8s import names
+from agentflow.k8s.podspec import (
+    DEADLINE_GRACE_SECONDS,
+    ExecutionProfile,
+    Owner,
+    PodConfig,
+    build_step_pod,
+    parse_host,
+    profile_for,
+)
+from agentflow.models import Agent, StepSpec, ToolPolicy, ToolSpec
+
+from .cases import build
+
+CASES = Path(__file__).parent / "cases"
+OWNER = Owner("agentflow.dev/v1alpha1", "Workflow", "triage", "uid-1")
+CONFIG = PodConfig(image="runtime:dev", callback_url="http://10.0.0.1:8443")
+_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def request(node: str = "classify", attempt: int = 1, step: str | None = None) -> StepRequest:
+    return StepRequest("uid-1", node, step or node.split("[")[0].split("#")[0], "llm", attempt, {})
+
+
+def assert_sandboxed(pod: Mapping[str, Any]) -> None:
+    """What every step pod must hold, whatever it runs (issue 4: steps as short-lived sandboxed pods)."""
+    meta, spec = pod["metadata"], pod["spec"]
+    assert names.is_dns_label(meta["name"]) and len(meta["name"]) <= 63
+    for key, value in meta["labels"].items():
+        assert _KEY.match(key) and len(key.split("/")[-1]) <= 63, key
+        assert names.is_label_value(value), (key, value)
+    assert meta["labels"][names.POD_LABEL] == meta["name"]
+    assert meta["ownerReferences"][0]["controller"] is True
+    assert meta["ownerReferences"][0]["blockOwnerDeletion"] is True
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec and "serviceAccount" not in spec
+    assert not any("projected" in v or "secret" in v for v in spec.get("volumes", []))
+    assert spec["enableServiceLinks"] is False
+    assert spec.get("hostNetwork", False) is False and spec.get("hostPID", False) is False
+    psc = spec["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] > 0 and psc["runAsGroup"] > 0 and psc["fsGroup"] > 0
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    csc = container["securityContext"]
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc["readOnlyRootFilesystem"] is True
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+    assert csc["runAsNonRoot"] is True
+    assert "privileged" not in csc
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    tmp = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
+    assert tmp["emptyDir"]["sizeLimit"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert {"AGENTFLOW_CALLBACK_URL", "AGENTFLOW_TOKEN", "AGENTFLOW_NODE", "AGENTFLOW_ATTEMPT",
+            "AGENTFLOW_IDEMPOTENCY_KEY"} <= set(env)
+    assert len(env) == len(container["env"]), "no variable twice"
+    assert not any(e for e in container["env"] if "valueFrom" in e), "no secrets in step pods"
+
+
+@pytest.mark.parametrize("path", sorted(CASES.glob("pod-*.yaml")), ids=lambda p: p.stem)
+def test_every_case_pod_is_sandboxed(path: Path) -> None:
+    case = yaml.safe_load(path.read_text())
+    assert_sandboxed(build("pod", case["input"]))
+
+
+NODES = st.one_of(
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+    st.builds(lambda s, i: f"{s}[{i}]", st.from_regex(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+              st.integers(0, 99_999)),
+    st.builds(lambda s, i: f"{s}#{i}", st.from_regex(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+              st.integers(1, 999)),
+)
+
+
+@settings(max_examples=200)
+@given(st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,200}[a-z0-9])?", fullmatch=True), NODES, st.integers(1, 101),
+       st.one_of(st.none(), st.floats(0.001, 1e6)))
+def test_every_built_pod_is_sandboxed(workflow: str, node: str, attempt: int, timeout: float | None) -> None:
+    owner = Owner("agentflow.dev/v1alpha1", "Workflow", workflow, "uid")
+    pod = build_step_pod(owner, "ns", request(node, attempt), "t", CONFIG, timeout_seconds=timeout)
+    assert_sandboxed(pod)
+    assert pod["metadata"]["name"] == names.pod_name(workflow, node, attempt)
+    assert pod["metadata"]["annotations"][names.NODE_ANNOTATION] == node
+
+
+def env_of(pod: Mapping[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_the_attempt_identity_cannot_be_overridden_by_config_or_grants() -> None:
+    config = PodConfig("img", "http://cb", env={"AGENTFLOW_TOKEN": "config", "LOG": "debug"})
+    pod = build_step_pod(OWNER, "ns", request(), "real-token", config,
+                         env={"AGENTFLOW_NODE": "other", "AGENTFLOW_CALLBACK_URL": "http://evil", "LOG": "info"})
+    env = env_of(pod)
+    assert env["AGENTFLOW_TOKEN"] == "real-token"
+    assert env["AGENTFLOW_NODE"] == "classify"
+    assert env["AGENTFLOW_CALLBACK_URL"] == "http://cb"
+    assert env["LOG"] == "info", "a step's grant overrides the operator-wide default"
+    assert_sandboxed(pod)
+
+
+def test_runtime_class_explicit_then_config_default_then_none() -> None:
+    explicit = build_step_pod(OWNER, "ns", request(), "t", CONFIG, runtime_class="kata")
+    assert explicit["spec"]["runtimeClassName"] == "kata"
+    assert build_step_pod(OWNER, "ns", request(), "t", CONFIG)["spec"]["runtimeClassName"] == "gvisor"
+    bare = PodConfig("img", "http://cb", default_runtime_class=None)
+    assert "runtimeClassName" not in build_step_pod(OWNER, "ns", request(), "t", bare)["spec"]
+
+
+@pytest.mark.parametrize(("timeout", "deadline"), [(1, 1 + DEADLINE_GRACE_SECONDS), (0.2, 1 + DEADLINE_GRACE_SECONDS),
+                                                   (59.01, 60 + DEADLINE_GRACE_SECONDS), (None, None)])
+def test_active_deadline_is_the_rounded_up_timeout_plus_grace(timeout: float | None, deadline: int | None) -> None:
+    spec = build_step_pod(OWNER, "ns", request(), "t", CONFIG, timeout_seconds=timeout)["spec"]
+    assert spec.get("activeDeadlineSeconds") == deadline
+
+
+def test_resources_override_single_values_and_reject_unknown_kinds() -> None:
+    pod = build_step_pod(OWNER, "ns", request(), "t", CONFIG, resources={"limits": {"memory": "2Gi"}})
+    assert pod["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "2Gi"},
+    }
+    with pytest.raises(ValueError, match="only requests and limits"):
+        build_step_pod(OWNER, "ns", request(), "t", CONFIG, resources={"claims": {}})
+
+
+def test_building_does_not_share_or_mutate_config() -> None:
+    a = build_step_pod(OWNER, "ns", request(), "t", CONFIG)
+    a["spec"]["containers"][0]["resources"]["limits"]["memory"] = "99Gi"
+    b = build_step_pod(OWNER, "ns", request(), "t", CONFIG)
+    assert b["spec"]["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
+
+
+def test_extra_labels_never_replace_agentflow_labels() -> None:
+    pod = build_step_pod(OWNER, "ns", request(attempt=2), "t", CONFIG,
+                         extra_labels={names.ATTEMPT_LABEL: "9", names.RUN_LABEL: "x", "team": "a"})
+    labels = pod["metadata"]["labels"]
+    assert labels[names.ATTEMPT_LABEL] == "2" and labels[names.RUN_LABEL] == "uid-1" and labels["team"] == "a"
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ("api.example.com", ("api.example.com", None)),
+    ("api.example.com:8443", ("api.example.com", 8443)),
+    ("https://api.example.com/v1", ("api.example.com", 443)),
+    ("http://api.example.com:8080/x", ("api.example.com", 8080)),
+    ("10.0.0.0/8", ("10.0.0.0/8", None)),
+    ("192.0.2.1:5432", ("192.0.2.1", 5432)),
+    ("[2001:db8::1]:443", ("2001:db8::1", 443)),
+    ("2001:db8::1", ("2001:db8::1", None)),
+])
+def test_parse_host(entry: str, expected: tuple[str, int | None]) -> None:
+    assert parse_host(entry) == expected
+
+
+def _policy(name: str, tools: list[dict[str, Any]], selector: dict[str, str] | None = None,
+            runtime: str = "gvisor") -> ToolPolicy:
+    return ToolPolicy.model_validate({"metadata": {"name": name}, "spec": {
+        "agentSelector": {"matchLabels": selector or {}}, "runtimeClassName": runtime, "tools": tools}})
+
+
+def _agent(labels: dict[str, str], runtime: str | None = None) -> Agent:
+    spec: dict[str, Any] = {"role": "r", "model": {"name": "offline/echo"}}
+    if runtime:
+        spec["runtimeClassName"] = runtime
+    return Agent.model_validate({"metadata": {"name": "a", "labels": labels}, "spec": spec})
+
+
+TOOL_STEP = StepSpec.model_validate({"name": "s", "kind": "tool", "tool": "echo"})
+
+
+def test_the_declaring_policy_wins_over_the_agent() -> None:
+    policy = _policy("p", [{"name": "echo", "builtin": {"name": "echo"}}], runtime="kata")
+    profile = profile_for(TOOL_STEP, _agent({}, runtime="runc"), [policy], None)
+    assert profile == ExecutionProfile(runtime_class="kata")
+
+
+def test_without_a_matching_selector_the_first_declaring_policy_is_used() -> None:
+    tools = [{"name": "echo", "builtin": {"name": "echo"}, "permissions": {"env": {"FROM": "p1"}}}]
+    p1, p2 = _policy("p1", tools, {"team": "x"}, "one"), _policy("p2", tools, {"team": "y"}, "two")
+    assert profile_for(TOOL_STEP, _agent({"team": "z"}), [p1, p2], None).runtime_class == "one"
+    assert profile_for(TOOL_STEP, _agent({"team": "y"}), [p1, p2], None).runtime_class == "two"
+
+
+def test_a_resolved_tool_is_used_as_given() -> None:
+    tool = ToolSpec.model_validate({"name": "echo", "http": {"url": "https://x.example"},
+                                    "permissions": {"env": {"K": "v"}}})
+    profile = profile_for(TOOL_STEP, None, [], tool)
+    assert profile == ExecutionProfile(None, None, {"K": "v"}, (("x.example", 443),))
