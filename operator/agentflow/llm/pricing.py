@@ -54,9 +54,7 @@ def price_per_token(
     """
     if not model:
         raise ValueError("price_per_token: model must be a non-empty model name, e.g. 'openai/gpt-4o-mini'")
-    table: Mapping[str, Mapping[str, Any]] = (
-        cost_table if cost_table is not None else load_litellm().model_cost
-    )
+    table: Mapping[str, Mapping[str, Any]] = cost_table if cost_table is not None else load_litellm().model_cost
     for name in _candidates(model):
         entry = table.get(name)
         if not entry:
@@ -77,8 +75,7 @@ def estimate_cost(
     """USD cost of a call with these token counts, or None when the model's price is unknown."""
     if input_tokens < 0 or output_tokens < 0:
         raise ValueError(
-            f"estimate_cost: token counts must be >= 0 (got input_tokens={input_tokens}, "
-            f"output_tokens={output_tokens})"
+            f"estimate_cost: token counts must be >= 0 (got input_tokens={input_tokens}, output_tokens={output_tokens})"
         )
     prices = price_per_token(model, cost_table)
     if prices is None:

@@ -82,9 +82,7 @@ def schema_violation(schema: dict[str, Any], value: Any) -> tuple[str, str, str]
 def _system_text(agent: Agent, prompt: PromptVersion, context: Mapping[str, Any]) -> str:
     parts = [f"Your role: {agent.spec.role}"]
     if agent.spec.instructions.strip():
-        parts.append(
-            _render(agent.spec.instructions, context, f"Agent {agent.metadata.name} spec.instructions")
-        )
+        parts.append(_render(agent.spec.instructions, context, f"Agent {agent.metadata.name} spec.instructions"))
     for i, message in enumerate(prompt.spec.messages):
         if message.role == "system":
             parts.append(_render(message.content, context, f"{_where(prompt)}.messages[{i}].content"))
@@ -97,9 +95,7 @@ def json_instruction(schema: Mapping[str, Any]) -> str:
     """The instruction appended to the system message when an answer must be JSON."""
     return (
         "Answer with a single JSON value and nothing else (no prose, no comments). "
-        "It must be valid against this JSON Schema:\n```json\n"
-        + json.dumps(schema, indent=2, sort_keys=True)
-        + "\n```"
+        "It must be valid against this JSON Schema:\n```json\n" + json.dumps(schema, indent=2, sort_keys=True) + "\n```"
     )
 
 
@@ -111,9 +107,7 @@ def _render(text: str, context: Mapping[str, Any], where: str) -> str:
     try:
         return render_text(text, context)
     except ExpressionError as exc:
-        raise PromptRenderError(
-            f"{where}: {exc}; fix the template or give the step the inputs it refers to"
-        ) from exc
+        raise PromptRenderError(f"{where}: {exc}; fix the template or give the step the inputs it refers to") from exc
 
 
 def validate_inputs(prompt: PromptVersion, inputs: Mapping[str, Any]) -> None:
@@ -124,14 +118,11 @@ def validate_inputs(prompt: PromptVersion, inputs: Mapping[str, Any]) -> None:
     try:
         violation = schema_violation(schema, dict(inputs))
     except jsonschema.SchemaError as exc:
-        raise PromptRenderError(
-            f"{_where(prompt)}.inputSchema is not a valid JSON Schema: {exc.message}"
-        ) from exc
+        raise PromptRenderError(f"{_where(prompt)}.inputSchema is not a valid JSON Schema: {exc.message}") from exc
     if violation is not None:
         path, rule, message = violation
         raise PromptRenderError(
-            f"{_where(prompt)}.inputSchema: inputs at {path} break rule {rule!r}: {message}; "
-            "fix the step's inputs"
+            f"{_where(prompt)}.inputSchema: inputs at {path} break rule {rule!r}: {message}; fix the step's inputs"
         )
 
 
@@ -194,7 +185,5 @@ def parse_output(text: str, output_schema: Mapping[str, Any] | None) -> Any:
         ) from exc
     if violation is not None:
         path, rule, message = violation
-        raise OutputValidationError(
-            path, rule, f"the answer at {path} breaks schema rule {rule!r}: {message}"
-        )
+        raise OutputValidationError(path, rule, f"the answer at {path} breaks schema rule {rule!r}: {message}")
     return value
