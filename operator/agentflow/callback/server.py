@@ -1,0 +1,286 @@
+"""The HTTP endpoint step pods talk to: fetch the attempt to run, post its result.
+
+Step pods hold no credentials and no Kubernetes access; each gets a token scoped to its one
+attempt (:mod:`agentflow.callback.tokens`) and the URL of this server::
+
+    GET  /healthz                  200 {"ok": true}
+    GET  /v1/attempt               Bearer token -> 200 the stored attempt payload (404 if none is stored)
+    POST /v1/attempt/result        Bearer token, body: the step result JSON {output, error, calls}
+                                   -> 201 stored now, 200 already stored (the first result wins; posting
+                                   again is safe), then on_result(claims) is called either way
+
+Every error is JSON ``{"error": "..."}`` and never a traceback: 400 bad body (naming the field),
+401 missing / bad / expired token, 404 no such attempt or route, 413 body over ``max_body_bytes``
+(read as a stream, never buffered past the limit), 422 a value storage refuses, 503 storage
+unavailable (with Retry-After: the pod should retry), 500 anything else (details in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from aiohttp import web
+
+from ..engine.values import CallRecord, StepResult
+from ..runner.executors import step_result_from_dict, step_result_to_dict
+from ..storage import InvalidValue, StorageError, StorageUnavailable
+from .tokens import AttemptClaims, TokenError, check_key, verify_token
+
+__all__ = ["AttemptStore", "CallbackServer", "ResultShapeError", "parse_step_result"]
+
+log = logging.getLogger(__name__)
+
+OnResult = Callable[[AttemptClaims], Awaitable[None] | None]
+Clock = Callable[[], float]
+
+RETRY_AFTER_SECONDS = 5
+_T = TypeVar("_T")
+
+
+class AttemptStore(Protocol):
+    """What the server needs of storage (PostgresStore has it)."""
+
+    async def get_attempt(self, run_uid: str, node: str, attempt: int) -> dict[str, Any] | None: ...
+
+    async def put_result(self, run_uid: str, node: str, attempt: int, result: Mapping[str, Any]) -> bool: ...
+
+
+# --------------------------------------------------------------------------- the result body
+
+
+class ResultShapeError(ValueError):
+    """A posted result does not have the shape of a step result; ``field`` is its JSON path."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field {field!r}: {problem}")
+        self.field = field
+
+
+_RESULT_FIELDS = frozenset({"output", "error", "calls"})
+_ERROR_FIELDS = {"type": str, "message": str, "retryable": bool}
+_CALL_FIELDS = {f.name: f for f in dataclasses.fields(CallRecord)}
+
+
+def _check_call_field(path: str, annotation: object, value: Any) -> None:
+    if annotation == "str" and not isinstance(value, str):
+        raise ResultShapeError(path, f"must be a string, got {type(value).__name__}")
+    if annotation == "bool" and not isinstance(value, bool):
+        raise ResultShapeError(path, f"must be true or false, got {type(value).__name__}")
+    if annotation == "int" and (type(value) is not int or value < 0):
+        raise ResultShapeError(path, f"must be a non-negative integer, got {value!r}")
+    if annotation == "float" and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0
+    ):
+        raise ResultShapeError(path, f"must be a non-negative number, got {value!r}")
+
+
+def parse_step_result(body: Any) -> StepResult:
+    """The StepResult a posted body describes; ResultShapeError naming the first bad field."""
+    if not isinstance(body, dict):
+        raise ResultShapeError("$", f"the body must be a JSON object, got {type(body).__name__}")
+    extra = sorted(body.keys() - _RESULT_FIELDS)
+    if extra:
+        raise ResultShapeError(extra[0], "unexpected field; a step result has output, error and calls")
+    if "output" not in body and "error" not in body:
+        raise ResultShapeError("output", "missing: a step result has an output (success) or an error (failure)")
+    error = body.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            raise ResultShapeError("error", f"must be an object {{type, message, retryable}} or null, got {error!r}")
+        for name, kind in _ERROR_FIELDS.items():
+            if name in error and not isinstance(error[name], kind):
+                raise ResultShapeError(f"error.{name}", f"must be a {kind.__name__}, got {error[name]!r}")
+        for name in ("type", "message"):
+            if name not in error:
+                raise ResultShapeError(f"error.{name}", "missing")
+        unknown = sorted(error.keys() - _ERROR_FIELDS.keys())
+        if unknown:
+            raise ResultShapeError(f"error.{unknown[0]}", "unexpected field")
+    calls = body.get("calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise ResultShapeError("calls", f"must be a list, got {type(calls).__name__}")
+        for i, call in enumerate(calls):
+            if not isinstance(call, dict):
+                raise ResultShapeError(f"calls[{i}]", f"must be an object, got {type(call).__name__}")
+            for name, value in call.items():
+                if name not in _CALL_FIELDS:
+                    raise ResultShapeError(f"calls[{i}].{name}", "unexpected field")
+                _check_call_field(f"calls[{i}].{name}", _CALL_FIELDS[name].type, value)
+            for name, f in _CALL_FIELDS.items():
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in call:
+                    raise ResultShapeError(f"calls[{i}].{name}", "missing")
+    try:
+        return step_result_from_dict(body)
+    except (KeyError, TypeError, ValueError) as e:  # the checks above should have caught it
+        raise ResultShapeError("$", f"not a step result: {type(e).__name__}: {e}") from None
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """Every error as {"error": ...}; an unexpected exception is logged, never shown."""
+    try:
+        return await handler(request)
+    except _ApiError as e:
+        return _json(e.status, {"error": e.message}, e.headers)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _json(e.status, {"error": f"{e.reason}: {request.method} {request.path}"})
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("callback server: %s %s failed", request.method, request.path)
+        return _json(500, {"error": "internal error in the callback server; the operator log has the details"})
+
+
+class CallbackServer:
+    """Serves attempts to step pods and stores their results. Build it with a store and the token key."""
+
+    def __init__(
+        self,
+        store: AttemptStore,
+        key: bytes,
+        *,
+        on_result: OnResult | None = None,
+        clock: Clock = time.time,
+        max_body_bytes: int = 256 * 2**20,
+    ) -> None:
+        check_key(key)
+        self._store = store
+        self._key = key
+        self._on_result = on_result
+        self._clock = clock
+        self._max_body = max_body_bytes
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/v1/attempt", self._get_attempt)
+        self.app.router.add_post("/v1/attempt/result", self._post_result)
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port (port 0 picks a free one: read ``.port``)."""
+        if self._runner is not None:
+            raise RuntimeError("the callback server is already started")
+        runner = web.AppRunner(self.app, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise OSError(e.errno, f"the callback server cannot listen on {host}:{port}: {e.strerror}") from e
+        self._runner = runner
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (after start)."""
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("the callback server is not started: call start() first")
+        port: int = self._runner.addresses[0][1]
+        return port
+
+    async def stop(self) -> None:
+        """Stop listening and finish in-flight requests. Safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # ----------------------------------------------------------------------- handlers
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _json(200, {"ok": True})
+
+    def _claims(self, request: web.Request) -> AttemptClaims:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="agentflow"'}
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _ApiError(401, "missing token: send the attempt's token as 'Authorization: Bearer TOKEN'", challenge)
+        try:
+            return verify_token(self._key, token.strip(), self._clock())
+        except TokenError as e:
+            invalid = {"WWW-Authenticate": 'Bearer realm="agentflow", error="invalid_token"'}
+            raise _ApiError(401, str(e), invalid) from None
+
+    async def _get_attempt(self, request: web.Request) -> web.Response:
+        claims = self._claims(request)
+        payload = await self._storage(self._store.get_attempt(claims.run_uid, claims.node, claims.attempt))
+        if payload is None:
+            raise _ApiError(404, f"no attempt stored for {claims.describe()}; the operator stores it before the pod")
+        return _json(200, payload)
+
+    async def _post_result(self, request: web.Request) -> web.Response:
+        claims = self._claims(request)
+        body = await self._read_body(request)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise _ApiError(400, f"the body is not JSON: {e}") from None
+        try:
+            result = parse_step_result(document)
+        except ResultShapeError as e:
+            raise _ApiError(400, f"the body is not a step result: {e}") from None
+        stored = await self._storage(
+            self._store.put_result(claims.run_uid, claims.node, claims.attempt, step_result_to_dict(result))
+        )
+        await self._notify(claims)
+        state = "stored" if stored else "already stored (the first result wins)"
+        return _json(201 if stored else 200, {"stored": stored, "message": f"result {state} for {claims.describe()}"})
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._max_body
+        too_large = f"the result is larger than this server accepts ({limit} bytes); return a smaller output"
+        if request.content_length is not None and request.content_length > limit:
+            raise _ApiError(413, too_large)
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise _ApiError(413, too_large)
+        return bytes(body)
+
+    async def _storage(self, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except StorageUnavailable as e:
+            raise _ApiError(503, f"{e}", {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        except InvalidValue as e:
+            raise _ApiError(422, str(e)) from None
+        except StorageError as e:
+            log.error("callback server: storage failed: %s", e)
+            raise _ApiError(500, f"storage failed: {e}") from None
+
+    async def _notify(self, claims: AttemptClaims) -> None:
+        if self._on_result is None:
+            return
+        try:
+            outcome = self._on_result(claims)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the result is stored; the reconciler finds it on its next pass anyway
+            log.exception("callback server: on_result failed for %s", claims.describe())

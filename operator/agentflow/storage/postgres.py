@@ -1,0 +1,443 @@
+"""Run journals, attempt payloads and step results in PostgreSQL (asyncpg).
+
+What the operator keeps here, so that nothing is lost when a pod or the operator goes away::
+
+    agentflow_journal        one row per journal record, PRIMARY KEY (run_uid, seq): the fence that keeps
+                             two writers from both extending a run; the record is kept as its canonical
+                             JSON text (type json, not jsonb) so that it reads back byte for byte and its
+                             hash still verifies
+    agentflow_attempts       what a step pod fetches: the request and the manifests it needs (jsonb)
+    agentflow_step_results   what a step pod posted, first result wins (jsonb)
+    agentflow_schema_version the migrations applied (:meth:`PostgresStore.migrate`)
+
+The store is built by the caller (``await PostgresStore.connect(dsn)``) and closed by it; nothing
+connects at import time. asyncpg's exceptions never leave this module: :func:`_translate` turns them
+into the hierarchy below, in one place::
+
+    StorageError             anything else: the message says what to fix (e.g. run migrate())
+     ├── StorageUnavailable  PostgreSQL cannot be reached, refused the login, or the connection broke:
+     │                       try again later (kopf.TemporaryError)
+     ├── JournalConflict     another writer appended to the run first (fencing): reload the journal
+     │                       with load_journal() and decide again; never retry the same batch
+     └── InvalidValue        PostgreSQL refuses a value (e.g. a \\u0000 in a jsonb string, a value
+                             that is not JSON): retrying cannot help
+
+jsonb keeps numbers as decimals: a float written in exponent form without a fraction (``1e+16``)
+reads back as an int and ``-0.0`` as ``0.0``. That is why journal records are stored as json text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..engine.canonical import to_builtin
+from ..engine.journal import GENESIS, JournalError, Record
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "InvalidValue",
+    "JournalConflict",
+    "PostgresStore",
+    "StorageError",
+    "StorageUnavailable",
+    "init_connection",
+    "redact_dsn",
+]
+
+
+class StorageError(Exception):
+    """PostgreSQL failed or refused an operation; the message names it and says what to do."""
+
+
+class StorageUnavailable(StorageError):
+    """PostgreSQL cannot be reached or the connection broke: try again later."""
+
+
+class JournalConflict(StorageError):
+    """Another writer appended to this run's journal first: reload it and decide again."""
+
+    def __init__(self, run_uid: str, seq: int, detail: str) -> None:
+        super().__init__(
+            f"journal of run {run_uid!r}: record {seq} was not appended because {detail}; another writer "
+            "extended this run first (fencing): reload the journal with load_journal() and decide again, "
+            "do not retry this batch"
+        )
+        self.run_uid = run_uid
+        self.seq = seq
+
+
+class InvalidValue(StorageError):
+    """PostgreSQL refuses a value we sent; retrying the same value cannot help."""
+
+
+# --------------------------------------------------------------------------- schema
+
+_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "journal, attempts and step results",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_journal (
+                run_uid text NOT NULL,
+                seq bigint NOT NULL CHECK (seq >= 0),
+                type text NOT NULL,
+                node text,
+                hash text NOT NULL,
+                record json NOT NULL,
+                CONSTRAINT agentflow_journal_pkey PRIMARY KEY (run_uid, seq)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_attempts (
+                run_uid text NOT NULL,
+                node text NOT NULL,
+                attempt integer NOT NULL CHECK (attempt >= 0),
+                payload jsonb NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                CONSTRAINT agentflow_attempts_pkey PRIMARY KEY (run_uid, node, attempt)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_step_results (
+                run_uid text NOT NULL,
+                node text NOT NULL,
+                attempt integer NOT NULL CHECK (attempt >= 0),
+                result jsonb NOT NULL,
+                stored_at timestamptz NOT NULL DEFAULT now(),
+                CONSTRAINT agentflow_step_results_pkey PRIMARY KEY (run_uid, node, attempt)
+            )
+            """,
+        ),
+    ),
+)
+
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+"""The schema version this code reads and writes."""
+
+_MIGRATION_LOCK = 0x61676E74666C6F77  # "agntflow": serializes concurrent migrate() calls
+
+_CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS agentflow_schema_version (
+    version integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=to_builtin)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return b"\x01" + _dumps(value)  # binary jsonb: a version byte, then the JSON text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(memoryview(data)[1:])
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup (``create_pool(init=...)``): json and jsonb in and out as Python values."""
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
+    )
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=_dumps, decoder=orjson.loads, format="binary")
+
+
+# --------------------------------------------------------------------------- errors, in one place
+
+
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, fit for messages and logs."""
+    if "://" not in dsn:  # libpq keyword form: host=... password=...
+        return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable DSN>"
+
+
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # includes a wrong password
+    asyncpg.InvalidCatalogNameError,  # no such database
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TransactionRollbackError,  # deadlock, serialization failure: the whole call may be retried
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def _translate(exc: BaseException, what: str, where: str, run_uid: str | None, seq: int | None) -> StorageError:
+    """The StorageError for an asyncpg / OS error raised while doing ``what`` against ``where``."""
+    prefix = f"{what}: PostgreSQL at {where}"
+    if isinstance(exc, asyncpg.UniqueViolationError) and exc.constraint_name == "agentflow_journal_pkey":
+        return JournalConflict(run_uid or "?", seq if seq is not None else -1, "a record with that seq exists")
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return StorageError(
+            f"{prefix}: {exc}; the database has no AgentFlow schema yet: call PostgresStore.migrate() "
+            "(the operator does at startup) or check that the DSN names the right database"
+        )
+    if isinstance(exc, asyncpg.UntranslatableCharacterError | asyncpg.CharacterNotInRepertoireError):
+        return InvalidValue(
+            f"{prefix} refused a string: {exc}; jsonb cannot hold the character \\u0000: "
+            "remove NUL characters from the value (or encode binary data as base64)"
+        )
+    if isinstance(exc, asyncpg.ProgramLimitExceededError):
+        return InvalidValue(f"{prefix}: {exc}; the value is too large for PostgreSQL: store less or split it")
+    if isinstance(exc, asyncpg.DataError):  # client side: an argument the codec cannot encode
+        return InvalidValue(f"{what}: {exc}; pass only JSON values (dict, list, str, int, float, bool, None)")
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return StorageError(f"{prefix}: {exc}; grant the operator's database user access to the agentflow_* tables")
+    if isinstance(exc, _UNAVAILABLE):
+        return StorageUnavailable(f"{prefix} is unavailable: {exc}; check that it is running and the DSN; will retry")
+    if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
+        detail = str(exc) or type(exc).__name__
+        return StorageUnavailable(f"{prefix} cannot be reached: {detail}; check that it is running and the DSN")
+    return StorageError(f"{prefix} failed: {type(exc).__name__}: {exc}")
+
+
+_THIRD_PARTY = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class PostgresStore:
+    """Journal, attempts and results of runs, keyed by the Workflow's uid (``run_uid``).
+
+    Every method is one round of statements on one pooled connection; writes that must be atomic
+    run in one transaction. Safe to share between tasks.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, where: str = "the configured DSN") -> None:
+        """Wrap a pool built by the caller with ``init=init_connection``; :meth:`connect` builds one."""
+        self._pool = pool
+        self._where = where
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> PostgresStore:
+        """Open a connection pool. Raises StorageUnavailable when PostgreSQL cannot be reached."""
+        where = redact_dsn(dsn)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=timeout,
+                init=init_connection,
+                server_settings={"application_name": "agentflow"},
+            )
+        except _THIRD_PARTY as exc:
+            raise _translate(exc, "connect", where, None, None) from exc
+        except ValueError as exc:  # asyncpg's DSN parser
+            raise StorageError(
+                f"connect: the DSN {where} is not valid: {exc}; use postgresql://USER@HOST:PORT/DATABASE"
+            ) from None
+        return cls(pool, where=where)
+
+    async def close(self) -> None:
+        """Close every connection (waits for the ones in use). Safe to call twice."""
+        await self._pool.close()
+
+    async def __aenter__(self) -> PostgresStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where})"
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, what: str, run_uid: str | None = None, seq: int | None = None
+    ) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """A pooled connection; any asyncpg error raised inside becomes a StorageError."""
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except _THIRD_PARTY as exc:
+            raise _translate(exc, what, self._where, run_uid, seq) from exc
+
+    # ----------------------------------------------------------------------- schema
+
+    async def migrate(self) -> None:
+        """Create or upgrade the tables. Idempotent; concurrent callers wait for each other."""
+        async with self._connection("migrate the schema") as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(_CREATE_VERSION_TABLE)
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM agentflow_schema_version")
+            if current > SCHEMA_VERSION:
+                raise StorageError(
+                    f"migrate the schema: the database at {self._where} has schema version {current}, newer than "
+                    f"this AgentFlow knows ({SCHEMA_VERSION}): upgrade the operator"
+                )
+            for version, description, statements in _MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO agentflow_schema_version (version, description) VALUES ($1, $2)",
+                    version,
+                    description,
+                )
+
+    # ----------------------------------------------------------------------- journal
+
+    async def load_journal(self, run_uid: str, after_seq: int = -1) -> list[Record]:
+        """The run's records with seq > ``after_seq``, oldest first (empty for an unknown run)."""
+        async with self._connection(f"load the journal of run {run_uid!r}", run_uid) as conn:
+            rows = await conn.fetch(
+                "SELECT seq, record FROM agentflow_journal WHERE run_uid = $1 AND seq > $2 ORDER BY seq",
+                run_uid,
+                after_seq,
+            )
+        records = []
+        for seq, raw in rows:
+            try:
+                records.append(Record.from_dict(raw))
+            except JournalError as e:
+                raise StorageError(
+                    f"journal of run {run_uid!r}: the row with seq {seq} is not a journal record ({e}); "
+                    "it was edited outside AgentFlow: restore it from a backup"
+                ) from None
+        return records
+
+    async def append(self, run_uid: str, records: Sequence[Record]) -> None:
+        """Append records, all or none, fenced: they must continue exactly the stored head.
+
+        Raises JournalConflict when another writer appended first (the stored head is not
+        ``records[0].prev``, or a record with one of these seqs exists) and ValueError when the
+        records do not form a chain of their own.
+        """
+        if not records:
+            return
+        _check_chain(run_uid, records)
+        first = records[0]
+        rows = [(run_uid, r.seq, r.event.type.value, r.event.node, r.hash, r.to_json().decode()) for r in records]
+        what = f"append to the journal of run {run_uid!r}"
+        async with self._connection(what, run_uid, first.seq) as conn, conn.transaction():
+            head = await conn.fetchrow(
+                "SELECT seq, hash FROM agentflow_journal WHERE run_uid = $1 ORDER BY seq DESC LIMIT 1", run_uid
+            )
+            head_seq, head_hash = (head["seq"], head["hash"]) if head is not None else (-1, GENESIS)
+            if first.seq != head_seq + 1 or first.prev != head_hash:
+                raise JournalConflict(
+                    run_uid,
+                    first.seq,
+                    f"the stored journal ends at record {head_seq} (hash {head_hash[:12]}…) while this batch "
+                    f"continues record {first.seq - 1} (hash {first.prev[:12]}…)",
+                )
+            await conn.executemany(
+                "INSERT INTO agentflow_journal (run_uid, seq, type, node, hash, record) "
+                "VALUES ($1, $2, $3, $4, $5, $6::text::json)",
+                rows,
+            )
+
+    # ----------------------------------------------------------------------- attempts and results
+
+    async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any]) -> None:
+        """Store what the step pod of this attempt fetches; keeps the first payload if one is stored."""
+        what = f"store attempt {attempt} of node {node!r} of run {run_uid!r}"
+        async with self._connection(what, run_uid) as conn:
+            await conn.execute(
+                "INSERT INTO agentflow_attempts (run_uid, node, attempt, payload) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT DO NOTHING",
+                run_uid,
+                node,
+                attempt,
+                payload,
+            )
+
+    async def get_attempt(self, run_uid: str, node: str, attempt: int) -> dict[str, Any] | None:
+        """The payload stored by :meth:`put_attempt`, or None."""
+        what = f"read attempt {attempt} of node {node!r} of run {run_uid!r}"
+        async with self._connection(what, run_uid) as conn:
+            payload = await conn.fetchval(
+                "SELECT payload FROM agentflow_attempts WHERE run_uid = $1 AND node = $2 AND attempt = $3",
+                run_uid,
+                node,
+                attempt,
+            )
+        return _as_object(payload, what)
+
+    async def put_result(self, run_uid: str, node: str, attempt: int, result: Mapping[str, Any]) -> bool:
+        """Store an attempt's result unless one is stored: True when this call stored it (first wins)."""
+        what = f"store the result of attempt {attempt} of node {node!r} of run {run_uid!r}"
+        async with self._connection(what, run_uid) as conn:
+            stored = await conn.fetchval(
+                "INSERT INTO agentflow_step_results (run_uid, node, attempt, result) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                run_uid,
+                node,
+                attempt,
+                result,
+            )
+        return stored is True
+
+    async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]:
+        """Every stored result of the run, by (node, attempt)."""
+        what = f"read the results of run {run_uid!r}"
+        async with self._connection(what, run_uid) as conn:
+            rows = await conn.fetch(
+                "SELECT node, attempt, result FROM agentflow_step_results WHERE run_uid = $1 ORDER BY node, attempt",
+                run_uid,
+            )
+        results: dict[tuple[str, int], dict[str, Any]] = {}
+        for node, attempt, result in rows:
+            value = _as_object(result, f"{what} (node {node!r}, attempt {attempt})")
+            assert value is not None  # the column is NOT NULL
+            results[(node, attempt)] = value
+        return results
+
+    async def delete_run(self, run_uid: str) -> None:
+        """Forget the run: its journal, attempts and results, in one transaction."""
+        async with self._connection(f"delete run {run_uid!r}", run_uid) as conn, conn.transaction():
+            for table in ("agentflow_journal", "agentflow_attempts", "agentflow_step_results"):
+                await conn.execute(f"DELETE FROM {table} WHERE run_uid = $1", run_uid)
+
+
+def _check_chain(run_uid: str, records: Sequence[Record]) -> None:
+    """The batch must be consecutive seqs, each linked to the one before."""
+    for before, after in itertools.pairwise(records):
+        if after.seq != before.seq + 1 or after.prev != before.hash:
+            raise ValueError(
+                f"journal of run {run_uid!r}: record {after.seq} does not follow record {before.seq} in the batch "
+                "(seqs must be consecutive and each prev the hash before it); append records from one Journal"
+            )
+
+
+def _as_object(value: Any, what: str) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise StorageError(
+        f"{what}: the stored value is a {type(value).__name__}, not a JSON object; "
+        "it was written outside AgentFlow: delete the row"
+    )
