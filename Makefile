@@ -33,8 +33,11 @@ test-unit: install
 test-e2e: install cluster-up
 	$(BIN)/pytest tests/e2e -q -m e2e
 
+test-integration: install
+	$(BIN)/pytest tests/integration -q -m integration
+
 test: install
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/unit tests/integration -q
 	$(MAKE) cluster-up
 	$(BIN)/pytest tests/e2e -q -m e2e
 

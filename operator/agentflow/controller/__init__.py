@@ -1,0 +1,1 @@
+"""The kopf operator: thin handlers over agentflow.services (`agentflow operator`)."""

@@ -1,0 +1,91 @@
+"""kopf handlers: thin. Each reads the resource, calls one service, and returns.
+
+Registered on an explicit registry (``register(registry)``) so importing this
+module has no effect and tests can build an operator of their own.
+
+Workflows are driven by one kopf daemon each: it reconciles, then sleeps
+until the engine's next timer or until something about the run changes (its
+own watch events, its pods' events, a result posted by a step pod), which
+poke it through ``memo.wakeups``. Nothing here writes to the API by itself:
+kopf daemons and on.event handlers keep no progress annotations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from ..k8s import names
+from ..models import Catalog
+from ..services.reconcile import InvalidWorkflow
+from ..services.resources import check_dependent
+
+GROUP, VERSION = "agentflow.dev", "v1alpha1"
+KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget"}
+
+
+def catalog_for(namespace: str, indices: dict[str, kopf.Index[Any, Any]]) -> Catalog:
+    catalog = Catalog()
+    from ..models import parse_resource
+
+    for plural in KINDS:
+        for body in indices[plural].get(namespace, []):
+            try:
+                catalog.add(parse_resource(body))  # type: ignore[arg-type]
+            except Exception:  # an invalid one is reported on its own status; skip it here
+                continue
+    return catalog
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    for plural in KINDS:
+        _index(registry, plural)
+
+    @kopf.daemon(GROUP, VERSION, "workflows", registry=registry, cancellation_timeout=30.0)
+    async def drive(*, body: kopf.Body, memo: Any, stopped: Any, logger: Any, **kwargs: Any) -> None:
+        indices = {plural: kwargs[plural] for plural in KINDS}  # kopf passes indices by their ids
+        uid = str(body.metadata.uid)
+        wakeup = memo.wakeups.setdefault(uid, asyncio.Event())
+        try:
+            await memo.driver.drive(body, lambda: catalog_for(str(body.metadata.namespace), indices), wakeup,
+                                    stopped)
+        except InvalidWorkflow as exc:
+            logger.error("workflow cannot run: %s", exc)
+        finally:
+            memo.wakeups.pop(uid, None)
+
+    @kopf.on.event(GROUP, VERSION, "workflows", registry=registry)
+    def workflow_changed(*, body: kopf.Body, memo: Any, type: str | None, **_: Any) -> None:
+        memo.poke(str(body.metadata.uid))
+        if type == "DELETED":
+            memo.driver.reconciler.forget(str(body.metadata.uid))
+
+    @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
+    def pod_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+        run = (body.metadata.labels or {}).get(names.RUN_LABEL)
+        if run:
+            memo.poke(run)
+
+    @kopf.on.delete(GROUP, VERSION, "workflows", registry=registry, optional=True)
+    async def workflow_deleted(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+        await memo.store.delete_run(str(body.metadata.uid))
+
+    for plural, kind in KINDS.items():
+        _readiness(registry, plural, kind)
+
+
+def _index(registry: kopf.OperatorRegistry, plural: str) -> None:
+    @kopf.index(GROUP, VERSION, plural, registry=registry, id=plural)
+    def index(*, body: kopf.Body, namespace: str | None, **_: Any) -> dict[str | None, dict[str, Any]]:
+        return {namespace: dict(body)}
+
+
+def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
+    @kopf.on.resume(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
+    @kopf.on.create(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
+    @kopf.on.update(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
+    def ready(*, body: kopf.Body, patch: kopf.Patch, namespace: str | None, memo: Any, **kwargs: Any) -> None:
+        indices = {plural: kwargs[plural] for plural in KINDS}
+        patch.status.update(check_dependent(dict(body), catalog_for(str(namespace), indices), memo.clock()))

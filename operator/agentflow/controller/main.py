@@ -1,0 +1,130 @@
+"""`agentflow operator`: run the operator, in a cluster or against a kubeconfig.
+
+Everything is built at startup from flags and environment and closed at
+cleanup: the Kubernetes client, the PostgreSQL pool, the callback server the
+step pods talk to, and the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from ..callback.server import CallbackServer
+from ..k8s.kube import Kube
+from ..k8s.podspec import PodConfig
+from ..services.driver import WorkflowDriver
+from ..services.metrics import Metrics
+from ..services.reconcile import WorkflowReconciler
+from ..storage.postgres import PostgresStore
+from . import handlers
+from .runtime import Memo, new_memo
+
+log = logging.getLogger("agentflow.operator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="agentflow operator", description=__doc__.split("\n")[0])
+    p.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable); "
+                   "default: all namespaces")
+    p.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="outside a cluster: the kubeconfig to use")
+    p.add_argument("--postgres-dsn", default=env("AGENTFLOW_POSTGRES_DSN"),
+                   help="PostgreSQL for journals and step results (env AGENTFLOW_POSTGRES_DSN)")
+    p.add_argument("--step-image", default=env("AGENTFLOW_STEP_IMAGE", "localhost/agentflow-runtime:dev"),
+                   help="image of step pods")
+    p.add_argument("--runtime-class", default=env("AGENTFLOW_RUNTIME_CLASS", "gvisor"),
+                   help="default RuntimeClass of step pods ('' for the node default)")
+    p.add_argument("--callback-listen", default=env("AGENTFLOW_CALLBACK_LISTEN", "0.0.0.0:8081"),
+                   help="address the step-pod callback server listens on")
+    p.add_argument("--callback-url", default=env("AGENTFLOW_CALLBACK_URL"),
+                   help="URL step pods use to reach the callback server (required)")
+    p.add_argument("--token-key", default=env("AGENTFLOW_TOKEN_KEY"),
+                   help="base64 key (>= 32 bytes) signing step tokens; keep it in a Secret (random if unset: "
+                        "tokens then do not survive a restart)")
+    p.add_argument("--metrics-port", type=int, default=int(env("AGENTFLOW_METRICS_PORT", "9090")))
+    p.add_argument("--peering", default=env("AGENTFLOW_PEERING", ""),
+                   help="kopf peering name; replicas with the same name never both act (default: standalone)")
+    p.add_argument("--priority", type=int, default=int(env("AGENTFLOW_PRIORITY", "0")))
+    p.add_argument("--step-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment given to every step pod (e.g. AGENTFLOW_MODEL_MODE=offline)")
+    return p
+
+
+def _config(args: argparse.Namespace) -> tuple[bytes, PodConfig]:
+    if not args.postgres_dsn:
+        raise SystemExit("agentflow operator: --postgres-dsn (or AGENTFLOW_POSTGRES_DSN) is required")
+    if not args.callback_url:
+        raise SystemExit("agentflow operator: --callback-url (or AGENTFLOW_CALLBACK_URL) is required: "
+                         "the URL step pods reach this operator at")
+    key = base64.b64decode(args.token_key) if args.token_key else secrets.token_bytes(32)
+    if len(key) < 32:
+        raise SystemExit("agentflow operator: --token-key must decode to at least 32 bytes")
+    step_env = {}
+    for item in args.step_env:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise SystemExit(f"agentflow operator: --step-env {item!r}: expected KEY=VALUE")
+        step_env[k] = v
+    config = PodConfig(image=args.step_image, callback_url=args.callback_url,
+                       default_runtime_class=args.runtime_class or None, env=step_env)
+    return key, config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    key, pod_config = _config(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+    memo = new_memo()
+    metrics = Metrics()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
+        settings.posting.level = logging.WARNING
+        settings.persistence.finalizer = "agentflow.dev/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentflow.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="agentflow.dev")
+        if args.peering:
+            settings.peering.name = args.peering
+            settings.peering.priority = args.priority
+        else:
+            settings.peering.standalone = True
+        kube = Kube.from_environment(args.kubeconfig)
+        store = await PostgresStore.connect(args.postgres_dsn)
+        await store.migrate()
+        reconciler = WorkflowReconciler(kube, store, key, pod_config)
+        memo.store = store
+        memo.driver = WorkflowDriver(reconciler, metrics)
+        host, _, port = args.callback_listen.rpartition(":")
+        memo.callback = CallbackServer(store, key, on_result=lambda claims: memo.poke(claims.run_uid))
+        await memo.callback.start(host or "0.0.0.0", int(port))
+        start_http_server(args.metrics_port, registry=metrics.registry)
+        log.info("operator ready: callback %s, step image %s", args.callback_url, args.step_image)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Memo, **_: Any) -> None:
+        await memo.callback.stop()
+        await memo.store.close()
+        memo.driver.reconciler.kube.close()
+
+    asyncio.run(kopf.operator(
+        registry=registry, memo=memo, clusterwide=not args.namespace, namespaces=args.namespace,
+        standalone=not args.peering, priority=args.priority, peering_name=args.peering or None,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

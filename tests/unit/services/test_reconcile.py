@@ -1,0 +1,269 @@
+"""The Workflow reconcile against an in-memory API server and journal store.
+
+The fakes keep what a real API server and PostgreSQL keep (pods by name,
+results first-wins, journal fenced by sequence), so crash-and-restart cases
+exercise the same paths as in a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from agentflow.engine.journal import Record
+from agentflow.engine.values import StepError, StepResult
+from agentflow.k8s import names
+from agentflow.k8s.kube import KubeError
+from agentflow.k8s.podspec import PodConfig
+from agentflow.models import Catalog, ToolPolicy
+from agentflow.runner.executors import step_result_to_dict
+from agentflow.services.reconcile import InvalidWorkflow, WorkflowReconciler
+
+KEY = b"k" * 32
+
+
+def catalog() -> Catalog:
+    c = Catalog()
+    c.add(ToolPolicy.model_validate({"apiVersion": "agentflow.dev/v1alpha1", "kind": "ToolPolicy",
+                                     "metadata": {"name": "tools"},
+                                     "spec": {"tools": [{"name": "echo", "builtin": {"name": "echo"}}]}}))
+    return c
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.journals: dict[str, list[Record]] = {}
+        self.attempts: dict[tuple[str, str, int], Mapping[str, Any]] = {}
+        self.results: dict[tuple[str, str, int], Mapping[str, Any]] = {}
+
+    async def load_journal(self, run_uid: str, after_seq: int = -1) -> list[Record]:
+        return [r for r in self.journals.get(run_uid, []) if r.seq > after_seq]
+
+    async def append(self, run_uid: str, records: Sequence[Record]) -> None:
+        journal = self.journals.setdefault(run_uid, [])
+        if records and records[0].seq != len(journal):
+            raise RuntimeError(f"journal conflict at seq {records[0].seq}")
+        journal.extend(records)
+
+    async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any]) -> None:
+        self.attempts.setdefault((run_uid, node, attempt), payload)
+
+    async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]:
+        return {(n, a): dict(r) for (u, n, a), r in self.results.items() if u == run_uid}
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.created: list[str] = []
+        self.deleted: list[str] = []
+        self.events: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.patches: list[dict[str, Any]] = []
+        self.fail_creates = 0
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        if self.fail_creates:
+            self.fail_creates -= 1
+            raise KubeError("create pod: connection reset")
+        name = body["metadata"]["name"]
+        if name in self.pods:
+            return False
+        pod = copy.deepcopy(dict(body))
+        pod["status"] = {"phase": "Pending"}
+        self.pods[name] = pod
+        self.created.append(name)
+        return True
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        if self.pods.pop(name, None) is not None:
+            self.deleted.append(name)
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        key, _, value = label_selector.partition("=")
+        return [copy.deepcopy(p) for p in self.pods.values() if p["metadata"]["labels"].get(key) == value]
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        self.events.append(dict(body))
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.statuses.append(dict(status))
+
+    async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        self.patches.append(dict(patch))
+
+
+def workflow(spec: dict[str, Any], *, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": "wf", "namespace": "team", "uid": "0b5e7c1a-0000-4000-8000-000000000001",
+                         "generation": 1, "annotations": annotations or {}},
+            "spec": spec}
+
+
+FANOUT = {
+    "inputs": {"docs": ["a", "b", "c"]},
+    "steps": [
+        {"name": "first", "kind": "tool", "tool": "echo"},
+        {"name": "map", "kind": "tool", "tool": "echo", "dependsOn": ["first"], "forEach": "inputs.docs",
+         "parallelism": 2, "inputs": {"doc": "${{ item }}"}},
+        {"name": "last", "kind": "tool", "tool": "echo", "dependsOn": ["map"],
+         "inputs": {"all": "${{ steps.map.output }}"}},
+    ],
+}
+
+
+class Cluster:
+    """The fakes plus a kubelet that 'runs' pods by storing a result, as the step runtime would."""
+
+    def __init__(self, behaviour: Callable[[str, int, Mapping[str, Any]], StepResult | str] | None = None) -> None:
+        self.kube = FakeKube()
+        self.store = MemoryStore()
+        self.now = 1000.0
+        self.behaviour = behaviour or (lambda node, attempt, inputs: StepResult(output={"node": node, **inputs}))
+        self.executions: list[tuple[str, int]] = []
+        self.reconciler = self.new_reconciler()
+
+    def new_reconciler(self) -> WorkflowReconciler:
+        return WorkflowReconciler(self.kube, self.store, KEY,  # type: ignore[arg-type]
+                                  PodConfig(image="runtime:dev", callback_url="http://10.88.0.1:8081"),
+                                  clock=lambda: self.now)
+
+    def kubelet(self) -> None:
+        for pod in self.kube.pods.values():
+            if pod["status"]["phase"] != "Pending":
+                continue
+            uid = pod["metadata"]["labels"][names.RUN_LABEL]
+            node = pod["metadata"]["annotations"][names.NODE_ANNOTATION]
+            attempt = int(pod["metadata"]["labels"][names.ATTEMPT_LABEL])
+            payload = self.store.attempts[(uid, node, attempt)]
+            self.executions.append((node, attempt))
+            result = self.behaviour(node, attempt, payload["request"]["inputs"])
+            if isinstance(result, str):  # the pod dies without a result
+                pod["status"] = {"phase": "Failed", "reason": result, "message": "The node was low on memory."}
+                continue
+            self.store.results.setdefault((uid, node, attempt), step_result_to_dict(result))
+            pod["status"] = {"phase": "Succeeded"}
+
+    async def run(self, body: dict[str, Any], rounds: int = 50) -> Any:
+        outcome = None
+        for _ in range(rounds):
+            outcome = await self.reconciler.reconcile(body, catalog())
+            if outcome.finished:
+                return outcome
+            self.kubelet()
+            self.now += 1.0
+        return outcome
+
+
+async def test_a_fan_out_workflow_runs_to_success_with_one_pod_per_attempt() -> None:
+    c = Cluster()
+    outcome = await c.run(workflow(FANOUT))
+    assert outcome.phase == "Succeeded"
+    assert sorted(c.executions) == [("first", 1), ("last", 1), ("map[0]", 1), ("map[1]", 1), ("map[2]", 1)]
+    assert len(c.kube.created) == len(set(c.kube.created)) == 5
+    final = c.kube.statuses[-1]
+    assert final["phase"] == "Succeeded" and final["progress"] == "3/3"
+    assert {x["type"]: x["status"] for x in final["conditions"]}["Succeeded"] == "True"
+    last_inputs = c.store.attempts[("0b5e7c1a-0000-4000-8000-000000000001", "last", 1)]["request"]["inputs"]
+    assert [o["doc"] for o in last_inputs["all"]] == ["a", "b", "c"]
+    # Succeeded pods are cleaned up (the default policy keeps only failures).
+    assert not c.kube.pods
+    reasons = [e["reason"] for e in c.kube.events]
+    assert "StepSucceeded" in reasons and reasons[-1] == "Succeeded"
+
+
+async def test_api_writes_per_step_stay_within_budget() -> None:
+    c = Cluster()
+    writes = 0
+    body = workflow(FANOUT)
+    for _ in range(50):
+        outcome = await c.reconciler.reconcile(body, catalog())
+        writes += outcome.api_writes
+        if outcome.finished:
+            break
+        c.kubelet()
+        c.now += 1.0
+    assert writes / 5 <= 10, writes
+
+
+@pytest.mark.parametrize("crash_after", range(1, 9))
+async def test_a_restarted_operator_never_starts_a_step_twice(crash_after: int) -> None:
+    c = Cluster()
+    body = workflow(FANOUT)
+    for i in range(crash_after):
+        if i == crash_after - 1:
+            c.kube.fail_creates = 1  # the API call after the journal write fails: the process "dies"
+        try:
+            await c.reconciler.reconcile(body, catalog())
+        except KubeError:
+            break
+        c.kubelet()
+        c.now += 1.0
+    c.reconciler = c.new_reconciler()  # a new process: nothing in memory, same journal and cluster
+    outcome = await c.run(body)
+    assert outcome.phase == "Succeeded"
+    assert len(c.executions) == len(set(c.executions)) == 5
+    assert all(attempt == 1 for _, attempt in c.executions)
+
+
+async def test_an_evicted_pod_is_retried_as_a_new_attempt() -> None:
+    def behaviour(node: str, attempt: int, inputs: Mapping[str, Any]) -> StepResult | str:
+        return "Evicted" if (node, attempt) == ("first", 1) else StepResult(output=node)
+
+    c = Cluster(behaviour)
+    spec = {**FANOUT, "retry": {"limit": 2, "backoff": {"initialSeconds": 1, "jitter": 0}}}
+    outcome = await c.run(workflow(spec))
+    assert outcome.phase == "Succeeded"
+    assert ("first", 2) in c.executions
+    # the failed attempt's pod is kept for inspection (keep on failure)
+    assert any(n.endswith("-a1-" + n.rsplit("-", 1)[1]) and "first" in n for n in c.kube.pods)
+
+
+async def test_a_failing_step_fails_the_run_with_its_message() -> None:
+    c = Cluster(lambda n, a, i: StepResult(error=StepError("Boom", "tool said no", retryable=False)))
+    outcome = await c.run(workflow({"steps": [{"name": "only", "kind": "tool", "tool": "echo"}]}))
+    assert outcome.phase == "Failed"
+    status = c.kube.statuses[-1]
+    assert "tool said no" in status["message"]
+    assert {x["type"]: x["status"] for x in status["conditions"]}["Failed"] == "True"
+
+
+async def test_approval_by_annotation_is_journaled_and_cleared() -> None:
+    spec = {"steps": [{"name": "ask", "kind": "approval", "approval": {"message": "ok?"}},
+                      {"name": "go", "kind": "tool", "tool": "echo", "dependsOn": ["ask"]}]}
+    c = Cluster()
+    body = workflow(spec)
+    outcome = await c.run(body, rounds=3)
+    assert not outcome.finished and c.kube.statuses[-1]["phase"] == "Waiting"
+    body["metadata"]["annotations"] = {names.APPROVE_ANNOTATION: '{"node": "ask", "by": "alice", "reason": "ok"}'}
+    outcome = await c.run(body)
+    assert outcome.phase == "Succeeded"
+    assert c.kube.patches == [{"metadata": {"annotations": {names.APPROVE_ANNOTATION: None,
+                                                             names.REJECT_ANNOTATION: None}}}]
+    journal = c.store.journals["0b5e7c1a-0000-4000-8000-000000000001"]
+    decided = [r.event for r in journal if r.event.type.value == "ApprovalDecided"]
+    assert decided[0].data == {"approved": True, "by": "alice", "reason": "ok"}
+
+
+async def test_spec_cancel_deletes_running_pods_and_ends_cancelled() -> None:
+    c = Cluster()
+    body = workflow(FANOUT)
+    await c.reconciler.reconcile(body, catalog())
+    assert c.kube.pods
+    body["spec"]["cancel"] = True
+    outcome = await c.run(body)
+    assert outcome.phase == "Cancelled"
+    assert c.kube.deleted
+    assert c.executions == []
+
+
+async def test_an_invalid_workflow_is_reported_not_run() -> None:
+    c = Cluster()
+    bad = workflow({"steps": [{"name": "a", "kind": "tool", "tool": "echo", "dependsOn": ["b"]},
+                              {"name": "b", "kind": "tool", "tool": "echo", "dependsOn": ["a"]}]})
+    with pytest.raises(InvalidWorkflow, match="cycle"):
+        await c.reconciler.reconcile(bad, catalog())
+    assert not c.kube.pods
