@@ -30,10 +30,12 @@ before the end. The renewal writes all three files in one step of the event
 loop, so kopf's file watcher (every 60 s) never sees a new certificate with an
 old key; it then restarts the endpoint and patches the new ``caBundle`` in.
 
-With several replicas (kopf peering), each serves its own webhook and patches
-the configuration at start; the last one wins, and every replica gives the same
-answers. A replica that stops cleanly removes the webhooks (kopf's cleanup of
-non-persistent handlers); the others put them back when they next reconfigure.
+With several replicas (kopf peering), each serves the same webhook (same
+handlers, same answers) under its own CA, and patches the configuration at
+start and again every ``reassert_interval`` (60 s): it points at whichever live
+replica patched last. A replica that stops removes the webhooks (kopf's cleanup
+of non-persistent handlers) and one that dies leaves its address behind; either
+way a live replica puts its own back within the interval.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import kopf
 from cryptography import x509
@@ -64,6 +67,7 @@ CERT_FILE, KEY_FILE, CA_FILE = "tls.crt", "tls.key", "ca.crt"
 BACKDATE = datetime.timedelta(minutes=5)  # tolerate an API server whose clock is a little behind ours
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 Clock = Callable[[], datetime.datetime]
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +226,7 @@ class ManagedWebhookServer(kopf.WebhookServer):
     """kopf's HTTPS webhook server over our certificate files, renewing them while it serves."""
 
     def __init__(self, *, addr: str, port: int, host: str, hosts: Sequence[str], folder: Path, days: int,
-                 renew_within_days: int, check_interval: float, clock: Clock) -> None:
+                 renew_within_days: int, check_interval: float, reassert_interval: float, clock: Clock) -> None:
         super().__init__(addr=addr, port=port, host=host, certfile=folder / CERT_FILE, pkeyfile=folder / KEY_FILE,
                          cafile=folder / CA_FILE)
         self.hosts = tuple(hosts)
@@ -230,7 +234,9 @@ class ManagedWebhookServer(kopf.WebhookServer):
         self.days = days
         self.renew_within_days = renew_within_days
         self.check_interval = check_interval
+        self.reassert_interval = reassert_interval
         self.clock = clock
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def renew_if_needed(self) -> bool:
         """Replace the certificate files when they are due; whether they were replaced.
@@ -258,15 +264,52 @@ class ManagedWebhookServer(kopf.WebhookServer):
             except OSError as exc:  # a full or read-only disk: keep serving the current one, try again later
                 log.error("could not renew the webhook certificate in %s: %s", self.folder, exc)
 
+    @staticmethod
+    async def _next(configs: AsyncIterator[kopf.WebhookClientConfig]) -> kopf.WebhookClientConfig:
+        return await anext(configs)
+
+    def _spawn(self, coro: Coroutine[Any, Any, _T], name: str) -> asyncio.Task[_T]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        renewer = asyncio.create_task(self._renew_forever(), name="agentflow webhook certificate renewal")
+        """kopf's server, its client config yielded again every ``reassert_interval`` seconds.
+
+        kopf patches the webhook configuration on every yield: a replica that
+        stopped (and removed the webhooks) or died (and left its address in
+        them) is replaced by a live one within the interval.
+        """
+        renewer = self._spawn(self._renew_forever(), "agentflow webhook certificate renewal")
+        configs = aiter(super().__call__(fn))
+        pending: asyncio.Task[kopf.WebhookClientConfig] | None = None
         try:
-            async for client_config in super().__call__(fn):
-                yield client_config
+            config = await anext(configs)
+            while True:
+                yield config
+                if pending is None:  # kopf's server: on to watching the files, restarting when they change
+                    pending = self._spawn(self._next(configs), "agentflow webhook server")
+                done, _ = await asyncio.wait({pending}, timeout=self.reassert_interval)
+                if done:
+                    try:
+                        config = pending.result()
+                    except StopAsyncIteration:
+                        return
+                    pending = None
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await self._stop([task for task in (pending, renewer) if task is not None])
+
+    @staticmethod
+    async def _stop(tasks: Collection[asyncio.Task[Any]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aexit__(self, *exc: object) -> None:
+        # kopf's exit closes the generators of the server; the one our task is running must be stopped first.
+        await self._stop(list(self._tasks))
+        await super().__aexit__(*exc)
 
 
 def webhook_server(
@@ -279,6 +322,7 @@ def webhook_server(
     days: int = 365,
     renew_within_days: int = 30,
     check_interval: float = 3600.0,
+    reassert_interval: float = 60.0,
     clock: Clock = _utcnow,
 ) -> ManagedWebhookServer:
     """The webhook server for ``settings.admission.server``: a fresh certificate for ``public_host``.
@@ -294,5 +338,5 @@ def webhook_server(
     return ManagedWebhookServer(
         addr=listen_host, port=port, host=public_host.removeprefix("[").removesuffix("]"), hosts=hosts,
         folder=target, days=days, renew_within_days=renew_within_days,
-        check_interval=check_interval, clock=clock,
+        check_interval=check_interval, reassert_interval=reassert_interval, clock=clock,
     )

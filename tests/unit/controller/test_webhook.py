@@ -1,0 +1,318 @@
+"""The admission webhook: the validation of `agentflow validate`, its verdicts and its message."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+import pytest
+import yaml
+
+from agentflow import cli
+from agentflow.controller import handlers, webhook
+from agentflow.controller.webhook import PLURALS, admission_message, register_admission, review
+from agentflow.models import Catalog
+from agentflow.models.manifests import Problem, parse_resource
+
+ROOT = Path(__file__).resolve().parents[3]
+API = "agentflow.dev/v1alpha1"
+NAMESPACE = "team-a"
+
+BROKEN = f"""\
+apiVersion: {API}
+kind: Workflow
+metadata:
+  name: broken
+spec:
+  steps:
+    - name: a
+      kind: llm
+      agentRef: {{name: ghost}}
+      promptRef: {{name: p1}}
+      dependsOn: [b]
+    - name: b
+      kind: llm
+      agentRef: {{name: writer}}
+      promptRef: {{name: p1}}
+      dependsOn: [a]
+"""
+
+SUPPORTING = f"""\
+apiVersion: {API}
+kind: Agent
+metadata:
+  name: writer
+spec:
+  role: writer
+  instructions: Write.
+  model: {{name: openai/gpt-4o-mini}}
+---
+apiVersion: {API}
+kind: PromptVersion
+metadata:
+  name: p1
+spec:
+  prompt: p
+  version: "1"
+  messages:
+    - role: user
+      content: hi
+"""
+
+CYCLE = "spec.steps[0].dependsOn: dependsOn has a cycle: a -> b -> a"
+UNKNOWN_AGENT = "spec.steps[0].agentRef.name: unknown Agent 'ghost'"
+
+
+def docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def catalog_of(bodies: list[dict[str, Any]]) -> Catalog:
+    catalog = Catalog()
+    for body in bodies:
+        resource = parse_resource(body)
+        if resource.kind != "Workflow":
+            catalog.add(resource)
+    return catalog
+
+
+def indices_of(bodies: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """What the operator's kopf indices hold: per kind, the bodies by namespace."""
+    indices: dict[str, dict[str, list[dict[str, Any]]]] = {plural: {} for plural in handlers.KINDS}
+    for body in bodies:
+        plural = {kind: plural for plural, kind in handlers.KINDS.items()}[body["kind"]]
+        indices[plural].setdefault(NAMESPACE, []).append(body)
+    return indices
+
+
+def with_namespace(body: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    body["metadata"]["namespace"] = NAMESPACE
+    return body
+
+
+def handler_fns() -> dict[str, Callable[..., Any]]:
+    registry = kopf.OperatorRegistry()
+    register_admission(registry)
+    return {str(h.id): h.fn for h in registry._webhooks.get_all_handlers()}
+
+
+def call(fn: Callable[..., Any], body: dict[str, Any], indices: dict[str, Any], *, operation: str = "CREATE",
+         old: dict[str, Any] | None = None, subresource: str | None = None) -> list[str]:
+    """Call a validate handler with the kwargs kopf gives it; the warnings it added."""
+    warnings: list[str] = []
+    fn(body=kopf.Body(cast(kopf.RawBody, body)), old=kopf.Body(cast(kopf.RawBody, old)) if old is not None else None,
+       namespace=body["metadata"].get("namespace"), operation=operation, subresource=subresource,
+       warnings=warnings, dryrun=False, **indices)
+    return warnings
+
+
+# -- admission_message: the formatting
+
+
+def test_message_lists_every_problem_with_its_path() -> None:
+    problems = [Problem("Workflow/wf", "spec.steps[2].dependsOn[0]", "unknown step 'x'"),
+                Problem("Workflow/wf", "", "not a mapping")]
+    assert admission_message(problems) == (
+        "Workflow/wf has 2 problems:\n- spec.steps[2].dependsOn[0]: unknown step 'x'\n- not a mapping"
+    )
+
+
+def test_message_of_one_problem_and_of_none() -> None:
+    assert admission_message([Problem("Agent/a", "spec.role", "required")]) == (
+        "Agent/a has 1 problem:\n- spec.role: required"
+    )
+    assert admission_message([]) is None
+
+
+def test_message_names_a_second_source() -> None:
+    message = admission_message([Problem("Workflow/a", "spec", "x"), Problem("Workflow/b", "spec", "y")])
+    assert message is not None and message.endswith("- Workflow/b: spec: y")
+
+
+# -- review: the verdicts
+
+
+def test_rejects_a_cycle_and_an_unknown_agent_with_both_paths() -> None:
+    verdict = review(docs(BROKEN)[0], catalog_of(docs(SUPPORTING)))
+    assert not verdict.allowed
+    assert verdict.message is not None
+    assert verdict.message.startswith("Workflow/broken has 2 problems:")
+    assert CYCLE in verdict.message
+    assert UNKNOWN_AGENT in verdict.message
+
+
+def test_accepts_a_valid_workflow() -> None:
+    bodies = docs((ROOT / "examples" / "manifests" / "quickstart.yaml").read_text())
+    catalog = catalog_of(bodies)
+    for body in bodies:
+        assert review(body, catalog) == webhook.Verdict(allowed=True), body["metadata"]["name"]
+
+
+def test_unknown_references_alone_warn_by_default_and_reject_when_strict() -> None:
+    body = docs(BROKEN)[0]
+    del body["spec"]["steps"][0]["dependsOn"]  # no cycle: only the unknown Agent is left
+    catalog = catalog_of(docs(SUPPORTING))
+    verdict = review(body, catalog)
+    assert verdict.allowed
+    assert len(verdict.warnings) == 1 and verdict.warnings[0].startswith(UNKNOWN_AGENT)
+    strict = review(body, catalog, references="reject")
+    assert not strict.allowed and strict.message is not None and UNKNOWN_AGENT in strict.message
+
+
+def test_without_a_catalog_references_are_not_checked() -> None:
+    verdict = review(docs(BROKEN)[0], None)
+    assert not verdict.allowed and verdict.message is not None
+    assert CYCLE in verdict.message and "ghost" not in verdict.message
+
+
+def test_a_body_that_does_not_parse_is_rejected_with_its_paths() -> None:
+    body = {"apiVersion": API, "kind": "Workflow", "metadata": {"name": "wf"}, "spec": {"steps": "nope"}}
+    verdict = review(body, Catalog())
+    assert not verdict.allowed and verdict.message is not None
+    assert verdict.message.startswith("Workflow/wf has ") and "- spec.steps" in verdict.message
+
+
+@pytest.mark.parametrize("operation", ["DELETE", "UPDATE"])
+def test_delete_and_spec_preserving_updates_are_always_allowed(operation: str) -> None:
+    body = docs(BROKEN)[0]
+    old = copy.deepcopy(body)
+    body["metadata"]["finalizers"] = []  # kopf removing its finalizer from an invalid Workflow
+    assert review(body, Catalog(), operation=operation, old=old).allowed
+
+
+def test_an_update_of_an_object_being_deleted_is_allowed() -> None:
+    body = docs(BROKEN)[0]
+    old = copy.deepcopy(body)
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    body["spec"]["steps"].append({"name": "c", "kind": "llm", "dependsOn": ["nowhere"]})
+    assert review(body, Catalog(), operation="UPDATE", old=old).allowed
+
+
+def test_an_update_changing_the_spec_is_validated() -> None:
+    bodies = docs((ROOT / "examples" / "manifests" / "quickstart.yaml").read_text())
+    old, catalog = bodies[0], catalog_of(bodies)
+    body = copy.deepcopy(old)
+    body["spec"]["steps"][0]["dependsOn"] = ["act"]
+    verdict = review(body, catalog, operation="UPDATE", old=old)
+    assert not verdict.allowed and verdict.message is not None and "cycle" in verdict.message
+
+
+# -- the kopf handlers
+
+
+def test_handlers_cover_the_five_kinds_on_create_and_update_without_side_effects() -> None:
+    registry = kopf.OperatorRegistry()
+    register_admission(registry)
+    found = {str(h.id): h for h in registry._webhooks.get_all_handlers()}
+    assert set(found) == {f"validate-{plural}" for plural in PLURALS}
+    assert set(PLURALS) == {"workflows", "agents", "promptversions", "toolpolicies", "budgets"}
+    for handler in found.values():
+        assert list(handler.operations or []) == ["CREATE", "UPDATE"]
+        assert handler.side_effects is False and not handler.ignore_failures and not handler.persistent
+        assert handler.selector is not None and handler.selector.group == "agentflow.dev"
+        assert handler.selector.version == "v1alpha1"
+
+
+def test_the_handler_says_what_agentflow_validate_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = tmp_path / "broken.yaml"
+    manifest.write_text(BROKEN + "---\n" + SUPPORTING)
+    assert cli.main(["validate", str(manifest)]) != 0
+    printed = capsys.readouterr().err.splitlines()
+    prefix = re.compile(re.escape(str(manifest)) + r":\d+: ")
+    from_cli = sorted(prefix.sub("", line) for line in printed if prefix.match(line))
+    assert len(from_cli) == 2
+
+    body, *supporting = docs(BROKEN + "---\n" + SUPPORTING)
+    fn = handler_fns()["validate-workflows"]
+    with pytest.raises(kopf.AdmissionError) as caught:
+        call(fn, with_namespace(body), indices_of([with_namespace(b) for b in supporting]))
+    assert caught.value.code == 422
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "Workflow/broken has 2 problems:"
+    assert sorted(line.removeprefix("- ") for line in lines[1:]) == from_cli
+
+
+def test_the_handler_reads_the_catalog_of_the_objects_namespace_only() -> None:
+    body, *supporting = docs(BROKEN + "---\n" + SUPPORTING)
+    body = with_namespace(body)
+    del body["spec"]["steps"][0]["dependsOn"]
+    body["spec"]["steps"][0]["agentRef"]["name"] = "writer"
+    fn = handler_fns()["validate-workflows"]
+    assert call(fn, body, indices_of([with_namespace(b) for b in supporting])) == []
+    elsewhere = indices_of(supporting)
+    for index in elsewhere.values():  # the same Agent and PromptVersion, in another namespace
+        index["other"] = index.pop(NAMESPACE, [])
+    warnings = call(fn, body, elsewhere)
+    assert any(w.startswith("spec.steps[0].agentRef.name: unknown Agent 'writer'") for w in warnings)
+
+
+def test_the_handler_ignores_subresources_and_deletes() -> None:
+    body = with_namespace(docs(BROKEN)[0])
+    fn = handler_fns()["validate-workflows"]
+    assert call(fn, body, indices_of([]), operation="UPDATE", subresource="status") == []
+    assert call(fn, body, indices_of([]), operation="DELETE") == []
+
+
+def test_the_other_kinds_are_validated_too() -> None:
+    agent = with_namespace(docs(SUPPORTING)[0])
+    agent["spec"]["instructions"] = "Answer ${{ steps.x.output }}"
+    fn = handler_fns()["validate-agents"]
+    with pytest.raises(kopf.AdmissionError) as caught:
+        call(fn, agent, indices_of([]))
+    assert "- spec.instructions: expression" in str(caught.value)
+
+
+# -- through kopf's own admission code (its internals: this breaks loudly if kopf changes how it calls us)
+
+
+async def test_kopf_answers_an_admission_review_with_our_verdict() -> None:
+    from kopf._cogs.configs.configuration import OperatorSettings
+    from kopf._cogs.structs.ephemera import AnyMemo
+    from kopf._cogs.structs.ids import HandlerId
+    from kopf._cogs.structs.references import Insights, Resource
+    from kopf._cogs.structs.reviews import Request
+    from kopf._core.engines.admission import build_webhooks, serve_admission_request
+    from kopf._core.engines.indexing import OperatorIndexers
+    from kopf._core.reactor.inventory import ResourceMemories
+
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+    register_admission(registry)
+    indexers = OperatorIndexers()
+    indexers.ensure(registry._indexing.get_all_handlers())  # empty indices, as at an operator's start
+    insights = Insights()
+    workflows = Resource(group="agentflow.dev", version="v1alpha1", plural="workflows", kind="Workflow",
+                         namespaced=True, verbs=frozenset({"list", "watch", "patch"}))
+    insights.webhook_resources.add(workflows)
+    body = with_namespace(docs(BROKEN)[0])
+
+    async def answer(obj: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
+        request: dict[str, Any] = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "r1", "operation": operation, "userInfo": {"username": "someone"}, "object": obj,
+            "dryRun": True, "resource": {"group": "agentflow.dev", "version": "v1alpha1", "resource": "workflows"}}}
+        response = await serve_admission_request(
+            cast(Request, request), webhook=HandlerId("validate-workflows"), settings=OperatorSettings(),
+            memories=ResourceMemories(), memobase=AnyMemo(kopf.Memo()), registry=registry, insights=insights,
+            indices=indexers.indices)
+        result: dict[str, Any] = dict(response["response"])
+        return result
+
+    rejected = await answer(body)
+    assert rejected["allowed"] is False and rejected["status"]["code"] == 422
+    assert CYCLE in rejected["status"]["message"] and UNKNOWN_AGENT in rejected["status"]["message"]
+    del body["spec"]["steps"][0]["dependsOn"]
+    warned = await answer(body)
+    assert warned["allowed"] is True and any(w.startswith(UNKNOWN_AGENT) for w in warned["warnings"])
+
+    (config,) = [w for w in build_webhooks(registry._webhooks.get_all_handlers(), resources=[workflows],
+                                           name_suffix="agentflow.dev", client_config={"url": "https://10.0.0.7:9443"})
+                 if w["rules"]]
+    assert config["name"] == "validate-workflows.agentflow.dev"
+    assert config["sideEffects"] == "None" and config["failurePolicy"] == "Fail"
+    assert config["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert config["clientConfig"] == {"url": "https://10.0.0.7:9443/validate-workflows"}
