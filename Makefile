@@ -48,6 +48,7 @@ lint: install
 
 crds: install
 	$(BIN)/python -m agentflow.models.crd --out crds
+	rm -f charts/agentflow-crds/crds/*.yaml && cp crds/*.yaml charts/agentflow-crds/crds/
 
 crds-check: install
 	$(BIN)/python -m agentflow.models.crd --check --out crds

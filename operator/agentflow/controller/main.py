@@ -14,6 +14,8 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +29,7 @@ from ..services.driver import WorkflowDriver
 from ..services.metrics import Metrics
 from ..services.reconcile import WorkflowReconciler
 from ..storage.postgres import PostgresStore
-from . import handlers
+from . import certs, handlers, webhook
 from .runtime import Memo, new_memo
 
 log = logging.getLogger("agentflow.operator")
@@ -55,7 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=int(env("AGENTFLOW_METRICS_PORT", "9090")))
     p.add_argument("--peering", default=env("AGENTFLOW_PEERING", ""),
                    help="kopf peering name; replicas with the same name never both act (default: standalone)")
-    p.add_argument("--priority", type=int, default=int(env("AGENTFLOW_PRIORITY", "0")))
+    priority = env("AGENTFLOW_PRIORITY")
+    p.add_argument("--priority", type=int, default=int(priority) if priority else None,
+                   help="kopf peering priority; default with --peering: from the start time, so the oldest "
+                        "replica acts (kopf pauses every replica when two share a priority)")
+    p.add_argument("--webhook-host", default=env("AGENTFLOW_WEBHOOK_HOST", ""),
+                   help="address the API server calls the admission webhook at: the pod IP in a cluster, "
+                        "127.0.0.1 when the API server runs on this host ('' = no webhook)")
+    p.add_argument("--webhook-listen", default=env("AGENTFLOW_WEBHOOK_LISTEN", "0.0.0.0:9443"),
+                   help="address the admission webhook listens on")
+    p.add_argument("--webhook-cert-dir", default=env("AGENTFLOW_WEBHOOK_CERT_DIR", ""),
+                   help="folder for the webhook's generated CA, certificate and key (default: a new temporary one)")
+    p.add_argument("--webhook-references", choices=["warn", "reject"],
+                   default=env("AGENTFLOW_WEBHOOK_REFERENCES", "warn"),
+                   help="unknown Agent/PromptVersion/ToolPolicy/Budget references: admit with a warning, or reject")
     p.add_argument("--step-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment given to every step pod (e.g. AGENTFLOW_MODEL_MODE=offline)")
     return p
@@ -87,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
+    if args.webhook_host:
+        webhook.register_admission(registry, references=args.webhook_references)
+    if args.priority is None:
+        args.priority = -(time.time_ns() // 1000) if args.peering else 0
     memo = new_memo()
     metrics = Metrics()
 
@@ -101,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.peering.priority = args.priority
         else:
             settings.peering.standalone = True
+        if args.webhook_host:
+            listen, _, port = args.webhook_listen.rpartition(":")
+            folder = args.webhook_cert_dir or tempfile.mkdtemp(prefix="agentflow-webhook-")
+            settings.admission.server = certs.webhook_server(listen.strip("[]") or "0.0.0.0", int(port),
+                                                             args.webhook_host, folder)
+            settings.admission.managed = "agentflow.dev"
         kube = Kube.from_environment(args.kubeconfig)
         store = await PostgresStore.connect(args.postgres_dsn)
         await store.migrate()

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ..models import Catalog
 from .metrics import Metrics
-from .reconcile import InvalidWorkflow, WorkflowReconciler, iso
+from .reconcile import InvalidWorkflow, MissingReferences, WorkflowReconciler, iso
 
 log = logging.getLogger("agentflow.driver")
 
@@ -45,6 +45,20 @@ class WorkflowDriver:
                        "lastTransitionTime": now}]}
         await self.reconciler.kube.patch_status("workflows", meta["namespace"], meta["name"], status)
 
+    async def _waiting_for_references(self, body: Mapping[str, Any], exc: MissingReferences) -> None:
+        meta = body["metadata"]
+        message = f"waiting for what the workflow refers to: {exc}"
+        if (body.get("status") or {}).get("message") == message:
+            return
+        now = iso(self.clock())
+        status = {"phase": "Pending", "message": message, "observedGeneration": meta.get("generation"),
+                  "conditions": [
+                      {"type": "Ready", "status": "False", "reason": "MissingReference", "message": message,
+                       "lastTransitionTime": now},
+                      {"type": "Reconciling", "status": "True", "reason": "MissingReference", "message": message,
+                       "lastTransitionTime": now}]}
+        await self.reconciler.kube.patch_status("workflows", meta["namespace"], meta["name"], status)
+
     async def drive(self, body: Mapping[str, Any], catalog: Callable[[], Catalog], wakeup: asyncio.Event,
                     stopped: Stopped) -> None:
         backoff = 1.0
@@ -57,6 +71,10 @@ class WorkflowDriver:
                 self.metrics.errors.labels("InvalidWorkflow").inc()
                 await self._fail_invalid(body, exc)
                 raise
+            except MissingReferences as exc:
+                await self._waiting_for_references(body, exc)
+                await self._sleep(wakeup, stopped, 5.0)
+                continue
             except Exception as exc:  # API, database or network trouble: retried, nothing is lost
                 self.metrics.errors.labels(type(exc).__name__).inc()
                 log.warning("reconcile of %s failed, retrying in %.0fs: %s",

@@ -50,6 +50,14 @@ class InvalidWorkflow(Exception):
     """The Workflow cannot run as written; the message lists every problem."""
 
 
+class MissingReferences(Exception):
+    """The Workflow refers to Agents, PromptVersions, tools or Budgets not (yet) in its namespace.
+
+    Not final: `kubectl apply -f` of a folder creates the Workflow before what it refers to, so the
+    run waits and is checked again.
+    """
+
+
 @dataclasses.dataclass
 class Outcome:
     """What one reconcile did and when to come back."""
@@ -100,9 +108,12 @@ class WorkflowReconciler:
         except ManifestError as exc:
             raise InvalidWorkflow("; ".join(str(p) for p in exc.problems)) from None
         assert isinstance(workflow, Workflow)
-        findings = check_workflow(workflow.spec, catalog)
+        findings = check_workflow(workflow.spec, None)
         if findings:
             raise InvalidWorkflow("; ".join(f"{format_path(path)}: {msg}" for path, msg in findings))
+        missing = check_workflow(workflow.spec, catalog)
+        if missing:
+            raise MissingReferences("; ".join(f"{format_path(path)}: {msg}" for path, msg in missing))
         plan = compile_plan(workflow)
         records = await self.store.load_journal(uid)
         journal = Journal(records)

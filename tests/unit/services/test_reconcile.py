@@ -20,7 +20,7 @@ from agentflow.k8s.kube import KubeError
 from agentflow.k8s.podspec import PodConfig
 from agentflow.models import Catalog, ToolPolicy
 from agentflow.runner.executors import step_result_to_dict
-from agentflow.services.reconcile import InvalidWorkflow, WorkflowReconciler
+from agentflow.services.reconcile import InvalidWorkflow, MissingReferences, WorkflowReconciler
 
 KEY = b"k" * 32
 
@@ -266,4 +266,12 @@ async def test_an_invalid_workflow_is_reported_not_run() -> None:
                               {"name": "b", "kind": "tool", "tool": "echo", "dependsOn": ["a"]}]})
     with pytest.raises(InvalidWorkflow, match="cycle"):
         await c.reconciler.reconcile(bad, catalog())
+    assert not c.kube.pods
+
+
+async def test_missing_references_wait_instead_of_failing() -> None:
+    c = Cluster()
+    body = workflow({"steps": [{"name": "a", "kind": "tool", "tool": "not-yet-declared"}]})
+    with pytest.raises(MissingReferences, match="not-yet-declared"):
+        await c.reconciler.reconcile(body, catalog())
     assert not c.kube.pods

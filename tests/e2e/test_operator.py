@@ -1,0 +1,261 @@
+"""The operator on a real cluster: Workflows become gVisor step pods, status comes back, and
+killing the operator at random moments never runs a step twice.
+
+The operator runs as a process on this machine against the cluster's kubeconfig (its development
+mode); step pods reach its callback server at an address of this machine (the local cluster's
+bridge gateway, or AGENTFLOW_E2E_HOST_ADDRESS for another cluster). PostgreSQL is a real server
+started by tests/services/postgres.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .conftest import Cluster
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_IMAGE = os.environ.get("AGENTFLOW_E2E_RUNTIME_IMAGE", "localhost/agentflow-runtime:dev")
+TOKEN_KEY = base64.b64encode(b"e2e-token-key-" + b"x" * 32).decode()
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class Operator:
+    """`agentflow operator` as a child process that the tests may kill and start again."""
+
+    def __init__(self, cluster: Cluster, dsn: str, host: str, log: Path) -> None:
+        self.cluster = cluster
+        self.dsn = dsn
+        self.host = host
+        self.port = free_port(host)
+        self.metrics_port = free_port("127.0.0.1")
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "agentflow.cli", "operator", "--kubeconfig", self.cluster.kubeconfig,
+                "--postgres-dsn", self.dsn, "--callback-listen", f"{self.host}:{self.port}",
+                "--callback-url", f"http://{self.host}:{self.port}", "--step-image", RUNTIME_IMAGE,
+                "--token-key", TOKEN_KEY, "--metrics-port", str(self.metrics_port),
+                "--step-env", "AGENTFLOW_MODEL_MODE=offline"]
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"\n===== start {self.starts} =====\n".encode())
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the operator exited ({self.proc.returncode}); see {self.log}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"the operator did not start listening; see {self.log}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def step_images(cluster: Cluster) -> None:
+    if cluster.local:
+        subprocess.run(["bash", str(REPO / "tests/e2e/cluster/images.sh"), "--only", "project"], check=True, timeout=3600)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    for crd in ("workflows", "agents", "promptversions", "budgets", "toolpolicies"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.agentflow.dev", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    host = cluster.host_address
+    if not host:
+        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
+    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+def load_manifests(path: Path, **spec_overrides: Any) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for d in docs:
+        if d["kind"] == "Workflow":
+            d["spec"].update(spec_overrides)
+    return docs
+
+
+def wait_finished(cluster: Cluster, namespace: str, name: str, timeout: float = 300) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+
+    def finished() -> bool:
+        wf = cluster.get_json("workflows.agentflow.dev", name, "-n", namespace)
+        result.update(wf)
+        return (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled")
+
+    cluster.wait_until(f"workflow {namespace}/{name} to finish", finished, timeout=timeout, every=1)
+    return result
+
+
+def local_outputs(path: Path, tmp: Path) -> Any:
+    env = {**os.environ, "AGENTFLOW_MODEL_MODE": "offline"}
+    out = subprocess.run([sys.executable, "-m", "agentflow.cli", "--state-dir", str(tmp), "run", str(path), "--json"],
+                         capture_output=True, text=True, env=env, check=True, timeout=300)
+    return json.loads(out.stdout)["outputs"]
+
+
+def test_quickstart_runs_in_gvisor_pods_with_the_local_runners_outputs(
+        cluster: Cluster, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    example = REPO / "examples/manifests/quickstart.yaml"
+    docs = load_manifests(example, podCleanup="never")
+    cluster.apply(docs, namespace)
+    name = next(d["metadata"]["name"] for d in docs if d["kind"] == "Workflow")
+    wf = wait_finished(cluster, namespace, name)
+    status = wf["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
+    assert status["outputs"] == local_outputs(example, tmp_path)
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["Succeeded"] == "True"
+    assert status["observedGeneration"] == wf["metadata"]["generation"]
+
+    pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
+    assert len(pods) == len(status["nodes"]) >= 3
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["runtimeClassName"] == "gvisor"
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        container = spec["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["limits"] and container["resources"]["requests"]
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "Workflow"
+        assert not any(v.get("secret") or v.get("projected") for v in spec.get("volumes", []))
+        assert pod["status"]["phase"] == "Succeeded"
+
+    table = cluster.kubectl("get", "workflows.agentflow.dev", "-n", namespace).stdout
+    assert "Succeeded" in table and "PROGRESS" in table.upper()
+    described = cluster.kubectl("describe", "workflows.agentflow.dev", name, "-n", namespace).stdout
+    assert "StepSucceeded" in described
+
+    # A deleted Workflow takes its pods with it (owner references, garbage collection).
+    cluster.kubectl("delete", "workflows.agentflow.dev", name, "-n", namespace, "--wait=true")
+    cluster.wait_until("step pods to be collected", lambda: not cluster.get_json(
+        "pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"], timeout=120)
+
+
+class CountingServer:
+    """An HTTP tool endpoint that records every call with its idempotency key."""
+
+    def __init__(self, host: str) -> None:
+        self.calls: list[str] = []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with lock:
+                    outer.calls.append(self.headers.get("Idempotency-Key", ""))
+                payload = json.dumps({"echo": body, "n": len(outer.calls)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/count"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def counting_workflow(url: str, items: int) -> list[dict[str, Any]]:
+    tool = {"name": "count", "http": {"url": url, "method": "POST"}, "timeoutSeconds": 20}
+    steps = [
+        {"name": "first", "kind": "tool", "tool": "count", "inputs": {"step": "first"}},
+        {"name": "fan", "kind": "tool", "tool": "count", "dependsOn": ["first"], "forEach": "inputs.items",
+         "parallelism": 2, "inputs": {"item": "${{ item }}"}},
+        {"name": "last", "kind": "tool", "tool": "count", "dependsOn": ["fan"], "inputs": {"step": "last"}},
+    ]
+    return [
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "ToolPolicy", "metadata": {"name": "counting"},
+         "spec": {"tools": [tool]}},
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "exactly-once"},
+         "spec": {"inputs": {"items": list(range(items))}, "steps": steps,
+                  "retry": {"limit": 3, "backoff": {"initialSeconds": 1}}}},
+    ]
+
+
+def test_killing_the_operator_never_runs_a_step_twice(cluster: Cluster, operator: Operator, namespace: str) -> None:
+    assert cluster.host_address
+    server = CountingServer(cluster.host_address)
+    try:
+        items = 12
+        cluster.apply(counting_workflow(server.url, items), namespace)
+        rng = random.Random(20261121)
+        kills = 0
+        for _ in range(5):
+            time.sleep(rng.uniform(0.5, 4.0))
+            wf = cluster.get_json("workflows.agentflow.dev", "exactly-once", "-n", namespace)
+            if (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                break
+            operator.kill()  # SIGKILL, at a random moment of the run
+            kills += 1
+            time.sleep(rng.uniform(0.0, 2.0))
+            operator.start()
+        wf = wait_finished(cluster, namespace, "exactly-once", timeout=300)
+        assert wf["status"]["phase"] == "Succeeded", json.dumps(wf["status"], indent=2)
+        assert kills >= 5
+        expected = {"first", "last", *(f"fan[{i}]" for i in range(items))}
+        nodes = [key.rsplit("/", 2)[1] for key in server.calls]
+        assert sorted(nodes) == sorted(expected), f"calls: {server.calls}"
+    finally:
+        server.close()
