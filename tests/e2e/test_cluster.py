@@ -333,3 +333,21 @@ def test_pod_reaches_server_on_host(cluster: Cluster, namespace: str) -> None:
         assert got
     finally:
         srv.close()
+
+
+def test_kwok_nodes_run_simulated_pods(cluster: Cluster, namespace: str) -> None:
+    """Only with simulated nodes (up.sh --mode kwok): pods that tolerate them 'run' there."""
+    kwok_nodes = cluster.get_json("nodes", "-l", "type=kwok")["items"]
+    if not kwok_nodes:
+        pytest.skip("no kwok nodes (bring the cluster up with --mode kwok)")
+    p = pod("simulated", "true")
+    p["spec"]["nodeSelector"] = {"type": "kwok"}
+    p["spec"]["tolerations"] = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+    cluster.apply(p, namespace)
+    cluster.wait_until(
+        "the simulated pod to be Running on a kwok node",
+        lambda: cluster.get_json("pod", "simulated", "-n", namespace).get("status", {}).get("phase") == "Running",
+        timeout=60,
+    )
+    node = cluster.get_json("pod", "simulated", "-n", namespace)["spec"]["nodeName"]
+    assert node.startswith("kwok-node-")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import CLUSTER_DIR
+from conftest import CLUSTER_DIR, cluster_setting
 
 if TYPE_CHECKING:
     from conftest import Cluster
@@ -31,6 +32,9 @@ def test_down_leaves_nothing_and_warm_up_is_fast(cluster: Cluster) -> None:
     if os.environ.get("AGENTFLOW_E2E_SKIP_LIFECYCLE") == "1":
         pytest.skip("AGENTFLOW_E2E_SKIP_LIFECYCLE=1")
 
+    mode_file = Path(cluster_setting("RUN_DIR")) / "mode"
+    mode = mode_file.read_text().strip() if mode_file.exists() else "real"
+
     down = subprocess.run(["bash", str(CLUSTER_DIR / "down.sh")], capture_output=True, text=True, timeout=300)
     assert down.returncode == 0, down.stderr
     check = subprocess.run(
@@ -40,7 +44,9 @@ def test_down_leaves_nothing_and_warm_up_is_fast(cluster: Cluster) -> None:
     assert not cluster.ready()
 
     t0 = time.monotonic()
-    up = subprocess.run(["bash", str(CLUSTER_DIR / "up.sh")], capture_output=True, text=True, timeout=900)
+    up = subprocess.run(
+        ["bash", str(CLUSTER_DIR / "up.sh"), "--mode", mode], capture_output=True, text=True, timeout=900
+    )
     took = time.monotonic() - t0
     assert up.returncode == 0, up.stderr[-4000:]
     print(f"warm bring-up took {took:.0f}s")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (once, cached by version under $AGENTFLOW_CACHE) every Go binary of the local cluster:
 # kubernetes (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl), etcd,
-# gVisor (runsc + containerd-shim-runsc-v1) and kwok. Usage: build.sh [kubernetes|etcd|gvisor|kwok ...]
+# containerd 2.x, gVisor (runsc + containerd-shim-runsc-v1) and kwok.
+# Usage: build.sh [kubernetes|etcd|containerd|gvisor|kwok ...]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -40,10 +41,39 @@ build_gvisor() {
   [[ -x "$GVISOR_BIN/runsc" && -x "$GVISOR_BIN/containerd-shim-runsc-v1" ]] && { log "gvisor $GVISOR_VERSION: cached"; return; }
   log "gvisor $GVISOR_VERSION: building runsc + containerd-shim-runsc-v1"
   mkdir -p "$GVISOR_BIN.tmp"
-  (cd "$CLUSTER_DIR/go/gvisor" && go build -ldflags="$LDSTRIP -X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" \
-       -o "$GVISOR_BIN.tmp/runsc" gvisor.dev/gvisor/runsc \
-     && go build -ldflags="$LDSTRIP" -o "$GVISOR_BIN.tmp/containerd-shim-runsc-v1" gvisor.dev/gvisor/shim)
+  # One build-time change to the shim (nothing vendored in the repository): at start it sets its
+  # OOM score to -999, which needs CAP_SYS_RESOURCE; without it (this Firecracker VM) the shim
+  # failed with "failed to set OOM Score on shim: write /proc/N/oom_score_adj: permission denied".
+  # The shim is built from a copy of the downloaded module where that error is ignored (not even
+  # logged: the shim's "start" stdout must carry only its address); where the capability exists
+  # nothing changes. runsc itself is built unchanged.
+  local dir work="$CACHE/build/gvisor-shim"
+  dir="$(cd "$CLUSTER_DIR/go/gvisor" && go mod download gvisor.dev/gvisor && go list -m -f '{{.Dir}}' gvisor.dev/gvisor)"
+  rm -rf "$work"; mkdir -p "$work/wrapper"
+  cp -r "$dir" "$work/gvisor"; chmod -R u+w "$work/gvisor"
+  sed -i 's|return shim.BootstrapParams{}, fmt.Errorf("failed to set OOM Score on shim: %w", err)|_ = err /* agentflow: shim OOM score is best effort */|' \
+    "$work/gvisor/pkg/shim/v1/manager.go"
+  grep -q 'agentflow: shim OOM score is best effort' "$work/gvisor/pkg/shim/v1/manager.go" || die "gVisor shim change no longer applies"
+  cp "$CLUSTER_DIR/go/gvisor/go.mod" "$CLUSTER_DIR/go/gvisor/go.sum" "$work/wrapper/"
+  (cd "$work/wrapper" && go mod edit -replace gvisor.dev/gvisor=../gvisor)
+  (cd "$CLUSTER_DIR/go/gvisor" \
+     && go build -ldflags="$LDSTRIP -X gvisor.dev/gvisor/runsc/version.version=$GVISOR_VERSION" \
+          -o "$GVISOR_BIN.tmp/runsc" gvisor.dev/gvisor/runsc)
+  (cd "$work/wrapper" && go build -ldflags="$LDSTRIP" -o "$GVISOR_BIN.tmp/containerd-shim-runsc-v1" gvisor.dev/gvisor/shim)
+  rm -rf "$work"
   rm -rf "$GVISOR_BIN"; mv "$GVISOR_BIN.tmp" "$GVISOR_BIN"
+}
+
+build_containerd() {
+  [[ -x "$CONTAINERD_BIN/containerd" && -x "$CONTAINERD_BIN/containerd-shim-runc-v2" && -x "$CONTAINERD_BIN/ctr" ]] \
+    && { log "containerd $CONTAINERD_VERSION: cached"; return; }
+  log "containerd $CONTAINERD_VERSION: building containerd, containerd-shim-runc-v2, ctr"
+  mkdir -p "$CONTAINERD_BIN.tmp"
+  local m=github.com/containerd/containerd/v2
+  (cd "$CLUSTER_DIR/go/containerd" && go build -tags "no_btrfs no_devmapper no_zfs" \
+     -ldflags="$LDSTRIP -X $m/version.Version=$CONTAINERD_VERSION -X $m/version.Revision=module" \
+     -o "$CONTAINERD_BIN.tmp/" $m/cmd/containerd $m/cmd/containerd-shim-runc-v2 $m/cmd/ctr)
+  rm -rf "$CONTAINERD_BIN"; mv "$CONTAINERD_BIN.tmp" "$CONTAINERD_BIN"
 }
 
 build_kwok() {
@@ -56,5 +86,5 @@ build_kwok() {
 }
 
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(etcd gvisor kubernetes)
+[[ ${#targets[@]} -eq 0 ]] && targets=(etcd containerd gvisor kubernetes)
 for t in "${targets[@]}"; do "build_$t"; done

@@ -26,8 +26,18 @@ stop() { # name [timeout-seconds]
   fi
   rm -f "$PIDS/$name.pid"
 }
-# Processes whose command line names this cluster's own run directory (shims, runsc sandboxes).
-own_procs() { pgrep -f -- "$RUN_DIR/" 2>/dev/null | grep -vx "$$" || true; }
+# This cluster's container shims and gVisor sandboxes: a containerd-shim or runsc executable whose
+# command line names this cluster's run directory. (Nothing else: other programs that merely use
+# the cluster, an operator under test with our kubeconfig say, are never touched.)
+own_procs() {
+  local p exe
+  for p in $(pgrep -f -- "$RUN_DIR/" 2>/dev/null || true); do
+    exe="$(readlink "/proc/$p/exe" 2>/dev/null || true)"
+    case "$exe" in
+      */containerd-shim-*|"$GVISOR_BIN"/runsc*) echo "$p" ;;
+    esac
+  done
+}
 
 check() {
   local bad=0 p port

@@ -7,7 +7,8 @@
 #   - localhost/agentflow-operator:dev        from ./Dockerfile,
 #   - localhost/agentflow-runtime:dev         from ./runtime-image/Dockerfile.
 # Everything is cached under $AGENTFLOW_CACHE/images; project images are rebuilt only when
-# their inputs change. Usage: images.sh [--no-import] [--only base|pause|project]
+# their inputs change. Usage: images.sh [--no-import] [--only base|pause|cluster|project]
+#   (cluster = base + pause: what the cluster and its tests need; project = the two project images)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -129,6 +130,7 @@ import_all() {
 case "$ONLY" in
   base) base_image ;;
   pause) pause_image ;;
+  cluster) base_image; pause_image ;;
   project) base_image; project_image "$OPERATOR_IMAGE" Dockerfile; project_image "$RUNTIME_IMAGE" runtime-image/Dockerfile ;;
   "") base_image; pause_image
       project_image "$OPERATOR_IMAGE" Dockerfile

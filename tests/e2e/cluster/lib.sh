@@ -7,6 +7,7 @@ REPO_ROOT="$(cd "$CLUSTER_DIR/../../.." && pwd)"
 K8S_VERSION="v1.33.13"
 ETCD_VERSION="v3.6.16"
 KWOK_VERSION="v0.7.0"
+CONTAINERD_VERSION="v2.1.9"
 # gVisor: the "go" branch of gvisor.dev/gvisor, pinned by go/gvisor/go.mod.
 GVISOR_VERSION="$(grep -oE 'gvisor\.dev/gvisor v[^ ]+' "$CLUSTER_DIR/go/gvisor/go.mod" | head -1 | cut -d' ' -f2)"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
@@ -16,14 +17,16 @@ RUNTIME_IMAGE="${AGENTFLOW_RUNTIME_IMAGE:-localhost/agentflow-runtime:dev}"
 DEBIAN_SUITE="bookworm"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
-CACHE="${AGENTFLOW_CACHE:-/var/cache/agentflow}"
-RUN_DIR="${AGENTFLOW_RUN_DIR:-/var/run/agentflow-cluster}"
+# Canonical paths (no symlinks: /var/run -> /run would make runsc's gofer refuse its mounts).
+CACHE="$(realpath -m "${AGENTFLOW_CACHE:-/var/cache/agentflow}")"
+RUN_DIR="$(realpath -m "${AGENTFLOW_RUN_DIR:-/var/run/agentflow-cluster}")"
 K8S_BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
 KWOK_BIN="$CACHE/bin/kwok-$KWOK_VERSION"
+CONTAINERD_BIN="$CACHE/bin/containerd-$CONTAINERD_VERSION"
 GVISOR_BIN="$CACHE/bin/gvisor-${GVISOR_VERSION:-unknown}"
 IMAGES_DIR="$CACHE/images"
-CONTAINERD_ROOT="$CACHE/containerd-root"   # kept between bring-ups: imported images stay
+CONTAINERD_ROOT="$CACHE/containerd-root-$CONTAINERD_VERSION"   # kept between bring-ups: imported images stay
 
 # Ports and addresses (all on this machine).
 APISERVER_PORT="${AGENTFLOW_APISERVER_PORT:-6443}"
@@ -36,10 +39,10 @@ CNI_BRIDGE="afbr0"
 NODE_NAME="${AGENTFLOW_NODE_NAME:-agentflow-node}"
 CONTAINERD_SOCK="$RUN_DIR/containerd/containerd.sock"
 
-export GOFLAGS="${GOFLAGS:--mod=mod} -trimpath"
+export GOFLAGS="${GOFLAGS:-} -mod=mod -trimpath"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
-export PATH="$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$GVISOR_BIN:$PATH"
+export PATH="$K8S_BIN:$ETCD_BIN:$CONTAINERD_BIN:$KWOK_BIN:$GVISOR_BIN:$PATH"
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -5,7 +5,9 @@
 # locally built images imported. Builds whatever is missing first (cached by version).
 # --mode kwok: the same, plus kwok and N simulated nodes (tainted kwok.x-k8s.io/node=fake).
 #
-# Usage: up.sh [--mode real|kwok] [--kwok-nodes N] [--no-images] [--no-kube-proxy]
+# Usage: up.sh [--mode real|kwok] [--kwok-nodes N] [--no-images] [--no-project-images] [--no-kube-proxy]
+#   --no-project-images (or AGENTFLOW_PROJECT_IMAGES=0): only the base and pause images, not the
+#   operator/runtime images from the Dockerfiles (images.sh builds those on its own too).
 #   env: AGENTFLOW_CACHE (default /var/cache/agentflow), AGENTFLOW_RUN_DIR
 #        (default /var/run/agentflow-cluster), MODE=kwok, KWOK_NODES=N,
 #        AGENTFLOW_GVISOR_PLATFORM (default: first of systrap, ptrace that works).
@@ -16,6 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MODE="${MODE:-real}"
 KWOK_NODES="${KWOK_NODES:-10}"
 WITH_IMAGES=1
+WITH_PROJECT_IMAGES="${AGENTFLOW_PROJECT_IMAGES:-1}"
 WITH_KUBE_PROXY=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -23,6 +26,7 @@ while [[ $# -gt 0 ]]; do
     --mode=*) MODE="${1#--mode=}" ;;
     --kwok-nodes) KWOK_NODES="$2"; shift ;;
     --no-images) WITH_IMAGES=0 ;;
+    --no-project-images) WITH_PROJECT_IMAGES=0 ;;
     --no-kube-proxy) WITH_KUBE_PROXY=0 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
@@ -39,7 +43,7 @@ LOGS="$RUN_DIR/logs"
 PIDS="$RUN_DIR/pids"
 
 # ---------------------------------------------------------------- packages
-APT_PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap iptables conntrack
+APT_PACKAGES=(runc containernetworking-plugins buildah debootstrap iptables conntrack
               iproute2 openssl ca-certificates kmod util-linux mount gcc libc6-dev)
 install_packages() {
   local missing=() p
@@ -103,6 +107,7 @@ make_pki() {
   gen_cert kube-proxy "/CN=system:kube-proxy" "$client"
   gen_cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" "$client"
   gen_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+  gen_cert front-proxy-client "/CN=front-proxy-client" "$client"
   gen_cert kubelet "/CN=$NODE_NAME" "$server\nsubjectAltName=IP:$POD_GATEWAY,IP:127.0.0.1,DNS:$NODE_NAME,DNS:localhost"
   [[ -s "$PKI/sa.key" ]] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
 }
@@ -147,6 +152,28 @@ pick_gvisor_platform() {
   echo none
 }
 
+# How containerd runs runsc: gVisor's own shim, containerd-shim-runsc-v1 (default; build.sh
+# builds it so that it survives the missing CAP_SYS_RESOURCE here), or, with
+# AGENTFLOW_GVISOR_SHIM=runc, containerd's runc v2 shim with BinaryName = runsc (the way Docker
+# runs gVisor; fine for one-container sandboxes, but it does not see the exit of a container
+# that joins a pod's sandbox, so Kubernetes pods never finish: see README troubleshooting).
+pick_gvisor_shim() {
+  if [[ -n "${AGENTFLOW_GVISOR_SHIM:-}" ]]; then echo "$AGENTFLOW_GVISOR_SHIM"; return; fi
+  echo runsc
+}
+runsc_runtime_toml() {
+  local r='[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]'
+  if [[ $GVISOR_SHIM == runsc ]]; then
+    printf '    %s\n      runtime_type = "io.containerd.runsc.v1"\n' "$r"
+    printf '      [%s]\n        TypeUrl = "io.containerd.runsc.v1.options"\n        ConfigPath = "%s"\n' \
+      "${r:1:${#r}-2}.options" "$RUN_DIR/containerd/runsc.toml"
+  else
+    printf '    %s\n      runtime_type = "io.containerd.runc.v2"\n' "$r"
+    printf '      [%s]\n        BinaryName = "%s"\n        Root = "%s"\n        SystemdCgroup = false\n' \
+      "${r:1:${#r}-2}.options" "$RUN_DIR/containerd/runsc" "$RUN_DIR/runsc"
+  fi
+}
+
 # ---------------------------------------------------------------- configs
 write_configs() {
   mkdir -p "$RUN_DIR/containerd" "$RUN_DIR/cni/net.d" "$RUN_DIR/kubelet" "$RUN_DIR/runsc" "$CONTAINERD_ROOT"
@@ -159,11 +186,15 @@ log_path = "$RUN_DIR/runsc-logs/%ID%/shim.log"
   platform = "$GVISOR_PLATFORM"
   debug-log = "$RUN_DIR/runsc-logs/%ID%/gvisor.%COMMAND%.log"
 EOF
+  # runsc with this machine's platform, for the runc shim (gVisor's shim reads runsc.toml).
+  local debug=""
+  [[ "${AGENTFLOW_RUNSC_DEBUG:-0}" == 1 ]] && debug="--debug --debug-log=$RUN_DIR/runsc-logs/"
+  printf '#!/bin/sh\nexec "%s" --platform=%s %s "$@"\n' "$GVISOR_BIN/runsc" "$GVISOR_PLATFORM" "$debug" >"$RUN_DIR/containerd/runsc"
+  chmod 755 "$RUN_DIR/containerd/runsc"
   cat >"$RUN_DIR/containerd/config.toml" <<EOF
 version = 2
 root = "$CONTAINERD_ROOT"
 state = "$RUN_DIR/containerd/state"
-oom_score = -999
 [grpc]
   address = "$CONTAINERD_SOCK"
 [ttrpc]
@@ -177,8 +208,12 @@ oom_score = -999
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
-  restrict_oom_score_adj = false
+  # No CAP_SYS_RESOURCE on this VM: OOM score adjustments below containerd's own are not
+  # possible, so clamp them (the pause container asks for -998) instead of failing.
+  restrict_oom_score_adj = true
   max_container_log_line_size = 16384
+  # Pod network namespaces under our state dir, so down.sh finds and removes every one.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -186,12 +221,9 @@ oom_score = -999
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "$(command -v runc)"
+        Root = "$RUN_DIR/runc"
         SystemdCgroup = false
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
-      runtime_type = "io.containerd.runsc.v1"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
-        TypeUrl = "io.containerd.runsc.v1.options"
-        ConfigPath = "$RUN_DIR/containerd/runsc.toml"
+$(runsc_runtime_toml)
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$RUN_DIR/cni/net.d"
@@ -225,6 +257,7 @@ kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
 failSwapOn: false
+oomScoreAdj: 0
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 address: $POD_GATEWAY
 port: 10250
@@ -253,7 +286,7 @@ EOF
 
 # ---------------------------------------------------------------- main
 install_packages
-"$CLUSTER_DIR/build.sh" etcd kubernetes gvisor $( [[ $MODE == kwok ]] && echo kwok )
+"$CLUSTER_DIR/build.sh" etcd containerd kubernetes gvisor $( [[ $MODE == kwok ]] && echo kwok )
 mkdir -p "$LOGS" "$PIDS"
 
 # Fresh cluster state each bring-up (PKI and cached images are kept).
@@ -277,7 +310,9 @@ modprobe br_netfilter 2>/dev/null || true
 modprobe overlay 2>/dev/null || true
 
 GVISOR_PLATFORM="$(pick_gvisor_platform)"
-log "gvisor: platform $GVISOR_PLATFORM"
+GVISOR_SHIM="$(pick_gvisor_shim)"
+log "gvisor: platform $GVISOR_PLATFORM, shim $( [[ $GVISOR_SHIM == runsc ]] && echo containerd-shim-runsc-v1 || echo 'containerd-shim-runc-v2 (BinaryName runsc)')"
+printf 'platform=%s\nshim=%s\n' "$GVISOR_PLATFORM" "$GVISOR_SHIM" >"$RUN_DIR/gvisor"
 [[ $GVISOR_PLATFORM != none ]] || log "WARNING: no gVisor platform works here; RuntimeClass gvisor pods will fail (see $CACHE/logs/runsc-probe-*.log)"
 write_configs
 
@@ -297,6 +332,10 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range "$SERVICE_CIDR" --service-node-port-range 30000-32767 \
+  --requestheader-client-ca-file "$PKI/ca.crt" --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$PKI/front-proxy-client.crt" --proxy-client-key-file "$PKI/front-proxy-client.key" \
   --authorization-mode Node,RBAC --allow-privileged=true \
   --enable-admission-plugins NodeRestriction --profiling=false --v=1
 wait_for "etcd" 60 "$ETCD_BIN/etcd" --version
@@ -323,7 +362,7 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
 wait_for "containerd socket" 60 test -S "$CONTAINERD_SOCK" || { tail -30 "$LOGS/containerd.log" >&2; die "containerd did not start"; }
 check_alive containerd
 if [[ $WITH_IMAGES == 1 ]]; then
-  "$CLUSTER_DIR/images.sh"
+  if [[ $WITH_PROJECT_IMAGES == 1 ]]; then "$CLUSTER_DIR/images.sh"; else "$CLUSTER_DIR/images.sh" --only cluster; fi
 fi
 start kubelet "$K8S_BIN/kubelet" --config "$RUN_DIR/kubelet/config.yaml" \
   --kubeconfig "$RUN_DIR/kubelet-client.kubeconfig" --root-dir "$RUN_DIR/kubelet/root" \
@@ -333,7 +372,7 @@ if [[ $WITH_KUBE_PROXY == 1 ]]; then
   start kube-proxy "$K8S_BIN/kube-proxy" --kubeconfig "$RUN_DIR/kube-proxy.kubeconfig" \
     --hostname-override "$NODE_NAME" --proxy-mode iptables --cluster-cidr "$POD_CIDR" \
     --bind-address 127.0.0.1 --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256 \
-    --conntrack-max-per-core 0 --v=1
+    --conntrack-max-per-core 0 --oom-score-adj 0 --v=1
 fi
 wait_for "node $NODE_NAME Ready" 180 kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s \
   || { check_alive kubelet; tail -30 "$LOGS/kubelet.log" >&2; die "node not Ready"; }
