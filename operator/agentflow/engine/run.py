@@ -499,10 +499,11 @@ class Run:
         events: list[Event] = []
         start: list[StepRequest] = []
         cancel: list[str] = []
+        apply = self._apply
 
         def emit(type_: EventType, node: str | None = None, **data: Any) -> None:
             event = Event(type_, node, data, now)
-            self.apply(event)
+            apply[type_](event)
             events.append(event)
 
         if self.finished:
@@ -512,14 +513,15 @@ class Run:
                  specHash=self.plan.spec_hash)
         if self.deadline is not None and now >= self.deadline and self.stop_reason is None:
             emit(E.run_timed_out, timeoutSeconds=self.plan.timeout)
-        self._fire_timers(now, emit, cancel)
+        if self._timers and self._timers[0][0] <= now:
+            self._fire_timers(now, emit, cancel)
         if self.stop_reason is not None and not self._stopping_done:
             self._stop(emit, cancel)
-        for node in list(self._retry.values()):
+        for node in list(self._retry.values()) if self._retry else ():
             delay = retry_delay(node.plan.retry.backoff, node.attempt, self.seed, node.id)
             emit(E.retry_scheduled, node.id, attempt=node.attempt + 1, notBefore=now + delay, error=(
                 node.error.to_dict() if node.error else None))
-        for node_id in list(self._to_cancel):
+        for node_id in list(self._to_cancel) if self._to_cancel else ():
             del self._to_cancel[node_id]
             node = self.nodes[node_id]
             if node.phase not in TERMINAL:
@@ -527,13 +529,15 @@ class Run:
                     cancel.append(node_id)
                 emit(E.step_cancelled, node_id, reason="another item of the step failed")
         if self.plan.mode == "dag":
-            self._admit_ready(emit)
+            if self._ready:
+                self._admit_ready(emit)
         else:
             self._advance_fsm(emit)
-        if not self.suspended:
+        if not self.suspended and self._queue:
             self._schedule(now, emit, start)
         self._maybe_finish(emit)
-        return Decision(tuple(events), tuple(start), tuple(cancel), self._wake_at(), self.finished)
+        wake_at = self._wake_at() if self._timers or self.deadline is not None else None
+        return Decision(tuple(events), tuple(start), tuple(cancel), wake_at, self.finished)
 
     def _fire_timers(self, now: float, emit: Callable[..., None], cancel: list[str]) -> None:
         while self._timers and self._timers[0][0] <= now:
@@ -595,7 +599,11 @@ class Run:
                 emit(E.step_cancelled, name, reason=self.reason or "cancelled")
                 continue
             if plan.run_on is RunOn.success:
-                blocker = next((d for d in plan.deps if self.steps[d].blocked), None)
+                blocker = None
+                for dep in plan.deps:
+                    if self.steps[dep].blocked:
+                        blocker = dep
+                        break
                 if blocker is not None:
                     emit(E.step_skipped, name, blocked=True,
                          reason=f"upstream step {blocker} did not succeed")
@@ -603,7 +611,7 @@ class Run:
             elif plan.run_on is RunOn.failure and not self.failed and self.stop_reason is None:
                 emit(E.step_skipped, name, reason="runs only when the run has failed")
                 continue
-            ctx = self.context()
+            ctx = self.context() if plan.when is not None or plan.for_each is not None else {}
             if plan.when is not None:
                 try:
                     go = plan.when.truthy(ctx)

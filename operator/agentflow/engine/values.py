@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, NamedTuple, Protocol
 
 
 class EventType(StrEnum):
@@ -50,13 +51,19 @@ class EventType(StrEnum):
     resumed = "Resumed"  # data: by
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    """One journal entry, before the journal gives it a sequence number and hash."""
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})
+
+
+class Event(NamedTuple):
+    """One journal entry, before the journal gives it a sequence number and hash.
+
+    A NamedTuple rather than a frozen dataclass: the engine makes several per step
+    and this is the cheapest immutable record Python has.
+    """
 
     type: EventType
     node: str | None = None
-    data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: Mapping[str, Any] = _NO_DATA
     at: float = 0.0
 
 
@@ -98,8 +105,7 @@ class CallRecord:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StepRequest:
+class StepRequest(NamedTuple):
     """Everything an executor needs to run one attempt of one node."""
 
     run_id: str
@@ -148,8 +154,7 @@ class Executor(Protocol):
     async def execute(self, request: StepRequest) -> StepResult: ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What the engine wants done now."""
 
     events: tuple[Event, ...] = ()
