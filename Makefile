@@ -16,15 +16,21 @@ help:
 	@echo "make crds         regenerate crds/ from the pydantic models"
 	@echo "make cluster-up / cluster-down / images   the local Kubernetes of tests/e2e/cluster"
 
-$(BIN)/agentflow: pyproject.toml
+$(VENV)/.runner: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	touch $(BIN)/agentflow
+	touch $(VENV)/.runner $@
 
-install: $(BIN)/agentflow
+install: $(VENV)/.dev
 
-quickstart: install
+quickstart: $(VENV)/.runner
 	$(BIN)/agentflow run examples/manifests/quickstart.yaml
 
 test-unit: install
