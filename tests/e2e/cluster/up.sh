@@ -370,7 +370,7 @@ start kubelet "$K8S_BIN/kubelet" --config "$RUN_DIR/kubelet/config.yaml" \
   --node-labels "agentflow.dev/e2e=true" --v=1
 if [[ $WITH_KUBE_PROXY == 1 ]]; then
   start kube-proxy "$K8S_BIN/kube-proxy" --kubeconfig "$RUN_DIR/kube-proxy.kubeconfig" \
-    --hostname-override "$NODE_NAME" --proxy-mode iptables --cluster-cidr "$POD_CIDR" \
+    --hostname-override "$NODE_NAME" --proxy-mode iptables --cluster-cidr "$POD_CIDR" --nodeport-addresses "$POD_CIDR" \
     --bind-address 127.0.0.1 --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address 127.0.0.1:10256 \
     --conntrack-max-per-core 0 --oom-score-adj 0 --v=1
 fi
