@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:
-    from conftest import Cluster
+    from .conftest import Cluster
 
 pytestmark = pytest.mark.e2e
 

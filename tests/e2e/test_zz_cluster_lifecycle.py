@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import CLUSTER_DIR, cluster_setting
+from .conftest import CLUSTER_DIR, cluster_setting
 
 if TYPE_CHECKING:
-    from conftest import Cluster
+    from .conftest import Cluster
 
 pytestmark = pytest.mark.e2e
 
