@@ -286,8 +286,16 @@ EOF
 
 # ---------------------------------------------------------------- main
 install_packages
-"$CLUSTER_DIR/build.sh" etcd containerd kubernetes gvisor $( [[ $MODE == kwok ]] && echo kwok )
 mkdir -p "$LOGS" "$PIDS"
+# Images (network- and pip-bound) are built while the Go builds (CPU-bound) run; imported later.
+IMAGE_ARGS=()
+[[ $WITH_PROJECT_IMAGES == 1 ]] || IMAGE_ARGS=(--only cluster)
+IMAGES_PID=""
+if [[ $WITH_IMAGES == 1 ]]; then
+  "$CLUSTER_DIR/images.sh" --no-import "${IMAGE_ARGS[@]}" >"$CACHE/logs/images.log" 2>&1 &
+  IMAGES_PID=$!
+fi
+"$CLUSTER_DIR/build.sh" etcd containerd kubernetes gvisor $( [[ $MODE == kwok ]] && echo kwok )
 
 # Fresh cluster state each bring-up (PKI and cached images are kept).
 if ! is_running etcd && ! is_running kube-apiserver; then
@@ -362,7 +370,8 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
 wait_for "containerd socket" 60 test -S "$CONTAINERD_SOCK" || { tail -30 "$LOGS/containerd.log" >&2; die "containerd did not start"; }
 check_alive containerd
 if [[ $WITH_IMAGES == 1 ]]; then
-  if [[ $WITH_PROJECT_IMAGES == 1 ]]; then "$CLUSTER_DIR/images.sh"; else "$CLUSTER_DIR/images.sh" --only cluster; fi
+  wait "$IMAGES_PID" || { tail -30 "$CACHE/logs/images.log" >&2; die "building images failed (log: $CACHE/logs/images.log)"; }
+  "$CLUSTER_DIR/images.sh" "${IMAGE_ARGS[@]}"   # all cached by now: imports what containerd lacks
 fi
 start kubelet "$K8S_BIN/kubelet" --config "$RUN_DIR/kubelet/config.yaml" \
   --kubeconfig "$RUN_DIR/kubelet-client.kubeconfig" --root-dir "$RUN_DIR/kubelet/root" \
