@@ -108,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.priority = -(time.time_ns() // 1000) if args.peering else 0
     memo = new_memo()
     metrics = Metrics()
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # what kopf's own client logs in with
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """A registry of our own has no default login: in a pod its service account, else the kubeconfig."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:

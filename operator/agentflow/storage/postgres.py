@@ -6,8 +6,8 @@ What the operator keeps here, so that nothing is lost when a pod or the operator
                              two writers from both extending a run; the record is kept as its canonical
                              JSON text (type json, not jsonb) so that it reads back byte for byte and its
                              hash still verifies
-    agentflow_attempts       what a step pod fetches: the request and the manifests it needs (jsonb)
-    agentflow_step_results   what a step pod posted, first result wins (jsonb)
+    agentflow_attempts       what a step pod fetches: the request and the manifests it needs (json)
+    agentflow_step_results   what a step pod posted, first result wins (json)
     agentflow_schema_version the migrations applied (:meth:`PostgresStore.migrate`)
 
 The store is built by the caller (``await PostgresStore.connect(dsn)``) and closed by it; nothing
@@ -22,8 +22,10 @@ into the hierarchy below, in one place::
      └── InvalidValue        PostgreSQL refuses a value (e.g. a \\u0000 in a jsonb string, a value
                              that is not JSON): retrying cannot help
 
-jsonb keeps numbers as decimals: a float written in exponent form without a fraction (``1e+16``)
-reads back as an int and ``-0.0`` as ``0.0``. That is why journal records are stored as json text.
+Everything is stored as json (text), never jsonb: jsonb reorders object keys and keeps numbers as
+decimals (``1e+16`` reads back as an int, ``-0.0`` as ``0.0``). A step's output must read back exactly
+as the pod wrote it, or the next step's prompt (and so its result) would differ from the local runner's,
+and journal records must read back byte for byte for their hashes to verify.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 run_uid text NOT NULL,
                 node text NOT NULL,
                 attempt integer NOT NULL CHECK (attempt >= 0),
-                payload jsonb NOT NULL,
+                payload json NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 CONSTRAINT agentflow_attempts_pkey PRIMARY KEY (run_uid, node, attempt)
             )
@@ -111,7 +113,7 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 run_uid text NOT NULL,
                 node text NOT NULL,
                 attempt integer NOT NULL CHECK (attempt >= 0),
-                result jsonb NOT NULL,
+                result json NOT NULL,
                 stored_at timestamptz NOT NULL DEFAULT now(),
                 CONSTRAINT agentflow_step_results_pkey PRIMARY KEY (run_uid, node, attempt)
             )
