@@ -93,7 +93,8 @@ class Operator:
 @pytest.fixture(scope="session")
 def step_images(cluster: Cluster) -> None:
     if cluster.local:
-        subprocess.run(["bash", str(REPO / "tests/e2e/cluster/images.sh"), "--only", "project"], check=True, timeout=3600)
+        subprocess.run(["bash", str(REPO / "tests/e2e/cluster/images.sh"), "--only", "project"], check=True,
+                       timeout=3600)
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +109,8 @@ def operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     host = cluster.host_address
     if not host:
-        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
+        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by "
+                    "KUBECONFIG")
     op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("operator") / "operator.log")
     op.start()
     yield op
