@@ -256,8 +256,8 @@ def load_documents(paths: Sequence[str | Path]) -> list[Document]:
     return docs
 
 
-def parse_documents(docs: Sequence[Document]) -> list[LoadedResource]:
-    """Parse every document, collecting the problems of all of them."""
+def parse_each(docs: Sequence[Document]) -> tuple[list[LoadedResource], list[Problem]]:
+    """Parse every document: the resources that parsed, and the problems of all the others."""
     problems: list[Problem] = []
     loaded: list[LoadedResource] = []
     for doc in docs:
@@ -265,6 +265,12 @@ def parse_documents(docs: Sequence[Document]) -> list[LoadedResource]:
             loaded.append(LoadedResource(parse_resource(doc.body, doc), doc))
         except ManifestError as exc:
             problems.extend(exc.problems)
+    return loaded, problems
+
+
+def parse_documents(docs: Sequence[Document]) -> list[LoadedResource]:
+    """Parse every document; ManifestError with the problems of all of them."""
+    loaded, problems = parse_each(docs)
     if problems:
         raise ManifestError(problems)
     return loaded

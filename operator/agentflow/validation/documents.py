@@ -20,6 +20,7 @@ from agentflow.models.manifests import (
     Problem,
     format_path,
     load_documents,
+    parse_each,
     parse_resource,
 )
 
@@ -37,13 +38,7 @@ def validate_documents(
     docs: Sequence[Document], extra_catalog: Catalog | None = None
 ) -> tuple[list[LoadedResource], list[Problem]]:
     """Parse and check every document: the resources that parsed, and every problem found."""
-    problems: list[Problem] = []
-    loaded: list[LoadedResource] = []
-    for doc in docs:
-        try:
-            loaded.append(LoadedResource(parse_resource(doc.body, doc), doc))
-        except ManifestError as exc:
-            problems.extend(exc.problems)
+    loaded, problems = parse_each(docs)
     catalog = Catalog()
     if extra_catalog is not None:
         catalog.agents.update(extra_catalog.agents)
