@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,9 @@ def free_port(host: str) -> int:
 class Operator:
     """`agentflow operator` as a child process that the tests may kill and start again."""
 
-    def __init__(self, cluster: Cluster, dsn: str, host: str, log: Path) -> None:
+    def __init__(self, cluster: Cluster, dsn: str, host: str, log: Path, extra_args: Sequence[str] = ()) -> None:
         self.cluster = cluster
+        self.extra_args = list(extra_args)  # more flags of `agentflow operator` (--namespace, --webhook-...)
         self.dsn = dsn
         self.host = host
         self.port = free_port(host)
@@ -60,7 +61,7 @@ class Operator:
                 "--postgres-dsn", self.dsn, "--callback-listen", f"{self.host}:{self.port}",
                 "--callback-url", f"http://{self.host}:{self.port}", "--step-image", RUNTIME_IMAGE,
                 "--token-key", TOKEN_KEY, "--metrics-port", str(self.metrics_port),
-                "--step-env", "AGENTFLOW_MODEL_MODE=offline"]
+                "--step-env", "AGENTFLOW_MODEL_MODE=offline", *self.extra_args]
         self.starts += 1
         with self.log.open("ab") as out:
             out.write(f"\n===== start {self.starts} =====\n".encode())
@@ -174,6 +175,32 @@ def test_quickstart_runs_in_gvisor_pods_with_the_local_runners_outputs(
         assert pod["metadata"]["ownerReferences"][0]["kind"] == "Workflow"
         assert not any(v.get("secret") or v.get("projected") for v in spec.get("volumes", []))
         assert pod["status"]["phase"] == "Succeeded"
+
+    # The other kinds are reconciled to a Ready condition with observedGeneration.
+    for doc in docs:
+        if doc["kind"] == "Workflow":
+            continue
+        plural = {"Agent": "agents", "PromptVersion": "promptversions", "ToolPolicy": "toolpolicies",
+                  "Budget": "budgets"}[doc["kind"]]
+        ref = f"{plural}.agentflow.dev/{doc['metadata']['name']}"
+
+        def ready(ref: str = ref) -> bool:
+            obj = cluster.get_json(ref, "-n", namespace)
+            conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+            ok = conds.get("Ready", {}).get("status") == "True"
+            return ok and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+
+        cluster.wait_until(f"{ref} to be Ready", ready, timeout=60)
+    # ... and an Agent asking for a tool no ToolPolicy declares is not Ready, and says why.
+    cluster.apply({"apiVersion": "agentflow.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "lost"},
+                   "spec": {"role": "r", "model": {"name": "openai/gpt-4o-mini"}, "tools": ["nowhere"]}}, namespace)
+
+    def not_ready() -> bool:
+        obj = cluster.get_json("agents.agentflow.dev/lost", "-n", namespace)
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        return conds.get("Ready", {}).get("status") == "False" and "nowhere" in conds["Ready"]["message"]
+
+    cluster.wait_until("agent 'lost' to report the missing tool", not_ready, timeout=60)
 
     table = cluster.kubectl("get", "workflows.agentflow.dev", "-n", namespace).stdout
     assert "Succeeded" in table and "PROGRESS" in table.upper()

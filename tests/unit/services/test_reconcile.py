@@ -100,7 +100,7 @@ def workflow(spec: dict[str, Any], *, annotations: dict[str, str] | None = None)
     return {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow",
             "metadata": {"name": "wf", "namespace": "team", "uid": "0b5e7c1a-0000-4000-8000-000000000001",
                          "generation": 1, "annotations": annotations or {}},
-            "spec": spec}
+            "spec": copy.deepcopy(spec)}
 
 
 FANOUT = {
@@ -275,3 +275,19 @@ async def test_missing_references_wait_instead_of_failing() -> None:
     with pytest.raises(MissingReferences, match="not-yet-declared"):
         await c.reconciler.reconcile(body, catalog())
     assert not c.kube.pods
+
+
+async def test_suspend_holds_new_pods_until_resumed() -> None:
+    c = Cluster()
+    body = workflow(FANOUT)
+    await c.reconciler.reconcile(body, catalog())  # "first" starts
+    body["spec"]["suspend"] = True
+    for _ in range(3):
+        c.kubelet()
+        c.now += 1.0
+        await c.reconciler.reconcile(body, catalog())
+    assert [n for n, _ in c.executions] == ["first"]
+    assert c.kube.statuses[-1]["phase"] == "Suspended"
+    body["spec"]["suspend"] = False
+    outcome = await c.run(body)
+    assert outcome.phase == "Succeeded"
