@@ -351,3 +351,17 @@ def test_kwok_nodes_run_simulated_pods(cluster: Cluster, namespace: str) -> None
     )
     node = cluster.get_json("pod", "simulated", "-n", namespace)["spec"]["nodeName"]
     assert node.startswith("kwok-node-")
+
+
+def test_pod_reaches_api_server_through_kubernetes_service(cluster: Cluster, namespace: str) -> None:
+    """In-cluster clients (the operator installed by its Helm chart) use the `kubernetes` Service."""
+    svc = cluster.get_json("service", "kubernetes", "-n", "default")
+    ip, port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["port"]
+    p = pod("apiclient", "")
+    p["spec"]["containers"][0]["command"] = [
+        "bash", "-c", f"timeout 20 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' && echo connected-to-api",
+    ]
+    cluster.apply(p, namespace)
+    phase = wait_pod_finished(cluster, namespace, "apiclient")
+    logs = cluster.kubectl("logs", "apiclient", "-n", namespace, check=False).stdout
+    assert phase == "Succeeded" and "connected-to-api" in logs, logs

@@ -177,15 +177,13 @@ runsc_runtime_toml() {
 # ---------------------------------------------------------------- configs
 write_configs() {
   mkdir -p "$RUN_DIR/containerd" "$RUN_DIR/cni/net.d" "$RUN_DIR/kubelet" "$RUN_DIR/runsc" "$CONTAINERD_ROOT"
-  cat >"$RUN_DIR/containerd/runsc.toml" <<EOF
-binary_name = "$GVISOR_BIN/runsc"
-root = "$RUN_DIR/runsc"
-log_level = "info"
-log_path = "$RUN_DIR/runsc-logs/%ID%/shim.log"
-[runsc_config]
-  platform = "$GVISOR_PLATFORM"
-  debug-log = "$RUN_DIR/runsc-logs/%ID%/gvisor.%COMMAND%.log"
-EOF
+  {
+    printf 'binary_name = "%s"\nroot = "%s"\n' "$GVISOR_BIN/runsc" "$RUN_DIR/runsc"
+    [[ "${AGENTFLOW_RUNSC_DEBUG:-0}" == 1 ]] && printf 'log_level = "debug"\nlog_path = "%s"\n' "$RUN_DIR/runsc-logs/shim.log"
+    printf '[runsc_config]\n  platform = "%s"\n' "$GVISOR_PLATFORM"
+    [[ "${AGENTFLOW_RUNSC_DEBUG:-0}" == 1 ]] && printf '  debug = "true"\n  debug-log = "%s"\n' "$RUN_DIR/runsc-logs/"
+    true
+  } >"$RUN_DIR/containerd/runsc.toml"
   # runsc with this machine's platform, for the runc shim (gVisor's shim reads runsc.toml).
   local debug=""
   [[ "${AGENTFLOW_RUNSC_DEBUG:-0}" == 1 ]] && debug="--debug --debug-log=$RUN_DIR/runsc-logs/"
@@ -332,7 +330,7 @@ start containerd env PATH="$GVISOR_BIN:$PATH" containerd --config "$RUN_DIR/cont
 
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
-  --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --advertise-address "$POD_GATEWAY" \
+  --bind-address 0.0.0.0 --secure-port "$APISERVER_PORT" --advertise-address "$POD_GATEWAY" \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
   --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
