@@ -62,6 +62,10 @@ crds-check: install
 bench: install
 	$(BIN)/python bench/engine_bench.py
 
+bench-operator: install
+	bash tests/e2e/cluster/build.sh kubernetes etcd kwok
+	$(BIN)/python bench/operator_bench.py
+
 cluster-up:
 	bash tests/e2e/cluster/up.sh
 

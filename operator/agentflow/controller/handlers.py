@@ -57,20 +57,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
             memo.wakeups.pop(uid, None)
 
     @kopf.on.event(GROUP, VERSION, "workflows", registry=registry)
-    def workflow_changed(*, body: kopf.Body, memo: Any, type: str | None, **_: Any) -> None:
-        memo.poke(str(body.metadata.uid))
-        if type == "DELETED":
-            memo.driver.reconciler.forget(str(body.metadata.uid))
+    async def workflow_changed(*, body: kopf.Body, memo: Any, type: str | None, **_: Any) -> None:
+        uid = str(body.metadata.uid)
+        memo.poke(uid)
+        if type == "DELETED":  # its pods go with it (owner references); its journal and results go here
+            memo.driver.reconciler.forget(uid)
+            await memo.store.delete_run(uid)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
     def pod_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         run = (body.metadata.labels or {}).get(names.RUN_LABEL)
         if run:
             memo.poke(run)
-
-    @kopf.on.delete(GROUP, VERSION, "workflows", registry=registry, optional=True)
-    async def workflow_deleted(*, body: kopf.Body, memo: Any, **_: Any) -> None:
-        await memo.store.delete_run(str(body.metadata.uid))
 
     for plural, kind in KINDS.items():
         _readiness(registry, plural, kind)

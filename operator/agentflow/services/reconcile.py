@@ -272,12 +272,13 @@ class WorkflowReconciler:
             node_id = (pod["metadata"].get("annotations") or {}).get(names.NODE_ANNOTATION)
             node = state.run.nodes.get(str(node_id))
             pod_phase = pod.get("status", {}).get("phase")
-            # A pod is done with once its node moved on: finished, or retrying with a new attempt.
+            # A pod is done with once its node moved on: finished, or retrying with a new attempt. A node that
+            # Succeeded has its result stored, so its pod may go even before the kubelet reports it finished.
             if node is None or node.phase not in ("Succeeded", "Failed", "Cancelled", "Skipped", "Retrying"):
                 continue
-            if pod_phase not in ("Succeeded", "Failed"):
+            if pod_phase not in ("Succeeded", "Failed") and node.phase != "Succeeded":
                 continue
-            keep = policy == "onSuccess" and (pod_phase == "Failed" or node.phase == "Failed")
+            keep = policy == "onSuccess" and (pod_phase == "Failed" or node.phase != "Succeeded")
             if keep:
                 continue
             await self.kube.delete_pod(body["metadata"]["namespace"], pod_name)
