@@ -24,6 +24,7 @@ build_kubernetes() {
     ld+=" -X $pkg.gitCommit=$commit -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
   done
   mkdir -p "$out.tmp"
+  # shellcheck disable=SC2046  # one package path per binary
   (cd "$CLUSTER_DIR/go/kubernetes" && go build -ldflags="$ld" -o "$out.tmp/" \
       $(printf 'k8s.io/kubernetes/cmd/%s ' "${bins[@]}"))
   rm -rf "$out"; mv "$out.tmp" "$out"

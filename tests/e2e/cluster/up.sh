@@ -142,7 +142,7 @@ pick_gvisor_platform() {
     d="$(mktemp -d)"
     # 'runsc do' runs a command in a sandbox with the host's root filesystem: a cheap smoke test.
     if timeout 60 "$GVISOR_BIN/runsc" --root "$d/root" --platform "$p" --network none \
-         --debug-log "$d/log/" do /bin/true >"$d/out" 2>&1; then
+         --debug-log "$d/log/" "do" /bin/true >"$d/out" 2>&1; then
       rm -rf "$d"; echo "$p"; return
     fi
     log "gvisor: platform $p does not work here: $(tail -3 "$d/out" | tr '\n' ' ')"
@@ -293,6 +293,7 @@ if [[ $WITH_IMAGES == 1 ]]; then
   "$CLUSTER_DIR/images.sh" --no-import "${IMAGE_ARGS[@]}" >"$CACHE/logs/images.log" 2>&1 &
   IMAGES_PID=$!
 fi
+# shellcheck disable=SC2046
 "$CLUSTER_DIR/build.sh" etcd containerd kubernetes gvisor $( [[ $MODE == kwok ]] && echo kwok )
 
 # Fresh cluster state each bring-up (PKI and cached images are kept).
