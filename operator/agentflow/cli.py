@@ -182,7 +182,49 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _in_cluster(args: argparse.Namespace) -> bool:
+    """approve/cancel act on a Workflow in the cluster when --namespace or --kubeconfig is given."""
+    return bool(args.namespace or args.kubeconfig)
+
+
+def _cluster_steer(args: argparse.Namespace, cancel: bool) -> int:
+    try:
+        from .k8s.kube import Kube
+        from .services import approvals
+    except ImportError as exc:
+        print(f"agentflow {args.command}: acting on the cluster needs the operator extra "
+              f"(pip install 'agentflow[operator]'): {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def act() -> tuple[str, dict[str, Any]]:
+        kube, context_namespace = Kube.from_kubeconfig(args.kubeconfig)
+        namespace = args.namespace or context_namespace
+        try:
+            if cancel:
+                return namespace, await approvals.cancel(kube, namespace, args.run)
+            return namespace, await approvals.decide(kube, namespace, args.run, args.step, approved=not args.reject,
+                                                     by=args.by or _user(), reason=args.reason or "")
+        finally:
+            kube.close()
+
+    try:
+        namespace, patch = asyncio.run(act())
+    except (approvals.ApprovalError, approvals.KubeError) as exc:
+        print(f"agentflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    where = f"workflow {namespace}/{args.run}"
+    if args.json:
+        _print_json({"workflow": args.run, "namespace": namespace, "patch": patch})
+    elif cancel:
+        print(f"cancel requested for {where} (spec.cancel=true); the operator stops it")
+    else:
+        print(f"{args.step} {'rejected' if args.reject else 'approved'} in {where}; the operator picks it up")
+    return EXIT_OK
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
+    if _in_cluster(args):
+        return _cluster_steer(args, cancel=False)
     run_dir = _store(args).resolve(args.run)
     session.post_decision(run_dir, args.step, not args.reject, args.by or _user(), args.reason or "")
     verb = "rejected" if args.reject else "approved"
@@ -195,6 +237,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    if _in_cluster(args):
+        return _cluster_steer(args, cancel=True)
     run_dir = _store(args).resolve(args.run)
     session.post_cancel(run_dir, args.by or _user(), args.reason or "")
     print(f"cancel requested for run {run_dir.run_id}")
@@ -282,16 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("diff", cmd_diff, "compare two runs: path, outputs, cost and timing")
     p.add_argument("run_a")
     p.add_argument("run_b")
+    def cluster(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--namespace", "-n", help="act on the Workflow RUN in this namespace of the cluster "
+                       "(the operator's run) instead of a local run")
+        p.add_argument("--kubeconfig", help="the cluster's kubeconfig (default: KUBECONFIG, ~/.kube/config); "
+                       "implies the cluster, in the namespace of the current context unless --namespace")
+
     p = add("approve", cmd_approve, "approve (or --reject) a step that waits for a human")
     p.add_argument("run")
     p.add_argument("step", help="the waiting step's node id, e.g. review or review[2]")
     p.add_argument("--reject", action="store_true")
     p.add_argument("--by", help="who decides (default: your user name)")
     p.add_argument("--reason", help="why")
+    cluster(p)
     p = add("cancel", cmd_cancel, "cancel a run (its exit handlers still run)")
     p.add_argument("run")
     p.add_argument("--by")
     p.add_argument("--reason")
+    cluster(p)
     add("runs", cmd_runs, "list local runs")
     p = add("show", cmd_show, "show a run's state from its journal")
     p.add_argument("run")

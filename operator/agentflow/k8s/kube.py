@@ -79,6 +79,23 @@ class Kube:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         return cls(client.ApiClient())
 
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: str | None = None) -> tuple[Kube, str]:
+        """For a person at a terminal: the kubeconfig (``KUBECONFIG`` or ~/.kube/config), never a pod's
+        service account, and the namespace of its current context (``default`` when it names none).
+
+        KubeError when there is no usable kubeconfig.
+        """
+        from kubernetes import config
+
+        try:
+            api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            _, current = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError) as exc:
+            raise KubeError(f"cannot use the kubeconfig {kubeconfig or '(default)'}: {exc}") from None
+        namespace = ((current or {}).get("context") or {}).get("namespace") or "default"
+        return cls(api_client), str(namespace)
+
     def close(self) -> None:
         self.api_client.close()
 
