@@ -51,6 +51,7 @@ check() {
   return $bad
 }
 if [[ $CHECK == 1 ]]; then check && log "clean: no cluster process, port, bridge or mount left"; exit $?; fi
+cluster_lock
 
 # 1. Pods, through the API and the kubelet (CNI DEL, sandbox stop), if the cluster answers.
 if alive kube-apiserver && alive kubelet && [[ -f "$KC" ]]; then

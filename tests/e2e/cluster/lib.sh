@@ -45,5 +45,16 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
 export PATH="$K8S_BIN:$ETCD_BIN:$CONTAINERD_BIN:$KWOK_BIN:$GVISOR_BIN:$PATH"
 
+# up.sh and down.sh take this lock: concurrent bring-ups/teardowns (two test sessions sharing the
+# cluster, say) run one after the other instead of interleaving.
+cluster_lock() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/cluster.lock"
+  if ! flock -n 9; then
+    log "waiting for another up.sh/down.sh to finish ($CACHE/cluster.lock)"
+    flock -w 1800 9 || die "timed out waiting for $CACHE/cluster.lock"
+  fi
+}
+
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

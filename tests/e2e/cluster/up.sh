@@ -36,6 +36,7 @@ done
 [[ "$MODE" == real || "$MODE" == kwok ]] || die "MODE must be real or kwok"
 [[ $EUID -eq 0 ]] || die "must run as root (kubelet, containerd, mounts, network)"
 
+cluster_lock
 T0=$(date +%s)
 mkdir -p "$CACHE/logs" "$RUN_DIR"
 PKI="$RUN_DIR/pki"
@@ -65,7 +66,7 @@ start() { # name cmd...
   local name="$1"; shift
   if is_running "$name"; then log "$name: already running"; return; fi
   log "$name: starting"
-  setsid nohup "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid nohup "$@" >"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
 }
 wait_for() { # description seconds command...
