@@ -224,3 +224,20 @@ def test_crds_render_with_the_chart_and_the_dsn_is_required(helm: tuple[str, Pat
     assert missing.returncode != 0 and "postgres.existingSecret" in missing.stderr
     with_dsn = render(helm, "--set", "postgres.existingSecret=", "--set", "postgres.dsn=postgresql://u:p@db/af")
     assert ("Secret", "agentflow-postgres") in with_dsn
+
+
+def test_callback_url_and_peering_identity(helm: tuple[str, Path]) -> None:
+    def env(objects: dict[tuple[str, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        (container,) = objects[("Deployment", RELEASE)]["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e for e in container["env"]}
+
+    default = env(render(helm))
+    assert default["AGENTFLOW_CALLBACK_URL"]["value"] == f"http://{RELEASE}.{NAMESPACE}.svc.cluster.local:8081"
+    # kopf names peers by POD_ID: the peering's status lists the replicas by pod name.
+    assert default["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # A cluster without DNS for pods: the replica's own address, $(POD_IP) expanded by the kubelet, which
+    # needs POD_IP defined before it.
+    custom = env(render(helm, "--set-string", "callback.url=http://$(POD_IP):8081"))
+    assert custom["AGENTFLOW_CALLBACK_URL"]["value"] == "http://$(POD_IP):8081"
+    order = list(custom)
+    assert order.index("POD_IP") < order.index("AGENTFLOW_CALLBACK_URL")

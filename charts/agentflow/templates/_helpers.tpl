@@ -59,7 +59,11 @@ app.kubernetes.io/component: operator
 {{- default (printf "%s-token" (include "agentflow.fullname" .)) .Values.tokenKey.existingSecret }}
 {{- end }}
 
-{{/* The URL step pods reach the callback server at: the Service's DNS name. */}}
+{{/* The URL step pods reach the callback server at: callback.url, else the Service's DNS name. */}}
 {{- define "agentflow.callbackURL" -}}
+{{- if .Values.callback.url }}
+{{- .Values.callback.url }}
+{{- else }}
 {{- printf "http://%s.%s.svc.%s:%d" (include "agentflow.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.callback.port) }}
+{{- end }}
 {{- end }}

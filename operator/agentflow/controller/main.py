@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import logging
 import os
 import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -96,6 +97,16 @@ def _config(args: argparse.Namespace) -> tuple[bytes, PodConfig]:
     return key, config
 
 
+def in_cluster_server(environ: Mapping[str, str]) -> str | None:
+    """The API server's URL from the Service variables every pod gets, as client-go and the official client
+    find it; None outside a pod. kopf's service-account login names ``https://kubernetes.default.svc``,
+    which needs cluster DNS (a cluster may have none, the operator never needs it otherwise)."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     key, pod_config = _config(args)
@@ -114,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """A registry of our own has no default login: in a pod its service account, else the kubeconfig."""
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        in_pod = kopf.login_with_service_account(**kwargs)
+        if in_pod is None:
+            return kopf.login_with_kubeconfig(**kwargs)
+        return dataclasses.replace(in_pod, server=in_cluster_server(os.environ) or in_pod.server)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: Memo, **_: Any) -> None:
