@@ -16,7 +16,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pytest
 from cryptography import x509
@@ -133,7 +133,7 @@ def test_deleting_owner_garbage_collects_pods(cluster: Cluster, namespace: str) 
 
 def _make_tls(tmp: Path) -> tuple[Path, Path, bytes]:
     """A CA and a server certificate for 127.0.0.1 signed by it: (cert file, key file, CA PEM)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agentflow-e2e-webhook-ca")])
     ca = (
@@ -187,9 +187,9 @@ DENY_MESSAGE = "agentflow-e2e webhook says no to verdict=deny"
 
 
 class _Webhook(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         req = review["request"]
         obj = req.get("object") or {}

@@ -159,7 +159,13 @@ def test_quickstart_runs_in_gvisor_pods_with_the_local_runners_outputs(
     assert conditions["Ready"] == "True" and conditions["Succeeded"] == "True"
     assert status["observedGeneration"] == wf["metadata"]["generation"]
 
-    pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
+    def step_pods() -> list[dict[str, Any]]:
+        return list(cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"])
+
+    # A step is done when its result is stored; its pod exits a moment later.
+    cluster.wait_until("step pods to exit", lambda: all(p["status"]["phase"] == "Succeeded" for p in step_pods()),
+                       timeout=60)
+    pods = step_pods()
     assert len(pods) == len(status["nodes"]) >= 3
     for pod in pods:
         spec = pod["spec"]
