@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 
 CLUSTER_DIR = Path(__file__).resolve().parent / "cluster"
+SESSION_PREFIX = f"e2e-{uuid.uuid4().hex[:6]}-"
+"""Prefix of every namespace this test session creates."""
 
 
 def cluster_setting(name: str) -> str:
@@ -144,8 +146,12 @@ def kubeconfig(cluster: Cluster) -> str:
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (without waiting)."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    """A fresh namespace for one test, deleted afterwards (without waiting).
+
+    Its name starts with ``SESSION_PREFIX``, so an operator this session starts can watch
+    ``SESSION_PREFIX*`` only, and two test sessions sharing a cluster never drive each other's runs.
+    """
+    name = f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", name)
     # Pods can only be created once the namespace's default ServiceAccount exists.
     cluster.wait_until(

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import Cluster
+from .conftest import SESSION_PREFIX, Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -112,7 +112,8 @@ def operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
     if not host:
         pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by "
                     "KUBECONFIG")
-    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("operator") / "operator.log")
+    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("operator") / "operator.log",
+                  ["--namespace", f"{SESSION_PREFIX}*"])  # this session's namespaces only
     op.start()
     yield op
     op.stop()
