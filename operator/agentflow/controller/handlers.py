@@ -13,6 +13,7 @@ kopf daemons and on.event handlers keep no progress annotations.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -24,6 +25,18 @@ from ..services.resources import check_dependent
 
 GROUP, VERSION = "agentflow.dev", "v1alpha1"
 KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget"}
+
+
+RECHECK_SECONDS = 10.0
+
+
+def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a status patch would change nothing but timestamps."""
+    def ready(status: Mapping[str, Any]) -> tuple[Any, ...]:
+        cond: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        return cond.get("status"), cond.get("reason"), cond.get("message"), status.get("observedGeneration")
+
+    return ready(current) == ready(new)
 
 
 def catalog_for(namespace: str, indices: dict[str, kopf.Index[Any, Any]]) -> Catalog:
@@ -81,9 +94,20 @@ def _index(registry: kopf.OperatorRegistry, plural: str) -> None:
 
 
 def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
+    """Ready of an Agent, PromptVersion, ToolPolicy or Budget, kept current.
+
+    On every change of the resource, and every RECHECK_SECONDS because what it refers to may
+    appear later (kubectl apply of a folder creates them in any order). The status is written
+    only when it changed, so the periodic check costs no API write.
+    """
+
     @kopf.on.resume(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
     @kopf.on.create(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
     @kopf.on.update(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
+    @kopf.timer(GROUP, VERSION, plural, registry=registry, id=f"{plural}-recheck", interval=RECHECK_SECONDS,
+                initial_delay=RECHECK_SECONDS)
     def ready(*, body: kopf.Body, patch: kopf.Patch, namespace: str | None, memo: Any, **kwargs: Any) -> None:
         indices = {plural: kwargs[plural] for plural in KINDS}
-        patch.status.update(check_dependent(dict(body), catalog_for(str(namespace), indices), memo.clock()))
+        status = check_dependent(dict(body), catalog_for(str(namespace), indices), memo.clock())
+        if not same_readiness(body.get("status") or {}, status):
+            patch.status.update(status)
