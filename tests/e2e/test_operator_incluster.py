@@ -1,0 +1,241 @@
+"""The operator image in the cluster, installed with the Helm chart: two replicas, one acts.
+
+``helm install`` of charts/agentflow with the local images (localhost/agentflow-operator:dev, pull policy
+Never), scoped to the test's namespace (``watchNamespaces``: the replicas never touch other engineers'
+Workflows, and kopf peers them through a KopfPeering in that namespace). PostgreSQL is a real server on this
+machine that pods reach: its own initdb/pg_ctl instance listening on the pod-reachable host address, with
+a password (scram-sha-256) required from the pod CIDR.
+
+The local cluster has no cluster DNS, so step pods cannot resolve the Service's name: the chart's
+``callback.url`` is set to ``http://$(POD_IP):8081``, the address of the replica that starts the step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services import postgres
+
+from .conftest import Cluster, cluster_setting
+from .test_operator import REPO, crds, free_port, load_manifests, local_outputs, step_images, wait_finished  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+CHART = REPO / "charts" / "agentflow"
+OPERATOR_IMAGE = os.environ.get("AGENTFLOW_E2E_OPERATOR_IMAGE", "localhost/agentflow-operator:dev")
+WEBHOOK_CONFIG = "agentflow.dev"
+
+
+@contextlib.contextmanager
+def pod_reachable_postgres(listen: str, clients: str) -> Iterator[str]:
+    """A throwaway PostgreSQL on ``listen`` that ``clients`` (a CIDR) reach with a password; its DSN.
+
+    tests/services/postgres.py listens on 127.0.0.1 only, with trust: pods need another address, and a
+    password since the network is shared. Its helpers find (or install) the binaries and run them as the
+    postgres user when we are root; its PostgresServer stops the server and removes the files.
+    """
+    try:
+        bin_dir = postgres.find_bin_dir() or postgres.install_postgres()
+    except postgres.PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL: {exc}")
+    base = Path(tempfile.mkdtemp(prefix="agentflow-pg-pods-"))
+    server = postgres.PostgresServer(dsn="", data_dir=base / "data", bin_dir=bin_dir, base_dir=base)
+    try:
+        base.chmod(0o755)
+        data, sockets, log, pwfile = base / "data", base / "sock", base / "server.log", base / "password"
+        for d in (data, sockets):
+            d.mkdir(mode=0o700)
+            postgres._give_to_postgres(d)
+        password = secrets.token_urlsafe(24)
+        for f, text in ((log, ""), (pwfile, password)):
+            f.write_text(text)
+            f.chmod(0o600)
+            postgres._give_to_postgres(f)
+        postgres._run_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile),
+                                   "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
+                                   "--no-sync"])
+        pwfile.unlink()
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all postgres {clients} scram-sha-256\n")
+        port = free_port(listen)
+        options = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1,{listen} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        postgres._run_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
+                                   "-t", "60", "start"])
+        postgres._run_as_postgres([str(bin_dir / "createdb"), "-h", str(sockets), "-p", str(port), "-U", "postgres",
+                                   "agentflow"])
+        yield f"postgresql://postgres:{password}@{listen}:{port}/agentflow"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The helm binary (tests/e2e/tools/helm.sh) and a copy of charts/agentflow with its CRDs chart built in.
+
+    The copy keeps `helm dependency build` out of the working tree (and helm's caches in the temporary
+    folder); helm.sh builds helm from the Go module proxy once and caches it.
+    """
+    out = subprocess.run(["bash", str(REPO / "tests/e2e/tools/helm.sh")], capture_output=True, text=True,
+                         timeout=1800, check=False)
+    if out.returncode != 0:
+        pytest.skip(f"no helm: {out.stderr[-500:]}")
+    binary = out.stdout.strip()
+    charts = tmp_path_factory.mktemp("charts")
+    for chart in (CHART.parent / "agentflow-crds", CHART):
+        shutil.copytree(chart, charts / chart.name, ignore=shutil.ignore_patterns("charts"))
+    built = subprocess.run([binary, "dependency", "build", str(charts / CHART.name)], capture_output=True,
+                           text=True, timeout=120, check=False, env=helm_env(charts.parent))
+    assert built.returncode == 0, built.stderr
+    return binary, charts / CHART.name
+
+
+def helm_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "HELM_CACHE_HOME": str(home / "helm-cache"), "HELM_CONFIG_HOME": str(home / "helm-config"),
+            "HELM_DATA_HOME": str(home / "helm-data")}
+
+
+def run_helm(helm: tuple[str, Path], cluster: Cluster, *args: str, check: bool = True,
+             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    binary, chart = helm
+    out = subprocess.run([binary, "--kubeconfig", cluster.kubeconfig, *args], capture_output=True, text=True,
+                         timeout=timeout, check=False, env=helm_env(chart.parent.parent))
+    if not check:
+        return out
+    assert out.returncode == 0, f"helm {' '.join(args)} failed ({out.returncode}):\n{out.stderr}{out.stdout}"
+    return out
+
+
+def webhooks_in_use(cluster: Cluster) -> bool:
+    got = cluster.kubectl("get", "validatingwebhookconfiguration", WEBHOOK_CONFIG, "-o", "json", check=False)
+    return got.returncode == 0 and bool(json.loads(got.stdout).get("webhooks"))
+
+
+def pause_state(log: str) -> str:
+    """"acting" or "paused", from the last of kopf's peering messages in an operator's log."""
+    resumed = log.rfind("Resuming operations after the pause")
+    paused = max(log.rfind("Pausing operations in favour of"), log.rfind("Pausing all operators"))
+    return "acting" if resumed > paused else "paused"
+
+
+def pod_logs(cluster: Cluster, namespace: str, pod: str) -> str:
+    return cluster.kubectl("logs", "-n", namespace, pod, "-c", "operator").stdout
+
+
+def test_two_replicas_from_the_chart_run_the_quickstart_and_only_one_acts(
+        cluster: Cluster, crds: None, step_images: None, helm: tuple[str, Path], namespace: str,  # noqa: F811
+        tmp_path: Path) -> None:
+    host = cluster.host_address
+    if not host:
+        pytest.skip("pods must reach PostgreSQL on this machine: set AGENTFLOW_E2E_HOST_ADDRESS")
+    # Who may connect (with the password): the pod network, or anyone when it is not known.
+    pod_cidr = cluster_setting("POD_CIDR") if cluster.local else os.environ.get("AGENTFLOW_E2E_POD_CIDR", "0.0.0.0/0")
+    release = f"af-{uuid.uuid4().hex[:6]}"
+    # The webhook configuration is cluster-wide (one name, agentflow.dev): take it only when nobody serves it.
+    webhook = not webhooks_in_use(cluster)
+    repository, _, tag = OPERATOR_IMAGE.rpartition(":")
+    with pod_reachable_postgres(host, pod_cidr) as dsn:
+        values = {
+            "image.repository": repository, "image.tag": tag, "image.pullPolicy": "Never",
+            "replicaCount": "2", "crds.enabled": "false", "peering.name": release,
+            "watchNamespaces[0]": namespace, "postgres.dsn": dsn,
+            "callback.url": "http://$(POD_IP):8081", "steps.env.AGENTFLOW_MODEL_MODE": "offline",
+            "webhook.enabled": str(webhook).lower(),
+        }
+        sets = [arg for k, v in values.items() for arg in ("--set-string" if k.endswith(("dsn", "url", "tag"))
+                                                           else "--set", f"{k}={v}")]
+        try:
+            run_helm(helm, cluster, "install", release, str(helm[1]), "-n", namespace, *sets, "--wait",
+                     "--timeout", "5m")
+            check_quickstart(cluster, namespace, release, tmp_path)
+        finally:
+            # The Workflows go first, while the operator can still remove their finalizers.
+            cluster.kubectl("delete", "workflows.agentflow.dev", "--all", "-n", namespace, "--wait=true",
+                            "--timeout=120s", check=False, timeout=150)
+            uninstalled = run_helm(helm, cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout", "3m",
+                                   check=False, timeout=240)
+            cluster.kubectl("delete", "secret", f"{release}-agentflow-token", "-n", namespace, "--ignore-not-found",
+                            check=False)  # kept by helm.sh/resource-policy
+            # `helm uninstall --wait` waits for the Deployment, not its pods: they stop within their grace period
+            # (kopf removes its webhooks as it stops).
+            cluster.wait_until("the operator pods to stop", lambda: not cluster.get_json(
+                "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"], timeout=150)
+            if webhook:
+                for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+                    cluster.kubectl("delete", kind, WEBHOOK_CONFIG, "--ignore-not-found", check=False)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    assert cluster.kubectl("get", "kopfpeering", release, "-n", namespace, check=False).returncode != 0
+
+
+def check_quickstart(cluster: Cluster, namespace: str, release: str, tmp_path: Path) -> None:
+    pods = cluster.get_json("pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods), [
+        (p["metadata"]["name"], p["status"]["phase"]) for p in pods]
+    assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {OPERATOR_IMAGE}
+    names = sorted(p["metadata"]["name"] for p in pods)
+
+    # Both replicas register in the peering, with different priorities (the oldest acts).
+    def peers() -> dict[str, Any]:
+        status: dict[str, Any] = cluster.get_json("kopfpeering", release, "-n", namespace).get("status") or {}
+        return status
+
+    try:
+        cluster.wait_until("both replicas in the peering", lambda: sorted(peers()) == names, timeout=90)
+    except AssertionError as exc:
+        logs = {pod: pod_logs(cluster, namespace, pod)[-2000:] for pod in names}
+        raise AssertionError(f"{exc}: {names} vs the peering's status {peers()}; logs: {logs}") from None
+    priorities = {pod: info["priority"] for pod, info in peers().items()}
+    assert len(set(priorities.values())) == 2, priorities
+    leader = max(priorities, key=lambda pod: priorities[pod])
+    standby = next(pod for pod in names if pod != leader)
+    # kopf starts every replica paused (peering is mandatory with --peering) and resumes the one that finds no
+    # peer of a higher priority ("Resuming operations after the pause"); a replica that was acting logs
+    # "Pausing operations in favour of [...]" when a higher one appears. So: the leader's last word is
+    # Resuming, the standby's is Pausing or nothing.
+    cluster.wait_until("the leader to resume", lambda: pause_state(pod_logs(cluster, namespace, leader)) == "acting",
+                       timeout=60)
+    standby_log = pod_logs(cluster, namespace, standby)
+    assert pause_state(standby_log) == "paused", standby_log[-3000:]
+
+    example = REPO / "examples/manifests/quickstart.yaml"
+    docs = load_manifests(example, podCleanup="never")
+    cluster.apply(docs, namespace)
+    name = next(d["metadata"]["name"] for d in docs if d["kind"] == "Workflow")
+    started = time.monotonic()
+    wf = wait_finished(cluster, namespace, name, timeout=300)
+    status = wf["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
+    assert status["outputs"] == local_outputs(example, tmp_path)
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Succeeded"] == "True"
+
+    # Only the leader acted: kopf logs every handler and daemon run on an object ("Handler '...' succeeded"), and
+    # the callback server logs every step pod's fetch of its attempt; the standby has neither.
+    leader_log, standby_log = pod_logs(cluster, namespace, leader), pod_logs(cluster, namespace, standby)
+    assert "Handler 'register.<locals>.workflow_changed' succeeded" in leader_log, leader_log[-3000:]
+    assert "GET /v1/attempt " in leader_log and "POST /v1/attempt/result " in leader_log, leader_log[-3000:]
+    # (Admission is not paused: whichever replica the API server calls answers, logged as "Webhook '...'".)
+    assert "Handler '" not in standby_log and "Daemon '" not in standby_log, standby_log[-3000:]
+    assert "/v1/attempt" not in standby_log, standby_log[-3000:]
+    assert pause_state(standby_log) == "paused"
+    step_pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
+    leader_ip = next(p["status"]["podIP"] for p in cluster.get_json(
+        "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+        if p["metadata"]["name"] == leader)
+    for pod in step_pods:  # every step reported back to the leader
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+        assert env.get("AGENTFLOW_CALLBACK_URL") == f"http://{leader_ip}:8081", env
+    assert len(step_pods) >= 3, f"{len(step_pods)} step pods in {time.monotonic() - started:.0f}s"
+
