@@ -129,12 +129,16 @@ def admitting_operator(cluster: Cluster, crds: None, step_images: None, postgres
             cluster.kubectl("delete", kind, CONFIG, "--ignore-not-found", check=False)
 
 
+KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,budgets.agentflow.dev," \
+        "toolpolicies.agentflow.dev"
+
+
 def drain(cluster: Cluster, namespace: str, op: Operator) -> None:
-    """Delete the module's Workflows while the operator runs: it removes their finalizers (without it, the
-    namespace would stay Terminating)."""
+    """Delete the module's AgentFlow objects while the operator runs: it removes their finalizers (without
+    it, the namespace would stay Terminating)."""
     if op.proc is not None and op.proc.poll() is None:
-        cluster.kubectl("delete", "workflows.agentflow.dev", "--all", "-n", namespace, "--wait=true",
-                        "--timeout=120s", check=False, timeout=150)
+        cluster.kubectl("delete", KINDS, "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False,
+                        timeout=150)
 
 
 def dry_run(cluster: Cluster, namespace: str, path: Path) -> subprocess.CompletedProcess[str]:
@@ -274,7 +278,7 @@ def test_zz_stopping_the_operator_removes_its_webhooks(cluster: Cluster, admitti
     """Last in this module (pytest keeps file order): it stops the module's operator."""
     assert webhooks(cluster), "the operator serves admission"
     drain(cluster, steer_namespace, admitting_operator)
-    assert not cluster.get_json("workflows.agentflow.dev", "-n", steer_namespace)["items"]
+    assert not cluster.get_json(KINDS, "-n", steer_namespace)["items"]
     admitting_operator.stop()
     assert admitting_operator.proc is not None and admitting_operator.proc.returncode == 0
     assert webhooks(cluster) == [], "a stopped operator must not leave fail-closed webhooks behind"

@@ -37,6 +37,8 @@ pytestmark = pytest.mark.e2e
 CHART = REPO / "charts" / "agentflow"
 OPERATOR_IMAGE = os.environ.get("AGENTFLOW_E2E_OPERATOR_IMAGE", "localhost/agentflow-operator:dev")
 WEBHOOK_CONFIG = "agentflow.dev"
+KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,budgets.agentflow.dev," \
+        "toolpolicies.agentflow.dev"
 
 
 @contextlib.contextmanager
@@ -162,9 +164,10 @@ def test_two_replicas_from_the_chart_run_the_quickstart_and_only_one_acts(
                      "--timeout", "5m")
             check_quickstart(cluster, namespace, release, tmp_path)
         finally:
-            # The Workflows go first, while the operator can still remove their finalizers.
-            cluster.kubectl("delete", "workflows.agentflow.dev", "--all", "-n", namespace, "--wait=true",
-                            "--timeout=120s", check=False, timeout=150)
+            # The AgentFlow objects go first, while the operator can still remove their finalizers.
+            cluster.kubectl("delete", KINDS, "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False,
+                            timeout=150)
+            remaining = cluster.kubectl("get", KINDS, "-n", namespace, "-o", "name", check=False).stdout.split()
             uninstalled = run_helm(helm, cluster, "uninstall", release, "-n", namespace, "--wait", "--timeout", "3m",
                                    check=False, timeout=240)
             cluster.kubectl("delete", "secret", f"{release}-agentflow-token", "-n", namespace, "--ignore-not-found",
@@ -176,6 +179,7 @@ def test_two_replicas_from_the_chart_run_the_quickstart_and_only_one_acts(
             if webhook:
                 for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
                     cluster.kubectl("delete", kind, WEBHOOK_CONFIG, "--ignore-not-found", check=False)
+    assert not remaining, f"left with finalizers: {remaining}"
     assert uninstalled.returncode == 0, uninstalled.stderr
     assert cluster.kubectl("get", "kopfpeering", release, "-n", namespace, check=False).returncode != 0
 
