@@ -13,21 +13,22 @@ kopf daemons and on.event handlers keep no progress annotations.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from ..k8s import names
+from ..k8s.kube import KubeError
 from ..models import Catalog
 from ..services.reconcile import InvalidWorkflow
 from ..services.resources import check_dependent
 
+log = logging.getLogger("agentflow.handlers")
+
 GROUP, VERSION = "agentflow.dev", "v1alpha1"
 KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget"}
-
-
-RECHECK_SECONDS = 10.0
 
 
 def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -94,20 +95,27 @@ def _index(registry: kopf.OperatorRegistry, plural: str) -> None:
 
 
 def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
-    """Ready of an Agent, PromptVersion, ToolPolicy or Budget, kept current.
+    """Ready of Agents, PromptVersions, ToolPolicies and Budgets, kept current from watch events.
 
-    On every change of the resource, and every RECHECK_SECONDS because what it refers to may
-    appear later (kubectl apply of a folder creates them in any order). The status is written
-    only when it changed, so the periodic check costs no API write.
+    Any change of any of them in a namespace re-checks all of them there: what one refers to may
+    appear later (kubectl apply of a folder creates them in any order). Statuses are written only
+    when they change. Watch-event handlers keep no progress annotations and add no finalizer, so
+    these resources stay deletable when the operator is not running.
     """
 
-    @kopf.on.resume(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
-    @kopf.on.create(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
-    @kopf.on.update(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
-    @kopf.timer(GROUP, VERSION, plural, registry=registry, id=f"{plural}-recheck", interval=RECHECK_SECONDS,
-                initial_delay=RECHECK_SECONDS)
-    def ready(*, body: kopf.Body, patch: kopf.Patch, namespace: str | None, memo: Any, **kwargs: Any) -> None:
-        indices = {plural: kwargs[plural] for plural in KINDS}
-        status = check_dependent(dict(body), catalog_for(str(namespace), indices), memo.clock())
-        if not same_readiness(body.get("status") or {}, status):
-            patch.status.update(status)
+    @kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
+    async def ready(*, namespace: str | None, memo: Any, type: str | None, **kwargs: Any) -> None:
+        if namespace is None:
+            return
+        indices = {p: kwargs[p] for p in KINDS}
+        catalog = catalog_for(namespace, indices)
+        kube = memo.driver.reconciler.kube
+        for other in KINDS:
+            for body in list(indices[other].get(namespace, [])):
+                status = check_dependent(body, catalog, memo.clock())
+                if same_readiness(body.get("status") or {}, status):
+                    continue
+                try:
+                    await kube.patch_status(other, namespace, body["metadata"]["name"], status)
+                except KubeError as exc:  # deleted meanwhile, or the API is away: the next event retries
+                    log.info("could not update the status of %s/%s: %s", other, body["metadata"]["name"], exc)
