@@ -12,6 +12,7 @@ kubectl: ``$KUBECTL``, else the one built by tests/e2e/cluster/build.sh, else th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -144,14 +145,14 @@ def kubeconfig(cluster: Cluster) -> str:
     return cluster.kubeconfig
 
 
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards (without waiting).
+@contextlib.contextmanager
+def fresh_namespace(cluster: Cluster, prefix: str = "") -> Iterator[str]:
+    """A new namespace named ``SESSION_PREFIX + prefix + random``, deleted afterwards (without waiting).
 
-    Its name starts with ``SESSION_PREFIX``, so an operator this session starts can watch
-    ``SESSION_PREFIX*`` only, and two test sessions sharing a cluster never drive each other's runs.
+    Operators a test session starts watch namespaces by such prefixes, so two sessions (or two
+    operators of one session) sharing a cluster never drive each other's runs.
     """
-    name = f"{SESSION_PREFIX}{uuid.uuid4().hex[:6]}"
+    name = f"{SESSION_PREFIX}{prefix}{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", name)
     # Pods can only be created once the namespace's default ServiceAccount exists.
     cluster.wait_until(
@@ -164,3 +165,10 @@ def namespace(cluster: Cluster) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace for one test (see fresh_namespace)."""
+    with fresh_namespace(cluster) as name:
+        yield name

@@ -27,7 +27,11 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import SESSION_PREFIX, Cluster
+from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
+
+# The session's host-process operator watches only namespaces with this prefix (other tests start
+# operators of their own, which must not share runs with it).
+OPERATOR_PREFIX = "op-"
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +117,7 @@ def operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
         pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by "
                     "KUBECONFIG")
     op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("operator") / "operator.log",
-                  ["--namespace", f"{SESSION_PREFIX}*"])  # this session's namespaces only
+                  ["--namespace", f"{SESSION_PREFIX}{OPERATOR_PREFIX}*"])  # this module's namespaces only
     op.start()
     yield op
     op.stop()
@@ -125,6 +129,13 @@ def load_manifests(path: Path, **spec_overrides: Any) -> list[dict[str, Any]]:
         if d["kind"] == "Workflow":
             d["spec"].update(spec_overrides)
     return docs
+
+
+@pytest.fixture
+def op_namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace the session's operator watches."""
+    with fresh_namespace(cluster, OPERATOR_PREFIX) as name:
+        yield name
 
 
 def wait_finished(cluster: Cluster, namespace: str, name: str, timeout: float = 300) -> dict[str, Any]:
@@ -147,7 +158,8 @@ def local_outputs(path: Path, tmp: Path) -> Any:
 
 
 def test_quickstart_runs_in_gvisor_pods_with_the_local_runners_outputs(
-        cluster: Cluster, operator: Operator, namespace: str, tmp_path: Path) -> None:
+        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:
+    namespace = op_namespace
     example = REPO / "examples/manifests/quickstart.yaml"
     docs = load_manifests(example, podCleanup="never")
     cluster.apply(docs, namespace)
@@ -270,7 +282,9 @@ def counting_workflow(url: str, items: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_killing_the_operator_never_runs_a_step_twice(cluster: Cluster, operator: Operator, namespace: str) -> None:
+def test_killing_the_operator_never_runs_a_step_twice(cluster: Cluster, operator: Operator,
+                                                     op_namespace: str) -> None:
+    namespace = op_namespace
     assert cluster.host_address
     server = CountingServer(cluster.host_address)
     try:
