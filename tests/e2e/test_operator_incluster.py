@@ -52,6 +52,8 @@ def pod_reachable_postgres(listen: str, clients: str) -> Iterator[str]:
     try:
         bin_dir = postgres.find_bin_dir() or postgres.install_postgres()
     except postgres.PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"no PostgreSQL in CI: {exc}")
         pytest.skip(f"no PostgreSQL: {exc}")
     base = Path(tempfile.mkdtemp(prefix="agentflow-pg-pods-"))
     server = postgres.PostgresServer(dsn="", data_dir=base / "data", bin_dir=bin_dir, base_dir=base)
