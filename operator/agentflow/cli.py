@@ -294,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("operator", help="run the Kubernetes operator (see: agentflow operator --help)", add_help=False)
     sub.add_parser("step", help="run one step attempt inside a step pod (used by the operator)", add_help=False)
+    sub.add_parser("gateway", help="run the OpenAI-compatible LLM gateway (see: agentflow gateway --help)",
+                   add_help=False)
+    sub.add_parser("cost", help="estimate a workflow's cost, or report spend (see: agentflow cost --help)",
+                   add_help=False)
+    sub.add_parser("audit", help="verify or export the audit chain (see: agentflow audit --help)", add_help=False)
 
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
@@ -363,6 +368,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .runtime.step import main as step_main
 
         return step_main(argv[1:])
+    if argv[:1] == ["gateway"]:
+        from .commands.gateway import main as gateway_main
+
+        return gateway_main(argv[1:])
+    if argv[:1] == ["cost"]:
+        from .commands.cost import main as cost_main
+
+        return cost_main(argv[1:])
+    if argv[:1] == ["audit"]:
+        from .commands.audit import main as audit_main
+
+        return audit_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

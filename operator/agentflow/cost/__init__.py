@@ -1,0 +1,1 @@
+"""Cost control: budget periods and scopes, cost preflight estimates, calibration and reports."""

@@ -1,0 +1,1 @@
+"""The secure context layer: PII redaction with reversible tokens, prompt-injection detection."""
