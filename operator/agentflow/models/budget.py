@@ -1,4 +1,10 @@
-"""The Budget resource: dollar and token limits over a scope and a period."""
+"""The Budget resource: dollar and token limits over a scope and a period, plus namespace quotas.
+
+Selectors in a Budget's scope are Kubernetes label selectors with both ``matchLabels`` and
+``matchExpressions`` (:class:`ScopeSelector`, a :class:`~agentflow.models.base.LabelSelector` that also
+knows the In/NotIn/Exists/DoesNotExist requirements). Which Budgets apply to a call is decided by
+:func:`agentflow.cost.scope.applies`; periods by :mod:`agentflow.cost.periods`.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,68 @@ from pydantic import ConfigDict, Field, model_validator
 from .base import API_VERSION, LabelSelector, Model, ObjectMeta, ResourceStatus
 
 
+class LabelSelectorRequirement(Model):
+    """One matchExpressions entry: ``key operator values`` (Kubernetes semantics)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+                    "message": "In and NotIn need values; Exists and DoesNotExist take none",
+                }
+            ]
+        }
+    )
+
+    key: str = Field(min_length=1)
+    """The label key the requirement is about."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """In / NotIn: the label's value is (not) one of values; Exists / DoesNotExist: the key is (not) set."""
+    values: list[str] = Field(default_factory=list)
+    """Values for In and NotIn; empty for Exists and DoesNotExist."""
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"matchExpressions key {self.key!r}: operator {self.operator} needs values")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"matchExpressions key {self.key!r}: operator {self.operator} takes no values")
+        return self
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Kubernetes semantics: NotIn and DoesNotExist match a missing key."""
+        match self.operator:
+            case "In":
+                return self.key in labels and labels[self.key] in self.values
+            case "NotIn":
+                return labels.get(self.key) not in self.values
+            case "Exists":
+                return self.key in labels
+            case _:
+                return self.key not in labels
+
+
+class ScopeSelector(LabelSelector):
+    """A label selector: matchLabels and matchExpressions, all ANDed (empty matches everything)."""
+
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    """Requirements that must all hold."""
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return super().matches(labels) and all(r.matches(labels) for r in self.match_expressions)
+
+
 class BudgetScope(Model):
     """What a Budget counts: a namespace, or Workflows/Agents with matching labels."""
 
     namespace: str | None = None
-    """Count every run in this namespace."""
-    workflow_selector: LabelSelector | None = None
-    """Count runs of Workflows with these labels."""
-    agent_selector: LabelSelector | None = None
-    """Count calls of Agents with these labels."""
+    """Count runs in this namespace; must be the Budget's own namespace (the default): a Budget never
+    counts, nor refuses, what runs in another namespace."""
+    workflow_selector: ScopeSelector | None = None
+    """Count only runs of Workflows with these labels."""
+    agent_selector: ScopeSelector | None = None
+    """Count only calls made by Agents with these labels."""
 
 
 class BudgetLimits(Model):
@@ -54,6 +113,10 @@ class BudgetSpec(Model):
         json_schema_extra={"items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
     )
     """Fractions of a limit at which a ThresholdReached condition and Event are raised."""
+    max_concurrent_workflows: int | None = Field(default=None, ge=1)
+    """Namespace quota: at most this many Workflows of the scope running at once (admission refuses more)."""
+    max_concurrent_steps: int | None = Field(default=None, ge=1)
+    """Namespace quota: at most this many step pods of the scope running at once (the rest wait)."""
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetSpec:
@@ -73,6 +136,8 @@ class BudgetStatus(ResourceStatus):
     """Tokens spent in the current window."""
     reserved_usd: float | None = None
     """US dollars reserved by calls in flight."""
+    reserved_tokens: int | None = None
+    """Tokens reserved by calls in flight."""
     remaining_usd: float | None = None
     """US dollars left in the current window."""
     remaining_tokens: int | None = None
@@ -81,6 +146,16 @@ class BudgetStatus(ResourceStatus):
     """RFC 3339 start of the current window."""
     window_end: str | None = None
     """RFC 3339 end of the current window (none for period total)."""
+    limit_usd: float | None = None
+    """spec.limits.usd the numbers were computed against."""
+    limit_tokens: int | None = None
+    """spec.limits.tokens the numbers were computed against."""
+    used_fraction: float | None = None
+    """The larger of spent/limit in dollars and in tokens (1 or more: exhausted)."""
+    thresholds_reached: list[float] = Field(default_factory=list)
+    """spec.alertThresholds reached in the current window (an Event was emitted once for each)."""
+    last_rollover: str | None = None
+    """RFC 3339 time the operator saw the window roll over to the current one."""
 
 
 class Budget(Model):
