@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -81,3 +81,13 @@ def estimate_cost(
     if prices is None:
         return None
     return input_tokens * prices[0] + output_tokens * prices[1]
+
+
+def count_message_tokens(model: str, messages: Sequence[Mapping[str, str]]) -> int:
+    """Prompt tokens of chat ``messages`` for ``model`` with litellm's tokenizers (bundled: no network).
+
+    Models litellm has no tokenizer for are counted with tiktoken's cl100k_base, so the count of an
+    unknown or local model is an approximation.
+    """
+    counted = load_litellm().token_counter(model=model, messages=[dict(m) for m in messages])
+    return int(counted)
