@@ -53,6 +53,44 @@ class DataResidency(Model):
     """Providers the Agent may use (empty = any)."""
 
 
+PiiEntity = Literal[
+    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "LOCATION",
+    "US_BANK_NUMBER", "US_PASSPORT", "US_DRIVER_LICENSE", "CRYPTO", "MEDICAL_LICENSE", "UK_NHS",
+]
+"""Entity types the redactor knows (Presidio's names)."""
+
+DEFAULT_PII_ENTITIES: tuple[PiiEntity, ...] = (
+    "PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS",
+)
+
+
+class PiiPolicy(Model):
+    """PII redaction of what leaves for a model provider or an http/container tool (agentflow.security.pii)."""
+
+    redact: bool = True
+    """Replace detected values by stable per-run tokens (<EMAIL_ADDRESS_3f9a1c2b7d>) before they leave."""
+    entities: list[PiiEntity] = Field(default_factory=lambda: list(DEFAULT_PII_ENTITIES), min_length=1)
+    """Entity types to redact."""
+    min_score: float = Field(default=0.35, ge=0, le=1)
+    """Lowest detector confidence that counts as a detection (pattern-only phone numbers score 0.4)."""
+    restore: Literal["output", "never"] = "output"
+    """output: tokens in the model's answer get their values back in the step output; never: tokens stay."""
+    allow_restore_to_tools: bool = False
+    """Send the original values to http/container tools (default: they receive the tokens)."""
+
+
+class InjectionPolicy(Model):
+    """Prompt-injection screening of untrusted context (agentflow.security.injection)."""
+
+    threshold: float = Field(default=0.5, gt=0, le=1)
+    """Score (0..1) from which ``action`` applies; below it the text is allowed (findings still recorded)."""
+    action: Literal["allow", "flag", "block", "quarantine"] = "block"
+    """allow: ignore; flag: continue and record; block: fail the step (InjectionDetected); quarantine: hold it
+    for human review (today the step fails with InjectionQuarantined, not retried)."""
+    untrusted_inputs: list[str] = Field(default_factory=lambda: ["*"])
+    """Step inputs screened before an llm step (``*``: all); tool outputs are always screened."""
+
+
 class AgentSpec(Model):
     """Desired state of an Agent."""
 
@@ -70,6 +108,12 @@ class AgentSpec(Model):
     """Data-residency limits."""
     runtime_class_name: str | None = None
     """RuntimeClass of the Agent's step pods (default gvisor)."""
+    pii: PiiPolicy = Field(default_factory=PiiPolicy)
+    """PII redaction before model and external tool calls; on by default."""
+    injection: InjectionPolicy = Field(default_factory=InjectionPolicy)
+    """Prompt-injection screening of tool outputs and untrusted inputs; blocks by default."""
+    output_repairs: int = Field(default=1, ge=0, le=5)
+    """Repair requests sent when an answer fails the PromptVersion's outputSchema before the step fails."""
 
 
 class Agent(Model):
