@@ -33,6 +33,9 @@ class ModelSpec(Model):
     """Base URL of an OpenAI-compatible endpoint (vLLM, Ollama, a gateway)."""
     credentials_secret_ref: SecretKeyRef | None = None
     """Where the provider API key is kept."""
+    routing: Literal["fallback", "bandit"] = "fallback"
+    """How the gateway picks among the model and its fallbacks: fallback (declared order) or bandit
+    (Thompson sampling over success, cost and latency); failing models cool down in both."""
 
 
 class MemorySpec(Model):
