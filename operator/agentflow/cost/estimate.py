@@ -448,7 +448,8 @@ class _Estimator:
     def run(self) -> Estimate:
         steps = self._steps()
         for step, where, _, _ in steps:  # outputs first: prompts may embed any upstream output
-            self.outputs[step.name] = self._output(step, where)[0]
+            # A fan-out step's output is the list of its items' outputs.
+            self.outputs[step.name] = self._output(step, where)[0] * self._fan_out(step)[1]
         out = tuple(self.step(step, where, state, visits) for step, where, state, visits in steps)
         usd = sum((s.usd for s in out if s.usd is not None), ZERO)
         tokens = sum((s.tokens for s in out), ZERO)
