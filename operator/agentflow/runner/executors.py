@@ -2,10 +2,13 @@
 
 Both implement the engine's Executor protocol (agentflow.engine.values)::
 
-    InProcessExecutor    in this process: renders the prompt, calls the model
-                         (FallbackClient over the Agent's model and fallbacks),
-                         validates the output with one bounded repair retry;
-                         or checks the tool grants and calls the ToolRunner.
+    InProcessExecutor    in this process: renders the prompt, screens untrusted inputs
+                         for prompt injection, redacts PII (agentflow.security), calls
+                         the model (FallbackClient over the Agent's model and fallbacks),
+                         validates the output with up to spec.outputRepairs repair
+                         requests, restores the tokens where spec.pii allows; or checks
+                         the tool grants, redacts the inputs of http/container tools,
+                         calls the ToolRunner and screens the tool's output.
     SubprocessExecutor   the same, in a child ``python -m agentflow.runner.stepproc``
                          per attempt, killed at the deadline.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime
 import hashlib
 import json
 import sys
@@ -31,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agentflow.audit.records import AuditEvent, AuditSink
 from agentflow.engine.values import CallRecord, StepError, StepRequest, StepResult
 from agentflow.llm import (
     IDEMPOTENCY_KEY,
@@ -48,6 +53,17 @@ from agentflow.llm import (
 )
 from agentflow.llm.client import canonical_json
 from agentflow.models import Agent, Catalog, StepKind, StepSpec, ToolSpec, WorkflowSpec
+from agentflow.models.agent import InjectionPolicy, PiiPolicy
+from agentflow.security import (
+    Redaction,
+    SecurityContext,
+    SecurityError,
+    decide,
+    injection_event,
+    redaction_event,
+    scan,
+)
+from agentflow.security.context import DEFAULT_INJECTION, DEFAULT_PII
 from agentflow.tools import ToolError, ToolRunner
 
 Clock = Callable[[], float]
@@ -135,12 +151,16 @@ class InProcessExecutor:
         *,
         clock: Clock = time.time,
         remember: int = 1024,
+        security: SecurityContext | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self._catalog = catalog
         self._workflow = workflow
         self._model = model_client
         self._tools = tool_runner
         self._clock = clock
+        self._security = security if security is not None else SecurityContext()
+        self._audit = audit
         self._remember = remember
         self._done: collections.OrderedDict[str, StepResult] = collections.OrderedDict()
 
@@ -220,6 +240,21 @@ class InProcessExecutor:
 
     async def _llm(self, request: StepRequest, step: StepSpec, calls: list[CallRecord], timeout: float | None) -> Any:
         agent = self._agent(step)
+        events: list[AuditEvent] = []
+        try:
+            return await self._llm_attempt(request, step, agent, calls, timeout, events)
+        finally:
+            await self._record(events)
+
+    async def _llm_attempt(
+        self,
+        request: StepRequest,
+        step: StepSpec,
+        agent: Agent,
+        calls: list[CallRecord],
+        timeout: float | None,
+        events: list[AuditEvent],
+    ) -> Any:
         assert step.prompt_ref is not None
         prompt = self._catalog.prompts.get(step.prompt_ref.name)
         if prompt is None:
@@ -230,6 +265,16 @@ class InProcessExecutor:
         except PromptRenderError as exc:
             raise _fail("PromptRenderError", f"step {step.name!r}: {exc}") from exc
         models = self._models(agent)
+        who = _Who.of(request, agent)
+        redaction = await self._redaction(agent.spec.pii, request.run_id)
+        screened = _untrusted_inputs(request.inputs, agent.spec.injection)
+        if screened:
+            self._screen(screened, f"step {step.name!r} inputs", agent.spec.injection, who, redaction, events)
+        if redaction is not None:
+            messages = await asyncio.to_thread(_redact_messages, redaction, messages)
+            if redaction.counts:
+                events.append(redaction_event(**who.fields(self._clock), target=models[0], redaction=redaction,
+                                              direction="model"))
         params = step.model_params
         model = agent.spec.model
         base = ModelRequest(
@@ -243,28 +288,97 @@ class InProcessExecutor:
             metadata={IDEMPOTENCY_KEY: request.idempotency_key, "run_id": request.run_id, "node": request.node},
         )
         client = FallbackClient(self._model, models[1:])
-        text = await self._complete(client, base, calls)
         schema = prompt.spec.output_schema
-        try:
-            return parse_output(text, schema)
-        except OutputValidationError as first:
-            if first.rule == "schema":
-                raise _fail("InvalidOutputSchema", f"PromptVersion {prompt.metadata.name!r}: {first}") from first
-            repair = dataclasses.replace(
-                base,
-                messages=tuple(repair_messages(base.messages, text, first)),
-                metadata={**base.metadata, IDEMPOTENCY_KEY: f"{request.idempotency_key}/repair"},
-            )
-            text = await self._complete(client, repair, calls)
+        repairs = agent.spec.output_repairs
+        current = base
+        for repair in range(repairs + 1):
+            text = await self._complete(client, current, calls)
             try:
-                return parse_output(text, schema)
-            except OutputValidationError as second:
-                raise _fail(
-                    "InvalidModelOutput",
-                    f"step {step.name!r}: the model's answer failed the outputSchema of PromptVersion "
-                    f"{prompt.metadata.name!r} twice (after one repair request): {second}",
-                    True,
-                ) from second
+                value = parse_output(text, schema)  # the answer as the model gave it: tokens, not values
+                break
+            except OutputValidationError as error:
+                if error.rule == "schema":
+                    raise _fail("InvalidOutputSchema", f"PromptVersion {prompt.metadata.name!r}: {error}") from error
+                if repair == repairs:
+                    raise _fail(
+                        "InvalidModelOutput",
+                        f"step {step.name!r}: the model's answer failed the outputSchema of PromptVersion "
+                        f"{prompt.metadata.name!r} at {error.path} (rule {error.rule!r}) after {repairs} repair "
+                        f"request(s) (Agent spec.outputRepairs): {error}",
+                        True,
+                    ) from error
+                suffix = "/repair" if repair == 0 else f"/repair{repair + 1}"
+                current = dataclasses.replace(
+                    current,
+                    messages=tuple(repair_messages(current.messages, text, error)),
+                    metadata={**base.metadata, IDEMPOTENCY_KEY: f"{request.idempotency_key}{suffix}"},
+                )
+        if redaction is None:
+            return value
+        await self._keep(request.run_id, redaction)
+        if agent.spec.pii.restore == "never":
+            return value
+        value = redaction.restore(value)
+        if redaction.restored:
+            events.append(redaction_event(**who.fields(self._clock), target="step output", redaction=redaction,
+                                          direction="restore"))
+        return value
+
+    async def _redaction(self, policy: PiiPolicy, run_id: str) -> Redaction | None:
+        try:
+            return await asyncio.to_thread(self._security.redaction, policy, run_id)
+        except SecurityError as exc:
+            raise _fail(type(exc).__name__, f"PII redaction: {exc}", False) from exc
+
+    async def _keep(self, run_id: str, redaction: Redaction) -> None:
+        try:
+            await asyncio.to_thread(self._security.keep, run_id, redaction)
+        except (SecurityError, OSError) as exc:
+            raise _fail("TokenMapError", f"cannot store the run's PII token map: {exc}", True) from exc
+
+    def _screen(
+        self,
+        value: Any,
+        source: str,
+        policy: InjectionPolicy,
+        who: _Who,
+        redaction: Redaction | None,
+        events: list[AuditEvent],
+    ) -> None:
+        """Screen untrusted ``value``; record the decision; raise _Failed when the policy blocks it."""
+        report = scan(value, source)
+        if not report.findings:
+            return
+        action = decide(report, policy.threshold, policy.action)
+        evidence = [
+            {**f.to_dict(), "snippet": redaction.redact_text(f.snippet) if redaction is not None else f.snippet}
+            for f in report.findings
+        ]
+        events.append(injection_event(**who.fields(self._clock), report=report, action=action,
+                                      threshold=policy.threshold, evidence=evidence))
+        if action not in ("block", "quarantine"):
+            return
+        shown = "; ".join(f"{e['rule']} ({e['category']}) in {e['source']}: {e['snippet']!r}" for e in evidence[:5])
+        if action == "quarantine":
+            raise _fail(
+                "InjectionQuarantined",
+                f"{source} quarantined for review: prompt-injection score {report.score:.2f} >= threshold "
+                f"{policy.threshold} (Agent spec.injection.action: quarantine); evidence: {shown}. The step "
+                "is not retried; review the evidence in the audit log and re-run the workflow if it is benign",
+            )
+        raise _fail(
+            "InjectionDetected",
+            f"{source}: prompt-injection score {report.score:.2f} >= threshold {policy.threshold} (Agent "
+            f"spec.injection.action: block); evidence: {shown}",
+        )
+
+    async def _record(self, events: list[AuditEvent]) -> None:
+        if self._audit is None or not events:
+            return
+        try:
+            await self._audit.append(events)
+        except Exception as exc:  # the audit must be durable: an attempt whose decisions were not recorded fails
+            raise _fail("AuditUnavailable", f"cannot record {len(events)} audit event(s): {exc}", True) from exc
 
     async def _complete(self, client: FallbackClient, request: ModelRequest, calls: list[CallRecord]) -> str:
         try:
@@ -352,9 +466,41 @@ class InProcessExecutor:
                 "this step; make it depend on an approval step (or, in a state machine, enter its state "
                 "only from an approval state)",
             )
+        agent = self._agent(step) if step.agent_ref is not None else None
+        pii = agent.spec.pii if agent is not None else DEFAULT_PII
+        injection = agent.spec.injection if agent is not None else DEFAULT_INJECTION
+        who = _Who.of(request, agent)
+        events: list[AuditEvent] = []
+        try:
+            return await self._tool_attempt(request, tool, calls, pii, injection, who, events)
+        finally:
+            await self._record(events)
+
+    async def _tool_attempt(
+        self,
+        request: StepRequest,
+        tool: ToolSpec,
+        calls: list[CallRecord],
+        pii: PiiPolicy,
+        injection: InjectionPolicy,
+        who: _Who,
+        events: list[AuditEvent],
+    ) -> Any:
+        # http and container tools run outside the cluster's sandbox: what they receive is redacted unless the
+        # policy lets values through; builtin and wasm tools run in the sandbox and get the inputs as they are.
+        inputs: Any = dict(request.inputs)
+        redaction = await self._redaction(pii, request.run_id) if tool.kind in EXTERNAL_TOOL_KINDS else None
+        if redaction is not None:
+            if pii.allow_restore_to_tools:
+                inputs = redaction.restore(inputs)
+            else:
+                inputs = await asyncio.to_thread(redaction.redact, inputs)
+                if redaction.counts:
+                    events.append(redaction_event(**who.fields(self._clock), target=f"tool {tool.name}",
+                                                  redaction=redaction, direction="tool"))
         try:
             outcome = await self._tools.call(
-                tool, request.inputs, idempotency_key=request.idempotency_key, deadline=request.deadline
+                tool, inputs, idempotency_key=request.idempotency_key, deadline=request.deadline
             )
         except ToolError as exc:
             raise _fail(exc.type, exc.message, exc.retryable) from exc
@@ -369,7 +515,46 @@ class InProcessExecutor:
                 latency_ms=outcome.latency_ms,
             )
         )
-        return outcome.output
+        output = outcome.output
+        self._screen(output, f"tool {tool.name!r} output", injection, who, redaction, events)
+        if redaction is not None and len(redaction.tokens):
+            await self._keep(request.run_id, redaction)
+            if pii.restore == "output":
+                output = redaction.restore(output)
+        return output
+
+
+EXTERNAL_TOOL_KINDS = frozenset({"http", "container"})
+"""Tool kinds that run outside the cluster's sandbox: their inputs are redacted."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Who:
+    """Who the audit events of an attempt name."""
+
+    actor: str
+    namespace: str
+    subject: str
+
+    @classmethod
+    def of(cls, request: StepRequest, agent: Agent | None) -> _Who:
+        namespace = (agent.metadata.namespace if agent is not None else None) or "default"
+        actor = f"agent:{namespace}/{agent.metadata.name}" if agent is not None else "executor"
+        return cls(actor, namespace, f"{namespace}/{request.run_id}/{request.node}#{request.attempt}")
+
+    def fields(self, clock: Clock) -> dict[str, str]:
+        at = datetime.datetime.fromtimestamp(clock(), datetime.UTC).isoformat().replace("+00:00", "Z")
+        return {"actor": self.actor, "namespace": self.namespace, "subject": self.subject, "at": at}
+
+
+def _redact_messages(redaction: Redaction, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{**m, "content": redaction.redact_text(m["content"])} for m in messages]
+
+
+def _untrusted_inputs(inputs: Mapping[str, Any], policy: InjectionPolicy) -> dict[str, Any]:
+    if "*" in policy.untrusted_inputs:
+        return dict(inputs)
+    return {k: v for k, v in inputs.items() if k in policy.untrusted_inputs}
 
 
 class SubprocessExecutor:

@@ -14,7 +14,7 @@ local runner's and the pods' keys).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentflow.audit.records import AuditEvent
@@ -67,8 +67,9 @@ def injection_event(
     report: Report,
     action: str,
     threshold: float,
-    evidence: list[Mapping[str, Any]],
+    evidence: Sequence[Mapping[str, Any]],
 ) -> AuditEvent:
     """``injection``: the score, the policy's decision and the (redacted) evidence of one screening."""
-    data = {"source": report.source, "score": report.score, "threshold": threshold, "evidence": evidence}
+    data = {"source": report.source, "score": report.score, "threshold": threshold,
+            "evidence": [dict(e) for e in evidence]}
     return AuditEvent("injection", actor, namespace, subject, action, at, data)
