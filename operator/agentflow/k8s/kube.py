@@ -180,3 +180,24 @@ class Kube:
     async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         await self._call(f"patch {plural}/{name}", self._custom().patch_namespaced_custom_object,
                          GROUP, VERSION, namespace, plural, name, patch)
+
+    # -- Budgets (agentflow.services.budgets)
+
+    async def list_resources_all(self, plural: str) -> list[dict[str, Any]]:
+        """Every resource of this kind in every namespace (needs cluster-wide list RBAC)."""
+        data = await self._call(f"list {plural} in all namespaces", self._custom().list_cluster_custom_object,
+                                GROUP, VERSION, plural)
+        items: list[dict[str, Any]] = data.get("items", [])
+        return items
+
+    async def patch_status_at(self, plural: str, namespace: str, name: str, status: Mapping[str, Any],
+                              resource_version: str) -> bool:
+        """Patch the status only if the object is still at ``resource_version``; False when another writer
+        changed it first (409 Conflict), so that of two replicas only one acts on what it saw."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            await self._call(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
+                             GROUP, VERSION, namespace, plural, name, body)
+        except Conflict:
+            return False
+        return True
