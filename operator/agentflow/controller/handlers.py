@@ -13,6 +13,7 @@ kopf daemons and on.event handlers keep no progress annotations.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,8 @@ import kopf
 from ..k8s import names
 from ..k8s.kube import KubeError
 from ..models import Catalog
+from ..services.budgets import BudgetStatusSync
+from ..services.metrics import Metrics
 from ..services.reconcile import InvalidWorkflow
 from ..services.resources import check_dependent
 
@@ -107,10 +110,14 @@ def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
     async def ready(*, namespace: str | None, memo: Any, type: str | None, **kwargs: Any) -> None:
         if namespace is None:
             return
+        if plural == "budgets" and memo.get("budget_sync") is not None:
+            memo.budget_sync.poke()  # a Budget changed: its status now rather than at the next round
         indices = {p: kwargs[p] for p in KINDS}
         catalog = catalog_for(namespace, indices)
         kube = memo.driver.reconciler.kube
         for other in KINDS:
+            if other == "budgets":  # their whole status, Ready included, is BudgetStatusSync's
+                continue
             for body in list(indices[other].get(namespace, [])):
                 status = check_dependent(body, catalog, memo.clock())
                 if same_readiness(body.get("status") or {}, status):
@@ -119,3 +126,34 @@ def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
                     await kube.patch_status(other, namespace, body["metadata"]["name"], status)
                 except KubeError as exc:  # deleted meanwhile, or the API is away: the next event retries
                     log.info("could not update the status of %s/%s: %s", other, body["metadata"]["name"], exc)
+
+
+def start_budget_sync(memo: Any, ledger: Any, *, namespaces: list[str] | None, metrics: Metrics | None,
+                      reporting_instance: str = "", interval: float = 5.0) -> BudgetStatusSync:
+    """At startup: keep every Budget's status current from ``ledger`` in a background task (every
+    ``interval`` seconds and when a Budget changes), until :func:`stop_budget_sync`.
+
+    Not a kopf timer or daemon on Budgets: those would put a finalizer on every Budget. Every replica
+    runs it; status patches carry a resourceVersion precondition so each Event is emitted once.
+    """
+    clock = memo.clock
+    sync = BudgetStatusSync(memo.driver.reconciler.kube, ledger, metrics=metrics, namespaces=namespaces,
+                            interval=interval, reporting_instance=reporting_instance,
+                            clock=lambda: dt.datetime.fromtimestamp(clock(), dt.UTC))
+    memo.budget_sync = sync
+    memo.budget_sync_stopped = asyncio.Event()
+    memo.budget_sync_task = asyncio.create_task(sync.run(memo.budget_sync_stopped), name="budget-status-sync")
+    return sync
+
+
+async def stop_budget_sync(memo: Any, timeout: float = 10.0) -> None:
+    """At cleanup: stop the loop started by :func:`start_budget_sync` (a no-op if none runs)."""
+    task: asyncio.Task[None] | None = memo.get("budget_sync_task")
+    if task is None:
+        return
+    memo.budget_sync_stopped.set()
+    try:
+        await asyncio.wait_for(task, timeout)
+    except TimeoutError:  # wait_for cancelled it
+        log.warning("the budget status sync did not stop within %.0fs; cancelled", timeout)
+    memo.budget_sync_task = None

@@ -29,6 +29,7 @@ from ..k8s.podspec import PodConfig
 from ..services.driver import WorkflowDriver
 from ..services.metrics import Metrics
 from ..services.reconcile import WorkflowReconciler
+from ..storage.budgets import PostgresLedger
 from ..storage.postgres import PostgresStore
 from . import certs, handlers, webhook
 from .runtime import Memo, new_memo
@@ -153,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconciler = WorkflowReconciler(kube, store, key, pod_config)
         memo.store = store
         memo.driver = WorkflowDriver(reconciler, metrics)
+        memo.ledger = await PostgresLedger.connect(args.postgres_dsn)  # budgets: the same database
+        await memo.ledger.migrate()
+        handlers.start_budget_sync(memo, memo.ledger, namespaces=args.namespace, metrics=metrics,
+                                   reporting_instance=os.environ.get("POD_ID", ""))
         host, _, port = args.callback_listen.rpartition(":")
         memo.callback = CallbackServer(store, key, on_result=lambda claims: memo.poke(claims.run_uid))
         await memo.callback.start(host or "0.0.0.0", int(port))
@@ -161,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Memo, **_: Any) -> None:
+        await handlers.stop_budget_sync(memo)
+        await memo.ledger.close()
         await memo.callback.stop()
         await memo.store.close()
         memo.driver.reconciler.kube.close()
