@@ -39,18 +39,32 @@ the namespace does not have) are decided by ``references``:
 - ``"reject"``: unknown references are rejected like every other problem.
 
 Either way a rejected body's message lists every problem, references included.
+
+Budgets (``services.admission``), a webhook of its own (``budget-workflows.agentflow.dev``, CREATE of
+Workflows only, so validation stays the same for every kind): a valid Workflow is checked against the
+Budgets of its namespace: its cost preflight against what each hard Budget has left (refused with the
+estimate and the remainders), soft Budgets (admitted with a warning), and ``maxConcurrentWorkflows``.
+What is left comes from the budget ledger the operator keeps in ``memo.ledger`` (None, or unreachable:
+hard budgets fail closed, see :mod:`agentflow.services.admission`); the Workflows that count against a
+quota are listed through ``memo.driver.reconciler.kube``. UPDATEs are not re-checked: a running
+Workflow's spend is the ledger's business.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import datetime as dt
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import kopf
 
-from ..models import Catalog
+from ..llm.pricing import count_message_tokens, load_litellm, price_per_token
+from ..models import Catalog, Workflow, parse_resource
 from ..models.manifests import Problem
+from ..services.admission import CostMeter, admit
 from ..validation import validate_body
 from .handlers import GROUP, KINDS, VERSION, catalog_for
 
@@ -61,6 +75,7 @@ PLURALS = ("workflows", *KINDS)
 
 ReferencePolicy = Literal["warn", "reject"]
 UNPROCESSABLE = 422  # what the API server itself answers for an invalid object
+FORBIDDEN = 403  # what the API server answers when a ResourceQuota refuses an object
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +144,44 @@ def review(
     return Verdict(allowed=True, warnings=tuple(_line(p) for p in problems))
 
 
+log = logging.getLogger("agentflow.webhook")
+METER = CostMeter(count_tokens=count_message_tokens, prices=price_per_token)
+
+
+async def budget_verdict(workflow: Workflow, namespace: str, catalog: Catalog, memo: Any) -> Verdict:
+    """The Budgets' answer for a valid Workflow being created (services.admission)."""
+    kube = memo.driver.reconciler.kube
+    decision = await admit(
+        workflow, namespace, catalog, meter=METER, ledger=getattr(memo, "ledger", None),
+        ledger_problem=getattr(memo, "ledger_problem", None),
+        list_workflows=lambda: kube.list_resources("workflows", namespace), now=dt.datetime.now(dt.UTC),
+    )
+    return Verdict(decision.allowed, decision.message, decision.warnings)
+
+
+async def check_budgets(
+    body: kopf.Body, namespace: str | None, operation: str | None, subresource: str | None, warnings: list[str],
+    memo: Any, **kwargs: Any,
+) -> None:
+    """The ``budget-workflows`` webhook: on CREATE of a Workflow, the Budgets of its namespace.
+
+    A body that is not a valid Workflow is left to ``validate-workflows``, which refuses it.
+    """
+    if subresource or operation != "CREATE" or not namespace or _exempt(body, operation, None):
+        return
+    try:
+        workflow = parse_resource(dict(body))
+    except Exception:
+        return
+    if not isinstance(workflow, Workflow):
+        return
+    indices = {p: kwargs[p] for p in ("agents", "promptversions", "toolpolicies", "budgets")}
+    verdict = await budget_verdict(workflow, namespace, catalog_for(namespace, indices), memo)
+    warnings.extend(verdict.warnings)
+    if not verdict.allowed:
+        raise kopf.AdmissionError(verdict.message, code=FORBIDDEN)
+
+
 def _validator(references: ReferencePolicy) -> Callable[..., None]:
     def validate(
         body: kopf.Body,
@@ -159,12 +212,28 @@ def _validator(references: ReferencePolicy) -> Callable[..., None]:
 def register_admission(registry: kopf.OperatorRegistry, *, references: ReferencePolicy = "warn") -> None:
     """Register the validating webhooks on ``registry`` (which must hold the indices of ``handlers.register``).
 
+    ``budget-workflows`` (CREATE of Workflows) checks the Budgets; see :func:`check_budgets`.
+
     The handler ids name the webhooks in the ValidatingWebhookConfiguration kopf
     manages (``settings.admission.managed``): ``validate-<plural>.<managed name>``.
     """
     validate = _validator(references)
+    budgets: Callable[..., Any] = check_budgets
     for plural in PLURALS:
         kopf.on.validate(
             GROUP, VERSION, plural, registry=registry, id=f"validate-{plural}",
             operations=["CREATE", "UPDATE"], side_effects=False,
         )(validate)
+    kopf.on.validate(
+        GROUP, VERSION, "workflows", registry=registry, id="budget-workflows", operations=["CREATE"],
+        side_effects=False,
+    )(budgets)
+
+    @kopf.on.startup(registry=registry)
+    async def preload_prices(**_: Any) -> None:
+        """Import litellm (seconds) in the background now, not inside the first admission request."""
+        def loaded(future: asyncio.Future[Any]) -> None:
+            if future.exception() is not None:
+                log.warning("litellm did not load: %s", future.exception())
+
+        asyncio.get_running_loop().run_in_executor(None, load_litellm).add_done_callback(loaded)
