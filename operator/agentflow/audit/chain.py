@@ -284,6 +284,15 @@ class ChainVerifier:
             self._pending.append(row)
         return self.report is None
 
+    def unreadable(self, problem: str) -> None:
+        """The next row cannot even be read (e.g. a line of a file that is not JSON): that is the verdict,
+        unless a problem found before it is."""
+        if self.report is None and self._pending:
+            self._diagnose()
+        if self.report is None:
+            where = self._seq if self._seq is not None else 0
+            self._fail("malformed", (where,), f"the row after row {where - 1} is unreadable: {problem}")
+
     def finish(self) -> AuditReport:
         """The verdict, once every row was fed (or feed returned False)."""
         if self.report is None and self._pending:
