@@ -14,8 +14,9 @@ Both implement the engine's Executor protocol (agentflow.engine.values)::
 
 Tool grants are deny by default: a tool step with an agentRef runs only a tool
 the Agent lists AND a ToolPolicy matching the Agent's labels declares; without
-an agentRef the tool must be declared by some ToolPolicy. A tool with
-``requiresApproval`` runs only in a step that an approval step gates.
+an agentRef the tool must be declared by some ToolPolicy (the decision is
+agentflow.validation.grants.decide_tool). A tool with ``requiresApproval``
+runs only in a step the engine gates: it waits for a human decision first.
 
 An executor never raises for a failing step: every failure is a StepResult
 with a StepError (a cancelled attempt still raises CancelledError). The calls an
@@ -65,6 +66,7 @@ from agentflow.security import (
 )
 from agentflow.security.context import DEFAULT_INJECTION, DEFAULT_PII
 from agentflow.tools import ToolError, ToolRunner
+from agentflow.validation.grants import ToolDenied, approval_gates, decide_tool, tool_steps
 
 Clock = Callable[[], float]
 
@@ -344,12 +346,18 @@ class InProcessExecutor:
         who: _Who,
         redaction: Redaction | None,
         events: list[AuditEvent],
+        pii: PiiPolicy | None = None,
     ) -> None:
         """Screen untrusted ``value``; record the decision; raise _Failed when the policy blocks it."""
         report = scan(value, source)
         if not report.findings:
             return
         action = decide(report, policy.threshold, policy.action)
+        if redaction is None and pii is not None:  # the evidence is recorded: never with the values it quotes
+            try:
+                redaction = self._security.redaction(pii, who.run_id)
+            except SecurityError as exc:
+                raise _fail(type(exc).__name__, f"PII redaction of the injection evidence: {exc}", False) from exc
         evidence = [
             {**f.to_dict(), "snippet": redaction.redact_text(f.snippet) if redaction is not None else f.snippet}
             for f in report.findings
@@ -403,59 +411,24 @@ class InProcessExecutor:
     # --- tools ----------------------------------------------------------------------------------------
 
     def allowed_tool(self, step: StepSpec) -> ToolSpec:
-        """The ToolSpec a tool step may call, deny by default; raises _Failed (ToolNotAllowed/UnknownTool)."""
-        assert step.tool is not None
-        name = step.tool
-        if step.agent_ref is None:
-            tool = self._catalog.find_tool(name)
-            if tool is None:
-                raise _fail("UnknownTool", f"step {step.name!r}: no ToolPolicy declares tool {name!r}; declare it")
-            return tool
-        agent = self._agent(step)
-        who = f"Agent {agent.metadata.name!r}"
-        if name not in agent.spec.tools:
-            listed = ", ".join(agent.spec.tools) or "none"
-            raise _fail(
-                "ToolNotAllowed",
-                f"step {step.name!r}: {who} does not list tool {name!r} in spec.tools (it lists: {listed}); "
-                "add it there and to a ToolPolicy whose agentSelector matches the Agent",
-            )
-        matching = self._catalog.policies_for(agent)
-        for policy in matching:
-            for tool in policy.spec.tools:
-                if tool.name == name:
-                    return tool
-        others = sorted(set(self._catalog.policies) - {p.metadata.name for p in matching})
-        raise _fail(
-            "ToolNotAllowed",
-            f"step {step.name!r}: no ToolPolicy matching {who} (labels {agent.metadata.labels}) declares tool "
-            f"{name!r}; policies considered: {', '.join(p.metadata.name for p in matching) or 'none'}; "
-            f"not matching the Agent: {', '.join(others) or 'none'}",
-        )
+        """The ToolSpec a tool step may call, deny by default; raises _Failed (ToolNotAllowed/UnknownTool).
+
+        The decision is :func:`agentflow.validation.grants.decide_tool`, the same the operator makes.
+        """
+        try:
+            return decide_tool(step, self._catalog).tool
+        except ToolDenied as denied:
+            raise _fail(denied.type, denied.message, denied.retryable) from None
 
     def gated_by_approval(self, step: StepSpec) -> bool:
-        """Whether a human approval necessarily precedes ``step``.
+        """Whether a human approves each call of ``step``'s tool before it runs.
 
-        DAG: the step depends directly on an approval step (which must have been
-        approved for the step to run). State machine: every transition into the
-        step's state comes from a state whose step is an approval, on success.
+        The drivers compile the plan with :func:`agentflow.validation.grants.approval_gates` of the same
+        catalog, so the engine pauses every step whose granted tool has requiresApproval (an approval gate,
+        like an approval step) and starts it only once approved. This says whether ``step`` is among them.
         """
-        if self._workflow.state_machine is None:
-            kinds = {s.name: s.kind for s in self._workflow.steps}
-            return any(kinds.get(dep) is StepKind.approval for dep in step.depends_on)
-        states = self._workflow.state_machine.states
-        mine = next((s.name for s in states if s.step is step), None)
-        sources = [s for s in states for t in s.transitions if t.target == mine]
-        return (
-            bool(sources)
-            and mine != self._workflow.state_machine.initial
-            and all(
-                s.step is not None
-                and s.step.kind is StepKind.approval
-                and all(t.result == "success" for t in s.transitions if t.target == mine)
-                for s in sources
-            )
-        )
+        key = next((k for k, s in tool_steps(self._workflow) if s is step), step.name)
+        return key in approval_gates(self._workflow, self._catalog)
 
     async def _tool(self, request: StepRequest, step: StepSpec, calls: list[CallRecord]) -> Any:
         tool = self.allowed_tool(step)
@@ -516,7 +489,7 @@ class InProcessExecutor:
             )
         )
         output = outcome.output
-        self._screen(output, f"tool {tool.name!r} output", injection, who, redaction, events)
+        self._screen(output, f"tool {tool.name!r} output", injection, who, redaction, events, pii)
         if redaction is not None and len(redaction.tokens):
             await self._keep(request.run_id, redaction)
             if pii.restore == "output":
@@ -535,12 +508,14 @@ class _Who:
     actor: str
     namespace: str
     subject: str
+    run_id: str
 
     @classmethod
     def of(cls, request: StepRequest, agent: Agent | None) -> _Who:
         namespace = (agent.metadata.namespace if agent is not None else None) or "default"
         actor = f"agent:{namespace}/{agent.metadata.name}" if agent is not None else "executor"
-        return cls(actor, namespace, f"{namespace}/{request.run_id}/{request.node}#{request.attempt}")
+        subject = f"{namespace}/{request.run_id}/{request.node}#{request.attempt}"
+        return cls(actor, namespace, subject, request.run_id)
 
     def fields(self, clock: Clock) -> dict[str, str]:
         at = datetime.datetime.fromtimestamp(clock(), datetime.UTC).isoformat().replace("+00:00", "Z")
