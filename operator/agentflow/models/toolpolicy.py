@@ -25,16 +25,45 @@ class HttpTool(Model):
 
 
 class WasmTool(Model):
-    """A WebAssembly (WASI) module run in wasmtime with nothing granted by default."""
+    """A WebAssembly module run as a WASI command in wasmtime, with nothing granted by default.
 
-    module: str
-    """Path or ConfigMap key of the .wasm or .wat module."""
-    function: str = "_start"
-    """Exported function called."""
+    Exactly one source: ``module`` (a file), ``wat`` (inline WebAssembly text) or ``base64``
+    (an inline binary module). Inline sources travel with the ToolPolicy, so they run on a
+    cluster as they run locally. The tool's inputs arrive as JSON on stdin; it prints one JSON
+    value on stdout. Grants come only from the tool's ``permissions`` (env, readPaths).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.module) ? 1 : 0) + (has(self.wat) ? 1 : 0) + (has(self.base64) ? 1 : 0) == 1",
+                    "message": "a wasm tool needs exactly one of module, wat, base64",
+                }
+            ]
+        }
+    )
+
+    module: str | None = Field(default=None, min_length=1, max_length=4096)
+    """A .wasm/.wat file: absolute (in the step image), or relative to the manifest's folder (inlined at load)."""
+    wat: str | None = Field(default=None, min_length=1, max_length=1_048_576)
+    """The module as inline WebAssembly text (at most 1 MiB)."""
+    base64: str | None = Field(default=None, min_length=1, max_length=1_048_576, pattern=r"^[A-Za-z0-9+/\s]+=*\s*$")
+    """The binary module, base64-encoded inline (at most 1 MiB of text)."""
+    function: str = Field(default="_start", min_length=1)
+    """Exported function called, taking and returning nothing (_start: a WASI command)."""
     fuel: int = Field(default=100_000_000, gt=0)
-    """CPU limit in wasmtime fuel units."""
-    memory_mb: int = Field(default=64, gt=0)
-    """Memory limit."""
+    """CPU limit in wasmtime fuel units (about one unit per WebAssembly instruction)."""
+    memory_mb: int = Field(default=64, gt=0, le=4096)
+    """Linear memory limit in MiB; memory.grow past it fails."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WasmTool:
+        sources = [k for k in ("module", "wat", "base64") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            got = ", ".join(sources) or "none"
+            raise ValueError(f"a wasm tool needs exactly one of module, wat, base64 (got {got})")
+        return self
 
 
 class ContainerTool(Model):
@@ -71,6 +100,34 @@ class Permissions(Model):
     """Environment variables passed in."""
     read_paths: list[str] = Field(default_factory=list)
     """Paths mounted read-only (wasm: preopened directories)."""
+
+
+_QUANTITY = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+
+
+class ResourceList(Model):
+    """Kubernetes quantities (250m, 1, 256Mi); unset ones keep the operator's default."""
+
+    cpu: str | None = Field(default=None, pattern=_QUANTITY)
+    """CPU (cores or millicores: 500m)."""
+    memory: str | None = Field(default=None, pattern=_QUANTITY)
+    """Memory (bytes with a suffix: 256Mi)."""
+    ephemeral_storage: str | None = Field(default=None, pattern=_QUANTITY)
+    """Local ephemeral storage."""
+
+    def to_k8s(self) -> dict[str, str]:
+        """As a Kubernetes ResourceList (``ephemeral-storage`` spelled the Kubernetes way)."""
+        out = {"cpu": self.cpu, "memory": self.memory, "ephemeral-storage": self.ephemeral_storage}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class Resources(Model):
+    """Requests and limits of the sandbox of a tool's step pod (over the operator's defaults)."""
+
+    requests: ResourceList = Field(default_factory=ResourceList)
+    """Requested resources."""
+    limits: ResourceList = Field(default_factory=ResourceList)
+    """Resource limits."""
 
 
 class ToolSpec(Model):
@@ -113,7 +170,11 @@ class ToolSpec(Model):
     cost_per_call_usd: float = Field(default=0.0, ge=0)
     """Cost booked per call."""
     requires_approval: bool = False
-    """A human must approve each call."""
+    """A human must approve each call: the step pauses before it runs, like an approval step."""
+    approval_timeout_seconds: float | None = Field(default=None, gt=0)
+    """With requiresApproval: the call is rejected when nobody decides within this time."""
+    resources: Resources | None = None
+    """Requests/limits of the step pod running this tool (default: the operator's)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> ToolSpec:
@@ -141,8 +202,8 @@ class ToolPolicySpec(Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     """Tools declared and allowed (unique names)."""
-    runtime_class_name: str = "gvisor"
-    """RuntimeClass of step pods running these tools."""
+    runtime_class_name: str | None = None
+    """RuntimeClass of step pods running these tools (default: the Agent's, else the operator's, gvisor)."""
 
 
 class ToolPolicy(Model):

@@ -12,7 +12,10 @@ Kinds, as the local runner runs them:
                ``AGENTFLOW_IDEMPOTENCY_KEY``; it is killed at the timeout. THE LOCAL RUNNER
                DOES NOT SANDBOX CONTAINER TOOLS: the image is ignored and the command runs
                with the user's privileges. Exit status 75 (EX_TEMPFAIL) is retryable.
-``wasm``       not supported by the local runner (ToolError ToolKindNotSupported).
+``wasm``       a WASI command in wasmtime, in a worker thread, nothing granted but
+               ``permissions.env`` and read-only ``permissions.readPaths``; fuel, memory
+               and timeout limits (agentflow.tools.wasm). Same convention as containers:
+               inputs as JSON on stdin, one JSON value on stdout.
 
 Every failure is a :class:`ToolError` (``type``, ``retryable``, ``tool``); deadlines are
 absolute times on the runner's ``clock`` (the same clock as StepRequest.deadline).
@@ -36,6 +39,7 @@ from jsonschema.exceptions import best_match
 from agentflow.models import ToolSpec
 
 from .builtin import Builtins, BuiltinToolError
+from .wasm import WasmError, WasmRunner
 
 IDEMPOTENCY_ENV = "AGENTFLOW_IDEMPOTENCY_KEY"
 EX_TEMPFAIL = 75
@@ -153,6 +157,14 @@ class ToolRunner:
         self._sleep = sleep
         self._buckets: dict[str, TokenBucket] = {}
         self._builtins = Builtins()
+        self._wasm: WasmRunner | None = None
+
+    @property
+    def wasm(self) -> WasmRunner:
+        """The wasm runner (its engine is built on first use)."""
+        if self._wasm is None:
+            self._wasm = WasmRunner()
+        return self._wasm
 
     async def call(
         self, tool: ToolSpec, inputs: Mapping[str, Any], *, idempotency_key: str, deadline: float | None
@@ -219,6 +231,8 @@ class ToolRunner:
             return await asyncio.to_thread(self._http, tool, inputs, key, timeout)
         if tool.container is not None:
             return await self._container(tool, inputs, key)
+        if tool.wasm is not None:
+            return await self._wasm_call(tool, inputs, timeout)
         raise ToolError(
             "ToolKindNotSupported",
             f"tool {tool.name!r} is a {tool.kind} tool; the local runner runs builtin, http and container tools "
@@ -311,6 +325,15 @@ class ToolRunner:
                 retryable=proc.returncode == EX_TEMPFAIL,
                 tool=tool.name,
             )
+        return _decode_output(stdout, tool.name, allow_text=False)
+
+    async def _wasm_call(self, tool: ToolSpec, inputs: Mapping[str, Any], timeout: float) -> Any:
+        stdin = json.dumps(dict(inputs)).encode("utf-8")
+        try:
+            stdout = await asyncio.to_thread(self.wasm.run, tool, stdin, timeout)
+        except WasmError as exc:
+            raise ToolError(exc.type, f"tool {tool.name!r}: {exc.message}", retryable=exc.retryable,
+                            tool=tool.name) from exc
         return _decode_output(stdout, tool.name, allow_text=False)
 
 

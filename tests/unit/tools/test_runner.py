@@ -68,12 +68,13 @@ async def test_builtin_errors_become_tool_errors_and_cost_is_booked() -> None:
     assert (info.value.type, info.value.retryable, info.value.tool) == ("InvalidToolInput", False, "t")
 
 
-async def test_wasm_is_not_supported_locally_and_says_so() -> None:
+async def test_a_wasm_module_path_nothing_resolved_is_refused_and_says_so() -> None:
+    # (the wasm kind itself is tested in test_wasm.py)
     wasm = tool(name="scorer", wasm={"module": "score.wasm"})
     with pytest.raises(ToolError) as info:
         await ToolRunner().call(wasm, {}, idempotency_key="k", deadline=None)
-    assert (info.value.type, info.value.retryable) == ("ToolKindNotSupported", False)
-    assert "'scorer'" in str(info.value) and "wasm" in str(info.value)
+    assert (info.value.type, info.value.retryable) == ("InvalidToolConfig", False)
+    assert "'scorer'" in str(info.value) and "wasm.module" in str(info.value)
 
 
 class TestRateLimit:
