@@ -7,18 +7,26 @@ attempt (:mod:`agentflow.callback.tokens`) and the URL of this server::
     GET  /v1/attempt               Bearer token -> 200 the stored attempt payload (404 if none is stored)
     POST /v1/attempt/result        Bearer token, body: the step result JSON {output, error, calls}
                                    -> 201 stored now, 200 already stored (the first result wins; posting
-                                   again is safe), then on_result(claims) is called either way
+                                   again is safe), then on_result(claims) is called either way; with an
+                                   audit sink, a tool_call event per tool call in it is appended first
+    POST /v1/attempt/audit         Bearer token, body {"events": [{kind, decision, at, data}, ...]}
+                                   -> 201 {"appended": N}: the pod's audit events (redaction, injection,
+                                   policy_decision), chained with actor "step-pod", the namespace and the
+                                   subject NS/WORKFLOW/NODE#ATTEMPT taken from the token (a pod cannot
+                                   speak for another); 200 {"appended": 0} when auditing is off
 
 Every error is JSON ``{"error": "..."}`` and never a traceback: 400 bad body (naming the field),
 401 missing / bad / expired token, 404 no such attempt or route, 413 body over ``max_body_bytes``
-(read as a stream, never buffered past the limit), 422 a value storage refuses, 503 storage
-unavailable (with Retry-After: the pod should retry), 500 anything else (details in the log).
+(``max_audit_body_bytes`` for audit events; read as a stream, never buffered past the limit),
+422 a value storage refuses, 503 storage unavailable (with Retry-After: the pod should retry),
+500 anything else (details in the log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import inspect
 import logging
 import math
@@ -29,6 +37,9 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from aiohttp import web
 
+from ..audit.events import AuditEventError, pod_event_from_dict, rfc3339
+from ..audit.records import AuditEvent, AuditSink
+from ..engine.canonical import canonical_json
 from ..engine.values import CallRecord, StepResult
 from ..runner.executors import step_result_from_dict, step_result_to_dict
 from ..storage import InvalidValue, StorageError, StorageUnavailable
@@ -42,6 +53,10 @@ OnResult = Callable[[AttemptClaims], Awaitable[None] | None]
 Clock = Callable[[], float]
 
 RETRY_AFTER_SECONDS = 5
+POD_AUDIT_KINDS = ("redaction", "injection", "policy_decision")
+"""What a step pod may report itself; model calls come from the gateway, tool calls from its result,
+approvals from the operator."""
+POD_ACTOR = "step-pod"
 _T = TypeVar("_T")
 
 
@@ -168,18 +183,26 @@ class CallbackServer:
         on_result: OnResult | None = None,
         clock: Clock = time.time,
         max_body_bytes: int = 256 * 2**20,
+        audit: AuditSink | None = None,
+        max_audit_body_bytes: int = 2**20,
+        max_audit_events: int = 500,
     ) -> None:
+        """``audit``: where tool calls of posted results and the pods' own audit events go (None: off)."""
         check_key(key)
         self._store = store
         self._key = key
         self._on_result = on_result
         self._clock = clock
         self._max_body = max_body_bytes
+        self._audit = audit
+        self._max_audit_body = max_audit_body_bytes
+        self._max_audit_events = max_audit_events
         self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/v1/attempt", self._get_attempt)
         self.app.router.add_post("/v1/attempt/result", self._post_result)
+        self.app.router.add_post("/v1/attempt/audit", self._post_audit)
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0 picks a free one: read ``.port``)."""
@@ -243,6 +266,11 @@ class CallbackServer:
             result = parse_step_result(document)
         except ResultShapeError as e:
             raise _ApiError(400, f"the body is not a step result: {e}") from None
+        # Audited before the result is stored: a failure here (503) makes the pod post again, so a tool
+        # call is audited at least once (twice only if the pod re-posts a result that was stored).
+        tool_events = self._tool_events(claims, result)
+        if tool_events and self._audit is not None:
+            await self._storage(self._audit.append(tool_events))
         stored = await self._storage(
             self._store.put_result(claims.run_uid, claims.node, claims.attempt, step_result_to_dict(result))
         )
@@ -250,9 +278,77 @@ class CallbackServer:
         state = "stored" if stored else "already stored (the first result wins)"
         return _json(201 if stored else 200, {"stored": stored, "message": f"result {state} for {claims.describe()}"})
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self._max_body
-        too_large = f"the result is larger than this server accepts ({limit} bytes); return a smaller output"
+    async def _post_audit(self, request: web.Request) -> web.Response:
+        claims = self._claims(request)
+        body = await self._read_body(
+            request,
+            self._max_audit_body,
+            f"the audit events are larger than this server accepts ({self._max_audit_body} bytes); "
+            "send fewer per request",
+        )
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise _ApiError(400, f"the body is not JSON: {e}") from None
+        try:
+            events = self._pod_events(claims, document)
+        except AuditEventError as e:
+            raise _ApiError(400, f"the body is not a list of audit events: {e}") from None
+        if self._audit is None:
+            return _json(200, {"appended": 0, "message": "auditing is off on this operator; events dropped"})
+        if events:
+            await self._storage(self._audit.append(events))
+        return _json(201, {"appended": len(events), "message": f"{len(events)} event(s) audited for "
+                           f"{claims.describe()}"})
+
+    @staticmethod
+    def subject(claims: AttemptClaims) -> str:
+        """The audit subject of an attempt: ``NS/WORKFLOW/NODE#ATTEMPT``."""
+        return f"{claims.namespace}/{claims.workflow}/{claims.node}#{claims.attempt}"
+
+    def _pod_events(self, claims: AttemptClaims, document: Any) -> list[AuditEvent]:
+        if not isinstance(document, dict):
+            raise AuditEventError("$", f"the body must be a JSON object {{events}}, got {type(document).__name__}")
+        extra = sorted(document.keys() - {"events"})
+        if extra:
+            raise AuditEventError(extra[0], "unexpected field; the body is {\"events\": [...]}")
+        raw = document.get("events")
+        if not isinstance(raw, list):
+            raise AuditEventError("events", f"must be a list, got {type(raw).__name__}")
+        if len(raw) > self._max_audit_events:
+            raise AuditEventError(
+                "events", f"holds {len(raw)} events; at most {self._max_audit_events} per request"
+            )
+        subject = self.subject(claims)
+        return [
+            pod_event_from_dict(item, f"events[{i}]", actor=POD_ACTOR, namespace=claims.namespace,
+                                subject=subject, kinds=POD_AUDIT_KINDS)
+            for i, item in enumerate(raw)
+        ]
+
+    def _tool_events(self, claims: AttemptClaims, result: StepResult) -> list[AuditEvent]:
+        """A tool_call event per tool call of a result: what ran, never what it returned (only its hash)."""
+        calls = [c for c in result.calls if c.kind == "tool"]
+        if not calls or self._audit is None:
+            return []
+        at, subject = rfc3339(self._clock()), self.subject(claims)
+        events = []
+        for call in calls:
+            try:
+                response_hash: str | None = hashlib.sha256(canonical_json(call.response)).hexdigest()
+            except (TypeError, ValueError):
+                response_hash = None
+            data = {"tool": call.name, "requestHash": call.request_hash, "responseHash": response_hash,
+                    "latencyMs": call.latency_ms, "cached": call.cached, "runUid": claims.run_uid,
+                    "stepFailed": result.error is not None}
+            events.append(AuditEvent("tool_call", POD_ACTOR, claims.namespace, subject, "ok", at, data))
+        return events
+
+    async def _read_body(self, request: web.Request, limit: int | None = None, too_large: str | None = None) -> bytes:
+        limit = self._max_body if limit is None else limit
+        too_large = too_large or (
+            f"the result is larger than this server accepts ({limit} bytes); return a smaller output"
+        )
         if request.content_length is not None and request.content_length > limit:
             raise _ApiError(413, too_large)
         body = bytearray()

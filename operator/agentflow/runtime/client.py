@@ -4,9 +4,12 @@ Two layers, like httpx's transports::
 
     Transport          one HTTP exchange: ``request(method, url, headers, body, timeout) -> HttpResponse``;
                        AiohttpTransport is the real one, and the only code here that imports aiohttp
-    CallbackClient     the two calls a step pod makes, with bounded retries:
+    CallbackClient     the calls a step pod makes, with bounded retries:
                          fetch_attempt()      GET  /v1/attempt         -> the attempt payload (JSON text)
                          post_result(body)    POST /v1/attempt/result  -> 201 stored / 200 already stored
+                         post_audit(events)   POST /v1/attempt/audit   -> 201 appended / 200 auditing off
+    HttpAuditSink      the AuditSink of a step pod's executor: its events reach the operator's audit chain
+                       through post_audit (the server sets actor, namespace and subject from the token)
 
 Errors::
 
@@ -17,8 +20,9 @@ Errors::
     TransportError              one exchange failed before an HTTP status arrived (connection refused or
                                 reset, DNS, TLS, timeout); CallbackClient retries it
 
-Both calls are safe to repeat: the attempt is read-only and the server stores a result once
-(keyed by the attempt the token is scoped to), answering 200 to a repeat.
+The first two calls are safe to repeat: the attempt is read-only and the server stores a result once
+(keyed by the attempt the token is scoped to), answering 200 to a repeat. Audit events are appended
+at least once: a retry after a lost answer may append a batch twice (each copy in the chain).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import asyncio
 import dataclasses
 import json
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
 
+from agentflow.audit.records import AuditEvent
 from agentflow.engine.backoff import retry_delay
 from agentflow.models.workflow import Backoff
 
@@ -39,6 +44,7 @@ from .logs import JsonLog
 
 ATTEMPT_PATH = "/v1/attempt"
 RESULT_PATH = "/v1/attempt/result"
+AUDIT_PATH = "/v1/attempt/audit"
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -227,6 +233,17 @@ class CallbackClient:
             )
         return response.status
 
+    async def post_audit(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """POST audit events ``{kind, decision, at, data}``; 201 (appended) or 200 (auditing is off)."""
+        body = json.dumps({"events": list(events)}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        response = await self._send("POST", AUDIT_PATH, body, "posting audit events")
+        if response.status not in (200, 201):
+            raise CallbackRefused(
+                f"POST {AUDIT_PATH} answered {response.status} (expected 201 or 200): {response.error_message()}",
+                response.status,
+            )
+        return response.status
+
     async def _send(self, method: str, path: str, body: bytes | None, doing: str) -> HttpResponse:
         url = self._base + path
         headers = dict(self._auth)
@@ -273,3 +290,24 @@ class CallbackClient:
     def _refused(what: str, response: HttpResponse, doing: str) -> str:
         hint = _REFUSED_HINTS.get(response.status, "the server refused the request; retrying cannot help")
         return f"{doing} failed: {what} answered {response.status}: {response.error_message()} ({hint})"
+
+
+class HttpAuditSink:
+    """An AuditSink for a step pod: appends through the operator's callback server, ``batch`` events a request.
+
+    Only ``kind``, ``decision``, ``at`` and ``data`` of each event are sent: the server sets the actor
+    ("step-pod"), the namespace and the subject (NS/WORKFLOW/NODE#ATTEMPT) from the pod's token, and
+    accepts the kinds redaction, injection and policy_decision. Raises CallbackError when the server
+    refuses the events (400 names the field) or cannot be reached after the client's retries.
+    """
+
+    def __init__(self, client: CallbackClient, *, batch: int = 500) -> None:
+        if batch < 1:
+            raise ValueError(f"HttpAuditSink batch must be at least 1, got {batch}")
+        self._client = client
+        self._batch = batch
+
+    async def append(self, events: Sequence[AuditEvent]) -> None:
+        wire = [{"kind": e.kind, "decision": e.decision, "at": e.at, "data": dict(e.data)} for e in events]
+        for start in range(0, len(wire), self._batch):
+            await self._client.post_audit(wire[start : start + self._batch])
