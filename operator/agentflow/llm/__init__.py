@@ -20,6 +20,7 @@ from .client import (
     request_hash,
     translate_error,
 )
+from .gateway_client import GATEWAY_URL_ENV, GatewayClient, RoutedFailures, close_client, gateway_base_url
 from .offline import OFFLINE_MODEL_NAME, OfflineModel
 from .pricing import estimate_cost, load_litellm, price_per_token
 from .prompts import (
@@ -35,6 +36,8 @@ MODE_ENV = "AGENTFLOW_MODEL_MODE"
 MODES = ("auto", "offline", "live")
 
 KEYLESS_PLACEHOLDER = "sk-agentflow-no-key"
+TOKEN_ENV = "AGENTFLOW_TOKEN"
+"""The step attempt's token: the callback server's credential, and the gateway's API key."""
 
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
@@ -67,6 +70,9 @@ def provider_configured(env: Mapping[str, str]) -> bool:
 def make_model_client(env: Mapping[str, str]) -> ModelClient:
     """The model client for this environment (pass ``os.environ`` or a dict).
 
+    ``AGENTFLOW_GATEWAY_URL`` set (step pods of an operator that serves the gateway): every call goes to
+    the gateway with ``AGENTFLOW_TOKEN`` as the API key (:class:`GatewayClient`); no provider key is
+    needed or read, unless ``AGENTFLOW_MODEL_MODE=offline`` asks for the offline model explicitly.
     ``AGENTFLOW_MODEL_MODE``: ``offline`` always uses the offline model;
     ``live`` always uses litellm; ``auto`` (default) uses litellm when a
     provider is configured (see PROVIDER_ENV), else the offline model.
@@ -78,6 +84,13 @@ def make_model_client(env: Mapping[str, str]) -> ModelClient:
     mode = env.get(MODE_ENV, "").strip().lower() or "auto"
     if mode not in MODES:
         raise ValueError(f"{MODE_ENV}={env.get(MODE_ENV)!r} is not one of {', '.join(MODES)}; unset it or pick one")
+    gateway_url = env.get(GATEWAY_URL_ENV, "").strip()
+    if gateway_url and mode != "offline":
+        token = env.get(TOKEN_ENV, "").strip()
+        if not token:
+            raise ValueError(f"{GATEWAY_URL_ENV} is set but {TOKEN_ENV} is empty: the gateway needs the attempt's "
+                             "token as its API key (the operator sets both on step pods)")
+        return GatewayClient(gateway_url, token)
     if mode == "offline" or (mode == "auto" and not provider_configured(env)):
         return OfflineModel()
     api_base = env.get("AGENTFLOW_API_BASE") or None
@@ -90,13 +103,16 @@ def make_model_client(env: Mapping[str, str]) -> ModelClient:
 
 
 __all__ = [
+    "GATEWAY_URL_ENV",
     "IDEMPOTENCY_KEY",
     "KEYLESS_PLACEHOLDER",
     "MODES",
     "MODE_ENV",
     "OFFLINE_MODEL_NAME",
     "PROVIDER_ENV",
+    "TOKEN_ENV",
     "FallbackClient",
+    "GatewayClient",
     "LLMError",
     "LiteLLMClient",
     "ModelClient",
@@ -106,7 +122,10 @@ __all__ = [
     "OfflineModel",
     "OutputValidationError",
     "PromptRenderError",
+    "RoutedFailures",
+    "close_client",
     "estimate_cost",
+    "gateway_base_url",
     "load_litellm",
     "make_model_client",
     "parse_output",

@@ -9,8 +9,10 @@ One pod runs one attempt of one step::
 
 The attempt payload has the format of the local runner's subprocess executor, so it is read by the same
 code (agentflow.runner.stepproc.load_payload). The model client comes from the environment
-(agentflow.llm.make_model_client): in a cluster ``OPENAI_API_BASE``/``AGENTFLOW_API_BASE`` point at the
-AgentFlow gateway, or ``AGENTFLOW_MODEL_MODE=offline``.
+(agentflow.llm.make_model_client): with ``AGENTFLOW_GATEWAY_URL`` (set by an operator that serves the
+gateway) every model call goes to the AgentFlow gateway with the attempt token as its API key, so the pod
+holds no provider key and the gateway charges the attempt's budgets; a refused call fails the step with a
+non-retryable ``BudgetExceeded``. ``AGENTFLOW_MODEL_MODE=offline`` uses the offline model instead.
 
 Exit status::
 
@@ -43,7 +45,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 
 from agentflow.engine.values import StepError, StepRequest, StepResult
-from agentflow.llm import ModelClient, make_model_client
+from agentflow.llm import ModelClient, close_client, make_model_client
 from agentflow.runner.executors import InProcessExecutor, step_result_to_dict
 from agentflow.runner.stepproc import PayloadError, load_payload
 from agentflow.tools import ToolRunner
@@ -241,6 +243,7 @@ async def run_step(
         )
         return EXIT_DELIVERED
     finally:
+        await close_client(model_client)
         if owned is not None:
             await owned.close()
 
