@@ -4,6 +4,11 @@ Compiling parses every expression and template, orders the DAG and indexes
 dependents, so that :mod:`agentflow.engine.run` does no parsing on its hot
 path. Compile only specs that passed :func:`agentflow.validation.check_workflow`;
 a spec that did not raises :class:`PlanError` here.
+
+The engine does not see ToolPolicies: the driver says which tool steps pause
+for a human before each call (``gates``, from
+:func:`agentflow.validation.grants.approval_gates`). The run records them in
+its RunStarted event, so resume and replay gate exactly what the run gated.
 """
 
 from __future__ import annotations
@@ -28,6 +33,23 @@ from .journal import canonical_json
 
 class PlanError(ValueError):
     """The spec cannot be compiled; run `agentflow validate` for every problem."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolGate:
+    """A tool step that waits for a human decision before each call (its tool has requiresApproval)."""
+
+    tool: str
+    policy: str
+    timeout_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "policy": self.policy, "timeoutSeconds": self.timeout_seconds}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ToolGate:
+        timeout = d.get("timeoutSeconds")
+        return cls(str(d.get("tool", "")), str(d.get("policy", "")), float(timeout) if timeout is not None else None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,6 +102,8 @@ class Plan:
     parallelism: int | None
     timeout: float | None
     spec_hash: str
+    gates: Mapping[str, ToolGate] = dataclasses.field(default_factory=dict)
+    """Tool steps (DAG step or state name) that wait for a human before each call; see ToolGate."""
 
     @property
     def total_steps(self) -> int:
@@ -143,8 +167,11 @@ def spec_hash(spec: WorkflowSpec) -> str:
     return hashlib.sha256(canonical_json(spec.dump())).hexdigest()
 
 
-def compile_plan(workflow: Workflow) -> Plan:
-    """Compile a validated Workflow. Raises PlanError naming the first broken field."""
+def compile_plan(workflow: Workflow, gates: Mapping[str, ToolGate] | None = None) -> Plan:
+    """Compile a validated Workflow. Raises PlanError naming the first broken field.
+
+    ``gates``: the tool steps (by DAG step or state name) that wait for a human before each call.
+    """
     spec = workflow.spec
     names = {s.name for s in spec.steps}
     dependents: dict[str, list[str]] = {s.name: [] for s in spec.steps}
@@ -184,4 +211,16 @@ def compile_plan(workflow: Workflow) -> Plan:
         parallelism=spec.parallelism,
         timeout=spec.timeout_seconds,
         spec_hash=spec_hash(spec),
+        gates=_gates(spec, gates or {}),
     )
+
+
+def _gates(spec: WorkflowSpec, gates: Mapping[str, ToolGate]) -> dict[str, ToolGate]:
+    tool_steps = {s.name for s in spec.steps if s.kind is StepKind.tool}
+    if spec.state_machine is not None:
+        tool_steps.update(s.name for s in spec.state_machine.states if s.step is not None
+                          and s.step.kind is StepKind.tool)
+    unknown = sorted(set(gates) - tool_steps)
+    if unknown:
+        raise PlanError(f"approval gates for {', '.join(unknown)}: not tool steps of this workflow")
+    return dict(sorted(gates.items()))

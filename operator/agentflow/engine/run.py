@@ -15,6 +15,13 @@ and the same ``now`` always give the same decision.
 Phases of a node: Pending -> Running | Waiting (approval) -> Succeeded |
 Failed | Skipped | Cancelled, with Retrying between a failed attempt and the
 next one.
+
+Approval gates (tool steps whose tool has requiresApproval, ``Plan.gates``):
+such a node first waits like an approval step (ApprovalRequested with a
+``gate``, Waiting, the same timeout and decisions); approved, it goes back
+to Pending and runs; rejected or timed out, it fails without running. The
+gates are recorded in RunStarted (``gates``) and read back from there, so a
+resumed run gates what it gated when it started.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 from ..models.workflow import RunOn, StepKind
 from .backoff import retry_delay
 from .expressions import ExpressionError
-from .plan import Plan, StepPlan
+from .plan import Plan, StepPlan, ToolGate
 from .values import Decision, Event, EventType, StepError, StepRequest
 
 PENDING = "Pending"
@@ -47,7 +54,7 @@ class Node:
     """One schedulable unit: a DAG step, a fan-out item or a state visit."""
 
     __slots__ = (
-        "attempt", "cost_usd", "deadline", "error", "finished_at", "id", "index", "inputs",
+        "approved", "attempt", "cost_usd", "deadline", "error", "finished_at", "id", "index", "inputs",
         "item", "message", "output", "phase", "plan", "request", "started_at", "state", "tokens",
     )
 
@@ -70,6 +77,12 @@ class Node:
         self.cost_usd = 0.0
         self.tokens = 0
         self.request: StepRequest | None = None
+        self.approved = False  # an approval gate of its tool was passed
+
+    @property
+    def key(self) -> str:
+        """What StepRequest.step says: the state's name for a state visit, else the DAG step's."""
+        return self.state or self.plan.name
 
 
 class StepState:
@@ -113,6 +126,7 @@ class Run:
         self.cost_usd = 0.0
         self.tokens = 0
         self.nodes: dict[str, Node] = {}
+        self.gates: dict[str, ToolGate] = {}  # from RunStarted
         self.steps = {name: StepState(p) for name, p in plan.steps.items()}
         self.step_context: dict[str, dict[str, Any]] = {}
         self._ready: deque[str] = deque()
@@ -185,6 +199,7 @@ class Run:
     def _on_run_started(self, ev: Event) -> None:
         self.started_at = ev.at
         self.seed = int(ev.data.get("seed", self.seed))
+        self.gates = {k: ToolGate.from_dict(v) for k, v in (ev.data.get("gates") or {}).items()}
         self.phase = "Running"
         if self.plan.timeout is not None:
             self.deadline = ev.at + self.plan.timeout
@@ -309,8 +324,11 @@ class Run:
     def _on_approval_requested(self, ev: Event) -> None:
         node = self._node(str(ev.node))
         node.phase = WAITING
-        node.attempt = 1
-        node.inputs = {"message": ev.data.get("message", "")}
+        if ev.data.get("gate") is not None:  # a tool call waiting for its approval: no attempt yet
+            node.inputs = ev.data.get("inputs")
+        else:
+            node.attempt = 1
+            node.inputs = {"message": ev.data.get("message", "")}
         node.deadline = ev.data.get("deadline")
         self._admit(node)
         if node.deadline is not None:
@@ -325,6 +343,17 @@ class Run:
             "by": ev.data.get("by"),
             "reason": ev.data.get("reason", ""),
         }
+        if node.plan.kind is not StepKind.approval:  # an approval gate of a tool step
+            if decision["approved"]:
+                node.approved = True
+                node.phase = PENDING
+                node.message = f"approved by {decision['by']}" + (
+                    f": {decision['reason']}" if decision["reason"] else "")
+                self._queue.append(node)
+            else:
+                why = f"rejected by {decision['by']}" + (f": {decision['reason']}" if decision["reason"] else "")
+                self._fail(node, StepError("Rejected", why, retryable=False), ev.at)
+            return
         node.output = decision
         if decision["approved"]:
             self._finish_node(node, SUCCEEDED, ev.at)
@@ -494,8 +523,12 @@ class Run:
             ctx["index"] = node.index
         return ctx
 
-    def decide(self, now: float) -> Decision:
-        """What to do now. The returned events are already applied."""
+    def decide(self, now: float, capacity: int | None = None) -> Decision:
+        """What to do now. The returned events are already applied.
+
+        ``capacity``: at most this many new attempts may start now (a namespace quota); the others stay
+        Pending, in order, for a later decision. None: no limit beyond the plan's parallelism.
+        """
         events: list[Event] = []
         start: list[StepRequest] = []
         cancel: list[str] = []
@@ -509,8 +542,10 @@ class Run:
         if self.finished:
             return Decision(finished=True)
         if self.started_at is None:
+            gates: dict[str, Any] = {"gates": {k: g.to_dict() for k, g in self.plan.gates.items()}} \
+                if self.plan.gates else {}
             emit(E.run_started, workflow=self.plan.name, inputs=dict(self.plan.inputs), seed=self.seed,
-                 specHash=self.plan.spec_hash)
+                 specHash=self.plan.spec_hash, **gates)
         if self.deadline is not None and now >= self.deadline and self.stop_reason is None:
             emit(E.run_timed_out, timeoutSeconds=self.plan.timeout)
         if self._timers and self._timers[0][0] <= now:
@@ -534,7 +569,7 @@ class Run:
         else:
             self._advance_fsm(emit)
         if not self.suspended and self._queue:
-            self._schedule(now, emit, start)
+            self._schedule(now, emit, start, capacity)
         self._maybe_finish(emit)
         wake_at = self._wake_at() if self._timers or self.deadline is not None else None
         return Decision(tuple(events), tuple(start), tuple(cancel), wake_at, self.finished)
@@ -686,7 +721,8 @@ class Run:
         else:
             self._fsm_fail(f"no transition of state {name} matched")
 
-    def _schedule(self, now: float, emit: Callable[..., None], start: list[StepRequest]) -> None:
+    def _schedule(self, now: float, emit: Callable[..., None], start: list[StepRequest],
+                  capacity: int | None = None) -> None:
         limit = self.plan.parallelism
         queue = self._queue
         while queue:
@@ -695,7 +731,10 @@ class Run:
                 queue.popleft()
                 continue
             is_approval = node.plan.kind is StepKind.approval
-            if limit is not None and not is_approval and len(self._running) >= limit:
+            gate = self.gates.get(node.key) if self.gates and not node.approved else None
+            if not is_approval and gate is None and (
+                    (limit is not None and len(self._running) >= limit)
+                    or (capacity is not None and len(start) >= capacity)):
                 return
             queue.popleft()
             ctx = self.context(node) if not (node.plan.inputs.is_constant and node.plan.approval_message is None) \
@@ -713,6 +752,12 @@ class Run:
             except ExpressionError as exc:
                 emit(E.step_failed, node.id, attempt=node.attempt,
                      error=StepError("ExpressionError", f"inputs: {exc}", False).to_dict())
+                continue
+            if gate is not None:
+                emit(E.approval_requested, node.id, step=node.key, gate=gate.to_dict(), inputs=inputs,
+                     message=f"step {node.key} calls tool {gate.tool} (requiresApproval in ToolPolicy "
+                             f"{gate.policy})", approvers=[],
+                     deadline=now + gate.timeout_seconds if gate.timeout_seconds else None)
                 continue
             timeout = node.plan.timeout
             emit(E.step_scheduled, node.id, step=node.state or node.plan.name, kind=node.plan.kind.value,

@@ -5,6 +5,8 @@ egress only to
 
 - the operator's callback endpoint (an IP or CIDR and a TCP port; optionally also the operator pods by
   label, since CNIs differ in whether an ipBlock matches a Service's ClusterIP before or after DNAT),
+- the model gateway, when there is one (``gateway``: an IP/CIDR becomes an ipBlock, a name goes to the
+  annotation below like any granted name),
 - cluster DNS (kube-dns in kube-system, UDP and TCP 53), unless ``dns=False``,
 - the granted hosts that are IPs or CIDRs, as ipBlocks (with their port, or any port).
 
@@ -21,7 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import names
-from .podspec import ExecutionProfile, Owner, is_ip_or_cidr, owner_reference
+from .podspec import Owner, owner_reference
+from .profile import Egress, ExecutionProfile, is_ip_or_cidr
 
 __all__ = ["build_network_policy", "cidr_of", "dns_peer"]
 
@@ -62,11 +65,12 @@ def build_network_policy(
     callback: tuple[str, int],
     dns: bool = True,
     callback_pods: tuple[str, Mapping[str, str]] | None = None,
+    gateway: Egress | None = None,
 ) -> dict[str, Any]:
     """A networking.k8s.io/v1 NetworkPolicy for the pod ``pod_name``, named like it and owned by ``owner``.
 
     ``callback`` is (IP or CIDR, port) of the operator's endpoint; ``callback_pods`` (namespace, labels) also
-    allows the operator pods themselves on that port.
+    allows the operator pods themselves on that port. ``gateway`` (host, port) is the model gateway.
     """
     host, port = callback
     callback_peers: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr_of(host)}}]
@@ -83,7 +87,8 @@ def build_network_policy(
             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
         })
     hostnames: list[str] = []
-    for grant_host, grant_port in profile.egress:
+    grants = ((gateway,) if gateway is not None else ()) + tuple(profile.egress)
+    for grant_host, grant_port in dict.fromkeys(grants):
         if is_ip_or_cidr(grant_host):
             egress.append(_rule([{"ipBlock": {"cidr": cidr_of(grant_host)}}], grant_port))
         else:

@@ -11,29 +11,26 @@ back, authenticated by a token scoped to that one attempt (``AGENTFLOW_TOKEN``).
     activeDeadlineSeconds       the step timeout plus a grace for pod start
     /tmp                        the only writable path (a size-limited emptyDir)
 
-:func:`profile_for` works out what the step's Agent and ToolPolicy grant (runtime class, env, egress);
-:func:`agentflow.k8s.netpol.build_network_policy` turns the egress into a NetworkPolicy.
+:mod:`agentflow.k8s.profile` compiles what the step's Agent and ToolPolicy grant (runtime class, resources,
+env, egress) into an ExecutionProfile; :func:`agentflow.k8s.netpol.build_network_policy` turns its egress into
+a NetworkPolicy. With ``PodConfig.gateway_url`` set, pods get ``AGENTFLOW_GATEWAY_URL``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from ..engine.values import StepRequest
-from ..models.agent import Agent
-from ..models.toolpolicy import ToolPolicy, ToolSpec
-from ..models.workflow import StepSpec
 from . import names
 from .names import pod_name
+from .profile import ExecutionProfile, compile_profile, is_ip_or_cidr, parse_host, profile_for
 
 __all__ = [
     "DEADLINE_GRACE_SECONDS", "RESERVED_ENV", "ExecutionProfile", "Owner", "PodConfig", "build_step_pod",
-    "is_ip_or_cidr", "owner_reference", "parse_host", "pod_name", "profile_for", "step_labels",
+    "compile_profile", "is_ip_or_cidr", "owner_reference", "parse_host", "pod_name", "profile_for", "step_labels",
 ]
 
 DEADLINE_GRACE_SECONDS: Final = 30
@@ -42,11 +39,9 @@ TMP_SIZE_LIMIT: Final = "64Mi"
 CONTAINER: Final = "step"
 RESERVED_ENV: Final = frozenset({
     "AGENTFLOW_CALLBACK_URL", "AGENTFLOW_TOKEN", "AGENTFLOW_NODE", "AGENTFLOW_ATTEMPT", "AGENTFLOW_IDEMPOTENCY_KEY",
+    "AGENTFLOW_GATEWAY_URL",
 })
 """Set by the operator; a configured or granted variable of the same name is ignored."""
-
-Egress = tuple[str, int | None]
-"""(host, port): a hostname, IP or CIDR, and a TCP port (None = any port)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +58,8 @@ class PodConfig:
     memory_limit: str = "512Mi"
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     run_as_user: int = 10001
+    gateway_url: str | None = None
+    """The model gateway step pods call (env AGENTFLOW_GATEWAY_URL; their NetworkPolicy allows it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,78 +84,6 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     }
 
 
-@dataclasses.dataclass(frozen=True)
-class ExecutionProfile:
-    """What a step's sandbox is granted, from its ToolPolicy and Agent."""
-
-    runtime_class: str | None = None
-    """None: PodConfig.default_runtime_class."""
-    resources: Mapping[str, Mapping[str, str]] | None = None
-    """{requests: {...}, limits: {...}} over PodConfig's; None: PodConfig's."""
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    egress: tuple[Egress, ...] = ()
-
-
-def parse_host(entry: str, default_port: int | None = None) -> Egress:
-    """``host``, ``host:port``, ``[v6]:port``, an IP, a CIDR or a URL -> (host, port)."""
-    entry = entry.strip()
-    if "://" in entry:
-        parts = urlsplit(entry)
-        scheme_port = {"https": 443, "http": 80}.get(parts.scheme, default_port)
-        return (parts.hostname or "", parts.port if parts.port is not None else scheme_port)
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return (host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port)
-    host, sep, port = entry.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
-        return (host, int(port))
-    return (entry, default_port)
-
-
-def _declares(policy: ToolPolicy, tool: str) -> ToolSpec | None:
-    return next((t for t in policy.spec.tools if t.name == tool), None)
-
-
-def profile_for(step: StepSpec, agent: Agent | None, policies: Sequence[ToolPolicy],
-                tool: ToolSpec | None) -> ExecutionProfile:
-    """The sandbox of ``step``: runtime class of the ToolPolicy declaring its tool, else the Agent's, else None.
-
-    ``policies`` are the ToolPolicies of the namespace; one whose agentSelector matches the Agent is preferred.
-    ``tool`` is the resolved tool (looked up in the declaring policy when None). Env comes from the tool's
-    permissions.env; egress from the HTTP tool's url and allowedHosts and permissions.egressHosts.
-    """
-    name = tool.name if tool is not None else step.tool
-    policy: ToolPolicy | None = None
-    if name:
-        declaring = [p for p in policies if _declares(p, name) is not None]
-        labels = dict(agent.metadata.labels) if agent is not None else {}
-        policy = next((p for p in declaring if p.spec.agent_selector.matches(labels)), None)
-        if policy is None and declaring:
-            policy = declaring[0]
-        if tool is None and policy is not None:
-            tool = _declares(policy, name)
-    runtime_class = policy.spec.runtime_class_name if policy is not None else None
-    if runtime_class is None and agent is not None:
-        runtime_class = agent.spec.runtime_class_name
-    if tool is None:
-        return ExecutionProfile(runtime_class=runtime_class)
-    egress: list[Egress] = []
-    if tool.http is not None:
-        egress.append(parse_host(tool.http.url))
-        egress.extend(parse_host(h) for h in tool.http.allowed_hosts)
-    egress.extend(parse_host(h) for h in tool.permissions.egress_hosts)
-    unique = tuple(dict.fromkeys(e for e in egress if e[0]))
-    return ExecutionProfile(runtime_class=runtime_class, env=dict(tool.permissions.env), egress=unique)
-
-
-def is_ip_or_cidr(host: str) -> bool:
-    try:
-        ipaddress.ip_network(host, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
 def _resources(config: PodConfig, override: Mapping[str, Mapping[str, str]] | None) -> dict[str, dict[str, str]]:
     out = {
         "requests": {"cpu": config.cpu_request, "memory": config.memory_request},
@@ -179,6 +104,8 @@ def _env(request: StepRequest, token: str, config: PodConfig, extra: Mapping[str
         {"name": "AGENTFLOW_ATTEMPT", "value": str(request.attempt)},
         {"name": "AGENTFLOW_IDEMPOTENCY_KEY", "value": request.idempotency_key},
     ]
+    if config.gateway_url:
+        env.append({"name": "AGENTFLOW_GATEWAY_URL", "value": config.gateway_url})
     merged = {**config.env, **extra}
     env.extend({"name": k, "value": merged[k]} for k in sorted(merged) if k not in RESERVED_ENV)
     return env

@@ -23,6 +23,7 @@ from ..models import Catalog, ManifestError, Problem, Workflow
 from ..models.manifests import parse_yaml
 from ..tools.runner import ToolRunner
 from ..validation import validate_documents, validate_paths
+from ..validation.grants import approval_gates
 from .executors import InProcessExecutor, SubprocessExecutor
 from .loop import LocalRun, Observer, check_inbox_event
 from .store import RunDir, RunStore
@@ -124,7 +125,8 @@ def create_run(store: RunStore, bundle: Bundle, sources: Sequence[str | Path]) -
 
 
 def plan_of(bundle: Bundle) -> Plan:
-    return compile_plan(bundle.workflow)
+    # Tool steps whose granted tool has requiresApproval pause for a human (agentflow.validation.grants).
+    return compile_plan(bundle.workflow, approval_gates(bundle.workflow.spec, bundle.catalog))
 
 
 async def drive(run_dir: RunDir, bundle: Bundle, executor: Executor, observer: Observer | None = None,

@@ -36,17 +36,22 @@ _ITEM_ROOTS = frozenset({"item", "index"})
 _TRANSITION_ROOTS = _BASE_ROOTS | {"output", "error"}
 
 
-def check_workflow(spec: WorkflowSpec, catalog: Catalog | None = None) -> list[Finding]:
-    """Every problem of a Workflow spec; paths are relative to the Workflow body (they start with "spec")."""
-    return _WorkflowChecker(spec, catalog).run()
+def check_workflow(spec: WorkflowSpec, catalog: Catalog | None = None, *, grants: bool = True) -> list[Finding]:
+    """Every problem of a Workflow spec; paths are relative to the Workflow body (they start with "spec").
+
+    ``grants=False`` leaves out tools that are declared but denied to the step's Agent (the operator fails
+    those steps when they start, see agentflow.validation.grants); undeclared tools are still reported.
+    """
+    return _WorkflowChecker(spec, catalog, grants).run()
 
 
 class _WorkflowChecker:
     """Collects the findings of one Workflow spec."""
 
-    def __init__(self, spec: WorkflowSpec, catalog: Catalog | None) -> None:
+    def __init__(self, spec: WorkflowSpec, catalog: Catalog | None, grants: bool = True) -> None:
         self.spec = spec
         self.catalog = catalog
+        self.grants = grants
         self.findings: list[Finding] = []
 
     def add(self, path: PathParts, message: str) -> None:
@@ -123,7 +128,7 @@ class _WorkflowChecker:
             known = known_names(catalog.policies, "ToolPolicies")
             self.add(path, f"tool {tool!r} is not declared in any ToolPolicy; declare it in one ({known})")
             return
-        if agent is None:
+        if agent is None or not self.grants:
             return
         name = agent.metadata.name
         if tool not in agent.spec.tools:

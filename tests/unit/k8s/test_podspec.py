@@ -191,15 +191,23 @@ def test_the_declaring_policy_wins_over_the_agent() -> None:
     assert profile == ExecutionProfile(runtime_class="kata")
 
 
-def test_without_a_matching_selector_the_first_declaring_policy_is_used() -> None:
-    tools = [{"name": "echo", "builtin": {"name": "echo"}, "permissions": {"env": {"FROM": "p1"}}}]
+def test_only_a_policy_matching_the_agent_grants_and_a_denied_tool_gets_no_grants() -> None:
+    tools = [{"name": "echo", "builtin": {"name": "echo"}, "permissions": {"env": {"FROM": "policy"}}}]
     p1, p2 = _policy("p1", tools, {"team": "x"}, "one"), _policy("p2", tools, {"team": "y"}, "two")
-    assert profile_for(TOOL_STEP, _agent({"team": "z"}), [p1, p2], None).runtime_class == "one"
-    assert profile_for(TOOL_STEP, _agent({"team": "y"}), [p1, p2], None).runtime_class == "two"
+    step = StepSpec.model_validate({"name": "s", "kind": "tool", "tool": "echo", "agentRef": {"name": "a"}})
+
+    def agent(labels: dict[str, str]) -> Agent:
+        a = _agent(labels, runtime="agent-class")
+        return a.model_copy(update={"spec": a.spec.model_copy(update={"tools": ["echo"]})})
+
+    assert profile_for(step, agent({"team": "y"}), [p1, p2]) == ExecutionProfile("two", None, {"FROM": "policy"})
+    # Deny by default: no policy matches team=z, so nothing is granted (the Agent's runtime class only).
+    assert profile_for(step, agent({"team": "z"}), [p1, p2]) == ExecutionProfile("agent-class")
 
 
-def test_a_resolved_tool_is_used_as_given() -> None:
+def test_a_resolved_tool_replaces_the_granted_spec() -> None:
     tool = ToolSpec.model_validate({"name": "echo", "http": {"url": "https://x.example"},
                                     "permissions": {"env": {"K": "v"}}})
-    profile = profile_for(TOOL_STEP, None, [], tool)
-    assert profile == ExecutionProfile(None, None, {"K": "v"}, (("x.example", 443),))
+    policy = _policy("p", [{"name": "echo", "builtin": {"name": "echo"}}], runtime="kata")
+    profile = profile_for(TOOL_STEP, None, [policy], tool)
+    assert profile == ExecutionProfile("kata", None, {"K": "v"}, (("x.example", 443),))
