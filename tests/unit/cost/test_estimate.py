@@ -39,7 +39,7 @@ PROMPT = {"apiVersion": "agentflow.dev/v1alpha1", "kind": "PromptVersion", "meta
 
 def build(steps: list[dict[str, Any]], inputs: dict[str, Any] | None = None, agent: dict[str, Any] = AGENT,
           retry: int = 0, **spec: Any) -> tuple[Workflow, Catalog]:
-    body = {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "wf"},
+    body: dict[str, Any] = {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "wf"},
             "spec": {"inputs": inputs or {}, "retry": {"limit": retry}, **spec}}
     if steps:
         body["spec"]["steps"] = steps
