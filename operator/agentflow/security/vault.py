@@ -46,7 +46,7 @@ def decode_key(text: str, where: str) -> bytes:
     """32 bytes from base64 text (urlsafe or standard, padding optional); TokenMapError names ``where``."""
     raw = text.strip()
     try:
-        key = base64.urlsafe_b64decode(raw.replace("+", "-").replace("/", "_") + "=" * (-len(raw) % 4))
+        key = base64.b64decode(raw.replace("-", "+").replace("_", "/") + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise TokenMapError(f"{where} is not base64: {exc}; generate one with: openssl rand -base64 32") from exc
     if len(key) != 32:

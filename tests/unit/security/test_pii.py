@@ -1,0 +1,75 @@
+"""PII detection and tokens: stable per run, reversible only with the map; the analyzer loads offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from agentflow.security import Detection, PresidioDetector, Redaction, TokenMap, token_for
+from agentflow.security.pii import TOKEN_RE, resolve_overlaps
+
+KEY = b"\x03" * 32
+ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE"]
+
+
+def redaction(known: TokenMap | None = None) -> Redaction:
+    return Redaction(PresidioDetector(), KEY, ENTITIES, 0.35, known)
+
+
+def test_same_value_same_token_and_round_trip() -> None:
+    r = redaction()
+    text = "Ann Lee (ann.lee@example.com) wrote; reply to ann.lee@example.com. Card 4111 1111 1111 1111."
+    out = r.redact_text(text)
+    email = token_for(KEY, "EMAIL_ADDRESS", "ann.lee@example.com")
+    assert out.count(email) == 2 and "ann.lee" not in out and "4111" not in out
+    assert TOKEN_RE.fullmatch(email)
+    assert r.counts["EMAIL_ADDRESS"] == 2 and r.counts["CREDIT_CARD"] == 1
+    assert r.restore_text(out) == text
+
+
+def test_tokens_differ_between_runs_and_entity_types() -> None:
+    assert token_for(KEY, "PERSON", "Ann") != token_for(b"\x04" * 32, "PERSON", "Ann")
+    assert token_for(KEY, "PERSON", "Ann") != token_for(KEY, "LOCATION", "Ann")
+
+
+def test_restore_only_knows_its_own_or_the_runs_map() -> None:
+    stranger = token_for(KEY, "PERSON", "Zoe Quinn")
+    assert redaction().restore({"a": [stranger]}) == {"a": [stranger]}
+    assert redaction(TokenMap({stranger: "Zoe Quinn"})).restore({"a": [stranger]}) == {"a": ["Zoe Quinn"]}
+
+
+def test_tokens_are_not_redacted_again() -> None:
+    token = token_for(KEY, "EMAIL_ADDRESS", "x@example.com")
+    r = redaction()
+    assert r.redact_text(f"write to {token}") == f"write to {token}" and not r.counts
+
+
+def test_redact_walks_json_values_not_keys() -> None:
+    out = redaction().redact({"bob@example.com": ["mail bob@example.com", 3, None]})
+    assert list(out) == ["bob@example.com"] and "bob@" not in out["bob@example.com"][0]
+
+
+def test_overlaps_keep_the_best_detection() -> None:
+    found = [Detection("URL", 0, 5, 0.5), Detection("EMAIL_ADDRESS", 0, 12, 1.0), Detection("PERSON", 20, 25, 0.8)]
+    assert [d.entity for d in resolve_overlaps(found)] == ["EMAIL_ADDRESS", "PERSON"]
+
+
+def test_the_analyzer_loads_and_detects_with_the_network_blocked() -> None:
+    """A fresh process: every socket connect and DNS look-up fails; spaCy's downloader must not be reached."""
+    code = textwrap.dedent("""
+        import socket, spacy.cli
+        def refuse(*a, **k):
+            raise AssertionError("network access while loading the PII analyzer")
+        socket.socket.connect = refuse
+        socket.getaddrinfo = refuse
+        socket.create_connection = refuse
+        spacy.cli.download = refuse
+        from agentflow.security import PresidioDetector
+        found = PresidioDetector().detect("Mail Ann Lee at ann.lee@example.com", ["PERSON", "EMAIL_ADDRESS"], 0.35)
+        print(sorted(d.entity for d in found))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['EMAIL_ADDRESS', 'PERSON']"
+    assert "Public Suffix" not in done.stderr and "Downloading" not in done.stderr
