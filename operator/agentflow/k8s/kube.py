@@ -201,3 +201,11 @@ class Kube:
         except Conflict:
             return False
         return True
+
+    # -- NetworkPolicies of step pods (agentflow.services.reconcile)
+
+    async def delete_network_policy(self, namespace: str, name: str) -> None:
+        """Delete a NetworkPolicy; one already gone is fine."""
+        with contextlib.suppress(NotFound):
+            await self._call(f"delete networkpolicy {namespace}/{name}",
+                             self._networking().delete_namespaced_network_policy, name, namespace)

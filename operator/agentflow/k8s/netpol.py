@@ -4,7 +4,8 @@ The policy selects exactly one pod (by its ``agentflow.dev/pod`` label), denies 
 egress only to
 
 - the operator's callback endpoint (an IP or CIDR and a TCP port; optionally also the operator pods by
-  label, since CNIs differ in whether an ipBlock matches a Service's ClusterIP before or after DNAT),
+  label, since CNIs differ in whether an ipBlock matches a Service's ClusterIP before or after DNAT;
+  a callback given by name allows its port to any address),
 - the model gateway, when there is one (``gateway``: an IP/CIDR becomes an ipBlock, a name goes to the
   annotation below like any granted name),
 - cluster DNS (kube-dns in kube-system, UDP and TCP 53), unless ``dns=False``,
@@ -73,14 +74,17 @@ def build_network_policy(
     allows the operator pods themselves on that port. ``gateway`` (host, port) is the model gateway.
     """
     host, port = callback
-    callback_peers: list[dict[str, Any]] = [{"ipBlock": {"cidr": cidr_of(host)}}]
+    if not is_ip_or_cidr(host):  # a name cannot be matched: the callback port, to any address
+        callback_peers: list[dict[str, Any]] = []
+    else:
+        callback_peers = [{"ipBlock": {"cidr": cidr_of(host)}}]
     if callback_pods is not None:
         pods_ns, pod_labels = callback_pods
         callback_peers.append({
             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pods_ns}},
             "podSelector": {"matchLabels": dict(pod_labels)},
         })
-    egress = [_rule(callback_peers, port)]
+    egress = [_rule(callback_peers, port) if callback_peers else {"ports": _tcp(port)}]
     if dns:
         egress.append({
             "to": [dns_peer()],

@@ -7,6 +7,20 @@
     act       store each attempt's payload, create its pod (deterministic name: never twice),
               delete pods to cancel or clean up, write status and Kubernetes Events
 
+Tool steps (issue 6): before anything is created, the grant is decided
+(agentflow.validation.grants.decide_tool, the same decision the executor makes).
+Denied: the attempt fails at once with a non-retryable ToolNotAllowed naming the
+Agent, the tool and the policies considered; no pod, no NetworkPolicy. Allowed:
+the step's execution profile (agentflow.k8s.profile) gives the pod's runtime
+class, resources and env, and its NetworkPolicy (same name as the pod, owned by
+the Workflow, deleted with the pod) is created before the pod. Tools with
+requiresApproval are approval gates in the plan: the step waits like an
+approval step. Every decision is appended to the audit sink when there is one.
+
+Namespace quota: no more step pods start in a namespace than the smallest
+``maxConcurrentSteps`` of its Budgets; the engine gets the room left as
+``decide(capacity=...)`` and the others stay Pending with the reason in status.
+
 It is safe to run again at any time, after any crash: everything it does is
 either keyed by (run, node, attempt) or compares desired with observed state.
 """
@@ -19,24 +33,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from ..audit.records import AuditEvent, AuditSink
 from ..callback.tokens import AttemptClaims, issue_token
 from ..engine.journal import Journal, Record
 from ..engine.plan import Plan, compile_plan
 from ..engine.run import Run
-from ..engine.values import Event, EventType, StepRequest
+from ..engine.values import Event, EventType, StepError, StepRequest
 from ..k8s import names
 from ..k8s.events import event_body, kubernetes_events
 from ..k8s.kube import Kube, KubeError
+from ..k8s.netpol import build_network_policy
 from ..k8s.podspec import Owner, PodConfig, build_step_pod
+from ..k8s.profile import Egress, ExecutionProfile, compile_profile, parse_host
 from ..k8s.status import workflow_status
-from ..models import Catalog, ManifestError, Workflow, parse_resource
+from ..models import Catalog, ManifestError, StepKind, StepSpec, Workflow, parse_resource
 from ..models.manifests import format_path
 from ..runner.executors import step_request_to_dict
 from ..validation import check_workflow
+from ..validation.grants import ToolDenied, ToolGrant, approval_gates, decide_tool
 
 log = logging.getLogger("agentflow.reconcile")
 
 PLURAL = "workflows"
+STEP_PODS = f"{names.COMPONENT_LABEL}={names.COMPONENT_STEP},{names.MANAGED_BY_LABEL}={names.MANAGED_BY}"
+QUOTA_TTL_SECONDS = 2.0
+"""How long a namespace's count of running step pods is reused before it is listed again."""
 
 
 class JournalStore(Protocol):
@@ -85,16 +106,31 @@ class RunState:
     cleaned: set[str] = dataclasses.field(default_factory=set)
 
 
+@dataclasses.dataclass
+class _Quota:
+    """Step pods running in a namespace, as last counted (plus those started since)."""
+
+    running: int
+    counted_at: float
+
+
 class WorkflowReconciler:
     def __init__(self, kube: Kube, store: JournalStore, key: bytes, pod_config: PodConfig, *,
-                 clock: Callable[[], float] = time.time, token_ttl: float = 6 * 3600) -> None:
+                 clock: Callable[[], float] = time.time, token_ttl: float = 6 * 3600,
+                 audit: AuditSink | None = None, quota_ttl: float = QUOTA_TTL_SECONDS) -> None:
         self.kube = kube
         self.store = store
         self.key = key
         self.pod_config = pod_config
         self.clock = clock
         self.token_ttl = token_ttl
+        self.audit = audit
+        self.quota_ttl = quota_ttl
         self.runs: dict[str, RunState] = {}
+        self._quotas: dict[str, _Quota] = {}
+        callback_host, callback_port = parse_host(pod_config.callback_url)
+        self._callback: tuple[str, int] = (callback_host, callback_port or 80)
+        self._gateway: Egress | None = parse_host(pod_config.gateway_url) if pod_config.gateway_url else None
 
     # ------------------------------------------------------------------ load
 
@@ -111,10 +147,11 @@ class WorkflowReconciler:
         findings = check_workflow(workflow.spec, None)
         if findings:
             raise InvalidWorkflow("; ".join(f"{format_path(path)}: {msg}" for path, msg in findings))
-        missing = check_workflow(workflow.spec, catalog)
+        # A tool declared but denied to the step's Agent is not missing: that step fails when it starts.
+        missing = check_workflow(workflow.spec, catalog, grants=False)
         if missing:
             raise MissingReferences("; ".join(f"{format_path(path)}: {msg}" for path, msg in missing))
-        plan = compile_plan(workflow)
+        plan = compile_plan(workflow, approval_gates(workflow.spec, catalog))
         records = await self.store.load_journal(uid)
         journal = Journal(records)
         if records:
@@ -188,22 +225,89 @@ class WorkflowReconciler:
         records = state.journal.extend(events)
         await self.store.append(uid, records)
 
-    def _pod(self, body: Mapping[str, Any], request: StepRequest) -> dict[str, Any]:
+    def _pod(self, body: Mapping[str, Any], request: StepRequest, profile: ExecutionProfile) -> dict[str, Any]:
         meta = body["metadata"]
-        owner = Owner(str(body.get("apiVersion", "agentflow.dev/v1alpha1")), "Workflow", meta["name"], meta["uid"])
         claims = AttemptClaims(meta["uid"], meta["namespace"], meta["name"], request.node, request.attempt,
                                self.clock() + self.token_ttl)
         token = issue_token(self.key, claims)
         timeout = None if request.deadline is None else max(1.0, request.deadline - self.clock())
-        return build_step_pod(owner, meta["namespace"], request, token, self.pod_config, timeout_seconds=timeout)
+        return build_step_pod(_owner(body), meta["namespace"], request, token, self.pod_config,
+                              timeout_seconds=timeout, runtime_class=profile.runtime_class,
+                              resources=profile.resources, env=profile.env)
 
-    async def _start(self, body: Mapping[str, Any], state: RunState, request: StepRequest) -> int:
-        uid = body["metadata"]["uid"]
+    async def _audit(self, events: Sequence[AuditEvent]) -> None:
+        if self.audit is not None and events:
+            await self.audit.append(events)
+
+    def _policy_event(self, body: Mapping[str, Any], request: StepRequest, decision: str, tool: str,
+                      agent: str | None, considered: Sequence[str], **data: Any) -> AuditEvent:
+        meta = body["metadata"]
+        return AuditEvent("policy_decision", "operator", meta["namespace"],
+                          f"{meta['namespace']}/{meta['name']}/{request.node}#{request.attempt}", decision,
+                          iso(self.clock()), {"tool": tool, "agent": agent, "policiesConsidered": list(considered),
+                                              "step": request.step, **data})
+
+    async def _grant(self, body: Mapping[str, Any], state: RunState, request: StepRequest,
+                     catalog: Catalog) -> tuple[ExecutionProfile, bool] | StepError:
+        """The profile of ``request``'s pod and whether it gets a NetworkPolicy, or why it may not run."""
+        step = _step_spec(state.plan, request.step)
+        agent = catalog.agents.get(step.agent_ref.name) if step is not None and step.agent_ref else None
+        if step is None or step.kind is not StepKind.tool or request.kind != StepKind.tool.value:
+            # llm steps: the Agent's runtime class; a NetworkPolicy only when model calls go to the gateway
+            return compile_profile(agent, None), self._gateway is not None
+        try:
+            grant: ToolGrant = decide_tool(step, catalog)
+        except ToolDenied as denied:
+            await self._audit([self._policy_event(body, request, "deny", denied.tool, denied.agent,
+                                                  denied.considered, reason=denied.type, message=denied.message)])
+            return StepError(denied.type, denied.message, retryable=False)
+        await self._audit([self._policy_event(body, request, "allow", grant.tool.name,
+                                              grant.agent.metadata.name if grant.agent else None, grant.considered,
+                                              policy=grant.policy_name)])
+        return compile_profile(grant.agent, grant), True
+
+    async def _start(self, body: Mapping[str, Any], state: RunState, request: StepRequest,
+                     catalog: Catalog) -> tuple[int, Event | None]:
+        """Create the attempt's NetworkPolicy and pod: (API writes, None), or (0, the StepFailed of a denial)."""
+        meta = body["metadata"]
+        uid, namespace = meta["uid"], meta["namespace"]
+        granted = await self._grant(body, state, request, catalog)
+        if isinstance(granted, StepError):
+            return 0, Event(EventType.step_failed, request.node,
+                            {"attempt": request.attempt, "error": granted.to_dict()}, self.clock())
+        profile, isolated = granted
         await self.store.put_attempt(uid, request.node, request.attempt, {
             "request": step_request_to_dict(request), "manifests": state.manifests,
-            "workflow": body["metadata"]["name"]})
-        created = await self.kube.create_pod(body["metadata"]["namespace"], self._pod(body, request))
-        return 1 if created else 0
+            "workflow": meta["name"]})
+        writes = 0
+        pod = self._pod(body, request, profile)
+        if isolated:
+            policy = build_network_policy(_owner(body), namespace, pod["metadata"]["name"], profile,
+                                          callback=self._callback, gateway=self._gateway)
+            await self.kube.apply_network_policy(namespace, policy)
+            writes += 1
+        created = await self.kube.create_pod(namespace, pod)
+        return writes + (1 if created else 0), None
+
+    async def _capacity(self, namespace: str, catalog: Catalog) -> tuple[int | None, str | None]:
+        """How many more step pods may start in ``namespace`` now, and the reason when none may."""
+        limits: list[tuple[int, str]] = []
+        for budget_name, budget in sorted(catalog.budgets.items()):
+            if budget.spec.max_concurrent_steps is not None:
+                limits.append((budget.spec.max_concurrent_steps, budget_name))
+        if not limits:
+            return None, None
+        limit, budget_name = min(limits, key=lambda x: x[0])
+        now = self.clock()
+        quota = self._quotas.get(namespace)
+        if quota is None or now - quota.counted_at >= self.quota_ttl:
+            pods = await self.kube.list_pods(namespace, STEP_PODS)
+            running = sum(1 for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                          and not (p.get("metadata") or {}).get("deletionTimestamp"))
+            quota = self._quotas[namespace] = _Quota(running, now)
+        room = max(0, limit - quota.running)
+        reason = None if room else f"namespace quota: {quota.running} of {limit} steps running (Budget {budget_name})"
+        return room, reason
 
     async def reconcile(self, body: Mapping[str, Any], catalog: Catalog) -> Outcome:
         meta = body["metadata"]
@@ -212,26 +316,57 @@ class WorkflowReconciler:
         state = await self._state(body, catalog)
         run = state.run
         pods = await self.kube.list_pods(namespace, f"{names.RUN_LABEL}={names.label_value(uid)}")
+        waiting_reason = None
         if not run.finished:
             results = await self.store.get_results(uid)
             observed = self._observed_events(body, state, results, pods)
+            await self._audit_approvals(body, state, observed)
             await self._record(uid, state, observed, apply=True)
             writes += await self._clear_decisions(body, observed)
+            all_events: list[Event] = list(observed)
             # Attempts journaled as started whose pod does not exist (a crash between journal and create).
             existing = {p["metadata"]["name"] for p in pods}
+            denied: list[Event] = []
             for request in run.in_flight():
                 if names.pod_name(name, request.node, request.attempt) not in existing:
-                    writes += await self._start(body, state, request)
-            decision = run.decide(self.clock())
-            await self._record(uid, state, decision.events, apply=False)
-            for request in decision.start:
-                writes += await self._start(body, state, request)
-            for node_id in decision.cancel:
-                node = run.nodes[node_id]
-                await self.kube.delete_pod(namespace, names.pod_name(name, node_id, node.attempt))
-                writes += 1
-            for etype, reason, message in kubernetes_events(list(observed) + list(decision.events), workflow=name,
-                                                            plan=state.plan):
+                    w, failure = await self._start(body, state, request, catalog)
+                    writes += w
+                    denied.extend([failure] if failure else [])
+            await self._record(uid, state, denied, apply=True)
+            all_events.extend(denied)
+            wake_at: float | None = None
+            for _ in range(100):  # a denial fails the step at once: decide again until nothing new starts
+                capacity, waiting_reason = await self._capacity(namespace, catalog)
+                decision = run.decide(self.clock(), capacity)
+                await self._record(uid, state, decision.events, apply=False)
+                all_events.extend(decision.events)
+                quota = self._quotas.get(namespace) if capacity is not None else None
+                if quota is not None:
+                    quota.running += len(decision.start)  # taken before the awaits below: no overshoot
+                denied = []
+                for request in decision.start:
+                    w, failure = await self._start(body, state, request, catalog)
+                    writes += w
+                    if failure is not None:
+                        denied.append(failure)
+                        if quota is not None:
+                            quota.running -= 1
+                for node_id in decision.cancel:
+                    node = run.nodes[node_id]
+                    pod_name = names.pod_name(name, node_id, node.attempt)
+                    await self.kube.delete_pod(namespace, pod_name)
+                    await self.kube.delete_network_policy(namespace, pod_name)
+                    writes += 1
+                wake_at = decision.wake_at
+                if not denied:
+                    break
+                await self._record(uid, state, denied, apply=True)
+                all_events.extend(denied)
+            _, waiting_reason = await self._capacity(namespace, catalog)  # the count just updated, no API call
+            if waiting_reason is not None and not run.finished:
+                retry = self.clock() + self.quota_ttl
+                wake_at = retry if wake_at is None else min(wake_at, retry)
+            for etype, reason, message in kubernetes_events(all_events, workflow=name, plan=state.plan):
                 try:
                     await self.kube.create_event(namespace, event_body(
                         Owner("agentflow.dev/v1alpha1", "Workflow", name, uid), namespace, etype, reason, message,
@@ -239,17 +374,37 @@ class WorkflowReconciler:
                     writes += 1
                 except KubeError as exc:  # Events are best effort; the status is the record
                     log.warning("could not record event %s on %s/%s: %s", reason, namespace, name, exc)
-            wake_at = decision.wake_at
         else:
             wake_at = None
         writes += await self._cleanup(body, state, pods)
         status = workflow_status(run, now=self.clock(), generation=meta.get("generation"),
                                  previous=(body.get("status") or {}).get("conditions") or ())
+        if waiting_reason is not None and not run.finished:
+            _quota_status(status, run, waiting_reason)
         if status != state.last_status:
             await self.kube.patch_status(PLURAL, namespace, name, status)
             state.last_status = status
             writes += 1
         return Outcome(run.phase, run.finished, wake_at, writes, len(state.journal))
+
+    async def _audit_approvals(self, body: Mapping[str, Any], state: RunState, observed: Sequence[Event]) -> None:
+        """An ``approval`` audit event per decision, before it is journaled (a failed append is retried)."""
+        if self.audit is None:
+            return
+        meta = body["metadata"]
+        out = []
+        for event in observed:
+            if event.type is not EventType.approval_decided:
+                continue
+            node = state.run.nodes.get(str(event.node))
+            gate = state.run.gates.get(node.key) if node is not None else None
+            data = {"node": event.node, "reason": event.data.get("reason", "")}
+            if gate is not None:
+                data.update(tool=gate.tool, policy=gate.policy)
+            out.append(AuditEvent("approval", f"user:{event.data.get('by') or 'unknown'}", meta["namespace"],
+                                  f"{meta['namespace']}/{meta['name']}/{event.node}",
+                                  "approved" if event.data.get("approved") else "rejected", iso(event.at), data))
+        await self._audit(out)
 
     async def _clear_decisions(self, body: Mapping[str, Any], observed: Sequence[Event]) -> int:
         """Remove approval annotations once their decision is in the journal."""
@@ -282,9 +437,36 @@ class WorkflowReconciler:
             if keep:
                 continue
             await self.kube.delete_pod(body["metadata"]["namespace"], pod_name)
+            await self.kube.delete_network_policy(body["metadata"]["namespace"], pod_name)
             state.cleaned.add(pod_name)
             writes += 1
         return writes
+
+
+def _owner(body: Mapping[str, Any]) -> Owner:
+    meta = body["metadata"]
+    return Owner(str(body.get("apiVersion", "agentflow.dev/v1alpha1")), "Workflow", meta["name"], meta["uid"])
+
+
+def _step_spec(plan: Plan, key: str) -> StepSpec | None:
+    """The spec of the DAG step or of the state's step called ``key`` (StepRequest.step)."""
+    step = plan.steps.get(key)
+    if step is not None:
+        return step.spec
+    state = plan.states.get(key)
+    return state.step.spec if state is not None and state.step is not None else None
+
+
+def _quota_status(status: dict[str, Any], run: Run, reason: str) -> None:
+    """Say on the status why Pending nodes do not start: the namespace's step quota is full."""
+    pending = [n.id for n in run.nodes.values() if n.phase == "Pending"]
+    if not pending:
+        return
+    nodes = status.get("nodes") or {}
+    for node_id in pending:
+        if node_id in nodes:
+            nodes[node_id]["message"] = reason
+    status["message"] = reason
 
 
 def _container_reason(pod: Mapping[str, Any]) -> str | None:

@@ -50,9 +50,20 @@ def test_hostnames_go_to_the_annotation_never_to_rules() -> None:
     assert len(policy["spec"]["egress"]) == 2
 
 
-def test_the_callback_must_be_an_address() -> None:
-    with pytest.raises(ValueError, match="not an IP address or CIDR"):
-        build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("operator.svc", 8443))
+def test_a_callback_by_name_allows_its_port_to_any_address() -> None:
+    # A NetworkPolicy cannot match a name; the callback port stays open rather than the step being cut off.
+    policy = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("operator.svc", 8443), dns=False)
+    assert policy["spec"]["egress"] == [{"ports": [{"protocol": "TCP", "port": 8443}]}]
+
+
+def test_a_gateway_address_is_allowed_and_a_gateway_name_is_annotated() -> None:
+    by_ip = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8081), dns=False,
+                                 gateway=("10.0.0.9", 4000))
+    assert by_ip["spec"]["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.0.0.9/32"}}],
+                                          "ports": [{"protocol": "TCP", "port": 4000}]}
+    by_name = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8081), dns=False,
+                                   gateway=("gateway.agentflow.svc", 4000))
+    assert by_name["metadata"]["annotations"][names.EGRESS_HOSTS_ANNOTATION] == "gateway.agentflow.svc:4000"
 
 
 @pytest.mark.parametrize(("host", "cidr"), [("10.1.2.3", "10.1.2.3/32"), ("10.1.2.3/16", "10.1.0.0/16"),

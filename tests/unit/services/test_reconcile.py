@@ -63,6 +63,8 @@ class FakeKube:
         self.events: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.patches: list[dict[str, Any]] = []
+        self.netpols: dict[str, dict[str, Any]] = {}
+        self.netpols_deleted: list[str] = []
         self.fail_creates = 0
 
     async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
@@ -83,8 +85,16 @@ class FakeKube:
             self.deleted.append(name)
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        key, _, value = label_selector.partition("=")
-        return [copy.deepcopy(p) for p in self.pods.values() if p["metadata"]["labels"].get(key) == value]
+        wanted = dict(term.partition("=")[::2] for term in label_selector.split(","))
+        return [copy.deepcopy(p) for p in self.pods.values()
+                if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
+
+    async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
+        self.netpols.setdefault(body["metadata"]["name"], copy.deepcopy(dict(body)))
+
+    async def delete_network_policy(self, namespace: str, name: str) -> None:
+        if self.netpols.pop(name, None) is not None:
+            self.netpols_deleted.append(name)
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
         self.events.append(dict(body))
