@@ -100,6 +100,7 @@ class Attribution:
     prompt: str = ""
     workflow_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     cache: bool = True  # False: the step set modelParams.cache false
+    budget_ref: str | None = None  # the Workflow's spec.budgetRef (always charged)
     expires: float | None = None  # unix seconds after which the credential that proved it is void
 
     @property
@@ -145,6 +146,7 @@ def attribution_for(
         prompt=step.prompt_ref.name if step is not None and step.prompt_ref is not None else "",
         workflow_labels=dict(workflow.metadata.labels),
         cache=step.model_params.cache if step is not None and step.model_params is not None else True,
+        budget_ref=workflow.spec.budget_ref.name if workflow.spec.budget_ref is not None else None,
         expires=expires,
     )
 
@@ -436,7 +438,7 @@ class Gateway:
             self.metrics.upstream_seconds.labels(model).observe(took / 1000.0)
             tried.append({"model": model, "ok": True, "latencyMs": round(took, 1)})
             failed = tuple(t["model"] for t in tried[:-1])
-            return dataclasses.replace(response, model=model, latency_ms=took, failed_models=failed)
+            return dataclasses.replace(response, latency_ms=took, failed_models=failed)
         assert last is not None
         if len(tried) > 1:
             summary = "; ".join(f"{t['model']}: {t['error']}" for t in tried)

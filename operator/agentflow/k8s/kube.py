@@ -209,3 +209,18 @@ class Kube:
         with contextlib.suppress(NotFound):
             await self._call(f"delete networkpolicy {namespace}/{name}",
                              self._networking().delete_namespaced_network_policy, name, namespace)
+
+    # -- Secrets (agentflow.services.gateway: the provider keys Agents reference)
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of ``key`` in Secret ``namespace/name``; NotFound when the Secret or the key is
+        missing (the message says which), Forbidden without RBAC to get Secrets there."""
+        import base64
+
+        result = await self._call(f"get secret {namespace}/{name}", self._core().read_namespaced_secret, name,
+                                  namespace, _preload_content=False)
+        data = (json.loads(result.data).get("data") or {})
+        if key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            raise NotFound(f"Secret {namespace}/{name} has no key {key!r} (its keys: {keys})", 404)
+        return base64.b64decode(data[key]).decode("utf-8").strip()

@@ -25,6 +25,7 @@ from ..tools.runner import ToolRunner
 from ..validation import validate_documents, validate_paths
 from ..validation.grants import approval_gates
 from .executors import InProcessExecutor, SubprocessExecutor
+from .local_gateway import local_gateway
 from .loop import LocalRun, Observer, check_inbox_event
 from .store import RunDir, RunStore
 
@@ -102,11 +103,16 @@ def new_run_id(workflow: str) -> str:
 
 
 def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = None) -> Executor:
+    """The executor of a local run. ``inprocess``: every model call goes through an in-process Gateway (the
+    Budgets of the manifests on a MemoryLedger, the response cache, the router), like a step pod's calls go
+    through the operator's gateway; the model client behind it is the one the environment selects.
+    ``subprocess``: each attempt in a child process that calls the model client directly."""
     env = os.environ if env is None else env
     model_client = make_model_client(env)
     tools = ToolRunner()
     if kind == "inprocess":
-        return InProcessExecutor(bundle.catalog, bundle.workflow.spec, model_client, tools)
+        client = local_gateway(bundle.workflow, bundle.catalog, model_client)
+        return InProcessExecutor(bundle.catalog, bundle.workflow.spec, client, tools)
     if kind == "subprocess":
         return SubprocessExecutor(bundle.manifests_yaml, bundle.workflow.metadata.name)
     raise SessionError(f"--executor {kind!r}: expected inprocess or subprocess")
