@@ -17,6 +17,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,9 +25,14 @@ import kopf
 from prometheus_client import start_http_server
 
 from ..callback.server import CallbackServer
+from ..gateway.metrics import GatewayMetrics
+from ..gateway.server import GatewayServer
+from ..gateway.service import Gateway, approximate_token_counter, litellm_prices, litellm_token_counter
 from ..k8s.kube import Kube
 from ..k8s.podspec import PodConfig
+from ..llm import LiteLLMClient, OfflineModel
 from ..services.driver import WorkflowDriver
+from ..services.gateway import AttemptAuthenticator, KubeBudgets, KubeCredentials
 from ..services.metrics import Metrics
 from ..services.reconcile import WorkflowReconciler
 from ..storage.budgets import PostgresLedger
@@ -73,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-references", choices=["warn", "reject"],
                    default=env("AGENTFLOW_WEBHOOK_REFERENCES", "warn"),
                    help="unknown Agent/PromptVersion/ToolPolicy/Budget references: admit with a warning, or reject")
+    p.add_argument("--gateway-listen", default=env("AGENTFLOW_GATEWAY_LISTEN", ""),
+                   help="address the LLM gateway listens on, e.g. 0.0.0.0:8082 (default '': no gateway in this "
+                        "process; step pods then call providers directly unless --gateway-url names one)")
+    p.add_argument("--gateway-url", default=env("AGENTFLOW_GATEWAY_URL"),
+                   help="URL step pods reach the gateway at (default: the --callback-url host, the "
+                        "--gateway-listen port)")
+    p.add_argument("--gateway-upstream", choices=["litellm", "offline"],
+                   default=env("AGENTFLOW_GATEWAY_UPSTREAM", "litellm"),
+                   help="what the gateway calls: litellm (real providers, keys from Agents' Secrets) or the "
+                        "offline model (tests, demos)")
     p.add_argument("--step-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment given to every step pod (e.g. AGENTFLOW_MODEL_MODE=offline)")
     return p
@@ -93,9 +109,22 @@ def _config(args: argparse.Namespace) -> tuple[bytes, PodConfig]:
         if not sep:
             raise SystemExit(f"agentflow operator: --step-env {item!r}: expected KEY=VALUE")
         step_env[k] = v
-    config = PodConfig(image=args.step_image, callback_url=args.callback_url,
+    config = PodConfig(image=args.step_image, callback_url=args.callback_url, gateway_url=gateway_url(args),
                        default_runtime_class=args.runtime_class or None, env=step_env)
     return key, config
+
+
+def gateway_url(args: argparse.Namespace) -> str | None:
+    """The URL step pods call the gateway at: --gateway-url (this process's, or a standalone `agentflow
+    gateway`), else the callback URL's host with the --gateway-listen port; None when neither is given."""
+    if args.gateway_url:
+        return str(args.gateway_url)
+    if not args.gateway_listen:
+        return None
+    port = args.gateway_listen.rpartition(":")[2]
+    parts = urllib.parse.urlsplit(args.callback_url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}"
 
 
 def in_cluster_server(environ: Mapping[str, str]) -> str | None:
@@ -106,6 +135,23 @@ def in_cluster_server(environ: Mapping[str, str]) -> str | None:
     if not host or not port:
         return None
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def build_gateway(kube: Kube, store: PostgresStore, ledger: Any, key: bytes, upstream: str,
+                  metrics: Metrics) -> GatewayServer:
+    """The gateway served from the operator process: attempts from ``store``, budgets on ``ledger``, Budgets
+    and Agents' Secrets through ``kube``, metrics on the operator's registry."""
+    live = upstream == "litellm"
+    gateway = Gateway(
+        ledger=ledger,
+        upstream=LiteLLMClient() if live else OfflineModel(),
+        budgets=KubeBudgets(kube),
+        credentials=KubeCredentials(kube),
+        metrics=GatewayMetrics(metrics.registry),
+        token_counter=litellm_token_counter() if live else approximate_token_counter,
+        prices=litellm_prices() if live else (lambda model: None),
+    )
+    return GatewayServer(gateway, AttemptAuthenticator(key, store))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, _, port = args.callback_listen.rpartition(":")
         memo.callback = CallbackServer(store, key, on_result=lambda claims: memo.poke(claims.run_uid))
         await memo.callback.start(host or "0.0.0.0", int(port))
+        if args.gateway_listen:
+            memo.gateway = build_gateway(kube, store, memo.ledger, key, args.gateway_upstream, metrics)
+            host, _, port = args.gateway_listen.rpartition(":")
+            await memo.gateway.start(host.strip("[]") or "0.0.0.0", int(port))
         start_http_server(args.metrics_port, registry=metrics.registry)
         log.info("operator ready: callback %s, step image %s", args.callback_url, args.step_image)
 
@@ -168,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def cleanup(memo: Memo, **_: Any) -> None:
         await handlers.stop_budget_sync(memo)
         await memo.ledger.close()
+        if memo.get("gateway") is not None:
+            await memo.gateway.stop()
         await memo.callback.stop()
         await memo.store.close()
         memo.driver.reconciler.kube.close()
