@@ -76,7 +76,7 @@ async def _drive(run_dir: Any, bundle: session.Bundle, executor: Any, args: argp
 
 def cmd_run(args: argparse.Namespace) -> int:
     bundle = session.load_bundle(args.files, args.workflow, _inputs(args))
-    executor = session.make_executor(bundle, args.executor)
+    executor = session.make_executor(bundle, args.executor, state_dir=args.state_dir)
     run_dir = session.create_run(_store(args), bundle, args.files)
     if not args.json:
         print(f"run {run_dir.run_id} (journal: {run_dir.path / 'journal.jsonl'})")
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     run_dir = _store(args).resolve(args.run)
     bundle = session.bundle_of(run_dir)
-    executor = session.make_executor(bundle, args.executor)
+    executor = session.make_executor(bundle, args.executor, state_dir=args.state_dir)
     return _finish(asyncio.run(_drive(run_dir, bundle, executor, args)), args)
 
 
@@ -137,7 +137,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     names = plan.steps if plan.mode == "dag" else plan.states
     if args.from_step not in names:
         raise session.SessionError(f"--from-step {args.from_step!r}: no such step; steps: {', '.join(names)}")
-    live = session.make_executor(bundle, args.executor)
+    live = session.make_executor(bundle, args.executor, state_dir=args.state_dir)
     executor = WhatIfExecutor(events, live, plan, args.from_step)
     run_dir = session.create_run(store, bundle, [str(original.path)])
     run = asyncio.run(_drive(run_dir, bundle, executor, args))

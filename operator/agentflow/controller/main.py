@@ -35,6 +35,7 @@ from ..services.driver import WorkflowDriver
 from ..services.gateway import AttemptAuthenticator, KubeBudgets, KubeCredentials
 from ..services.metrics import Metrics
 from ..services.reconcile import WorkflowReconciler
+from ..storage.audit import PostgresAuditLog
 from ..storage.budgets import PostgresLedger
 from ..storage.postgres import PostgresStore
 from . import certs, handlers, webhook
@@ -138,7 +139,7 @@ def in_cluster_server(environ: Mapping[str, str]) -> str | None:
 
 
 def build_gateway(kube: Kube, store: PostgresStore, ledger: Any, key: bytes, upstream: str,
-                  metrics: Metrics) -> GatewayServer:
+                  metrics: Metrics, audit: PostgresAuditLog | None = None) -> GatewayServer:
     """The gateway served from the operator process: attempts from ``store``, budgets on ``ledger``, Budgets
     and Agents' Secrets through ``kube``, metrics on the operator's registry."""
     live = upstream == "litellm"
@@ -148,6 +149,7 @@ def build_gateway(kube: Kube, store: PostgresStore, ledger: Any, key: bytes, ups
         budgets=KubeBudgets(kube),
         credentials=KubeCredentials(kube),
         metrics=GatewayMetrics(metrics.registry),
+        audit=audit,
         token_counter=litellm_token_counter() if live else approximate_token_counter,
         prices=litellm_prices() if live else (lambda model: None),
     )
@@ -197,7 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         kube = Kube.from_environment(args.kubeconfig)
         store = await PostgresStore.connect(args.postgres_dsn)
         await store.migrate()
-        reconciler = WorkflowReconciler(kube, store, key, pod_config)
+        # Model calls, tool calls, approvals and policy decisions: one hash chain in the same database.
+        memo.audit = await PostgresAuditLog.connect(args.postgres_dsn)
+        await memo.audit.migrate()
+        reconciler = WorkflowReconciler(kube, store, key, pod_config, audit=memo.audit)
         memo.store = store
         memo.driver = WorkflowDriver(reconciler, metrics)
         memo.ledger = await PostgresLedger.connect(args.postgres_dsn)  # budgets: the same database
@@ -205,10 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers.start_budget_sync(memo, memo.ledger, namespaces=args.namespace, metrics=metrics,
                                    reporting_instance=os.environ.get("POD_ID", ""))
         host, _, port = args.callback_listen.rpartition(":")
-        memo.callback = CallbackServer(store, key, on_result=lambda claims: memo.poke(claims.run_uid))
+        memo.callback = CallbackServer(store, key, on_result=lambda claims: memo.poke(claims.run_uid),
+                                       audit=memo.audit)
         await memo.callback.start(host or "0.0.0.0", int(port))
         if args.gateway_listen:
-            memo.gateway = build_gateway(kube, store, memo.ledger, key, args.gateway_upstream, metrics)
+            memo.gateway = build_gateway(kube, store, memo.ledger, key, args.gateway_upstream, metrics, memo.audit)
             host, _, port = args.gateway_listen.rpartition(":")
             await memo.gateway.start(host.strip("[]") or "0.0.0.0", int(port))
         start_http_server(args.metrics_port, registry=metrics.registry)
@@ -221,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if memo.get("gateway") is not None:
             await memo.gateway.stop()
         await memo.callback.stop()
+        await memo.audit.close()
         await memo.store.close()
         memo.driver.reconciler.kube.close()
 

@@ -13,6 +13,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ..audit.records import AuditSink
 from ..cost.scope import lines_for
 from ..gateway.inprocess import InProcessGatewayClient
 from ..gateway.service import (
@@ -80,13 +81,14 @@ def local_attribution(workflow: Workflow, catalog: Catalog, namespace: str = "de
 
 
 def local_gateway(workflow: Workflow, catalog: Catalog, upstream: ModelClient,
-                  ledger: BudgetLedger | None = None) -> InProcessGatewayClient:
+                  ledger: BudgetLedger | None = None, audit: AuditSink | None = None) -> InProcessGatewayClient:
     """A model client for the InProcessExecutor that sends every call through an in-process Gateway."""
     live = isinstance(upstream, LiteLLMClient)
     gateway = Gateway(
         ledger=ledger if ledger is not None else MemoryLedger(),
         upstream=upstream,
         budgets=CatalogBudgets(catalog.budgets.values()),
+        audit=audit,
         token_counter=litellm_token_counter() if live else approximate_token_counter,
         prices=litellm_prices() if live else (lambda model: None),
     )

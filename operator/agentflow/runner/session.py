@@ -21,7 +21,10 @@ from ..engine.values import Event, EventType, Executor
 from ..llm import make_model_client
 from ..models import Catalog, ManifestError, Problem, Workflow
 from ..models.manifests import parse_yaml
+from ..security import LocalTokenMapStore, RunKeys, SecurityContext
+from ..storage.audit_file import JsonlAuditLog
 from ..tools.runner import ToolRunner
+from ..tools.wasm import inline_module_files
 from ..validation import validate_documents, validate_paths
 from ..validation.grants import approval_gates
 from .executors import InProcessExecutor, SubprocessExecutor
@@ -86,6 +89,11 @@ def load_bundle(paths: Sequence[str | Path], workflow_name: str | None = None,
     loaded, problems = validate_paths(paths)
     if problems:
         raise ManifestError(problems)
+    # Relative wasm.module paths become inline modules here, resolved against their manifest's folder, so the
+    # run's stored manifests (and the subprocess executor and step pods) are self-contained.
+    loaded, problems = inline_module_files(loaded)
+    if problems:
+        raise ManifestError(problems)
     return _bundle(loaded, workflow_name, inputs or {}, ", ".join(str(p) for p in paths))
 
 
@@ -102,17 +110,35 @@ def new_run_id(workflow: str) -> str:
     return f"{workflow[:40]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = None) -> Executor:
+AUDIT_FILE = "audit.jsonl"
+"""The local runner's audit chain, in the state directory (``agentflow audit verify --file``)."""
+
+
+def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = None,
+                  state_dir: str | Path | None = None) -> Executor:
     """The executor of a local run. ``inprocess``: every model call goes through an in-process Gateway (the
     Budgets of the manifests on a MemoryLedger, the response cache, the router), like a step pod's calls go
     through the operator's gateway; the model client behind it is the one the environment selects.
-    ``subprocess``: each attempt in a child process that calls the model client directly."""
+    ``subprocess``: each attempt in a child process that calls the model client directly.
+
+    With ``state_dir``, PII tokens use the state directory's key (AGENTFLOW_PII_KEY wins) and the run's sealed
+    token map, and policy decisions, redactions and injection findings go to its audit chain (AUDIT_FILE)."""
     env = os.environ if env is None else env
     model_client = make_model_client(env)
     tools = ToolRunner()
     if kind == "inprocess":
-        client = local_gateway(bundle.workflow, bundle.catalog, model_client)
-        return InProcessExecutor(bundle.catalog, bundle.workflow.spec, client, tools)
+        if state_dir is None:
+            client = local_gateway(bundle.workflow, bundle.catalog, model_client)
+            return InProcessExecutor(bundle.catalog, bundle.workflow.spec, client, tools)
+        audit = JsonlAuditLog(Path(state_dir) / AUDIT_FILE)
+        client = local_gateway(bundle.workflow, bundle.catalog, model_client, audit=audit)
+        try:
+            keys = RunKeys.from_env(env, state_dir)
+        except ValueError as exc:
+            raise SessionError(str(exc)) from exc
+        security = SecurityContext(keys=keys, store=LocalTokenMapStore(state_dir))
+        return InProcessExecutor(bundle.catalog, bundle.workflow.spec, client, tools, security=security,
+                                 audit=audit)
     if kind == "subprocess":
         return SubprocessExecutor(bundle.manifests_yaml, bundle.workflow.metadata.name)
     raise SessionError(f"--executor {kind!r}: expected inprocess or subprocess")

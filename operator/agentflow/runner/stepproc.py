@@ -21,6 +21,7 @@ from agentflow.engine.values import StepError, StepRequest, StepResult
 from agentflow.llm import make_model_client
 from agentflow.models import Catalog, ManifestError, Workflow
 from agentflow.models.manifests import parse_documents, parse_yaml
+from agentflow.security import RunKeys, SecurityContext
 from agentflow.tools import ToolRunner
 
 from .executors import InProcessExecutor, step_request_from_dict, step_result_to_dict
@@ -66,7 +67,9 @@ def load_payload(text: str) -> tuple[StepRequest, Catalog, Workflow]:
 
 async def run(text: str, env: Mapping[str, str]) -> StepResult:
     request, catalog, workflow = load_payload(text)
-    executor = InProcessExecutor(catalog, workflow.spec, make_model_client(env), ToolRunner())
+    keys = RunKeys.from_env(env, env.get("AGENTFLOW_STATE_DIR") or None)
+    executor = InProcessExecutor(catalog, workflow.spec, make_model_client(env), ToolRunner(),
+                                 security=SecurityContext(keys=keys))
     result: StepResult = await executor.execute(request)
     return result
 

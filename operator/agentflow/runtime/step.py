@@ -44,13 +44,15 @@ import urllib.parse
 import zlib
 from collections.abc import Mapping, Sequence
 
+from agentflow.audit.records import AuditSink
 from agentflow.engine.values import StepError, StepRequest, StepResult
 from agentflow.llm import ModelClient, close_client, make_model_client
 from agentflow.runner.executors import InProcessExecutor, step_result_to_dict
 from agentflow.runner.stepproc import PayloadError, load_payload
+from agentflow.security import RunKeys, SecurityContext
 from agentflow.tools import ToolRunner
 
-from .client import AiohttpTransport, CallbackClient, CallbackError, RetryPolicy, Sleep, Transport
+from .client import AiohttpTransport, CallbackClient, CallbackError, HttpAuditSink, RetryPolicy, Sleep, Transport
 from .logs import JsonLog
 
 CALLBACK_URL_ENV = "AGENTFLOW_CALLBACK_URL"
@@ -129,7 +131,8 @@ def _encodable(result: StepResult) -> bool:
     return True
 
 
-async def _execute(payload: str, model_client: ModelClient, log: JsonLog) -> StepResult:
+async def _execute(payload: str, model_client: ModelClient, log: JsonLog, *,
+                   security: SecurityContext | None = None, audit: AuditSink | None = None) -> StepResult:
     """Run the attempt in ``payload``; a payload that cannot be read becomes a failed StepResult."""
     try:
         loaded = load_payload(payload)
@@ -156,7 +159,7 @@ async def _execute(payload: str, model_client: ModelClient, log: JsonLog) -> Ste
         attempt=request.attempt,
         deadlineInSeconds=left,
     )
-    executor = InProcessExecutor(catalog, workflow.spec, model_client, ToolRunner())
+    executor = InProcessExecutor(catalog, workflow.spec, model_client, ToolRunner(), security=security, audit=audit)
     started = time.monotonic()
     result = encodable_result(await executor.execute(request))
     fields = {
@@ -222,7 +225,12 @@ async def run_step(
         except CallbackError as exc:
             log.error("attempt.unavailable", f"{exc}; nothing ran", exitCode=EXIT_UNDELIVERED)
             return EXIT_UNDELIVERED
-        result = await _execute(payload, model_client, log)
+        try:
+            security = SecurityContext(keys=RunKeys.from_env(env))
+        except ValueError as exc:  # a malformed AGENTFLOW_PII_KEY: nothing may run without its redaction key
+            log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
+            return EXIT_CONFIG
+        result = await _execute(payload, model_client, log, security=security, audit=HttpAuditSink(client))
         try:
             status = await client.post_result(step_result_to_dict(result))
         except CallbackError as exc:
