@@ -66,6 +66,17 @@ bench-operator: install
 	bash tests/e2e/cluster/build.sh kubernetes etcd kwok
 	$(BIN)/python bench/operator_bench.py
 
+# The LiteLLM proxy runs from a venv of its own (its pins are not the project's); made once, kept.
+BENCH_VENV ?= /var/cache/agentflow/bench-venv
+LITELLM_PROXY_VERSION ?= 1.106.2
+
+$(BENCH_VENV)/bin/litellm:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q 'litellm[proxy]==$(LITELLM_PROXY_VERSION)'
+
+bench-gateway: install $(BENCH_VENV)/bin/litellm
+	$(BIN)/python bench/gateway_bench.py --litellm $(BENCH_VENV)/bin/litellm
+
 cluster-up:
 	bash tests/e2e/cluster/up.sh
 

@@ -43,6 +43,7 @@ import aiohttp
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.services.postgres
 MODEL = "gpt-4o-mini"  # priced in litellm's cost map, which both gateways read
 PROMPT_TOKENS, COMPLETION_TOKENS = 24, 8
 DEFAULT_LITELLM = "/var/cache/agentflow/bench-venv/bin/litellm"
@@ -202,6 +203,7 @@ class Target:
     headers: dict[str, str]
     model: str
     session: aiohttp.ClientSession | None = None
+    ledger_dsn: str | None = None  # the AgentFlow gateway's PostgreSQL: calls and spend are read back from it
 
     async def call(self, body: dict[str, Any]) -> float:
         assert self.session is not None
@@ -291,12 +293,17 @@ def report(title: str, series: dict[str, Series], direct: str) -> list[str]:
     return lines
 
 
-def ratio_line(series: dict[str, Series], ours: str, theirs: str) -> str:
+def ratio_line(series: dict[str, Series], ours: str, theirs: str, what: str = "overhead") -> str:
+    """``what``: overhead (minus the direct request) or latency (cache hits: the gateway's whole time)."""
+
+    def pick(s: Series) -> list[float]:
+        return s.overhead if what == "overhead" else s.latency
+
     def r(q: float) -> str:
-        a, b = percentile(series[ours].overhead, q), percentile(series[theirs].overhead, q)
+        a, b = percentile(pick(series[ours]), q), percentile(pick(series[theirs]), q)
         return f"{a / b:.2f}" if b > 0 else "n/a"
 
-    return f"  overhead {ours} / {theirs}: p50 {r(0.5)}, p99 {r(0.99)}  (target <= 0.50)"
+    return f"  {what} {ours} / {theirs}: p50 {r(0.5)}, p99 {r(0.99)}  (target <= 0.50)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,8 +356,12 @@ async def bench(args: argparse.Namespace, targets: list[Target], upstream_root: 
                           f"{args.hot_prompts} prompts (latency = the gateway's own time; upstream calls "
                           f"made by the gateways meanwhile: {through_gateways})", series, direct.name)
             if len(targets) > 1:
-                out.append(ratio_line(series, targets[0].name, targets[1].name))
+                out.append(ratio_line(series, targets[0].name, targets[1].name, "latency"))
             print("\n".join(out[-len(series) - 3:]), flush=True)
+        for t in targets:
+            if t.ledger_dsn:
+                spent, calls = await ledger_totals(t.ledger_dsn)
+                out.append(f"\n{t.name} ledger: {calls} calls recorded, ${spent:.6f} spent (the budget checks ran)")
     finally:
         for t in everyone:
             if t.session is not None:
@@ -370,6 +381,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--litellm", default=DEFAULT_LITELLM,
                    help="the litellm proxy executable (pip install 'litellm[proxy]' into a venv of its own)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (logs, configs)")
+    p.add_argument("--profile-agentflow", action="store_true",
+                   help="run the AgentFlow gateway under cProfile (agentflow-gateway.pstats in the kept work dir)")
     p.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
@@ -378,6 +391,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--concurrency: expected comma-separated integers, got {args.concurrency!r}")
     if not args.concurrency or min(args.concurrency) < 1:
         p.error("--concurrency: levels must be >= 1")
+    args.keep = args.keep or args.profile_agentflow
     args.targets = [t.strip() for t in str(args.targets).split(",") if t.strip()]
     if not args.targets or set(args.targets) - {"agentflow", "litellm"}:
         p.error(f"--targets: expected a comma-separated subset of agentflow,litellm, got {','.join(args.targets)!r}")
@@ -411,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         targets: list[Target] = []
         setup: list[str] = []
         if "agentflow" in args.targets:
-            target, lines = start_agentflow(stack, procs, upstream_root, workdir)
+            target, lines = start_agentflow(stack, procs, upstream_root, workdir, args.profile_agentflow)
             targets.append(target)
             setup += lines
         if "litellm" in args.targets:
@@ -441,10 +455,97 @@ def litellm_version(binary: str) -> str:
     return f"litellm {out.stdout.strip() or '?'}"
 
 
+
+NAMESPACE, WORKFLOW, STEP = "bench", "gateway-bench", "ask"
+AGENTFLOW_BUDGET_USD = 1000.0
+
+
+def agentflow_manifests(upstream: str) -> list[dict[str, Any]]:
+    """A Workflow with one llm step, its Agent (model at the fake upstream), prompt and hard Budget."""
+    api = "agentflow.dev/v1alpha1"
+    meta = {"namespace": NAMESPACE}
+    return [
+        {"apiVersion": api, "kind": "Workflow", "metadata": {"name": WORKFLOW, **meta},
+         "spec": {"budgetRef": {"name": "bench-cap"},
+                  "steps": [{"name": STEP, "kind": "llm", "agentRef": {"name": "bench-agent"},
+                             "promptRef": {"name": "bench-prompt"}}]}},
+        {"apiVersion": api, "kind": "Agent", "metadata": {"name": "bench-agent", **meta},
+         "spec": {"role": "summarizer", "model": {"name": f"openai/{MODEL}", "apiBase": upstream}}},
+        {"apiVersion": api, "kind": "PromptVersion", "metadata": {"name": "bench-prompt", **meta},
+         "spec": {"prompt": "bench", "version": "1", "messages": [{"role": "user", "content": "Summarise."}]}},
+        {"apiVersion": api, "kind": "Budget", "metadata": {"name": "bench-cap", **meta},
+         "spec": {"period": "monthly", "limits": {"usd": AGENTFLOW_BUDGET_USD}, "enforcement": "hard"}},
+    ]
+
+
+async def store_attempt(dsn: str, run_uid: str, manifests: str) -> None:
+    """What the operator stores before it starts a step pod: the attempt payload the gateway's token names."""
+    from agentflow.engine.values import StepRequest
+    from agentflow.runner.executors import step_request_to_dict
+    from agentflow.storage import PostgresStore
+
+    store = await PostgresStore.connect(dsn)
+    try:
+        await store.migrate()
+        request = StepRequest(run_id=run_uid, node=STEP, step=STEP, kind="llm", attempt=1, inputs={})
+        await store.put_attempt(run_uid, STEP, 1, {"request": step_request_to_dict(request),
+                                                   "manifests": manifests, "workflow": WORKFLOW})
+    finally:
+        await store.close()
+
+
+def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_root: str, workdir: Path,
+                    profile: bool = False) -> tuple[Target, list[str]]:
+    """``agentflow gateway`` on a throwaway PostgreSQL (attempts + PostgresLedger), Budgets from a file."""
+    import base64
+    import uuid
+
+    import yaml
+    from tests.services.postgres import start_postgres
+
+    from agentflow.callback.tokens import AttemptClaims, issue_token
+
+    pg = start_postgres()
+    stack.callback(pg.stop)
+    docs = agentflow_manifests(f"{upstream_root}/v1")
+    manifests = yaml.safe_dump_all(docs, sort_keys=False)
+    run_uid = str(uuid.uuid4())
+    asyncio.run(store_attempt(pg.dsn, run_uid, manifests))
+    key = os.urandom(32)
+    key_file = workdir / "token-key"
+    key_file.write_text(base64.b64encode(key).decode())
+    budgets = workdir / "budgets.yaml"
+    budgets.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] == "Budget"], sort_keys=False))
+    token = issue_token(key, AttemptClaims(run_uid=run_uid, namespace=NAMESPACE, workflow=WORKFLOW, node=STEP,
+                                           attempt=1, expires=time.time() + 86400))
+    port = free_port()
+    profiler = ["-m", "cProfile", "-o", str(workdir / "agentflow-gateway.pstats")] if profile else []
+    p = start("agentflow", [sys.executable, *profiler, "-m", "agentflow.cli", "gateway",
+                            "--listen", f"127.0.0.1:{port}", "--postgres-dsn", pg.dsn,
+                            "--token-key-file", str(key_file), "--budgets", str(budgets)],
+              workdir, {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "OPENAI_API_KEY": "sk-fake-upstream"})
+    procs.append(p)
+    wait_http(p, f"http://127.0.0.1:{port}/healthz", timeout=120)
+    target = Target("agentflow gateway", f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {token}"},
+                    f"openai/{MODEL}", ledger_dsn=pg.dsn)
+    line = (f"agentflow gateway: `agentflow gateway` (1 process), cache: its response cache (in memory, default "
+            f"TTL/size); budgets: hard Budget ${AGENTFLOW_BUDGET_USD:.0f}/month (from --budgets FILE) on the "
+            f"PostgresLedger (PostgreSQL on loopback): every call reserved before and settled after, in one "
+            f"transaction each; auth: attempt token (HMAC) + stored attempt")
+    return target, [line]
+
+
+async def ledger_totals(dsn: str) -> tuple[float, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        spent = await conn.fetchval("SELECT coalesce(sum(spent_usd), 0) FROM agentflow_budget_windows")
+        calls = await conn.fetchval("SELECT count(*) FROM agentflow_llm_calls")
+    finally:
+        await conn.close()
+    return float(spent), int(calls)
+
+
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_root: str,
-                    workdir: Path) -> tuple[Target, list[str]]:
-    raise SystemExit("agentflow gateway: not wired yet")
