@@ -25,6 +25,8 @@ CHART = CHARTS / "agentflow"
 HELM_SH = ROOT / "tests" / "e2e" / "tools" / "helm.sh"
 RELEASE, NAMESPACE = "agentflow", "agentflow-system"
 REQUIRED = ["--set", "postgres.existingSecret=agentflow-postgres"]
+NAMESPACED_COPIES = ("KopfPeering", "Role", "RoleBinding")  # one per watched namespace: keyed NAME@NAMESPACE
+GATEWAY = f"{RELEASE}-gateway"
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -112,7 +114,7 @@ def render(helm: tuple[str, Path], *options: str) -> dict[tuple[str, str], dict[
               *options).stdout
     docs = [d for d in yaml.safe_load_all(out) if d]
     by_key = {(d["kind"], d["metadata"]["name"] + (f"@{d['metadata']['namespace']}"
-                                                  if d["kind"] == "KopfPeering" else "")): d for d in docs}
+                                                  if d["kind"] in NAMESPACED_COPIES else "")): d for d in docs}
     assert len(by_key) == len(docs), "two objects of one kind share a name"
     return by_key
 
@@ -241,3 +243,118 @@ def test_callback_url_and_peering_identity(helm: tuple[str, Path]) -> None:
     assert custom["AGENTFLOW_CALLBACK_URL"]["value"] == "http://$(POD_IP):8081"
     order = list(custom)
     assert order.index("POD_IP") < order.index("AGENTFLOW_CALLBACK_URL")
+
+
+# -- the gateway
+
+
+def _container(objects: dict[tuple[str, str], dict[str, Any]], name: str) -> dict[str, Any]:
+    (container,) = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_the_gateway_is_off_by_default(helm: tuple[str, Path]) -> None:
+    objects = render(helm)
+    assert not [key for key in objects if "gateway" in key[1]]
+    assert not any(a.startswith("--gateway") for a in _container(objects, RELEASE)["args"])
+
+
+def test_the_gateway_deployment_service_and_the_url_step_pods_get(helm: tuple[str, Path]) -> None:
+    from agentflow.commands.gateway import build_parser as gateway_parser
+    from agentflow.controller.main import build_parser as operator_parser
+
+    objects = render(helm, "--set", "gateway.enabled=true")
+    deployment = objects[("Deployment", GATEWAY)]
+    assert deployment["metadata"]["namespace"] == NAMESPACE and deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == GATEWAY and pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = _container(objects, GATEWAY)
+    assert container["image"] == _container(objects, RELEASE)["image"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    args = container["args"]
+    assert args[0] == "gateway"
+    parsed = gateway_parser().parse_args(args[1:])  # every flag the chart passes exists, with a valid value
+    assert parsed.listen == "0.0.0.0:8082" and parsed.token_key_file == "/etc/agentflow/token-key/key"
+    assert parsed.upstream == "litellm" and parsed.cache_ttl == 300 and parsed.cache_size == 10000
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AGENTFLOW_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "agentflow-postgres", "key": "dsn"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["token-key"]["secret"]["secretName"] == "agentflow-token"
+    assert {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]} == {
+        "/tmp": False, "/etc/agentflow/token-key": True}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "gateway"}
+
+    # The gateway's Service selects its pods and not the operator's, and the operator's selects none of its.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    operator_labels = objects[("Deployment", RELEASE)]["spec"]["template"]["metadata"]["labels"]
+    service = objects[("Service", GATEWAY)]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"gateway": 8082}
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert not service["spec"]["selector"].items() <= operator_labels.items()
+    assert not objects[("Service", RELEASE)]["spec"]["selector"].items() <= labels.items()
+    assert not objects[("Deployment", RELEASE)]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert labels["app.kubernetes.io/component"] == "gateway"
+    assert objects[("PodDisruptionBudget", GATEWAY)]["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+    # The operator gives step pods the Service's URL (its --gateway-url flag).
+    operator_args = _container(objects, RELEASE)["args"]
+    url = f"http://{GATEWAY}.{NAMESPACE}.svc.cluster.local:8082"
+    assert f"--gateway-url={url}" in operator_args
+    assert operator_parser().parse_args(operator_args[1:]).gateway_url == url
+
+
+def test_gateway_values(helm: tuple[str, Path]) -> None:
+    objects = render(helm, "--set", "gateway.enabled=true", "--set", "gateway.replicaCount=3",
+                     "--set", "gateway.port=9000", "--set-string", "gateway.url=http://10.96.0.82:9000",
+                     "--set-string", "gateway.service.clusterIP=10.96.0.82", "--set", "gateway.upstream=offline",
+                     "--set", "gateway.cache.ttlSeconds=0", "--set", "gateway.extraArgs={--cooldown-after=5}")
+    assert objects[("Deployment", GATEWAY)]["spec"]["replicas"] == 3
+    args = _container(objects, GATEWAY)["args"]
+    assert {"--listen=0.0.0.0:9000", "--upstream=offline", "--cache-ttl=0", "--cooldown-after=5"} <= set(args)
+    service = objects[("Service", GATEWAY)]
+    assert service["spec"]["clusterIP"] == "10.96.0.82" and service["spec"]["ports"][0]["port"] == 9000
+    assert "--gateway-url=http://10.96.0.82:9000" in _container(objects, RELEASE)["args"]
+    single = render(helm, "--set", "gateway.enabled=true", "--set", "gateway.replicaCount=1")
+    assert ("PodDisruptionBudget", GATEWAY) not in single and ("PodDisruptionBudget", RELEASE) in single
+
+
+def _gateway_rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                grants.setdefault((group, resource), set()).update(rule["verbs"])
+    return grants
+
+
+GATEWAY_GRANTS = {("agentflow.dev", "budgets"): {"get", "list"}, ("agentflow.dev", "agents"): {"get", "list"},
+                  ("", "secrets"): {"get"}}
+
+
+def test_gateway_rbac_reads_budgets_agents_and_secrets_only(helm: tuple[str, Path]) -> None:
+    subject = [{"kind": "ServiceAccount", "name": GATEWAY, "namespace": NAMESPACE}]
+    cluster_wide = render(helm, "--set", "gateway.enabled=true")
+    assert _gateway_rules(cluster_wide[("ClusterRole", GATEWAY)]) == GATEWAY_GRANTS
+    binding = cluster_wide[("ClusterRoleBinding", GATEWAY)]
+    assert binding["roleRef"]["name"] == GATEWAY and binding["subjects"] == subject
+    # The operator's own role still has no Secrets.
+    assert not any("secrets" in r["resources"] for r in cluster_wide[("ClusterRole", RELEASE)]["rules"])
+
+    # Watching namespaces: Secrets only there, through a Role in each; nothing cluster-wide.
+    scoped = render(helm, "--set", "gateway.enabled=true", "--set", "watchNamespaces={team-a,team-b}")
+    assert ("ClusterRole", GATEWAY) not in scoped and ("ClusterRoleBinding", GATEWAY) not in scoped
+    for ns in ("team-a", "team-b"):
+        role, binding = scoped[("Role", f"{GATEWAY}@{ns}")], scoped[("RoleBinding", f"{GATEWAY}@{ns}")]
+        assert _gateway_rules(role) == GATEWAY_GRANTS
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GATEWAY}
+        assert binding["subjects"] == subject
+    assert {k for k in scoped if k[0] in ("Role", "RoleBinding")} == {
+        (kind, f"{GATEWAY}@{ns}") for kind in ("Role", "RoleBinding") for ns in ("team-a", "team-b")}
+    without_rbac = render(helm, "--set", "gateway.enabled=true", "--set", "rbac.create=false")
+    assert not [k for k in without_rbac if k[0] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]

@@ -67,3 +67,39 @@ app.kubernetes.io/component: operator
 {{- printf "http://%s.%s.svc.%s:%d" (include "agentflow.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.callback.port) }}
 {{- end }}
 {{- end }}
+
+{{/* The gateway's objects: its own app.kubernetes.io/name, so the operator's selectors never match its pods. */}}
+{{- define "agentflow.gatewayName" -}}
+{{- printf "%s-gateway" (include "agentflow.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "agentflow.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-gateway" (include "agentflow.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "agentflow.gatewayLabels" -}}
+helm.sh/chart: {{ include "agentflow.chart" . }}
+{{ include "agentflow.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: agentflow
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "agentflow.gatewayServiceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "agentflow.gatewayName" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- required "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The URL step pods reach the gateway at: gateway.url, else the gateway Service's DNS name. */}}
+{{- define "agentflow.gatewayURL" -}}
+{{- if .Values.gateway.url }}
+{{- .Values.gateway.url }}
+{{- else }}
+{{- printf "http://%s.%s.svc.%s:%d" (include "agentflow.gatewayName" .) .Release.Namespace .Values.clusterDomain (int .Values.gateway.port) }}
+{{- end }}
+{{- end }}
