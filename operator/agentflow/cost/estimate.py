@@ -388,6 +388,24 @@ class _Estimator:
 
     # -- one step -----------------------------------------------------------------------------------
 
+    def _tool_step(self, step: StepSpec, kind: str, multiplicity: Range, basis: Basis,
+                   notes: list[str]) -> StepEstimate:
+        """A tool step costs its tool's ``costPerCallUsd`` per attempt (what the tool runner books)."""
+        tool = self.catalog.find_tool(step.tool) if step.tool else None
+        price = tool.cost_per_call_usd if tool is not None else 0.0
+        retry = step.retry or self.workflow.spec.retry
+        attempts = Range(1, _expected_attempts(DEFAULT_FAILURE_RATE, retry.limit), retry.limit + 1)
+        if tool is None:
+            notes.append("tool not declared by any ToolPolicy: not priced")
+        elif price:
+            notes.append(f"tool {tool.name}: ${price:g} per call (costPerCallUsd); failure rate assumed "
+                         f"{DEFAULT_FAILURE_RATE} with {retry.limit} retries")
+        else:
+            notes.append(f"tool {tool.name}: no costPerCallUsd")
+        usd = (multiplicity * attempts).scale(price)
+        return StepEstimate(step.name, kind, None, None, multiplicity, basis, attempts, ZERO, ZERO, ZERO, usd,
+                            assumptions=tuple(notes))
+
     def step(self, step: StepSpec, where: str, state: str | None, visits: int | None) -> StepEstimate:
         sm = self.workflow.spec.state_machine
         runs, runs_note = self._runs(step, state, visits, initial=sm is not None and sm.initial == state)
@@ -395,8 +413,10 @@ class _Estimator:
         multiplicity = runs * fan_out
         notes = [n for n in (runs_note, fan_note) if n]
         kind = step.kind.value
+        if step.kind is StepKind.tool:
+            return self._tool_step(step, kind, multiplicity, basis, notes)
         if step.kind is not StepKind.llm:
-            notes.append("no model calls" + (" (tool calls are not priced)" if step.kind is StepKind.tool else ""))
+            notes.append("no model calls")
             return StepEstimate(step.name, kind, None, None, multiplicity, basis, Range.exact(1), ZERO, ZERO, ZERO,
                                 ZERO, assumptions=tuple(notes))
         agent, prompt = self._refs(step, where)

@@ -172,5 +172,19 @@ def test_tool_and_approval_steps_cost_nothing_in_models() -> None:
     wf, cat = build([{"name": "gate", "kind": "approval"}, {"name": "t", "kind": "tool", "tool": "x"}])
     est = estimate_workflow(wf, cat, None, prices, count_tokens=words)
     assert [s.usd for s in est.steps] == [Range.exact(0), Range.exact(0)]
-    assert est.to_dict()["steps"][1]["assumptions"] == ["no model calls (tool calls are not priced)"]
+    assert est.to_dict()["steps"][1]["assumptions"] == ["tool not declared by any ToolPolicy: not priced"]
     yaml.safe_dump(est.to_dict())  # plain data
+
+
+def test_tool_steps_cost_their_price_per_call_times_items_and_attempts() -> None:
+    wf, cat = build([{"name": "t", "kind": "tool", "tool": "lookup", "forEach": "inputs.items"}],
+                    inputs={"items": [1, 2, 3, 4]}, retry=2)
+    cat.add(parse_resource({  # type: ignore[arg-type]
+        "apiVersion": "agentflow.dev/v1alpha1", "kind": "ToolPolicy", "metadata": {"name": "tp"},
+        "spec": {"tools": [{"name": "lookup", "builtin": {"name": "echo"}, "costPerCallUsd": 0.01}]}}))
+    [step] = estimate_workflow(wf, cat, None, prices, count_tokens=words).steps
+    assert step.usd is not None
+    assert step.usd.low == pytest.approx(0.04)  # 4 items, 1 attempt each
+    assert step.usd.high == pytest.approx(0.12)  # 4 items, all 3 attempts
+    assert 0.04 < step.usd.expected < 0.12
+    assert any("$0.01 per call" in a for a in step.assumptions)
