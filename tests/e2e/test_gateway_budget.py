@@ -1,0 +1,352 @@
+"""One hard Budget against 60 concurrent model calls from gVisor step pods, through the operator's gateway.
+
+The operator runs on this machine (the ``Operator`` of test_operator.py) with its gateway on, scoped to this
+module's namespaces; step pods get ``AGENTFLOW_GATEWAY_URL`` and call the gateway with their attempt token.
+The Agent's model points at a fake OpenAI-compatible upstream this test starts on the pod-reachable host
+address. A Workflow fans one llm step out over 60 items, all 60 at once (``parallelism: 60``).
+
+The upstream holds every answer until ``HOLD_UNTIL`` calls are in flight at once (or, when fewer ever
+arrive, until no new call came for ``QUIET`` seconds), and at least ``MIN_HOLD`` seconds, so admitted calls
+overlap; it answers with
+``completion_tokens`` = the request's ``max_tokens``, so what a call costs is what the gateway reserved for
+it (give or take its prompt estimate's margin). The Budget's limit holds about 56.5 such reservations: the
+gateway admits 55 or 56 calls, holds them all at once, and refuses the rest with BudgetExceeded before they
+reach the upstream.
+
+Checked: the ledger's spend (PostgreSQL) never passes the limit and nothing stays reserved; the upstream saw
+exactly the admitted calls, at least 50 of them at once; every refused item failed with a non-retryable
+BudgetExceeded after one attempt; the Workflow follows its failure policy (the fan-out step fails, its
+dependent never runs, the ``runOn: failure`` handler does, the run is Failed); the Budget's status shows the
+ledger's spend, at most the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
+from .test_operator import REPO, Operator, crds, free_port, step_images  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.e2e
+
+API = "agentflow.dev/v1alpha1"
+PREFIX = "gwb-"  # namespaces of this module; its operator watches only these
+MODEL = "openai/gpt-4o-mini"  # priced in litellm's cost map, which the gateway reads
+ITEMS = 60
+HOLD_UNTIL = 50
+MIN_HOLD, QUIET = 1.5, 30.0
+MAX_TOKENS = 4000
+ADMITTED_RESERVATIONS = 56.5  # the limit, in reservations of one call
+
+
+class HoldingUpstream:
+    """An OpenAI-compatible chat server that holds its answers (see the module docstring) and records calls."""
+
+    def __init__(self, host: str) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.released = False
+        self.released_because = ""
+        self.last_arrival = 0.0
+        self._cond = threading.Condition()
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                arrived = time.monotonic()
+                with upstream._cond:
+                    upstream.calls.append({"body": body, "authorization": self.headers.get("Authorization"),
+                                           "arrived": arrived})
+                    upstream.last_arrival = arrived
+                    upstream.in_flight += 1
+                    upstream.max_in_flight = max(upstream.max_in_flight, upstream.in_flight)
+                    while not upstream.released:
+                        if upstream.in_flight >= HOLD_UNTIL:
+                            upstream.release(f"{upstream.in_flight} calls in flight")
+                        elif time.monotonic() - upstream.last_arrival >= QUIET:
+                            upstream.release(f"no new call for {QUIET:.0f}s with {upstream.in_flight} in flight")
+                        else:
+                            upstream._cond.wait(timeout=0.5)
+                    upstream.in_flight -= 1
+                time.sleep(max(0.0, arrived + MIN_HOLD - time.monotonic()))
+                max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+                prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4)
+                data = json.dumps({
+                    "id": f"chatcmpl-{len(upstream.calls)}", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model", "gpt-4o-mini"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "summary: ok"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
+                              "total_tokens": prompt_tokens + max_tokens},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256  # 60 pods connect at once
+
+        self._httpd = Server((host, 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def release(self, because: str) -> None:
+        """Answer every held call (the caller holds the condition's lock)."""
+        self.released, self.released_because = True, because
+        self._cond.notify_all()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def stop(self) -> None:
+        with self._cond:
+            self.release("stopped")
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def upstream(cluster: Cluster) -> Iterator[HoldingUpstream]:
+    if not cluster.host_address:
+        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
+    server = HoldingUpstream(cluster.host_address)
+    yield server
+    server.stop()
+
+
+def operator_help() -> str:
+    return subprocess.run([sys.executable, "-m", "agentflow.cli", "operator", "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60).stdout
+
+
+@pytest.fixture(scope="module")
+def gateway_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    host = cluster.host_address
+    if not host:
+        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
+    gateway_port = free_port(host)
+    args = ["--namespace", f"{SESSION_PREFIX}{PREFIX}*",
+            # Step pods call the model through the gateway, not the offline model test_operator.py sets.
+            "--step-env", "AGENTFLOW_MODEL_MODE=live",
+            "--gateway-listen", f"{host}:{gateway_port}", "--gateway-url", f"http://{host}:{gateway_port}"]
+    if "--step-cpu-request" in operator_help():
+        # 60 step pods at the default 100m do not fit a 2-CPU node; they wait on the model, they need little.
+        args += ["--step-cpu-request", "10m"]
+    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("gateway-operator") / "operator.log", args)
+    op.start()
+    yield op
+    op.stop()
+
+
+def manifests(upstream_url: str, limit_usd: float) -> list[dict[str, Any]]:
+    items = [f"T-{i:02d}" for i in range(ITEMS)]
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "upstream-key"},
+         "stringData": {"api-key": "sk-e2e-upstream"}},
+        {"apiVersion": API, "kind": "Budget", "metadata": {"name": "hard-cap"},
+         "spec": {"period": "total", "limits": {"usd": limit_usd}, "enforcement": "hard"}},
+        {"apiVersion": API, "kind": "Agent", "metadata": {"name": "summarizer"},
+         "spec": {"role": "ticket summarizer", "instructions": "Summarise the ticket in one line.",
+                  "model": {"name": MODEL, "apiBase": upstream_url, "maxTokens": MAX_TOKENS, "temperature": 0,
+                            "credentialsSecretRef": {"name": "upstream-key", "key": "api-key"}}}},
+        {"apiVersion": API, "kind": "PromptVersion", "metadata": {"name": "summarize-v1"},
+         "spec": {"prompt": "summarize", "version": "1",
+                  "messages": [{"role": "user", "content": "Summarise ticket ${{ inputs.ticket }}."}]}},
+        {"apiVersion": API, "kind": "ToolPolicy", "metadata": {"name": "handlers"},
+         "spec": {"tools": [{"name": "record", "builtin": {"name": "echo"}}]}},
+        {"apiVersion": API, "kind": "Workflow", "metadata": {"name": "fan-out"},
+         "spec": {
+             "inputs": {"tickets": items},
+             "budgetRef": {"name": "hard-cap"},
+             "podCleanup": "never",
+             "steps": [
+                 {"name": "summarize", "kind": "llm", "agentRef": {"name": "summarizer"},
+                  "promptRef": {"name": "summarize-v1"}, "forEach": "inputs.tickets", "parallelism": ITEMS,
+                  "timeoutSeconds": 600, "inputs": {"ticket": "${{ item }}"}},
+                 {"name": "report", "kind": "tool", "tool": "record", "agentRef": {"name": "summarizer"},
+                  "dependsOn": ["summarize"], "inputs": {"all": "${{ steps.summarize.output }}"}},
+                 {"name": "on-failure", "kind": "tool", "tool": "record", "agentRef": {"name": "summarizer"},
+                  "runOn": "failure", "inputs": {"failed": True}},
+             ],
+         }},
+    ]
+
+
+def limit_for(model: str) -> tuple[float, float]:
+    """(limit in dollars, one call's reservation): ADMITTED_RESERVATIONS calls of MAX_TOKENS output tokens
+    and a short prompt, at the prices the gateway charges."""
+    from agentflow.gateway.service import litellm_prices
+
+    prices = litellm_prices()(model)
+    assert prices is not None, f"{model} has no price in litellm's cost map"
+    per_input, per_output = prices
+    # The gateway reserves (prompt tokens * 1.1 + 8) input tokens; the prompt here is ~40-80 tokens.
+    one = per_input * (60 * 1.1 + 8) + per_output * MAX_TOKENS
+    return round(ADMITTED_RESERVATIONS * one, 6), one
+
+
+def ledger_rows(dsn: str, namespace: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The Budget's window row and the call log of the namespace, read straight from PostgreSQL."""
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            window = await conn.fetchrow(
+                "SELECT spent_usd, reserved_usd, spent_tokens, reserved_tokens FROM agentflow_budget_windows "
+                "WHERE namespace = $1 AND name = 'hard-cap'", namespace)
+            calls = await conn.fetch(
+                "SELECT node, status, cost_usd, cached, output_tokens FROM agentflow_llm_calls WHERE namespace = $1",
+                namespace)
+        finally:
+            await conn.close()
+        assert window is not None, f"no ledger window for Budget {namespace}/hard-cap"
+        return dict(window), [dict(c) for c in calls]
+
+    return asyncio.run(read())
+
+
+class PodWatch:
+    """Step pods by phase, sampled while the run goes on: the most Running at once, and why the scheduler
+    left any Pending (what limits concurrency on a small node)."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.max_running = 0
+        self.last: dict[str, int] = {}
+        self.unschedulable: set[str] = set()
+        self.failed_logs: dict[str, str] = {}
+
+    def sample(self) -> None:
+        pods = self.cluster.get_json("pods", "-n", self.namespace, "-l",
+                                     "app.kubernetes.io/managed-by=agentflow")["items"]
+        phases: dict[str, int] = {}
+        for p in pods:
+            phase = p["status"].get("phase", "?")
+            phases[phase] = phases.get(phase, 0) + 1
+            for c in p["status"].get("conditions", []):
+                if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                    self.unschedulable.add(c.get("message") or c.get("reason", ""))
+        self._keep_logs(pods)
+        self.last = phases
+        self.max_running = max(self.max_running, phases.get("Running", 0))
+
+    def _keep_logs(self, pods: list[dict[str, Any]], most: int = 3) -> None:
+        """The last lines of the logs of the first pods that failed, read at once (the operator may delete them)."""
+        for p in pods:
+            name = p["metadata"]["name"]
+            if p["status"].get("phase") == "Failed" and name not in self.failed_logs and len(self.failed_logs) < most:
+                logs = self.cluster.kubectl("logs", "-n", self.namespace, name, "--tail=5", check=False)
+                self.failed_logs[name] = (logs.stdout[-2000:] + logs.stderr[-500:]).strip()
+
+    def __str__(self) -> str:
+        text = f"at most {self.max_running} Running at once, last seen {self.last}"
+        text += f"; unschedulable: {' | '.join(sorted(self.unschedulable))}" if self.unschedulable else ""
+        return text + "".join(f"\n--- logs of failed pod {n}:\n{log}" for n, log in self.failed_logs.items())
+
+
+def wait_sampling(cluster: Cluster, namespace: str, name: str, pods: PodWatch, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pods.sample()
+        wf = cluster.get_json("workflows.agentflow.dev", name, "-n", namespace)
+        if (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled"):
+            return wf
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workflow {namespace}/{name} did not finish in {timeout:.0f}s; pods: {pods}; "
+                                 f"status: {json.dumps(wf.get('status'))[:3000]}")
+        time.sleep(2)
+
+
+def test_sixty_concurrent_calls_never_overspend_one_hard_budget(
+        cluster: Cluster, gateway_operator: Operator, upstream: HoldingUpstream, postgres_dsn: str,
+        tmp_path: Path) -> None:
+    limit, one_call = limit_for(MODEL)
+    with fresh_namespace(cluster, PREFIX) as namespace:
+        docs = manifests(upstream.base_url, limit)
+        cluster.apply(docs, namespace)
+        started = time.monotonic()
+        pods = PodWatch(cluster, namespace)
+        wf = wait_sampling(cluster, namespace, "fan-out", pods, timeout=900)
+        took = time.monotonic() - started
+        status = wf["status"]
+        nodes = status["nodes"]
+        items = {k: v for k, v in nodes.items() if k.startswith("summarize[")}
+        succeeded = sorted(k for k, v in items.items() if v["phase"] == "Succeeded")
+        failed = {k: v for k, v in items.items() if v["phase"] == "Failed"}
+        context = (f"took {took:.0f}s; upstream: {len(upstream.calls)} calls, at most {upstream.max_in_flight} at "
+                   f"once, released: {upstream.released_because}; step pods: {pods}; "
+                   f"status: {json.dumps(status, indent=1)[:4000]}")
+
+        # Every item ran once; the admitted ones succeeded, the others were refused by the budget.
+        assert len(items) == ITEMS, context
+        assert len(succeeded) + len(failed) == ITEMS, context
+        for node, entry in failed.items():
+            assert entry.get("message", "").startswith("BudgetExceeded"), f"{node}: {entry}\n{context}"
+            assert entry["attempts"] == 1, f"{node}: BudgetExceeded is not retryable: {entry}"
+        assert len(failed) >= 1, f"the limit should refuse some of the {ITEMS} calls\n{context}"
+        assert len(succeeded) >= HOLD_UNTIL, context
+
+        # The upstream saw exactly the admitted calls, and at least HOLD_UNTIL of them at once.
+        assert len(upstream.calls) == len(succeeded), context
+        assert all(c["authorization"] == "Bearer sk-e2e-upstream" for c in upstream.calls), \
+            "the gateway sends the Agent's key from its Secret"
+        assert upstream.max_in_flight >= HOLD_UNTIL, (
+            f"only {upstream.max_in_flight} calls reached the upstream at once (pods not running at the same "
+            f"time?)\n{context}")
+
+        # The ledger: what was spent never passes the limit, nothing stays reserved, every call is logged.
+        window, calls = ledger_rows(postgres_dsn, namespace)
+        spent = float(window["spent_usd"])
+        assert spent <= limit + 1e-9, f"spent ${spent} of a ${limit} hard limit\n{context}"
+        assert float(window["reserved_usd"]) == 0 and window["reserved_tokens"] == 0, window
+        ok = [c for c in calls if c["status"] == "ok"]
+        refused = [c for c in calls if c["status"] == "BudgetExceeded"]
+        assert len(ok) == len(succeeded) and len(refused) == len(failed), calls
+        assert abs(sum(c["cost_usd"] for c in ok) - spent) < 1e-6, (spent, ok)
+        assert spent > limit - 2 * one_call, f"the budget was not used up: ${spent} of ${limit}"
+
+        # The failure policy: the fan-out step failed, its dependent never ran, the failure handler did.
+        assert status["phase"] == "Failed", context
+        assert "BudgetExceeded" in json.dumps(status.get("conditions", [])), context
+        assert nodes.get("report", {}).get("phase") in (None, "Pending", "Skipped"), context
+        assert nodes["on-failure"]["phase"] == "Succeeded", context
+
+        # The Budget's status comes from the ledger: spent <= limit, nothing reserved.
+        def budget_status() -> dict[str, Any]:
+            return dict(cluster.get_json("budgets.agentflow.dev", "hard-cap", "-n", namespace).get("status") or {})
+
+        cluster.wait_until("the Budget's status to show the ledger's spend",
+                           lambda: abs(float(budget_status().get("spentUsd") or 0) - spent) < 1e-6, timeout=120)
+        b = budget_status()
+        assert float(b["spentUsd"]) <= limit, b
+        assert not b.get("reservedUsd"), b
+        assert float(b.get("remainingUsd", 0)) >= 0, b
+        print(f"\n{ITEMS} calls, limit ${limit:.6f} (~{ADMITTED_RESERVATIONS} reservations of ${one_call:.6f}): "
+              f"{len(succeeded)} admitted, {len(failed)} refused, spent ${spent:.6f}; upstream max in flight "
+              f"{upstream.max_in_flight}; workflow took {took:.0f}s")
