@@ -19,7 +19,7 @@ cache hits repeat prompts already answered (the upstream is not called: the whol
 gateway's own).
 
 Prints a table; never asserts timings. Usage:
-  python bench/gateway_bench.py [--requests 3000] [--concurrency 1,16] [--upstream-delay-ms 2]
+  python bench/gateway_bench.py [--requests 2000] [--concurrency 1,16] [--upstream-delay-ms 2]
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ async def bench(args: argparse.Namespace, targets: list[Target], upstream_root: 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=3000, help="measured requests per target and concurrency")
+    p.add_argument("--requests", type=int, default=2000, help="measured requests per target and concurrency")
     p.add_argument("--warmup", type=int, default=200, help="requests per target sent first and not counted")
     p.add_argument("--round-size", type=int, default=250, help="requests per target before the order rotates")
     p.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels")
