@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +45,8 @@ ITEMS = 60
 HOLD_UNTIL = 50
 MIN_HOLD, QUIET = 1.5, 30.0
 MAX_TOKENS = 4000
+KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,budgets.agentflow.dev," \
+        "toolpolicies.agentflow.dev"
 ADMITTED_RESERVATIONS = 56.5  # the limit, in reservations of one call
 
 
@@ -284,69 +285,78 @@ def wait_sampling(cluster: Cluster, namespace: str, name: str, pods: PodWatch, t
 
 
 def test_sixty_concurrent_calls_never_overspend_one_hard_budget(
-        cluster: Cluster, gateway_operator: Operator, upstream: HoldingUpstream, postgres_dsn: str,
-        tmp_path: Path) -> None:
+        cluster: Cluster, gateway_operator: Operator, upstream: HoldingUpstream, postgres_dsn: str) -> None:
     limit, one_call = limit_for(MODEL)
     with fresh_namespace(cluster, PREFIX) as namespace:
-        docs = manifests(upstream.base_url, limit)
-        cluster.apply(docs, namespace)
-        started = time.monotonic()
-        pods = PodWatch(cluster, namespace)
-        wf = wait_sampling(cluster, namespace, "fan-out", pods, timeout=900)
-        took = time.monotonic() - started
-        status = wf["status"]
-        nodes = status["nodes"]
-        items = {k: v for k, v in nodes.items() if k.startswith("summarize[")}
-        succeeded = sorted(k for k, v in items.items() if v["phase"] == "Succeeded")
-        failed = {k: v for k, v in items.items() if v["phase"] == "Failed"}
-        context = (f"took {took:.0f}s; upstream: {len(upstream.calls)} calls, at most {upstream.max_in_flight} at "
-                   f"once, released: {upstream.released_because}; step pods: {pods}; "
-                   f"status: {json.dumps(status, indent=1)[:4000]}")
+        try:
+            run_and_check(cluster, namespace, upstream, postgres_dsn, limit, one_call)
+        finally:
+            # The operator removes its finalizers only while it runs (it stops with this module).
+            cluster.kubectl("delete", KINDS, "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False,
+                            timeout=150)
 
-        # Every item ran once; the admitted ones succeeded, the others were refused by the budget.
-        assert len(items) == ITEMS, context
-        assert len(succeeded) + len(failed) == ITEMS, context
-        for node, entry in failed.items():
-            assert entry.get("message", "").startswith("BudgetExceeded"), f"{node}: {entry}\n{context}"
-            assert entry["attempts"] == 1, f"{node}: BudgetExceeded is not retryable: {entry}"
-        assert len(failed) >= 1, f"the limit should refuse some of the {ITEMS} calls\n{context}"
-        assert len(succeeded) >= HOLD_UNTIL, context
 
-        # The upstream saw exactly the admitted calls, and at least HOLD_UNTIL of them at once.
-        assert len(upstream.calls) == len(succeeded), context
-        assert all(c["authorization"] == "Bearer sk-e2e-upstream" for c in upstream.calls), \
-            "the gateway sends the Agent's key from its Secret"
-        assert upstream.max_in_flight >= HOLD_UNTIL, (
-            f"only {upstream.max_in_flight} calls reached the upstream at once (pods not running at the same "
-            f"time?)\n{context}")
+def run_and_check(cluster: Cluster, namespace: str, upstream: HoldingUpstream, postgres_dsn: str, limit: float,
+                  one_call: float) -> None:
+    docs = manifests(upstream.base_url, limit)
+    cluster.apply(docs, namespace)
+    started = time.monotonic()
+    pods = PodWatch(cluster, namespace)
+    wf = wait_sampling(cluster, namespace, "fan-out", pods, timeout=900)
+    took = time.monotonic() - started
+    status = wf["status"]
+    nodes = status["nodes"]
+    items = {k: v for k, v in nodes.items() if k.startswith("summarize[")}
+    succeeded = sorted(k for k, v in items.items() if v["phase"] == "Succeeded")
+    failed = {k: v for k, v in items.items() if v["phase"] == "Failed"}
+    context = (f"took {took:.0f}s; upstream: {len(upstream.calls)} calls, at most {upstream.max_in_flight} at "
+               f"once, released: {upstream.released_because}; step pods: {pods}; "
+               f"status: {json.dumps(status, indent=1)[:4000]}")
 
-        # The ledger: what was spent never passes the limit, nothing stays reserved, every call is logged.
-        window, calls = ledger_rows(postgres_dsn, namespace)
-        spent = float(window["spent_usd"])
-        assert spent <= limit + 1e-9, f"spent ${spent} of a ${limit} hard limit\n{context}"
-        assert float(window["reserved_usd"]) == 0 and window["reserved_tokens"] == 0, window
-        ok = [c for c in calls if c["status"] == "ok"]
-        refused = [c for c in calls if c["status"] == "BudgetExceeded"]
-        assert len(ok) == len(succeeded) and len(refused) == len(failed), calls
-        assert abs(sum(c["cost_usd"] for c in ok) - spent) < 1e-6, (spent, ok)
-        assert spent > limit - 2 * one_call, f"the budget was not used up: ${spent} of ${limit}"
+    # Every item ran once; the admitted ones succeeded, the others were refused by the budget.
+    assert len(items) == ITEMS, context
+    assert len(succeeded) + len(failed) == ITEMS, context
+    for node, entry in failed.items():
+        assert entry.get("message", "").startswith("BudgetExceeded"), f"{node}: {entry}\n{context}"
+        assert entry["attempts"] == 1, f"{node}: BudgetExceeded is not retryable: {entry}"
+    assert len(failed) >= 1, f"the limit should refuse some of the {ITEMS} calls\n{context}"
+    assert len(succeeded) >= HOLD_UNTIL, context
 
-        # The failure policy: the fan-out step failed, its dependent never ran, the failure handler did.
-        assert status["phase"] == "Failed", context
-        assert "BudgetExceeded" in json.dumps(status.get("conditions", [])), context
-        assert nodes.get("report", {}).get("phase") in (None, "Pending", "Skipped"), context
-        assert nodes["on-failure"]["phase"] == "Succeeded", context
+    # The upstream saw exactly the admitted calls, and at least HOLD_UNTIL of them at once.
+    assert len(upstream.calls) == len(succeeded), context
+    assert all(c["authorization"] == "Bearer sk-e2e-upstream" for c in upstream.calls), \
+        "the gateway sends the Agent's key from its Secret"
+    assert upstream.max_in_flight >= HOLD_UNTIL, (
+        f"only {upstream.max_in_flight} calls reached the upstream at once (pods not running at the same "
+        f"time?)\n{context}")
 
-        # The Budget's status comes from the ledger: spent <= limit, nothing reserved.
-        def budget_status() -> dict[str, Any]:
-            return dict(cluster.get_json("budgets.agentflow.dev", "hard-cap", "-n", namespace).get("status") or {})
+    # The ledger: what was spent never passes the limit, nothing stays reserved, every call is logged.
+    window, calls = ledger_rows(postgres_dsn, namespace)
+    spent = float(window["spent_usd"])
+    assert spent <= limit + 1e-9, f"spent ${spent} of a ${limit} hard limit\n{context}"
+    assert float(window["reserved_usd"]) == 0 and window["reserved_tokens"] == 0, window
+    ok = [c for c in calls if c["status"] == "ok"]
+    refused = [c for c in calls if c["status"] == "BudgetExceeded"]
+    assert len(ok) == len(succeeded) and len(refused) == len(failed), calls
+    assert abs(sum(c["cost_usd"] for c in ok) - spent) < 1e-6, (spent, ok)
+    assert spent > limit - 2 * one_call, f"the budget was not used up: ${spent} of ${limit}"
 
-        cluster.wait_until("the Budget's status to show the ledger's spend",
-                           lambda: abs(float(budget_status().get("spentUsd") or 0) - spent) < 1e-6, timeout=120)
-        b = budget_status()
-        assert float(b["spentUsd"]) <= limit, b
-        assert not b.get("reservedUsd"), b
-        assert float(b.get("remainingUsd", 0)) >= 0, b
-        print(f"\n{ITEMS} calls, limit ${limit:.6f} (~{ADMITTED_RESERVATIONS} reservations of ${one_call:.6f}): "
-              f"{len(succeeded)} admitted, {len(failed)} refused, spent ${spent:.6f}; upstream max in flight "
-              f"{upstream.max_in_flight}; workflow took {took:.0f}s")
+    # The failure policy: the fan-out step failed, its dependent never ran, the failure handler did.
+    assert status["phase"] == "Failed", context
+    assert "BudgetExceeded" in json.dumps(status.get("conditions", [])), context
+    assert nodes.get("report", {}).get("phase") in (None, "Pending", "Skipped"), context
+    assert nodes["on-failure"]["phase"] == "Succeeded", context
+
+    # The Budget's status comes from the ledger: spent <= limit, nothing reserved.
+    def budget_status() -> dict[str, Any]:
+        return dict(cluster.get_json("budgets.agentflow.dev", "hard-cap", "-n", namespace).get("status") or {})
+
+    cluster.wait_until("the Budget's status to show the ledger's spend",
+                       lambda: abs(float(budget_status().get("spentUsd") or 0) - spent) < 1e-6, timeout=120)
+    b = budget_status()
+    assert float(b["spentUsd"]) <= limit, b
+    assert not b.get("reservedUsd"), b
+    assert float(b.get("remainingUsd", 0)) >= 0, b
+    print(f"\n{ITEMS} calls, limit ${limit:.6f} (~{ADMITTED_RESERVATIONS} reservations of ${one_call:.6f}): "
+          f"{len(succeeded)} admitted, {len(failed)} refused, spent ${spent:.6f}; upstream max in flight "
+          f"{upstream.max_in_flight}; workflow took {took:.0f}s")
