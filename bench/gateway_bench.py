@@ -523,7 +523,8 @@ def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_roo
     p = start("agentflow", [sys.executable, *profiler, "-m", "agentflow.cli", "gateway",
                             "--listen", f"127.0.0.1:{port}", "--postgres-dsn", pg.dsn,
                             "--token-key-file", str(key_file), "--budgets", str(budgets)],
-              workdir, {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "OPENAI_API_KEY": "sk-fake-upstream"})
+              workdir, {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                        "OPENAI_API_KEY": "sk-fake-upstream"})
     procs.append(p)
     wait_http(p, f"http://127.0.0.1:{port}/healthz", timeout=120)
     target = Target("agentflow gateway", f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {token}"},
