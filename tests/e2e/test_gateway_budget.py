@@ -242,6 +242,7 @@ class PodWatch:
         self.last: dict[str, int] = {}
         self.unschedulable: set[str] = set()
         self.failed_logs: dict[str, str] = {}
+        self.stuck: dict[str, str] = {}  # pod -> why its container cannot start (the image is missing, ...)
 
     def sample(self) -> None:
         pods = self.cluster.get_json("pods", "-n", self.namespace, "-l",
@@ -253,6 +254,10 @@ class PodWatch:
             for c in p["status"].get("conditions", []):
                 if c.get("type") == "PodScheduled" and c.get("status") == "False":
                     self.unschedulable.add(c.get("message") or c.get("reason", ""))
+            for cs in p["status"].get("containerStatuses", []):
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in STUCK:
+                    self.stuck[p["metadata"]["name"]] = f"{waiting['reason']}: {waiting.get('message', '')[:300]}"
         self._keep_logs(pods)
         self.last = phases
         self.max_running = max(self.max_running, phases.get("Running", 0))
@@ -271,10 +276,17 @@ class PodWatch:
         return text + "".join(f"\n--- logs of failed pod {n}:\n{log}" for n, log in self.failed_logs.items())
 
 
+STUCK = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"})
+"""Waiting reasons of a step container that will not go away by waiting."""
+
+
 def wait_sampling(cluster: Cluster, namespace: str, name: str, pods: PodWatch, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         pods.sample()
+        if pods.stuck:
+            pod, why = next(iter(pods.stuck.items()))
+            raise AssertionError(f"{len(pods.stuck)} step pods cannot start, e.g. {pod}: {why}; pods: {pods}")
         wf = cluster.get_json("workflows.agentflow.dev", name, "-n", namespace)
         if (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Cancelled"):
             return wf
