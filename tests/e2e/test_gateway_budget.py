@@ -375,6 +375,11 @@ def run_and_check(cluster: Cluster, namespace: str, upstream: HoldingUpstream, p
     assert nodes.get("report", {}).get("phase") in (None, "Pending", "Skipped"), context
     assert nodes["on-failure"]["phase"] == "Succeeded", context
 
+    print(f"\n{ITEMS} calls, limit ${limit:.6f} (~{ADMITTED_RESERVATIONS} reservations of ${one_call:.6f}): "
+          f"{admitted} admitted ({reservations}), {len(failed)} refused, items {Counter(phases.values())}, "
+          f"spent ${spent:.6f}; upstream: {len(upstream.calls)} calls, at most {upstream.max_in_flight} at once; "
+          f"step pods: {pods.max_running} Running at most; workflow took {took:.0f}s")
+
     # The Budget's status comes from the ledger: spent <= limit, nothing reserved.
     def budget_status() -> dict[str, Any]:
         return dict(cluster.get_json("budgets.agentflow.dev", "hard-cap", "-n", namespace).get("status") or {})
@@ -385,7 +390,3 @@ def run_and_check(cluster: Cluster, namespace: str, upstream: HoldingUpstream, p
     assert float(b["spentUsd"]) <= limit, b
     assert not b.get("reservedUsd"), b
     assert float(b.get("remainingUsd", 0)) >= 0, b
-    print(f"\n{ITEMS} calls, limit ${limit:.6f} (~{ADMITTED_RESERVATIONS} reservations of ${one_call:.6f}): "
-          f"{admitted} admitted ({reservations}), {len(failed)} refused, items {Counter(phases.values())}, "
-          f"spent ${spent:.6f}; upstream: {len(upstream.calls)} calls, at most {upstream.max_in_flight} at once; "
-          f"step pods: {pods.max_running} Running at most; workflow took {took:.0f}s")
