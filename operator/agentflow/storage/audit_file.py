@@ -20,7 +20,7 @@ from ..audit.chain import EMPTY, Head, link
 from ..audit.events import check_event
 from ..audit.files import jsonl_line
 from ..audit.records import AuditEvent
-from .postgres import StorageError
+from .errors import StorageError
 
 __all__ = ["JsonlAuditLog"]
 

@@ -42,6 +42,7 @@ import orjson
 
 from ..engine.canonical import to_builtin
 from ..engine.journal import GENESIS, JournalError, Record
+from .errors import InvalidValue, JournalConflict, StorageError, StorageUnavailable
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -53,31 +54,6 @@ __all__ = [
     "init_connection",
     "redact_dsn",
 ]
-
-
-class StorageError(Exception):
-    """PostgreSQL failed or refused an operation; the message names it and says what to do."""
-
-
-class StorageUnavailable(StorageError):
-    """PostgreSQL cannot be reached or the connection broke: try again later."""
-
-
-class JournalConflict(StorageError):
-    """Another writer appended to this run's journal first: reload it and decide again."""
-
-    def __init__(self, run_uid: str, seq: int, detail: str) -> None:
-        super().__init__(
-            f"journal of run {run_uid!r}: record {seq} was not appended because {detail}; another writer "
-            "extended this run first (fencing): reload the journal with load_journal() and decide again, "
-            "do not retry this batch"
-        )
-        self.run_uid = run_uid
-        self.seq = seq
-
-
-class InvalidValue(StorageError):
-    """PostgreSQL refuses a value we sent; retrying the same value cannot help."""
 
 
 # --------------------------------------------------------------------------- schema
