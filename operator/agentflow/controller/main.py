@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="outside a cluster: the kubeconfig to use")
     p.add_argument("--postgres-dsn", default=env("AGENTFLOW_POSTGRES_DSN"),
                    help="PostgreSQL for journals and step results (env AGENTFLOW_POSTGRES_DSN)")
+    p.add_argument("--step-cpu-request", default=env("AGENTFLOW_STEP_CPU_REQUEST", "100m"),
+                   help="CPU request of a step pod (default 100m; a ToolPolicy's resources take precedence)")
+    p.add_argument("--step-memory-request", default=env("AGENTFLOW_STEP_MEMORY_REQUEST", "128Mi"),
+                   help="memory request of a step pod (default 128Mi)")
     p.add_argument("--step-image", default=env("AGENTFLOW_STEP_IMAGE", "localhost/agentflow-runtime:dev"),
                    help="image of step pods")
     p.add_argument("--runtime-class", default=env("AGENTFLOW_RUNTIME_CLASS", "gvisor"),
@@ -111,7 +115,8 @@ def _config(args: argparse.Namespace) -> tuple[bytes, PodConfig]:
             raise SystemExit(f"agentflow operator: --step-env {item!r}: expected KEY=VALUE")
         step_env[k] = v
     config = PodConfig(image=args.step_image, callback_url=args.callback_url, gateway_url=gateway_url(args),
-                       default_runtime_class=args.runtime_class or None, env=step_env)
+                       default_runtime_class=args.runtime_class or None, env=step_env,
+                       cpu_request=args.step_cpu_request, memory_request=args.step_memory_request)
     return key, config
 
 

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import fnmatch
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -251,10 +252,12 @@ class BudgetStatusSync:
     async def _budgets(self) -> list[dict[str, Any]]:
         if self.namespaces is None:
             return await self.kube.list_resources_all(PLURAL)
-        found: list[dict[str, Any]] = []
-        for namespace in self.namespaces:
-            found.extend(await self.kube.list_resources(PLURAL, namespace))
-        return found
+        # --namespace takes globs (kopf's syntax), so list every Budget and keep the watched namespaces'.
+        return [
+            body for body in await self.kube.list_resources_all(PLURAL)
+            if any(fnmatch.fnmatchcase(str((body.get("metadata") or {}).get("namespace", "")), pattern)
+                   for pattern in self.namespaces)
+        ]
 
     async def sync_once(self) -> int:
         """One pass over every Budget; how many statuses were patched."""
