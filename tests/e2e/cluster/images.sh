@@ -116,15 +116,28 @@ project_image() { # name dockerfile
 
 import_all() {
   [[ -S "$CONTAINERD_SOCK" ]] || { log "containerd not running: images built, not imported"; return; }
-  local t stamp
+  local t stamp present
+  present=$(ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q)
   for t in "$IMAGES_DIR"/*.tar; do
-    # containerd's root is kept between bring-ups: import an archive only once.
+    # containerd's root is kept between bring-ups: import an archive once, and again only if its images
+    # are gone from containerd (removed by hand, or replaced by a build from another checkout).
     stamp="$CONTAINERD_ROOT/agentflow-imported/$(basename "$t")"
-    if [[ -f "$stamp" && "$stamp" -nt "$t" ]]; then continue; fi
+    if [[ -s "$stamp" && "$stamp" -nt "$t" ]] && all_present "$stamp" "$present"; then continue; fi
     log "import: $(basename "$t")"
-    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$t" >/dev/null
-    mkdir -p "$(dirname "$stamp")"; touch "$stamp"
+    mkdir -p "$(dirname "$stamp")"
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$t" \
+      | sed -n 's/^unpacking \([^ ]*\) .*/\1/p' > "$stamp.new"
+    mv "$stamp.new" "$stamp"
   done
+}
+
+# all_present STAMP LIST: every image reference STAMP names is in LIST (one reference a line).
+all_present() {
+  local ref
+  while read -r ref; do
+    [[ -z "$ref" ]] && continue
+    grep -qxF "$ref" <<< "$2" || return 1
+  done < "$1"
 }
 
 case "$ONLY" in
