@@ -35,6 +35,7 @@ at fault), ``type`` one of::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -344,7 +345,7 @@ class Gateway:
         reservation: Reservation | None = None
         if lines:
             try:
-                reservation = await self.ledger.reserve(
+                reservation = await self._reserve_uncancellable(
                     lines,
                     usd,
                     tokens,
@@ -377,8 +378,10 @@ class Gateway:
         call = self._call(who, request, lines, decision, tried, response=response)
         try:
             if reservation is not None:
-                await self.ledger.settle(reservation.id, response.cost_usd,
-                                         response.input_tokens + response.output_tokens, call)
+                # Shielded: the provider has answered and charged, so the settlement must land even when the
+                # client went away (a cancelled step pod) and this handler is cancelled.
+                await asyncio.shield(self.ledger.settle(reservation.id, response.cost_usd,
+                                                        response.input_tokens + response.output_tokens, call))
             else:
                 await self.ledger.record(call)
         except Exception:
@@ -523,6 +526,19 @@ class Gateway:
         except Exception:
             log.exception("gateway: recording the refused call of %s failed", who.subject)
         await self._audit(who, call, "deny", reason=str(exc))
+
+    async def _reserve_uncancellable(self, lines: list[BudgetLine], usd: float, tokens: int, *, reference: str,
+                                     ttl_seconds: float) -> Reservation:
+        """ledger.reserve, but a cancellation mid-way cannot leave a reservation held until its TTL: the
+        reservation is finished and then given back before the cancellation goes on."""
+        task = asyncio.ensure_future(self.ledger.reserve(lines, usd, tokens, reference=reference,
+                                                         ttl_seconds=ttl_seconds))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(await task))
+            raise
 
     async def _release(self, reservation: Reservation | None) -> None:
         if reservation is None:

@@ -230,3 +230,47 @@ async def test_credentials_of_the_agent_go_upstream() -> None:
     gw = Gateway(ledger=MemoryLedger(), upstream=upstream, credentials=creds, cache=ResponseCache(clock=lambda: 0))
     await gw.complete(who(), chat())
     assert upstream.received[0].api_key == "sk-from-secret" and seen == ["team-a/triage"]
+
+
+class _SlowLedger(MemoryLedger):
+    """A ledger whose reserve or settle takes a while, so a cancellation can land in the middle of it."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.inside = asyncio.Event()
+
+    async def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        reservation = await super().reserve(*args, **kwargs)
+        if self.slow == "reserve":
+            self.inside.set()
+            await asyncio.sleep(0.2)
+        return reservation
+
+    async def settle(self, *args: Any, **kwargs: Any) -> None:
+        if self.slow == "settle":
+            self.inside.set()
+            await asyncio.sleep(0.2)
+        await super().settle(*args, **kwargs)
+
+
+@pytest.mark.parametrize("where", ["reserve", "settle"])
+async def test_a_cancellation_inside_the_ledger_leaves_nothing_held(where: str) -> None:
+    # A step pod that is cancelled (its Workflow failed) drops its connection; the gateway handler may be
+    # cancelled in the middle of reserve or settle. Neither may leave money held until the reservation's TTL:
+    # cancelled in reserve -> given back; cancelled in settle (the provider already answered) -> settled.
+    ledger = _SlowLedger(where)
+    budget = line()
+    gw = gateway(Scripted(), budget, ledger=ledger)
+    task = asyncio.create_task(gw.complete(who(), chat()))
+    await ledger.inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # the shielded ledger work finishes in the background
+    usage = await ledger.usage(budget)
+    assert usage.reserved_usd == 0 and usage.reserved_tokens == 0
+    if where == "settle":
+        assert usage.spent_usd > 0  # the answered call is charged
+    else:
+        assert usage.spent_usd == 0
