@@ -356,7 +356,10 @@ def run_and_check(cluster: Cluster, namespace: str, upstream: HoldingUpstream, p
     assert reservations.get("held", 0) == 0, context
     ok = [c for c in calls if c["status"] == "ok"]
     refused = [c for c in calls if c["status"] == "BudgetExceeded"]
-    assert len(refused) == len(failed), context
+    # Each Failed item was refused; a refused item whose result arrived after the fan-out had already failed is
+    # Cancelled instead (the run stopped waiting for it), so refusals may outnumber Failed items.
+    cancelled = [k for k, v in items.items() if v["phase"] == "Cancelled"]
+    assert len(failed) <= len(refused) <= len(failed) + len(cancelled), context
     assert len(ok) == reservations.get("settled", 0) >= len(succeeded), context
     assert abs(sum(c["cost_usd"] for c in ok) - spent) < 1e-6, context
 
