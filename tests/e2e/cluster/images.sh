@@ -125,8 +125,11 @@ import_all() {
     if [[ -s "$stamp" && "$stamp" -nt "$t" ]] && all_present "$stamp" "$present"; then continue; fi
     log "import: $(basename "$t")"
     mkdir -p "$(dirname "$stamp")"
-    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$t" \
-      | sed -n 's/^unpacking \([^ ]*\) .*/\1/p' > "$stamp.new"
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images import "$t" >/dev/null
+    # The stamp names the archive's images (docker-archive manifest.json RepoTags), checked next time.
+    tar -xOf "$t" manifest.json \
+      | python3 -c 'import json, sys; print("\n".join(t for m in json.load(sys.stdin) for t in m.get("RepoTags") or []))' \
+      > "$stamp.new"
     mv "$stamp.new" "$stamp"
   done
 }
