@@ -32,7 +32,7 @@ from ..audit.chain import EMPTY, AuditReport, ChainVerifier, Head, check_recorde
 from ..audit.events import check_event
 from ..audit.records import AuditEvent
 from ..engine.canonical import canonical_json
-from .postgres import _THIRD_PARTY, StorageError, _translate, init_connection, redact_dsn
+from .postgres import _THIRD_PARTY, StorageError, _translate, open_pool
 
 __all__ = ["AuditSnapshot", "PostgresAuditLog"]
 
@@ -134,22 +134,8 @@ class PostgresAuditLog:
         cls, dsn: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 10.0
     ) -> PostgresAuditLog:
         """Open a connection pool. Raises StorageUnavailable when PostgreSQL cannot be reached."""
-        where = redact_dsn(dsn)
-        try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout,
-                init=init_connection,
-                server_settings={"application_name": "agentflow-audit"},
-            )
-        except _THIRD_PARTY as exc:
-            raise _translate(exc, "connect", where, None, None) from exc
-        except ValueError as exc:  # asyncpg's DSN parser
-            raise StorageError(
-                f"connect: the DSN {where} is not valid: {exc}; use postgresql://USER@HOST:PORT/DATABASE"
-            ) from None
+        pool, where = await open_pool(dsn, "agentflow-audit", "connect", min_size=min_size, max_size=max_size,
+                                      timeout=timeout)
         return cls(pool, where=where)
 
     async def close(self) -> None:

@@ -44,7 +44,7 @@ import asyncpg
 
 from .ledger import BudgetExceeded, BudgetLine, LlmCall, Reservation, UnknownReservation, Usage
 from .memory_ledger import budget_names, check_amounts, money, over_limit, soft_warning, sorted_lines
-from .postgres import _MIGRATION_LOCK, _THIRD_PARTY, StorageError, _translate, init_connection, redact_dsn
+from .postgres import _MIGRATION_LOCK, _THIRD_PARTY, StorageError, _translate, open_pool
 
 __all__ = ["LEDGER_SCHEMA_VERSION", "PostgresLedger"]
 
@@ -194,19 +194,8 @@ class PostgresLedger:
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10,
                       timeout: float = 10.0) -> PostgresLedger:
         """Open a connection pool. Raises StorageUnavailable when PostgreSQL cannot be reached."""
-        where = redact_dsn(dsn)
-        try:
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, timeout=timeout, init=init_connection,
-                server_settings={"application_name": "agentflow-ledger"},
-            )
-        except _THIRD_PARTY as exc:
-            raise _translate(exc, "connect the budget ledger", where, None, None) from exc
-        except ValueError as exc:  # asyncpg's DSN parser
-            raise StorageError(
-                f"connect the budget ledger: the DSN {where} is not valid: {exc}; "
-                "use postgresql://USER@HOST:PORT/DATABASE"
-            ) from None
+        pool, where = await open_pool(dsn, "agentflow-ledger", "connect the budget ledger", min_size=min_size,
+                                      max_size=max_size, timeout=timeout)
         return cls(pool, where=where)
 
     async def close(self) -> None:

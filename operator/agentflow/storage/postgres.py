@@ -206,6 +206,29 @@ _THIRD_PARTY = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutE
 # --------------------------------------------------------------------------- the store
 
 
+async def open_pool(dsn: str, application_name: str, what: str, *, min_size: int, max_size: int,
+                    timeout: float) -> tuple[asyncpg.Pool, str]:
+    """A connection pool (JSON codecs set up) and the DSN without its password, for messages. Raises
+    StorageUnavailable when PostgreSQL cannot be reached, StorageError for a DSN that does not parse."""
+    where = redact_dsn(dsn)
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            init=init_connection,
+            server_settings={"application_name": application_name},
+        )
+    except _THIRD_PARTY as exc:
+        raise _translate(exc, what, where, None, None) from exc
+    except ValueError as exc:  # asyncpg's DSN parser
+        raise StorageError(
+            f"{what}: the DSN {where} is not valid: {exc}; use postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
+    return pool, where
+
+
 class PostgresStore:
     """Journal, attempts and results of runs, keyed by the Workflow's uid (``run_uid``).
 
@@ -221,22 +244,8 @@ class PostgresStore:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> PostgresStore:
         """Open a connection pool. Raises StorageUnavailable when PostgreSQL cannot be reached."""
-        where = redact_dsn(dsn)
-        try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=min_size,
-                max_size=max_size,
-                timeout=timeout,
-                init=init_connection,
-                server_settings={"application_name": "agentflow"},
-            )
-        except _THIRD_PARTY as exc:
-            raise _translate(exc, "connect", where, None, None) from exc
-        except ValueError as exc:  # asyncpg's DSN parser
-            raise StorageError(
-                f"connect: the DSN {where} is not valid: {exc}; use postgresql://USER@HOST:PORT/DATABASE"
-            ) from None
+        pool, where = await open_pool(dsn, "agentflow", "connect", min_size=min_size, max_size=max_size,
+                                      timeout=timeout)
         return cls(pool, where=where)
 
     async def close(self) -> None:
