@@ -481,15 +481,14 @@ def agentflow_manifests(upstream: str) -> list[dict[str, Any]]:
 async def store_attempt(dsn: str, run_uid: str, manifests: str) -> None:
     """What the operator stores before it starts a step pod: the attempt payload the gateway's token names."""
     from agentflow.engine.values import StepRequest
-    from agentflow.runner.executors import step_request_to_dict
+    from agentflow.executors.payload import attempt_payload
     from agentflow.storage import PostgresStore
 
     store = await PostgresStore.connect(dsn)
     try:
         await store.migrate()
         request = StepRequest(run_id=run_uid, node=STEP, step=STEP, kind="llm", attempt=1, inputs={})
-        await store.put_attempt(run_uid, STEP, 1, {"request": step_request_to_dict(request),
-                                                   "manifests": manifests, "workflow": WORKFLOW})
+        await store.put_attempt(run_uid, STEP, 1, attempt_payload(request, manifests, WORKFLOW))
     finally:
         await store.close()
 
@@ -503,7 +502,7 @@ def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_roo
     import yaml
     from tests.services.postgres import start_postgres
 
-    from agentflow.callback.tokens import AttemptClaims, issue_token
+    from agentflow.security.tokens import AttemptClaims, issue_token
 
     pg = start_postgres()
     stack.callback(pg.stop)
@@ -522,7 +521,8 @@ def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_roo
     profiler = ["-m", "cProfile", "-o", str(workdir / "agentflow-gateway.pstats")] if profile else []
     p = start("agentflow", [sys.executable, *profiler, "-m", "agentflow.cli", "gateway",
                             "--listen", f"127.0.0.1:{port}", "--postgres-dsn", pg.dsn,
-                            "--token-key-file", str(key_file), "--budgets", str(budgets)],
+                            "--token-key-file", str(key_file), "--budgets", str(budgets),
+                            "--model-endpoint", f"{upstream_root}/v1"],
               workdir, {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
                         "OPENAI_API_KEY": "sk-fake-upstream"})
     procs.append(p)

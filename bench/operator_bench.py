@@ -9,10 +9,15 @@ nodes, all on free loopback ports in a temporary directory; plus a throwaway Pos
 No kubelet, no containers. Everything it starts it stops, by process id, and its directory goes.
 
 The bench is the step pods' kubelet and runtime: when kwok has marked a step pod Running, it
-reads the pod's AGENTFLOW_TOKEN, fetches the attempt from the operator's callback server
+mints the token a kubelet would project into the pod's `agentflow-token` volume (a TokenRequest
+for the namespace's `default` service account with the volume's audience and expirationSeconds,
+bound to the pod's name and uid; the API server signs it with the service-account key it is
+started with), sends it as the bearer token the way the step runtime does, so the operator checks
+it by TokenReview as in a cluster: fetches the attempt from the operator's callback server
 (GET /v1/attempt), posts a result (POST /v1/attempt/result: the step succeeded), then patches
 the pod's status to Succeeded with a terminated container, as a kubelet would (kwok's default
-stages only complete pods owned by Jobs). Times are watch-event arrivals on the bench's clock.
+stages only complete pods owned by Jobs). No controller-manager makes the `default` service
+account, so the bench creates it. Times are watch-event arrivals on the bench's clock.
 
 Measured:
   1. chain workflows (tool steps, each depending on the one before), run one chain at a time:
@@ -21,14 +26,19 @@ Measured:
      pod watch: p50, p95. Targets: p50 <= 100 ms, p95 <= 300 ms.
   2. single-step workflows, all created at once: completed per minute (create to status
      Succeeded of the last one).
-  3. API writes per step, in each phase: the operator's own count (agentflow_api_writes_total),
+  3. API writes per step, in each phase: the operator's own count (agentflow_kubernetes_api_writes_total),
      the audit log's writes by the operator's user (reconciler client and kopf, told apart by
      user agent), by every client (scheduler, kwok, this bench), and the API server's
      apiserver_request_total delta for write verbs (everything, node leases included).
-     Target: <= 10 per step.
+     Target: <= 10 per step. TokenRequests (the bench's) and TokenReviews (the operator's) are
+     `create` calls that store nothing: listed in the breakdown, not counted as writes.
+  4. with --traces compare: the chain phase with the operator's trace exporter off and on
+     (--otlp-endpoint a loopback OTLP/HTTP receiver, tests/services/otlp.py, in a process of its
+     own), step-to-step latency side by side. Target (issue 13): at most +10 % at p50.
 
 Usage (as root, after `bash tests/e2e/cluster/build.sh kubernetes etcd kwok`):
   python bench/operator_bench.py [--chains 10] [--chain-steps 6] [--workflows 60] [--nodes 4]
+                                 [--traces off|on|compare] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -72,6 +82,9 @@ GROUP, VERSION = "agentflow.dev", "v1alpha1"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 USERS = ("admin", "agentflow-operator", "kube-scheduler", "kwok", "bench")
 TARGETS = {"p50": 100.0, "p95": 300.0, "writes": 10.0}
+TOKEN_VOLUME = "agentflow-token"  # agentflow.k8s.podspec: the projected service-account token of a step pod
+NOT_STORED = {"tokenreviews", "serviceaccounts/token", "subjectaccessreviews"}
+"""Created but never stored (answers computed by the API server): not writes, listed apart."""
 
 
 def free_port() -> int:
@@ -246,12 +259,40 @@ class ControlPlane:
             for i in range(self.nodes)]))
         wait_until("kwok nodes Ready", lambda: self.kubectl(
             "wait", "--for=condition=Ready", "node", "-l", "type=kwok", "--timeout=5s") is not None, 120, self.procs)
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+        self.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(crds()))
         self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         # Step pods name RuntimeClass gvisor; its admission plugin refuses pods naming a missing one.
         self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(
             {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "gvisor"},
              "handler": "runsc"}))
+
+
+def crds() -> list[dict[str, Any]]:
+    """The repository's CRDs, less any CEL rule that names a field of no type (x-kubernetes-preserve-unknown-fields
+    alone): the API server cannot compile such a rule and refuses the whole CRD. Each one dropped is printed."""
+
+    def walk(schema: dict[str, Any], where: str) -> None:
+        props = schema.get("properties") or {}
+        untyped = {name for name, sub in props.items() if "type" not in sub}
+        rules = schema.get("x-kubernetes-validations")
+        if rules and untyped:
+            kept = [r for r in rules if not any(f"self.{name}" in r["rule"] for name in untyped)]
+            for r in rules:
+                if r not in kept:
+                    print(f"CRD {where}: CEL rule dropped (it names an untyped field): {r['rule']}", file=sys.stderr)
+            schema["x-kubernetes-validations"] = kept
+        for name, sub in props.items():
+            walk(sub, f"{where}.{name}")
+        if isinstance(schema.get("items"), dict):
+            walk(schema["items"], f"{where}[]")
+
+    out = []
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            for version in crd["spec"]["versions"]:
+                walk(version["schema"]["openAPIV3Schema"], crd["metadata"]["name"])
+            out.append(crd)
+    return out
 
 
 # --------------------------------------------------------------------------- the bench's own API client
@@ -269,11 +310,15 @@ class Api:
     async def close(self) -> None:
         await self.session.close()
 
-    async def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+    async def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json", *,
+                   missing_ok: bool = False) -> Any:
+        """The answer's JSON; RuntimeError on an error status (None for 404 with ``missing_ok``)."""
         data = None if body is None else json.dumps(body).encode()
         async with self.session.request(method, self.server + path, data=data, ssl=self.ssl,
                                         headers={"Content-Type": content_type}) as resp:
             text = await resp.text()
+            if resp.status == 404 and missing_ok:
+                return None
             if resp.status >= 300:
                 raise RuntimeError(f"{method} {path}: {resp.status} {text[:500]}")
             return json.loads(text) if text else None
@@ -330,6 +375,8 @@ class Kubelet:
         self.steps: dict[str, StepTimes] = {}
         self.workflows_done: dict[str, float] = {}
         self.errors: list[str] = []
+        self.gone_before_status = 0  # pods deleted before the bench wrote their Succeeded status
+        self.retried = 0  # callback calls answered 503/429 and tried again
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -368,20 +415,48 @@ class Kubelet:
                 if phase != "Succeeded":
                     self.errors.append(f"workflow {name} {phase}: {(wf.get('status') or {}).get('message')}")
 
+    async def _projected_token(self, pod: dict[str, Any]) -> str:
+        """The token a kubelet would project into the pod's ``agentflow-token`` volume: a TokenRequest for the
+        namespace's service account with the volume's audience and lifetime, bound to the pod (name and uid)."""
+        volume = next(v for v in pod["spec"].get("volumes", []) if v["name"] == TOKEN_VOLUME)
+        source = next(s["serviceAccountToken"] for s in volume["projected"]["sources"] if "serviceAccountToken" in s)
+        meta = pod["metadata"]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        answer = await self.api.call(
+            "POST", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{account}/token",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
+                "audiences": [source["audience"]], "expirationSeconds": source.get("expirationSeconds", 3600),
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}})
+        return str(answer["status"]["token"])
+
+    async def _callback(self, method: str, url: str, auth: dict[str, str], body: Any = None) -> None:
+        """One call to the callback server, tried again after a 503 or 429 as the step runtime does
+        (agentflow.runtime.client: after Retry-After; a pod's token is refused until the reconciler has recorded
+        the pod's uid)."""
+        for _ in range(60):
+            async with self.http.request(method, url, json=body, headers=auth) as resp:
+                if resp.status in (200, 201):
+                    await resp.read()
+                    return
+                if resp.status not in (429, 503):
+                    raise RuntimeError(f"{method} {url}: {resp.status} {await resp.text()}")
+                self.retried += 1
+                try:
+                    delay = float(resp.headers.get("Retry-After", "0.5"))
+                except ValueError:
+                    delay = 0.5
+            await asyncio.sleep(min(delay, 2.0))
+        raise RuntimeError(f"{method} {url}: still refused after 60 tries")
+
     async def _run_step(self, pod: dict[str, Any], times: StepTimes) -> None:
         try:
             container = pod["spec"]["containers"][0]
             env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
-            auth = {"Authorization": f"Bearer {env['AGENTFLOW_TOKEN']}"}
+            auth = {"Authorization": f"Bearer {await self._projected_token(pod)}"}
             url = env["AGENTFLOW_CALLBACK_URL"].rstrip("/")
-            async with self.http.get(f"{url}/v1/attempt", headers=auth) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"GET /v1/attempt: {resp.status} {await resp.text()}")
-                await resp.read()
+            await self._callback("GET", f"{url}/v1/attempt", auth)
             result = {"output": {"step": times.node, "ok": True}, "calls": []}
-            async with self.http.post(f"{url}/v1/attempt/result", json=result, headers=auth) as resp:
-                if resp.status not in (200, 201):
-                    raise RuntimeError(f"POST /v1/attempt/result: {resp.status} {await resp.text()}")
+            await self._callback("POST", f"{url}/v1/attempt/result", auth, result)
             times.result = time.perf_counter()
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             status = {"phase": "Succeeded", "conditions": [
@@ -391,9 +466,15 @@ class Kubelet:
                     "restartCount": 0, "started": False,
                     "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now,
                                              "finishedAt": now}}}]}
-            await self.api.call("PATCH", f"/api/v1/namespaces/{self.namespace}/pods/{pod['metadata']['name']}/status",
-                                {"status": status}, "application/strategic-merge-patch+json")
-            times.succeeded = time.perf_counter()
+            # The operator may delete the pod as soon as the result is stored (podCleanup onSuccess): then there
+            # is no status to write, and this step has no "from Succeeded" sample.
+            written = await self.api.call(
+                "PATCH", f"/api/v1/namespaces/{self.namespace}/pods/{pod['metadata']['name']}/status",
+                {"status": status}, "application/strategic-merge-patch+json", missing_ok=True)
+            if written is None:
+                self.gone_before_status += 1
+            else:
+                times.succeeded = time.perf_counter()
         except Exception as exc:  # reported at the end; the phase then times out or fails
             self.errors.append(f"pod {pod['metadata']['name']}: {type(exc).__name__}: {exc}")
 
@@ -403,7 +484,7 @@ class Kubelet:
 
 @dataclasses.dataclass
 class Counts:
-    operator: float  # agentflow_api_writes_total
+    operator: float  # agentflow_kubernetes_api_writes_total
     apiserver: dict[str, float]  # apiserver_request_total write verbs, by resource[/subresource]
     audit_offset: int
 
@@ -431,7 +512,7 @@ async def scrape(api: Api, http: aiohttp.ClientSession, metrics_url: str, audit:
     async with http.get(metrics_url) as resp:
         text = await resp.text()
     operator = sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-                   if s.name == "agentflow_api_writes_total")
+                   if s.name == "agentflow_kubernetes_api_writes_total")
     async with api.session.get(api.server + "/metrics", ssl=api.ssl) as resp:
         raw = await resp.text()
     by_resource: dict[str, float] = collections.defaultdict(float)
@@ -525,75 +606,192 @@ class Bench:
         await asyncio.sleep(2.0)  # trailing writes (pod deletions, kwok) land in this phase
         after = await scrape(self.api, self.http, self.metrics_url, audit)
         breakdown = audit_writes(audit, before.audit_offset, after.audit_offset)
-        api_total = sum(after.apiserver.values()) - sum(before.apiserver.values())
-        operator_audit = sum(v for (who, _), v in breakdown.items() if who.startswith("operator"))
+        api_total = sum(v - before.apiserver.get(r, 0) for r, v in after.apiserver.items() if r not in NOT_STORED)
+        stored = {k: v for k, v in breakdown.items() if k[1] not in NOT_STORED}
+        operator_audit = sum(v for (who, _), v in stored.items() if who.startswith("operator"))
         writes = {"operator metric": (after.operator - before.operator) / steps,
                   "operator audit": operator_audit / steps,
-                  "all clients audit": sum(breakdown.values()) / steps,
+                  "all clients audit": sum(stored.values()) / steps,
                   "apiserver_request_total": api_total / steps}
         return PhaseResult(name, steps, seconds, writes, breakdown), created
 
-    async def run(self, chains: int, chain_steps: int, workflows: int) -> tuple[list[PhaseResult], dict[str, Any]]:
+    async def run(self, chains: int, chain_steps: int, workflows: int, modes: list[str],
+                  operator: OperatorRunner) -> tuple[dict[str, ChainFigures], PhaseResult, dict[str, Any]]:
+        """The chain phase once per entry of ``modes`` (tracing "off" or "on"; the operator restarted with that
+        setting when it changes, each start followed by an unmeasured warm-up chain), then the single-step phase
+        with the last operator."""
         ns = self.namespace
         await self.api.call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
         await self.api.call("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "default"}})
         await self.api.call("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/toolpolicies", TOOL_POLICY)
         self.watchers = [asyncio.create_task(self.kubelet.watch_pods()),
                          asyncio.create_task(self.kubelet.watch_workflows())]
+        figures: dict[str, ChainFigures] = {}
         try:
-            # Warm-up (first reconcile imports, connection pools): one short chain, not measured.
-            await self.phase("warm-up", [chain_workflow("warmup", 2)], 2, sequential=True)
-            chain, _ = await self.phase("chains", [chain_workflow(f"chain-{i}", chain_steps) for i in range(chains)],
-                                        chains * chain_steps, sequential=True)
-            single, created = await self.phase("single-step", [chain_workflow(f"single-{i}", 1)
-                                                               for i in range(workflows)], workflows, sequential=False)
+            for r, mode in enumerate(modes):
+                if operator.tracing != (mode == "on"):
+                    await asyncio.to_thread(operator.restart, mode == "on")
+                self.metrics_url = operator.metrics_url
+                # Warm-up (first reconcile imports, connection pools): one short chain, not measured.
+                await self.phase("warm-up", [chain_workflow(f"warmup-{r}", 2)], 2, sequential=True)
+                wanted = [f"chain-{r}-{i}" for i in range(chains)]
+                chain, _ = await self.phase(f"chains, tracing {mode}", [chain_workflow(w, chain_steps) for w in wanted],
+                                            chains * chain_steps, sequential=True)
+                got = figures.setdefault(mode, ChainFigures(mode, []))
+                got.phases.append(chain)
+                got.add(self.kubelet, wanted, chain_steps)
+            single, created = await self.phase(f"single-step, tracing {modes[-1]}",
+                                               [chain_workflow(f"single-{i}", 1) for i in range(workflows)],
+                                               workflows, sequential=False)
             pods = await self.api.call("GET", f"/api/v1/namespaces/{ns}/pods")
             left = collections.Counter((p.get("status") or {}).get("phase", "?") for p in pods["items"])
         finally:
             for task in self.watchers:
                 task.cancel()
         by_key = {(t.workflow, t.node): t for t in self.kubelet.steps.values()}
-        from_result, from_succeeded, first_pod = [], [], []
-        for i in range(chains):
-            wf = f"chain-{i}"
-            for k in range(1, chain_steps):
-                prev, nxt = by_key.get((wf, f"s{k - 1}")), by_key.get((wf, f"s{k}"))
-                if prev is None or nxt is None or None in (prev.result, prev.succeeded, nxt.created):
-                    raise RuntimeError(f"{wf}: incomplete timings for s{k - 1} -> s{k}")
-                from_result.append((nxt.created - prev.result) * 1000)  # type: ignore[operator]
-                from_succeeded.append((nxt.created - prev.succeeded) * 1000)  # type: ignore[operator]
+        first_pod = []
         for name, t0 in created.items():
             pod = by_key.get((name, "s0"))
             if pod is not None and pod.created is not None:
                 first_pod.append((pod.created - t0) * 1000)
-        return [chain, single], {"from_result": from_result, "from_succeeded": from_succeeded,
-                                 "first_pod": first_pod, "pods_left": dict(left)}
+        return figures, single, {"first_pod": first_pod, "pods_left": dict(left),
+                                 "gone_before_status": self.kubelet.gone_before_status,
+                                 "retried": self.kubelet.retried}
+
+
+@dataclasses.dataclass
+class ChainFigures:
+    """The chain phases run with one tracing setting, their step-to-step samples pooled (ms)."""
+
+    mode: str
+    phases: list[PhaseResult]
+    from_result: list[float] = dataclasses.field(default_factory=list)
+    from_succeeded: list[float] = dataclasses.field(default_factory=list)
+
+    def merged(self) -> PhaseResult:
+        """The phases as one: writes per step over all of them, the breakdown summed."""
+        if len(self.phases) == 1:
+            return self.phases[0]
+        steps = sum(ph.steps for ph in self.phases)
+        writes = {k: sum(ph.writes[k] * ph.steps for ph in self.phases) / steps for k in self.phases[0].writes}
+        breakdown: collections.Counter[tuple[str, str]] = collections.Counter()
+        for ph in self.phases:
+            breakdown.update(ph.breakdown)
+        return PhaseResult(f"{self.phases[0].name} ({len(self.phases)} rounds)", steps,
+                           sum(ph.seconds for ph in self.phases), writes, breakdown)
+
+    def add(self, kubelet: Kubelet, workflows: list[str], chain_steps: int) -> None:
+        by_key = {(t.workflow, t.node): t for t in kubelet.steps.values()}
+        for wf in workflows:
+            for k in range(1, chain_steps):
+                prev, nxt = by_key.get((wf, f"s{k - 1}")), by_key.get((wf, f"s{k}"))
+                if prev is None or nxt is None or None in (prev.result, nxt.created):
+                    raise RuntimeError(f"{wf}: incomplete timings for s{k - 1} -> s{k}")
+                self.from_result.append((nxt.created - prev.result) * 1000)  # type: ignore[operator]
+                if prev.succeeded is not None:
+                    self.from_succeeded.append((nxt.created - prev.succeeded) * 1000)  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- the operator and a trace receiver
+
+
+@dataclasses.dataclass
+class OperatorRunner:
+    """``agentflow operator`` as a host process (as tests/e2e/test_operator.py runs it), restartable with tracing
+    on (``--otlp-endpoint`` the receiver) or off (no endpoint, and no OTEL_* variable inherited)."""
+
+    procs: Processes
+    kubeconfig: Path
+    dsn: str
+    otlp_url: str | None
+    tracing: bool = False
+    metrics_url: str = ""
+    name: str = ""
+
+    def start(self, tracing: bool) -> None:
+        callback, metrics = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENTFLOW_OTLP"))}
+        argv = [sys.executable, "-m", "agentflow.cli", "operator", "--kubeconfig", str(self.kubeconfig),
+                "--postgres-dsn", self.dsn, "--callback-listen", f"127.0.0.1:{callback}",
+                "--callback-url", f"http://127.0.0.1:{callback}", "--step-image", "localhost/agentflow-runtime:dev",
+                "--metrics-port", str(metrics)]
+        if tracing:
+            if not self.otlp_url:
+                raise RuntimeError("tracing on needs the OTLP receiver")
+            argv += ["--otlp-endpoint", self.otlp_url]
+        self.name = "operator-traced" if tracing else "operator"
+        self.procs.start(self.name, argv, cwd=REPO, env=env)
+        self.tracing = tracing
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
+
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", callback), timeout=1):
+                return True
+
+        wait_until(f"the operator's callback server ({self.name})", listening, 90, self.procs)
+
+    def stop(self) -> None:
+        if self.name:
+            self.procs.stop(self.name)
+            self.name = ""
+
+    def restart(self, tracing: bool) -> None:
+        self.stop()
+        self.start(tracing)
+
+
+def serve_otlp(url_file: Path) -> int:
+    """The loopback OTLP/HTTP receiver (tests/services/otlp.py) in a process of its own, so decoding spans does
+    not share the bench's event loop: writes its URL to ``url_file``, on SIGTERM prints what it received."""
+    from tests.services.otlp import otlp_receiver
+
+    def stop(*_: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    with otlp_receiver() as receiver:
+        url_file.write_text(receiver.url)
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            print(f"otlp receiver: {receiver.requests} export requests, {len(receiver.spans)} spans", flush=True)
+    return 0
 
 
 # --------------------------------------------------------------------------- report
 
 
-def report(phases: list[PhaseResult], lat: dict[str, Any], args: argparse.Namespace) -> None:
-    chain, single = phases
-    fr, fs, fp = lat["from_result"], lat["from_succeeded"], lat["first_pod"]
+def report(figures: dict[str, ChainFigures], single: PhaseResult, lat: dict[str, Any], args: argparse.Namespace,
+           spans: str) -> None:
+    fp = lat["first_pod"]
     per_min = single.steps / single.seconds * 60
-    rows = [
-        ("step result stored -> next pod created, p50", f"{percentile(fr, 50):.0f} ms", "<= 100 ms",
-         percentile(fr, 50) <= TARGETS["p50"]),
-        ("step result stored -> next pod created, p95", f"{percentile(fr, 95):.0f} ms", "<= 300 ms",
-         percentile(fr, 95) <= TARGETS["p95"]),
-        ("pod phase Succeeded -> next pod created, p50", f"{percentile(fs, 50):.0f} ms", "(see note)", None),
-        ("pod phase Succeeded -> next pod created, p95", f"{percentile(fs, 95):.0f} ms", "(see note)", None),
+    tagged = len(figures) > 1 or "on" in figures
+    rows: list[tuple[str, str, str, bool | None]] = []
+    for mode, fig in figures.items():
+        fr, fs = fig.from_result, fig.from_succeeded
+        tag = f", tracing {mode}" if tagged else ""
+        rows += [
+            (f"step result stored -> next pod created, p50{tag}", f"{percentile(fr, 50):.0f} ms", "<= 100 ms",
+             percentile(fr, 50) <= TARGETS["p50"]),
+            (f"step result stored -> next pod created, p95{tag}", f"{percentile(fr, 95):.0f} ms", "<= 300 ms",
+             percentile(fr, 95) <= TARGETS["p95"]),
+            (f"pod phase Succeeded -> next pod created, p50{tag}", f"{percentile(fs, 50):.0f} ms", "(see note)", None),
+            (f"pod phase Succeeded -> next pod created, p95{tag}", f"{percentile(fs, 95):.0f} ms", "(see note)", None),
+        ]
+    rows += [
         ("workflow created -> first pod created, p50 (burst)", f"{percentile(fp, 50):.0f} ms", "", None),
         (f"single-step workflows completed per minute ({single.steps} at once)", f"{per_min:.0f}/min", "", None),
     ]
-    for phase in (chain, single):
+    phases = [fig.merged() for fig in figures.values()] + [single]
+    for phase in phases:
         for source, value in phase.writes.items():
             target = "<= 10" if source.startswith("operator") else ""
             ok = value <= TARGETS["writes"] if source.startswith("operator") else None
             rows.append((f"API writes per step, {phase.name}: {source}", f"{value:.2f}", target, ok))
-    print(f"\noperator bench on kwok: {args.chains} chains x {args.chain_steps} steps "
-          f"({len(fr)} step-to-step samples), {args.workflows} single-step workflows, {args.nodes} kwok nodes; "
+    samples = ", ".join(f"{len(f.from_result)} step-to-step samples tracing {m}" for m, f in figures.items())
+    print(f"\noperator bench on kwok: {args.chains} chains x {args.chain_steps} steps per round "
+          f"({samples}), {args.workflows} single-step workflows, {args.nodes} kwok nodes; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     width = max(len(r[0]) for r in rows)
     print(f"{'figure':<{width}}  {'measured':>10}  {'target':<10}  ok")
@@ -602,14 +800,53 @@ def report(phases: list[PhaseResult], lat: dict[str, Any], args: argparse.Namesp
         print(f"{label:<{width}}  {shown:>10}  {target:<10}  {mark}")
     left = lat["pods_left"]
     print(f"step pods left after all workflows finished (podCleanup onSuccess): {sum(left.values())} {left}")
-    print(f"step-to-step from result, ms: min {min(fr):.0f}, mean {statistics.mean(fr):.0f}, max {max(fr):.0f}")
-    for phase in (chain, single):
+    print(f"step pods deleted by the operator before the bench wrote their Succeeded status: "
+          f"{lat['gone_before_status']} (no 'from Succeeded' sample); callback calls answered 503/429 and tried "
+          f"again: {lat['retried']}")
+    for mode, fig in figures.items():
+        fr = fig.from_result
+        print(f"step-to-step from result{', tracing ' + mode if tagged else ''}, ms: min {min(fr):.0f}, "
+              f"mean {statistics.mean(fr):.0f}, max {max(fr):.0f}")
+    if "off" in figures and "on" in figures:
+        compare(figures["off"], figures["on"], args.rounds)
+    if spans:
+        print(spans)
+    for phase in phases:
         print(f"\nwrites in phase {phase.name!r} ({phase.steps} steps, {phase.seconds:.1f} s), audit log, by client "
               f"and resource (per step):")
         for (who, resource), n in sorted(phase.breakdown.items(), key=lambda kv: (kv[0][0], -kv[1])):
-            print(f"  {who:<24} {resource:<28} {n:>6}  {n / phase.steps:>6.2f}")
+            apart = "  (not stored: not counted as a write)" if resource in NOT_STORED else ""
+            print(f"  {who:<24} {resource:<28} {n:>6}  {n / phase.steps:>6.2f}{apart}")
     print("\nnote: the operator moves on when the step's result is stored (the callback pokes the run), not on the "
           "pod's phase; the bench writes the Succeeded status right after the result, as a fast kubelet would.")
+
+
+def compare(off: ChainFigures, on: ChainFigures, rounds: int) -> None:
+    """Step-to-step latency with the operator's trace exporter off and on, side by side (issue 13: <= +10 % p50)."""
+    def change(a: float, b: float) -> str:
+        return f"{(b - a) / a * 100:+.1f} %" if a else "n/a"
+
+    def writes(fig: ChainFigures) -> float:
+        return statistics.mean(ph.writes["operator metric"] for ph in fig.phases)
+
+    rows = []
+    for label, key in (("step result stored -> next pod created", "from_result"),
+                       ("pod phase Succeeded -> next pod created", "from_succeeded")):
+        a, b = getattr(off, key), getattr(on, key)
+        for name, fn in (("p50", lambda v: percentile(v, 50)), ("p95", lambda v: percentile(v, 95)),
+                         ("mean", statistics.mean)):
+            va, vb = fn(a), fn(b)
+            target = ("<= +10 %", (vb - va) / va <= 0.10) if key == "from_result" and name == "p50" else ("", None)
+            rows.append((f"{label}, {name}", f"{va:.1f} ms", f"{vb:.1f} ms", change(va, vb), *target))
+    va, vb = writes(off), writes(on)
+    rows.append(("operator API writes per step (metric)", f"{va:.2f}", f"{vb:.2f}", change(va, vb), "", None))
+    print(f"\ntracing off vs on (the operator exporting over OTLP/HTTP to a loopback receiver), {rounds} round(s) "
+          f"(off on, on off, ...), {len(off.from_result)} / {len(on.from_result)} samples:")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'figure':<{width}}  {'off':>9}  {'on':>9}  {'change':>9}  {'target':<9}  ok")
+    for label, a, b, ch, target, ok in rows:
+        mark = "" if ok is None else ("yes" if ok else "NO")
+        print(f"{label:<{width}}  {a:>9}  {b:>9}  {ch:>9}  {target:<9}  {mark}")
 
 
 # --------------------------------------------------------------------------- main
@@ -633,14 +870,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chain-steps", type=int, default=6, help="tool steps per chain")
     parser.add_argument("--workflows", type=int, default=60, help="single-step workflows, created at once")
     parser.add_argument("--nodes", type=int, default=4, help="kwok nodes")
+    parser.add_argument("--traces", choices=["off", "on", "compare"], default="off",
+                        help="the operator's trace exporter: off; on (--otlp-endpoint a loopback OTLP/HTTP receiver); "
+                             "compare: the chain phase with it off and on, side by side")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="chain phases per tracing setting; with compare, in the order off on, on off, off on ...")
     parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, audit log)")
     parser.add_argument("--audit-level", choices=["Metadata", "Request"], default="Metadata",
                         help="Request: the audit log holds each write's body too (with --keep, to see what is written)")
+    parser.add_argument("--serve-otlp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_otlp:
+        return serve_otlp(args.serve_otlp)
     if os.geteuid() != 0:
         print("run as root: the throwaway PostgreSQL runs as the postgres user", file=sys.stderr)
         return 2
+    if args.traces == "compare":
+        modes = [m for r in range(args.rounds) for m in (("off", "on") if r % 2 == 0 else ("on", "off"))]
+    else:
+        modes = [args.traces] * args.rounds
     from tests.services.postgres import running_postgres
 
     with workdir(args.keep) as root:
@@ -650,35 +899,35 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             plane = ControlPlane(root, procs, args.nodes, args.audit_level)
             plane.start()
+            otlp_url = None
+            if "on" in modes:
+                url_file = root / "otlp.url"
+                procs.start("otlp", [sys.executable, str(Path(__file__).resolve()), "--serve-otlp", str(url_file)],
+                            cwd=REPO)
+                wait_until("the OTLP receiver", lambda: url_file.read_text().startswith("http"), 30, procs)
+                otlp_url = url_file.read_text().strip()
             with running_postgres() as pg:
-                callback, metrics = free_port(), free_port()
-                procs.start("operator", [
-                    sys.executable, "-m", "agentflow.cli", "operator", "--kubeconfig",
-                    str(plane.kubeconfig("agentflow-operator")), "--postgres-dsn", pg.dsn,
-                    "--callback-listen", f"127.0.0.1:{callback}", "--callback-url", f"http://127.0.0.1:{callback}",
-                    "--step-image", "localhost/agentflow-runtime:dev",
-                    "--token-key", base64.b64encode(os.urandom(32)).decode(), "--metrics-port", str(metrics)],
-                    cwd=REPO)
-
-                def listening() -> bool:
-                    with socket.create_connection(("127.0.0.1", callback), timeout=1):
-                        return True
-
-                wait_until("the operator's callback server", listening, 90, procs)
+                operator = OperatorRunner(procs, plane.kubeconfig("agentflow-operator"), pg.dsn, otlp_url)
+                operator.start(modes[0] == "on")
                 print(f"control plane, PostgreSQL and operator up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
 
-                async def go() -> tuple[list[PhaseResult], dict[str, Any]]:
-                    bench = Bench(plane, f"http://127.0.0.1:{metrics}/metrics", "agentflow-bench", args.timeout)
+                async def go() -> tuple[dict[str, ChainFigures], PhaseResult, dict[str, Any]]:
+                    bench = Bench(plane, operator.metrics_url, "agentflow-bench", args.timeout)
                     try:
-                        return await bench.run(args.chains, args.chain_steps, args.workflows)
+                        return await bench.run(args.chains, args.chain_steps, args.workflows, modes, operator)
                     finally:
                         await bench.close()
 
                 try:
-                    phases, lat = asyncio.run(go())
+                    figures, single, lat = asyncio.run(go())
                 finally:
-                    procs.stop("operator")  # before PostgreSQL goes
-            report(phases, lat, args)
+                    operator.stop()  # before PostgreSQL goes
+            spans = ""
+            if otlp_url:
+                procs.stop("otlp")
+                spans = next((line for line in (root / "logs/otlp.log").read_text().splitlines()
+                              if line.startswith("otlp receiver:")), "otlp receiver: no count printed")
+            report(figures, single, lat, args, spans)
         except Exception:
             if not args.keep:
                 for log in sorted((root / "logs").glob("*.log")):

@@ -20,10 +20,12 @@ from typing import Any
 
 from .models import ManifestError
 from .runner import session
-from .runner.history import diff, history
+from .runner.history import diff, history, where_they_differ
+from .runner.loop import RunStuck
 from .runner.progress import Progress, print_summary, summary
 from .runner.replay import ReplayError, WhatIfExecutor, replay_exact
 from .runner.store import RunStore, StoreError
+from .telemetry import Tracing
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
 
@@ -47,6 +49,13 @@ def _inputs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(session.parse_input(i) for i in args.input or [])
 
 
+def _file_roots(args: argparse.Namespace) -> list[Path]:
+    """Where the files manifests name may be besides their own folders: --allow-files-under, AGENTFLOW_FILE_ROOTS."""
+    from .loader import file_roots_from_env
+
+    return [Path(p) for p in getattr(args, "allow_files_under", None) or []] + file_roots_from_env(os.environ)
+
+
 def _progress_mode(args: argparse.Namespace) -> str:
     if args.json:
         return "quiet"
@@ -55,11 +64,35 @@ def _progress_mode(args: argparse.Namespace) -> str:
     return "live" if sys.stdout.isatty() else "lines"
 
 
-def _finish(run: Any, args: argparse.Namespace) -> int:
+def _env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment the run's executor is built from, with --container-isolation applied."""
+    from .tools.sandbox import ISOLATION_ENV
+
+    env = dict(os.environ)
+    if getattr(args, "container_isolation", None):
+        env[ISOLATION_ENV] = args.container_isolation
+    return env
+
+
+def _executor(bundle: session.Bundle, args: argparse.Namespace,
+              tracing: Tracing | None = None) -> tuple[Any, list[str]]:
+    """The run's executor and the warnings to say once (printed here to stderr)."""
+    env = _env(args)
+    sandbox = session.container_sandbox(bundle, env)
+    warnings = session.run_warnings(bundle, sandbox)
+    for warning in warnings:
+        print(f"agentflow: warning: {warning}", file=sys.stderr)
+    return session.make_executor(bundle, args.executor, env, state_dir=args.state_dir, sandbox=sandbox,
+                                 tracing=tracing), warnings
+
+
+def _finish(run: Any, args: argparse.Namespace, warnings: Sequence[str] = ()) -> int:
     if args.json:
-        _print_json(summary(run))
+        _print_json({**summary(run), **({"warnings": list(warnings)} if warnings else {})})
     else:
         print_summary(run, sys.stdout)
+        for warning in warnings:
+            print(f"warning: {warning}")
     if not run.finished:
         waiting = [n.id for n in run.nodes.values() if n.phase == "Waiting"]
         if not args.json:
@@ -69,31 +102,48 @@ def _finish(run: Any, args: argparse.Namespace) -> int:
     return EXIT_OK if run.phase == "Succeeded" else EXIT_RUN_FAILED
 
 
-async def _drive(run_dir: Any, bundle: session.Bundle, executor: Any, args: argparse.Namespace) -> Any:
+async def _drive(run_dir: Any, bundle: session.Bundle, executor: Any, args: argparse.Namespace,
+                 tracing: Tracing | None = None) -> Any:
+    cap = session.max_parallel_from(args.max_parallel, os.environ)
     with Progress(_progress_mode(args), sys.stderr if args.json else sys.stdout) as progress:
-        return await session.drive(run_dir, bundle, executor, progress, wait_for_approvals=not args.no_wait)
+        return await session.drive(run_dir, bundle, executor, progress, wait_for_approvals=not args.no_wait,
+                                   max_parallel=cap, tracing=tracing)
+
+
+TRACE_FLUSH_SECONDS = 2.0
+"""How long a finished local run waits for its last spans to be exported (an unreachable collector: no longer)."""
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    bundle = session.load_bundle(args.files, args.workflow, _inputs(args))
-    executor = session.make_executor(bundle, args.executor, state_dir=args.state_dir)
-    run_dir = session.create_run(_store(args), bundle, args.files)
-    if not args.json:
-        print(f"run {run_dir.run_id} (journal: {run_dir.path / 'journal.jsonl'})")
-    return _finish(asyncio.run(_drive(run_dir, bundle, executor, args)), args)
+    bundle = session.load_bundle(args.files, args.workflow, _inputs(args), _file_roots(args))
+    run_id = session.new_run_id(bundle.workflow.metadata.name)
+    bundle = session.bind_prompts(bundle, run_id)  # the prompt family versions this run gets
+    tracing = session.tracing_from_env(os.environ)
+    try:
+        executor, warnings = _executor(bundle, args, tracing)
+        run_dir = session.create_run(_store(args), bundle, args.files, warnings, run_id=run_id)
+        if not args.json:
+            print(f"run {run_dir.run_id} (journal: {run_dir.path / 'journal.jsonl'})")
+        return _finish(asyncio.run(_drive(run_dir, bundle, executor, args, tracing)), args, warnings)
+    finally:
+        tracing.shutdown(TRACE_FLUSH_SECONDS)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     run_dir = _store(args).resolve(args.run)
     bundle = session.bundle_of(run_dir)
-    executor = session.make_executor(bundle, args.executor, state_dir=args.state_dir)
-    return _finish(asyncio.run(_drive(run_dir, bundle, executor, args)), args)
+    tracing = session.tracing_from_env(os.environ)
+    try:
+        executor, warnings = _executor(bundle, args, tracing)
+        return _finish(asyncio.run(_drive(run_dir, bundle, executor, args, tracing)), args, warnings)
+    finally:
+        tracing.shutdown(TRACE_FLUSH_SECONDS)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .validation import validate_paths
+    from .loader import validate_paths
 
-    loaded, problems = validate_paths(args.files)
+    loaded, problems = validate_paths(args.files, _file_roots(args))
     if args.json:
         _print_json({"ok": not problems, "resources": [f"{r.resource.kind}/{r.resource.metadata.name}"
                                                         for r in loaded], "problems": session.problems_json(problems)})
@@ -129,17 +179,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for n in result.only_in_b:
                 print(f"  only in the replay: {n}")
         return EXIT_OK if result.same_path_and_outputs else EXIT_RUN_FAILED
-    bundle = (session.load_bundle(args.manifests, None, _inputs(args)) if args.manifests
-              else session.bundle_of(original))
-    if args.input and not args.manifests:
-        bundle = session.load_bundle([original.path / "manifests.yaml"], original.meta.get("workflow"), _inputs(args))
+    bundle = session.what_if_bundle(original, args.manifests, _inputs(args), _file_roots(args))
+    # the what-if run gets the prompt versions the original got
+    run_id = session.new_run_id(bundle.workflow.metadata.name)
+    bundle = session.bind_prompts(bundle, run_id, session.bundle_of(original).prompts)
     plan = session.plan_of(bundle)
-    names = plan.steps if plan.mode == "dag" else plan.states
+    names = plan.units()
     if args.from_step not in names:
         raise session.SessionError(f"--from-step {args.from_step!r}: no such step; steps: {', '.join(names)}")
-    live = session.make_executor(bundle, args.executor, state_dir=args.state_dir)
+    live, _ = _executor(bundle, args)
     executor = WhatIfExecutor(events, live, plan, args.from_step)
-    run_dir = session.create_run(store, bundle, [str(original.path)])
+    run_dir = session.create_run(store, bundle, [str(original.path)], run_id=run_id)
     run = asyncio.run(_drive(run_dir, bundle, executor, args))
     result = diff(history(events), history([r.event for r in run_dir.read_records()]))
     if args.json:
@@ -163,11 +213,12 @@ def _print_diff(result: Any) -> None:
     for n in result.only_in_b:
         print(f"  + {n} (only in B)")
     for c in result.changes:
-        print(f"  ~ {c.node}.{c.field}: {json.dumps(c.before, default=str)[:80]} -> "
-              f"{json.dumps(c.after, default=str)[:80]}")
+        before, after = where_they_differ(json.dumps(c.before, default=str), json.dumps(c.after, default=str))
+        print(f"  ~ {c.node}.{c.field}: {before} -> {after}")
     if result.outputs[0] != result.outputs[1]:
-        print(f"outputs: {json.dumps(result.outputs[0], default=str)[:200]}\n      -> "
-              f"{json.dumps(result.outputs[1], default=str)[:200]}")
+        before, after = where_they_differ(json.dumps(result.outputs[0], default=str),
+                                          json.dumps(result.outputs[1], default=str), 200)
+        print(f"outputs: {before}\n      -> {after}")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -188,22 +239,21 @@ def _in_cluster(args: argparse.Namespace) -> bool:
 
 
 def _cluster_steer(args: argparse.Namespace, cancel: bool) -> int:
-    try:
-        from .k8s.kube import Kube
-        from .services import approvals
-    except ImportError as exc:
-        print(f"agentflow {args.command}: acting on the cluster needs the operator extra "
-              f"(pip install 'agentflow[operator]'): {exc}", file=sys.stderr)
+    if not cancel and args.by:
+        print(f"agentflow {args.command}: --by is for local runs; on a cluster the decision names the Kubernetes "
+              "user of your kubeconfig (the operator's admission webhook records it)", file=sys.stderr)
         return EXIT_USAGE
+    from .k8s.kube import KubeClient  # without the operator extra: main says which to install
+    from .services import approvals
 
     async def act() -> tuple[str, dict[str, Any]]:
-        kube, context_namespace = Kube.from_kubeconfig(args.kubeconfig)
+        kube, context_namespace = KubeClient.from_kubeconfig(args.kubeconfig)
         namespace = args.namespace or context_namespace
         try:
             if cancel:
                 return namespace, await approvals.cancel(kube, namespace, args.run)
             return namespace, await approvals.decide(kube, namespace, args.run, args.step, approved=not args.reject,
-                                                     by=args.by or _user(), reason=args.reason or "")
+                                                     reason=args.reason or "")
         finally:
             kube.close()
 
@@ -276,15 +326,72 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    expected = None
+    if args.expect_head is not None:
+        from .audit.chain import Head
+
+        try:
+            expected = Head.parse(args.expect_head)
+        except ValueError as exc:
+            raise session.SessionError(f"--expect-head: {exc}") from None
     run_dir = _store(args).resolve(args.run)
-    report = run_dir.verify()
+    report = run_dir.verify(head=expected.hash if expected else None, head_seq=expected.seq if expected else None)
     if args.json:
         _print_json({"run": run_dir.run_id, "ok": report.ok, "checked": report.checked, "badSeq": report.bad_seq,
-                     "problem": report.problem})
+                     "problem": report.problem, "head": report.head})
     else:
         print(f"journal of {run_dir.run_id}: " + ("intact" if report.ok else f"TAMPERED: {report.problem}") +
               f" ({report.checked} records)")
+        if report.ok:
+            print(f"head: {report.head}")
+            if expected is None:
+                print("(keep this head elsewhere and pass it back with --expect-head: without it a truncated tail "
+                      "or records appended later still verify)")
     return EXIT_OK if report.ok else EXIT_RUN_FAILED
+
+
+# The commands with parsers of their own, and their modules (imported only for them). A module of the operator
+# extra missing from the base install, whether on import (operator, gateway) or on the way (cost --postgres-dsn,
+# approve --namespace), ends in one line naming the extra, never a traceback.
+OWN_PARSERS: dict[str, str] = {
+    "operator": ".controller.main",
+    "step": ".runtime.step",
+    "gateway": ".commands.gateway",
+    "cost": ".commands.cost",
+    "audit": ".commands.audit",
+    "screen": ".commands.screen",
+    "redact": ".commands.redact",
+    "events": ".commands.events",
+    "ui": ".commands.ui",
+    "memory": ".commands.memory",
+    "prompt": ".commands.prompt",
+}
+OPERATOR_EXTRA_MODULES = ("asyncpg", "kopf", "kubernetes", "nats")
+INSTALL_OPERATOR_EXTRA = "pip install -e '.[operator]' in the repository"  # as make quickstart installs it
+
+
+def operator_extra_missing(exc: ModuleNotFoundError) -> bool:
+    """Whether ``exc`` is a module of the operator extra (pyproject.toml) missing from this install."""
+    name = exc.name or ""
+    return any(name == m or name.startswith(m + ".") for m in OPERATOR_EXTRA_MODULES)
+
+
+def _needs_extra(command: str, exc: ModuleNotFoundError) -> int:
+    if not operator_extra_missing(exc):
+        raise exc
+    print(f"agentflow {command}: this needs the operator extra (no module {exc.name!r}): {INSTALL_OPERATOR_EXTRA}",
+          file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _own_parser(command: str, argv: list[str]) -> int:
+    import importlib
+
+    try:
+        module = importlib.import_module(OWN_PARSERS[command], __package__)
+        return int(module.main(argv))
+    except ModuleNotFoundError as exc:
+        return _needs_extra(command, exc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +406,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("cost", help="estimate a workflow's cost, or report spend (see: agentflow cost --help)",
                    add_help=False)
     sub.add_parser("audit", help="verify or export the audit chain (see: agentflow audit --help)", add_help=False)
+    sub.add_parser("screen", help="score a text for prompt injection (see: agentflow screen --help)", add_help=False)
+    sub.add_parser("redact", help="replace the PII in a text by tokens (see: agentflow redact --help)",
+                   add_help=False)
+    sub.add_parser("events", help="tail the events of runs: local journals, or the cluster's from NATS "
+                   "(see: agentflow events --help)", add_help=False)
+    sub.add_parser("ui", help="the console: watch runs live, act on them, design workflows "
+                   "(see: agentflow ui --help)", add_help=False)
+    sub.add_parser("memory", help="search, list and erase Agents' long-term memory (see: agentflow memory --help)",
+                   add_help=False)
+    sub.add_parser("prompt", help="run a PromptVersion's evaluation suite, show a prompt family's rollout "
+                   "(see: agentflow prompt --help)", add_help=False)
 
     def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
@@ -311,8 +429,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run steps in this process or one subprocess per attempt")
         p.add_argument("--progress", choices=["auto", "live", "lines", "none"], default="auto")
         p.add_argument("--no-wait", action="store_true", help="stop (exit 3) instead of waiting for approvals")
+        p.add_argument("--container-isolation", choices=["auto", "bwrap", "off"],
+                       help="how container tools run locally: auto (bubblewrap where it works, else a plain "
+                       "subprocess, with a warning), bwrap (refuse to run without it), off; default: "
+                       "AGENTFLOW_CONTAINER_ISOLATION, else auto")
+        p.add_argument("--max-parallel", metavar="N", help="at most N attempts at once (default: "
+                       "AGENTFLOW_MAX_PARALLEL, else 32; a lower spec.parallelism wins; a resumed run keeps the "
+                       "cap it started with)")
+
+    def files_under(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--allow-files-under", action="append", metavar="DIR",
+                       help="a folder the files manifests name (wasm.module) may be in besides the manifest's own "
+                            "folder; repeat for several (also: AGENTFLOW_FILE_ROOTS, separated by ':')")
 
     p = add("run", cmd_run, "run a Workflow manifest locally, with no cluster")
+    files_under(p)
     p.add_argument("files", nargs="+", help="YAML files or folders with the Workflow and what it refers to")
     p.add_argument("--workflow", help="which Workflow, when the files hold several")
     p.add_argument("--input", action="append", metavar="KEY=VALUE", help="override an input (value read as YAML)")
@@ -322,11 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
     driving(p)
     p = add("validate", cmd_validate, "check manifests and report every problem with its file, line and field")
     p.add_argument("files", nargs="+")
+    files_under(p)
     p = add("replay", cmd_replay, "re-run a run from its journal (exact), or from a step with changes (what-if)")
     p.add_argument("run")
     p.add_argument("--from-step", help="run this step and what follows live; earlier steps use recorded results")
-    p.add_argument("--manifests", nargs="+", help="changed manifests for a what-if run (e.g. an edited prompt)")
-    p.add_argument("--input", action="append", metavar="KEY=VALUE", help="changed input for a what-if run")
+    p.add_argument("--manifests", nargs="+", help="changed manifests for a what-if run: only the changed objects "
+                   "(e.g. an edited PromptVersion) or the whole set; each replaces the run's object of its kind and "
+                   "name")
+    p.add_argument("--input", action="append", metavar="KEY=VALUE", help="changed input for a what-if run (the "
+                   "others keep the values the run had)")
+    files_under(p)
     driving(p)
     p = add("diff", cmd_diff, "compare two runs: path, outputs, cost and timing")
     p.add_argument("run_a")
@@ -341,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("step", help="the waiting step's node id, e.g. review or review[2]")
     p.add_argument("--reject", action="store_true")
-    p.add_argument("--by", help="who decides (default: your user name)")
+    p.add_argument("--by", help="local runs: who decides (default: your user name); on a cluster it is always "
+                   "your Kubernetes user")
     p.add_argument("--reason", help="why")
     cluster(p)
     p = add("cancel", cmd_cancel, "cancel a run (its exit handlers still run)")
@@ -352,34 +489,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("runs", cmd_runs, "list local runs")
     p = add("show", cmd_show, "show a run's state from its journal")
     p.add_argument("run")
-    p = add("verify", cmd_verify, "check a run's journal hash chain for tampering")
+    p = add("verify", cmd_verify, "check a run's journal hash chain for tampering; prints the head to keep")
     p.add_argument("run")
+    p.add_argument("--expect-head", metavar="SEQ:HASH", help="the head an earlier verify printed: the journal must "
+                   "still end at that record (catches a truncated tail and records appended since)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # The cluster-side commands have flags of their own and need the operator extra.
-    if argv[:1] == ["operator"]:
-        from .controller.main import main as operator_main
-
-        return operator_main(argv[1:])
-    if argv[:1] == ["step"]:
-        from .runtime.step import main as step_main
-
-        return step_main(argv[1:])
-    if argv[:1] == ["gateway"]:
-        from .commands.gateway import main as gateway_main
-
-        return gateway_main(argv[1:])
-    if argv[:1] == ["cost"]:
-        from .commands.cost import main as cost_main
-
-        return cost_main(argv[1:])
-    if argv[:1] == ["audit"]:
-        from .commands.audit import main as audit_main
-
-        return audit_main(argv[1:])
+    # `agentflow --state-dir DIR memory ...`: the commands with parsers of their own read the state dir from
+    # AGENTFLOW_STATE_DIR (their --state-dir default), so a leading --state-dir reaches them too.
+    if (argv[:1] == ["--state-dir"] and len(argv) > 2) or (argv[:1] and argv[0].startswith("--state-dir=")):
+        value, rest = (argv[1], argv[2:]) if argv[0] == "--state-dir" else (argv[0].split("=", 1)[1], argv[1:])
+        if rest[:1] and rest[0] in ("memory", "ui", "events", "cost", "audit", "prompt"):
+            os.environ["AGENTFLOW_STATE_DIR"] = value
+            argv = rest
+    if argv[:1] and argv[0] in OWN_PARSERS:
+        return _own_parser(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -394,6 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (session.SessionError, StoreError, ReplayError) as exc:
         print(f"agentflow {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunStuck as exc:
+        print(f"agentflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except ModuleNotFoundError as exc:
+        return _needs_extra(args.command, exc)
     except KeyboardInterrupt:
         print("\ninterrupted; the journal is intact: agentflow resume latest", file=sys.stderr)
         return 130

@@ -11,7 +11,6 @@ the run.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from .admission import admission_operator
 from .conftest import Cluster
-from .test_operator import Operator, crds, free_port, step_images  # noqa: F401 (fixtures)
-from .test_operator_admission import API, CONFIG, drain, webhooks, write
+from .test_operator import Operator, crds, step_images  # noqa: F401 (fixtures)
+from .test_operator_admission import API, write
 
 pytestmark = pytest.mark.e2e
 
@@ -64,30 +64,9 @@ def budget_namespace(cluster: Cluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def budget_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
                     budget_namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    host = cluster.host_address
-    if not host:
-        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
-    hook_host = os.environ.get("AGENTFLOW_E2E_WEBHOOK_HOST") or ("127.0.0.1" if cluster.local else host)
-    existing = webhooks(cluster)
-    if existing:
-        urls = [w["clientConfig"].get("url") for w in existing]
-        pytest.skip(f"ValidatingWebhookConfiguration {CONFIG} is in use (webhooks at {urls}): another operator "
-                    "serves admission on this cluster; running a second one would take it over")
-    port = free_port(hook_host)
-    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("budget-admission") / "operator.log",
-                  extra_args=["--namespace", budget_namespace, "--webhook-host", hook_host,
-                              "--webhook-listen", f"{hook_host}:{port}"])
-    try:
-        op.start()
-        url = f"https://{hook_host}:{port}/budget-workflows"
-        cluster.wait_until(f"kopf to point the webhooks at {url}", lambda: any(
-            w["clientConfig"].get("url") == url for w in webhooks(cluster) or []), timeout=60)
+    with admission_operator(cluster, postgres_dsn, tmp_path_factory.mktemp("budget-admission") / "operator.log",
+                            budget_namespace) as op:
         yield op
-    finally:
-        drain(cluster, budget_namespace, op)
-        op.stop()
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-            cluster.kubectl("delete", kind, CONFIG, "--ignore-not-found", check=False)
 
 
 def test_over_a_hard_budget_is_refused_and_under_a_soft_one_is_admitted_with_a_warning(

@@ -145,7 +145,7 @@ def operator_help() -> str:
 
 @pytest.fixture(scope="module")
 def gateway_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+                     upstream: HoldingUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     host = cluster.host_address
     if not host:
         pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
@@ -153,7 +153,9 @@ def gateway_operator(cluster: Cluster, crds: None, step_images: None, postgres_d
     args = ["--namespace", f"{SESSION_PREFIX}{PREFIX}*",
             # Step pods call the model through the gateway, not the offline model test_operator.py sets.
             "--step-env", "AGENTFLOW_MODEL_MODE=live",
-            "--gateway-listen", f"{host}:{gateway_port}", "--gateway-url", f"http://{host}:{gateway_port}"]
+            "--gateway-listen", f"{host}:{gateway_port}", "--gateway-url", f"http://{host}:{gateway_port}",
+            # The platform lists the endpoint the Agent's apiBase names (any other would be refused).
+            "--model-endpoint", upstream.base_url]
     if "--step-cpu-request" in operator_help():
         # 60 step pods at the default 100m do not fit a 2-CPU node; they wait on the model, they need little.
         args += ["--step-cpu-request", "10m"]
@@ -166,7 +168,8 @@ def gateway_operator(cluster: Cluster, crds: None, step_images: None, postgres_d
 def manifests(upstream_url: str, limit_usd: float) -> list[dict[str, Any]]:
     items = [f"T-{i:02d}" for i in range(ITEMS)]
     return [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "upstream-key"},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "upstream-key", "labels": {"agentflow.dev/credential": "true"}},
          "stringData": {"api-key": "sk-e2e-upstream"}},
         {"apiVersion": API, "kind": "Budget", "metadata": {"name": "hard-cap"},
          "spec": {"period": "total", "limits": {"usd": limit_usd}, "enforcement": "hard"}},
@@ -203,9 +206,9 @@ def manifests(upstream_url: str, limit_usd: float) -> list[dict[str, Any]]:
 def limit_for(model: str) -> tuple[float, float]:
     """(limit in dollars, one call's reservation): ADMITTED_RESERVATIONS calls of MAX_TOKENS output tokens
     and a short prompt, at the prices the gateway charges."""
-    from agentflow.gateway.service import litellm_prices
+    from agentflow.llm import litellm_provider
 
-    prices = litellm_prices()(model)
+    prices = litellm_provider().prices(model)
     assert prices is not None, f"{model} has no price in litellm's cost map"
     per_input, per_output = prices
     # The gateway reserves (prompt tokens * 1.1 + 8) input tokens; the prompt here is ~40-80 tokens.

@@ -9,7 +9,6 @@ started by tests/services/postgres.py.
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
 import os
@@ -37,13 +36,23 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_IMAGE = os.environ.get("AGENTFLOW_E2E_RUNTIME_IMAGE", "localhost/agentflow-runtime:dev")
-TOKEN_KEY = base64.b64encode(b"e2e-token-key-" + b"x" * 32).decode()
+SIGNING_KEY = b"e2e-approval-signing-key-" + b"x" * 32
+# What no tool may reach on the local cluster (lib.sh: SERVICE_CIDR, the API server on the bridge address); a
+# cluster given by KUBECONFIG names its own ranges in AGENTFLOW_E2E_EGRESS_DENY (comma-separated).
+LOCAL_EGRESS_DENY = ("10.96.0.0/16", "10.88.0.1:6443")
 
 
 def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def egress_deny(cluster: Cluster) -> list[str]:
+    """--egress-deny flags for the cluster's own ranges and API server."""
+    given = os.environ.get("AGENTFLOW_E2E_EGRESS_DENY")
+    entries = given.split(",") if given is not None else list(LOCAL_EGRESS_DENY) if cluster.local else []
+    return [flag for entry in entries if entry.strip() for flag in ("--egress-deny", entry.strip())]
 
 
 class Operator:
@@ -57,6 +66,8 @@ class Operator:
         self.port = free_port(host)
         self.metrics_port = free_port("127.0.0.1")
         self.log = log
+        self.signing_key_file = log.parent / "signing.key"
+        self.signing_key_file.write_bytes(SIGNING_KEY)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -64,8 +75,8 @@ class Operator:
         args = [sys.executable, "-m", "agentflow.cli", "operator", "--kubeconfig", self.cluster.kubeconfig,
                 "--postgres-dsn", self.dsn, "--callback-listen", f"{self.host}:{self.port}",
                 "--callback-url", f"http://{self.host}:{self.port}", "--step-image", RUNTIME_IMAGE,
-                "--token-key", TOKEN_KEY, "--metrics-port", str(self.metrics_port),
-                "--step-env", "AGENTFLOW_MODEL_MODE=offline", *self.extra_args]
+                "--signing-key-file", str(self.signing_key_file), "--metrics-port", str(self.metrics_port),
+                "--step-env", "AGENTFLOW_MODEL_MODE=offline", *egress_deny(self.cluster), *self.extra_args]
         self.starts += 1
         with self.log.open("ab") as out:
             out.write(f"\n===== start {self.starts} =====\n".encode())
@@ -105,8 +116,15 @@ def step_images(cluster: Cluster) -> None:
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    for crd in ("workflows", "agents", "promptversions", "budgets", "toolpolicies"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.agentflow.dev", "--timeout=60s")
+    for crd in ("workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
+                "workflowschedules"):
+        # polled, not `kubectl wait`: that fails at once on a CRD whose status has no conditions yet
+        def established(crd: str = crd) -> bool:
+            obj = cluster.get_json(f"crd/{crd}.agentflow.dev")
+            return any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in (obj.get("status") or {}).get("conditions") or [])
+
+        cluster.wait_until(f"CRD {crd}.agentflow.dev to be Established", established, timeout=60)
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +197,13 @@ def test_quickstart_runs_in_gvisor_pods_with_the_local_runners_outputs(
     cluster.wait_until("step pods to exit", lambda: all(p["status"]["phase"] == "Succeeded" for p in step_pods()),
                        timeout=60)
     pods = step_pods()
-    assert len(pods) == len(status["nodes"]) >= 3
+    # one pod per step attempt; an llm step whose Agent lists tools is an agent loop, whose turns
+    # (classify/t1, ...) are the nodes with pods
+    nodes = status["nodes"]
+    loops = {n for n in nodes if any(m.startswith(n + "/") for m in nodes)}
+    assert loops, "the quickstart's Agent lists tools: its llm steps run agent loops"
+    assert len(pods) == len(nodes) - len(loops) >= 3
+    assert {p["metadata"]["annotations"]["agentflow.dev/node"] for p in pods} == set(nodes) - loops
     for pod in pods:
         spec = pod["spec"]
         assert spec["runtimeClassName"] == "gvisor"
@@ -192,7 +216,11 @@ def test_quickstart_runs_in_gvisor_pods_with_the_local_runners_outputs(
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
         assert container["resources"]["limits"] and container["resources"]["requests"]
         assert pod["metadata"]["ownerReferences"][0]["kind"] == "Workflow"
-        assert not any(v.get("secret") or v.get("projected") for v in spec.get("volumes", []))
+        assert not any(v.get("secret") for v in spec.get("volumes", []))
+        # the one projected volume is the attempt's own token, for the audience agentflow only
+        [token] = [v for v in spec["volumes"] if v.get("projected")]
+        [source] = token["projected"]["sources"]
+        assert list(source) == ["serviceAccountToken"] and source["serviceAccountToken"]["audience"] == "agentflow"
         assert pod["status"]["phase"] == "Succeeded"
 
     # The other kinds are reconciled to a Ready condition with observedGeneration.
@@ -309,3 +337,136 @@ def test_killing_the_operator_never_runs_a_step_twice(cluster: Cluster, operator
         assert sorted(nodes) == sorted(expected), f"calls: {server.calls}"
     finally:
         server.close()
+
+
+def test_a_refused_pod_stalls_the_workflow_visibly_and_the_run_goes_on_once_allowed(
+        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
+    """What the operator cannot get past is on the Workflow, not only in its log, and clears when it recovers.
+
+    A ResourceQuota of zero pods makes the API server refuse the step pod (403): the Workflow gets a phase, the
+    message, Stalled=True with the reason and one Warning Event; once the quota is gone the run goes on, Stalled
+    turns False and a Recovered Event says so."""
+    namespace = op_namespace
+    cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"},
+                   "spec": {"hard": {"pods": "0"}}}, namespace)
+    cluster.apply([
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "ToolPolicy", "metadata": {"name": "tools"},
+         "spec": {"tools": [{"name": "echo", "builtin": {"name": "echo"}}]}},
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "quota-blocked"},
+         "spec": {"steps": [{"name": "only", "kind": "tool", "tool": "echo", "inputs": {"x": 1}}]}},
+    ], namespace)
+    seen: dict[str, Any] = {}
+
+    def conditions(wf: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {c["type"]: c for c in (wf.get("status") or {}).get("conditions") or []}
+
+    def stalled() -> bool:
+        seen.update(cluster.get_json("workflows.agentflow.dev", "quota-blocked", "-n", namespace))
+        return conditions(seen).get("Stalled", {}).get("status") == "True"
+
+    def events() -> list[dict[str, Any]]:
+        return list(cluster.get_json("events", "-n", namespace, "--field-selector",
+                                     "involvedObject.name=quota-blocked")["items"])
+
+    cluster.wait_until("the Workflow to say it is stalled", stalled, timeout=180)
+    stall = conditions(seen)["Stalled"]
+    assert stall["reason"] == "Forbidden" and "quota" in stall["message"].lower(), stall
+    assert seen["status"]["phase"] and seen["status"]["message"] == stall["message"]
+    assert [e["type"] for e in events() if e["reason"] == "Forbidden"] == ["Warning"]
+    cluster.kubectl("delete", "resourcequota", "no-pods", "-n", namespace)
+    wf = wait_finished(cluster, namespace, "quota-blocked", timeout=300)
+    assert wf["status"]["phase"] == "Succeeded", wf["status"]
+    assert conditions(wf)["Stalled"]["status"] == "False"
+    reasons = [e["reason"] for e in events()]
+    assert "Recovered" in reasons and reasons.count("Forbidden") == 1
+
+
+def counting_agent(url: str, calls: int) -> list[dict[str, Any]]:
+    """An llm step whose Agent's loop asks for ``calls`` calls of the counting tool in one turn (in parallel),
+    then answers: the offline model calls what its instructions' [[call]] directives name."""
+    directives = " ".join(f'[[call count {{"call": {i}}}]]' for i in range(calls))
+    return [
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "ToolPolicy", "metadata": {"name": "counting-agent"},
+         "spec": {"agentSelector": {"matchLabels": {"app": "counting"}}, "tools": [
+             {"name": "count", "description": "Counts a call.", "http": {"url": url, "method": "POST"},
+              "timeoutSeconds": 20}]}},
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Agent",
+         "metadata": {"name": "counter", "labels": {"app": "counting"}},
+         "spec": {"role": "counter", "instructions": f"Count every call: {directives}. Then say done.",
+                  "model": {"name": "openai/gpt-4o-mini"}, "tools": ["count"],
+                  "loop": {"maxTurns": 4, "maxToolCalls": calls, "parallelToolCalls": True}}},
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "PromptVersion", "metadata": {"name": "count-v1"},
+         "spec": {"prompt": "count", "version": "1", "messages": [{"role": "user", "content": "Go."}]}},
+        {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "loop-exactly-once"},
+         "spec": {"steps": [{"name": "answer", "kind": "llm", "agentRef": {"name": "counter"},
+                             "promptRef": {"name": "count-v1"}, "timeoutSeconds": 600}],
+                  "retry": {"limit": 3, "backoff": {"initialSeconds": 1}}}},
+    ]
+
+
+def test_killing_the_operator_during_an_agent_loop_calls_each_tool_once(cluster: Cluster, operator: Operator,
+                                                                        op_namespace: str) -> None:
+    namespace = op_namespace
+    assert cluster.host_address
+    server = CountingServer(cluster.host_address)
+    try:
+        calls = 6
+        cluster.apply(counting_agent(server.url, calls), namespace)
+        rng = random.Random(20261206)
+        kills = 0
+        for _ in range(8):
+            time.sleep(rng.uniform(0.5, 3.0))
+            wf = cluster.get_json("workflows.agentflow.dev", "loop-exactly-once", "-n", namespace)
+            if (wf.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                break
+            operator.kill()  # SIGKILL, at a random moment of the loop
+            kills += 1
+            time.sleep(rng.uniform(0.0, 1.5))
+            operator.start()
+        wf = wait_finished(cluster, namespace, "loop-exactly-once", timeout=420)
+        assert wf["status"]["phase"] == "Succeeded", json.dumps(wf["status"], indent=2)
+        assert kills >= 5, f"the run ended after {kills} kills"
+        # Each call of the model's turn reached the server once: one request per call node, whatever the kills.
+        nodes = [key.split("/", 1)[1].rsplit("/", 1)[0] for key in server.calls]
+        assert sorted(nodes) == sorted(f"answer/t1/call-{i}" for i in range(1, calls + 1)), server.calls
+        # status shows the loop: its step, the turn that asked for the calls, each call, and the answering turn
+        status_nodes = wf["status"]["nodes"]
+        shown = {n: status_nodes[n]["phase"] for n in status_nodes}
+        expected = {"answer", "answer/t1", "answer/t2", *(f"answer/t1/call-{i}" for i in range(1, calls + 1))}
+        assert expected <= set(shown) and {shown[n] for n in expected} == {"Succeeded"}, shown
+    finally:
+        server.close()
+
+
+def test_the_content_moderation_behavior_tree_runs_on_the_cluster_like_locally(
+        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:
+    """A behavior tree (issue 16): the selector's branch the post calls for, the local runner's outputs, one pod
+    per leaf attempt (an agent loop's turns for classify)."""
+    namespace = op_namespace
+    example = REPO / "examples/manifests/content-moderation.yaml"
+    scam = "Crypto giveaway! Send 1 BTC, get 2 back. Not a scam."
+    for name, inputs in (("moderate-clean", {}), ("moderate-scam", {"text": scam})):
+        docs = load_manifests(example, podCleanup="never")
+        workflow = next(d for d in docs if d["kind"] == "Workflow")
+        workflow["metadata"]["name"] = name
+        workflow["spec"]["inputs"].update(inputs)
+        cluster.apply(docs, namespace)
+        wf = wait_finished(cluster, namespace, name)
+        status = wf["status"]
+        assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
+        env = {**os.environ, "AGENTFLOW_MODEL_MODE": "offline"}
+        args = [arg for key, value in inputs.items() for arg in ("--input", f"{key}={value}")]
+        local = subprocess.run([sys.executable, "-m", "agentflow.cli", "--state-dir", str(tmp_path / name), "run",
+                                str(example), *args, "--json"], capture_output=True, text=True, env=env, check=True,
+                               timeout=300)
+        assert status["outputs"] == json.loads(local.stdout)["outputs"]
+        nodes = status["nodes"]
+        leaves = {n for n in nodes if "/" not in n}
+        assert {"classify#1", "guidelines#1", "record#1"} <= leaves
+        assert ("takedown#1" in leaves) == (name == "moderate-scam")
+        assert ("publish#1" in leaves) == (name == "moderate-clean")
+        pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
+        mine = {p["metadata"]["annotations"]["agentflow.dev/node"] for p in pods
+                if p["metadata"]["ownerReferences"][0]["name"] == name}
+        loops = {n for n in nodes if any(m.startswith(n + "/") for m in nodes)}
+        assert mine == set(nodes) - loops, (mine, nodes)

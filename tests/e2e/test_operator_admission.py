@@ -6,19 +6,17 @@ namespace of this module, with its admission webhook on: kopf writes the Validat
 webhook host is an address of this machine the API server reaches: 127.0.0.1 on the local cluster (its
 API server runs here), else AGENTFLOW_E2E_WEBHOOK_HOST (default: the pod-reachable host address).
 
-The webhook configuration is cluster-wide and its webhooks fail closed (kopf writes
-``failurePolicy: Fail``): while it points at a dead port, no Workflow can be created or changed anywhere
-in the cluster. kopf removes its webhooks when the operator stops normally (on SIGTERM its configuration
-manager patches ``webhooks`` down to the persistent ones, which we have none of) but leaves the object;
-an operator that is killed leaves them in place. So the fixture stops the operator with SIGTERM, the
-last test checks the webhooks are gone, and the fixture then deletes both configurations, whatever
-happened.
+The webhook configurations are cluster-wide and fail closed; tests/e2e/admission.py says how the fixture
+stops the operator and cleans up, and the last test checks the webhooks are gone.
+
+Approvals: who decided is the user of the request that set the annotation, stamped by the mutating
+webhook; the tests act as other users with impersonation (``kubectl --as``), which the local cluster's
+admin may do.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -29,12 +27,12 @@ from typing import Any
 import pytest
 import yaml
 
+from .admission import KINDS, admission_operator, drain, webhooks
 from .conftest import Cluster
 from .test_operator import REPO, Operator, crds, free_port, step_images, wait_finished  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = "agentflow.dev"  # the configurations kopf manages (settings.admission.managed)
 DENIED = 'admission webhook "validate-workflows.agentflow.dev" denied the request'
 API = "agentflow.dev/v1alpha1"
 
@@ -59,7 +57,7 @@ def gated(name: str) -> dict[str, Any]:
         {"name": "gate", "kind": "approval", "approval": {"message": "ship ${{ inputs.what }}?"}},
         {"name": "ship", "kind": "tool", "tool": "record", "dependsOn": ["gate"], "inputs": {"shipped": True}},
     ])
-    wf["spec"]["inputs"] = {"what": "it"}
+    wf["spec"]["inputs"] = {"what": "it to jane.doe@example.com"}
     return wf
 
 
@@ -82,12 +80,6 @@ def validate_lines(path: Path) -> list[str]:
     return [line.split(": ", 1)[1] for line in problems]
 
 
-def webhooks(cluster: Cluster) -> list[dict[str, Any]] | None:
-    """The webhooks of the managed ValidatingWebhookConfiguration; None when it does not exist."""
-    got = cluster.kubectl("get", "validatingwebhookconfiguration", CONFIG, "-o", "json", check=False)
-    return json.loads(got.stdout).get("webhooks") or [] if got.returncode == 0 else None
-
-
 @pytest.fixture(scope="module")
 def steer_namespace(cluster: Cluster) -> Iterator[str]:
     name = f"e2e-adm-{uuid.uuid4().hex[:8]}"
@@ -103,42 +95,9 @@ def steer_namespace(cluster: Cluster) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def admitting_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
                        steer_namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    host = cluster.host_address
-    if not host:
-        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
-    hook_host = os.environ.get("AGENTFLOW_E2E_WEBHOOK_HOST") or ("127.0.0.1" if cluster.local else host)
-    existing = webhooks(cluster)
-    if existing:
-        urls = [w["clientConfig"].get("url") for w in existing]
-        pytest.skip(f"ValidatingWebhookConfiguration {CONFIG} is in use (webhooks at {urls}): another operator "
-                    "serves admission on this cluster; running a second one would take it over")
-    port = free_port(hook_host)
-    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("admission") / "operator.log", extra_args=[
-        "--namespace", steer_namespace, "--webhook-host", hook_host, "--webhook-listen", f"{hook_host}:{port}",
-        "--webhook-references", "warn"])
-    try:
-        op.start()
-        url = f"https://{hook_host}:{port}/validate-workflows"
-        cluster.wait_until(f"kopf to point the webhooks at {url}", lambda: any(
-            w["clientConfig"].get("url") == url for w in webhooks(cluster) or []), timeout=60)
+    with admission_operator(cluster, postgres_dsn, tmp_path_factory.mktemp("admission") / "operator.log",
+                            steer_namespace, ["--webhook-references", "warn"]) as op:
         yield op
-    finally:
-        drain(cluster, steer_namespace, op)
-        op.stop()  # SIGTERM: kopf removes its webhooks (checked by the last test)
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
-            cluster.kubectl("delete", kind, CONFIG, "--ignore-not-found", check=False)
-
-
-KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,budgets.agentflow.dev," \
-        "toolpolicies.agentflow.dev"
-
-
-def drain(cluster: Cluster, namespace: str, op: Operator) -> None:
-    """Delete the module's AgentFlow objects while the operator runs: it removes their finalizers (without
-    it, the namespace would stay Terminating)."""
-    if op.proc is not None and op.proc.poll() is None:
-        cluster.kubectl("delete", KINDS, "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False,
-                        timeout=150)
 
 
 def dry_run(cluster: Cluster, namespace: str, path: Path) -> subprocess.CompletedProcess[str]:
@@ -158,6 +117,27 @@ def test_a_bad_workflow_is_rejected_with_the_field_paths_of_agentflow_validate(
     for line in expected:
         assert f"- {line}" in applied.stderr, f"{line!r} not in:\n{applied.stderr}"
     gone = cluster.kubectl("get", "workflows.agentflow.dev", "bad", "-n", steer_namespace, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def test_hostile_numbers_and_nesting_are_refused_by_the_api_server_and_the_webhook(
+        cluster: Cluster, admitting_operator: Operator, steer_namespace: str, tmp_path: Path) -> None:
+    """The CRD bounds every number (1e300 seconds never reaches the operator); an object nested too deep for
+    kopf's JSON decoder is refused by the webhook with the limit, not a 500."""
+    huge = workflow("huge", [{"name": "a", "kind": "tool", "tool": "echo"}])
+    huge["spec"]["timeoutSeconds"] = 1e300
+    applied = cluster.kubectl("create", "-n", steer_namespace, "-f", str(write(tmp_path, "huge", [huge])),
+                              check=False)
+    assert applied.returncode != 0 and "spec.timeoutSeconds" in applied.stderr, applied.stderr
+    assert "less than or equal to" in applied.stderr, applied.stderr
+    deep = workflow("deep", [{"name": "a", "kind": "tool", "tool": "echo"}])
+    deep["spec"]["inputs"] = {"x": "DEEP"}
+    path = tmp_path / "deep.json"  # written by hand: json.dumps itself refuses 2,000 levels
+    path.write_text(json.dumps(deep).replace('"DEEP"', "[" * 2000 + '"leaf"' + "]" * 2000))
+    created = cluster.kubectl("create", "-n", steer_namespace, "-f", str(path), check=False)
+    assert created.returncode != 0, created.stdout
+    assert "nested deeper than 100 levels" in created.stderr, created.stderr
+    gone = cluster.kubectl("get", "workflows.agentflow.dev", "deep", "-n", steer_namespace, check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
 
 
@@ -206,9 +186,15 @@ def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     return items
 
 
+def whoami(cluster: Cluster) -> str:
+    """The user the kubeconfig authenticates as (kubernetes-admin on the local cluster)."""
+    return cluster.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout.strip()
+
+
 def test_agentflow_approve_against_the_cluster(
         cluster: Cluster, admitting_operator: Operator, steer_namespace: str) -> None:
     ns, name = steer_namespace, "approved"
+    admin = whoami(cluster)
     cluster.apply([TOOLS, gated(name)], ns)
     wait_phase(cluster, ns, name, "Waiting")
     described = cluster.kubectl("describe", "workflows.agentflow.dev", name, "-n", ns).stdout
@@ -220,18 +206,28 @@ def test_agentflow_approve_against_the_cluster(
     assert wrong.returncode == 2, wrong.stdout
     assert "step ship of workflow approved does not wait for approval (waiting: gate)" in wrong.stderr
 
+    # The question is in the node's status, its personal data masked; never in an Event.
+    waiting = cluster.get_json("workflows.agentflow.dev", name, "-n", ns)["status"]["nodes"]["gate"]
+    assert waiting["message"] == "waits for approval: ship it to <EMAIL>?", waiting
+    assert not [e for e in events(cluster, ns, name) if "jane" in e["message"] or "ship it" in e["message"]]
+
+    # Who decides is who asks: --by is refused on a cluster.
+    claimed = agentflow("approve", name, "gate", "--namespace", ns, "--kubeconfig", cluster.kubeconfig,
+                        "--by", "alice")
+    assert claimed.returncode == 2 and "--by" in claimed.stderr, claimed.stderr
     done = agentflow("approve", name, "gate", "--namespace", ns, "--kubeconfig", cluster.kubeconfig,
-                     "--by", "alice", "--reason", "ok")
+                     "--reason", "ok")
     assert done.returncode == 0, done.stderr
     assert f"gate approved in workflow {ns}/{name}" in done.stdout
 
     wf = wait_finished(cluster, ns, name, timeout=180)
     status = wf["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
-    assert json.loads(status["nodes"]["gate"]["outputPreview"]) == {"approved": True, "by": "alice", "reason": "ok"}
+    assert json.loads(status["nodes"]["gate"]["outputPreview"]) == {
+        "approved": True, "by": admin, "reason": "ok"}
     assert status["outputs"] == {"ship": {"shipped": True}}
     approved = [e for e in events(cluster, ns, name) if e["reason"] == "Approved"]
-    assert approved and approved[0]["message"].startswith("step gate approved by alice"), approved
+    assert approved and approved[0]["message"].startswith(f"step gate approved by {admin}"), approved
     assert "ok" in approved[0]["message"]
     # The reconciler removed the annotation once the decision was journalled.
     assert "agentflow.dev/approve" not in (wf["metadata"].get("annotations") or {})
@@ -243,6 +239,7 @@ def test_agentflow_approve_against_the_cluster(
 def test_a_rejection_by_annotation_fails_the_workflow_with_the_reason(
         cluster: Cluster, admitting_operator: Operator, steer_namespace: str) -> None:
     ns, name = steer_namespace, "rejected"
+    admin = whoami(cluster)
     cluster.apply([TOOLS, gated(name)], ns)
     wait_phase(cluster, ns, name, "Waiting")
     decision = json.dumps({"node": "gate", "by": "bob", "reason": "too risky"})
@@ -256,7 +253,62 @@ def test_a_rejection_by_annotation_fails_the_workflow_with_the_reason(
     assert failed["status"] == "True", failed
     rejected = [e for e in events(cluster, ns, name) if e["reason"] == "Rejected"]
     assert rejected and rejected[0]["type"] == "Warning"
-    assert rejected[0]["message"] == "step gate rejected by bob: too risky", rejected
+    # The annotation claimed bob; the webhook wrote who really asked.
+    assert rejected[0]["message"] == f"step gate rejected by {admin}: too risky", rejected
+
+
+def test_only_an_approver_may_decide_and_a_request_cannot_make_itself_one(
+        cluster: Cluster, admitting_operator: Operator, steer_namespace: str) -> None:
+    ns, name = steer_namespace, "release"
+    wf = gated(name)
+    wf["spec"]["steps"][0]["approval"]["approvers"] = ["release-managers", "carol"]
+    # Users and a service account of the namespace allowed to change Workflows there (RBAC), nothing more.
+    cluster.apply([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "workflow-editors"},
+         "rules": [{"apiGroups": ["agentflow.dev"], "resources": ["workflows"],
+                    "verbs": ["get", "list", "patch", "update"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "workflow-editors"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "workflow-editors"},
+         "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"},
+                      {"kind": "User", "name": "dave", "apiGroup": "rbac.authorization.k8s.io"},
+                      {"kind": "ServiceAccount", "name": "ci", "namespace": ns}]},
+        TOOLS, wf], ns)
+    wait_phase(cluster, ns, name, "Waiting")
+    annotate = ("annotate", "workflows.agentflow.dev", name, "-n", ns, "--overwrite")
+
+    # A namespace's service account allowed to patch Workflows (here: impersonated) is not an approver.
+    ci = cluster.kubectl(*annotate, "agentflow.dev/approve=gate", f"--as=system:serviceaccount:{ns}:ci",
+                         "--as-group=system:serviceaccounts", check=False)
+    assert ci.returncode != 0 and "may not decide step gate" in ci.stderr, ci.stderr
+    # Nor can a request add its user to the approvers while deciding: the approvers before it count.
+    wf["spec"]["steps"][0]["approval"]["approvers"] = ["mallory"]
+    wf["metadata"]["annotations"] = {"agentflow.dev/approve": "gate"}
+    forged = cluster.kubectl("apply", "-n", ns, "--as=mallory", "--as-group=system:authenticated", "-f", "-",
+                             input=json.dumps(wf), check=False)
+    assert forged.returncode != 0 and "mallory may not decide" in forged.stderr, forged.stderr
+    assert cluster.get_json("workflows.agentflow.dev", name, "-n", ns)["status"]["phase"] == "Waiting"
+
+    member = cluster.kubectl(*annotate, 'agentflow.dev/approve={"node": "gate", "by": "carol", "reason": "go"}',
+                             "--as=dave", "--as-group=release-managers", "--as-group=system:authenticated")
+    assert member.returncode == 0, member.stderr
+    status = wait_finished(cluster, ns, name, timeout=180)["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
+    assert json.loads(status["nodes"]["gate"]["outputPreview"])["by"] == "dave"
+
+
+def test_a_tool_policy_granting_the_api_server_or_metadata_is_refused_naming_the_field(
+        cluster: Cluster, admitting_operator: Operator, steer_namespace: str, tmp_path: Path) -> None:
+    policy = {"apiVersion": API, "kind": "ToolPolicy", "metadata": {"name": "reach-in"}, "spec": {"tools": [
+        {"name": "meta", "http": {"url": "http://169.254.169.254/latest/meta-data/iam/"}},
+        {"name": "api", "http": {"url": "https://10.96.0.1:443/api/v1/secrets"}},
+        {"name": "loop", "http": {"url": "http://2130706433:8081/v1/attempt"}},
+        {"name": "fine", "http": {"url": "http://93.184.216.34/"}},
+    ]}}
+    refused = dry_run(cluster, steer_namespace, write(tmp_path, "reach-in", [policy]))
+    assert refused.returncode != 0
+    for field in ("spec.tools[0].http.url", "spec.tools[1].http.url", "spec.tools[2].http.url"):
+        assert field in refused.stderr, refused.stderr
+    assert "spec.tools[3]" not in refused.stderr
 
 
 def test_agentflow_cancel_against_the_cluster(

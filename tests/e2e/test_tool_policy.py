@@ -1,8 +1,9 @@
 """ToolPolicies on a real cluster (issue 6): the pod and NetworkPolicy a granted tool gets, a denied tool
 that fails its step without creating anything, and a requiresApproval tool that waits for `agentflow approve`.
 
-The local cluster's CNI does not enforce NetworkPolicies, so these tests check the objects the operator
-creates (what an enforcing CNI would apply), not packets. The tool endpoint is a tiny HTTP server on this
+These tests check the objects the operator creates. The local cluster enforces NetworkPolicies (kube-router,
+see tests/e2e/cluster/README.md; test_network_policy.py proves it with packets), so a granted tool's pod runs
+under its policy here and reaches its endpoint through it. The tool endpoint is a tiny HTTP server on this
 machine's pod-reachable address, so the grant is an IP and the NetworkPolicy gets an ipBlock.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from .admission import admission_operator
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
 from .test_operator import REPO, CountingServer, Operator, crds, step_images, wait_finished  # noqa: F401 (fixtures)
 
@@ -26,15 +28,11 @@ PREFIX = "tp-"
 @pytest.fixture(scope="module")
 def policy_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    """An operator of this module's own, watching only its namespaces."""
-    if not cluster.host_address:
-        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS")
-    op = Operator(cluster, postgres_dsn, cluster.host_address,
-                  tmp_path_factory.mktemp("policy-operator") / "operator.log",
-                  ["--namespace", f"{SESSION_PREFIX}{PREFIX}*"])
-    op.start()
-    yield op
-    op.stop()
+    """An operator of this module's own, watching only its namespaces, with its webhooks (approvals are
+    stamped by them)."""
+    with admission_operator(cluster, postgres_dsn, tmp_path_factory.mktemp("policy-operator") / "operator.log",
+                            f"{SESSION_PREFIX}{PREFIX}*") as op:
+        yield op
 
 
 @pytest.fixture
@@ -123,7 +121,7 @@ def test_a_granted_http_tool_runs_in_a_sandboxed_pod_behind_its_network_policy(
               if "ipBlock" in peer for p in rule.get("ports", [])}
     assert blocks == {(f"{host}/32", port), (f"{host}/32", callback_port)}  # the grant and the callback only
     dns = [rule for rule in egress if any("podSelector" in peer for peer in rule.get("to", []))]
-    assert len(dns) == 1 and {p["port"] for p in dns[0]["ports"]} == {53}
+    assert dns == []  # every destination is an address: no name to resolve, so no DNS either
     assert policy["metadata"]["ownerReferences"][0]["kind"] == "Workflow"
 
 
@@ -154,7 +152,7 @@ def test_a_requires_approval_tool_waits_and_runs_after_agentflow_approve(
     cluster.wait_until("the tool step to wait for approval", waiting, timeout=120)
     assert run_pods(cluster, ns, "gated") == []  # nothing runs before the decision
     done = subprocess.run([sys.executable, "-m", "agentflow.cli", "approve", "gated", "call", "--namespace", ns,
-                           "--kubeconfig", cluster.kubeconfig, "--by", "alice", "--reason", "ok"],
+                           "--kubeconfig", cluster.kubeconfig, "--reason", "ok"],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     wf = wait_finished(cluster, ns, "gated", timeout=240)

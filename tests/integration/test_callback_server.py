@@ -11,8 +11,9 @@ import aiohttp
 import orjson
 import pytest
 
-from agentflow.callback import AttemptClaims, issue_token, new_key
 from agentflow.callback.server import CallbackServer
+from agentflow.security.identity import SignedTokens
+from agentflow.security.tokens import AttemptClaims, issue_token, new_key
 from agentflow.storage import PostgresStore
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,8 @@ async def harness(store: PostgresStore) -> AsyncIterator[Harness]:
     async def on_result(c: AttemptClaims) -> None:
         notified.append(c)
 
-    server = CallbackServer(store, key, on_result=on_result, clock=lambda: now[0], max_body_bytes=64 * 2**20)
+    server = CallbackServer(store, SignedTokens(key, clock=lambda: now[0]), on_result=on_result, clock=lambda: now[0],
+                            max_body_bytes=64 * 2**20)
     await server.start("127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession() as session:
@@ -204,7 +206,7 @@ async def test_a_20_mb_result(harness: Harness) -> None:
 async def test_a_body_over_the_limit_is_413(store: PostgresStore) -> None:
     key = new_key()
     claims = AttemptClaims("uid-413", "ns", "wf", "a", 1, NOW + 60)
-    server = CallbackServer(store, key, clock=lambda: NOW, max_body_bytes=1024)
+    server = CallbackServer(store, SignedTokens(key), clock=lambda: NOW, max_body_bytes=1024)
     await server.start("127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.port}/v1/attempt/result"
     headers = {"Authorization": f"Bearer {issue_token(key, claims)}"}

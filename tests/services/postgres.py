@@ -9,6 +9,12 @@ removes the directory.
 Set ``AGENTFLOW_TEST_POSTGRES_DSN`` to use a server you run yourself instead (nothing is started or
 stopped then; tests create and delete only their own rows).
 
+``start_postgres(pgvector=True)`` starts a server that has the pgvector extension (long-term memory). Debian
+bookworm ships no pgvector package, so that server is the PostgreSQL 16.2 + pgvector that the PyPI package
+``pgserver`` bundles (its ``pginstall/bin``), installed with pip into this interpreter's environment when missing
+(``make services`` does it first, so no test skips for it on a cold machine); pgserver's own Python layer is not
+used. ``AGENTFLOW_TEST_PGVECTOR_DSN`` names a pgvector-capable server of your own instead.
+
 initdb and postgres refuse to run as root: as root, they run as the ``postgres`` system user (which
 the Debian package creates) on directories owned by it.
 
@@ -24,16 +30,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 ENV_DSN = "AGENTFLOW_TEST_POSTGRES_DSN"
+ENV_PGVECTOR_DSN = "AGENTFLOW_TEST_PGVECTOR_DSN"
+PGSERVER = "pgserver==0.1.4"
+"""PostgreSQL 16.2 with pgvector, as a manylinux wheel."""
 DATABASE = "agentflow_test"
 _APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
@@ -97,6 +108,40 @@ def install_postgres() -> Path:
     return bin_dir
 
 
+def find_pgvector_bin_dir(python: str | None = None) -> Path | None:
+    """The bin directory of pgserver's bundled PostgreSQL (it has pgvector) in ``python``'s environment (default:
+    this interpreter's), or None when pgserver is not installed there."""
+    if python is None:
+        spec = importlib.util.find_spec("pgserver")  # finds the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        package = Path(next(iter(spec.submodule_search_locations)))
+    else:
+        done = subprocess.run([python, "-c", "import importlib.util as u; s = u.find_spec('pgserver'); "
+                               "print(next(iter(s.submodule_search_locations)) if s else '')"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not done.stdout.strip():
+            return None
+        package = Path(done.stdout.strip())
+    bin_dir = package / "pginstall" / "bin"
+    vector = bin_dir.parent / "share" / "postgresql" / "extension" / "vector.control"
+    return bin_dir if (bin_dir / "initdb").exists() and (bin_dir / "pg_ctl").exists() and vector.exists() else None
+
+
+def install_pgvector(python: str | None = None) -> Path:
+    """pip install pgserver (PostgreSQL + pgvector) into ``python``'s environment (default: this interpreter's);
+    its bin directory. Raises PostgresUnavailable."""
+    python = python or sys.executable
+    done = subprocess.run([python, "-m", "pip", "install", "-q", PGSERVER], capture_output=True, text=True,
+                          check=False)
+    importlib.invalidate_caches()
+    bin_dir = find_pgvector_bin_dir(python)
+    if done.returncode != 0 or bin_dir is None:
+        raise PostgresUnavailable(f"`{python} -m pip install {PGSERVER}` (PostgreSQL with pgvector) failed (exit "
+                                  f"{done.returncode}): {done.stderr[-2000:]}; or set {ENV_PGVECTOR_DSN}")
+    return bin_dir
+
+
 def _as_root() -> bool:
     return os.geteuid() == 0
 
@@ -130,12 +175,17 @@ def _give_to_postgres(path: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
-def start_postgres(*, attempts: int = 3) -> PostgresServer:
+def start_postgres(*, attempts: int = 3, pgvector: bool = False) -> PostgresServer:
     """Start a throwaway server with a database ``agentflow_test``; see the module docstring."""
-    external = os.environ.get(ENV_DSN)
+    external = os.environ.get(ENV_PGVECTOR_DSN if pgvector else ENV_DSN)
     if external:
         return PostgresServer(dsn=external)
-    bin_dir = find_bin_dir() or install_postgres()
+    if pgvector:
+        if _as_root():  # the server runs as the postgres user, which the Debian package creates
+            find_bin_dir() or install_postgres()
+        bin_dir = find_pgvector_bin_dir() or install_pgvector()
+    else:
+        bin_dir = find_bin_dir() or install_postgres()
     base = Path(tempfile.mkdtemp(prefix="agentflow-pg-"))
     try:
         base.chmod(0o755)  # the postgres user must reach the data and socket directories
@@ -180,9 +230,9 @@ def start_postgres(*, attempts: int = 3) -> PostgresServer:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
+def running_postgres(*, pgvector: bool = False) -> Iterator[PostgresServer]:
     """``start_postgres()`` ... ``stop()``."""
-    server = start_postgres()
+    server = start_postgres(pgvector=pgvector)
     try:
         yield server
     finally:

@@ -7,12 +7,20 @@ from typing import Any
 
 import pytest
 
-from agentflow.engine.expressions import compile_expression, compile_template
-from agentflow.llm import OfflineModel
-from agentflow.models import Catalog, StepKind, StepSpec, Workflow
-from agentflow.models.manifests import load_documents, parse_documents
-from agentflow.runner.executors import InProcessExecutor
+from agentflow.engine.expressions import compile_expression
+from agentflow.engine.templates import compile_template
+from agentflow.executors import StepServices
+from agentflow.executors.tool_step import allowed_tool
+from agentflow.gateway.local import local_gateway
+from agentflow.llm import offline_provider
+from agentflow.loader import load_documents
+from agentflow.models import Catalog, StepKind, StepSpec, TreeNodeType, Workflow, tree_nodes
+from agentflow.models.manifests import parse_documents
+from agentflow.runner.session import Bundle, create_run, drive, make_executor
+from agentflow.runner.store import RunStore
 from agentflow.tools import ToolRunner
+from agentflow.validation import check_workflow
+from agentflow.validation.templates import resolve_workflow
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
 FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
@@ -26,13 +34,13 @@ def load(name: str) -> tuple[Workflow, Catalog]:
     for r in loaded:
         if not isinstance(r.resource, Workflow):
             catalog.add(r.resource)
-    return workflows[0], catalog
+    resolved, findings = resolve_workflow(workflows[0], catalog.templates)  # a Workflow made from a template
+    assert resolved is not None, findings
+    return resolved, catalog
 
 
 def steps_of(workflow: Workflow) -> list[StepSpec]:
-    if workflow.spec.state_machine is None:
-        return list(workflow.spec.steps)
-    return [s.step for s in workflow.spec.state_machine.states if s.step is not None]
+    return [step for _, step in workflow.spec.keyed_steps()]
 
 
 def test_the_promised_examples_exist() -> None:
@@ -41,6 +49,7 @@ def test_the_promised_examples_exist() -> None:
         "document-analysis.yaml",
         "content-pipeline.yaml",
         "fraud-detection.yaml",
+        "content-moderation.yaml",
         "quickstart.yaml",
     } <= set(FILES)
 
@@ -56,14 +65,17 @@ def test_names_are_unique_across_the_folder() -> None:
 @pytest.mark.parametrize("name", FILES)
 def test_references_resolve_and_tools_are_granted(name: str) -> None:
     workflow, catalog = load(name)
-    executor = InProcessExecutor(catalog, workflow.spec, OfflineModel(), ToolRunner())
+    services = StepServices(catalog, workflow.spec, local_gateway(workflow, catalog, offline_provider()), ToolRunner())
     for step in steps_of(workflow):
         if step.agent_ref is not None:
             assert step.agent_ref.name in catalog.agents, f"{name}: {step.name}: unknown Agent"
-        if step.prompt_ref is not None:
+        if step.prompt_ref is not None and step.prompt_ref.family is not None:
+            assert any(p.spec.prompt == step.prompt_ref.family for p in catalog.prompts.values()), (
+                f"{name}: {step.name}: unknown prompt family")
+        elif step.prompt_ref is not None:
             assert step.prompt_ref.name in catalog.prompts, f"{name}: {step.name}: unknown PromptVersion"
         if step.kind is StepKind.tool:
-            executor.allowed_tool(step)  # raises when deny-by-default refuses the tool
+            allowed_tool(services, step)  # raises when deny-by-default refuses the tool
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -78,6 +90,7 @@ def test_every_expression_compiles(name: str) -> None:
             templates.append(step.approval.message)
     if workflow.spec.state_machine is not None:
         expressions += [t.when for s in workflow.spec.state_machine.states for t in s.transitions if t.when]
+    expressions += [node.when for _, node in tree_nodes(workflow.spec.behavior_tree) if node.when]
     for prompt in catalog.prompts.values():
         templates += [m.content for m in prompt.spec.messages]
     for text in expressions:
@@ -126,3 +139,77 @@ def test_fraud_detection_is_a_bounded_state_machine() -> None:
     assert any(t.target == "score" for t in states["recheck"].transitions)
     review = states["manual-review"].step
     assert review is not None and review.kind is StepKind.approval
+
+
+def test_support_conversation_compacts_its_first_exchange_before_the_follow_up() -> None:
+    from agentflow.engine import conversation
+
+    workflow, catalog = load("support-agent-conversation.yaml")
+    agent = catalog.agents["conversation-agent"]
+    budget = agent.spec.memory.conversation_tokens
+    assert agent.spec.memory.kind == "conversation" and budget is not None
+    first, follow = workflow.spec.steps
+    assert first.agent_ref == follow.agent_ref and follow.depends_on == [first.name]
+    # The first exchange alone (its inputs, an answer of about 90 tokens) passes the budget: follow-up/s1 runs.
+    exchange = conversation.exchange(first.name, {"message": workflow.spec.inputs["first"]}, "x" * 360)
+    prompt = conversation.prompt_message(follow.name, {"message": workflow.spec.inputs["followUp"]})
+    assert conversation.compaction(budget, None, [exchange], prompt, []) == 1
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_example_runs_offline_to_an_end_or_an_approval(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the README calls runnable templates run with the offline model: done (0) or waiting for a human (3),
+    never a traceback."""
+    from agentflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
+    code = main(["run", str(EXAMPLES / name), "--no-wait", "--json"])
+    out, err = capsys.readouterr()
+    assert code in (0, 3), (out[-3000:], err[-3000:])
+
+
+def test_content_moderation_is_a_behavior_tree() -> None:
+    workflow, catalog = load("content-moderation.yaml")
+    root = workflow.spec.behavior_tree
+    assert root is not None and root.type is TreeNodeType.sequence
+    nodes = {node.name or (node.step.name if node.step else ""): node for _, node in tree_nodes(root)}
+    assert nodes["screen"].type is TreeNodeType.parallel and len(nodes["screen"].children) == 2
+    assert nodes["decide"].type is TreeNodeType.selector
+    assert [c.type for c in nodes["harmful"].children] == [TreeNodeType.condition, TreeNodeType.retry]
+    kinds = {node.type for _, node in tree_nodes(root)}
+    assert {TreeNodeType.timeout, TreeNodeType.retry, TreeNodeType.condition} <= kinds
+    assert nodes["review"].step is not None and nodes["review"].step.kind is StepKind.approval
+    assert check_workflow(workflow.spec, catalog) == []
+
+
+@pytest.mark.parametrize(("inputs", "decision", "ran"), [
+    ({}, "published", {"classify", "guidelines", "publish", "record"}),
+    ({"text": "Crypto giveaway! Send 1 BTC, get 2 back. Not a scam."}, "removed",
+     {"classify", "guidelines", "takedown", "record"}),
+])
+async def test_content_moderation_runs_offline(tmp_path: Path, inputs: dict[str, Any], decision: str,
+                                               ran: set[str]) -> None:
+    workflow, catalog = load("content-moderation.yaml")
+    workflow = workflow.model_copy(update={"spec": workflow.spec.model_copy(
+        update={"inputs": {**workflow.spec.inputs, **inputs}})})
+    bundle = Bundle(workflow, catalog, (EXAMPLES / "content-moderation.yaml").read_text())
+    run_dir = create_run(RunStore(tmp_path / "runs"), bundle, [EXAMPLES / "content-moderation.yaml"])
+    run = await drive(run_dir, bundle, make_executor(bundle, "inprocess", env={"AGENTFLOW_MODEL_MODE": "offline"}))
+    assert run.phase == "Succeeded", run.reason
+    assert (run.outputs or {})["decision"] == decision
+    assert {n.state for n in run.nodes.values() if n.parent is None and n.phase == "Succeeded"} == ran
+
+
+async def test_content_moderation_waits_for_a_moderator_when_reported(tmp_path: Path) -> None:
+    workflow, catalog = load("content-moderation.yaml")
+    workflow = workflow.model_copy(update={"spec": workflow.spec.model_copy(
+        update={"inputs": {**workflow.spec.inputs, "reports": 4}})})
+    bundle = Bundle(workflow, catalog, (EXAMPLES / "content-moderation.yaml").read_text())
+    run_dir = create_run(RunStore(tmp_path / "runs"), bundle, [EXAMPLES / "content-moderation.yaml"])
+    run = await drive(run_dir, bundle, make_executor(bundle, "inprocess", env={"AGENTFLOW_MODEL_MODE": "offline"}),
+                      wait_for_approvals=False)
+    assert not run.finished
+    assert run.nodes["review#1"].phase == "Waiting"

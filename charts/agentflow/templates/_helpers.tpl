@@ -44,6 +44,11 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The step pods' image: steps.image.repository, tagged steps.image.tag or the chart's appVersion. */}}
+{{- define "agentflow.stepImage" -}}
+{{- printf "%s:%s" .Values.steps.image.repository (default .Chart.AppVersion .Values.steps.image.tag) }}
+{{- end }}
+
 {{/* The Secret and key of the PostgreSQL DSN. */}}
 {{- define "agentflow.postgresSecret" -}}
 {{- if .Values.postgres.existingSecret }}
@@ -55,17 +60,41 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{- define "agentflow.tokenSecret" -}}
-{{- default (printf "%s-token" (include "agentflow.fullname" .)) .Values.tokenKey.existingSecret }}
+{{/* The Secret of the approval signing key: signingKey.existingSecret, else the chart's <fullname>-signing. */}}
+{{- define "agentflow.signingSecret" -}}
+{{- default (printf "%s-signing" (include "agentflow.fullname" .)) .Values.signingKey.existingSecret }}
 {{- end }}
 
-{{/* The URL step pods reach the callback server at: callback.url, else the Service's DNS name. */}}
+{{/* The ConfigMap of the model endpoint policy (models.endpoints), mounted in the operator and the gateway. */}}
+{{- define "agentflow.modelEndpointsConfigMap" -}}
+{{- printf "%s-model-endpoints" (include "agentflow.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Pods by label for the operator's --callback-pods/--gateway-pods: (list NAMESPACE SELECTOR-LABELS-YAML) ->
+NAMESPACE:key=value,key=value (keys sorted).
+*/}}
+{{- define "agentflow.podsFlag" -}}
+{{- $pairs := list }}
+{{- range $key, $value := fromYaml (index . 1) }}{{ $pairs = append $pairs (printf "%s=%s" $key $value) }}{{ end }}
+{{- printf "%s:%s" (index . 0) (join "," $pairs) }}
+{{- end }}
+
+{{/*
+The URL step pods reach the callback server at: callback.url, else the starting replica's own pod IP
+($(POD_IP), expanded by the kubelet from the downward API): no cluster DNS needed.
+*/}}
 {{- define "agentflow.callbackURL" -}}
 {{- if .Values.callback.url }}
 {{- .Values.callback.url }}
 {{- else }}
-{{- printf "http://%s.%s.svc.%s:%d" (include "agentflow.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.callback.port) }}
+{{- printf "http://$(POD_IP):%d" (int .Values.callback.port) }}
 {{- end }}
+{{- end }}
+
+{{/* The name kopf manages its admission configurations under (settings.admission.managed in controller/main.py). */}}
+{{- define "agentflow.webhookConfiguration" -}}
+agentflow.dev
 {{- end }}
 
 {{/* The gateway's objects: its own app.kubernetes.io/name, so the operator's selectors never match its pods. */}}
@@ -102,4 +131,14 @@ app.kubernetes.io/component: gateway
 {{- else }}
 {{- printf "http://%s.%s.svc.%s:%d" (include "agentflow.gatewayName" .) .Release.Namespace .Values.clusterDomain (int .Values.gateway.port) }}
 {{- end }}
+{{- end }}
+
+{{/* One NetworkPolicy egress rule as YAML: (list TO PORTS PROTOCOL); an empty TO allows any address. */}}
+{{- define "agentflow.egressRule" -}}
+{{- $to := index . 0 }}
+{{- $ports := list }}
+{{- range index . 1 }}{{ $ports = append $ports (dict "port" (int .) "protocol" (index $ 2)) }}{{ end }}
+{{- $rule := dict "ports" $ports }}
+{{- if $to }}{{ $_ := set $rule "to" $to }}{{ end }}
+{{- toYaml $rule }}
 {{- end }}

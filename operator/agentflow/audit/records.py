@@ -15,8 +15,11 @@ from typing import Any, Literal, Protocol
 
 __all__ = ["AUDIT_KINDS", "AuditEvent", "AuditKind", "AuditSink"]
 
-AuditKind = Literal["model_call", "tool_call", "approval", "policy_decision", "redaction", "injection"]
-AUDIT_KINDS: tuple[str, ...] = ("model_call", "tool_call", "approval", "policy_decision", "redaction", "injection")
+AuditKind = Literal["model_call", "tool_call", "approval", "policy_decision", "redaction", "injection",
+                    "memory_forget"]
+AUDIT_KINDS: tuple[str, ...] = ("model_call", "tool_call", "approval", "policy_decision", "redaction", "injection",
+                                "memory_forget")
+"""memory_forget: long-term memories deleted (agentflow.memory): by id, by Agent or by subject (erasure)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

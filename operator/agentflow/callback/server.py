@@ -1,7 +1,9 @@
 """The HTTP endpoint step pods talk to: fetch the attempt to run, post its result.
 
-Step pods hold no credentials and no Kubernetes access; each gets a token scoped to its one
-attempt (:mod:`agentflow.callback.tokens`) and the URL of this server::
+Step pods hold no credentials in their Pod object and no Kubernetes access: each sends the service-account
+token projected into it, which the injected ``authenticate`` maps to its one attempt
+(:mod:`agentflow.callback.identity`; on a cluster agentflow.services.identity.PodIdentity), and the URL of
+this server::
 
     GET  /healthz                  200 {"ok": true}
     GET  /v1/attempt               Bearer token -> 200 the stored attempt payload (404 if none is stored)
@@ -13,10 +15,15 @@ attempt (:mod:`agentflow.callback.tokens`) and the URL of this server::
                                    -> 201 {"appended": N}: the pod's audit events (redaction, injection,
                                    policy_decision), chained with actor "step-pod", the namespace and the
                                    subject NS/WORKFLOW/NODE#ATTEMPT taken from the token (a pod cannot
-                                   speak for another); 200 {"appended": 0} when auditing is off
+                                   speak for another) and the server's time (the pod's is kept as data.podAt);
+                                   at most ``max_events_per_attempt`` per attempt (429 past it); 200
+                                   {"appended": 0} when auditing is off
+
+A token is refused once its attempt has ended (its result is stored), except that re-posting the result
+answers 200 (already stored), so a pod whose first answer was lost still exits cleanly.
 
 Every error is JSON ``{"error": "..."}`` and never a traceback: 400 bad body (naming the field),
-401 missing / bad / expired token, 404 no such attempt or route, 413 body over ``max_body_bytes``
+401 missing / bad / expired / revoked token, 404 no such attempt or route, 413 body over ``max_body_bytes``
 (``max_audit_body_bytes`` for audit events; read as a stream, never buffered past the limit),
 422 a value storage refuses, 503 storage unavailable (with Retry-After: the pod should retry),
 500 anything else (details in the log).
@@ -25,6 +32,7 @@ Every error is JSON ``{"error": "..."}`` and never a traceback: 400 bad body (na
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 import inspect
@@ -41,9 +49,9 @@ from ..audit.events import AuditEventError, pod_event_from_dict, rfc3339
 from ..audit.records import AuditEvent, AuditSink
 from ..engine.canonical import canonical_json
 from ..engine.values import CallRecord, StepResult
-from ..runner.executors import step_result_from_dict, step_result_to_dict
+from ..security.identity import AttemptEnded, Authenticate, AuthError
+from ..security.tokens import AttemptClaims
 from ..storage import InvalidValue, StorageError, StorageUnavailable
-from .tokens import AttemptClaims, TokenError, check_key, verify_token
 
 __all__ = ["AttemptStore", "CallbackServer", "ResultShapeError", "parse_step_result"]
 
@@ -134,7 +142,7 @@ def parse_step_result(body: Any) -> StepResult:
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in call:
                     raise ResultShapeError(f"calls[{i}].{name}", "missing")
     try:
-        return step_result_from_dict(body)
+        return StepResult.from_dict(body)
     except (KeyError, TypeError, ValueError) as e:  # the checks above should have caught it
         raise ResultShapeError("$", f"not a step result: {type(e).__name__}: {e}") from None
 
@@ -172,31 +180,38 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
         return _json(500, {"error": "internal error in the callback server; the operator log has the details"})
 
 
+MAX_RESULT_BYTES = 16 * 2**20
+"""The largest result body accepted: a step output is journaled and read back into later steps' prompts, so
+anything near this is already far past what a model can take; PostgreSQL's json would take 1 GiB."""
+
+
 class CallbackServer:
-    """Serves attempts to step pods and stores their results. Build it with a store and the token key."""
+    """Serves attempts to step pods and stores their results. Build it with a store and an authenticator."""
 
     def __init__(
         self,
         store: AttemptStore,
-        key: bytes,
+        authenticate: Authenticate,
         *,
         on_result: OnResult | None = None,
         clock: Clock = time.time,
-        max_body_bytes: int = 256 * 2**20,
+        max_body_bytes: int = MAX_RESULT_BYTES,
         audit: AuditSink | None = None,
         max_audit_body_bytes: int = 2**20,
         max_audit_events: int = 500,
+        max_events_per_attempt: int = 2000,
     ) -> None:
         """``audit``: where tool calls of posted results and the pods' own audit events go (None: off)."""
-        check_key(key)
         self._store = store
-        self._key = key
+        self._authenticate = authenticate
         self._on_result = on_result
         self._clock = clock
         self._max_body = max_body_bytes
         self._audit = audit
         self._max_audit_body = max_audit_body_bytes
         self._max_audit_events = max_audit_events
+        self._max_per_attempt = max_events_per_attempt
+        self._events_seen: collections.OrderedDict[tuple[str, str, int], int] = collections.OrderedDict()
         self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
         self.app.router.add_get("/healthz", self._healthz)
@@ -236,27 +251,34 @@ class CallbackServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json(200, {"ok": True})
 
-    def _claims(self, request: web.Request) -> AttemptClaims:
+    async def _claims(self, request: web.Request, *, ended_ok: bool = False) -> AttemptClaims:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="agentflow"'}
         if scheme.lower() != "bearer" or not token.strip():
             raise _ApiError(401, "missing token: send the attempt's token as 'Authorization: Bearer TOKEN'", challenge)
         try:
-            return verify_token(self._key, token.strip(), self._clock())
-        except TokenError as e:
+            return await self._authenticate(token.strip())
+        except AttemptEnded as e:
+            if ended_ok:
+                return e.claims
+            raise _ApiError(401, str(e), {"WWW-Authenticate": 'Bearer realm="agentflow", error="invalid_token"'}) \
+                from None
+        except AuthError as e:
+            if e.retry_after is not None:
+                raise _ApiError(503, str(e), {"Retry-After": str(max(1, round(e.retry_after)))}) from None
             invalid = {"WWW-Authenticate": 'Bearer realm="agentflow", error="invalid_token"'}
             raise _ApiError(401, str(e), invalid) from None
 
     async def _get_attempt(self, request: web.Request) -> web.Response:
-        claims = self._claims(request)
+        claims = await self._claims(request)
         payload = await self._storage(self._store.get_attempt(claims.run_uid, claims.node, claims.attempt))
         if payload is None:
             raise _ApiError(404, f"no attempt stored for {claims.describe()}; the operator stores it before the pod")
         return _json(200, payload)
 
     async def _post_result(self, request: web.Request) -> web.Response:
-        claims = self._claims(request)
+        claims = await self._claims(request, ended_ok=True)
         body = await self._read_body(request)
         try:
             document = orjson.loads(body)
@@ -272,14 +294,14 @@ class CallbackServer:
         if tool_events and self._audit is not None:
             await self._storage(self._audit.append(tool_events))
         stored = await self._storage(
-            self._store.put_result(claims.run_uid, claims.node, claims.attempt, step_result_to_dict(result))
+            self._store.put_result(claims.run_uid, claims.node, claims.attempt, result.to_dict())
         )
         await self._notify(claims)
         state = "stored" if stored else "already stored (the first result wins)"
         return _json(201 if stored else 200, {"stored": stored, "message": f"result {state} for {claims.describe()}"})
 
     async def _post_audit(self, request: web.Request) -> web.Response:
-        claims = self._claims(request)
+        claims = await self._claims(request)
         body = await self._read_body(
             request,
             self._max_audit_body,
@@ -296,6 +318,15 @@ class CallbackServer:
             raise _ApiError(400, f"the body is not a list of audit events: {e}") from None
         if self._audit is None:
             return _json(200, {"appended": 0, "message": "auditing is off on this operator; events dropped"})
+        key = (claims.run_uid, claims.node, claims.attempt)
+        seen = self._events_seen.get(key, 0)
+        if seen + len(events) > self._max_per_attempt:
+            raise _ApiError(429, f"{claims.describe()} has sent {seen} audit events; at most "
+                            f"{self._max_per_attempt} per attempt are accepted")
+        self._events_seen[key] = seen + len(events)
+        self._events_seen.move_to_end(key)
+        while len(self._events_seen) > 10_000:
+            self._events_seen.popitem(last=False)
         if events:
             await self._storage(self._audit.append(events))
         return _json(201, {"appended": len(events), "message": f"{len(events)} event(s) audited for "
@@ -319,12 +350,14 @@ class CallbackServer:
             raise AuditEventError(
                 "events", f"holds {len(raw)} events; at most {self._max_audit_events} per request"
             )
-        subject = self.subject(claims)
-        return [
-            pod_event_from_dict(item, f"events[{i}]", actor=POD_ACTOR, namespace=claims.namespace,
-                                subject=subject, kinds=POD_AUDIT_KINDS)
-            for i, item in enumerate(raw)
-        ]
+        subject, now = self.subject(claims), rfc3339(self._clock())
+        events = []
+        for i, item in enumerate(raw):
+            event = pod_event_from_dict(item, f"events[{i}]", actor=POD_ACTOR, namespace=claims.namespace,
+                                        subject=subject, kinds=POD_AUDIT_KINDS)
+            # The chain's time is the server's: a pod cannot back-date what it reports.
+            events.append(dataclasses.replace(event, at=now, data={**event.data, "podAt": event.at}))
+        return events
 
     def _tool_events(self, claims: AttemptClaims, result: StepResult) -> list[AuditEvent]:
         """A tool_call event per tool call of a result: what ran, never what it returned (only its hash)."""

@@ -1,5 +1,9 @@
 """`agentflow audit verify|export`: check the audit hash chain for tampering, and write it out.
 
+Where the chain is read from: ``--file FILE`` (an export, or any audit.jsonl), else ``--postgres-dsn`` (the
+operator's PostgreSQL), else the local runner's ``STATE_DIR/audit.jsonl`` (``--state-dir``, default
+AGENTFLOW_STATE_DIR or .agentflow). Only PostgreSQL needs the operator extra (asyncpg).
+
 Exit codes: 0 the chain is intact (verify) or was written (export); 1 the chain was tampered
 with (the message names the row); 2 bad flags, an unreadable file, or PostgreSQL unreachable.
 """
@@ -15,16 +19,19 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 from ..audit.chain import EMPTY, AuditReport, ChainVerifier, Head
 from ..audit.files import AuditFileError, FileFormat, csv_header, csv_line, jsonl_line, read_rows, sniff_format
-from ..storage.audit import PostgresAuditLog
-from ..storage.postgres import StorageError
+from ..storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from ..storage.audit import PostgresAuditLog
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
+AUDIT_FILE = "audit.jsonl"  # the local runner's chain in its state dir (agentflow.runner.session.AUDIT_FILE)
 
 _ANCHOR_HELP = (
     "Hashes alone cannot show rows removed from the end, or a tail rewritten with recomputed hashes: "
@@ -49,18 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     def dsn(p: argparse.ArgumentParser) -> None:
         p.add_argument("--postgres-dsn", default=env("AGENTFLOW_POSTGRES_DSN"), metavar="DSN",
-                       help="the operator's PostgreSQL (env AGENTFLOW_POSTGRES_DSN)")
+                       help="the operator's PostgreSQL (env AGENTFLOW_POSTGRES_DSN; needs the operator extra)")
+        p.add_argument("--state-dir", default=env("AGENTFLOW_STATE_DIR", ".agentflow"), metavar="DIR",
+                       help=f"without --file or --postgres-dsn: the local runs' chain, DIR/{AUDIT_FILE} "
+                            "(default AGENTFLOW_STATE_DIR, else .agentflow)")
 
     v = sub.add_parser(
         "verify",
         help="recompute every hash and name the first modified, deleted, inserted or reordered row",
-        description="Recompute every hash of the audit chain, in PostgreSQL or in an exported file, and name "
-        "the first modified, deleted, inserted or reordered row. Prints the head (SEQ:HASH) to anchor.",
+        description="Recompute every hash of the audit chain (an exported file, PostgreSQL, or by default the "
+        f"local runs' STATE_DIR/{AUDIT_FILE}) and name the first modified, deleted, inserted or reordered row. "
+        "Prints the head (SEQ:HASH) to anchor.",
         epilog=_ANCHOR_HELP + " Exit codes: 0 intact, 1 tampered, 2 bad flags or unreachable database.",
     )
     dsn(v)
-    v.add_argument("--file", metavar="FILE", help="verify an export (JSON Lines or CSV) or a local run's "
-                   "audit.jsonl instead of the database")
+    v.add_argument("--file", metavar="FILE", help="verify an export (JSON Lines or CSV) or an audit.jsonl "
+                   "instead of the database or the state dir's")
     v.add_argument("--expect-head", metavar="SEQ:HASH",
                    help="an anchor kept elsewhere: the chain must hold row SEQ with this hash "
                         "(or @FILE: the head file of an export)")
@@ -74,11 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "export",
         help="write the audit chain out as JSON Lines or CSV, hashes included (verifiable offline)",
-        description="Write the audit chain out, every row with its hashes, from one consistent snapshot; "
-        "check the file later with `agentflow audit verify --file FILE`.",
+        description="Write the audit chain out, every row with its hashes (from PostgreSQL in one consistent "
+        f"snapshot, or by default from the local runs' STATE_DIR/{AUDIT_FILE}); check the file later with "
+        "`agentflow audit verify --file FILE`.",
         epilog=_ANCHOR_HELP,
     )
     dsn(e)
+    e.add_argument("--file", metavar="FILE", help="export this audit.jsonl instead of the database or the "
+                   "state dir's")
     e.add_argument("--since", type=int, default=0, metavar="SEQ", help="only rows from this seq on")
     e.add_argument("--namespace", metavar="NS", help="only the rows of this namespace")
     e.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
@@ -128,8 +142,16 @@ def _lines(path: Path) -> Iterator[tuple[Iterator[str], FileFormat]]:
         yield lines(), sniff_format(first)
 
 
-def _verify_file(args: argparse.Namespace, anchor: Head | None) -> AuditReport:
-    path = Path(args.file)
+def _local_file(args: argparse.Namespace) -> Path:
+    """The chain a command reads without --file or --postgres-dsn: the local runs' STATE_DIR/audit.jsonl."""
+    path = Path(args.state_dir) / AUDIT_FILE
+    if not path.is_file():
+        raise UsageError(f"no local audit chain at {path} (local runs write it); give --state-dir DIR, "
+                         "--file FILE or --postgres-dsn DSN (or AGENTFLOW_POSTGRES_DSN)")
+    return path
+
+
+def _verify_file(args: argparse.Namespace, path: Path, anchor: Head | None) -> AuditReport:
     start = EMPTY if not args.since else None
     verifier = ChainVerifier(start=start, gaps=args.namespace is not None, expect_head=anchor)
     with _lines(path) as (lines, fmt):
@@ -151,8 +173,14 @@ def _verify_file(args: argparse.Namespace, anchor: Head | None) -> AuditReport:
     return verifier.finish()
 
 
+async def _connect(dsn: str) -> PostgresAuditLog:
+    from ..storage.audit import PostgresAuditLog  # asyncpg: the operator extra
+
+    return await PostgresAuditLog.connect(dsn, min_size=1, max_size=1)
+
+
 async def _verify_db(dsn: str, anchor: Head | None) -> AuditReport:
-    log = await PostgresAuditLog.connect(dsn, min_size=1, max_size=1)
+    log = await _connect(dsn)
     try:
         return await log.verify(anchor)
     finally:
@@ -161,16 +189,17 @@ async def _verify_db(dsn: str, anchor: Head | None) -> AuditReport:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     anchor = _parse_anchor(args.expect_head)
-    if args.file is not None:
+    if args.file is not None or not args.postgres_dsn:
+        if args.file is None and (args.since is not None or args.namespace is not None):
+            raise UsageError("--since and --namespace describe an export: use them with --file")
         if args.since is not None and args.since < 0:
             raise UsageError(f"--since must be 0 or more, got {args.since}")
-        report = _verify_file(args, anchor)
-        source = args.file
+        path = Path(args.file) if args.file is not None else _local_file(args)
+        report = _verify_file(args, path, anchor)
+        source = str(path)
     else:
         if args.since is not None or args.namespace is not None:
             raise UsageError("--since and --namespace describe an export: use them with --file")
-        if not args.postgres_dsn:
-            raise UsageError("give --postgres-dsn DSN (or AGENTFLOW_POSTGRES_DSN) or --file FILE")
         report = asyncio.run(_verify_db(args.postgres_dsn, anchor))
         source = "postgresql"
     if args.json:
@@ -180,8 +209,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if report.ok:
             print(f"head: {report.head}")
             if anchor is None:
-                print("(keep this head outside the database and pass it back with --expect-head: it is what "
-                      "shows a truncated or rewritten tail)")
+                print("(keep this head elsewhere, where the chain's writers cannot write, and pass it back with "
+                      "--expect-head: it is what shows a truncated or rewritten tail)")
         for note in report.notes:
             print(f"note: {note}")
     return EXIT_OK if report.ok else EXIT_TAMPERED
@@ -211,7 +240,7 @@ def _atomic(path: Path) -> Iterator[IO[str]]:
 
 
 async def _export(args: argparse.Namespace, out: IO[str]) -> tuple[Head, int, int | None, int | None]:
-    log = await PostgresAuditLog.connect(args.postgres_dsn, min_size=1, max_size=1)
+    log = await _connect(args.postgres_dsn)
     try:
         async with log.snapshot("export the audit chain") as snap:
             count, first, last = 0, None, None
@@ -227,16 +256,49 @@ async def _export(args: argparse.Namespace, out: IO[str]) -> tuple[Head, int, in
         await log.close()
 
 
+def _export_file(args: argparse.Namespace, path: Path, out: IO[str]) -> tuple[Head, int, int | None, int | None]:
+    """Like _export, from an audit.jsonl: the rows as they are (verify checks them), the head its last row."""
+    head, count, first, last = EMPTY, 0, None, None
+    if args.format == "csv":
+        out.write(csv_header())
+    with _lines(path) as (lines, fmt):
+        try:
+            for raw in read_rows(lines, fmt):
+                row: dict[str, Any] = raw
+                try:
+                    head = Head(int(row["seq"]), str(row["hash"]))
+                except (KeyError, TypeError, ValueError):
+                    raise UsageError(f"{path}: a row without seq and hash (seq {row.get('seq')!r}): "
+                                     f"check it with agentflow audit verify --file {path}") from None
+                if head.seq < args.since or (args.namespace is not None and row.get("namespace") != args.namespace):
+                    continue
+                out.write(jsonl_line(row).decode() if args.format == "jsonl" else csv_line(row))
+                count += 1
+                first = head.seq if first is None else first
+                last = head.seq
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path} is not UTF-8 text ({e.reason})") from None
+        except (AuditFileError, KeyError) as e:
+            raise UsageError(f"{path}: {e}: check it with agentflow audit verify --file {path}") from None
+    return head, count, first, last
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    if not args.postgres_dsn:
-        raise UsageError("give --postgres-dsn DSN (or AGENTFLOW_POSTGRES_DSN)")
     if args.since < 0:
         raise UsageError(f"--since must be 0 or more, got {args.since}")
+    if args.file is not None or not args.postgres_dsn:
+        path = Path(args.file) if args.file is not None else _local_file(args)
+
+        def export(out: IO[str]) -> tuple[Head, int, int | None, int | None]:
+            return _export_file(args, path, out)
+    else:
+        def export(out: IO[str]) -> tuple[Head, int, int | None, int | None]:
+            return asyncio.run(_export(args, out))
     if args.output:
         with _atomic(Path(args.output)) as f:
-            head, count, first, last = asyncio.run(_export(args, f))
+            head, count, first, last = export(f)
     else:
-        head, count, first, last = asyncio.run(_export(args, sys.stdout))
+        head, count, first, last = export(sys.stdout)
         sys.stdout.flush()
     head_file = args.head_file or (f"{args.output}.head.json" if args.output else None)
     if head_file:

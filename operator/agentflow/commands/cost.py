@@ -30,11 +30,12 @@ from typing import Any
 from ..cost.calibration import Calibration, Observation, RunShape, observations_from_calls, observations_from_journal
 from ..cost.estimate import Estimate, EstimateError, TokenCounter, estimate_workflow
 from ..cost.report import Report, build_report
+from ..loader import file_roots_from_env
 from ..models import ManifestError
 from ..runner import session
 from ..runner.store import RunStore, StoreError
+from ..storage.errors import StorageError
 from ..storage.ledger import LlmCall
-from ..storage.postgres import StorageError
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -203,12 +204,15 @@ def _warn(message: str) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from ..llm.pricing import count_message_tokens, price_per_token
+    from ..llm import litellm_provider
+
+    provider = litellm_provider()
+    count_message_tokens, price_per_token = provider.count_tokens, provider.prices
 
     if args.min_samples < 1:
         raise CostError(f"--min-samples {args.min_samples}: must be at least 1")
     inputs = dict(session.parse_input(i) for i in args.input or [])
-    bundle = session.load_bundle(args.files, args.workflow, inputs)
+    bundle = session.load_bundle(args.files, args.workflow, inputs, file_roots_from_env(os.environ))
     calibration = None
     if not args.no_calibration:
         observations, shapes = local_history(Path(args.state_dir), count_message_tokens, warn=_warn)

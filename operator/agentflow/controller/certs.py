@@ -53,11 +53,14 @@ from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequ
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp.web
 import kopf
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .admission_body import refusal, too_deep
 
 __all__ = ["ManagedWebhookServer", "ServingCert", "generate", "needs_renewal", "webhook_server", "write"]
 
@@ -305,6 +308,17 @@ class ManagedWebhookServer(kopf.WebhookServer):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _serve(fn: kopf.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        """kopf's, after refusing a request nested too deep for its JSON decoder (admission_body)."""
+        text = await request.text()  # aiohttp keeps the body: kopf reads it again
+        if too_deep(text):
+            review = refusal(text)
+            if review is None:
+                raise aiohttp.web.HTTPBadRequest(reason="the admission request is nested too deep to decode")
+            return aiohttp.web.json_response(review)
+        return await kopf.WebhookServer._serve(fn, request)
 
     async def __aexit__(self, *exc: object) -> None:
         # kopf's exit closes the generators of the server; the one our task is running must be stopped first.

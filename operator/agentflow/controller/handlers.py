@@ -24,21 +24,27 @@ from ..k8s import names
 from ..k8s.kube import KubeError
 from ..models import Catalog
 from ..services.budgets import BudgetStatusSync
+from ..services.errors import InvalidWorkflow
 from ..services.metrics import Metrics
-from ..services.reconcile import InvalidWorkflow
 from ..services.resources import check_dependent
+from ..services.schedules import ScheduleSync
+from .runtime import Memo
 
 log = logging.getLogger("agentflow.handlers")
 
 GROUP, VERSION = "agentflow.dev", "v1alpha1"
-KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget"}
+KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget",
+         "workflowtemplates": "WorkflowTemplate"}
+SCHEDULE_INTERVAL_SECONDS = 10.0
+"""How often each WorkflowSchedule is looked at (a slot starts at most this late)."""
 
 
 def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether a status patch would change nothing but timestamps."""
+    """Whether a status patch would change nothing but timestamps (a PromptVersion's rollout included)."""
     def ready(status: Mapping[str, Any]) -> tuple[Any, ...]:
         cond: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-        return cond.get("status"), cond.get("reason"), cond.get("message"), status.get("observedGeneration")
+        return (cond.get("status"), cond.get("reason"), cond.get("message"), status.get("observedGeneration"),
+                status.get("rollout"))
 
     return ready(current) == ready(new)
 
@@ -61,7 +67,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         _index(registry, plural)
 
     @kopf.daemon(GROUP, VERSION, "workflows", registry=registry, cancellation_timeout=30.0)
-    async def drive(*, body: kopf.Body, memo: Any, stopped: Any, logger: Any, **kwargs: Any) -> None:
+    async def drive(*, body: kopf.Body, memo: Memo, stopped: Any, logger: Any, **kwargs: Any) -> None:
         indices = {plural: kwargs[plural] for plural in KINDS}  # kopf passes indices by their ids
         uid = str(body.metadata.uid)
         wakeup = memo.wakeups.setdefault(uid, asyncio.Event())
@@ -74,21 +80,31 @@ def register(registry: kopf.OperatorRegistry) -> None:
             memo.wakeups.pop(uid, None)
 
     @kopf.on.event(GROUP, VERSION, "workflows", registry=registry)
-    async def workflow_changed(*, body: kopf.Body, memo: Any, type: str | None, **_: Any) -> None:
+    async def workflow_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
         uid = str(body.metadata.uid)
         memo.poke(uid)
         if type == "DELETED":  # its pods go with it (owner references); its journal and results go here
             memo.driver.reconciler.forget(uid)
-            await memo.store.delete_run(uid)
+            await memo.driver.reconciler.store.delete_run(uid)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
-    def pod_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    def pod_changed(*, body: kopf.Body, memo: Memo, **_: Any) -> None:
         run = (body.metadata.labels or {}).get(names.RUN_LABEL)
         if run:
             memo.poke(run)
+        memo.driver.metrics.observe_pod(body)
 
     for plural, kind in KINDS.items():
         _readiness(registry, plural, kind)
+
+    @kopf.timer(GROUP, VERSION, "workflowschedules", registry=registry, interval=SCHEDULE_INTERVAL_SECONDS,
+                idle=None)
+    async def schedule(*, body: kopf.Body, memo: Memo, logger: Any, **_: Any) -> None:
+        now = dt.datetime.fromtimestamp(memo.clock(), dt.UTC)
+        try:
+            await ScheduleSync(memo.driver.reconciler.kube).sync(body, now)
+        except KubeError as exc:  # the next tick tries again: slots are named, nothing starts twice
+            logger.warning("schedule not synced: %s", exc)
 
 
 def _index(registry: kopf.OperatorRegistry, plural: str) -> None:
@@ -107,10 +123,10 @@ def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
     """
 
     @kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"{plural}-ready")
-    async def ready(*, namespace: str | None, memo: Any, type: str | None, **kwargs: Any) -> None:
+    async def ready(*, namespace: str | None, memo: Memo, type: str | None, **kwargs: Any) -> None:
         if namespace is None:
             return
-        if plural == "budgets" and memo.get("budget_sync") is not None:
+        if plural == "budgets" and memo.budget_sync is not None:
             memo.budget_sync.poke()  # a Budget changed: its status now rather than at the next round
         indices = {p: kwargs[p] for p in KINDS}
         catalog = catalog_for(namespace, indices)
@@ -128,7 +144,7 @@ def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
                     log.info("could not update the status of %s/%s: %s", other, body["metadata"]["name"], exc)
 
 
-def start_budget_sync(memo: Any, ledger: Any, *, namespaces: list[str] | None, metrics: Metrics | None,
+def start_budget_sync(memo: Memo, ledger: Any, *, namespaces: list[str] | None, metrics: Metrics | None,
                       reporting_instance: str = "", interval: float = 5.0) -> BudgetStatusSync:
     """At startup: keep every Budget's status current from ``ledger`` in a background task (every
     ``interval`` seconds and when a Budget changes), until :func:`stop_budget_sync`.
@@ -146,9 +162,9 @@ def start_budget_sync(memo: Any, ledger: Any, *, namespaces: list[str] | None, m
     return sync
 
 
-async def stop_budget_sync(memo: Any, timeout: float = 10.0) -> None:
+async def stop_budget_sync(memo: Memo, timeout: float = 10.0) -> None:
     """At cleanup: stop the loop started by :func:`start_budget_sync` (a no-op if none runs)."""
-    task: asyncio.Task[None] | None = memo.get("budget_sync_task")
+    task = memo.budget_sync_task
     if task is None:
         return
     memo.budget_sync_stopped.set()

@@ -2,14 +2,15 @@
 
 Everything is built at startup from flags and environment and closed at
 cleanup: the Kubernetes client, the PostgreSQL pool, the callback server the
-step pods talk to, and the metrics endpoint.
+step pods talk to, the metrics endpoint and, with --nats-url, the events
+publisher (a task draining the outbox to NATS JetStream: it never holds up
+startup or a run when NATS is away).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import dataclasses
 import logging
 import os
@@ -19,25 +20,31 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
-from ..callback.server import CallbackServer
-from ..gateway.metrics import GatewayMetrics
-from ..gateway.server import GatewayServer
-from ..gateway.service import Gateway, approximate_token_counter, litellm_prices, litellm_token_counter
-from ..k8s.kube import Kube
+from ..events.settings import add_events_arguments, events_settings
+from ..factory import (
+    ConfigError,
+    Factory,
+    add_gateway_arguments,
+    add_trace_arguments,
+    gateway_settings,
+    trace_settings,
+)
+from ..k8s.egress import EgressDenyList
+from ..k8s.kube import KubeClient
+from ..k8s.netpol import NetworkConfig, parse_pod_selector
 from ..k8s.podspec import PodConfig
-from ..llm import LiteLLMClient, OfflineModel
+from ..models.limits import MAX_FANOUT_ITEMS
 from ..services.driver import WorkflowDriver
-from ..services.gateway import AttemptAuthenticator, KubeBudgets, KubeCredentials
-from ..services.metrics import Metrics
-from ..services.reconcile import WorkflowReconciler
-from ..storage.audit import PostgresAuditLog
-from ..storage.budgets import PostgresLedger
-from ..storage.postgres import PostgresStore
+from ..services.metrics import Metrics, driven_runs
+from ..services.platform import PlatformPolicy
+from ..services.quality import QualityMetrics
+from ..services.reconcile import DEFAULT_MAX_PARALLEL
 from . import certs, handlers, webhook
 from .runtime import Memo, new_memo
 
@@ -64,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address the step-pod callback server listens on")
     p.add_argument("--callback-url", default=env("AGENTFLOW_CALLBACK_URL"),
                    help="URL step pods use to reach the callback server (required)")
-    p.add_argument("--token-key", default=env("AGENTFLOW_TOKEN_KEY"),
-                   help="base64 key (>= 32 bytes) signing step tokens; keep it in a Secret (random if unset: "
-                        "tokens then do not survive a restart)")
+    p.add_argument("--token-audience", default=env("AGENTFLOW_TOKEN_AUDIENCE", "agentflow"),
+                   help="audience of the service-account token projected into step pods, which the callback "
+                        "server and the gateway check with a TokenReview (default agentflow)")
     p.add_argument("--metrics-port", type=int, default=int(env("AGENTFLOW_METRICS_PORT", "9090")))
     p.add_argument("--peering", default=env("AGENTFLOW_PEERING", ""),
                    help="kopf peering name; replicas with the same name never both act (default: standalone)")
@@ -84,30 +91,94 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-references", choices=["warn", "reject"],
                    default=env("AGENTFLOW_WEBHOOK_REFERENCES", "warn"),
                    help="unknown Agent/PromptVersion/ToolPolicy/Budget references: admit with a warning, or reject")
+    p.add_argument("--webhook-check-secrets", action="store_true",
+                   default=env("AGENTFLOW_WEBHOOK_CHECK_SECRETS", "") == "true",
+                   help="refuse an Agent whose credentialsSecretRef names a Secret without the label "
+                        "agentflow.dev/credential: \"true\" at admission (needs get on secrets; without it the "
+                        "gateway refuses such a Secret at call time)")
     p.add_argument("--gateway-listen", default=env("AGENTFLOW_GATEWAY_LISTEN", ""),
                    help="address the LLM gateway listens on, e.g. 0.0.0.0:8082 (default '': no gateway in this "
                         "process; step pods then call providers directly unless --gateway-url names one)")
     p.add_argument("--gateway-url", default=env("AGENTFLOW_GATEWAY_URL"),
                    help="URL step pods reach the gateway at (default: the --callback-url host, the "
                         "--gateway-listen port)")
-    p.add_argument("--gateway-upstream", choices=["litellm", "offline"],
-                   default=env("AGENTFLOW_GATEWAY_UPSTREAM", "litellm"),
-                   help="what the gateway calls: litellm (real providers, keys from Agents' Secrets) or the "
-                        "offline model (tests, demos)")
+    add_gateway_arguments(p, os.environ)
+    add_events_arguments(p, os.environ)
     p.add_argument("--step-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment given to every step pod (e.g. AGENTFLOW_MODEL_MODE=offline)")
+    p.add_argument("--signing-key-file", default=env("AGENTFLOW_SIGNING_KEY_FILE"),
+                   help="file holding the key (32 bytes or more) the approval webhook signs decisions with; the "
+                        "reconciler takes only decisions signed with it. Replicas must share it. Default: a random "
+                        "key per process (decisions stamped before a restart must then be made again)")
+    p.add_argument("--egress-deny", action="append", default=[], metavar="CIDR|IP:PORT",
+                   help="a network no ToolPolicy may grant (repeatable), added to the built-in deny-list (link-local "
+                        "and cloud metadata, loopback) and the API server's Service address: the cluster's pod and "
+                        "service ranges, the API server's endpoints")
+    p.add_argument("--callback-pods", default=env("AGENTFLOW_CALLBACK_PODS"), metavar="NAMESPACE:key=value",
+                   help="the operator pods by label, also allowed to step pods on the callback port (CNIs that "
+                        "match a Service's address after DNAT need this)")
+    p.add_argument("--gateway-pods", default=env("AGENTFLOW_GATEWAY_PODS"), metavar="NAMESPACE:key=value",
+                   help="the gateway pods by label, allowed to step pods on the gateway port")
+    p.add_argument("--status-previews", choices=["masked", "none"], default=env("AGENTFLOW_STATUS_PREVIEWS", "masked"),
+                   help="what Workflow status shows of run data: output previews and approval questions with "
+                        "personal-data patterns masked (default), or none of it")
+    p.add_argument("--max-parallel", type=_max_parallel, metavar="N",
+                   default=env("AGENTFLOW_MAX_PARALLEL", str(DEFAULT_MAX_PARALLEL)),
+                   help=f"step pods one Workflow runs at once (default {DEFAULT_MAX_PARALLEL}, "
+                   "AGENTFLOW_MAX_PARALLEL); "
+                   "a lower spec.parallelism wins; a run keeps the cap it started with")
+    add_trace_arguments(p, os.environ)
     return p
 
 
-def _config(args: argparse.Namespace) -> tuple[bytes, PodConfig]:
+def _max_parallel(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of step pods, got {text!r}") from None
+    if not 1 <= value <= MAX_FANOUT_ITEMS:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give 1 to {MAX_FANOUT_ITEMS}")
+    return value
+
+
+def signing_key(path: str | None) -> bytes:
+    """The approval signing key from ``path``; a random one (with a warning) without it."""
+    if not path:
+        log.warning("no --signing-key-file: approvals are signed with a key of this process only; replicas and "
+                    "restarts do not share it (set it from a Secret, as the chart does)")
+        return secrets.token_bytes(32)
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise SystemExit(f"agentflow operator: --signing-key-file {path!r}: cannot read it: {exc.strerror}") from None
+    if len(key) < 32:
+        raise SystemExit(f"agentflow operator: --signing-key-file {path!r}: the key has {len(key)} bytes; "
+                         "at least 32 are needed (e.g. `head -c 32 /dev/urandom | base64`)")
+    return key
+
+
+def network_config(args: argparse.Namespace, environ: Mapping[str, str]) -> NetworkConfig:
+    """The platform's side of step pods' NetworkPolicies, from flags; SystemExit naming a bad one."""
+    deny = list(args.egress_deny)
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port:  # the API server's Service address: never a tool's destination
+        deny.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        deny.append(f"[{host}]:443" if ":" in host else f"{host}:443")
+    try:
+        return NetworkConfig(
+            callback_pods=parse_pod_selector(args.callback_pods, "--callback-pods") if args.callback_pods else None,
+            gateway_pods=parse_pod_selector(args.gateway_pods, "--gateway-pods") if args.gateway_pods else None,
+            deny=EgressDenyList.with_extra(deny))
+    except ValueError as exc:
+        raise SystemExit(f"agentflow operator: {exc}") from None
+
+
+def _config(args: argparse.Namespace, trace: bool = False) -> PodConfig:
     if not args.postgres_dsn:
         raise SystemExit("agentflow operator: --postgres-dsn (or AGENTFLOW_POSTGRES_DSN) is required")
     if not args.callback_url:
         raise SystemExit("agentflow operator: --callback-url (or AGENTFLOW_CALLBACK_URL) is required: "
                          "the URL step pods reach this operator at")
-    key = base64.b64decode(args.token_key) if args.token_key else secrets.token_bytes(32)
-    if len(key) < 32:
-        raise SystemExit("agentflow operator: --token-key must decode to at least 32 bytes")
     step_env = {}
     for item in args.step_env:
         k, sep, v = item.partition("=")
@@ -116,8 +187,9 @@ def _config(args: argparse.Namespace) -> tuple[bytes, PodConfig]:
         step_env[k] = v
     config = PodConfig(image=args.step_image, callback_url=args.callback_url, gateway_url=gateway_url(args),
                        default_runtime_class=args.runtime_class or None, env=step_env,
-                       cpu_request=args.step_cpu_request, memory_request=args.step_memory_request)
-    return key, config
+                       cpu_request=args.step_cpu_request, memory_request=args.step_memory_request,
+                       token_audience=args.token_audience, trace=trace)
+    return config
 
 
 def gateway_url(args: argparse.Namespace) -> str | None:
@@ -143,32 +215,37 @@ def in_cluster_server(environ: Mapping[str, str]) -> str | None:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
-def build_gateway(kube: Kube, store: PostgresStore, ledger: Any, key: bytes, upstream: str,
-                  metrics: Metrics, audit: PostgresAuditLog | None = None) -> GatewayServer:
-    """The gateway served from the operator process: attempts from ``store``, budgets on ``ledger``, Budgets
-    and Agents' Secrets through ``kube``, metrics on the operator's registry."""
-    live = upstream == "litellm"
-    gateway = Gateway(
-        ledger=ledger,
-        upstream=LiteLLMClient() if live else OfflineModel(),
-        budgets=KubeBudgets(kube),
-        credentials=KubeCredentials(kube),
-        metrics=GatewayMetrics(metrics.registry),
-        audit=audit,
-        token_counter=litellm_token_counter() if live else approximate_token_counter,
-        prices=litellm_prices() if live else (lambda model: None),
-    )
-    return GatewayServer(gateway, AttemptAuthenticator(key, store))
+async def stop_events(memo: Memo, timeout: float = 10.0) -> None:
+    """At cleanup: stop the events publisher (what it has not published stays in the outbox for the next one)."""
+    task = memo.events_task
+    if task is None:
+        return
+    memo.events_stopped.set()
+    try:
+        await asyncio.wait_for(task, timeout)
+    except TimeoutError:  # a publish still waiting for NATS: cancelled, its round rolls back
+        log.warning("the events publisher did not stop within %.0fs; cancelled", timeout)
+    memo.events_task = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    key, pod_config = _config(args)
+    try:
+        gateway_config = gateway_settings(args)
+        events_config = events_settings(args)
+        traces = trace_settings(args, os.environ, "agentflow-operator")
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"agentflow operator: {exc}") from None
+    pod_config = _config(args, trace=traces.enabled)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    network = network_config(args, os.environ)
+    key = signing_key(args.signing_key_file)
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
     if args.webhook_host:
-        webhook.register_admission(registry, references=args.webhook_references)
+        webhook.register_admission(registry, references=args.webhook_references, signing_key=key,
+                                   platform=PlatformPolicy(endpoints=gateway_config.endpoints, egress=network.deny,
+                                                           check_secrets=args.webhook_check_secrets))
     if args.priority is None:
         args.priority = -(time.time_ns() // 1000) if args.peering else 0
     memo = new_memo()
@@ -201,40 +278,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.admission.server = certs.webhook_server(listen.strip("[]") or "0.0.0.0", int(port),
                                                              args.webhook_host, folder)
             settings.admission.managed = "agentflow.dev"
-        kube = Kube.from_environment(args.kubeconfig)
-        store = await PostgresStore.connect(args.postgres_dsn)
-        await store.migrate()
-        # Model calls, tool calls, approvals and policy decisions: one hash chain in the same database.
-        memo.audit = await PostgresAuditLog.connect(args.postgres_dsn)
-        await memo.audit.migrate()
-        reconciler = WorkflowReconciler(kube, store, key, pod_config, audit=memo.audit)
-        memo.store = store
-        memo.driver = WorkflowDriver(reconciler, metrics)
-        memo.ledger = await PostgresLedger.connect(args.postgres_dsn)  # budgets: the same database
-        await memo.ledger.migrate()
-        handlers.start_budget_sync(memo, memo.ledger, namespaces=args.namespace, metrics=metrics,
+        memo.factory = factory = await Factory.create(
+            dsn=args.postgres_dsn, kube=KubeClient.from_environment(args.kubeconfig), gateway=gateway_config,
+            registry=metrics.registry, token_audience=args.token_audience, events=events_config,
+            traces=traces)
+        quality = factory.quality_watch(QualityMetrics(metrics.registry),
+                                        reporting_instance=os.environ.get("POD_ID", ""))
+        memo.driver = WorkflowDriver(factory.reconciler(pod_config, metrics, network=network, signing_key=key,
+                                                        previews=args.status_previews == "masked",
+                                                        max_parallel=args.max_parallel, quality=quality), metrics)
+        metrics.watch(driven_runs(memo.driver.reconciler.runs))
+        if events_config is not None:
+            publisher = factory.event_publisher()
+            memo.events_stopped = asyncio.Event()
+            memo.events_task = asyncio.create_task(publisher.run(memo.events_stopped), name="events-publisher")
+            log.info("publishing events to NATS at %s, stream %s", events_config.connect.shown,
+                     events_config.stream.name)
+        handlers.start_budget_sync(memo, factory.db.ledger, namespaces=args.namespace, metrics=metrics,
                                    reporting_instance=os.environ.get("POD_ID", ""))
         host, _, port = args.callback_listen.rpartition(":")
-        memo.callback = CallbackServer(store, key, on_result=lambda claims: memo.poke(claims.run_uid),
-                                       audit=memo.audit)
+        memo.callback = factory.callback_server(on_result=lambda claims: memo.poke(claims.run_uid))
         await memo.callback.start(host or "0.0.0.0", int(port))
         if args.gateway_listen:
-            memo.gateway = build_gateway(kube, store, memo.ledger, key, args.gateway_upstream, metrics, memo.audit)
+            memo.gateway = factory.gateway_server()
             host, _, port = args.gateway_listen.rpartition(":")
             await memo.gateway.start(host.strip("[]") or "0.0.0.0", int(port))
         start_http_server(args.metrics_port, registry=metrics.registry)
+        if traces.enabled:
+            log.info("exporting traces over OTLP/HTTP to %s", traces.endpoint)
         log.info("operator ready: callback %s, step image %s", args.callback_url, args.step_image)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Memo, **_: Any) -> None:
         await handlers.stop_budget_sync(memo)
-        await memo.ledger.close()
-        if memo.get("gateway") is not None:
+        await stop_events(memo)
+        if memo.gateway is not None:
             await memo.gateway.stop()
-        await memo.callback.stop()
-        await memo.audit.close()
-        await memo.store.close()
-        memo.driver.reconciler.kube.close()
+        if memo.callback is not None:
+            await memo.callback.stop()
+        if memo.factory is not None:
+            await memo.factory.close()
 
     asyncio.run(kopf.operator(
         registry=registry, memo=memo, clusterwide=not args.namespace, namespaces=args.namespace,

@@ -5,18 +5,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 import kopf
 
+from ..callback.server import CallbackServer
+from ..factory import Factory
+from ..gateway.server import GatewayServer
+from ..services.budgets import BudgetStatusSync
 from ..services.driver import WorkflowDriver
 
 
 class Memo(kopf.Memo):
-    """Typed view of the operator memo (clients are attached at startup, closed at cleanup)."""
+    """The operator's memo, typed: set at startup (``None`` until then), closed at cleanup."""
 
+    factory: Factory | None
     driver: WorkflowDriver
-    store: Any
+    callback: CallbackServer | None
+    gateway: GatewayServer | None
+    budget_sync: BudgetStatusSync | None
+    budget_sync_task: asyncio.Task[None] | None
+    budget_sync_stopped: asyncio.Event
+    events_task: asyncio.Task[None] | None
+    events_stopped: asyncio.Event
     wakeups: dict[str, asyncio.Event]
     clock: Callable[[], float]
 
@@ -29,6 +39,12 @@ class Memo(kopf.Memo):
 
 def new_memo() -> Memo:
     memo = Memo()
+    memo.factory = None
+    memo.callback = None
+    memo.gateway = None
+    memo.budget_sync = None
+    memo.budget_sync_task = None
+    memo.events_task = None
     memo.wakeups = {}
     memo.clock = time.time
     return memo

@@ -2,7 +2,7 @@
 
 ::
 
-    register_admission(registry)        @kopf.on.validate for the five kinds (CREATE and UPDATE)
+    register_admission(registry)        @kopf.on.validate for the seven kinds (CREATE and UPDATE)
       review(body, catalog, ...)        -> Verdict: allowed or not, the message, warnings    (pure)
         validate_body(body, catalog)    agentflow.validation: the function `agentflow validate` runs
         admission_message(problems)     -> the message: every problem with its field path     (pure)
@@ -40,14 +40,24 @@ the namespace does not have) are decided by ``references``:
 
 Either way a rejected body's message lists every problem, references included.
 
-Budgets (``services.admission``), a webhook of its own (``budget-workflows.agentflow.dev``, CREATE of
-Workflows only, so validation stays the same for every kind): a valid Workflow is checked against the
-Budgets of its namespace: its cost preflight against what each hard Budget has left (refused with the
-estimate and the remainders), soft Budgets (admitted with a warning), and ``maxConcurrentWorkflows``.
-What is left comes from the budget ledger the operator keeps in ``memo.ledger`` (None, or unreachable:
-hard budgets fail closed, see :mod:`agentflow.services.admission`); the Workflows that count against a
-quota are listed through ``memo.driver.reconciler.kube``. UPDATEs are not re-checked: a running
-Workflow's spend is the ledger's business.
+The platform's decisions (``services.platform``), in the same ``validate-*`` webhooks: an Agent's apiBase
+must be an endpoint the platform lists for its namespace, and the Secret its credentialsSecretRef names
+must carry ``agentflow.dev/credential: "true"`` (read with the operator's client; one that does not exist
+yet is a warning); a ToolPolicy's egress grants must stay clear of the egress deny-list. Each refusal names
+the field.
+
+Budgets (``services.admission``), a webhook of its own (``budget-workflows.agentflow.dev``, CREATE and
+UPDATE of Workflows): a valid Workflow is checked against the Budgets of its namespace: its cost preflight
+against what each hard Budget has left (refused with the estimate and the remainders), soft Budgets
+(admitted with a warning), and ``maxConcurrentWorkflows`` (on CREATE). An UPDATE is checked when it
+changes the spec (more fan-out, another model): its new estimate against what is left. What is left comes
+from the budget ledger (none, or unreachable: hard budgets fail closed, see
+:mod:`agentflow.services.admission`).
+
+Approvals (``services.approvals.stamp``), a mutating webhook (``approve-workflows.agentflow.dev``, CREATE
+and UPDATE of Workflows): a request that sets an approve/reject annotation is checked against the step's
+approvers with the requesting user's identity (admission ``userInfo``), refused when not allowed, and the
+annotation is rewritten to name that user and signed, so the reconciler knows who really decided.
 """
 
 from __future__ import annotations
@@ -61,16 +71,21 @@ from typing import Any, Literal
 
 import kopf
 
-from ..llm.pricing import count_message_tokens, load_litellm, price_per_token
-from ..models import Catalog, Workflow, parse_resource
+from ..k8s.kube import KubeError, NotFound
+from ..llm import litellm_provider
+from ..llm.litellm_upstream import load as load_litellm
+from ..models import Agent, Catalog, Workflow, parse_resource
 from ..models.manifests import Problem
+from ..services import approvals
 from ..services.admission import CostMeter, admit
+from ..services.platform import PlatformPolicy
 from ..validation import validate_body
+from ..validation.templates import resolve_workflow
 from .handlers import GROUP, KINDS, VERSION, catalog_for
 
 __all__ = ["PLURALS", "ReferencePolicy", "Verdict", "admission_message", "register_admission", "review"]
 
-PLURALS = ("workflows", *KINDS)
+PLURALS = ("workflows", *KINDS, "workflowschedules")
 """The resources the webhook validates (all of group agentflow.dev, version v1alpha1)."""
 
 ReferencePolicy = Literal["warn", "reject"]
@@ -125,14 +140,27 @@ def review(
     operation: str | None = "CREATE",
     old: Mapping[str, Any] | None = None,
     references: ReferencePolicy = "warn",
+    platform: PlatformPolicy | None = None,
+    namespace: str | None = None,
 ) -> Verdict:
-    """Whether to admit this body: the validation of ``agentflow validate`` against ``catalog``.
+    """Whether to admit this body: the validation of ``agentflow validate`` against ``catalog``, and the
+    platform's decisions (an Agent's endpoint, a ToolPolicy's egress) for ``namespace``.
 
     A catalog of None skips the reference checks (as ``validate_body`` does).
     """
     if _exempt(body, operation, old):
         return Verdict(allowed=True)
     problems = validate_body(body, catalog)
+    if platform is not None and namespace and not problems:
+        try:
+            resource = parse_resource(dict(body))
+        except Exception:  # validate_body reported it
+            resource = None
+        if resource is not None:
+            name = (body.get("metadata") or {}).get("name", "<unnamed>")
+            refused = platform.problems(resource, namespace, f"{body.get('kind')}/{name}")
+            if refused:
+                return Verdict(allowed=False, message=admission_message(refused))
     if not problems:
         return Verdict(allowed=True)
     if references == "reject" or catalog is None:
@@ -145,29 +173,38 @@ def review(
 
 
 log = logging.getLogger("agentflow.webhook")
-METER = CostMeter(count_tokens=count_message_tokens, prices=price_per_token)
 
 
-async def budget_verdict(workflow: Workflow, namespace: str, catalog: Catalog, memo: Any) -> Verdict:
-    """The Budgets' answer for a valid Workflow being created (services.admission)."""
+def cost_meter() -> CostMeter:
+    """Prompt tokens and prices from litellm's tokenizers and bundled table (imported on first use)."""
+    provider = litellm_provider()
+    return CostMeter(count_tokens=provider.count_tokens, prices=provider.prices)
+
+
+async def budget_verdict(workflow: Workflow, namespace: str, catalog: Catalog, memo: Any,
+                         meter: CostMeter | None = None, *, created: bool = True) -> Verdict:
+    """The Budgets' answer for a valid Workflow being created or changed (services.admission)."""
     kube = memo.driver.reconciler.kube
+    factory = getattr(memo, "factory", None)
     decision = await admit(
-        workflow, namespace, catalog, meter=METER, ledger=getattr(memo, "ledger", None),
+        workflow, namespace, catalog, meter=meter or cost_meter(), ledger=factory.db.ledger if factory else None,
         ledger_problem=getattr(memo, "ledger_problem", None),
         list_workflows=lambda: kube.list_resources("workflows", namespace), now=dt.datetime.now(dt.UTC),
+        quota=created,
     )
     return Verdict(decision.allowed, decision.message, decision.warnings)
 
 
 async def check_budgets(
-    body: kopf.Body, namespace: str | None, operation: str | None, subresource: str | None, warnings: list[str],
-    memo: Any, **kwargs: Any,
+    body: kopf.Body, old: kopf.Body | None, namespace: str | None, operation: str | None, subresource: str | None,
+    warnings: list[str], memo: Any, **kwargs: Any,
 ) -> None:
-    """The ``budget-workflows`` webhook: on CREATE of a Workflow, the Budgets of its namespace.
+    """The ``budget-workflows`` webhook: on CREATE of a Workflow, and on an UPDATE that changes its spec, the
+    Budgets of its namespace.
 
     A body that is not a valid Workflow is left to ``validate-workflows``, which refuses it.
     """
-    if subresource or operation != "CREATE" or not namespace or _exempt(body, operation, None):
+    if subresource or operation not in ("CREATE", "UPDATE") or not namespace or _exempt(body, operation, old):
         return
     try:
         workflow = parse_resource(dict(body))
@@ -175,49 +212,105 @@ async def check_budgets(
         return
     if not isinstance(workflow, Workflow):
         return
-    indices = {p: kwargs[p] for p in ("agents", "promptversions", "toolpolicies", "budgets")}
-    verdict = await budget_verdict(workflow, namespace, catalog_for(namespace, indices), memo)
+    indices = {p: kwargs[p] for p in KINDS}
+    catalog = catalog_for(namespace, indices)
+    resolved, _ = resolve_workflow(workflow, catalog.templates)  # the cost of what the template makes it
+    if resolved is None:  # left to validate-workflows (an unknown template, inputs that do not fit)
+        return
+    verdict = await budget_verdict(resolved, namespace, catalog, memo, created=operation == "CREATE")
     warnings.extend(verdict.warnings)
     if not verdict.allowed:
         raise kopf.AdmissionError(verdict.message, code=FORBIDDEN)
 
 
-def _validator(references: ReferencePolicy) -> Callable[..., None]:
-    def validate(
+def _validator(references: ReferencePolicy, platform: PlatformPolicy | None) -> Callable[..., Any]:
+    async def validate(
         body: kopf.Body,
         old: kopf.Body | None,
         namespace: str | None,
         operation: str | None,
         subresource: str | None,
         warnings: list[str],
+        memo: Any,
         agents: kopf.Index[Any, Any],
         promptversions: kopf.Index[Any, Any],
         toolpolicies: kopf.Index[Any, Any],
         budgets: kopf.Index[Any, Any],
+        workflowtemplates: kopf.Index[Any, Any],
         **_: Any,
     ) -> None:
         if subresource:
             return
         indices = {"agents": agents, "promptversions": promptversions, "toolpolicies": toolpolicies,
-                   "budgets": budgets}
+                   "budgets": budgets, "workflowtemplates": workflowtemplates}
         catalog = catalog_for(namespace, indices) if namespace else None
-        verdict = review(body, catalog, operation=operation, old=old, references=references)
+        verdict = review(body, catalog, operation=operation, old=old, references=references, platform=platform,
+                         namespace=namespace)
         warnings.extend(verdict.warnings)
         if not verdict.allowed:
             raise kopf.AdmissionError(verdict.message, code=UNPROCESSABLE)
+        if platform is not None and platform.check_secrets and namespace and body.get("kind") == "Agent" \
+                and not _exempt(body, operation, old):
+            await _check_credentials(body, namespace, memo, warnings)
 
     return validate
 
 
-def register_admission(registry: kopf.OperatorRegistry, *, references: ReferencePolicy = "warn") -> None:
-    """Register the validating webhooks on ``registry`` (which must hold the indices of ``handlers.register``).
+async def _check_credentials(body: Mapping[str, Any], namespace: str, memo: Any, warnings: list[str]) -> None:
+    """An Agent's credentialsSecretRef must name a Secret that opts in as a model credential."""
+    try:
+        agent = parse_resource(dict(body))
+    except Exception:
+        return
+    if not isinstance(agent, Agent) or agent.spec.model.credentials_secret_ref is None:
+        return
+    kube = memo.driver.reconciler.kube
+    ref = agent.spec.model.credentials_secret_ref
+    try:
+        secret: dict[str, Any] | None = await kube.read_secret(namespace, ref.name)
+    except NotFound:
+        secret = None
+    except KubeError as exc:
+        warnings.append(f"spec.model.credentialsSecretRef: cannot check Secret {namespace}/{ref.name} ({exc}); "
+                        "the gateway checks it again before every call")
+        return
+    problem = PlatformPolicy.secret_problem(agent, namespace, secret)
+    if problem is None:
+        return
+    if secret is None:  # it may be applied after the Agent; the gateway refuses calls until it exists
+        warnings.append(_line(problem))
+        return
+    raise kopf.AdmissionError(admission_message([problem]), code=UNPROCESSABLE)
 
-    ``budget-workflows`` (CREATE of Workflows) checks the Budgets; see :func:`check_budgets`.
 
-    The handler ids name the webhooks in the ValidatingWebhookConfiguration kopf
-    manages (``settings.admission.managed``): ``validate-<plural>.<managed name>``.
+def _approver(secret: bytes) -> Callable[..., Any]:
+    def stamp_approvals(body: kopf.Body, old: kopf.Body | None, userinfo: Mapping[str, Any],
+                        patch: kopf.Patch, subresource: str | None, **_: Any) -> None:
+        """Who decides is who asks: the annotation is rewritten to name the requesting user, and signed."""
+        if subresource:
+            return
+        try:
+            stamped = approvals.stamp(secret, body, old, str(userinfo.get("username") or ""),
+                                      [str(g) for g in userinfo.get("groups") or []])
+        except approvals.ApprovalError as exc:
+            raise kopf.AdmissionError(str(exc), code=FORBIDDEN) from None
+        for key, value in stamped.items():
+            patch.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+
+    return stamp_approvals
+
+
+def register_admission(registry: kopf.OperatorRegistry, *, references: ReferencePolicy = "warn",
+                       platform: PlatformPolicy | None = None, signing_key: bytes | None = None) -> None:
+    """Register the admission webhooks on ``registry`` (which must hold the indices of ``handlers.register``).
+
+    ``budget-workflows`` (CREATE and spec UPDATEs of Workflows) checks the Budgets; see :func:`check_budgets`.
+    With ``signing_key``, ``approve-workflows`` (mutating) stamps approval decisions with the requesting user.
+
+    The handler ids name the webhooks in the configurations kopf manages (``settings.admission.managed``):
+    ``validate-<plural>.<managed name>``.
     """
-    validate = _validator(references)
+    validate = _validator(references, platform)
     budgets: Callable[..., Any] = check_budgets
     for plural in PLURALS:
         kopf.on.validate(
@@ -225,9 +318,14 @@ def register_admission(registry: kopf.OperatorRegistry, *, references: Reference
             operations=["CREATE", "UPDATE"], side_effects=False,
         )(validate)
     kopf.on.validate(
-        GROUP, VERSION, "workflows", registry=registry, id="budget-workflows", operations=["CREATE"],
+        GROUP, VERSION, "workflows", registry=registry, id="budget-workflows", operations=["CREATE", "UPDATE"],
         side_effects=False,
     )(budgets)
+    if signing_key is not None:
+        kopf.on.mutate(
+            GROUP, VERSION, "workflows", registry=registry, id="approve-workflows",
+            operations=["CREATE", "UPDATE"], side_effects=False,
+        )(_approver(signing_key))
 
     @kopf.on.startup(registry=registry)
     async def preload_prices(**_: Any) -> None:

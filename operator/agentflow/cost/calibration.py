@@ -79,14 +79,7 @@ class RunShape:
 
 
 def _step_of(workflow: Workflow, name: str) -> StepSpec | None:
-    for step in workflow.spec.steps:
-        if step.name == name:
-            return step
-    if workflow.spec.state_machine is not None:
-        for state in workflow.spec.state_machine.states:
-            if state.name == name:
-                return state.step
-    return None
+    return next((step for key, step in workflow.spec.keyed_steps() if key == name), None)
 
 
 def observations_from_journal(
@@ -136,7 +129,7 @@ def observations_from_journal(
         if step is None or step.kind is not StepKind.llm or step.agent_ref is None or step.prompt_ref is None:
             continue
         agent = catalog.agents.get(step.agent_ref.name)
-        prompt = catalog.prompts.get(step.prompt_ref.name)
+        prompt = catalog.prompts.get(step.prompt_ref.name or "")  # a run's stored manifests name the version
         if agent is None or prompt is None:
             continue
         model = agent.spec.model.name

@@ -38,6 +38,8 @@ How each part is estimated, and the documented defaults:
 - **Attempts**: with a retry limit L and a failure rate p (calibrated, else
   :data:`DEFAULT_FAILURE_RATE`) an item takes ``1 + p + p^2 + ... + p^L`` attempts expected, 1 at
   least and ``L + 1`` at worst.
+- **Conversation** (an Agent's ``memory.kind: conversation``): up to its ``maxTokens`` carried prompt tokens per
+  call (expected half, low none); the summary calls that compact it are not priced.
 - **Calls per attempt**: an llm step whose prompt has an outputSchema may send one repair request: the
   calibrated mean, else ``1 + DEFAULT_REPAIR_RATE``; at worst 2.
 - Approval and tool steps make no model calls; they are listed with zero model cost.
@@ -50,10 +52,23 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
-from ..engine.expressions import ExpressionError, compile_expression, compile_template
+from ..engine.expressions import ExpressionError, compile_expression
+from ..engine.templates import compile_template
 from ..llm.prompts import PromptRenderError, render_messages
-from ..models import Agent, Catalog, PromptVersion, StepKind, StepSpec, Workflow
+from ..models import (
+    Agent,
+    BehaviorNode,
+    Catalog,
+    PromptVersion,
+    StepKind,
+    StepSpec,
+    TreeNodeType,
+    Workflow,
+    tree_leaves,
+)
 from ..models.workflow import RunOn
+from ..prompts.compose import CompositionError, compose
+from ..prompts.rollout import RolloutError, planned_version
 
 __all__ = [
     "ASSUMED_FAN_OUT",
@@ -233,6 +248,8 @@ class _Estimator:
 
         A state's step goes by the state's name, as the engine's requests and ``steps.NAME`` do."""
         spec = self.workflow.spec
+        if spec.behavior_tree is not None:
+            return [(step, _dotted(where) + ".step", None, None) for where, step in tree_leaves(spec.behavior_tree)]
         if spec.state_machine is None:
             return [(s, f"spec.steps[{i}]", None, None) for i, s in enumerate(spec.steps)]
         sm = spec.state_machine
@@ -246,11 +263,22 @@ class _Estimator:
         if agent is None:
             raise EstimateError(f"{where}.agentRef.name: unknown Agent {step.agent_ref.name!r}; "
                                 "give the file that defines it")
-        prompt = self.catalog.prompts.get(step.prompt_ref.name)
+        ref = step.prompt_ref
+        name = ref.name
+        if ref.family is not None:  # a family's estimate is its stable version's (or the pinned one's)
+            try:
+                name = planned_version(ref.family, ref.version, self.catalog.prompts)
+            except RolloutError as exc:
+                raise EstimateError(f"{where}.promptRef: {exc}") from None
+        prompt = self.catalog.prompts.get(name or "")
         if prompt is None:
-            raise EstimateError(f"{where}.promptRef.name: unknown PromptVersion {step.prompt_ref.name!r}; "
+            raise EstimateError(f"{where}.promptRef.name: unknown PromptVersion {ref.name!r}; "
                                 "give the file that defines it")
-        return agent, prompt
+        try:
+            return agent, compose(prompt, self.catalog.prompts)
+        except CompositionError as exc:
+            raise EstimateError(f"PromptVersion {prompt.metadata.name!r} {'.'.join(map(str, exc.path))}: "
+                                f"{exc.message}") from None
 
     def _history(self, model: str, prompt: PromptVersion, step: str) -> StepHistory | None:
         if self.history is None:
@@ -307,7 +335,12 @@ class _Estimator:
                 f"forEach {step.for_each!r} is known only at run time: assumed {mid} items (low {low}, high {high})")
 
     def _runs(self, step: StepSpec, state: str | None, visits: int | None, initial: bool) -> tuple[Range, str]:
-        """How often the step runs at all (before fan-out): when, runOn, state visits."""
+        """How often the step runs at all (before fan-out): when, runOn, state visits, a tree's decorators."""
+        if self.workflow.spec.behavior_tree is not None:
+            expected, high = _tree_runs(self.workflow.spec.behavior_tree).get(step.name, (1, 1))
+            return (Range(0, float(expected), float(high)),
+                    f"behavior tree: expected {expected:g} run(s) (repeat counts), high {high:g} (retry limits too); "
+                    "low 0 (a selector or guard may pass it by)")
         if state is not None:
             assert visits is not None
             seen = self.history.visits(self.name, state) if self.history is not None else None
@@ -378,7 +411,7 @@ class _Estimator:
             except PromptRenderError:
                 # A template that reaches into an unknown value (inputs.ticket.subject of a placeholder):
                 # count the template text and the placeholders instead.
-                messages = [{"role": m.role, "content": m.content} for m in prompt.spec.messages]
+                messages = [{"role": m.role or "user", "content": m.content or ""} for m in prompt.spec.messages]
                 messages.insert(0, {"role": "system", "content": agent.spec.role + "\n" + agent.spec.instructions})
                 messages.append({"role": "user", "content": json.dumps(item.inputs)})
             counted = float(self.count(model, messages))
@@ -434,6 +467,12 @@ class _Estimator:
             per_call_in = per_call_in.scale(hist.input_ratio)
             notes.append(f"prompt tokens scaled by {hist.input_ratio:.3f}, the ratio of reported to counted "
                          f"tokens in {hist.samples} past calls")
+        carried = agent.spec.memory.conversation_tokens
+        if carried is not None:
+            per_call_in = per_call_in + Range(0, carried / 2, carried)
+            notes.append(f"memory.kind conversation: the Agent's earlier exchanges add up to its maxTokens "
+                         f"{carried} prompt tokens per call (expected {carried // 2}, low none); its summary calls "
+                         "are not priced")
         retry = step.retry or self.workflow.spec.retry
         if hist is not None and hist.failure_rate is not None:
             p = hist.failure_rate
@@ -478,7 +517,31 @@ class _Estimator:
             notes.append(f"not in USD (no price): {', '.join(sorted(self.unpriced))}")
         if self.workflow.spec.state_machine is not None:
             notes.append("state machine: each state's step once expected (unless calibrated), high at maxVisits")
+        if self.workflow.spec.behavior_tree is not None:
+            notes.append("behavior tree: each step expected as often as the repeats above it say, high with every "
+                         "retry above it too")
         return Estimate(self.name, out, usd, tokens, tuple(sorted(self.unpriced)), tuple(notes))
+
+
+def _tree_runs(root: BehaviorNode) -> dict[str, tuple[int, int]]:
+    """(expected, most) runs of each leaf of a behavior tree, by step name: repeat counts multiply both, retry
+    limits (+1) the most."""
+    out: dict[str, tuple[int, int]] = {}
+    todo: list[tuple[BehaviorNode, int, int]] = [(root, 1, 1)]
+    while todo:
+        node, expected, most = todo.pop()
+        if node.type is TreeNodeType.repeat:
+            expected, most = expected * (node.count or 1), most * (node.count or 1)
+        elif node.type is TreeNodeType.retry:
+            most *= (node.limit or 0) + 1
+        if node.step is not None:
+            out[node.step.name] = (expected, most)
+        todo.extend((c, expected, most) for c in [*node.children, *([node.child] if node.child else [])])
+    return out
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def prompt_key(prompt: PromptVersion) -> str:

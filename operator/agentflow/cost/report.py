@@ -10,10 +10,10 @@
 Rows come from the ledger (``PostgresLedger.calls``, every gateway call of the cluster) or from local run
 journals (:func:`agentflow.cost.calibration.observations_from_journal`, namespace ``(local)``).
 
-**The recommendation criterion, stated as it is.** AgentFlow records no evaluation results: a
-PromptVersion's ``evaluations`` cases are not run by anything that writes down a verdict, so no
-recommendation here says a model *passed the evaluations*. Instead, a model B is recommended in place of
-model A for an Agent's calls with PromptVersion P when:
+**The recommendation criterion, stated as it is.** Evaluation verdicts exist only where ``agentflow prompt
+eval`` stores them (a state dir's ``evals/``, per PromptVersion and run with whatever model the Agent names),
+not per model in the ledger, so no recommendation here says a model *passed the evaluations*. Instead, a
+model B is recommended in place of model A for an Agent's calls with PromptVersion P when:
 
 - B answered calls with P at least ``min_calls`` times with status ``ok`` (through the ledger: the call
   succeeded; from a local journal: the attempt succeeded, so its output passed P's outputSchema), and

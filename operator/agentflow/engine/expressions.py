@@ -13,7 +13,7 @@ Modules::
 
     expressions.py   ExpressionError, compile_expression, Expression (this module)
     templates.py     ${{ }} templates: compile_template, Template, render_text, stringify
-                     (re-exported here)
+                     (templates import expressions, never the other way round)
     cel.py           the cel-python adapter: parsing, checking, value conversion, error translation
 
 Errors::
@@ -43,11 +43,7 @@ from . import cel
 __all__ = [
     "Expression",
     "ExpressionError",
-    "Template",
     "compile_expression",
-    "compile_template",
-    "render_text",
-    "stringify",
 ]
 
 
@@ -208,8 +204,3 @@ def _type_name(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "list"
     return type(value).__name__
-
-
-# Re-exported for the callers that import templates from here; templates.py imports this module, so this
-# import comes last (everything it needs is defined by now).
-from .templates import Template, compile_template, render_text, stringify  # noqa: E402

@@ -260,6 +260,15 @@ class VerifyReport:
     checked: int
     bad_seq: int | None = None
     problem: str | None = None
+    head_seq: int | None = None
+    """When ok: the seq of the last record (-1 for an empty journal), the head to keep elsewhere."""
+    head_hash: str | None = None
+    """When ok: its hash (64 zeros for an empty journal)."""
+
+    @property
+    def head(self) -> str | None:
+        """``SEQ:HASH`` of the last record when ok (what ``agentflow verify --expect-head`` takes back)."""
+        return f"{self.head_seq}:{self.head_hash}" if self.head_seq is not None else None
 
     def __str__(self) -> str:
         if self.ok:
@@ -361,7 +370,7 @@ class _Verifier:
                 f"the journal ends at record {n - 1} but the expected head is {head}: "
                 "records were removed from the end or the chain was rewritten",
             )
-        return VerifyReport(True, n)
+        return VerifyReport(True, n, head_seq=n - 1, head_hash=prev)
 
     def _bad_link(self, p: int, k: int, prev: str) -> str:
         d, line = self.rows[p], p + 1

@@ -26,9 +26,12 @@ from ..models.workflow import (
     StepSpec,
     Workflow,
     WorkflowSpec,
+    tree_leaves,
 )
-from .expressions import Expression, ExpressionError, Template, compile_expression, compile_template
+from .expressions import Expression, ExpressionError, compile_expression
 from .journal import canonical_json
+from .templates import Template, compile_template
+from .tree import TreePlan, compile_tree
 
 
 class PlanError(ValueError):
@@ -50,6 +53,90 @@ class ToolGate:
     def from_dict(cls, d: Mapping[str, Any]) -> ToolGate:
         timeout = d.get("timeoutSeconds")
         return cls(str(d.get("tool", "")), str(d.get("policy", "")), float(timeout) if timeout is not None else None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoopTool:
+    """A function an agent loop offers the model: a granted tool, another Agent (``kind`` "agent"), or an MCP
+    server (``kind`` "mcp": its tools are offered as ``NAME__TOOL``, ``function["mcpTools"]`` the granted ones
+    or ``["*"]``; their schemas come from the server when a turn runs)."""
+
+    name: str
+    function: Mapping[str, Any]
+    """OpenAI's function object: ``{"name", "description", "parameters"}``."""
+    kind: str = "tool"  # "tool" | "agent" | "mcp" | "memory" (memory_search, memory_save, past_runs)
+    agent: str | None = None  # kind "agent": the callee
+    policy: str = ""
+    requires_approval: bool = False
+    approval_timeout_seconds: float | None = None
+
+    def gate(self) -> ToolGate | None:
+        return ToolGate(self.name, self.policy, self.approval_timeout_seconds) if self.requires_approval else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "function": dict(self.function), "kind": self.kind, "agent": self.agent,
+                "policy": self.policy, "requiresApproval": self.requires_approval,
+                "approvalTimeoutSeconds": self.approval_timeout_seconds}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoopTool:
+        timeout = d.get("approvalTimeoutSeconds")
+        return cls(str(d["name"]), dict(d.get("function") or {}), str(d.get("kind", "tool")),
+                   str(d["agent"]) if d.get("agent") else None, str(d.get("policy", "")),
+                   bool(d.get("requiresApproval", False)), float(timeout) if timeout is not None else None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentLoop:
+    """The loop of one Agent in llm steps: what it may call and its bounds (from the Agent and the ToolPolicies,
+    decided by agentflow.validation.grants.agent_loops; recorded in RunStarted like the gates)."""
+
+    agent: str
+    tools: Mapping[str, LoopTool]
+    denied: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Tools the Agent lists that it may not call, and why (said to the model if it calls one anyway)."""
+    max_turns: int = 10
+    max_tool_calls: int = 20
+    parallel: bool = True
+    max_depth: int = 2
+    final_tool: bool = False
+    conversation_tokens: int | None = None
+    """The Agent's memory.kind conversation: its turns see its earlier exchanges of the run, compacted into a summary
+    past this many tokens (agentflow.engine.conversation); None: each loop starts fresh."""
+
+    def functions(self) -> list[dict[str, Any]]:
+        """The function schemas known without asking a server (MCP servers' tools are listed at the turn)."""
+        return [dict(t.function) for t in self.tools.values() if t.kind != "mcp"]
+
+    def mcp_servers(self) -> list[str]:
+        return [t.name for t in self.tools.values() if t.kind == "mcp"]
+
+    def resolve(self, name: str) -> tuple[LoopTool | None, str | None]:
+        """The tool a model's call ``name`` stands for, and the MCP server's member (``docs__search``)."""
+        tool = self.tools.get(name)
+        if tool is not None:
+            return (tool, None) if tool.kind != "mcp" else (None, None)
+        server, sep, member = name.partition("__")
+        tool = self.tools.get(server) if sep else None
+        if tool is None or tool.kind != "mcp":
+            return None, None
+        granted = tool.function.get("mcpTools") or []
+        return (tool, member) if "*" in granted or member in granted else (None, member)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent, "tools": [t.to_dict() for t in self.tools.values()],
+                "denied": dict(self.denied), "maxTurns": self.max_turns, "maxToolCalls": self.max_tool_calls,
+                "parallel": self.parallel, "maxDepth": self.max_depth, "finalTool": self.final_tool,
+                **({"conversationTokens": self.conversation_tokens} if self.conversation_tokens is not None else {})}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AgentLoop:
+        tools = [LoopTool.from_dict(t) for t in d.get("tools") or ()]
+        conversation = d.get("conversationTokens")
+        return cls(str(d["agent"]), {t.name: t for t in tools}, dict(d.get("denied") or {}),
+                   int(d.get("maxTurns", 10)), int(d.get("maxToolCalls", 20)), bool(d.get("parallel", True)),
+                   int(d.get("maxDepth", 2)), bool(d.get("finalTool", False)),
+                   int(conversation) if conversation is not None else None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,7 +179,7 @@ class StatePlan:
 class Plan:
     name: str
     namespace: str | None
-    mode: str  # "dag" | "fsm"
+    mode: str  # "dag" | "fsm" | "tree"
     inputs: Mapping[str, Any]
     steps: Mapping[str, StepPlan]  # DAG steps, in spec order
     roots: tuple[str, ...]  # DAG steps without dependencies, in spec order
@@ -104,10 +191,30 @@ class Plan:
     spec_hash: str
     gates: Mapping[str, ToolGate] = dataclasses.field(default_factory=dict)
     """Tool steps (DAG step or state name) that wait for a human before each call; see ToolGate."""
+    loops: Mapping[str, AgentLoop] = dataclasses.field(default_factory=dict)
+    """Agent loops by Agent name: an llm step whose Agent is here runs a loop (see agentflow.engine.run)."""
+    prompts: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    """The PromptVersion each family step got (agentflow.prompts.rollout.Choice as a dict, by step), decided
+    by the driver from the run id; recorded in RunStarted and read back from there, so a run keeps it."""
+    tree: TreePlan | None = None
+    """A behavior tree (mode "tree"; see agentflow.engine.tree)."""
+    leaves: Mapping[str, StepPlan] = dataclasses.field(default_factory=dict)
+    """The steps of a behavior tree's leaves, by step name."""
 
     @property
     def total_steps(self) -> int:
-        return len(self.steps) if self.mode == "dag" else len(self.states)
+        return len(self.steps) if self.mode == "dag" else len(self.states) if self.mode == "fsm" else len(self.leaves)
+
+    def units(self) -> Mapping[str, StepPlan | StatePlan]:
+        """The named units of the plan: DAG steps, states, or a tree's leaves (by step name)."""
+        return self.steps if self.mode == "dag" else self.states if self.mode == "fsm" else self.leaves
+
+    def step_plan(self, name: str) -> StepPlan | None:
+        """The StepPlan a StepRequest's ``step`` names: a DAG step, a state's step or a tree's leaf."""
+        if name in self.steps:
+            return self.steps[name]
+        state = self.states.get(name)
+        return state.step if state is not None else self.leaves.get(name)
 
 
 def _expr(text: str | None, where: str) -> Expression | None:
@@ -167,11 +274,19 @@ def spec_hash(spec: WorkflowSpec) -> str:
     return hashlib.sha256(canonical_json(spec.dump())).hexdigest()
 
 
-def compile_plan(workflow: Workflow, gates: Mapping[str, ToolGate] | None = None) -> Plan:
+def compile_plan(workflow: Workflow, gates: Mapping[str, ToolGate] | None = None, *,
+                 max_parallel: int | None = None, loops: Mapping[str, AgentLoop] | None = None,
+                 prompts: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
     """Compile a validated Workflow. Raises PlanError naming the first broken field.
 
     ``gates``: the tool steps (by DAG step or state name) that wait for a human before each call.
+    ``loops``: the agent loops of the Agents of llm steps (agentflow.validation.grants.agent_loops).
+    ``prompts``: the PromptVersions the run's family steps got (Plan.prompts).
+    ``max_parallel``: the driver's cap on attempts running at once (the runner's --max-parallel, the
+    operator's); the plan's parallelism is the lower of it and spec.parallelism.
     """
+    if max_parallel is not None and max_parallel < 1:
+        raise PlanError(f"max_parallel must be 1 or more, got {max_parallel}")
     spec = workflow.spec
     names = {s.name for s in spec.steps}
     dependents: dict[str, list[str]] = {s.name: [] for s in spec.steps}
@@ -195,24 +310,41 @@ def compile_plan(workflow: Workflow, gates: Mapping[str, ToolGate] | None = None
         initial = sm.initial
         if initial not in states:
             raise PlanError(f"spec.stateMachine.initial: unknown state {initial!r}")
+    tree = compile_tree(spec.behavior_tree, _expr) if spec.behavior_tree is not None else None
+    leaves = {step.name: _step_plan(step, spec, (), ".".join(_parts(where)) + ".step")
+              for where, step in tree_leaves(spec.behavior_tree)}
     outputs = {
         k: e for k, v in spec.outputs.items() if (e := _expr(v, f"spec.outputs.{k}")) is not None
     }
     return Plan(
         name=workflow.metadata.name,
         namespace=workflow.metadata.namespace,
-        mode="dag" if spec.steps else "fsm",
+        mode="dag" if spec.steps else "fsm" if spec.state_machine is not None else "tree",
         inputs=spec.inputs,
         steps=steps,
         roots=tuple(s.name for s in spec.steps if not s.depends_on and not steps[s.name].deferred),
         states=states,
         initial=initial,
         outputs=outputs,
-        parallelism=spec.parallelism,
+        parallelism=min((p for p in (spec.parallelism, max_parallel) if p is not None), default=None),
         timeout=spec.timeout_seconds,
         spec_hash=spec_hash(spec),
         gates=_gates(spec, gates or {}),
+        loops=dict(loops or {}),
+        prompts={k: dict(v) for k, v in sorted((prompts or {}).items())},
+        tree=tree,
+        leaves=leaves,
     )
+
+
+def _parts(path: tuple[str | int, ...]) -> list[str]:
+    out: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            out[-1] += f"[{part}]"
+        else:
+            out.append(part)
+    return out
 
 
 def _gates(spec: WorkflowSpec, gates: Mapping[str, ToolGate]) -> dict[str, ToolGate]:
@@ -220,6 +352,7 @@ def _gates(spec: WorkflowSpec, gates: Mapping[str, ToolGate]) -> dict[str, ToolG
     if spec.state_machine is not None:
         tool_steps.update(s.name for s in spec.state_machine.states if s.step is not None
                           and s.step.kind is StepKind.tool)
+    tool_steps.update(step.name for _, step in tree_leaves(spec.behavior_tree) if step.kind is StepKind.tool)
     unknown = sorted(set(gates) - tool_steps)
     if unknown:
         raise PlanError(f"approval gates for {', '.join(unknown)}: not tool steps of this workflow")

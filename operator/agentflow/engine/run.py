@@ -16,6 +16,26 @@ Phases of a node: Pending -> Running | Waiting (approval) -> Succeeded |
 Failed | Skipped | Cancelled, with Retrying between a failed attempt and the
 next one.
 
+Quarantine review: an attempt that fails with ``InjectionQuarantined`` (the Agent's injection action
+``quarantine``) does not fail its node: the node waits like an approval step (ApprovalRequested with a
+``review`` naming the attempt and the evidence, Waiting, no timeout). Approved, the node runs again and
+that attempt's StepScheduled carries ``screening: flag`` (StepRequest.screening: the executor records
+findings but does not stop for them); rejected, it fails with ``Rejected``.
+
+Stuck runs: when nothing runs, nothing is ready or pending, no timer is due and no node waits for a
+human, yet the run has not finished (a step waiting for something that can no longer happen), the run
+finishes Failed at once with the stuck steps named in its reason (RunFinished ``stuck``).
+
+Bounds: a forEach list longer than MAX_FANOUT_ITEMS, or one that would take the run past MAX_RUN_NODES
+nodes, fails its step (agentflow.models.limits). ``parallelism`` is the plan's (the lower of the spec's and
+the driver's cap), recorded in RunStarted and read back from there like the gates.
+
+Behavior trees (``Plan.tree``, agentflow.engine.tree): the Run is the tree's host. A leaf's run is a node
+``NAME#n`` queued like a state visit (``Node.state`` is the leaf's step name); its terminal phase goes to
+the tree, which may queue further leaves or halt a subtree (its leaves are cancelled by decide(), like a
+failed fan-out's other items). A timeout decorator's timer is ``(at, tree node, entry, "tree")``; when due,
+decide() records StepTimedOut of the tree node. A cancel or the workflow's timeout halts the whole tree.
+
 Approval gates (tool steps whose tool has requiresApproval, ``Plan.gates``):
 such a node first waits like an approval step (ApprovalRequested with a
 ``gate``, Waiting, the same timeout and decisions); approved, it goes back
@@ -27,82 +47,41 @@ resumed run gates what it gated when it started.
 from __future__ import annotations
 
 import heapq
+import json
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..models.limits import MAX_FANOUT_ITEMS, MAX_RUN_NODES
 from ..models.workflow import RunOn, StepKind
+from . import conversation
 from .backoff import retry_delay
 from .expressions import ExpressionError
-from .plan import Plan, StepPlan, ToolGate
+from .nodes import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    QUARANTINED,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    TERMINAL,
+    WAITING,
+    LoopState,
+    Node,
+    StepState,
+)
+from .plan import AgentLoop, Plan, ToolGate
+from .tree import TreeRun
 from .values import Decision, Event, EventType, StepError, StepRequest
 
-PENDING = "Pending"
-RUNNING = "Running"
-WAITING = "Waiting"
-RETRYING = "Retrying"
-SUCCEEDED = "Succeeded"
-FAILED = "Failed"
-SKIPPED = "Skipped"
-CANCELLED = "Cancelled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+__all__ = [  # the phases and nodes are re-exported: drivers and views read them from here
+    "CANCELLED", "FAILED", "PENDING", "QUARANTINED", "RETRYING", "RUNNING", "SKIPPED", "SUCCEEDED", "TERMINAL",
+    "WAITING", "Node", "Run", "StepState", "outputs_of",
+]
 
 E = EventType
-
-
-class Node:
-    """One schedulable unit: a DAG step, a fan-out item or a state visit."""
-
-    __slots__ = (
-        "approved", "attempt", "cost_usd", "deadline", "error", "finished_at", "id", "index", "inputs",
-        "item", "message", "output", "phase", "plan", "request", "started_at", "state", "tokens",
-    )
-
-    def __init__(self, node_id: str, plan: StepPlan, index: int | None = None, item: Any = None,
-                 state: str | None = None) -> None:
-        self.id = node_id
-        self.plan = plan
-        self.index = index
-        self.item = item
-        self.state = state
-        self.phase = PENDING
-        self.attempt = 0
-        self.deadline: float | None = None
-        self.inputs: Any = None
-        self.output: Any = None
-        self.error: StepError | None = None
-        self.message: str | None = None
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.cost_usd = 0.0
-        self.tokens = 0
-        self.request: StepRequest | None = None
-        self.approved = False  # an approval gate of its tool was passed
-
-    @property
-    def key(self) -> str:
-        """What StepRequest.step says: the state's name for a state visit, else the DAG step's."""
-        return self.state or self.plan.name
-
-
-class StepState:
-    """Aggregate state of one DAG step (one node, or many fan-out items)."""
-
-    __slots__ = ("admitted", "blocked", "count", "done", "failing", "items", "next_item", "output",
-                 "phase", "plan", "remaining")
-
-    def __init__(self, plan: StepPlan) -> None:
-        self.plan = plan
-        self.phase = PENDING
-        self.remaining = len(plan.deps)
-        self.admitted = False
-        self.blocked = False
-        self.items: list[Node] | None = None
-        self.count = 0
-        self.next_item = 0
-        self.done = 0
-        self.failing = False
-        self.output: Any = None
 
 
 class Run:
@@ -127,6 +106,13 @@ class Run:
         self.tokens = 0
         self.nodes: dict[str, Node] = {}
         self.gates: dict[str, ToolGate] = {}  # from RunStarted
+        self.loops: dict[str, AgentLoop] = dict(plan.loops)  # by Agent; from RunStarted when it says
+        self._active_loops: dict[str, Node] = {}  # loop nodes running (their turns and calls run on their own)
+        self._loops_ended: dict[str, Node] = {}  # loops that ended, for decide() to record (LoopFinished)
+        self.conversations: dict[str, conversation.AgentConversation] = {}  # by Agent (memory.kind conversation)
+        self.parallelism = plan.parallelism  # from RunStarted when it says
+        self.prompts: dict[str, Mapping[str, Any]] = dict(plan.prompts)  # family steps' versions; from RunStarted
+        self.stuck: tuple[str, ...] = ()  # from RunFinished: the steps a stuck run waited on
         self.steps = {name: StepState(p) for name, p in plan.steps.items()}
         self.step_context: dict[str, dict[str, Any]] = {}
         self._ready: deque[str] = deque()
@@ -135,7 +121,8 @@ class Run:
         self._timer_seq = 0
         self._running: dict[str, Node] = {}
         self._retry: dict[str, Node] = {}
-        self._to_cancel: dict[str, None] = {}
+        self._review: dict[str, Node] = {}  # quarantined attempts whose ApprovalRequested is due
+        self._to_cancel: dict[str, str | None] = {}  # node -> why (None: the default reason of its kind)
         self._main_pending = sum(1 for p in plan.steps.values() if not p.deferred)
         self._pending = len(plan.steps)
         self._stopping_done = False
@@ -146,6 +133,9 @@ class Run:
         # (state, phase, output, error) of the state whose transitions are due.
         self._transition_from: tuple[str, str, Any, StepError | None] | None = None
         self._fsm_final: str | None = None
+        # Behavior tree (agentflow.engine.tree): its state, and the runs of each leaf so far (node NAME#n).
+        self.tree = TreeRun(plan.tree, self) if plan.tree is not None else None
+        self.leaf_runs: dict[str, int] = {}
         self._apply: dict[EventType, Callable[[Event], None]] = {
             E.run_started: self._on_run_started,
             E.step_scheduled: self._on_scheduled,
@@ -159,6 +149,8 @@ class Run:
             E.approval_requested: self._on_approval_requested,
             E.approval_decided: self._on_approval_decided,
             E.fan_out: self._on_fan_out,
+            E.loop_started: self._on_loop_started,
+            E.loop_finished: self._on_loop_finished,
             E.state_entered: self._on_state_entered,
             E.cost_recorded: self._on_cost,
             E.cancel_requested: self._on_cancel_requested,
@@ -200,11 +192,20 @@ class Run:
         self.started_at = ev.at
         self.seed = int(ev.data.get("seed", self.seed))
         self.gates = {k: ToolGate.from_dict(v) for k, v in (ev.data.get("gates") or {}).items()}
+        if "loops" in ev.data:
+            self.loops = {k: AgentLoop.from_dict(v) for k, v in (ev.data.get("loops") or {}).items()}
+        if "prompts" in ev.data:
+            self.prompts = dict(ev.data.get("prompts") or {})
+        if "parallelism" in ev.data:
+            parallelism = ev.data["parallelism"]
+            self.parallelism = int(parallelism) if parallelism is not None else None
         self.phase = "Running"
         if self.plan.timeout is not None:
             self.deadline = ev.at + self.plan.timeout
         if self.plan.mode == "dag":
             self._ready.extend(self.plan.roots)
+        elif self.tree is not None:
+            self.tree.start(ev.at)
         else:
             self._enter = self.plan.initial
 
@@ -215,10 +216,12 @@ class Run:
         node.phase = RUNNING
         node.inputs = data.get("inputs")
         node.deadline = data.get("deadline")
+        screening = data.get("screening")
         node.request = StepRequest(
             self.run_id, node.id, str(data["step"]), str(data["kind"]), node.attempt, node.inputs or {},
-            node.deadline,
+            node.deadline, str(screening) if screening is not None else None, self._request_context(node),
         )
+        node.screening = None  # a review's override is for this one attempt
         self._running[node.id] = node
         self._admit(node)
         if node.deadline is not None:
@@ -267,9 +270,16 @@ class Run:
         self._fail(node, error, ev.at)
 
     def _fail(self, node: Node, error: StepError, at: float) -> None:
+        if node.loop is not None:  # a loop is not retried as a whole: its turns and calls retry on their own
+            self._end_loop(node, FAILED, at, StepError(error.type, error.message, retryable=False))
+            return
         node.error = error
         node.message = f"{error.type}: {error.message}"
         self._running.pop(node.id, None)
+        if error.type == QUARANTINED and node.attempt >= 1 and self.stop_reason is None:
+            node.phase = WAITING  # for a review; decide() asks for it (ApprovalRequested with a review)
+            self._review[node.id] = node
+            return
         policy = node.plan.retry
         can_retry = (
             error.retryable
@@ -285,6 +295,9 @@ class Run:
             self._finish_node(node, FAILED, at)
 
     def _on_timed_out(self, ev: Event) -> None:
+        if self.tree is not None and ev.node in self.tree.plan.nodes:  # a timeout decorator's
+            self.tree.timed_out(str(ev.node), int(ev.data.get("attempt", 0)), ev.at)
+            return
         node = self._current(ev)
         if node is None:
             return
@@ -307,6 +320,9 @@ class Run:
         node = self._node(target) if step is not None else self.nodes.get(target)
         if node is not None and node.phase not in TERMINAL:
             node.message = reason
+            if node.loop is not None:
+                self._end_loop(node, CANCELLED, ev.at)
+                return
             self._finish_node(node, CANCELLED, ev.at)
 
     def _on_skipped(self, ev: Event) -> None:
@@ -324,7 +340,10 @@ class Run:
     def _on_approval_requested(self, ev: Event) -> None:
         node = self._node(str(ev.node))
         node.phase = WAITING
-        if ev.data.get("gate") is not None:  # a tool call waiting for its approval: no attempt yet
+        if ev.data.get("review") is not None:  # a quarantined attempt waiting for its review: keep the attempt
+            self._review.pop(node.id, None)
+            node.review = True
+        elif ev.data.get("gate") is not None:  # a tool call waiting for its approval: no attempt yet
             node.inputs = ev.data.get("inputs")
         else:
             node.attempt = 1
@@ -343,6 +362,19 @@ class Run:
             "by": ev.data.get("by"),
             "reason": ev.data.get("reason", ""),
         }
+        if node.review:  # a quarantined attempt: approved, the node runs again with its screening flagged
+            node.review = False
+            if decision["approved"]:
+                node.phase = PENDING
+                node.screening = "flag"
+                node.message = f"quarantine reviewed and approved by {decision['by']}" + (
+                    f": {decision['reason']}" if decision["reason"] else "")
+                self._queue.append(node)
+            else:
+                why = f"quarantined input rejected by {decision['by']}" + (
+                    f": {decision['reason']}" if decision["reason"] else "")
+                self._fail(node, StepError("Rejected", why, retryable=False), ev.at)
+            return
         if node.plan.kind is not StepKind.approval:  # an approval gate of a tool step
             if decision["approved"]:
                 node.approved = True
@@ -403,9 +435,10 @@ class Run:
         self.cost_usd += cost
         self.tokens += tokens
         node = self.nodes.get(str(ev.node))
-        if node is not None:
+        while node is not None:  # an agent loop's turns and calls count for the loop's node too
             node.cost_usd += cost
             node.tokens += tokens
+            node = self.nodes.get(node.parent) if node.parent is not None else None
 
     def _on_cancel_requested(self, ev: Event) -> None:
         if self.stop_reason is None:
@@ -413,12 +446,16 @@ class Run:
             self.reason = f"cancelled by {ev.data.get('by', 'unknown')}" + (
                 f": {ev.data['reason']}" if ev.data.get("reason") else ""
             )
+            if self.tree is not None:  # it enters nothing more; decide() cancels what runs (_stop)
+                self.tree.halt(self.reason)
 
     def _on_run_timed_out(self, ev: Event) -> None:
         if self.stop_reason is None:
             self.stop_reason = "WorkflowTimeout"
             self.reason = f"the workflow ran past its {self.plan.timeout}s timeout"
             self.failed = True
+            if self.tree is not None:
+                self.tree.halt(self.reason)
 
     def _on_suspended(self, ev: Event) -> None:
         self.suspended = True
@@ -427,11 +464,342 @@ class Run:
         self.suspended = False
 
     def _on_run_finished(self, ev: Event) -> None:
+        self.stuck = tuple(ev.data.get("stuck") or ())
         self.finished = True
         self.phase = str(ev.data["phase"])
         self.outputs = ev.data.get("outputs")
         self.reason = ev.data.get("reason") or self.reason
         self.finished_at = ev.at
+
+    # ------------------------------------------------------------ agent loops
+    #
+    # An llm step whose Agent has a loop (Plan.loops, recorded in RunStarted) is the loop's node: LoopStarted
+    # makes it Running and queues its first model turn, ``NODE/t1``, an llm attempt like any other. The turn's
+    # output says what the model did: ``{"final": true, "value": V, "message": M}`` ends the loop with V as
+    # the node's output; ``{"final": false, "message": M}`` with M's tool_calls makes one node per call,
+    # ``NODE/t1/call-K``, decided here: an unknown or denied tool, arguments that are not a JSON object, or a
+    # delegation past maxDepth end that call at once with the error (the model is told, the step goes on); a
+    # tool with requiresApproval waits for a human like a gated tool step; a delegate (kind "agent") runs a
+    # loop of its own. Once every call of the turn has ended, their results (or errors) are added to the
+    # conversation in the model's order and the next turn starts. Bounds: maxTurns, maxToolCalls, the step's
+    # timeout over the whole loop, and whatever the gateway refuses (BudgetExceeded fails the turn).
+    # An Agent with memory.kind conversation (AgentLoop.conversation_tokens) carries its earlier exchanges of the
+    # run into its turns, and before a turn whose carried conversation is over budget runs a summary node
+    # ``NODE/sN`` first (agentflow.engine.conversation); a failed summary fails the loop.
+
+    def _loop_of(self, node: Node) -> AgentLoop | None:
+        """The loop ``node`` runs when scheduled: a delegate call's callee, or the loop of an llm step's Agent."""
+        if node.turn is not None or node.loop is not None or node.summary is not None:
+            return None
+        if node.call is not None:
+            return self.loops.get(str(node.call.get("agent"))) if node.call.get("kind") == "agent" else None
+        ref = node.plan.spec.agent_ref
+        if node.plan.kind is StepKind.llm and ref is not None and self.loops:
+            return self.loops.get(ref.name)
+        return None
+
+    def _start_loop(self, node: Node, loop: AgentLoop, now: float, emit: Callable[..., None]) -> None:
+        depth = 0
+        task = None
+        if node.call is not None:  # a delegate: one deeper than the loop that called it, asked for its task
+            parent = self.nodes[str(node.parent)]
+            depth = (parent.loop.depth if parent.loop is not None else 0) + 1
+            inputs = node.inputs if isinstance(node.inputs, dict) else {}
+            task = str(inputs.get("task", ""))
+        else:
+            ctx = self.context(node)
+            try:
+                inputs = node.plan.inputs.render(ctx)
+            except ExpressionError as exc:
+                emit(E.step_failed, node.id, attempt=node.attempt,
+                     error=StepError("ExpressionError", f"inputs: {exc}", False).to_dict())
+                return
+        timeout = node.plan.timeout
+        emit(E.loop_started, node.id, step=node.key, attempt=node.attempt + 1, agent=loop.agent, inputs=inputs,
+             deadline=now + timeout if timeout else None, depth=depth, **({"task": task} if task is not None else {}))
+
+    def _on_loop_finished(self, ev: Event) -> None:
+        self._loops_ended.pop(str(ev.node), None)  # a record of what the loop's events already decided
+
+    def _record_ended_loops(self, emit: Callable[..., None]) -> None:
+        for node in list(self._loops_ended.values()):
+            loop = node.loop
+            emit(E.loop_finished, node.id, attempt=node.attempt, phase=node.phase, output=node.output,
+                 turns=loop.turns if loop is not None else 0, toolCalls=loop.calls if loop is not None else 0,
+                 **({"error": node.error.to_dict()} if node.phase == FAILED and node.error is not None else {}))
+
+    def _on_loop_started(self, ev: Event) -> None:
+        node_id = str(ev.node)
+        node = self._node(node_id) if node_id in self.plan.steps else self.nodes[node_id]
+        data = ev.data
+        node.phase = RUNNING
+        node.attempt = int(data.get("attempt", 1))
+        node.inputs = data.get("inputs")
+        node.deadline = data.get("deadline")
+        task = data.get("task")
+        caller = self.nodes[node.parent].loop if node.parent is not None else None
+        node.loop = LoopState(self.loops[str(data["agent"])], int(data.get("depth", 0)),
+                              str(task) if task is not None else None,
+                              caller.max_depth if caller is not None else None)
+        if node.started_at is None:
+            node.started_at = ev.at
+        if self._carries(node.loop):  # the Agent's conversation as it is now
+            memory = self.conversations.setdefault(node.loop.plan.agent, conversation.AgentConversation())
+            node.loop.summary = memory.summary
+            node.loop.history = list(memory.units)
+            node.loop.seen = memory.next_seq
+        self._active_loops[node.id] = node
+        self._loops_ended.pop(node.id, None)
+        self._admit(node)
+        if node.deadline is not None:
+            self._push_timer(node.deadline, node.id, node.attempt, "timeout")
+        self._new_turn(node)
+
+    @staticmethod
+    def _carries(loop: LoopState | None) -> bool:
+        """Whether ``loop`` carries its Agent's conversation (memory.kind conversation; not a delegate's loop)."""
+        return loop is not None and loop.depth == 0 and loop.plan.conversation_tokens is not None
+
+    def _new_turn(self, node: Node) -> None:
+        loop = node.loop
+        assert loop is not None
+        if self._carries(loop) and self._compact(node, loop):
+            return  # the summary node runs first; the turn starts when it has succeeded
+        loop.turns += 1
+        turn = Node(f"{node.id}/t{loop.turns}", node.plan, state=node.state)
+        turn.parent = node.id
+        turn.turn = loop.turns
+        turn.inputs = node.inputs
+        self.nodes[turn.id] = turn
+        self._queue.append(turn)
+
+    def _compact(self, node: Node, loop: LoopState) -> bool:
+        """Schedule a summary node when the carried conversation is over its budget; False: the turn may start."""
+        assert loop.plan.conversation_tokens is not None
+        history = [unit for _, unit in loop.history]
+        k = conversation.compaction(loop.plan.conversation_tokens, loop.summary, history,
+                                    conversation.prompt_message(node.key, node.inputs),
+                                    conversation.turn_units(loop.messages))
+        if k == 0:
+            return False
+        loop.summaries += 1
+        summary = Node(f"{node.id}/s{loop.summaries}", node.plan, state=node.state)
+        summary.parent = node.id
+        summary.summary = k
+        summary.inputs = {}
+        self.nodes[summary.id] = summary
+        self._queue.append(summary)
+        return True
+
+    def _summary_done(self, parent: Node, loop: LoopState, node: Node, at: float) -> None:
+        """A summary node ended: on success its summary replaces the units it compacted and the turn starts."""
+        if node.phase != SUCCEEDED:
+            error = node.error or StepError("Failed", f"the summary {node.phase.lower()}")
+            self._end_loop(parent, FAILED, at, StepError(
+                error.type, f"summary {node.id.rsplit('/', 1)[-1]}: {error.message}", retryable=False))
+            return
+        out = node.output if isinstance(node.output, dict) else {}
+        loop.summary = str(out.get("summary", ""))
+        k = node.summary or 0
+        dropped = min(k, len(loop.history))
+        del loop.history[:dropped]
+        turns = conversation.turn_units(loop.messages)[:k - dropped]
+        del loop.messages[:sum(len(unit) for unit in turns)]
+        self._new_turn(parent)
+
+    def _remember(self, node: Node, loop: LoopState) -> None:
+        """A carrying loop succeeded: its exchange joins its Agent's conversation (agentflow.engine.conversation)."""
+        memory = self.conversations.setdefault(loop.plan.agent, conversation.AgentConversation())
+        if loop.summaries:  # its summary covers what its history lost; keep what steps beside it added meanwhile
+            memory.summary = loop.summary
+            memory.units = loop.history + [u for u in memory.units if u[0] >= loop.seen]
+        memory.add(conversation.exchange(node.key, node.inputs, node.output))
+
+    def _request_context(self, node: Node) -> dict[str, Any] | None:
+        """What an executor needs of the loop for a turn or a call (from the state, so never journaled)."""
+        if node.parent is None:
+            return None
+        parent = self.nodes[node.parent]
+        loop = parent.loop
+        assert loop is not None
+        if node.turn is not None:
+            context: dict[str, Any] = {
+                "agent": loop.plan.agent, "turn": node.turn, "maxTurns": loop.plan.max_turns,
+                "messages": list(loop.messages), "tools": loop.plan.functions(), "mcp": loop.plan.mcp_servers(),
+                "parallelToolCalls": loop.plan.parallel, "finalTool": loop.plan.final_tool, "task": loop.task,
+                "depth": loop.depth}
+            if self._carries(loop):
+                context["history"] = conversation.history_messages(loop.summary, [u for _, u in loop.history])
+            return context
+        if node.summary is not None:
+            k = node.summary
+            units = [u for _, u in loop.history][:k]
+            units += conversation.turn_units(loop.messages)[:k - len(units)]
+            budget = loop.plan.conversation_tokens or 0
+            return {"agent": loop.plan.agent, "depth": loop.depth, "summary": {
+                "previous": loop.summary, "messages": [dict(m) for unit in units for m in unit],
+                "maxTokens": max(budget // 4, 64)}}
+        return {"agent": loop.plan.agent, "call": dict(node.call or {})}
+
+    def _descendants(self, node: Node) -> list[Node]:
+        prefix = node.id + "/"
+        return [n for n in self.nodes.values() if n.id.startswith(prefix)]
+
+    def _child_done(self, node: Node, at: float) -> None:
+        parent = self.nodes[str(node.parent)]
+        loop = parent.loop
+        if loop is None or parent.phase in TERMINAL or self.stop_reason is not None:
+            return
+        if node.summary is not None:
+            if node.phase in TERMINAL:
+                self._summary_done(parent, loop, node, at)
+            return
+        if node.turn is not None:
+            if node.phase == SUCCEEDED:
+                self._turn_done(parent, loop, node, at)
+            elif node.phase == FAILED:
+                error = node.error or StepError("Failed", "the model turn failed")
+                self._end_loop(parent, FAILED, at, StepError(
+                    error.type, f"turn {node.turn}: {error.message}", retryable=False))
+            return
+        if loop.waiting and node.phase in TERMINAL:
+            self._queue.append(loop.waiting.pop(0))  # one call at a time
+        self._maybe_next_turn(parent, loop, at)
+
+    def _maybe_next_turn(self, parent: Node, loop: LoopState, at: float) -> None:
+        if any(c.phase not in TERMINAL for c in loop.open):
+            return
+        for call in loop.open:
+            loop.messages.append({"role": "tool", "tool_call_id": str((call.call or {}).get("id", call.id)),
+                                  "content": _tool_content(call)})
+        loop.open = []
+        if loop.turns >= loop.plan.max_turns:
+            self._end_loop(parent, FAILED, at, StepError(
+                "MaxTurns", f"the agent made {loop.turns} model turns, its loop.maxTurns, without a final answer "
+                f"(Agent {loop.plan.agent!r})", retryable=False))
+            return
+        self._new_turn(parent)
+
+    def _turn_done(self, parent: Node, loop: LoopState, turn: Node, at: float) -> None:
+        out: dict[str, Any] = turn.output if isinstance(turn.output, dict) else {}
+        said = out.get("message")
+        message: dict[str, Any] = dict(said) if isinstance(said, dict) else {"role": "assistant", "content": ""}
+        if out.get("final"):
+            parent.output = out.get("value")
+            self._end_loop(parent, SUCCEEDED, at)
+            return
+        calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+        if not calls:
+            self._end_loop(parent, FAILED, at, StepError(
+                "InvalidModelOutput", f"turn {turn.turn}: neither an answer nor a tool call", retryable=False))
+            return
+        if loop.calls + len(calls) > loop.plan.max_tool_calls:
+            self._end_loop(parent, FAILED, at, StepError(
+                "MaxToolCalls", f"turn {turn.turn} asked for {len(calls)} tool call(s) after {loop.calls}: more than "
+                f"loop.maxToolCalls {loop.plan.max_tool_calls} (Agent {loop.plan.agent!r})", retryable=False))
+            return
+        loop.messages.append(message)
+        runnable: list[Node] = []
+        for i, raw in enumerate(calls):
+            call = Node(f"{turn.id}/call-{i + 1}", parent.plan, state=parent.state)
+            call.parent = parent.id
+            given = raw.get("function") if isinstance(raw, dict) else None
+            function: dict[str, Any] = given if isinstance(given, dict) else {}
+            name = str(function.get("name") or "")
+            call.call = {"id": str(raw.get("id") or f"call-{i + 1}") if isinstance(raw, dict) else f"call-{i + 1}",
+                         "name": name, "arguments": function.get("arguments")}
+            self.nodes[call.id] = call
+            loop.open.append(call)
+            loop.calls += 1
+            error = self._check_call(loop, call, name, function.get("arguments"))
+            if error is not None:
+                call.error = error
+                call.message = f"{error.type}: {error.message}"
+                self._terminal(call, FAILED, at)
+            else:
+                runnable.append(call)
+        if runnable:
+            first, rest = (runnable, []) if loop.plan.parallel else (runnable[:1], runnable[1:])
+            self._queue.extend(first)
+            loop.waiting.extend(rest)
+        else:
+            self._maybe_next_turn(parent, loop, at)
+
+    def _check_call(self, loop: LoopState, call: Node, name: str, arguments: Any) -> StepError | None:
+        """Why the model's call cannot run (it is told, and may do better); None: it runs."""
+        tool, member = loop.plan.resolve(name)
+        if tool is None:
+            server = name.partition("__")[0]
+            if name in loop.plan.denied or server in loop.plan.denied:
+                return StepError("ToolNotAllowed", loop.plan.denied.get(name) or loop.plan.denied[server], False)
+            if member is not None and server in loop.plan.tools:
+                granted = ", ".join(loop.plan.tools[server].function.get("mcpTools") or [])
+                return StepError("ToolNotAllowed", f"tool {member!r} of MCP server {server!r} is not granted "
+                                 f"(granted: {granted})", False)
+            offered = ", ".join(t.name + ("__*" if t.kind == "mcp" else "") for t in loop.plan.tools.values())
+            return StepError("UnknownTool", f"there is no tool {name!r} (the tools offered: {offered or 'none'})",
+                             False)
+        try:
+            args = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError as exc:
+            return StepError("InvalidArguments", f"the arguments of {name} are not JSON: {exc}", False)
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            return StepError("InvalidArguments", f"the arguments of {name} must be a JSON object, got "
+                             f"{type(args).__name__}", False)
+        if tool.kind == "agent" and loop.depth + 1 > loop.max_depth:
+            return StepError("DelegationTooDeep", f"{name} would run an agent {loop.depth + 1} delegations down, "
+                             f"deeper than the step's Agent allows (loop.maxDepth {loop.max_depth})", False)
+        call.inputs = args
+        assert call.call is not None
+        call.call.update(kind=tool.kind, agent=tool.agent, tool=tool.name, member=member)
+        call.gate = tool.gate()
+        return None
+
+    def _end_loop(self, node: Node, phase: str, at: float, error: StepError | None = None) -> None:
+        """End ``node``'s loop: its unfinished turns and calls stop (running ones are cancelled), then the node.
+
+        decide() then records the end as LoopFinished: what readers of the journal alone (history, episodes,
+        diff) see of the loop's node, which the engine itself derives from its turns."""
+        self._active_loops.pop(node.id, None)
+        self._loops_ended[node.id] = node
+        for child in self._descendants(node):
+            if child.phase in TERMINAL:
+                continue
+            if child.phase in (RUNNING, WAITING) and self.stop_reason is None:
+                self._to_cancel[child.id] = None  # decide() cancels it (its pod or task)
+            else:  # not started yet, or the run is stopping (its _stop cancels what runs)
+                self._terminal(child, CANCELLED, at, "its agent loop ended")
+                self._active_loops.pop(child.id, None)
+        if node.loop is not None:
+            node.loop.waiting.clear()
+            if phase == SUCCEEDED and self._carries(node.loop):
+                self._remember(node, node.loop)
+        if phase == FAILED:
+            error = error or StepError("Failed", "the agent loop failed", retryable=False)
+            node.error = error
+            node.message = f"{error.type}: {error.message}"
+        self._finish_node(node, phase, at)
+
+    # ------------------------------------------------------------ behavior trees (TreeHost)
+
+    def run_leaf(self, step: str, at: float) -> str | None:
+        """A tree leaf runs (again): its node ``NAME#n`` is queued like a state visit's."""
+        if len(self.nodes) >= MAX_RUN_NODES:
+            return None
+        visit = self.leaf_runs.get(step, 0) + 1
+        self.leaf_runs[step] = visit
+        node = Node(f"{step}#{visit}", self.plan.leaves[step], state=step)
+        self.nodes[node.id] = node
+        self._queue.append(node)
+        return node.id
+
+    def cancel_leaf(self, node_id: str, reason: str) -> None:
+        self._to_cancel[node_id] = reason
+
+    def tree_timer(self, at: float, tree_node: str, entry: int) -> None:
+        self._push_timer(at, tree_node, entry, "tree")
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -448,8 +816,15 @@ class Run:
 
     def _finish_node(self, node: Node, phase: str, at: float) -> None:
         self._terminal(node, phase, at)
+        if node.parent is not None:
+            self._child_done(node, at)
+            return
         if node.state is not None:
             self.step_context[node.state] = {"phase": phase, "output": node.output}
+            if self.tree is not None:
+                if self.stop_reason is None:
+                    self.tree.leaf_done(node.id, phase, at, node.message)
+                return
             self._transition_from = (node.state, phase, node.output, node.error)
             return
         step = self.steps[node.plan.name]
@@ -544,6 +919,12 @@ class Run:
         if self.started_at is None:
             gates: dict[str, Any] = {"gates": {k: g.to_dict() for k, g in self.plan.gates.items()}} \
                 if self.plan.gates else {}
+            if self.plan.parallelism is not None:
+                gates["parallelism"] = self.plan.parallelism
+            if self.plan.loops:
+                gates["loops"] = {k: loop.to_dict() for k, loop in self.plan.loops.items()}
+            if self.plan.prompts:
+                gates["prompts"] = {k: dict(v) for k, v in self.plan.prompts.items()}
             emit(E.run_started, workflow=self.plan.name, inputs=dict(self.plan.inputs), seed=self.seed,
                  specHash=self.plan.spec_hash, **gates)
         if self.deadline is not None and now >= self.deadline and self.stop_reason is None:
@@ -556,34 +937,87 @@ class Run:
             delay = retry_delay(node.plan.retry.backoff, node.attempt, self.seed, node.id)
             emit(E.retry_scheduled, node.id, attempt=node.attempt + 1, notBefore=now + delay, error=(
                 node.error.to_dict() if node.error else None))
+        for node in list(self._review.values()) if self._review else ():
+            if node.phase == WAITING:
+                error = node.error or StepError(QUARANTINED, "quarantined")
+                emit(E.approval_requested, node.id, step=node.key, review={"attempt": node.attempt,
+                                                                          "error": error.to_dict()},
+                     message=f"attempt {node.attempt} of step {node.key} was quarantined for review: "
+                             f"{error.message}; approve to run it again with the screening flagging instead of "
+                             "stopping, or reject to fail it", approvers=[], deadline=None)
+            self._review.pop(node.id, None)
         for node_id in list(self._to_cancel) if self._to_cancel else ():
-            del self._to_cancel[node_id]
+            why = self._to_cancel.pop(node_id)
             node = self.nodes[node_id]
             if node.phase not in TERMINAL:
                 if node.phase in (RUNNING, WAITING):
                     cancel.append(node_id)
-                emit(E.step_cancelled, node_id, reason="another item of the step failed")
-        if self.plan.mode == "dag":
-            if self._ready:
-                self._admit_ready(emit)
-        else:
-            self._advance_fsm(emit)
-        if not self.suspended and self._queue:
-            self._schedule(now, emit, start, capacity)
+                emit(E.step_cancelled, node_id, reason=why or ("its agent loop ended" if node.parent is not None
+                                                               else "another item of the step failed"))
+        while True:
+            if self.plan.mode == "dag":
+                if self._ready:
+                    self._admit_ready(emit)
+            elif self.plan.mode == "fsm":
+                self._advance_fsm(emit)
+            if not self.suspended and self._queue:
+                self._schedule(now, emit, start, capacity)
+            # A step that failed while being scheduled (inputs or an approval message that cannot be rendered)
+            # made steps ready or a transition due: take them now, not at a later decision nothing would ask for.
+            # (A behavior tree reacts to a leaf's end as the event is applied: one pass.)
+            if self.suspended or self.plan.mode == "tree" or not (
+                    self._ready if self.plan.mode == "dag" else self._transition_from):
+                break
+        if self._loops_ended:
+            self._record_ended_loops(emit)
         self._maybe_finish(emit)
         wake_at = self._wake_at() if self._timers or self.deadline is not None else None
+        if not self.finished and not start and not self._running:
+            stuck = self._stuck()
+            if stuck:
+                emit(E.run_finished, phase=FAILED, outputs=None, stuck=stuck, reason=(
+                    f"stuck: {', '.join(stuck)} can never finish: nothing runs, is ready, or waits for a timer or "
+                    "a human (`agentflow validate` names the cause)"))
+                wake_at = None
         return Decision(tuple(events), tuple(start), tuple(cancel), wake_at, self.finished)
+
+    def _stuck(self) -> list[str]:
+        """The steps (or states) a run that can no longer move waits on; empty while anything can still happen.
+
+        Called when nothing runs; cheap checks first, the scan of every node last (it finds a waiting one
+        at once when the run waits for a human)."""
+        if (self.started_at is None or self.suspended or self._retry or self._review or self._ready or self._to_cancel
+                or self._loops_ended):
+            return []
+        if self._enter is not None or self._transition_from is not None:
+            return []
+        if self._timers:  # _wake_at dropped the stale ones: a live retry or timeout is due
+            return []
+        if any(n.phase == PENDING for n in self._queue):  # held back by parallelism or a quota
+            return []
+        if any(n.phase == WAITING for n in self.nodes.values()):
+            return []
+        if self.plan.mode == "dag":
+            return [name for name, st in self.steps.items() if st.phase not in TERMINAL]
+        waiting = [n.id for n in self.nodes.values() if n.phase not in TERMINAL]
+        if self.tree is not None:
+            return waiting or ["the behavior tree"]
+        return waiting or [f"state machine at {self.path[-1] if self.path else self.plan.initial}"]
 
     def _fire_timers(self, now: float, emit: Callable[..., None], cancel: list[str]) -> None:
         while self._timers and self._timers[0][0] <= now:
             _, _, node_id, attempt, kind = heapq.heappop(self._timers)
+            if kind == "tree":  # a timeout decorator: StepTimedOut of the tree node (its subtree stops)
+                if self.tree is not None and self.tree.is_timer_live(node_id, attempt) and self.stop_reason is None:
+                    emit(E.step_timed_out, node_id, attempt=attempt)
+                continue
             node = self.nodes.get(node_id)
             if node is None or node.attempt != attempt:
                 continue
             if kind == "retry" and node.phase == RETRYING:
                 node.phase = PENDING
                 self._queue.append(node)
-            elif kind == "timeout" and node.phase in (RUNNING, WAITING):
+            elif kind == "timeout" and node.phase in (RUNNING, WAITING) and not self._in_review(node):
                 if node.phase == RUNNING:
                     cancel.append(node_id)
                 emit(E.step_timed_out, node_id, attempt=attempt)
@@ -592,9 +1026,14 @@ class Run:
         while self._timers:
             _, _, node_id, attempt, kind = self._timers[0]
             node = self.nodes.get(node_id)
+            if kind == "tree":
+                if self.tree is not None and self.tree.is_timer_live(node_id, attempt):
+                    break
+                heapq.heappop(self._timers)
+                continue
             live = node is not None and node.attempt == attempt and (
                 (kind == "retry" and node.phase == RETRYING)
-                or (kind == "timeout" and node.phase in (RUNNING, WAITING))
+                or (kind == "timeout" and node.phase in (RUNNING, WAITING) and not self._in_review(node))
             )
             if live:
                 break
@@ -603,13 +1042,30 @@ class Run:
         candidates = [t for t in (self._timers[0][0] if self._timers else None, deadline) if t is not None]
         return min(candidates) if candidates and not self.finished else None
 
+    def _in_review(self, node: Node) -> bool:
+        """Whether ``node`` waits for the review of a quarantined attempt (its attempt's timeout no longer applies)."""
+        return node.review or node.id in self._review
+
     def _stop(self, emit: Callable[..., None], cancel: list[str]) -> None:
         """Cancel everything but exit handlers (run on failure/always), which still run."""
         self._stopping_done = True
         reason = self.reason or "cancelled"
+        for loop_node in list(self._active_loops.values()):  # their turns and calls stop with them
+            cancel.extend(n.id for n in self._descendants(loop_node) if n.phase in (RUNNING, WAITING))
+        if self.tree is not None:  # every leaf not finished: running, waiting for a human, retrying or queued
+            for node in list(self.nodes.values()):
+                if node.parent is None and node.phase not in TERMINAL:
+                    if node.phase in (RUNNING, WAITING) and node.loop is None:
+                        cancel.append(node.id)
+                    emit(E.step_cancelled, node.id, reason=reason)
+            self._queue.clear()
+            return
         if self.plan.mode == "fsm":
             for node in list(self._running.values()):
-                cancel.append(node.id)
+                if node.parent is None:
+                    cancel.append(node.id)
+                    emit(E.step_cancelled, node.id, reason=reason)
+            for node in [n for n in self._active_loops.values() if n.parent is None]:
                 emit(E.step_cancelled, node.id, reason=reason)
             self._queue.clear()
             self._enter = None
@@ -667,10 +1123,23 @@ class Run:
                         f"forEach must give a list, got {type(items).__name__}")
                     emit(E.step_failed, name, attempt=0, error=StepError("ExpressionError", why, False).to_dict())
                     continue
+                too_many = self._too_many_items(len(items))
+                if too_many is not None:
+                    emit(E.step_failed, name, attempt=0, error=StepError("TooManyItems", too_many, False).to_dict())
+                    continue
                 emit(E.fan_out, name, items=items, count=len(items))
                 continue
             step.admitted = True
             self._queue.append(self._node(name))
+
+    def _too_many_items(self, count: int) -> str | None:
+        if count > MAX_FANOUT_ITEMS:
+            return (f"forEach gave {count:,} items; a step fans out to at most {MAX_FANOUT_ITEMS:,}: split the list "
+                    "over several steps, or batch the items")
+        if len(self.nodes) + count > MAX_RUN_NODES:
+            return (f"forEach gave {count:,} items, which would take the run past the {MAX_RUN_NODES:,} nodes (steps, "
+                    f"items, state visits) a run may hold ({len(self.nodes):,} so far); batch the items")
+        return None
 
     def _advance_fsm(self, emit: Callable[..., None]) -> None:
         """Take due transitions and enter states until a state's step must run (or the run ends)."""
@@ -723,24 +1192,37 @@ class Run:
 
     def _schedule(self, now: float, emit: Callable[..., None], start: list[StepRequest],
                   capacity: int | None = None) -> None:
-        limit = self.plan.parallelism
+        limit = self.parallelism
         queue = self._queue
         while queue:
             node = queue[0]
             if node.phase != PENDING:
                 queue.popleft()
                 continue
+            loop = self._loop_of(node)
+            if loop is not None:  # the loop's node runs nothing itself: its turns and calls are nodes of their own
+                queue.popleft()
+                self._start_loop(node, loop, now, emit)
+                continue
             is_approval = node.plan.kind is StepKind.approval
-            gate = self.gates.get(node.key) if self.gates and not node.approved else None
+            if node.parent is not None:
+                gate = node.gate if not node.approved else None
+            else:
+                gate = self.gates.get(node.key) if self.gates and not node.approved else None
             if not is_approval and gate is None and (
                     (limit is not None and len(self._running) >= limit)
                     or (capacity is not None and len(start) >= capacity)):
                 return
             queue.popleft()
-            ctx = self.context(node) if not (node.plan.inputs.is_constant and node.plan.approval_message is None) \
-                else None
+            ctx = self.context(node) if node.parent is None and not (
+                node.plan.inputs.is_constant and node.plan.approval_message is None) else None
             if is_approval:
-                message = node.plan.approval_message.render(ctx) if node.plan.approval_message and ctx else ""
+                try:
+                    message = node.plan.approval_message.render(ctx) if node.plan.approval_message and ctx else ""
+                except ExpressionError as exc:  # e.g. a field of an output that is null: fails the step, not the run
+                    emit(E.step_failed, node.id, attempt=node.attempt,
+                         error=StepError("ExpressionError", f"approval.message: {exc}", False).to_dict())
+                    continue
                 approval = node.plan.spec.approval
                 timeout = approval.timeout_seconds if approval else None
                 emit(E.approval_requested, node.id, step=node.plan.name, message=message,
@@ -748,7 +1230,10 @@ class Run:
                      deadline=now + timeout if timeout else None)
                 continue
             try:
-                inputs = node.plan.inputs.render(ctx) if ctx is not None else node.plan.inputs.render({})
+                if node.parent is not None:  # a loop's turn (the loop's inputs) or call (the model's arguments)
+                    inputs = node.inputs if isinstance(node.inputs, dict) else {}
+                else:
+                    inputs = node.plan.inputs.render(ctx) if ctx is not None else node.plan.inputs.render({})
             except ExpressionError as exc:
                 emit(E.step_failed, node.id, attempt=node.attempt,
                      error=StepError("ExpressionError", f"inputs: {exc}", False).to_dict())
@@ -760,8 +1245,12 @@ class Run:
                      deadline=now + gate.timeout_seconds if gate.timeout_seconds else None)
                 continue
             timeout = node.plan.timeout
-            emit(E.step_scheduled, node.id, step=node.state or node.plan.name, kind=node.plan.kind.value,
-                 attempt=node.attempt + 1, inputs=inputs, deadline=now + timeout if timeout else None)
+            override = {"screening": node.screening} if node.screening is not None else {}
+            if node.call is not None:
+                override["tool"] = node.call["name"]
+            emit(E.step_scheduled, node.id, step=node.state or node.plan.name,
+                 kind="tool" if node.call is not None else node.plan.kind.value,
+                 attempt=node.attempt + 1, inputs=inputs, deadline=now + timeout if timeout else None, **override)
             if node.request is not None:
                 start.append(node.request)
 
@@ -771,6 +1260,14 @@ class Run:
         if self.plan.mode == "dag":
             if self._pending > 0:
                 return
+        elif self.tree is not None:
+            if any(n.phase not in TERMINAL for n in self.nodes.values()):
+                return
+            if self.tree.phase is None and not self.failed and self.stop_reason is None:
+                return
+            if self.tree.phase == FAILED and not self.failed:
+                self.failed = True
+                self.failure = f"the behavior tree failed: {self.tree.why}"
         else:
             if any(n.phase not in TERMINAL for n in self.nodes.values()):
                 return
@@ -796,6 +1293,8 @@ class Run:
         if self.plan.outputs:
             ctx = self.context()
             return {k: e.evaluate(ctx) for k, e in self.plan.outputs.items()}
+        if self.tree is not None:  # every leaf whose last run succeeded, by step name
+            return {name: ctx["output"] for name, ctx in self.step_context.items() if ctx["phase"] == SUCCEEDED}
         if self.plan.mode == "fsm":
             last = next((n for n in reversed(self.nodes.values()) if n.phase == SUCCEEDED), None)
             return {str(last.state): last.output} if last is not None else {}
@@ -817,6 +1316,17 @@ class Run:
 
     def step_phase(self, name: str) -> str:
         return self.steps[name].phase
+
+
+def _tool_content(call: Node) -> str:
+    """What the model is told a call gave: its output as JSON, or the error."""
+    if call.phase == SUCCEEDED:
+        output = call.output
+        return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False, sort_keys=True)
+    error = call.error
+    if call.phase == CANCELLED:
+        return f"error: the call was cancelled ({call.message or 'cancelled'})"
+    return f"error: {error.type}: {error.message}" if error is not None else f"error: the call {call.phase.lower()}"
 
 
 def outputs_of(run: Run) -> Mapping[str, Any]:

@@ -8,8 +8,6 @@ value written by :func:`stringify`. ``$${{`` stands for a literal ``${{``.
 Errors: an unclosed ``${{`` or a bad embedded expression is an
 :class:`~agentflow.engine.expressions.ExpressionError` when the template is
 compiled; a failed evaluation is one when it is rendered.
-
-These names are also importable from :mod:`agentflow.engine.expressions`.
 """
 
 from __future__ import annotations
@@ -20,11 +18,14 @@ from typing import Any
 
 import orjson
 
+from .expressions import Expression, ExpressionError, compile_expression
+
 __all__ = ["Template", "compile_template", "render_text", "stringify"]
 
 
 def stringify(value: Any) -> str:
-    """How a value reads inside text: strings as is, JSON for lists and maps, true/false/null as in CEL."""
+    """How a value reads inside text: strings as is, JSON for lists and maps (keys sorted: a value read back from the
+    journal, as resume and replay read it, renders as it did live), true/false/null as in CEL."""
     if isinstance(value, str):
         return value
     if value is True:
@@ -35,7 +36,7 @@ def stringify(value: Any) -> str:
         return "null"
     if isinstance(value, (int, float)):
         return repr(value)
-    return orjson.dumps(value, default=_json_default).decode("utf-8")
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SORT_KEYS).decode("utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -215,8 +216,3 @@ def _closing(text: str, start: int) -> int:
             depth = max(0, depth - 1)
         i += 1
     return -1
-
-
-# expressions.py re-exports this module's names, so the two import each other: importing expressions last lets
-# either module be imported first.
-from .expressions import Expression, ExpressionError, compile_expression  # noqa: E402

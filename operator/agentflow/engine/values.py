@@ -15,12 +15,22 @@ frozen values::
                                    StepSucceeded / StepFailed (+ CostRecorded)
 
 Node ids: a DAG step is its name (``classify``); a fan-out item is
-``name[i]``; a state-machine visit is ``state#n`` (n counts from 1).
+``name[i]``; a state-machine visit is ``state#n`` (n counts from 1), and so is
+the n-th run of a behavior tree's leaf ``name#n``; an agent
+loop's model turn is ``NODE/tN`` and a tool call of that turn ``NODE/tN/call-K``
+(a delegate's loop nests: ``respond/t1/call-2/t1``); a summary that compacts the
+Agent's carried conversation (memory.kind conversation) is ``NODE/sN``.
+
+Wire format: :class:`StepRequest` and :class:`StepResult` travel between processes (the local
+runner's step subprocesses, the operator's step pods) as the JSON objects of their ``to_dict()``;
+``from_dict()`` reads them back. The callback server checks a posted result's shape field by field
+before ``StepResult.from_dict`` (agentflow.callback.server.parse_step_result).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
@@ -29,17 +39,19 @@ from typing import Any, NamedTuple, Protocol
 
 class EventType(StrEnum):
     # Recorded by the engine (returned in Decision.events).
-    run_started = "RunStarted"  # data: workflow, inputs, seed, specHash
-    step_scheduled = "StepScheduled"  # node, data: step, attempt, key, inputs, deadline
+    run_started = "RunStarted"  # data: workflow, inputs, seed, specHash; gates, loops, parallelism, prompts (optional)
+    step_scheduled = "StepScheduled"  # node, data: step, attempt, key, inputs, deadline, screening (optional)
     step_skipped = "StepSkipped"  # node, data: reason
     retry_scheduled = "RetryScheduled"  # node, data: attempt (next), at (when it may start), error
     step_timed_out = "StepTimedOut"  # node, data: attempt
     step_cancelled = "StepCancelled"  # node, data: reason
-    approval_requested = "ApprovalRequested"  # node, data: message, approvers, deadline
+    approval_requested = "ApprovalRequested"  # node, data: message, approvers, deadline; gate or review (optional)
     state_entered = "StateEntered"  # node (state#visit), data: state, visit
     fan_out = "FanOut"  # node (step), data: count
+    loop_started = "LoopStarted"  # node, data: step, attempt, agent, inputs, deadline, depth
+    loop_finished = "LoopFinished"  # node, data: phase, output, error (optional), turns, toolCalls (a record)
     run_timed_out = "RunTimedOut"  # data: timeoutSeconds
-    run_finished = "RunFinished"  # data: phase, outputs, reason
+    run_finished = "RunFinished"  # data: phase, outputs, reason, stuck (optional: the steps a stuck run waited on)
     # Recorded by the driver.
     step_started = "StepStarted"  # node, data: attempt, executor, pod (optional)
     step_succeeded = "StepSucceeded"  # node, data: attempt, output, costUsd, tokens
@@ -115,11 +127,58 @@ class StepRequest(NamedTuple):
     attempt: int
     inputs: Mapping[str, Any]
     deadline: float | None = None
+    screening: str | None = None
+    """None: the Agent's injection policy applies as written. ``"flag"``: this attempt re-runs one a human
+    reviewed after its input was quarantined; findings are recorded but do not stop it."""
+    context: Mapping[str, Any] | None = None
+    """An agent loop's part (agentflow.engine.run): a model turn's ``{agent, turn, messages, tools,
+    parallelToolCalls, finalTool, task}`` (and ``history``, the Agent's carried conversation, with memory.kind
+    conversation), a tool call's ``{agent, call: {id, name, arguments, kind}}`` or a summary's ``{agent, summary:
+    {previous, messages, maxTokens}}`` (agentflow.engine.conversation). Derived from the journal, never journaled
+    itself."""
+
+    @property
+    def agent(self) -> str | None:
+        """The Agent an agent loop's turn or call acts for (a delegate's, not the step's); None otherwise."""
+        return str(self.context["agent"]) if self.context and self.context.get("agent") else None
 
     @property
     def idempotency_key(self) -> str:
         """Stable across restarts and replays: tools use it to act at most once."""
         return f"{self.run_id}/{self.node}/{self.attempt}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (camelCase keys)."""
+        return {
+            "runId": self.run_id,
+            "node": self.node,
+            "step": self.step,
+            "kind": self.kind,
+            "attempt": self.attempt,
+            "inputs": dict(self.inputs),
+            "deadline": self.deadline,
+            "screening": self.screening,
+            **({"context": dict(self.context)} if self.context is not None else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StepRequest:
+        """Read the wire form back; KeyError, TypeError or ValueError when a field is missing or malformed."""
+        deadline = d.get("deadline")
+        screening = d.get("screening")
+        if screening not in (None, "flag"):
+            raise ValueError(f"screening must be null or 'flag', got {screening!r}")
+        return cls(
+            run_id=str(d["runId"]),
+            node=str(d["node"]),
+            step=str(d["step"]),
+            kind=str(d["kind"]),
+            attempt=int(d["attempt"]),
+            inputs=dict(d.get("inputs") or {}),
+            deadline=float(deadline) if deadline is not None else None,
+            screening=screening,
+            context=_context(d.get("context")),
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,6 +200,40 @@ class StepResult:
     @property
     def tokens(self) -> int:
         return sum(c.input_tokens + c.output_tokens for c in self.calls)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: ``{output, error, calls}``."""
+        return {
+            "output": self.output,
+            "error": self.error.to_dict() if self.error is not None else None,
+            "calls": [c.to_dict() for c in self.calls],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StepResult:
+        error = d.get("error")
+        return cls(
+            output=d.get("output"),
+            error=StepError.from_dict(error) if error is not None else None,
+            calls=tuple(CallRecord.from_dict(c) for c in d.get("calls") or ()),
+        )
+
+
+def _context(value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"context must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
+_NODE_SUFFIX = re.compile(r"(\[\d+\]|#\d+)$")
+
+
+def step_of_node(node: str) -> str:
+    """The step (or state) name of a node id: ``classify[3]``, ``review#2`` and an agent loop's
+    ``respond/t2/call-1`` -> ``classify``, ``review``, ``respond``."""
+    return _NODE_SUFFIX.sub("", node.split("/", 1)[0])
 
 
 class Executor(Protocol):

@@ -1,10 +1,12 @@
 """The gateway's response cache: exact match, time to live, bounded (least recently used goes first).
 
 The key is the SHA-256 of the canonical JSON (sorted keys, no spaces) of the namespace, the requested model,
-the messages and every parameter that changes the answer (temperature, max_tokens, the output schema).
-The namespace is part of the key so tenants never share answers. A step opts out with
-``modelParams.cache: false``; an HTTP client with ``Cache-Control: no-cache`` (do not read) or ``no-store``
-(do not read or write). Entries live in this process only (each replica has its own cache).
+the messages, every parameter that changes the answer (sampling, stop, seed, response_format, tools,
+tool_choice, max_tokens) and the call's scope: the Agent, its candidate models, the endpoint each is reached
+at and the identity of the credential used (a keyed fingerprint, never the key). So tenants never share
+answers, and an Agent with an endpoint or key of its own can neither seed nor read answers of another. A step
+opts out with ``modelParams.cache: false``; an HTTP client with ``Cache-Control: no-cache`` (do not read) or
+``no-store`` (do not read or write). Entries live in this process only (each replica has its own cache).
 
 The clock is passed in (monotonic seconds), so TTL tests need no sleeping.
 """
@@ -17,7 +19,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..llm.client import ModelResponse, canonical_json
+from ..llm.chat import ModelResponse, canonical_json
 
 __all__ = ["CacheStats", "ResponseCache", "cache_key"]
 
@@ -25,11 +27,13 @@ __all__ = ["CacheStats", "ResponseCache", "cache_key"]
 def cache_key(
     namespace: str,
     model: str,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     params: Mapping[str, Any],
+    scope: Mapping[str, Any] | None = None,
 ) -> str:
     """The cache key of a call: hex SHA-256 of the canonical JSON of what determines its answer."""
-    body = {"namespace": namespace, "model": model, "messages": [dict(m) for m in messages], "params": dict(params)}
+    body = {"namespace": namespace, "model": model, "messages": [dict(m) for m in messages], "params": dict(params),
+            "scope": dict(scope or {})}
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 

@@ -1,43 +1,37 @@
-"""The gateway as a model client in the same process: the local runner's path to budgets, cache and routing.
+"""The gateway as a ChatClient in the same process: the local runner's path to budgets, cache and routing.
 
-:class:`InProcessGatewayClient` is an :class:`agentflow.llm.ModelClient`; the InProcessExecutor calls it like
-any other client, and it hands each call to :meth:`Gateway.complete` without HTTP. ``attribute(request)``
-says whom the call is charged to (the local runner derives it from the request's run id and node and its
-manifests). Errors are the gateway's (:class:`GatewayError` is a ModelError: ``BudgetExceeded`` is not
-retryable), and a call the gateway already routed is not routed again for the next fallback
-(:class:`agentflow.llm.RoutedFailures`).
+:class:`InProcessGatewayClient` is an :class:`agentflow.llm.ChatClient` bound to one attempt (its
+:class:`~agentflow.gateway.service.Attribution`), the in-process twin of a step pod's HTTP GatewayClient
+with its attempt token: the executor calls it like any client, and it hands each call to
+:meth:`Gateway.complete` without HTTP. Errors are the gateway's (:class:`GatewayError` is a ModelError:
+``BudgetExceeded`` is not retryable).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
-from ..llm import ModelError, ModelRequest, ModelResponse, RoutedFailures
-from .service import Attribution, ChatRequest, Gateway
+from ..llm.chat import ChatRequest, ModelResponse
+from ..memory import MemoryUnavailable
+from .memory import GatewayMemory
+from .service import Attribution, Gateway
 
 __all__ = ["InProcessGatewayClient"]
 
 
 class InProcessGatewayClient:
-    def __init__(self, gateway: Gateway, attribute: Callable[[ModelRequest], Attribution]) -> None:
+    def __init__(self, gateway: Gateway, who: Attribution, memory: GatewayMemory | None = None) -> None:
         self.gateway = gateway
-        self._attribute = attribute
-        self._failures = RoutedFailures()
+        self.who = who
+        self.memory = memory
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self._failures.check(request)
-        chat = ChatRequest(
-            model=request.model,
-            messages=request.messages,
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            output_schema=request.output_schema,
-            timeout_seconds=request.timeout_seconds,
-            idempotency_key=request.idempotency_key,
-        )
-        try:
-            result = await self.gateway.complete(self._attribute(request), chat)
-        except ModelError as exc:
-            self._failures.remember(request, exc)
-            raise
+    async def complete(self, request: ChatRequest) -> ModelResponse:
+        result = await self.gateway.complete(self.who, request)
         return result.response
+
+    async def call_memory(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """A memory function of the attempt's Agent (agentflow.gateway.memory); MemoryStoreError when refused."""
+        if self.memory is None:
+            raise MemoryUnavailable(f"{name}: this run has no memory configured", retryable=False)
+        return await self.memory.call(self.who, name, arguments)

@@ -2,9 +2,10 @@
 
 ::
 
-    agentflow_gateway_calls_total{namespace, model, status}        calls answered or refused ("ok", error type)
+    agentflow_gateway_calls_total{namespace, model, status}        calls answered or refused ("ok", error type;
+                                                                   a stream cut short: ClientDisconnected or its error)
     agentflow_gateway_tokens_total{namespace, model, direction}    input / output tokens charged
-    agentflow_gateway_cost_usd_total{namespace, workflow, model}   US dollars charged
+    agentflow_gateway_cost_usd_total{namespace, model}             US dollars charged
     agentflow_gateway_cache_total{namespace, result}               hit / miss / bypass
     agentflow_gateway_refusals_total{namespace, reason}            BudgetExceeded, ModelNotAllowed, ...
     agentflow_gateway_upstream_seconds{model}                      latency of successful provider calls
@@ -29,8 +30,9 @@ class GatewayMetrics:
                              ["namespace", "model", "status"], registry=r)
         self.tokens = Counter("agentflow_gateway_tokens", "Tokens charged by the gateway",
                               ["namespace", "model", "direction"], registry=r)
+        # Not by workflow: a Workflow is one run, an unbounded label (agentflow cost report has spend per workflow).
         self.cost = Counter("agentflow_gateway_cost_usd", "US dollars charged by the gateway",
-                            ["namespace", "workflow", "model"], registry=r)
+                            ["namespace", "model"], registry=r)
         self.cache = Counter("agentflow_gateway_cache", "Response cache lookups",
                              ["namespace", "result"], registry=r)
         self.refusals = Counter("agentflow_gateway_refusals", "Calls refused before reaching a provider",

@@ -2,20 +2,29 @@
 
 ::
 
-    POST /v1/chat/completions   Bearer TOKEN (a step attempt's token) -> an OpenAI chat.completion
+    POST /v1/chat/completions   Bearer TOKEN (a step attempt's token) -> an OpenAI chat.completion, or with
+                                stream: true server-sent chat.completion.chunk events ending in [DONE]
+    POST /v1/agentflow/memory/FUNCTION  Bearer TOKEN -> the JSON answer of memory_search, memory_save or past_runs
+                                for the body's arguments, scoped to the attempt's namespace and Agent
+                                (agentflow.gateway.memory); errors as {"error": {type, message, retryable}}
+    POST /v1/embeddings         Bearer TOKEN -> an OpenAI embedding list for {model, input: str | [str]} with the
+                                Agent's spec.memory.longTerm.embeddingModel (agentflow.gateway.embeddings: budgeted,
+                                cached, charged to the attempt like a chat call)
     GET  /v1/models             Bearer TOKEN -> the models this attempt's Agent may use
     GET  /healthz               200 {"ok": true}
-    GET  /metrics               Prometheus text
 
-Requests are checked strictly, and a 400 names the field (``param``): ``model``, ``messages`` (non-empty list
-of ``{role, content}`` strings), ``temperature`` (0..2), ``max_tokens`` / ``max_completion_tokens`` (>= 1),
-``n`` (only 1), ``stream`` (only false: streaming is not supported), ``response_format`` (``text``,
-``json_object``, or ``json_schema`` whose ``schema`` becomes the call's output schema), ``user`` (ignored).
-Any other field is refused rather than silently dropped. Headers: ``Idempotency-Key`` (passed upstream),
-``Cache-Control: no-cache`` (do not answer from the cache) / ``no-store`` (neither read nor write it),
-``X-AgentFlow-Timeout-Seconds`` (upstream timeout of this call).
+Prometheus metrics are not served here: ``agentflow gateway --metrics-listen`` serves ``gateway.metrics.registry``
+on a port of its own, so a NetworkPolicy can let step pods reach this API and only monitoring reach metrics.
 
-Responses carry ``x-agentflow-cost-usd`` (what the call was charged), ``x-agentflow-cache`` (hit, miss,
+Request bodies are checked by :func:`agentflow.gateway.openai.parse_chat_request`: a 400 names every field it
+cannot accept (``param`` is the first). Streaming (``stream: true``): the provider's own stream is relayed
+chunk by chunk when the upstream can stream (LiteLLMUpstream does); the call is reserved like a plain
+one and settled when the stream ends, fails mid-way (an ``error`` event instead of ``[DONE]``) or the client
+goes away (what was streamed, estimated; agentflow.gateway.streaming). A cache hit, and the offline model,
+are answered whole and sent as chunks.
+
+Responses carry ``x-agentflow-cost-usd`` (what the call was charged; not on a live stream, whose cost is
+known only at its end: the call log has it), ``x-agentflow-cache`` (hit, miss,
 bypass), ``x-agentflow-model`` (the model that answered) and, when a soft budget passed its limit,
 ``x-agentflow-budget-warning``. Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code",
 "retryable"}}`` with ``type`` the AgentFlow error type. Statuses: 400 bad request, 401 bad token, 402
@@ -23,153 +32,64 @@ BudgetExceeded (402 and not 429: OpenAI clients retry 429 on their own, and an e
 come back by retrying), 403 the attempt may not call models, 404 unknown route, 413 body too large, 502/503/504
 provider failures, 500 anything else.
 
+A request's W3C ``traceparent`` header is the parent of the gateway's spans for it (``chat MODEL``,
+``budget.reserve``, ``memory FUNCTION``: agentflow.gateway.service, agentflow.telemetry).
+
 The authenticator is injected (``authenticate(token) -> Attribution``, raising :class:`AuthError`): this
-layer is below agentflow.callback, so it never verifies tokens itself; agentflow.services.gateway builds one
-from the callback key and the stored attempts, and the local runner needs none (it calls Gateway in-process).
+layer never verifies tokens itself; agentflow.services.gateway builds one from the operator's attempt
+credentials, and the local runner's LoopbackGateway one of random per-attempt tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..llm.chat import ModelError
+from ..memory import InvalidMemory, MemoryStoreError
+from ..security.identity import AttemptEnded, AuthError
+from ..telemetry import attached, extract
+from ..validation.memory import MEMORY_FUNCTIONS
+from .embeddings import Embeddings
+from .memory import GatewayMemory
+from .openai import ChunkWriter, ParsedRequest, RequestError, completion_body, parse_chat_request
 from .router import provider_of
-from .service import Attribution, ChatRequest, Gateway, GatewayError
+from .service import Attribution, Gateway, GatewayError
 
-__all__ = ["AuthError", "Authenticate", "GatewayServer", "RequestError", "parse_chat_request", "start_gateway"]
+__all__ = ["AuthError", "Authenticate", "GatewayServer", "start_gateway"]
 
 log = logging.getLogger(__name__)
 
 Authenticate = Callable[[str], Awaitable[Attribution]]
+_MAX_BODY = web.AppKey("max_body_bytes", int)
 
-MAX_TIMEOUT_SECONDS = 3600.0
-_ROLES = frozenset({"system", "user", "assistant", "developer", "tool"})
-_FIELDS = frozenset(
-    {"model", "messages", "temperature", "max_tokens", "max_completion_tokens", "n", "stream", "response_format",
-     "user"}
-)
-
-
-class AuthError(Exception):
-    """The bearer token is missing, malformed, expired or names no stored attempt (HTTP 401)."""
-
-
-class RequestError(ValueError):
-    """A request field is wrong; ``param`` names it (OpenAI's ``error.param``)."""
-
-    def __init__(self, param: str | None, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-        self.message = message
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _output_schema(value: Any) -> Mapping[str, Any] | None:
-    if not isinstance(value, dict):
-        raise RequestError("response_format", "must be an object with a type (text, json_object or json_schema)")
-    kind = value.get("type")
-    if kind in ("text", "json_object"):
-        return None
-    if kind != "json_schema":
-        raise RequestError("response_format.type", f"must be text, json_object or json_schema, got {kind!r}")
-    spec = value.get("json_schema")
-    if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
-        raise RequestError("response_format.json_schema.schema", "must be an object (the JSON Schema)")
-    schema: Mapping[str, Any] = spec["schema"]
-    return schema
-
-
-def parse_chat_request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
-    """The ChatRequest a body and its headers describe; RequestError naming the first bad field."""
-    if not isinstance(body, dict):
-        raise RequestError(None, f"the body must be a JSON object, got {type(body).__name__}")
-    unknown = sorted(body.keys() - _FIELDS)
-    if unknown:
-        raise RequestError(unknown[0], f"{unknown[0]!r} is not supported by the AgentFlow gateway; "
-                                       f"supported fields: {', '.join(sorted(_FIELDS))}")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise RequestError("model", "must be a non-empty string naming one of the Agent's models")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("messages", "must be a non-empty list of {role, content} objects")
-    checked: list[Mapping[str, str]] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise RequestError(f"messages[{i}]", "must be an object {role, content}")
-        extra = sorted(message.keys() - {"role", "content", "name"})
-        if extra:
-            raise RequestError(f"messages[{i}].{extra[0]}", "is not supported (messages hold role, content, name)")
-        role, content = message.get("role"), message.get("content")
-        if role not in _ROLES:
-            raise RequestError(f"messages[{i}].role", f"must be one of {', '.join(sorted(_ROLES))}, got {role!r}")
-        if not isinstance(content, str):
-            raise RequestError(f"messages[{i}].content", "must be a string (content parts are not supported)")
-        checked.append({"role": role, "content": content})
-    temperature = body.get("temperature")
-    if temperature is not None and (not _number(temperature) or not 0 <= temperature <= 2):
-        raise RequestError("temperature", f"must be a number from 0 to 2, got {temperature!r}")
-    max_tokens = None
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if type(value) is not int or value < 1:
-            raise RequestError(name, f"must be an integer >= 1, got {value!r}")
-        if max_tokens is not None and value != max_tokens:
-            raise RequestError(name, "max_tokens and max_completion_tokens disagree; send one")
-        max_tokens = value
-    n = body.get("n")
-    if n is not None and (type(n) is not int or n != 1):
-        raise RequestError("n", f"only n = 1 is supported, got {n!r}")
-    stream = body.get("stream")
-    if stream is not None and stream is not False:
-        raise RequestError("stream", "streaming is not supported by the AgentFlow gateway; send stream: false")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise RequestError("user", "must be a string")
-    schema = _output_schema(body["response_format"]) if body.get("response_format") is not None else None
-    directives = {d.strip().lower() for d in headers.get("Cache-Control", "").split(",")}
-    no_store = "no-store" in directives
-    timeout = None
-    raw_timeout = headers.get("X-AgentFlow-Timeout-Seconds")
-    if raw_timeout is not None:
-        try:
-            timeout = float(raw_timeout)
-        except ValueError:
-            timeout = math.nan
-        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
-            raise RequestError("X-AgentFlow-Timeout-Seconds",
-                               f"must be a number of seconds in (0, {MAX_TIMEOUT_SECONDS:.0f}], got {raw_timeout!r}")
-    key = headers.get("Idempotency-Key")
-    return ChatRequest(
-        model=model.strip(),
-        messages=tuple(checked),
-        temperature=float(temperature) if temperature is not None else None,
-        max_tokens=max_tokens,
-        output_schema=schema,
-        timeout_seconds=timeout,
-        idempotency_key=key.strip()[:512] if key and key.strip() else None,
-        read_cache="no-cache" not in directives and not no_store,
-        write_cache=not no_store,
-    )
 
 
 def _error(status: int, type: str, message: str, *, param: str | None = None, retryable: bool = False,
            headers: Mapping[str, str] | None = None) -> web.Response:
     body = {"error": {"message": message, "type": type, "param": param, "code": type, "retryable": retryable}}
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def _failure(e: GatewayError) -> web.Response:
+    headers = {"Retry-After": "5"} if e.status in (502, 503) and e.retryable else None
+    return _error(e.status, e.type, e.message, param=e.param, retryable=e.retryable, headers=headers)
+
+
+def _headers(cache: str, model: str, warnings: tuple[str, ...], cost_usd: float | None) -> dict[str, str]:
+    """x-agentflow-* response headers (a live stream's cost is not known when they are sent: none then)."""
+    headers = {"x-agentflow-cache": cache, "x-agentflow-model": model}
+    if cost_usd is not None:
+        headers["x-agentflow-cost-usd"] = f"{cost_usd:.10f}"
+    if warnings:
+        headers["x-agentflow-budget-warning"] = " | ".join(warnings)[:1000].replace("\n", " ")
+    return headers
 
 
 def _json(body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -183,7 +103,11 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        kind = "NotFound" if e.status == 404 else "RequestEntityTooLarge" if e.status == 413 else "BadRequest"
+        if e.status == 413:
+            limit = request.app[_MAX_BODY]
+            return _error(413, "RequestEntityTooLarge", f"the body of {request.method} {request.path} is larger "
+                          f"than the gateway's limit of {limit} bytes ({limit / 2**20:g} MiB); send less text")
+        kind = "NotFound" if e.status == 404 else "BadRequest"
         return _error(e.status, kind, f"{e.reason}: {request.method} {request.path}")
     except asyncio.CancelledError:
         raise
@@ -193,20 +117,33 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
                       retryable=True)
 
 
+@web.middleware
+async def _trace_context(request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """The caller's ``traceparent`` (W3C) is the parent of the spans the handler records (agentflow.telemetry)."""
+    with attached(extract(request.headers)):
+        return await handler(request)
+
+
 class GatewayServer:
     """The aiohttp application around one Gateway. ``start(host, port)`` (port 0: any free one, see ``port``)."""
 
     def __init__(self, gateway: Gateway, authenticate: Authenticate, *, max_body_bytes: int = 8 * 2**20,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, embeddings: Embeddings | None = None,
+                 memory: GatewayMemory | None = None) -> None:
         self.gateway = gateway
+        self.embeddings = embeddings if embeddings is not None else Embeddings(gateway)
+        self.memory = memory if memory is not None else GatewayMemory(self.embeddings, tracing=gateway.tracing)
         self._authenticate = authenticate
         self._clock = clock
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
+        self.app = web.Application(middlewares=[_errors, _trace_context], client_max_size=max_body_bytes)
+        self.app[_MAX_BODY] = max_body_bytes
         self.app.router.add_post("/v1/chat/completions", self._chat)
+        self.app.router.add_post("/v1/embeddings", self._embeddings)
+        self.app.router.add_post("/v1/agentflow/memory/{function}", self._memory)
         self.app.router.add_get("/v1/models", self._models)
         self.app.router.add_get("/healthz", self._healthz)
-        self.app.router.add_get("/metrics", self._metrics)
 
     async def start(self, host: str, port: int) -> None:
         if self._runner is not None:
@@ -242,10 +179,15 @@ class GatewayServer:
                           "'Authorization: Bearer TOKEN' (the API key of an OpenAI client)", headers=challenge)
         try:
             return await self._authenticate(token.strip())
+        except AttemptEnded as e:
+            return _error(401, "AttemptEnded", str(e), headers=challenge)
         except AuthError as e:
+            if e.retry_after is not None:
+                return _error(503, "Unavailable", str(e), retryable=True,
+                              headers={"Retry-After": str(max(1, round(e.retry_after)))})
             return _error(401, "Unauthorized", str(e), headers=challenge)
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         who = await self._who(request)
         if isinstance(who, web.Response):
             return who
@@ -254,32 +196,109 @@ class GatewayServer:
         except orjson.JSONDecodeError as e:
             return _error(400, "BadRequest", f"the body is not JSON: {e}")
         try:
-            chat = parse_chat_request(body, request.headers)
+            parsed = parse_chat_request(body, request.headers)
         except RequestError as e:
-            return _error(400, "BadRequest", f"{e.param}: {e.message}" if e.param else e.message, param=e.param)
+            return _error(400, "BadRequest", e.message, param=e.param)
+        if parsed.stream:
+            return await self._stream(request, who, parsed)
         try:
-            result = await self.gateway.complete(who, chat)
+            result = await self.gateway.complete(who, parsed.chat)
         except GatewayError as e:
-            headers = {"Retry-After": "5"} if e.status in (502, 503) and e.retryable else None
-            return _error(e.status, e.type, e.message, param=e.param, retryable=e.retryable, headers=headers)
+            return _failure(e)
         answer = result.response
-        headers = {
-            "x-agentflow-cost-usd": f"{answer.cost_usd:.10f}",
-            "x-agentflow-cache": result.cache,
-            "x-agentflow-model": answer.model,
-        }
-        if result.warnings:
-            headers["x-agentflow-budget-warning"] = " | ".join(result.warnings)[:1000].replace("\n", " ")
-        return _json({
-            "id": Gateway.request_id(),
-            "object": "chat.completion",
-            "created": int(self._clock()),
-            "model": answer.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
-                      "total_tokens": answer.input_tokens + answer.output_tokens},
-        }, headers)
+        headers = _headers(result.cache, answer.model, result.warnings, answer.cost_usd)
+        return _json(completion_body(answer, Gateway.request_id(), int(self._clock())), headers)
+
+    async def _stream(self, request: web.Request, who: Attribution, parsed: ParsedRequest) -> web.StreamResponse:
+        """Server-sent chat.completion.chunk events as the provider sends the answer, then ``data: [DONE]``.
+
+        The call is settled however the stream ends (agentflow.gateway.streaming): at its end before [DONE]
+        is sent; when the provider fails mid-way (an ``error`` event is sent instead of [DONE]); when the
+        client goes away (the next write fails, the provider's stream is closed, what was streamed is
+        settled)."""
+        try:
+            stream = await self.gateway.stream(who, parsed.chat)
+        except GatewayError as e:
+            return _failure(e)
+        cost = stream.result.response.cost_usd if stream.result is not None else None
+        headers = {**_headers(stream.cache, stream.model, stream.warnings, cost),
+                   "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        response = web.StreamResponse(status=200, headers=headers)
+        try:
+            await response.prepare(request)
+            chunks = ChunkWriter(Gateway.request_id(), int(self._clock()), stream.model)
+            await response.write(chunks.start())
+            try:
+                async for piece in stream.pieces():
+                    await response.write(chunks.piece(piece))
+            except ModelError as e:
+                log.warning("gateway: the stream of %s failed mid-way: %s", who.subject, e.message)
+                await response.write(chunks.error(e.type, e.message, e.retryable))
+                await response.write_eof()
+                return response
+            assert stream.result is not None
+            await response.write(chunks.end(stream.result.response, parsed.include_usage))
+            await response.write_eof()
+            return response
+        except ConnectionResetError:  # the client went away; what was streamed is settled below
+            log.info("gateway: the client of %s went away mid-stream", who.subject)
+            return response
+        finally:
+            await asyncio.shield(stream.aclose())
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        if isinstance(who, web.Response):
+            return who
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as e:
+            return _error(400, "BadRequest", f"the body is not JSON: {e}")
+        if not isinstance(body, dict):
+            return _error(400, "BadRequest", "the body must be a JSON object with model and input")
+        unknown = sorted(set(body) - {"model", "input", "encoding_format", "user"})
+        if unknown:
+            return _error(400, "BadRequest", f"unsupported fields: {', '.join(unknown)}", param=unknown[0])
+        model, texts = body.get("model"), body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(model, str) or not model:
+            return _error(400, "BadRequest", "model must be the embedding model's name", param="model")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return _error(400, "BadRequest", "input must be a string or a list of strings (token arrays are not "
+                          "supported)", param="input")
+        if body.get("encoding_format", "float") != "float":
+            return _error(400, "BadRequest", "encoding_format must be float", param="encoding_format")
+        try:
+            result = await self.embeddings.embed(who, model, texts)
+        except GatewayError as e:
+            return _error(e.status, e.type, e.message, param=e.param, retryable=e.retryable)
+        headers = {"x-agentflow-cost-usd": f"{result.cost_usd:.10f}", "x-agentflow-cache": result.cache,
+                   "x-agentflow-model": result.model}
+        return _json({"object": "list", "model": result.model,
+                      "data": [{"object": "embedding", "index": i, "embedding": v}
+                               for i, v in enumerate(result.vectors)],
+                      "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens}}, headers)
+
+    async def _memory(self, request: web.Request) -> web.Response:
+        who = await self._who(request)
+        if isinstance(who, web.Response):
+            return who
+        name = request.match_info["function"]
+        if name not in MEMORY_FUNCTIONS:
+            return _error(404, "UnknownFunction", f"no memory function {name!r} (there are: "
+                          f"{', '.join(MEMORY_FUNCTIONS)})")
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError as e:
+            return _error(400, "InvalidMemory", f"the body is not JSON: {e}")
+        if not isinstance(body, dict):
+            return _error(400, "InvalidMemory", f"{name}: the body must be a JSON object of the arguments")
+        try:
+            return _json(await self.memory.call(who, name, body))
+        except MemoryStoreError as e:
+            status = 400 if isinstance(e, InvalidMemory) else 503 if e.retryable else 409
+            return _error(status, e.type, str(e), retryable=e.retryable)
 
     async def _models(self, request: web.Request) -> web.Response:
         who = await self._who(request)
@@ -295,10 +314,6 @@ class GatewayServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return _json({"ok": True})
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        data = generate_latest(self.gateway.metrics.registry)
-        return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def start_gateway(gateway: Gateway, authenticate: Authenticate, host: str = "127.0.0.1",

@@ -12,11 +12,12 @@
     StepCancelled     Normal   StepCancelled       step X cancelled: why
     FanOut            Normal   FanOut              step X fans out to N items
     ApprovalRequested Normal   WaitingForApproval  step X waits for approval: ... (how to approve and reject)
+                      Warning  QuarantinedForReview  (a quarantined attempt's review) step X waits for a review: ...
     ApprovalDecided   Normal   Approved / Warning Rejected
     CancelRequested   Normal   CancelRequested     cancel requested by who: why
     RunTimedOut       Warning  TimedOut            the workflow ran past its Ns timeout
     Suspended/Resumed Normal   Suspended / Resumed
-    RunFinished       Normal   Succeeded / Warning Failed / Normal Cancelled
+    RunFinished       Normal   Succeeded / Warning Failed (Stuck: steps left that can never start) / Normal Cancelled
 
 StepStarted (the driver's note that a pod exists), CostRecorded and StateEntered make no Event: the pod's
 own events and the status cover them. :func:`event_body` builds the core/v1 Event to create.
@@ -32,6 +33,7 @@ from ..engine.plan import Plan
 from ..engine.values import Event, EventType
 from . import names
 from .podspec import Owner
+from .previews import EVENT_PREVIEW_CHARS, bounded
 
 __all__ = ["MAX_MESSAGE", "REPORTING_COMPONENT", "KubeEvent", "event_body", "event_name", "kubernetes_events"]
 
@@ -55,9 +57,7 @@ def _retry_limit(plan: Plan | None, node: str) -> int | None:
     if plan is None:
         return None
     name = _step_of(node)
-    step = plan.steps.get(name)
-    if step is None and name in plan.states:
-        step = plan.states[name].step
+    step = plan.step_plan(name)
     return step.retry.limit if step is not None else None
 
 
@@ -92,30 +92,51 @@ def _one(ev: Event, workflow: str, plan: Plan | None) -> KubeEvent | None:
         case E.step_failed:
             attempt = d.get("attempt")
             which = f"step {node}" if not attempt else f"step {node} attempt {attempt}"
-            return KubeEvent("Warning", "StepFailed", f"{which} failed: {_error(d)}")
+            return KubeEvent("Warning", "StepFailed", f"{which} failed: {bounded(_error(d), EVENT_PREVIEW_CHARS)}")
         case E.retry_scheduled:
             retry = int(d.get("attempt", 2)) - 1
             limit = _retry_limit(plan, node)
             of = f" of {limit}" if limit is not None else ""
             delay = max(0.0, float(d.get("notBefore", ev.at)) - ev.at)
-            after = f" (after {_error(d)})" if d.get("error") else ""
+            after = f" (after {bounded(_error(d), EVENT_PREVIEW_CHARS)})" if d.get("error") else ""
             return KubeEvent("Warning", "StepRetrying", f"step {node}: retry {retry}{of} in {_seconds(delay)}{after}")
         case E.step_skipped:
-            return KubeEvent("Normal", "StepSkipped", f"step {node} skipped: {d.get('reason', '')}")
+            return KubeEvent("Normal", "StepSkipped",
+                             f"step {node} skipped: {bounded(str(d.get('reason', '')), EVENT_PREVIEW_CHARS)}")
         case E.step_timed_out:
+            tree = plan.tree if plan is not None else None
+            if tree is not None and node in tree.nodes:  # a behavior tree's timeout decorator
+                return KubeEvent("Warning", "StepTimedOut", f"behavior-tree node {node} ran past its "
+                                 f"{tree.nodes[node].timeout:g}s timeout: its steps were cancelled")
             return KubeEvent("Warning", "StepTimedOut", f"step {node} attempt {d.get('attempt')} timed out")
         case E.step_cancelled:
             return KubeEvent("Normal", "StepCancelled", f"step {node} cancelled: {d.get('reason', '')}")
+        case E.loop_started:
+            depth = int(d.get("depth") or 0)
+            via = f" (a delegate, {depth} call(s) down)" if depth else ""
+            return KubeEvent("Normal", "AgentLoopStarted",
+                             f"step {node} runs the agent loop of Agent {d.get('agent')}{via}")
+        case E.loop_finished:
+            counts = f"after {d.get('turns', 0)} turn(s) and {d.get('toolCalls', 0)} tool call(s)"
+            if d.get("phase") == "Succeeded":
+                return KubeEvent("Normal", "AgentLoopFinished", f"step {node}: the agent answered {counts}")
+            why = f": {bounded(_error(d), EVENT_PREVIEW_CHARS)}" if d.get("error") else ""
+            return KubeEvent("Warning" if d.get("phase") == "Failed" else "Normal", "AgentLoopEnded",
+                             f"step {node}: the agent loop ended {str(d.get('phase', '')).lower()} {counts}{why}")
         case E.fan_out:
             return KubeEvent("Normal", "FanOut", f"step {node} fans out to {d.get('count', 0)} items")
-        case E.approval_requested:
+        case E.approval_requested if d.get("review") is not None:
             text = str(d.get("message") or "").strip()
-            asked = f": {text}" if text else ""
+            return KubeEvent("Warning", "QuarantinedForReview",
+                             f"step {node} waits for a review: {text} {approval_hint(workflow, node)}")
+        case E.approval_requested:
+            # The question is rendered from the run's inputs: it is in the node's status (scrubbed), never in an
+            # Event, which every viewer of the namespace's Events reads.
             approvers = d.get("approvers") or []
             who = f" (approvers: {', '.join(map(str, approvers))})" if approvers else ""
-            sentence = f"step {node} waits for approval{who}{asked}"
-            end = "" if sentence.endswith((".", "?", "!")) else "."
-            return KubeEvent("Normal", "WaitingForApproval", f"{sentence}{end} {approval_hint(workflow, node)}")
+            return KubeEvent("Normal", "WaitingForApproval",
+                             f"step {node} waits for approval{who}; the question is in status.nodes. "
+                             f"{approval_hint(workflow, node)}")
         case E.approval_decided:
             by = d.get("by") or "unknown"
             why = f": {d['reason']}" if d.get("reason") else ""
@@ -133,12 +154,12 @@ def _one(ev: Event, workflow: str, plan: Plan | None) -> KubeEvent | None:
             return KubeEvent("Normal", "Resumed", f"resumed by {d.get('by') or 'unknown'}")
         case E.run_finished:
             phase = str(d.get("phase"))
-            reason = f": {d['reason']}" if d.get("reason") else ""
+            reason = f": {bounded(str(d['reason']), EVENT_PREVIEW_CHARS)}" if d.get("reason") else ""
             if phase == "Succeeded":
                 return KubeEvent("Normal", "Succeeded", f"workflow {workflow} succeeded")
             if phase == "Cancelled":
                 return KubeEvent("Normal", "Cancelled", f"workflow {workflow} cancelled{reason}")
-            return KubeEvent("Warning", "Failed", f"workflow {workflow} failed{reason}")
+            return KubeEvent("Warning", "Stuck" if d.get("stuck") else "Failed", f"workflow {workflow} failed{reason}")
     return None
 
 

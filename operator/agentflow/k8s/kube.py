@@ -1,8 +1,16 @@
 """The one module that calls the Kubernetes API.
 
-The official client is synchronous; every call runs in a worker thread so it
-never blocks kopf's event loop. ApiException is translated here, and only
-here, into :class:`KubeError` subclasses that say what happened.
+:class:`Kube` is the seam: the few API calls the operator, the gateway and the CLI make, as a Protocol.
+:class:`KubeClient` is the real one over the official client; agentflow.testing.FakeKube keeps objects in
+memory for tests. The official client is synchronous; every call runs in a worker thread so it never
+blocks kopf's event loop. ApiException is translated here, and only here, into :class:`KubeError`
+subclasses that say what happened::
+
+    KubeError          an API call failed; ``retryable`` says whether trying again may help
+    ├── NotFound       404 (not retryable)
+    ├── Conflict       409: it exists, or another writer changed it first
+    ├── Forbidden      403: RBAC refuses it (not retryable)
+    └── Invalid        400/422: the API server refuses the object (not retryable)
 """
 
 from __future__ import annotations
@@ -11,8 +19,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -62,14 +70,90 @@ def _translate(exc: Exception, what: str) -> KubeError:
     return KubeError(message, status)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenReview:
+    """What the API server says of a bearer token (a TokenReview): who it is, and the pod it is bound to."""
+
+    authenticated: bool
+    username: str = ""
+    namespace: str = ""
+    pod_name: str = ""
+    pod_uid: str = ""
+    error: str = ""
+
+
+class Kube(Protocol):
+    """The Kubernetes API calls AgentFlow makes (KubeClient; agentflow.testing.FakeKube in tests)."""
+
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> str | None: ...
+    async def delete_pod(self, namespace: str, name: str) -> None: ...
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None: ...
+    async def delete_network_policy(self, namespace: str, name: str) -> None: ...
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None: ...
+    async def get_resource(self, plural: str, namespace: str, name: str) -> dict[str, Any]: ...
+    async def list_resources(self, plural: str, namespace: str) -> list[dict[str, Any]]: ...
+    async def list_resources_all(self, plural: str) -> list[dict[str, Any]]: ...
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None: ...
+    async def patch_status_at(self, plural: str, namespace: str, name: str, status: Mapping[str, Any],
+                              resource_version: str) -> bool: ...
+    async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+    async def create_resource(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool: ...
+    async def delete_resource(self, plural: str, namespace: str, name: str) -> None: ...
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> bool: ...
+    async def delete_secret(self, namespace: str, name: str) -> None: ...
+    async def review_token(self, token: str, audiences: Sequence[str]) -> TokenReview: ...
+    def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiServer:
+    """Where the API server is and how to trust it; no credentials (agentflow.console acts with each caller's)."""
+
+    host: str
+    ca_file: str | None = None
+    ca_data: str | None = None
+    verify: bool = True
+    tls_server_name: str | None = None
+
+    @classmethod
+    def discover(cls, kubeconfig: str | None = None, ca_file: str | None = None) -> ApiServer:
+        """In a pod: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT with ``ca_file`` (the
+        kube-root-ca.crt ConfigMap mounted, or the service account's ca.crt); elsewhere the kubeconfig's server
+        and CA. Its user credentials are never used. KubeError when neither is there."""
+        import os
+
+        service_host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        if service_host:
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            host = f"[{service_host}]" if ":" in service_host else service_host
+            ca = ca_file or "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+            if not os.path.isfile(ca):
+                raise KubeError(f"no CA certificate of the API server at {ca}: mount the kube-root-ca.crt "
+                                "ConfigMap there (the chart does) or pass its path")
+            return cls(f"https://{host}:{port}", ca_file=ca)
+        from kubernetes import client, config
+
+        base = client.Configuration()
+        try:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=base)  # type: ignore[no-untyped-call]
+        except (config.ConfigException, OSError) as exc:
+            raise KubeError(f"cannot find the API server: not in a pod, and the kubeconfig "
+                            f"{kubeconfig or '(default)'} is not usable: {exc}") from None
+        return cls(str(base.host), ca_file=ca_file or base.ssl_ca_cert, verify=bool(base.verify_ssl),
+                   tls_server_name=getattr(base, "tls_server_name", None))
+
+
 @dataclasses.dataclass
-class Kube:
-    """Typed, async access to the few API calls the operator makes."""
+class KubeClient:
+    """The real :class:`Kube`, over the official client (built at startup, closed at cleanup)."""
 
     api_client: Any  # kubernetes.client.ApiClient, built at startup
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
         """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
         from kubernetes import client, config
 
@@ -80,7 +164,7 @@ class Kube:
         return cls(client.ApiClient())
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: str | None = None) -> tuple[Kube, str]:
+    def from_kubeconfig(cls, kubeconfig: str | None = None) -> tuple[KubeClient, str]:
         """For a person at a terminal: the kubeconfig (``KUBECONFIG`` or ~/.kube/config), never a pod's
         service account, and the namespace of its current context (``default`` when it names none).
 
@@ -95,6 +179,34 @@ class Kube:
             raise KubeError(f"cannot use the kubeconfig {kubeconfig or '(default)'}: {exc}") from None
         namespace = ((current or {}).get("context") or {}).get("namespace") or "default"
         return cls(api_client), str(namespace)
+
+    @classmethod
+    def for_bearer_token(cls, server: ApiServer, token: str) -> KubeClient:
+        """A client that acts as whoever ``token`` belongs to (a ServiceAccount token, an OIDC id token):
+        the API server authenticates it and RBAC decides. Nothing else is sent: no client certificate, no
+        other token."""
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = server.host
+        cfg.verify_ssl = server.verify
+        cfg.ssl_ca_cert = server.ca_file
+        if server.tls_server_name:
+            cfg.tls_server_name = server.tls_server_name
+        cfg.api_key = {"authorization": token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+        return cls(client.ApiClient(cfg))
+
+    async def whoami(self) -> str:
+        """The user name the API server sees for this client's credential (a SelfSubjectReview, which every
+        authenticated user may make); Forbidden when the credential is not accepted."""
+        from kubernetes import client
+
+        body = client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+        review = await self._call("who am I (SelfSubjectReview)",
+                                  client.AuthenticationV1Api(self.api_client).create_self_subject_review, body)
+        info = review.status.user_info if review.status is not None else None
+        return str(getattr(info, "username", None) or "unknown")
 
     def close(self) -> None:
         self.api_client.close()
@@ -127,14 +239,15 @@ class Kube:
 
     # -- pods
 
-    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
-        """Create a pod; False when a pod of that name already exists (deterministic names: never twice)."""
+    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> str | None:
+        """Create a pod: its uid; None when a pod of that name already exists (deterministic names: never twice)."""
         try:
-            await self._call(f"create pod {namespace}/{body['metadata']['name']}",
-                             self._core().create_namespaced_pod, namespace, body)
+            result = await self._call(f"create pod {namespace}/{body['metadata']['name']}",
+                                      self._core().create_namespaced_pod, namespace, body, _preload_content=False)
         except Conflict:
-            return False
-        return True
+            return None
+        uid = (json.loads(result.data).get("metadata") or {}).get("uid")
+        return str(uid) if uid else ""
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):
@@ -181,6 +294,20 @@ class Kube:
         await self._call(f"patch {plural}/{name}", self._custom().patch_namespaced_custom_object,
                          GROUP, VERSION, namespace, plural, name, patch)
 
+    async def create_resource(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create one: False when one of that name exists already (deterministic names: never twice)."""
+        try:
+            await self._call(f"create {plural}/{body['metadata']['name']}",
+                             self._custom().create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body)
+        except Conflict:
+            return False
+        return True
+
+    async def delete_resource(self, plural: str, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self._call(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
+                             GROUP, VERSION, namespace, plural, name)
+
     # -- Budgets (agentflow.services.budgets)
 
     async def list_resources_all(self, plural: str) -> list[dict[str, Any]]:
@@ -212,15 +339,60 @@ class Kube:
 
     # -- Secrets (agentflow.services.gateway: the provider keys Agents reference)
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        """The decoded value of ``key`` in Secret ``namespace/name``; NotFound when the Secret or the key is
-        missing (the message says which), Forbidden without RBAC to get Secrets there."""
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any]:
+        """Secret ``namespace/name`` with its ``data`` decoded to strings; NotFound, Forbidden without RBAC."""
         import base64
 
         result = await self._call(f"get secret {namespace}/{name}", self._core().read_namespaced_secret, name,
                                   namespace, _preload_content=False)
-        data = (json.loads(result.data).get("data") or {})
+        secret: dict[str, Any] = json.loads(result.data)
+        data = secret.get("data") or {}
+        secret["data"] = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in data.items()}
+        return secret
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+        """The decoded value of ``key`` in Secret ``namespace/name``; NotFound when the Secret or the key is
+        missing (the message says which), Forbidden without RBAC to get Secrets there."""
+        data = (await self.read_secret(namespace, name)).get("data") or {}
         if key not in data:
             keys = ", ".join(sorted(data)) or "none"
             raise NotFound(f"Secret {namespace}/{name} has no key {key!r} (its keys: {keys})", 404)
-        return base64.b64decode(data[key]).decode("utf-8").strip()
+        return str(data[key]).strip()
+
+    async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a Secret; False when one of that name exists."""
+        try:
+            await self._call(f"create secret {namespace}/{body['metadata']['name']}",
+                             self._core().create_namespaced_secret, namespace, body)
+        except Conflict:
+            return False
+        return True
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret; one already gone is fine."""
+        with contextlib.suppress(NotFound):
+            await self._call(f"delete secret {namespace}/{name}", self._core().delete_namespaced_secret, name,
+                             namespace)
+
+    # -- authentication (agentflow.services.identity: a step pod's bound service-account token)
+
+    async def review_token(self, token: str, audiences: Sequence[str]) -> TokenReview:
+        """Ask the API server who ``token`` is (TokenReview, for these audiences) and which pod it is bound to."""
+        from kubernetes import client
+
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": token, "audiences": list(audiences)}}
+        api = client.AuthenticationV1Api(self.api_client)
+        result: Any = await self._call("create tokenreview", api.create_token_review, body, _preload_content=False)
+        status = json.loads(result.data).get("status") or {}
+        user = status.get("user") or {}
+        extra = user.get("extra") or {}
+        username = str(user.get("username", ""))
+        namespace = username.split(":")[2] if username.startswith("system:serviceaccount:") else ""
+
+        def first(key: str) -> str:
+            values = extra.get(f"authentication.kubernetes.io/{key}") or [""]
+            return str(values[0])
+
+        return TokenReview(bool(status.get("authenticated")), username, namespace, first("pod-name"),
+                           first("pod-uid"), str(status.get("error", "")))

@@ -19,10 +19,13 @@ and these annotations::
 Approval by annotation, set on the Workflow by a human (or by ``agentflow approve`` against the cluster)::
 
     kubectl annotate workflow W agentflow.dev/approve=NODE
-    kubectl annotate workflow W agentflow.dev/reject='{"node": "NODE", "by": "alice", "reason": "too risky"}'
+    kubectl annotate workflow W agentflow.dev/reject='{"node": "NODE", "reason": "too risky"}'
 
-The value is either the node id alone or a JSON object ``{node, by, reason}`` (``by`` and ``reason``
-optional); :func:`parse_decision` reads it. The reconciler journals the decision and removes the annotation.
+The value is either the node id alone or a JSON object ``{node, reason}``; :func:`parse_decision` reads it.
+Who decided is never taken from the value: the operator's mutating admission webhook writes the requesting
+user's Kubernetes identity into it (``by``, ``groups``) with a signature (``sig``), after checking the step's
+``approvers`` (agentflow.services.approvals.stamp); the reconciler journals only signed decisions and
+removes the annotation.
 """
 
 from __future__ import annotations
@@ -138,6 +141,20 @@ class ApprovalAnnotation:
     approved: bool
     by: str | None = None
     reason: str = ""
+    groups: tuple[str, ...] = ()
+    sig: str | None = None
+    """The operator's signature over (run, node, decision, by, groups, reason): set by its webhook."""
+
+    def value(self) -> str:
+        """The annotation value for this decision (JSON)."""
+        body: dict[str, object] = {"node": self.node, "reason": self.reason}
+        if self.by is not None:
+            body["by"] = self.by
+        if self.groups:
+            body["groups"] = list(self.groups)
+        if self.sig is not None:
+            body["sig"] = self.sig
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def parse_decision(key: str, value: str) -> ApprovalAnnotation:
@@ -146,7 +163,7 @@ def parse_decision(key: str, value: str) -> ApprovalAnnotation:
         raise ValueError(f"{key} is not {APPROVE_ANNOTATION} or {REJECT_ANNOTATION}")
     approved = key == APPROVE_ANNOTATION
     text = value.strip()
-    form = f'expected {key}=NODE or {key}=\'{{"node": "NODE", "by": "NAME", "reason": "WHY"}}\''
+    form = f'expected {key}=NODE or {key}=\'{{"node": "NODE", "reason": "WHY"}}\''
     if not text.startswith("{"):
         if not text:
             raise ValueError(f"{key} is empty; {form}")
@@ -161,4 +178,11 @@ def parse_decision(key: str, value: str) -> ApprovalAnnotation:
     by, reason = body.get("by"), body.get("reason", "")
     if (by is not None and not isinstance(by, str)) or not isinstance(reason, str):
         raise ValueError(f"{key}: by and reason must be strings; {form}")
-    return ApprovalAnnotation(node, approved, by, reason)
+    groups, sig = body.get("groups", []), body.get("sig")
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups) or (
+            sig is not None and not isinstance(sig, str)):
+        raise ValueError(f"{key}: groups must be a list of strings and sig a string; {form}")
+    unknown = sorted(set(body) - {"node", "by", "reason", "groups", "sig"})
+    if unknown:
+        raise ValueError(f"{key}: unknown field {unknown[0]!r}; {form}")
+    return ApprovalAnnotation(node, approved, by, reason, tuple(groups), sig)

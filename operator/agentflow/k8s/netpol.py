@@ -7,27 +7,58 @@ egress only to
   label, since CNIs differ in whether an ipBlock matches a Service's ClusterIP before or after DNAT;
   a callback given by name allows its port to any address),
 - the model gateway, when there is one (``gateway``: an IP/CIDR becomes an ipBlock, a name goes to the
-  annotation below like any granted name),
-- cluster DNS (kube-dns in kube-system, UDP and TCP 53), unless ``dns=False``,
-- the granted hosts that are IPs or CIDRs, as ipBlocks (with their port, or any port).
+  annotation below like any granted name; ``gateway_pods`` also allows the gateway's pods by label on its
+  port, which is what matches when step pods reach it through a Service: the ipBlock of a ClusterIP
+  matches nothing on CNIs that check after kube-proxy's DNAT),
+- cluster DNS (kube-dns in kube-system, UDP and TCP 53), only when a name must be resolved (the callback,
+  the gateway or a grant given by name) and ``dns`` is not False,
+- the granted hosts that are IPs or CIDRs, as ipBlocks (with their port, or any port), each with the
+  platform's denied networks inside it as ``except`` entries (agentflow.k8s.egress: metadata, the API
+  server, the cluster's ranges; admission refuses such grants, this holds when it was bypassed).
 
-Hostnames cannot be expressed in a NetworkPolicy (it matches addresses, and a name's addresses change).
-Hostname grants are enforced by the gateway / egress proxy instead; the policy lists them in the
-``agentflow.dev/egress-hosts`` annotation (``host:port`` or ``host``, comma-separated, sorted) so the proxy
-and a human reading the policy see the whole grant in one place.
+Hostnames cannot be expressed in a NetworkPolicy (it matches addresses, and a name's addresses change), so
+a grant by name gets no rule here: under an enforcing CNI such a host is unreachable from the step pod
+(fail closed) unless the platform adds what can match names (Cilium's toFQDNs, an egress proxy). The
+policy lists the names in the ``agentflow.dev/egress-hosts`` annotation (``host:port`` or ``host``,
+comma-separated, sorted) for that and for a human reading the policy. Grant external APIs by address, or
+call models through the gateway, which is allowed by address and label.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
 from . import names
+from .egress import EgressDenyList
 from .podspec import Owner, owner_reference
 from .profile import Egress, ExecutionProfile, is_ip_or_cidr
 
-__all__ = ["build_network_policy", "cidr_of", "dns_peer"]
+__all__ = ["NetworkConfig", "build_network_policy", "cidr_of", "dns_peer", "parse_pod_selector"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """The platform's side of every step pod's NetworkPolicy (operator flags, chart values)."""
+
+    callback_pods: tuple[str, Mapping[str, str]] | None = None
+    """(namespace, labels) of the operator pods serving the callback endpoint."""
+    gateway_pods: tuple[str, Mapping[str, str]] | None = None
+    """(namespace, labels) of the gateway pods."""
+    deny: EgressDenyList = dataclasses.field(default_factory=EgressDenyList)
+
+
+def parse_pod_selector(text: str, flag: str) -> tuple[str, dict[str, str]]:
+    """``NAMESPACE:key=value,key=value`` -> (namespace, labels); ValueError naming ``flag``."""
+    namespace, sep, labels = text.partition(":")
+    pairs = [p.partition("=") for p in labels.split(",") if p.strip()]
+    if not sep or not namespace.strip() or not pairs or any(not k.strip() or not s or not v.strip()
+                                                            for k, s, v in pairs):
+        raise ValueError(f"{flag} {text!r}: expected NAMESPACE:key=value[,key=value], e.g. "
+                         "agentflow-system:app.kubernetes.io/component=gateway")
+    return namespace.strip(), {k.strip(): v.strip() for k, _, v in pairs}
 
 
 def dns_peer() -> dict[str, Any]:
@@ -67,12 +98,17 @@ def build_network_policy(
     dns: bool = True,
     callback_pods: tuple[str, Mapping[str, str]] | None = None,
     gateway: Egress | None = None,
+    gateway_pods: tuple[str, Mapping[str, str]] | None = None,
+    deny: EgressDenyList | None = None,
 ) -> dict[str, Any]:
     """A networking.k8s.io/v1 NetworkPolicy for the pod ``pod_name``, named like it and owned by ``owner``.
 
     ``callback`` is (IP or CIDR, port) of the operator's endpoint; ``callback_pods`` (namespace, labels) also
-    allows the operator pods themselves on that port. ``gateway`` (host, port) is the model gateway.
+    allows the operator pods themselves on that port. ``gateway`` (host, port) is the model gateway and
+    ``gateway_pods`` (namespace, labels) its pods. ``deny``: the platform's egress deny-list (default: the
+    built-in one).
     """
+    deny = deny if deny is not None else EgressDenyList()
     host, port = callback
     if not is_ip_or_cidr(host):  # a name cannot be matched: the callback port, to any address
         callback_peers: list[dict[str, Any]] = []
@@ -85,18 +121,28 @@ def build_network_policy(
             "podSelector": {"matchLabels": dict(pod_labels)},
         })
     egress = [_rule(callback_peers, port) if callback_peers else {"ports": _tcp(port)}]
-    if dns:
-        egress.append({
-            "to": [dns_peer()],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        })
+    if gateway_pods is not None and gateway is not None:
+        pods_ns, pod_labels = gateway_pods
+        egress.append(_rule([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pods_ns}},
+                              "podSelector": {"matchLabels": dict(pod_labels)}}], gateway[1]))
     hostnames: list[str] = []
     grants = ((gateway,) if gateway is not None else ()) + tuple(profile.egress)
     for grant_host, grant_port in dict.fromkeys(grants):
+        if grant_host != (gateway or ("",))[0] and deny.blocks(grant_host, grant_port):
+            continue  # a denied grant gets no rule at all (the reconciler fails such a step before this)
         if is_ip_or_cidr(grant_host):
-            egress.append(_rule([{"ipBlock": {"cidr": cidr_of(grant_host)}}], grant_port))
+            block: dict[str, Any] = {"cidr": cidr_of(grant_host)}
+            excepted = deny.inside(block["cidr"], grant_port)
+            if excepted:
+                block["except"] = excepted
+            egress.append(_rule([{"ipBlock": block}], grant_port))
         else:
             hostnames.append(grant_host if grant_port is None else f"{grant_host}:{grant_port}")
+    if dns and (hostnames or not is_ip_or_cidr(host)):
+        egress.insert(1, {
+            "to": [dns_peer()],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        })
     metadata: dict[str, Any] = {
         "name": pod_name,
         "namespace": namespace,

@@ -8,7 +8,8 @@ turns it into an :class:`ExecutionProfile`::
                     default, PodConfig.default_runtime_class: gvisor)
     resources       the tool's resources (requests/limits over the operator's defaults), else None
     env             the tool's permissions.env, nothing else
-    egress          (host, port) of the HTTP tool's url, its allowedHosts, and permissions.egressHosts;
+    egress          (host, port) of the HTTP tool's url, its allowedHosts, an MCP server's url, and
+                    permissions.egressHosts (what a stdio MCP server reaches);
                     hosts are names, IPs or CIDRs; a port of None means any port. HTTP methods are enforced
                     by the tool runner, not here.
 
@@ -77,6 +78,8 @@ def _egress(tool: ToolSpec) -> tuple[Egress, ...]:
     if tool.http is not None:
         egress.append(parse_host(tool.http.url))
         egress.extend(parse_host(h) for h in tool.http.allowed_hosts)
+    if tool.mcp is not None and tool.mcp.url is not None:
+        egress.append(parse_host(tool.mcp.url))
     egress.extend(parse_host(h) for h in tool.permissions.egress_hosts)
     return tuple(dict.fromkeys(e for e in egress if e[0]))
 

@@ -1,43 +1,58 @@
-"""Model calls for llm steps: prompts, the litellm client, the offline model, prices.
+"""Model calls: the request and response types, prompts, the providers behind the gateway, prices.
 
-Nothing here is built at import time; a driver builds its client once at
-startup with :func:`make_model_client` and passes it to its executor.
+    chat.py             ChatRequest / ModelResponse, the ChatClient (executor -> gateway) and Upstream
+                        (gateway -> provider) seams, ModelError
+    prompts.py          Agent + PromptVersion -> messages; answers -> validated values
+    gateway_client.py   the HTTP ChatClient of step pods (and of the local runner's step subprocesses)
+    litellm_upstream.py the Upstream over litellm: the only module that imports litellm
+    offline.py          the offline model ``agentflow/offline`` (NOT a real model): the Upstream of runs
+                        with no provider configured
+    pricing.py          prices from a price table, the token estimate
+
+Nothing here is built at import time: a driver picks its :class:`Provider` once at startup
+(:func:`provider_from_env`, :func:`offline_provider`, :func:`litellm_provider`) and hands it to the gateway.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
-from .client import (
-    IDEMPOTENCY_KEY,
-    FallbackClient,
-    LiteLLMClient,
+from .chat import (
+    ChatClient,
+    ChatRequest,
+    Endpoint,
     LLMError,
-    ModelClient,
     ModelError,
-    ModelRequest,
     ModelResponse,
+    Upstream,
+    canonical_json,
     request_hash,
-    translate_error,
 )
-from .gateway_client import GATEWAY_URL_ENV, GatewayClient, RoutedFailures, close_client, gateway_base_url
+from .gateway_client import (
+    GATEWAY_URL_ENV,
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    GatewayClient,
+    TokenSource,
+    close_client,
+    gateway_base_url,
+    token_source,
+)
 from .offline import OFFLINE_MODEL_NAME, OfflineModel
-from .pricing import estimate_cost, load_litellm, price_per_token
+from .pricing import PriceLookup, TokenCounter, approximate_token_counter, estimate_cost, no_prices, price_per_token
 from .prompts import (
     OutputValidationError,
     PromptRenderError,
     parse_output,
     render_messages,
     repair_messages,
+    summary_messages,
     validate_inputs,
 )
 
 MODE_ENV = "AGENTFLOW_MODEL_MODE"
 MODES = ("auto", "offline", "live")
-
-KEYLESS_PLACEHOLDER = "sk-agentflow-no-key"
-TOKEN_ENV = "AGENTFLOW_TOKEN"
-"""The step attempt's token: the callback server's credential, and the gateway's API key."""
 
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
@@ -63,77 +78,107 @@ PROVIDER_ENV = (
 """Any of these set (non-empty) means a provider is configured."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """What the gateway calls and how it prices: the Upstream, its token counter and its price lookup."""
+
+    upstream: Upstream
+    count_tokens: TokenCounter
+    prices: PriceLookup
+    live: bool
+    """False for the offline model (nothing priced, tokens estimated)."""
+
+
+def offline_provider() -> Provider:
+    """The offline model: no network, deterministic, free. Not a real model."""
+    return Provider(OfflineModel(), approximate_token_counter, no_prices, live=False)
+
+
+def litellm_provider(*, api_base: str | None = None, api_key: str | None = None, openai_http: bool = False,
+                     environment_key: str | None = None) -> Provider:
+    """Real providers through litellm (imported on the first call; its tokenizers and bundled prices).
+
+    ``openai_http``: ``openai/`` models (OpenAI, and OpenAI-compatible servers at an Agent's apiBase) are called
+    over a thin aiohttp client instead (agentflow.llm.openai_upstream), every other model through litellm;
+    ``environment_key`` is then this process's OPENAI_API_KEY, sent where litellm would read it."""
+    from . import litellm_upstream
+
+    table: dict[str, Mapping[str, object]] = {}
+
+    def prices(model: str) -> tuple[float, float] | None:
+        if not table:
+            table.update(litellm_upstream.cost_table())
+        return price_per_token(model, table)
+
+    upstream: Upstream = litellm_upstream.LiteLLMUpstream(api_base=api_base, api_key=api_key)
+    if openai_http:
+        from .openai_upstream import ByProvider, OpenAIUpstream
+
+        upstream = ByProvider(OpenAIUpstream(api_base=api_base, api_key=api_key, environment_key=environment_key,
+                                             prices=prices, count_tokens=litellm_upstream.count_message_tokens),
+                              upstream)
+    return Provider(upstream, litellm_upstream.count_message_tokens, prices, live=True)
+
+
 def provider_configured(env: Mapping[str, str]) -> bool:
     return any(env.get(name, "").strip() for name in PROVIDER_ENV)
 
 
-def make_model_client(env: Mapping[str, str]) -> ModelClient:
-    """The model client for this environment (pass ``os.environ`` or a dict).
+def provider_from_env(env: Mapping[str, str]) -> Provider:
+    """The provider this environment selects (pass ``os.environ`` or a dict).
 
-    ``AGENTFLOW_GATEWAY_URL`` set (step pods of an operator that serves the gateway): every call goes to
-    the gateway with ``AGENTFLOW_TOKEN`` as the API key (:class:`GatewayClient`); no provider key is
-    needed or read, unless ``AGENTFLOW_MODEL_MODE=offline`` asks for the offline model explicitly.
-    ``AGENTFLOW_MODEL_MODE``: ``offline`` always uses the offline model;
-    ``live`` always uses litellm; ``auto`` (default) uses litellm when a
-    provider is configured (see PROVIDER_ENV), else the offline model.
-    ``AGENTFLOW_API_BASE`` / ``AGENTFLOW_API_KEY`` give a default
-    OpenAI-compatible endpoint for Agents that set no ``model.apiBase``; with
-    neither AGENTFLOW_API_KEY nor OPENAI_API_KEY set, a placeholder key is sent
-    (keyless local servers accept any).
+    ``AGENTFLOW_MODEL_MODE``: ``offline`` always uses the offline model; ``live`` always uses litellm;
+    ``auto`` (default) uses litellm when a provider is configured (see PROVIDER_ENV), else the offline
+    model. ``AGENTFLOW_API_BASE`` / ``AGENTFLOW_API_KEY`` give a default OpenAI-compatible endpoint for
+    Agents that set no ``model.apiBase``. ValueError for an unknown mode.
     """
     mode = env.get(MODE_ENV, "").strip().lower() or "auto"
     if mode not in MODES:
         raise ValueError(f"{MODE_ENV}={env.get(MODE_ENV)!r} is not one of {', '.join(MODES)}; unset it or pick one")
-    gateway_url = env.get(GATEWAY_URL_ENV, "").strip()
-    if gateway_url and mode != "offline":
-        token = env.get(TOKEN_ENV, "").strip()
-        if not token:
-            raise ValueError(f"{GATEWAY_URL_ENV} is set but {TOKEN_ENV} is empty: the gateway needs the attempt's "
-                             "token as its API key (the operator sets both on step pods)")
-        return GatewayClient(gateway_url, token)
     if mode == "offline" or (mode == "auto" and not provider_configured(env)):
-        return OfflineModel()
-    api_base = env.get("AGENTFLOW_API_BASE") or None
-    api_key = env.get("AGENTFLOW_API_KEY") or None
-    if api_base and not api_key and not env.get("OPENAI_API_KEY"):
-        # Keyless OpenAI-compatible servers (vLLM, Ollama, llama.cpp) still need *a* key for the
-        # OpenAI client to send the request at all.
-        api_key = KEYLESS_PLACEHOLDER
-    return LiteLLMClient(api_base=api_base, api_key=api_key)
+        return offline_provider()
+    return litellm_provider(api_base=env.get("AGENTFLOW_API_BASE") or None,
+                            api_key=env.get("AGENTFLOW_API_KEY") or None)
 
 
 __all__ = [
     "GATEWAY_URL_ENV",
-    "IDEMPOTENCY_KEY",
-    "KEYLESS_PLACEHOLDER",
     "MODES",
     "MODE_ENV",
     "OFFLINE_MODEL_NAME",
     "PROVIDER_ENV",
     "TOKEN_ENV",
-    "FallbackClient",
+    "TOKEN_FILE_ENV",
+    "ChatClient",
+    "ChatRequest",
+    "Endpoint",
     "GatewayClient",
     "LLMError",
-    "LiteLLMClient",
-    "ModelClient",
     "ModelError",
-    "ModelRequest",
     "ModelResponse",
     "OfflineModel",
     "OutputValidationError",
+    "PriceLookup",
     "PromptRenderError",
-    "RoutedFailures",
+    "Provider",
+    "TokenCounter",
+    "TokenSource",
+    "Upstream",
+    "approximate_token_counter",
+    "canonical_json",
     "close_client",
     "estimate_cost",
     "gateway_base_url",
-    "load_litellm",
-    "make_model_client",
+    "litellm_provider",
+    "offline_provider",
     "parse_output",
     "price_per_token",
     "provider_configured",
+    "provider_from_env",
     "render_messages",
     "repair_messages",
     "request_hash",
-    "translate_error",
+    "summary_messages",
+    "token_source",
     "validate_inputs",
 ]

@@ -9,12 +9,29 @@ from the request, and are the same for the same messages on every machine
 * With an output schema, it answers JSON valid against the schema: objects
   with their properties, enums picked by keyword overlap with the user's text
   (``refund`` favours ``billing``, ``fraud`` favours ``high``/``block``) or else
-  by hash, numbers inside their bounds (``confidence``/``risk``-like fields get
-  values leaning on the same keywords), strings made of the first words of the
-  user message prefixed ``[offline]``, arrays of ``minItems`` (at least one)
-  items. ``pattern`` is not honoured.
+  by hash, numbers inside their bounds (``risk``-like fields lean on alarm words
+  such as ``fraud`` or ``urgent``; ``confidence``, ``probability`` and
+  ``certainty`` are 0.72 to 0.98 of their range when the text has a word of a
+  known topic, such as ``charged`` or ``parcel``, and 0.35 to 0.65 when it has
+  none: a vague request is an unsure one, so "Something is off, please help"
+  escalates to a human in examples/manifests/customer-support.yaml; ``score``,
+  ``quality`` and ``rating`` 0.6 to 0.98), strings made of the first words of
+  the user message prefixed ``[offline]``, arrays of ``minItems`` (at least
+  one) items. ``pattern`` is not honoured.
 * Without a schema, a text reply starting ``[offline model]`` that quotes the
-  start of the user message.
+  start of the user message (and, in an agent loop, what the tools answered).
+* Offered tools (an agent loop), it calls the ones it is told to: a directive
+  ``[[call NAME]]`` or ``[[call NAME {"json": "arguments"}]]`` in the system or
+  user messages asks for one call of NAME (arguments made from the function's
+  parameters schema when none are given), ``[[call NAME always]]`` for a call on
+  every turn (an endless loop, for tests of the bounds). Directed tools not yet
+  called are called together in one turn (one per turn when parallel tool calls
+  are off); once each has been called it answers. With ``tool_choice:
+  required`` and a ``final_answer`` function it answers through it.
+* Asked for a summary (a system message starting with ``SUMMARY_PREFIX``: an Agent's conversation compacted), the
+  first words of each line of the transcript, in order, within the request's max_tokens. A tool call the summary
+  quotes (``called NAME(``) counts as made: the directed tools are not called again after their turns were
+  compacted.
 
 Tokens are counted as characters / 4 (cheap and deterministic); cost is 0.
 Select a real provider by setting its API key (see agentflow.llm.make_model_client).
@@ -32,8 +49,10 @@ from typing import Any
 
 import jsonschema
 
-from .client import ModelRequest, ModelResponse, canonical_json
-from .prompts import REPAIR_PREFIX
+from agentflow.engine.conversation import SUMMARY_HEADER
+
+from .chat import ChatRequest, Endpoint, ModelResponse, canonical_json
+from .prompts import REPAIR_PREFIX, SUMMARY_PREFIX
 
 OFFLINE_MODEL_NAME = "agentflow/offline"
 
@@ -65,7 +84,10 @@ _ALARM = frozenset(
     {"fraud", "stolen", "unauthorized", "unauthorised", "scam", "suspicious", "chargeback"}
     | {"urgent", "emergency", "critical", "lawsuit"}
 )
+# A text with any of these words names a topic the model is "confident" about (confidence-like fields).
+_TOPICAL = frozenset(word for words in _RELATED.values() for word in words)
 _RISK_FIELDS = ("risk", "fraud", "urgency", "severity", "priority", "danger")
+_CERTAINTY_FIELDS = ("confidence", "probability", "certainty")
 _CONFIDENCE_FIELDS = ("confidence", "probability", "certainty", "score", "quality", "rating")
 
 
@@ -92,10 +114,24 @@ class OfflineModel:
         self._count = token_counter
         self._clock = clock
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
+    async def complete(self, request: ChatRequest, endpoint: Endpoint | None = None) -> ModelResponse:
+        """Answer ``request`` (an :class:`~agentflow.llm.chat.Upstream`; the endpoint is ignored)."""
         started = self._clock()
-        text = self.answer(request.messages, request.output_schema)
-        prompt_text = "".join(m["content"] for m in request.messages)
+        prompt_text = "".join(_content(m) for m in request.messages)
+        calls = self.tool_calls(request)
+        if calls:
+            arguments = "".join(c["function"]["arguments"] for c in calls)
+            return ModelResponse(text="", model=OFFLINE_MODEL_NAME, input_tokens=self._count(prompt_text),
+                                 output_tokens=self._count(arguments), cost_usd=0.0,
+                                 latency_ms=(self._clock() - started) * 1000.0, tool_calls=tuple(calls),
+                                 finish_reason="tool_calls")
+        schema = request.output_schema
+        if schema is None and request.wants_json:
+            schema = {"type": "object"}
+        if request.messages and _content(request.messages[0]).startswith(SUMMARY_PREFIX):
+            text = self.summary(request.messages, request.max_tokens)
+        else:
+            text = self.answer(request.messages, schema)
         return ModelResponse(
             text=text,
             model=OFFLINE_MODEL_NAME,
@@ -105,22 +141,81 @@ class OfflineModel:
             latency_ms=(self._clock() - started) * 1000.0,
         )
 
-    def answer(self, messages: Sequence[Mapping[str, str]], output_schema: Mapping[str, Any] | None) -> str:
-        """The answer text: pure and deterministic in (messages, output_schema)."""
-        seed = hashlib.sha256(canonical_json([dict(m) for m in messages])).digest()
-        user = _user_text(messages)
+    def tool_calls(self, request: ChatRequest) -> list[dict[str, Any]]:
+        """The calls it makes of the offered tools (see the module docstring): deterministic in the request."""
+        offered = {str((t.get("function") or {}).get("name")): dict(t.get("function") or {}) for t in request.tools}
+        if not offered:
+            return []
+        called = [str((c.get("function") or {}).get("name")) for m in request.messages if m.get("role") == "assistant"
+                  for c in (m.get("tool_calls") or ()) if isinstance(c, Mapping)]
+        called += [name for m in request.messages if m.get("role") == "user"  # turns compacted into a summary
+                   and _content(m).startswith(SUMMARY_HEADER) for name in _CALLED.findall(_content(m))]
+        wanted: list[tuple[str, str | None]] = []
+        for message in request.messages:
+            if message.get("role") not in ("system", "user"):
+                continue
+            for match in _DIRECTIVE.finditer(_content(message)):
+                name, args = match.group(1), (match.group(2) or "").strip() or None
+                if name in offered and (args == "always" or name not in called) and (name, args) not in wanted:
+                    wanted.append((name, args))
+        seed = hashlib.sha256(canonical_json(list(request.messages))).hexdigest()
+        if not wanted and request.tool_choice == "required" and "final_answer" in offered:
+            wanted = [("final_answer", None)]
+        if request.parallel_tool_calls is False:
+            wanted = wanted[:1]
+        calls = []
+        for i, (name, args) in enumerate(wanted):
+            if args is None or args == "always":
+                parameters = offered[name].get("parameters") or {"type": "object"}
+                value = _Generator(hashlib.sha256(f"{seed}/{name}".encode()).digest(), _user_text(request.messages),
+                                   parameters).generate()
+                args = json.dumps(value, ensure_ascii=False)
+            calls.append({"id": f"call_{seed[:8]}_{i}", "type": "function",
+                          "function": {"name": name, "arguments": args}})
+        return calls
+
+    def summary(self, messages: Sequence[Mapping[str, Any]], max_tokens: int | None) -> str:
+        """A summary request's answer (memory.kind conversation): the start of each transcript line, in order, cut to
+        ``max_tokens`` (4 characters each). Mechanical and deterministic: not a summary a model would write."""
+        lines = _user_text(messages).splitlines()
+        text = "[offline summary] " + " | ".join(" ".join(line.split()[:12]) for line in lines if line.strip())
+        limit = 4 * max_tokens if max_tokens else len(text)
+        return text if len(text) <= limit else text[:max(limit - 4, 0)] + " ..."
+
+    def answer(self, messages: Sequence[Mapping[str, Any]], output_schema: Mapping[str, Any] | None) -> str:
+        """The answer text: pure and deterministic in (messages, output_schema).
+
+        PII tokens (``<EMAIL_ADDRESS_3f9a1c2b7d>``) are keyed per run, so they are read without their key
+        part: the same visible input gets the same answer in every run.
+        """
+        visible = [{**m, "content": _PII_TOKEN.sub(r"<\1>", _content(m))} for m in messages]
+        seed = hashlib.sha256(canonical_json(visible)).digest()
+        user = _user_text(messages)  # quoted words keep their tokens: the step output gets the values back
         if output_schema is None:
             words = user.split()
             quoted = " ".join(words[:30]) + (" ..." if len(words) > 30 else "")
+            tools = [_content(m) for m in messages if m.get("role") == "tool"]
+            heard = f" The tools answered: {' | '.join(t[:120] for t in tools)}" if tools else ""
             return (
                 f"[offline model] A placeholder reply (ref {seed.hex()[:8]}), not a real model's answer. "
-                f'The request ({len(words)} words) began: "{quoted}"'
+                f'The request ({len(words)} words) began: "{quoted}"{heard}'
             )
         value = _Generator(seed, user, output_schema).generate()
         return json.dumps(value, ensure_ascii=False)
 
 
-def _user_text(messages: Sequence[Mapping[str, str]]) -> str:
+_CALLED = re.compile(r"\bcalled ([A-Za-z0-9_-]+)\(")
+"""A tool call as a summary transcript writes it (agentflow.llm.prompts.transcript_line)."""
+_DIRECTIVE = re.compile(r"\[\[call ([A-Za-z0-9_-]+)\s*(always|\{.*?\})?\s*\]\]", re.DOTALL)
+_PII_TOKEN = re.compile(r"<([A-Z][A-Z_]*[A-Z])_[0-9a-f]{10}>")
+
+
+def _content(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def _user_text(messages: Sequence[Mapping[str, Any]]) -> str:
     """The user's words: user messages except AgentFlow's own repair requests."""
     users = [m["content"] for m in messages if m.get("role") == "user" and not m["content"].startswith(REPAIR_PREFIX)]
     return "\n".join(users)
@@ -139,6 +234,7 @@ class _Generator:
             weight = 1.0 if position < _EARLY else 0.5
             self._weights[word] = max(weight, self._weights.get(word, 0.0))
         self._alarm = bool(self._weights.keys() & _ALARM)
+        self._topical = bool(self._weights.keys() & _TOPICAL)
         plain = " ".join(user_text.split())
         self._summary_words = plain.split() or ["(empty", "request)"]
         self._sentences = [x for x in re.split(r"(?<=[.!?])\s+|\n+", user_text) if x.strip()]
@@ -285,6 +381,10 @@ class _Generator:
             candidate = self._value(schema, f"{path}~{salt}", name, depth)
             if candidate not in taken:
                 return candidate
+        if isinstance(value, list | dict) and resolved:
+            varied = self._vary(resolved, value, taken, path, name, depth)
+            if varied is not None:
+                return varied
         if isinstance(value, int | float) and resolved:
             step = _num(resolved.get("multipleOf")) or 1
             check = jsonschema.validators.validator_for(resolved)(resolved)
@@ -295,6 +395,35 @@ class _Generator:
                     if candidate not in taken and check.is_valid(candidate):
                         return candidate
         return value
+
+    def _vary(self, schema: Mapping[str, Any], value: list[Any] | dict[str, Any], taken: list[Any], path: str,
+              name: str, depth: int) -> Any:
+        """``value`` (an array or object) with one member changed to another valid value, so that it is not in
+        ``taken``; None when no single change does it."""
+        check = jsonschema.validators.validator_for(schema)(schema)
+        if isinstance(value, list):
+            items = schema.get("items")
+            raw_prefix = schema.get("prefixItems")
+            prefix: list[Any] = raw_prefix if isinstance(raw_prefix, list) else []
+            slots: list[tuple[Any, Any]] = [(i, prefix[i] if i < len(prefix) else items or {})
+                                            for i in range(len(value))]
+        else:
+            raw_props = schema.get("properties")
+            props: Mapping[str, Any] = raw_props if isinstance(raw_props, Mapping) else {}
+            slots = [(k, props.get(k, {})) for k in value]
+        for key, sub in slots:
+            old = value[key]
+            seen = [old, *(t[key] for t in taken if (isinstance(t, list) and isinstance(key, int) and key < len(t))
+                           or (isinstance(t, dict) and key in t))]
+            other = self._unique(sub, old, seen, f"{path}.{key}", str(key) if isinstance(value, dict) else name,
+                                 depth + 1)
+            if other == old:
+                continue
+            candidate: Any = list(value) if isinstance(value, list) else dict(value)
+            candidate[key] = other
+            if candidate not in taken and check.is_valid(candidate):
+                return candidate
+        return None
 
     def _number(self, schema: Mapping[str, Any], path: str, name: str, integer: bool) -> int | float:
         lo_in, lo_ex = _num(schema.get("minimum")), _num(schema.get("exclusiveMinimum"))
@@ -310,7 +439,10 @@ class _Generator:
         if any(word in lowered for word in _RISK_FIELDS):
             frac = 0.82 + 0.16 * frac if self._alarm else 0.05 + 0.3 * frac
         elif any(word in lowered for word in _CONFIDENCE_FIELDS):
-            frac = 0.6 + 0.38 * frac
+            if any(word in lowered for word in _CERTAINTY_FIELDS):
+                frac = 0.72 + 0.26 * frac if self._topical else 0.35 + 0.3 * frac
+            else:  # a quality score or a rating
+                frac = 0.6 + 0.38 * frac
         else:
             frac = 0.1 + 0.8 * frac
         target = lo + (hi - lo) * frac

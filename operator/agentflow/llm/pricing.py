@@ -1,39 +1,25 @@
-"""Model prices per token, from the price table bundled with litellm (no network).
+"""Prices and token counts of model calls. Pure: the price table is passed in.
 
-litellm ships ``model_prices_and_context_window.json`` inside its package, but
-by default it downloads a fresh copy from GitHub when it is imported. AgentFlow
-always imports litellm through :func:`load_litellm`, which sets
-``LITELLM_LOCAL_MODEL_COST_MAP=True`` first, so prices come from the installed
-package and importing litellm never touches the network.
-
-Importing litellm takes seconds; nothing here imports it at module import time.
+The table is litellm's bundled ``model_cost`` (:func:`agentflow.llm.litellm_upstream.cost_table`), shaped
+``{model: {"input_cost_per_token": float, "output_cost_per_token": float, ...}}``; a model is looked up as
+given and without its provider prefix. :func:`approximate_token_counter` (agentflow.engine.tokens, where the
+engine counts conversations with it) is the count used when no tokenizer is loaded (the offline model, the
+local runner without a provider): characters / 4 plus 4 per message.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-from collections.abc import Mapping, Sequence
-from types import ModuleType
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-LOCAL_COST_MAP_ENV = "LITELLM_LOCAL_MODEL_COST_MAP"
+from agentflow.engine.tokens import approximate_token_counter
 
+__all__ = ["PriceLookup", "TokenCounter", "approximate_token_counter", "estimate_cost", "price_per_token"]
 
-def load_litellm() -> ModuleType:
-    """Import litellm with its bundled price map.
-
-    Sets ``LITELLM_LOCAL_MODEL_COST_MAP=True`` in the process environment
-    unless the caller already set it (litellm reads it only at import time),
-    and turns off litellm's help banner on stdout.
-    """
-    os.environ.setdefault(LOCAL_COST_MAP_ENV, "True")
-    module = importlib.import_module("litellm")
-    # litellm prints a "Give Feedback / Get Help" banner to stdout on every exception;
-    # the CLI's live display and --json output must stay clean.
-    settings: Any = module
-    settings.suppress_debug_info = True
-    return module
+TokenCounter = Callable[[str, Sequence[Mapping[str, Any]]], int]
+"""(model, chat messages) -> prompt tokens."""
+PriceLookup = Callable[[str], "tuple[float, float] | None"]
+"""model -> (input USD per token, output USD per token), None when unknown."""
 
 
 def _candidates(model: str) -> list[str]:
@@ -44,19 +30,12 @@ def _candidates(model: str) -> list[str]:
     return names
 
 
-def price_per_token(
-    model: str, cost_table: Mapping[str, Mapping[str, Any]] | None = None
-) -> tuple[float, float] | None:
-    """(input USD per token, output USD per token) of ``model``, or None when unknown.
-
-    ``model`` is in litellm's naming (``openai/gpt-4o-mini`` or ``gpt-4o-mini``).
-    ``cost_table`` defaults to litellm's bundled ``model_cost`` table.
-    """
+def price_per_token(model: str, cost_table: Mapping[str, Mapping[str, Any]]) -> tuple[float, float] | None:
+    """(input USD per token, output USD per token) of ``model`` in ``cost_table``, or None when unknown."""
     if not model:
         raise ValueError("price_per_token: model must be a non-empty model name, e.g. 'openai/gpt-4o-mini'")
-    table: Mapping[str, Mapping[str, Any]] = cost_table if cost_table is not None else load_litellm().model_cost
     for name in _candidates(model):
-        entry = table.get(name)
+        entry = cost_table.get(name)
         if not entry:
             continue
         inp = entry.get("input_cost_per_token")
@@ -67,10 +46,7 @@ def price_per_token(
 
 
 def estimate_cost(
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    cost_table: Mapping[str, Mapping[str, Any]] | None = None,
+    model: str, input_tokens: int, output_tokens: int, cost_table: Mapping[str, Mapping[str, Any]]
 ) -> float | None:
     """USD cost of a call with these token counts, or None when the model's price is unknown."""
     if input_tokens < 0 or output_tokens < 0:
@@ -83,11 +59,6 @@ def estimate_cost(
     return input_tokens * prices[0] + output_tokens * prices[1]
 
 
-def count_message_tokens(model: str, messages: Sequence[Mapping[str, str]]) -> int:
-    """Prompt tokens of chat ``messages`` for ``model`` with litellm's tokenizers (bundled: no network).
-
-    Models litellm has no tokenizer for are counted with tiktoken's cl100k_base, so the count of an
-    unknown or local model is an approximation.
-    """
-    counted = load_litellm().token_counter(model=model, messages=[dict(m) for m in messages])
-    return int(counted)
+def no_prices(model: str) -> tuple[float, float] | None:
+    """The PriceLookup of the offline model: nothing is priced."""
+    return None

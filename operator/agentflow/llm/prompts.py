@@ -21,13 +21,17 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
-from agentflow.engine.expressions import ExpressionError, render_text
+from agentflow.engine.expressions import ExpressionError
+from agentflow.engine.templates import render_text
 from agentflow.models import Agent, PromptVersion
 
-from .client import LLMError
+from .chat import LLMError
 
 REPAIR_PREFIX = "Your previous answer was rejected:"
 """How a repair request starts (the offline model recognises and skips it)."""
+
+SUMMARY_PREFIX = "You compact a conversation:"
+"""How the system message of a summary request starts (memory.kind conversation; the offline model recognises it)."""
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
@@ -85,7 +89,7 @@ def _system_text(agent: Agent, prompt: PromptVersion, context: Mapping[str, Any]
         parts.append(_render(agent.spec.instructions, context, f"Agent {agent.metadata.name} spec.instructions"))
     for i, message in enumerate(prompt.spec.messages):
         if message.role == "system":
-            parts.append(_render(message.content, context, f"{_where(prompt)}.messages[{i}].content"))
+            parts.append(_render(_content(prompt, i), context, f"{_where(prompt)}.messages[{i}].content"))
     if prompt.spec.output_schema is not None:
         parts.append(json_instruction(prompt.spec.output_schema))
     return "\n\n".join(parts)
@@ -101,6 +105,14 @@ def json_instruction(schema: Mapping[str, Any]) -> str:
 
 def _where(prompt: PromptVersion) -> str:
     return f"PromptVersion {prompt.metadata.name} spec"
+
+
+def _content(prompt: PromptVersion, i: int) -> str:
+    message = prompt.spec.messages[i]
+    if message.content is None:
+        raise PromptRenderError(f"{_where(prompt)}.messages[{i}].include: not resolved; compose the PromptVersion "
+                                "with agentflow.prompts.compose before rendering it")
+    return message.content
 
 
 def _render(text: str, context: Mapping[str, Any], where: str) -> str:
@@ -132,8 +144,8 @@ def render_messages(agent: Agent, prompt: PromptVersion, inputs: Mapping[str, An
     messages = [{"role": "system", "content": _system_text(agent, prompt, context)}]
     for i, message in enumerate(prompt.spec.messages):
         if message.role != "system":
-            content = _render(message.content, context, f"{_where(prompt)}.messages[{i}].content")
-            messages.append({"role": message.role, "content": content})
+            content = _render(_content(prompt, i), context, f"{_where(prompt)}.messages[{i}].content")
+            messages.append({"role": str(message.role), "content": content})
     return messages
 
 
@@ -150,6 +162,28 @@ def repair_messages(
             "valid against the JSON Schema given in the system message.",
         },
     ]
+
+
+def transcript_line(message: Mapping[str, Any]) -> str:
+    """One message of a conversation as a line of the transcript a summary request is given."""
+    role = str(message.get("role", ""))
+    content = message.get("content")
+    text = content if isinstance(content, str) else ""
+    calls = [c.get("function") or {} for c in message.get("tool_calls") or () if isinstance(c, Mapping)]
+    called = "; ".join(f"called {f.get('name', '')}({f.get('arguments', '')})" for f in calls)
+    if role == "tool":
+        return f"tool result: {text}"
+    return f"{role}: " + " ".join(t for t in (text, called) if t)
+
+
+def summary_messages(previous: str | None, messages: Sequence[Mapping[str, Any]],
+                     max_tokens: int) -> list[dict[str, str]]:
+    """The request that compacts ``messages`` (and the summary before them) into one summary."""
+    system = (f"{SUMMARY_PREFIX} summarize it for yourself, to carry on from the summary alone. Keep every fact, "
+              "decision, number, name and open question; what tools answered; drop pleasantries. Plain text, at "
+              f"most about {max_tokens} tokens.")
+    lines = ([f"earlier summary: {previous}"] if previous else []) + [transcript_line(m) for m in messages]
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
 
 
 def extract_json(text: str) -> Any:

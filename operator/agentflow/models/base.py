@@ -35,6 +35,8 @@ class Model(BaseModel):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        # YAML reads .inf, .nan and 1e400 as floats; JSON, the journal and the API server cannot hold them.
+        allow_inf_nan=False,
     )
 
     def dump(self) -> dict[str, Any]:

@@ -13,6 +13,12 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .base import API_VERSION, LabelSelector, Model, ObjectMeta, ResourceStatus
+from .limits import (
+    MAX_ALERT_THRESHOLDS,
+    MAX_BUDGET_TOKENS,
+    MAX_BUDGET_USD,
+    MAX_CONCURRENCY_QUOTA,
+)
 
 
 class LabelSelectorRequirement(Model):
@@ -90,10 +96,10 @@ class BudgetLimits(Model):
         }
     )
 
-    usd: float | None = Field(default=None, ge=0)
-    """Spend limit in US dollars."""
-    tokens: int | None = Field(default=None, ge=0)
-    """Token limit (input plus output)."""
+    usd: float | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
+    """Spend limit in US dollars (0 to 10^12)."""
+    tokens: int | None = Field(default=None, ge=0, le=MAX_BUDGET_TOKENS)
+    """Token limit, input plus output (0 to 10^15)."""
 
 
 class BudgetSpec(Model):
@@ -109,14 +115,17 @@ class BudgetSpec(Model):
     """hard: refuse what does not fit; soft: warn and let it run."""
     alert_thresholds: list[float] = Field(
         default_factory=lambda: [0.8],
+        max_length=MAX_ALERT_THRESHOLDS,
         # The CRD form of the (0, 1] check in _some_limit.
         json_schema_extra={"items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
     )
-    """Fractions of a limit at which a ThresholdReached condition and Event are raised."""
-    max_concurrent_workflows: int | None = Field(default=None, ge=1)
-    """Namespace quota: at most this many Workflows of the scope running at once (admission refuses more)."""
-    max_concurrent_steps: int | None = Field(default=None, ge=1)
-    """Namespace quota: at most this many step pods of the scope running at once (the rest wait)."""
+    """Fractions of a limit in (0, 1] at which a ThresholdReached condition and Event are raised (at most 20)."""
+    max_concurrent_workflows: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_QUOTA)
+    """Namespace quota: at most this many Workflows of the scope running at once (admission refuses more;
+    1 to 100,000)."""
+    max_concurrent_steps: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_QUOTA)
+    """Namespace quota: at most this many step pods of the scope running at once (the rest wait; 1 to
+    100,000)."""
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetSpec:

@@ -1,4 +1,4 @@
-"""A Catalog: the Agents, PromptVersions, ToolPolicies and Budgets a Workflow can refer to.
+"""A Catalog: the Agents, PromptVersions, ToolPolicies, Budgets and WorkflowTemplates a Workflow can refer to.
 
 The local runner fills it from the manifests it loads; the operator fills it
 from the cluster (one namespace). Lookups return None for a missing name so
@@ -12,6 +12,7 @@ import dataclasses
 from .agent import Agent
 from .budget import Budget
 from .prompt import PromptVersion
+from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy, ToolSpec
 
 
@@ -21,13 +22,18 @@ class Catalog:
     prompts: dict[str, PromptVersion] = dataclasses.field(default_factory=dict)
     policies: dict[str, ToolPolicy] = dataclasses.field(default_factory=dict)
     budgets: dict[str, Budget] = dataclasses.field(default_factory=dict)
+    templates: dict[str, WorkflowTemplate] = dataclasses.field(default_factory=dict)
+    schedules: dict[str, WorkflowSchedule] = dataclasses.field(default_factory=dict)
 
-    def add(self, resource: Agent | PromptVersion | ToolPolicy | Budget) -> None:
+    def add(self, resource: Agent | PromptVersion | ToolPolicy | Budget | WorkflowTemplate | WorkflowSchedule
+            ) -> None:
         table: dict[str, object] = {
             "Agent": self.agents,
             "PromptVersion": self.prompts,
             "ToolPolicy": self.policies,
             "Budget": self.budgets,
+            "WorkflowTemplate": self.templates,
+            "WorkflowSchedule": self.schedules,
         }[resource.kind]  # type: ignore[assignment]
         table[resource.metadata.name] = resource
 

@@ -17,33 +17,38 @@ manifest may contain, which is what the API server checks. The translation::
     Any, dict[str, Any]          x-kubernetes-preserve-unknown-fields (type object for dicts)
     extra="allow" models         their properties plus x-kubernetes-preserve-unknown-fields
     additionalProperties: false  dropped: pruning (strict field validation) does that job
-    title, default               dropped; a scalar default is named in the description, the
-                                 models (not the API server) apply defaults
+    title                        dropped
+    default                      kept (the API server applies it, so ``kubectl get -o yaml`` shows
+                                 the value the models use), default_factory values included;
+                                 None defaults dropped (optional fields are left out), and none
+                                 under status, metadata or a node that preserves unknown fields
+                                 (the API server neither prunes nor checks them there); a scalar
+                                 default is also named in the description for ``kubectl explain``
 
 Field docstrings become descriptions, so ``kubectl explain`` is useful. CEL
 rules (``x-kubernetes-validations``) and list types are declared on the models
 themselves through ``json_schema_extra``, next to the validators they mirror.
 
-Usage: ``python -m agentflow.models.crd [--check] [--out crds/]`` (``make crds``).
+Written to files by ``python -m agentflow.commands.crds [--check] [--out crds/]`` (``make crds``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
+from pydantic.json_schema import GenerateJsonSchema, NoDefault
+from pydantic_core import core_schema
 
 from .agent import Agent
 from .base import GROUP, VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
+from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .workflow import Workflow
 
@@ -51,9 +56,9 @@ CATEGORY = "agentflow"
 READY = '.status.conditions[?(@.type=="Ready")].status'
 HEADER = (
     "# Generated from the pydantic models in operator/agentflow/models by\n"
-    "# `python -m agentflow.models.crd` (make crds). Do not edit by hand.\n"
+    "# `python -m agentflow.commands.crds` (make crds). Do not edit by hand.\n"
 )
-DRIFT_HINT = "run `make crds` (python -m agentflow.models.crd --out crds/) and commit the result"
+DRIFT_HINT = "run `make crds` (python -m agentflow.commands.crds --out crds/) and commit the result"
 
 # Keys a CRD schema node may carry (apiextensions.k8s.io/v1 JSONSchemaProps, minus
 # the combinators and references a structural schema may not use in our generator).
@@ -65,10 +70,13 @@ ALLOWED_KEYS = frozenset(
         "maxProperties", "minProperties", "required", "items", "properties", "additionalProperties",
         "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
         "x-kubernetes-int-or-string", "x-kubernetes-list-map-keys", "x-kubernetes-list-type",
-        "x-kubernetes-map-type", "x-kubernetes-validations",
+        "x-kubernetes-map-type", "x-kubernetes-validations", "default",
     }
 )
 _DROPPED_KEYS = frozenset({"title", "default", "$defs", "$ref", "anyOf", "const", "additionalProperties"})
+# Top-level fields that never get defaults: the API server's own, and status (written by the operator; a
+# default there would show values the operator never wrote).
+_NO_DEFAULTS = frozenset({"apiVersion", "kind", "metadata", "status"})
 _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 _TYPES = ("object", "array", "string", "integer", "number", "boolean")
 _SAYS_DEFAULT = re.compile(r"\(default\b|\bdefaults? (to|is)\b|\bdefault:", re.IGNORECASE)
@@ -149,6 +157,8 @@ KINDS: tuple[Kind, ...] = (
         (
             Column("Prompt", ".spec.prompt", description="Prompt family."),
             Column("Version", ".spec.version", description="Version label."),
+            Column("Role", ".status.rollout.role", description="stable, candidate or inactive in its family."),
+            Column("Weight", ".status.rollout.weight", "integer", "Percent of the family's runs it gets."),
             READY_COLUMN,
             AGE,
         ),
@@ -176,10 +186,48 @@ KINDS: tuple[Kind, ...] = (
         ("aftp",),
         (READY_COLUMN, AGE),
     ),
+    Kind(
+        WorkflowTemplate,
+        "workflowtemplates",
+        ("afwt",),
+        (AGE,),
+    ),
+    Kind(
+        WorkflowSchedule,
+        "workflowschedules",
+        ("afws",),
+        (
+            Column("Schedule", ".spec.schedule", description="Cron expression."),
+            Column("Time Zone", ".spec.timeZone"),
+            Column("Suspend", ".spec.suspend", "boolean"),
+            Column("Last", ".status.lastScheduleTime", description="Last slot a run was started for."),
+            Column("Next", ".status.nextScheduleTime", description="Next slot."),
+            AGE,
+        ),
+    ),
 )
 
 
 # --- JSON Schema -> structural schema ------------------------------------------------------
+
+
+class _WithFactoryDefaults(GenerateJsonSchema):
+    """pydantic's JSON Schema, with the value of a ``default_factory`` as the default (pydantic leaves it out)."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return factory()  # type: ignore[call-arg]
+        return schema.get("default", NoDefault)
+
+
+def _wire(value: Any) -> Any:
+    """A default as it goes on the wire: None (an unset optional field) left out at any depth."""
+    if isinstance(value, Mapping):
+        return {k: _wire(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    return value
 
 
 def _describe_default(node: dict[str, Any]) -> None:
@@ -226,7 +274,8 @@ def _resolve(
 
 
 def _convert(
-    node: Mapping[str, Any], defs: Mapping[str, Any], path: str, stack: tuple[str, ...], required: bool
+    node: Mapping[str, Any], defs: Mapping[str, Any], path: str, stack: tuple[str, ...], required: bool,
+    defaults: bool = True,
 ) -> dict[str, Any]:
     node, stack, allows_null = _resolve(node, defs, path, stack)
     for key in ("prefixItems", "oneOf", "allOf", "not", "discriminator", "patternProperties"):
@@ -245,21 +294,24 @@ def _convert(
         out["nullable"] = True
     if "properties" in node:
         needed = set(node.get("required", []))
+        # Not below a node that keeps unknown fields (extra="allow" models).
+        inner = defaults and node.get("additionalProperties") not in (True, {})
         out["properties"] = {
-            name: _convert(sub, defs, f"{path}.{name}" if path else name, stack, name in needed)
+            name: _convert(sub, defs, f"{path}.{name}" if path else name, stack, name in needed,
+                           inner and not (not path and name in _NO_DEFAULTS))
             for name, sub in node["properties"].items()
         }
     if "items" in node:
         if not isinstance(node["items"], Mapping):
             raise CRDError(f"{path}: tuple-typed arrays cannot be expressed in a structural schema")
-        out["items"] = _convert(node["items"], defs, f"{path}[]", stack, True)
+        out["items"] = _convert(node["items"], defs, f"{path}[]", stack, True, defaults)
     extra = node.get("additionalProperties")
     if extra is True or extra == {}:
         out[_PRESERVE] = True
     elif isinstance(extra, Mapping):
         if "properties" in node:
             raise CRDError(f"{path}: an object cannot have both fixed properties and typed extra keys")
-        out["additionalProperties"] = _convert(extra, defs, f"{path}.*", stack, True)
+        out["additionalProperties"] = _convert(extra, defs, f"{path}.*", stack, True, defaults)
     if "type" not in out and not out.get(_PRESERVE) and not out.get("x-kubernetes-int-or-string"):
         if "properties" in out or "additionalProperties" in out:
             out["type"] = "object"
@@ -267,12 +319,14 @@ def _convert(
             out[_PRESERVE] = True  # Any: free-form JSON of any type.
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out[_PRESERVE] = True
+    if defaults and node.get("default") is not None and not out.get(_PRESERVE):
+        out["default"] = _wire(node["default"])
     return out
 
 
 def openapi_schema(model: type[Model]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one model (its $defs inlined)."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_WithFactoryDefaults)
     return _convert(raw, raw.get("$defs", {}), "", (), True)
 
 
@@ -424,69 +478,3 @@ def _list_type_problems(schema: Mapping[str, Any], items: Mapping[str, Any], whe
         for key in keys
         if key not in needed or props.get(key, {}).get("type") not in ("string", "integer", "boolean")
     ]
-
-
-# --- files ---------------------------------------------------------------------------------
-
-
-def drift(out: Path) -> list[str]:
-    """What differs between the CRD files in `out` and the models (empty when in sync)."""
-    expected = generate()
-    problems = []
-    for name, text in expected.items():
-        path = out / name
-        if not path.is_file():
-            problems.append(f"{path} is missing; {DRIFT_HINT}")
-        elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"{path} differs from the models; {DRIFT_HINT}")
-    for path in sorted(out.glob(f"*.{GROUP}.yaml")):
-        if path.name not in expected:
-            problems.append(f"{path} belongs to no model; delete it or add its kind to crd.KINDS")
-    return problems
-
-
-def write(out: Path) -> list[Path]:
-    """Write every CRD file to `out`; returns the files whose content changed."""
-    out.mkdir(parents=True, exist_ok=True)
-    changed = []
-    for name, text in generate().items():
-        path = out / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            tmp = path.with_suffix(".yaml.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
-            changed.append(path)
-    return changed
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m agentflow.models.crd",
-        description="Generate the AgentFlow CRDs (crds/*.yaml) from the pydantic models.",
-    )
-    parser.add_argument("--out", type=Path, default=Path("crds"), help="CRD folder (default: crds)")
-    parser.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 when the files differ from the models"
-    )
-    args = parser.parse_args(argv)
-    try:
-        if args.check:
-            problems = drift(args.out)
-            for problem in problems:
-                print(problem, file=sys.stderr)
-            if not problems:
-                print(f"{args.out}: {len(KINDS)} CRDs match the models")
-            return 1 if problems else 0
-        changed = write(args.out)
-        for path in changed:
-            print(f"wrote {path}")
-        if not changed:
-            print(f"{args.out}: {len(KINDS)} CRDs already match the models")
-    except CRDError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

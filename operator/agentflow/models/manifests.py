@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import yaml
 from pydantic import ValidationError
 
+from . import limits
 from .agent import Agent
 from .base import API_VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
+from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .workflow import Workflow
 
-Resource: TypeAlias = Workflow | Agent | PromptVersion | Budget | ToolPolicy
+Resource: TypeAlias = Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
 
 KINDS: dict[str, type[Model]] = {
     "Workflow": Workflow,
@@ -30,6 +31,8 @@ KINDS: dict[str, type[Model]] = {
     "PromptVersion": PromptVersion,
     "Budget": Budget,
     "ToolPolicy": ToolPolicy,
+    "WorkflowTemplate": WorkflowTemplate,
+    "WorkflowSchedule": WorkflowSchedule,
 }
 
 PathPart = str | int
@@ -96,6 +99,43 @@ class _ScalarLoader(yaml.SafeLoader):
         super().__init__("")
 
 
+# libyaml's parser and composer when PyYAML was built with it (the wheels are): about three times faster.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _line(mark: Any) -> int:
+    return int(mark.line) + 1 if mark is not None else 0
+
+
+def _check_events(text: str) -> None:
+    """Walk the parser's events (iterative, nothing is built) and refuse, before composing anything, nesting past
+    MAX_DEPTH, more than MAX_NODES nodes or more than MAX_DOCUMENTS documents. A node inside ``d`` collections is
+    at level ``d + 1``. Aliases count once here (they are not expanded); :func:`_construct` counts what they
+    expand to and refuses an alias inside its own anchor. Raises yaml.YAMLError on malformed text."""
+    depth = nodes = documents = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            level = depth + 1
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+            if level > limits.MAX_DEPTH:
+                raise _LocatedError(_line(event.start_mark), (),
+                                    f"nested deeper than {limits.MAX_DEPTH} levels; flatten it")
+            if nodes > limits.MAX_NODES:
+                raise _LocatedError(_line(event.start_mark), (),
+                                    f"more than {limits.MAX_NODES:,} values in one file (a Workflow of "
+                                    f"{limits.MAX_STEPS:,} steps, the most it may have, takes about 30,000); "
+                                    "split it")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        elif isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > limits.MAX_DOCUMENTS:
+                raise _LocatedError(_line(event.start_mark), (),
+                                    f"more than {limits.MAX_DOCUMENTS} YAML documents in one file; split it")
+
+
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 
@@ -107,29 +147,37 @@ class _LocatedError(Exception):
         super().__init__(f"line {line}: {self.path}: {message}")
 
 
+@dataclasses.dataclass
+class _Budget:
+    """What building one file's documents may still expand to (aliases included)."""
+
+    nodes: int = limits.MAX_NODES
+    building: set[int] = dataclasses.field(default_factory=set)
+    """ids of the collection nodes being built: an alias to one of them is a value that contains itself."""
+
+
 def _construct(
-    node: yaml.Node, path: tuple[PathPart, ...], lines: dict[tuple[PathPart, ...], int], loader: _ScalarLoader
+    node: yaml.Node, path: tuple[PathPart, ...], lines: dict[tuple[PathPart, ...], int], loader: _ScalarLoader,
+    budget: _Budget,
 ) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key_line = key_node.start_mark.line + 1
-            key = (
-                key_node.value
-                if isinstance(key_node, yaml.ScalarNode)
-                else _construct(key_node, (*path, "<key>"), {}, loader)
-            )
-            if key == "<<":
-                raise _LocatedError(key_line, path, "YAML merge keys (<<) are not supported; write keys out")
-            key = str(key)
-            if key in out:
-                raise _LocatedError(key_line, (*path, key), f"duplicate key {key!r}")
-            out[key] = _construct(value_node, (*path, key), lines, loader)
-            lines[(*path, key)] = key_line
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, (*path, i), lines, loader) for i, child in enumerate(node.value)]
+    line = node.start_mark.line + 1
+    budget.nodes -= 1
+    if budget.nodes < 0:
+        raise _LocatedError(line, path, f"the file expands to more than {limits.MAX_NODES:,} values (YAML aliases "
+                            "repeating large parts, a 'billion laughs' document?); write the values out")
+    if len(path) >= limits.MAX_DEPTH:  # the root's path is (): a node's level is len(path) + 1
+        raise _LocatedError(line, path, f"nested deeper than {limits.MAX_DEPTH} levels once YAML aliases are "
+                            "expanded; flatten it")
+    lines[path] = line
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        if id(node) in budget.building:
+            raise _LocatedError(line, path, "a YAML alias refers to a value that contains it (a recursive anchor); "
+                                "JSON has no cycles: write the value out")
+        budget.building.add(id(node))
+        try:
+            return _construct_collection(node, path, lines, loader, budget)
+        finally:
+            budget.building.discard(id(node))
     # Timestamps stay strings, as with kubectl (the API server sees JSON, where they are strings).
     if node.tag == _TIMESTAMP_TAG and isinstance(node, yaml.ScalarNode):
         return node.value
@@ -140,16 +188,53 @@ def _construct(
         problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
         tag = node.tag.rsplit(":", 1)[-1]
         message = f"bad {tag} value {node.value!r}: {problem}"
-        raise _LocatedError(node.start_mark.line + 1, path, message) from None
+        raise _LocatedError(line, path, message) from None
+
+
+def _construct_collection(
+    node: yaml.MappingNode | yaml.SequenceNode, path: tuple[PathPart, ...], lines: dict[tuple[PathPart, ...], int],
+    loader: _ScalarLoader, budget: _Budget,
+) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(child, (*path, i), lines, loader, budget) for i, child in enumerate(node.value)]
+    out: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key_line = key_node.start_mark.line + 1
+        key = (
+            key_node.value
+            if isinstance(key_node, yaml.ScalarNode)
+            else _construct(key_node, (*path, "<key>"), {}, loader, budget)
+        )
+        if key == "<<":
+            raise _LocatedError(key_line, path, "YAML merge keys (<<) are not supported; write keys out")
+        key = str(key)
+        if key in out:
+            raise _LocatedError(key_line, (*path, key), f"duplicate key {key!r}")
+        out[key] = _construct(value_node, (*path, key), lines, loader, budget)
+        lines[(*path, key)] = key_line
+    return out
 
 
 def parse_yaml(text: str, source: str) -> list[Document]:
-    """Split YAML text into documents; raise ManifestError on malformed YAML."""
+    """Split YAML text into documents; raise ManifestError on malformed YAML.
+
+    Bounded (agentflow.models.limits): at most MAX_MANIFEST_BYTES of text, MAX_DOCUMENTS documents,
+    nesting of MAX_DEPTH and MAX_NODES values with aliases expanded; a recursive alias is refused.
+    Past a bound the one problem names it, and nothing more is read.
+    """
+    if len(text) > limits.MAX_MANIFEST_BYTES:
+        message = f"{len(text):,} characters; a manifest file may hold at most {limits.MAX_MANIFEST_BYTES:,} bytes"
+        raise ManifestError([Problem(source, "", message + "; split it")])
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        _check_events(text)
+        nodes: list[yaml.Node | None] = list(yaml.compose_all(text, Loader=_LOADER))
+    except _LocatedError as exc:
+        raise ManifestError([Problem(source, exc.path, f"malformed YAML: {exc.message}", exc.line)]) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         message = f"malformed YAML: {exc.problem or exc}"
+        if "maximum nesting depth" in str(exc.problem):  # libyaml's own limit, met while it scans ahead
+            message = f"malformed YAML: nested deeper than {limits.MAX_DEPTH} levels; flatten it"
         if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
             # e.g. an unclosed quote: the problem is at the end, the cause where the scalar began.
             message += f" ({exc.context} on line {exc.context_mark.line + 1})"
@@ -157,12 +242,13 @@ def parse_yaml(text: str, source: str) -> list[Document]:
     except yaml.YAMLError as exc:
         raise ManifestError([Problem(source, "", f"malformed YAML: {exc}")]) from None
     docs = []
+    budget = _Budget()
     for i, node in enumerate(nodes):
         if node is None:
             continue
         lines: dict[tuple[PathPart, ...], int] = {}
         try:
-            body = _construct(node, (), lines, _ScalarLoader())
+            body = _construct(node, (), lines, _ScalarLoader(), budget)
         except _LocatedError as exc:
             problem = Problem(source, exc.path, f"malformed YAML: {exc.message}", exc.line)
             raise ManifestError([problem]) from None
@@ -170,6 +256,33 @@ def parse_yaml(text: str, source: str) -> list[Document]:
             continue
         docs.append(Document(source, body, lines, i))
     return docs
+
+
+def parse_yaml_value(text: str, source: str) -> Any:
+    """One YAML value (``--input KEY=VALUE``) under the bounds of :func:`parse_yaml`; None for empty text."""
+    docs = parse_yaml(text, source)
+    if len(docs) > 1:
+        raise ManifestError([Problem(source, "", "expected one YAML value, got several documents")])
+    return docs[0].body if docs else None
+
+
+def body_problem(body: Any, source: str) -> Problem | None:
+    """Why a JSON body (an admission request's object, a body read from the cluster) is too big or too deep to
+    check, or None. Iterative, so a hostile body cannot exhaust the stack before it is refused."""
+    stack: list[tuple[Any, int]] = [(body, 1)]  # levels as in YAML: the root is at 1
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > limits.MAX_NODES:
+            return Problem(source, "", f"more than {limits.MAX_NODES:,} values; split the resource")
+        if depth > limits.MAX_DEPTH:
+            return Problem(source, "", f"nested deeper than {limits.MAX_DEPTH} levels; flatten it")
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value)
+    return None
 
 
 def _pydantic_problems(exc: ValidationError, doc: Document) -> list[Problem]:
@@ -181,6 +294,8 @@ def _pydantic_problems(exc: ValidationError, doc: Document) -> list[Problem]:
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "finite_number":
+            msg = f"must be a finite number, got {err['input']!r} (YAML reads .inf, .nan and 1e400 as infinite)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         problems.append(Problem(doc.source, format_path(loc), msg, doc.line_of(loc)))
@@ -195,6 +310,10 @@ def parse_resource(body: Any, doc: Document | None = None) -> Resource:
     """
     if doc is None:
         doc = Document("<input>", body, {})
+    if not doc.lines:  # a JSON body (YAML text was bounded as it was parsed)
+        too_big = body_problem(body, doc.source)
+        if too_big is not None:
+            raise ManifestError([too_big])
     if not isinstance(body, Mapping):
         raise ManifestError([Problem(doc.source, "", "a manifest must be a mapping", doc.line_of(()))])
     api_version = body.get("apiVersion")
@@ -224,36 +343,6 @@ def parse_resource(body: Any, doc: Document | None = None) -> Resource:
 class LoadedResource:
     resource: Resource
     doc: Document
-
-
-def load_documents(paths: Sequence[str | Path]) -> list[Document]:
-    """Read YAML files (and *.yaml / *.yml files of folders, sorted)."""
-    problems: list[Problem] = []
-    docs: list[Document] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-            if not files:
-                problems.append(Problem(str(path), "", "folder holds no .yaml or .yml file"))
-        elif path.exists():
-            files = [path]
-        else:
-            problems.append(Problem(str(path), "", "no such file or folder"))
-            continue
-        for file in files:
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                problems.append(Problem(str(file), "", f"cannot read: {exc}"))
-                continue
-            try:
-                docs.extend(parse_yaml(text, str(file)))
-            except ManifestError as exc:
-                problems.extend(exc.problems)
-    if problems:
-        raise ManifestError(problems)
-    return docs
 
 
 def parse_each(docs: Sequence[Document]) -> tuple[list[LoadedResource], list[Problem]]:

@@ -1,4 +1,4 @@
-"""The Workflow resource: one run of a DAG or a state machine of steps.
+"""The Workflow resource: one run of a DAG, a state machine or a behavior tree of steps.
 
 Expressions: ``when`` conditions, ``forEach`` lists, transition conditions and
 output mappings are CEL (https://cel.dev) expressions, evaluated by the pure
@@ -17,11 +17,14 @@ expression's value with its type (a list stays a list).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, model_validator
+from pydantic import ConfigDict, Field, JsonValue, WithJsonSchema, model_validator
+from pydantic.alias_generators import to_camel
 
+from . import limits
 from .base import (
     API_VERSION,
     JSONValue,
@@ -30,6 +33,10 @@ from .base import (
     ObjectMeta,
     ResourceStatus,
 )
+
+TEMPLATE_FIELDS = ("steps", "state_machine", "behavior_tree", "outputs", "input_schema", "retry")
+"""What a WorkflowTemplate gives and a Workflow made from it may not (as their defaults: the API server
+fills those in)."""
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -57,12 +64,12 @@ class RunOn(str, Enum):
 class Backoff(Model):
     """Exponential backoff between attempts: min(max, initial * factor^(n-1)) +/- jitter."""
 
-    initial_seconds: float = Field(default=1.0, ge=0)
-    """Delay before the second attempt."""
-    factor: float = Field(default=2.0, ge=1)
-    """Multiplier applied for each further attempt."""
-    max_seconds: float = Field(default=300.0, ge=0)
-    """Cap on the delay."""
+    initial_seconds: float = Field(default=1.0, ge=0, le=limits.MAX_BACKOFF_SECONDS)
+    """Delay before the second attempt (0 to 86400 seconds)."""
+    factor: float = Field(default=2.0, ge=1, le=limits.MAX_BACKOFF_FACTOR)
+    """Multiplier applied for each further attempt (1 to 10)."""
+    max_seconds: float = Field(default=300.0, ge=0, le=limits.MAX_BACKOFF_SECONDS)
+    """Cap on the delay (0 to 86400 seconds)."""
     jitter: float = Field(default=0.1, ge=0, le=1)
     """Fraction of the delay drawn (deterministically per run, step and attempt) as +/- jitter."""
 
@@ -70,11 +77,11 @@ class Backoff(Model):
 class RetryPolicy(Model):
     """How often a failed attempt is retried."""
 
-    limit: int = Field(default=0, ge=0, le=100)
-    """Number of retries after the first attempt (0 = no retry)."""
+    limit: int = Field(default=0, ge=0, le=limits.MAX_RETRIES)
+    """Number of retries after the first attempt (0 = no retry; at most 100)."""
     backoff: Backoff = Field(default_factory=Backoff)
     """Delay between attempts."""
-    retry_on: list[str] = Field(default_factory=list)
+    retry_on: list[str] = Field(default_factory=list, max_length=100)
     """Error types that are retried (empty = every retryable error)."""
 
 
@@ -83,10 +90,10 @@ class ApprovalSpec(Model):
 
     message: str = ""
     """What the approver is asked; may embed ${{ expr }}."""
-    approvers: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list, max_length=1000)
     """Who may decide (user or group names); empty = anyone allowed to approve."""
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    """Reject automatically when nobody decides within this time."""
+    timeout_seconds: float | None = Field(default=None, gt=0, le=limits.MAX_RUN_TIMEOUT_SECONDS)
+    """Reject automatically when nobody decides within this time (seconds, at most 90 days)."""
 
 
 class ModelParams(Model):
@@ -94,10 +101,37 @@ class ModelParams(Model):
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     """Sampling temperature."""
-    max_tokens: int | None = Field(default=None, gt=0)
-    """Upper bound on output tokens."""
+    max_tokens: int | None = Field(default=None, gt=0, le=limits.MAX_OUTPUT_TOKENS)
+    """Upper bound on output tokens (at most 1,000,000)."""
     cache: bool = True
     """Whether the gateway may answer from its response cache."""
+
+
+class PromptRef(Model):
+    """The prompt of an llm step: one PromptVersion by name, or a prompt family (spec.prompt of its
+    PromptVersions), optionally pinned to a version. A family's version is chosen per run from its rollout
+    (agentflow.prompts.rollout: the canary's weight of runs get the candidate, the others the stable version),
+    recorded when the run starts and kept by resume and replay."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.name) != has(self.family)", "message": "a promptRef needs exactly one of name, family"},
+        {"rule": "!has(self.version) || has(self.family)", "message": "promptRef.version needs promptRef.family"},
+    ]})
+
+    name: str | None = Field(default=None, min_length=1)
+    """A PromptVersion's name."""
+    family: str | None = Field(default=None, min_length=1)
+    """A prompt family: the PromptVersions whose spec.prompt is this."""
+    version: str | None = Field(default=None, min_length=1)
+    """With family: pin this spec.version instead of following the rollout."""
+
+    @model_validator(mode="after")
+    def _one(self) -> PromptRef:
+        if (self.name is None) == (self.family is None):
+            raise ValueError("a promptRef needs exactly one of name, family")
+        if self.version is not None and self.family is None:
+            raise ValueError("promptRef.version needs promptRef.family (a name is one version already)")
+        return self
 
 
 class StepSpec(Model):
@@ -140,8 +174,9 @@ class StepSpec(Model):
     """Unique step name (DNS label)."""
     kind: StepKind
     """llm (an Agent and a prompt), tool, or approval."""
-    depends_on: list[str] = Field(default_factory=list)
-    """Steps that must finish first (DAG mode only)."""
+    depends_on: list[str] = Field(default_factory=list, max_length=limits.MAX_DEPENDS_ON)
+    """Steps that must finish first (DAG mode only). Not an exit handler (runOn failure or always, no
+    dependsOn): those run after every other step, so nothing can wait for them."""
     when: str | None = None
     """CEL condition; the step is Skipped when it is false."""
     run_on: RunOn = RunOn.success
@@ -149,20 +184,21 @@ class StepSpec(Model):
     always: exit handler."""
     agent_ref: LocalRef | None = None
     """The Agent that runs an llm step, or on whose behalf a tool step calls its tool."""
-    prompt_ref: LocalRef | None = None
-    """The PromptVersion an llm step renders."""
+    prompt_ref: PromptRef | None = None
+    """The PromptVersion an llm step renders: by name, or a family's (chosen per run, or pinned)."""
     tool: str | None = None
     """Name of the tool a tool step calls (declared in a ToolPolicy)."""
     inputs: dict[str, JSONValue] = Field(default_factory=dict)
-    """Inputs of the step; strings may embed ${{ expr }}."""
+    """Inputs of the step; strings may embed ${{ expr }} (at most 256 KiB as JSON)."""
     for_each: str | None = None
     """CEL expression giving a list: the step runs once per element (fan-out)."""
-    parallelism: int | None = Field(default=None, ge=1)
-    """Most fan-out items running at once for this step."""
+    parallelism: int | None = Field(default=None, ge=1, le=limits.MAX_FANOUT_ITEMS)
+    """Most fan-out items running at once for this step (1 to 10,000). A forEach list may hold at most
+    10,000 items; a longer one fails the step."""
     retry: RetryPolicy | None = None
     """Retry policy (defaults to the workflow's)."""
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    """Deadline of one attempt."""
+    timeout_seconds: float | None = Field(default=None, gt=0, le=limits.MAX_ATTEMPT_TIMEOUT_SECONDS)
+    """Deadline of one attempt (seconds, at most 604800: a week)."""
     approval: ApprovalSpec | None = None
     """Settings of an approval step."""
     model_params: ModelParams | None = None
@@ -223,12 +259,12 @@ class StateSpec(Model):
     """Unique state name."""
     step: StepSpec | None = None
     """The action run on entering the state (none for a pure choice state)."""
-    transitions: list[Transition] = Field(default_factory=list)
+    transitions: list[Transition] = Field(default_factory=list, max_length=limits.MAX_TRANSITIONS)
     """Tried in order; the first whose `on` and `when` match is taken."""
     final: FinalOutcome | None = None
     """Makes this a final state that ends the run with this outcome."""
-    max_visits: int | None = Field(default=None, ge=1)
-    """How often the run may enter this state (bounds loops)."""
+    max_visits: int | None = Field(default=None, ge=1, le=limits.MAX_VISITS)
+    """How often the run may enter this state (bounds loops; 1 to 10,000)."""
 
     @model_validator(mode="after")
     def _final_has_no_transitions(self) -> StateSpec:
@@ -242,10 +278,101 @@ class StateMachineSpec(Model):
 
     initial: str
     """Name of the first state."""
-    states: list[StateSpec] = Field(min_length=1, json_schema_extra=_NAMED_LIST)
-    """The states (unique names)."""
-    max_visits: int = Field(default=10, ge=1)
-    """Default bound on entries into any one state."""
+    states: list[StateSpec] = Field(min_length=1, max_length=limits.MAX_STATES, json_schema_extra=_NAMED_LIST)
+    """The states (unique names; at most 500). maxVisits summed over them may not pass 100,000."""
+    max_visits: int = Field(default=10, ge=1, le=limits.MAX_VISITS)
+    """Default bound on entries into any one state (1 to 10,000)."""
+
+
+class TreeNodeType(str, Enum):
+    """What a node of a behavior tree is: a composite, a decorator or a leaf."""
+
+    sequence = "sequence"
+    selector = "selector"
+    parallel = "parallel"
+    retry = "retry"
+    timeout = "timeout"
+    invert = "invert"
+    repeat = "repeat"
+    condition = "condition"
+    step = "step"
+
+
+COMPOSITES = frozenset({TreeNodeType.sequence, TreeNodeType.selector, TreeNodeType.parallel})
+DECORATORS = frozenset({TreeNodeType.retry, TreeNodeType.timeout, TreeNodeType.invert, TreeNodeType.repeat,
+                        TreeNodeType.condition})
+
+# The API server cannot hold a recursive schema: below spec.behaviorTree, children are objects it keeps as they
+# are; the webhook, `agentflow validate` and the reconciler check them with the full model.
+_SUBTREE = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+_CHILDREN_SCHEMA = WithJsonSchema({"type": "array", "items": _SUBTREE, "maxItems": limits.MAX_TREE_CHILDREN,
+                                   "description": "Children, run in order (sequence, selector) or at once "
+                                                  "(parallel); at most 500."})
+_CHILD_SCHEMA = WithJsonSchema({**_SUBTREE, "description": "The node a decorator wraps."})
+
+
+class BehaviorNode(Model):
+    """One node of a behavior tree. Composites: sequence (every child in order, the first failure fails it),
+    selector (children in order until one succeeds), parallel (every child at once; succeeds once
+    successThreshold children succeeded, fails once failureThreshold failed). Decorators of one child: retry
+    (runs it again after a failure, up to limit more times), timeout (fails it past timeoutSeconds), invert,
+    repeat (runs it count times while it succeeds), condition (a CEL guard: false fails the node without running
+    the child; without a child it is a check). Leaves: step, an llm, tool or approval step (an llm step whose
+    Agent has tools runs its agent loop)."""
+
+    type: TreeNodeType
+    """sequence, selector, parallel, retry, timeout, invert, repeat, condition or step."""
+    name: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
+    """A name for a composite or decorator (shown in status and the console; default: its path)."""
+    children: Annotated[list[BehaviorNode], _CHILDREN_SCHEMA] = Field(
+        default_factory=list, max_length=limits.MAX_TREE_CHILDREN)
+    """The children of a sequence, selector or parallel node (at least one)."""
+    child: Annotated[BehaviorNode | None, _CHILD_SCHEMA] = None
+    """The node a decorator wraps."""
+    step: StepSpec | None = None
+    """The step of a leaf; its name is unique in the tree and is what steps.NAME reads."""
+    success_threshold: int | None = Field(default=None, ge=1, le=limits.MAX_TREE_CHILDREN)
+    """parallel: children that must succeed (default: all of them)."""
+    failure_threshold: int | None = Field(default=None, ge=1, le=limits.MAX_TREE_CHILDREN)
+    """parallel: children whose failure fails the node (default: as many as make successThreshold impossible)."""
+    limit: int | None = Field(default=None, ge=1, le=limits.MAX_RETRIES)
+    """retry: how many more times the child runs after a failure (1 to 100)."""
+    count: int | None = Field(default=None, ge=1, le=limits.MAX_TREE_REPEAT)
+    """repeat: how many times the child runs (1 to 10,000); the first failure fails the node."""
+    timeout_seconds: float | None = Field(default=None, gt=0, le=limits.MAX_RUN_TIMEOUT_SECONDS)
+    """timeout: the child fails (its running steps cancelled) when it has not finished by then (seconds)."""
+    when: str | None = None
+    """condition: CEL over inputs, steps and workflow; false (or an error) fails the node."""
+
+    @model_validator(mode="after")
+    def _fields_of_type(self) -> BehaviorNode:
+        kind = self.type
+        wants = {
+            "children": kind in COMPOSITES,
+            "child": kind in DECORATORS,
+            "step": kind is TreeNodeType.step,
+            "successThreshold": kind is TreeNodeType.parallel,
+            "failureThreshold": kind is TreeNodeType.parallel,
+            "limit": kind is TreeNodeType.retry,
+            "count": kind is TreeNodeType.repeat,
+            "timeoutSeconds": kind is TreeNodeType.timeout,
+            "when": kind is TreeNodeType.condition,
+        }
+        given = {"children": bool(self.children), "child": self.child is not None, "step": self.step is not None,
+                 "successThreshold": self.success_threshold is not None,
+                 "failureThreshold": self.failure_threshold is not None, "limit": self.limit is not None,
+                 "count": self.count is not None, "timeoutSeconds": self.timeout_seconds is not None,
+                 "when": self.when is not None}
+        article = "an" if kind.value[0] in "aeiou" else "a"
+        extra = [f for f, there in given.items() if there and not wants[f]]
+        if extra:
+            raise ValueError(f"{article} {kind.value} node has no {' or '.join(extra)}")
+        optional = {"child"} if kind is TreeNodeType.condition else set()
+        optional |= {"successThreshold", "failureThreshold"}
+        missing = [f for f, wanted in wants.items() if wanted and not given[f] and f not in optional]
+        if missing:
+            raise ValueError(f"{article} {kind.value} node needs {' and '.join(missing)}")
+        return self
 
 
 class WorkflowSpec(Model):
@@ -255,29 +382,39 @@ class WorkflowSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "(has(self.steps) && size(self.steps) > 0) != has(self.stateMachine)",
-                    "message": "exactly one of steps or stateMachine must be given",
+                    "rule": "((has(self.steps) && size(self.steps) > 0) ? 1 : 0) + (has(self.stateMachine) ? 1 : 0)"
+                            " + (has(self.behaviorTree) ? 1 : 0) == (has(self.workflowTemplateRef) ? 0 : 1)",
+                    "message": "exactly one of steps, stateMachine or behaviorTree must be given (none with "
+                               "workflowTemplateRef)",
                 }
             ]
         }
     )
 
+    workflow_template_ref: LocalRef | None = None
+    """The WorkflowTemplate (same namespace) this run is made from: give only inputs (and run controls such as
+    cancel, suspend, budgetRef, parallelism, timeoutSeconds, podCleanup); the template gives the rest."""
     inputs: dict[str, JSONValue] = Field(default_factory=dict)
-    """Inputs of the run."""
+    """Inputs of the run (at most 256 KiB as JSON). `agentflow run --input KEY=VALUE` overrides one; KEY must
+    be one of these or a property of inputSchema when the Workflow declares any."""
     input_schema: dict[str, JSONValue] | None = None
     """JSON Schema the inputs must satisfy."""
-    steps: list[StepSpec] = Field(default_factory=list, json_schema_extra=_NAMED_LIST)
-    """DAG steps with unique names (exclusive with stateMachine)."""
+    steps: list[StepSpec] = Field(default_factory=list, max_length=limits.MAX_STEPS, json_schema_extra=_NAMED_LIST)
+    """DAG steps with unique names (exclusive with stateMachine and behaviorTree; at most 2,000)."""
     state_machine: StateMachineSpec | None = None
-    """State-machine definition (exclusive with steps)."""
+    """State-machine definition (exclusive with steps and behaviorTree)."""
+    behavior_tree: BehaviorNode | None = None
+    """The root of a behavior tree (exclusive with steps and stateMachine; at most 2,000 nodes, 32 deep)."""
     outputs: dict[str, str] = Field(default_factory=dict)
     """Named CEL expressions computed when the run ends (default: outputs of the last steps)."""
-    parallelism: int | None = Field(default=None, ge=1)
-    """Most steps running at once across the run."""
+    parallelism: int | None = Field(default=None, ge=1, le=limits.MAX_FANOUT_ITEMS)
+    """Most step attempts running at once across the run (1 to 10,000). The runner and the operator also
+    apply a default cap of their own (agentflow run --max-parallel, agentflow operator --max-parallel);
+    the lower of the two applies."""
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     """Default retry policy of every step."""
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    """Deadline of the whole run."""
+    timeout_seconds: float | None = Field(default=None, gt=0, le=limits.MAX_RUN_TIMEOUT_SECONDS)
+    """Deadline of the whole run (seconds, at most 7776000: 90 days)."""
     budget_ref: LocalRef | None = None
     """Budget the run's costs count against."""
     cancel: bool = False
@@ -289,9 +426,68 @@ class WorkflowSpec(Model):
 
     @model_validator(mode="after")
     def _one_shape(self) -> WorkflowSpec:
-        if bool(self.steps) == bool(self.state_machine):
-            raise ValueError("exactly one of steps or stateMachine must be given")
+        shapes = bool(self.steps) + (self.state_machine is not None) + (self.behavior_tree is not None)
+        if self.workflow_template_ref is not None:
+            default = WorkflowSpec.model_fields
+            given = sorted(to_camel(f) for f in TEMPLATE_FIELDS
+                           if getattr(self, f) != default[f].get_default(call_default_factory=True))
+            if given:
+                raise ValueError(f"workflowTemplateRef: the template gives {', '.join(given)}; a Workflow made "
+                                 "from a template gives only inputs and run controls")
+        elif shapes != 1:
+            raise ValueError("exactly one of steps, stateMachine or behaviorTree must be given")
         return self
+
+    def find_step(self, name: str) -> StepSpec | None:
+        """The DAG step called ``name``, or the step of the state called ``name`` (a StepRequest's ``step``).
+
+        One lookup; whoever looks up a step per attempt keeps :meth:`step_index` instead."""
+        return self.step_index().get(name)
+
+    def keyed_steps(self) -> Iterator[tuple[str, StepSpec]]:
+        """(key, step) of every step, key being what StepRequest.step says: a DAG step's name, a state's name
+        (for its step), a behavior tree leaf's step name. In spec order."""
+        for step in self.steps:
+            yield step.name, step
+        if self.state_machine is not None:
+            for state in self.state_machine.states:
+                if state.step is not None:
+                    yield state.name, state.step
+        for _, leaf in tree_leaves(self.behavior_tree):
+            yield leaf.name, leaf
+
+    def step_index(self) -> dict[str, StepSpec | None]:
+        """Every DAG step by name, and every state's step by the state's name (the first of a name)."""
+        index: dict[str, StepSpec | None] = {}
+        for step in self.steps:
+            index.setdefault(step.name, step)
+        if self.state_machine is not None:
+            for state in self.state_machine.states:
+                index.setdefault(state.name, state.step)
+        for _, leaf in tree_leaves(self.behavior_tree):
+            index.setdefault(leaf.name, leaf)
+        return index
+
+
+def tree_nodes(root: BehaviorNode | None, path: tuple[str | int, ...] = ("spec", "behaviorTree")
+               ) -> Iterator[tuple[tuple[str | int, ...], BehaviorNode]]:
+    """Every node of a behavior tree with its path, depth first in order (iterative: no recursion limit)."""
+    todo = [(path, root)] if root is not None else []
+    while todo:
+        where, node = todo.pop()
+        yield where, node
+        below: list[tuple[tuple[str | int, ...], BehaviorNode]] = [
+            ((*where, "children", i), c) for i, c in enumerate(node.children)]
+        if node.child is not None:
+            below.append(((*where, "child"), node.child))
+        todo.extend(reversed(below))
+
+
+def tree_leaves(root: BehaviorNode | None) -> Iterator[tuple[tuple[str | int, ...], StepSpec]]:
+    """The step of every leaf of a behavior tree with the leaf's path, in order."""
+    for where, node in tree_nodes(root):
+        if node.step is not None:
+            yield where, node.step
 
 
 class Phase(str, Enum):
@@ -327,6 +523,32 @@ class NodeStatus(Model):
     """Where the full output is kept."""
 
 
+class PromptChoice(Model):
+    """The PromptVersion a run got for a step's prompt family, and why."""
+
+    family: str
+    """The prompt family (spec.prompt)."""
+    name: str
+    """The PromptVersion."""
+    version: str
+    """Its spec.version."""
+    reason: Literal["stable", "candidate", "pinned"]
+    """stable or candidate (the rollout's split by run), or pinned (promptRef.version)."""
+
+
+class TemplateRecord(Model):
+    """Which WorkflowTemplate a Workflow was resolved from, as it was then."""
+
+    name: str
+    """The WorkflowTemplate."""
+    uid: str | None = None
+    """Its metadata.uid."""
+    generation: int | None = None
+    """Its metadata.generation when the run was resolved."""
+    resource_version: str | None = None
+    """Its metadata.resourceVersion when the run was resolved."""
+
+
 class WorkflowStatus(ResourceStatus):
     """Observed state of a Workflow run."""
 
@@ -346,14 +568,22 @@ class WorkflowStatus(ResourceStatus):
     """Total cost of the run in US dollars."""
     tokens: int | None = None
     """Total tokens of the run."""
+    prompts: dict[str, PromptChoice] | None = None
+    """The PromptVersion each step referring to a prompt family got, by step (decided when the run started)."""
     trace_id: str | None = None
-    """OpenTelemetry trace id of the run."""
+    """OpenTelemetry trace id of the run (set when the operator traces: --otlp-endpoint)."""
+    trace_url: str | None = None
+    """A link to the run's trace in a tracing backend (the operator's --trace-url-template)."""
     message: str | None = None
     """Why the run is in its phase (for example the error that failed it)."""
+    workflow_template: TemplateRecord | None = None
+    """The WorkflowTemplate the run was resolved from (spec.workflowTemplateRef), as it was then."""
+    template_spec: dict[str, JSONValue] | None = None
+    """The spec the run was resolved to from its template: later edits of the template do not change it."""
 
 
 class Workflow(Model):
-    """A Workflow: one run of a DAG or a state machine of steps (llm, tool, approval)."""
+    """A Workflow: one run of a DAG, a state machine or a behavior tree of steps (llm, tool, approval)."""
 
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
     kind: Literal["Workflow"] = "Workflow"

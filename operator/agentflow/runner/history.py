@@ -77,9 +77,15 @@ def history(events: Iterable[Event]) -> RunHistory:
             path.append(ev.node)
         if h.first_at is None:
             h.first_at = ev.at
-        if ev.type is E.step_scheduled:
+        if ev.type in (E.step_scheduled, E.loop_started):
             h.attempts = int(ev.data.get("attempt", h.attempts))
             h.phase = "Running"
+        elif ev.type is E.loop_finished:
+            h.phase = str(ev.data.get("phase", h.phase))
+            h.last_at = ev.at
+            h.output = ev.data.get("output")
+            if ev.data.get("error"):
+                h.error = dict(ev.data["error"])
         elif ev.type is E.approval_requested:
             h.phase = "Waiting"
         elif ev.type is E.cost_recorded:
@@ -195,3 +201,16 @@ def diff(a: RunHistory, b: RunHistory, *, timing: bool = True) -> RunDiff:
         cost_usd=(round(a.cost_usd, 6), round(b.cost_usd, 6)),
         seconds=(a.seconds, b.seconds),
     )
+
+
+def where_they_differ(a: str, b: str, width: int = 80) -> tuple[str, str]:
+    """``a`` and ``b`` cut to ``width`` characters around their first difference (``...`` where cut), so two
+    long values that share a prefix still show what changed. Equal texts are cut from their start."""
+    first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    start = 0 if first < width // 2 else first - width // 4
+
+    def cut(text: str) -> str:
+        piece = text[start:start + width]
+        return ("..." if start else "") + piece + ("..." if start + width < len(text) else "")
+
+    return cut(a), cut(b)

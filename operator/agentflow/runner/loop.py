@@ -5,6 +5,16 @@ attempt starts, and every result is journaled when it arrives, so a run killed
 at any point (kill -9 included) resumes from its journal: finished steps are
 never run again, and attempts that were in flight restart with the same
 idempotency key.
+
+At most ``plan.parallelism`` attempts run at once: the lower of the Workflow's spec.parallelism and the
+runner's cap (``agentflow run --max-parallel``, AGENTFLOW_MAX_PARALLEL, default DEFAULT_MAX_PARALLEL),
+fixed when the run starts (RunStarted records it). An output the journal cannot hold (NaN, infinity, an
+integer past 64 bits, from a tool or a model) fails its attempt with InvalidOutput instead of the run.
+
+Traces (``tracing`` on): every journaled event goes through the run's RunTrace (agentflow.telemetry.spans)
+and the spans it ends are exported; each attempt runs under its span's context (attempt_ids), so its model
+calls (the gateway) and HTTP tool calls are its children. A resumed run replays its journal into the RunTrace
+without exporting, and continues the same trace.
 """
 
 from __future__ import annotations
@@ -15,10 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..engine.canonical import check_json, is_plain
 from ..engine.journal import Journal
 from ..engine.plan import Plan
 from ..engine.run import Run
 from ..engine.values import Event, EventType, Executor, StepError, StepRequest, StepResult
+from ..telemetry import RunTrace, Tracing, attached, attempt_ids, steps_of
 from .store import RunDir
 
 Clock = Callable[[], float]
@@ -26,6 +38,25 @@ Observer = Callable[[Run, Sequence[Event]], None]
 
 # How often the inbox (approvals, cancels from other processes) is read while waiting.
 INBOX_POLL_SECONDS = 0.25
+DEFAULT_MAX_PARALLEL = 32
+"""Attempts a local run runs at once unless --max-parallel / AGENTFLOW_MAX_PARALLEL or a lower
+spec.parallelism says otherwise: enough for model calls that mostly wait, few enough that a workflow of
+thousands of ready steps neither floods the machine nor the provider."""
+
+
+class RunStuck(RuntimeError):
+    """The run can no longer move and the engine did not end it (a bug: the engine fails stuck runs itself)."""
+
+
+def _unjournalable(output: Any) -> str | None:
+    """Why the journal cannot hold ``output``, or None."""
+    if is_plain(output, 0):
+        return None
+    try:
+        check_json(output, "output")
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 class ApprovalRefused(ValueError):
@@ -53,7 +84,7 @@ class LocalRun:
 
     def __init__(self, run_dir: RunDir, plan: Plan, executor: Executor, *, seed: int = 0,
                  clock: Clock = time.time, observer: Observer | None = None,
-                 wait_for_approvals: bool = True) -> None:
+                 wait_for_approvals: bool = True, tracing: Tracing | None = None) -> None:
         self.run_dir = run_dir
         self.plan = plan
         self.executor = executor
@@ -64,6 +95,9 @@ class LocalRun:
         self.journal = Journal()
         self.run: Run | None = None
         self.rejected: list[str] = []
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
+        self.trace = RunTrace(run_dir.run_id, plan.name, namespace=plan.namespace or "", steps=steps_of(plan)) \
+            if self.tracing is not None else None
 
     def _record(self, run: Run, events: Sequence[Event], *, apply: bool) -> None:
         if not events:
@@ -73,12 +107,16 @@ class LocalRun:
                 run.apply(event)
         records = self.journal.extend(events)
         self.run_dir.append(records)
+        if self.tracing is not None and self.trace is not None:
+            self.tracing.emit(self.trace.observe(events))
         if self.observer is not None:
             self.observer(run, events)
 
     def _load(self) -> Run:
         records = self.run_dir.read_records()
         self.journal = Journal(records)
+        if self.trace is not None:
+            self.trace.observe([r.event for r in records], emit=False)
         if records:
             return Run.resume(self.plan, self.run_dir.run_id, [r.event for r in records])
         return Run(self.plan, self.run_dir.run_id, self.seed)
@@ -98,8 +136,10 @@ class LocalRun:
         self.run_dir.ack([path for path, _ in items])
 
     async def _execute(self, request: StepRequest) -> StepResult:
+        ids = attempt_ids(request.run_id, request.node, request.attempt) if self.tracing is not None else None
         try:
-            return await self.executor.execute(request)
+            with attached(ids):
+                return await self.executor.execute(request)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an executor bug must not take the run down
@@ -107,6 +147,11 @@ class LocalRun:
 
     def _result_events(self, request: StepRequest, result: StepResult) -> list[Event]:
         now = self.clock()
+        bad = _unjournalable(result.output) or next(
+            (why for c in result.calls if (why := _unjournalable(c.to_dict())) is not None), None)
+        if bad is not None:
+            result = StepResult(error=StepError("InvalidOutput", f"the attempt's result cannot be recorded: {bad}",
+                                                retryable=False))
         events = [Event(EventType.cost_recorded, request.node, {"attempt": request.attempt, "call": c.to_dict()}, now)
                   for c in result.calls]
         if result.ok:
@@ -128,36 +173,44 @@ class LocalRun:
             tasks: dict[asyncio.Task[StepResult], StepRequest] = {}
             by_node: dict[str, asyncio.Task[StepResult]] = {}
 
-            def start(request: StepRequest) -> None:
-                task = asyncio.create_task(self._execute(request), name=request.idempotency_key)
-                tasks[task] = request
-                by_node[request.node] = task
-                self._record(run, [Event(EventType.step_started, request.node,
-                                         {"attempt": request.attempt, "executor": type(self.executor).__name__},
-                                         self.clock())], apply=True)
+            def start(requests: Sequence[StepRequest]) -> list[Event]:
+                """Tasks for ``requests`` (they run at the next await, after the caller journaled their
+                StepStarted) and those StepStarted events, applied."""
+                for request in requests:
+                    task = asyncio.create_task(self._execute(request), name=request.idempotency_key)
+                    tasks[task] = request
+                    by_node[request.node] = task
+                executor = type(self.executor).__name__
+                now = self.clock()
+                events = [Event(EventType.step_started, r.node, {"attempt": r.attempt, "executor": executor}, now)
+                          for r in requests]
+                for event in events:
+                    run.apply(event)
+                return events
 
-            for request in run.in_flight():
-                start(request)
+            self._record(run, start(run.in_flight()), apply=False)
             try:
                 while True:
                     self._ingest_inbox(run)
                     decision = run.decide(self.clock())
-                    self._record(run, decision.events, apply=False)
+                    # The decision and the StepStarted of its attempts in one write and one fsync, before any of
+                    # them runs (write-ahead): a task starts running only at the next await.
+                    self._record(run, [*decision.events, *start(decision.start)], apply=False)
                     for node in decision.cancel:
                         task = by_node.pop(node, None)
                         if task is not None:
                             task.cancel()
                             tasks.pop(task, None)
-                    for request in decision.start:
-                        start(request)
                     if decision.finished:
                         return run
-                    waiting = any(n.phase == "Waiting" for n in run.nodes.values())
-                    idle = not tasks and decision.wake_at is None and not decision.events
-                    if idle and not waiting and not run.suspended:
-                        raise RuntimeError(f"run {run.run_id} is stuck: nothing runs and nothing is due")
-                    if not tasks and waiting and not self.wait_for_approvals:
-                        return run
+                    if not tasks:  # (the scan of every node only when nothing runs)
+                        waiting = any(n.phase == "Waiting" for n in run.nodes.values())
+                        idle = decision.wake_at is None and not decision.events
+                        if idle and not waiting and not run.suspended:
+                            raise RunStuck(f"run {run.run_id} is stuck: nothing runs and nothing is due, and the "
+                                           "engine did not end it; please report this with the run's journal")
+                        if waiting and not self.wait_for_approvals:
+                            return run
                     timeout = INBOX_POLL_SECONDS
                     if decision.wake_at is not None:
                         timeout = max(0.0, min(timeout, decision.wake_at - self.clock()))
@@ -166,13 +219,15 @@ class LocalRun:
                         continue
                     done, _ = await asyncio.wait(list(tasks), timeout=timeout,
                                                  return_when=asyncio.FIRST_COMPLETED)
+                    results: list[Event] = []
                     for task in done:
                         request = tasks.pop(task)
                         if by_node.get(request.node) is task:
                             del by_node[request.node]
                         if task.cancelled():
                             continue
-                        self._record(run, self._result_events(request, task.result()), apply=True)
+                        results.extend(self._result_events(request, task.result()))
+                    self._record(run, results, apply=True)  # every result that arrived together: one fsync
             finally:
                 for task in tasks:
                     task.cancel()

@@ -124,6 +124,7 @@ def summary(run: Run) -> dict[str, Any]:
         "costUsd": round(run.cost_usd, 6),
         "tokens": run.tokens,
         "nodes": node_rows(run),
+        **({"prompts": {k: dict(v) for k, v in sorted(run.prompts.items())}} if run.prompts else {}),
     }
 
 
@@ -137,5 +138,8 @@ def print_summary(run: Run, stream: IO[str]) -> None:
     if run.outputs is not None:
         print("outputs:", file=stream)
         print(json.dumps(run.outputs, indent=2, ensure_ascii=False), file=stream)
+    for step, choice in sorted(run.prompts.items()):
+        print(f"prompt: step {step} got {choice.get('name')} (family {choice.get('family')}, version "
+              f"{choice.get('version')}, {choice.get('reason')})", file=stream)
     calls = [r for r in data["nodes"] if r["costUsd"] or r["tokens"]]
     print(f"cost: ${run.cost_usd:.6f} over {run.tokens} tokens in {len(calls)} steps with model calls", file=stream)

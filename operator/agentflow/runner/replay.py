@@ -15,6 +15,7 @@ change.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Sequence
 
@@ -38,6 +39,9 @@ def replay_exact(plan: Plan, run_id: str, events: Sequence[Event]) -> tuple[Run,
     if started.data.get("specHash") not in (None, plan.spec_hash):
         raise ReplayError("the workflow spec differs from the one the run was started with; "
                           "use a what-if run (--from-step) to run a changed spec")
+    if "parallelism" in started.data:  # the cap the run started with, whatever the runner's is now
+        parallelism = started.data["parallelism"]
+        plan = dataclasses.replace(plan, parallelism=int(parallelism) if parallelism is not None else None)
     recorded = recorded_results(events)
     external = sorted(((e.at, i, e) for i, e in enumerate(events) if e.type in EXTERNAL), key=lambda t: t[:2])
     run = Run(plan, run_id, int(started.data.get("seed", 0)))
@@ -116,6 +120,11 @@ class WhatIfExecutor:
                 return result
         self.live_calls.append(request.node)
         return await self.live.execute(request)
+
+    async def aclose(self) -> None:
+        close = getattr(self.live, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _descendants(plan: Plan, step: str) -> set[str] | None:

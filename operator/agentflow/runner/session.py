@@ -6,6 +6,7 @@ The CLI is a thin layer over these functions; tests call them directly.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import os
 import secrets
 import time
@@ -18,18 +19,29 @@ import yaml
 from ..engine.plan import Plan, compile_plan
 from ..engine.run import Run
 from ..engine.values import Event, EventType, Executor
-from ..llm import make_model_client
-from ..models import Catalog, ManifestError, Problem, Workflow
-from ..models.manifests import parse_yaml
+from ..executors import InProcessExecutor, StepServices, SubprocessExecutor
+from ..gateway.local import LoopbackGateway, local_gateway
+from ..llm import provider_from_env
+from ..loader import load_documents, referenced_file_problems, validate_paths
+from ..memory.local import SqliteMemoryStore
+from ..memory.local import default_path as default_memory_path
+from ..models import Catalog, ManifestError, Problem, ToolSpec, Workflow
+from ..models.limits import MAX_FANOUT_ITEMS
+from ..models.manifests import Document, format_path, parse_yaml, parse_yaml_value
+from ..models.template import TEMPLATE_ANNOTATION
+from ..prompts.rollout import Choice, RolloutError, bind, choices_for
 from ..security import LocalTokenMapStore, RunKeys, SecurityContext
+from ..security.pii import text_redactor
 from ..storage.audit_file import JsonlAuditLog
+from ..telemetry import TraceSettings, Tracing
 from ..tools.runner import ToolRunner
+from ..tools.sandbox import ISOLATION_ENV, ContainerSandbox, SandboxUnavailable, choose_sandbox
 from ..tools.wasm import inline_module_files
-from ..validation import validate_documents, validate_paths
-from ..validation.grants import approval_gates
-from .executors import InProcessExecutor, SubprocessExecutor
-from .local_gateway import local_gateway
-from .loop import LocalRun, Observer, check_inbox_event
+from ..validation import validate_documents
+from ..validation.grants import ToolDenied, agent_loops, approval_gates, decide_tool, tool_steps
+from ..validation.templates import resolve_workflow
+from .episodes import LocalEpisodes
+from .loop import DEFAULT_MAX_PARALLEL, LocalRun, Observer, check_inbox_event
 from .store import RunDir, RunStore
 
 
@@ -44,18 +56,52 @@ class Bundle:
     workflow: Workflow
     catalog: Catalog
     manifests_yaml: str
+    prompts: Mapping[str, Choice] = dataclasses.field(default_factory=dict)
+    """The PromptVersions the run's family steps got (bind_prompts), by step; the workflow names them."""
 
 
 def parse_input(text: str) -> tuple[str, Any]:
-    """`key=value` from --input; the value is read as YAML (so 3 is a number, [a, b] a list)."""
+    """`key=value` from --input; the value is read as YAML (so 3 is a number, [a, b] a list), under the bounds
+    of manifests (agentflow.models.limits: no alias bombs, no deep nesting)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise SessionError(f"--input {text!r}: expected KEY=VALUE, for example --input ticket='my order is late'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise SessionError(f"--input {key}: the value is not valid YAML: {exc}") from None
+        value = parse_yaml_value(raw, f"--input {key.strip()}") if raw.strip() else ""
+    except ManifestError as exc:
+        problem = exc.problems[0]
+        where = f" (line {problem.line})" if problem.line else ""
+        raise SessionError(f"--input {key.strip()}: the value is not valid YAML{where}: {problem.message}") from None
     return key.strip(), value
+
+
+def known_inputs(workflow: Workflow) -> tuple[set[str], bool]:
+    """The inputs a Workflow declares (keys of spec.inputs and properties of spec.inputSchema), and whether its
+    inputSchema takes others too (additionalProperties given and not false)."""
+    spec = workflow.spec
+    known = set(spec.inputs)
+    schema = spec.input_schema or {}
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        known.update(str(k) for k in properties)
+    extra = schema.get("additionalProperties", False)
+    return known, extra is not False
+
+
+def check_input_names(workflow: Workflow, inputs: Mapping[str, Any]) -> None:
+    """SessionError for an --input the Workflow does not declare (a typo would otherwise run with the default)."""
+    known, open_schema = known_inputs(workflow)
+    if open_schema:
+        return
+    unknown = sorted(set(inputs) - known)
+    if not unknown:
+        return
+    names = ", ".join(sorted(known)) or "none"
+    what = "inputs" if len(unknown) > 1 else "input"
+    raise SessionError(
+        f"--input {', '.join(unknown)}: Workflow {workflow.metadata.name!r} has no such {what}; it declares: {names} "
+        "(keys of spec.inputs and properties of spec.inputSchema; declare new ones there, or set "
+        "inputSchema.additionalProperties to accept any)")
 
 
 def _bundle(loaded: Sequence[Any], workflow_name: str | None, inputs: Mapping[str, Any], where: str) -> Bundle:
@@ -71,11 +117,23 @@ def _bundle(loaded: Sequence[Any], workflow_name: str | None, inputs: Mapping[st
         hint = "name one with --workflow NAME" if len(workflows) > 1 else "add a Workflow manifest"
         raise SessionError(f"{where}: expected exactly one Workflow, found {names}; {hint}")
     workflow = workflows[0]
+    if workflow.spec.workflow_template_ref is not None:
+        # Made from a template: run the resolved Workflow (the template's spec with its inputs); the run's
+        # manifests.yaml holds the resolved spec, so an edit of the template file never changes this run.
+        resolved, findings = resolve_workflow(workflow, catalog.templates)
+        if resolved is None:
+            raise ManifestError([Problem(where, format_path(path), message) for path, message in findings])
+        annotations = {**workflow.metadata.annotations, TEMPLATE_ANNOTATION: workflow.spec.workflow_template_ref.name}
+        workflow = resolved.model_copy(update={"metadata": workflow.metadata.model_copy(
+            update={"annotations": annotations})})
     if inputs:
+        check_input_names(workflow, inputs)
         spec = workflow.spec.model_copy(update={"inputs": {**workflow.spec.inputs, **inputs}})
         workflow = workflow.model_copy(update={"spec": spec})
     bodies = [workflow.dump()] + [r.resource.dump() for r in loaded if not isinstance(r.resource, Workflow)]
-    text = yaml.safe_dump_all(bodies, sort_keys=False, allow_unicode=True)
+    # libyaml's emitter when PyYAML has it (the wheels do): a workflow of thousands of steps dumps in a blink.
+    text = yaml.dump_all(bodies, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                         allow_unicode=True)
     # Re-validate with the inputs applied (inputSchema) so a bad --input is caught before anything runs.
     _, problems = validate_documents(parse_yaml(text, f"{where} (with --input)"))
     if problems:
@@ -84,13 +142,17 @@ def _bundle(loaded: Sequence[Any], workflow_name: str | None, inputs: Mapping[st
 
 
 def load_bundle(paths: Sequence[str | Path], workflow_name: str | None = None,
-                inputs: Mapping[str, Any] | None = None) -> Bundle:
-    """Load and validate manifests; raises ManifestError with every problem found."""
-    loaded, problems = validate_paths(paths)
+                inputs: Mapping[str, Any] | None = None, file_roots: Sequence[str | Path] = ()) -> Bundle:
+    """Load and validate manifests; raises ManifestError with every problem found.
+
+    ``file_roots``: folders besides each manifest's own that the files it names may be in (agentflow.loader).
+    """
+    loaded, problems = validate_paths(paths, file_roots)
     if problems:
         raise ManifestError(problems)
     # Relative wasm.module paths become inline modules here, resolved against their manifest's folder, so the
-    # run's stored manifests (and the subprocess executor and step pods) are self-contained.
+    # run's stored manifests (and the subprocess executor and step pods) are self-contained. validate_paths
+    # refused every path that leaves the manifest's folder and the allowed roots.
     loaded, problems = inline_module_files(loaded)
     if problems:
         raise ManifestError(problems)
@@ -98,12 +160,67 @@ def load_bundle(paths: Sequence[str | Path], workflow_name: str | None = None,
 
 
 def bundle_of(run_dir: RunDir) -> Bundle:
-    """The manifests a run was started with."""
+    """The manifests a run was started with (its family steps bound to the versions it got)."""
     name = run_dir.meta.get("workflow")
     loaded, problems = validate_documents(parse_yaml(run_dir.manifests_yaml, str(run_dir.path / "manifests.yaml")))
     if problems:
         raise ManifestError(problems)
-    return _bundle(loaded, name, {}, str(run_dir.path))
+    bundle = _bundle(loaded, name, {}, str(run_dir.path))
+    prompts = run_dir.meta.get("prompts") or {}
+    return dataclasses.replace(bundle, prompts={k: Choice.from_dict(v) for k, v in prompts.items()})
+
+
+def bind_prompts(bundle: Bundle, run_id: str, recorded: Mapping[str, Choice] | None = None) -> Bundle:
+    """The bundle of run ``run_id``: each step referring to a prompt family bound to the version the run gets
+    (agentflow.prompts.rollout: ``recorded`` choices kept, the others decided from the run id), its manifests
+    re-written so that the run's stored manifests, step subprocesses and resumes read the same version."""
+    try:
+        choices = choices_for(bundle.workflow, bundle.catalog.prompts, run_id, recorded)
+    except RolloutError as exc:
+        raise SessionError(f"Workflow {bundle.workflow.metadata.name!r}: {exc}") from None
+    if not choices:
+        return bundle
+    workflow = bind(bundle.workflow, choices)
+    bodies = list(yaml.safe_load_all(bundle.manifests_yaml))
+    bodies = [workflow.dump() if b.get("kind") == "Workflow" and b["metadata"]["name"] == workflow.metadata.name
+              else b for b in bodies]
+    text = yaml.dump_all(bodies, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                         allow_unicode=True)
+    return Bundle(workflow, bundle.catalog, text, choices)
+
+
+def _key(doc: Document) -> tuple[str, str]:
+    body = doc.body if isinstance(doc.body, Mapping) else {}
+    metadata = body.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    return str(body.get("kind")), str(name)
+
+
+def what_if_bundle(run_dir: RunDir, paths: Sequence[str | Path] | None, inputs: Mapping[str, Any],
+                   file_roots: Sequence[str | Path] = ()) -> Bundle:
+    """The manifests of a what-if run of ``run_dir``: the ones it ran with, where the objects ``paths`` hold
+    replace theirs (by kind and name; a Workflow replaces its Workflow, so a changed PromptVersion alone is
+    enough), and the inputs it ran with (its --input values too) unless ``inputs`` gives new ones. A recorded
+    input the new Workflow does not declare is dropped."""
+    original = parse_yaml(run_dir.manifests_yaml, str(run_dir.path / "manifests.yaml"))
+    recorded = bundle_of(run_dir).workflow.spec.inputs
+    changed = load_documents(paths) if paths else []
+    keys = {_key(d) for d in changed}
+    new_workflow = any(kind == "Workflow" for kind, _ in keys)
+    kept = [d for d in original if _key(d) not in keys and not (new_workflow and _key(d)[0] == "Workflow")]
+    loaded, problems = validate_documents(kept + changed)
+    problems += referenced_file_problems(loaded, file_roots)
+    if problems:
+        raise ManifestError(problems)
+    loaded, problems = inline_module_files(loaded)
+    if problems:
+        raise ManifestError(problems)
+    where = ", ".join([str(run_dir.path)] + [str(p) for p in paths or []])
+    workflows = [r.resource for r in loaded if isinstance(r.resource, Workflow)]
+    if len(workflows) == 1:
+        known, open_schema = known_inputs(workflows[0])
+        recorded = {k: v for k, v in recorded.items() if open_schema or k in known}
+    return _bundle(loaded, None, {**recorded, **inputs}, where)
 
 
 def new_run_id(workflow: str) -> str:
@@ -114,58 +231,157 @@ AUDIT_FILE = "audit.jsonl"
 """The local runner's audit chain, in the state directory (``agentflow audit verify --file``)."""
 
 
+def container_tools(bundle: Bundle) -> list[ToolSpec]:
+    """The container tools the Workflow's tool steps are granted (each once)."""
+    found: dict[str, ToolSpec] = {}
+    for _, step in tool_steps(bundle.workflow.spec):
+        try:
+            grant = decide_tool(step, bundle.catalog)
+        except ToolDenied:
+            continue
+        if grant.tool.container is not None:
+            found.setdefault(grant.tool.name, grant.tool)
+    return list(found.values())
+
+
+def container_sandbox(bundle: Bundle, env: Mapping[str, str]) -> ContainerSandbox:
+    """How this run's container tools run (agentflow.tools.sandbox); without any, nothing is probed.
+
+    SessionError when AGENTFLOW_CONTAINER_ISOLATION is not a mode, or is bwrap and bubblewrap cannot run."""
+    if not container_tools(bundle):
+        return ContainerSandbox(None, "the workflow has no container tools")
+    try:
+        return choose_sandbox(env)
+    except (ValueError, SandboxUnavailable) as exc:
+        raise SessionError(str(exc)) from None
+
+
+def run_warnings(bundle: Bundle, sandbox: ContainerSandbox) -> list[str]:
+    """What a run must be told once before it starts (container tools running unisolated)."""
+    try:
+        user = f"{getpass.getuser()} (uid {os.getuid()})"
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    warning = sandbox.warning(container_tools(bundle), user)
+    return [warning] if warning else []
+
+
 def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = None,
-                  state_dir: str | Path | None = None) -> Executor:
-    """The executor of a local run. ``inprocess``: every model call goes through an in-process Gateway (the
-    Budgets of the manifests on a MemoryLedger, the response cache, the router), like a step pod's calls go
-    through the operator's gateway; the model client behind it is the one the environment selects.
-    ``subprocess``: each attempt in a child process that calls the model client directly.
+                  state_dir: str | Path | None = None, sandbox: ContainerSandbox | None = None,
+                  tracing: Tracing | None = None) -> Executor:
+    """The executor of a local run. Every model call goes through an in-process Gateway (the Budgets of the
+    manifests on a MemoryLedger, the response cache, the router) over the Provider the environment selects,
+    like a step pod's calls go through the operator's gateway. ``inprocess``: attempts run in this process;
+    ``subprocess``: each attempt in a child process that calls the same gateway over HTTP on 127.0.0.1.
 
     With ``state_dir``, PII tokens use the state directory's key (AGENTFLOW_PII_KEY wins) and the run's sealed
-    token map, and policy decisions, redactions and injection findings go to its audit chain (AUDIT_FILE)."""
+    token map, and model calls, policy decisions, redactions and injection findings go to its audit chain
+    (AUDIT_FILE). ``sandbox``: how container tools run (default: :func:`container_sandbox` of ``env``).
+    ``tracing``: the gateway's spans (model calls, budget reservations, memory operations) go there."""
     env = os.environ if env is None else env
-    model_client = make_model_client(env)
-    tools = ToolRunner()
-    if kind == "inprocess":
-        if state_dir is None:
-            client = local_gateway(bundle.workflow, bundle.catalog, model_client)
-            return InProcessExecutor(bundle.catalog, bundle.workflow.spec, client, tools)
-        audit = JsonlAuditLog(Path(state_dir) / AUDIT_FILE)
-        client = local_gateway(bundle.workflow, bundle.catalog, model_client, audit=audit)
+    if sandbox is None:
+        sandbox = container_sandbox(bundle, env)
+    if kind not in ("inprocess", "subprocess"):
+        raise SessionError(f"--executor {kind!r}: expected inprocess or subprocess")
+    try:
+        provider = provider_from_env(env)
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    audit = JsonlAuditLog(Path(state_dir) / AUDIT_FILE) if state_dir is not None else None
+    memory: dict[str, Any] = {}
+    if state_dir is not None:  # the agents' memory: facts in the state dir's SQLite file, past runs from its journals
+        memory_file = default_memory_path(Path(state_dir))
+        memory = {"memory_store": lambda embedder: SqliteMemoryStore(memory_file, embedder, audit=audit),
+                  "episodes": LocalEpisodes(RunStore(Path(state_dir)))}
+    models = local_gateway(bundle.workflow, bundle.catalog, provider, audit=audit, tracing=tracing, **memory)
+    if kind == "subprocess":  # the children run container tools as decided here, not by probing again
+        return SubprocessExecutor(bundle.manifests_yaml, bundle.workflow.metadata.name,
+                                  gateway=LoopbackGateway(models), env={**env, ISOLATION_ENV: sandbox.mode})
+    security = SecurityContext()
+    if state_dir is not None:
         try:
             keys = RunKeys.from_env(env, state_dir)
         except ValueError as exc:
             raise SessionError(str(exc)) from exc
         security = SecurityContext(keys=keys, store=LocalTokenMapStore(state_dir))
-        return InProcessExecutor(bundle.catalog, bundle.workflow.spec, client, tools, security=security,
-                                 audit=audit)
-    if kind == "subprocess":
-        return SubprocessExecutor(bundle.manifests_yaml, bundle.workflow.metadata.name)
-    raise SessionError(f"--executor {kind!r}: expected inprocess or subprocess")
+    return InProcessExecutor(StepServices(bundle.catalog, bundle.workflow.spec, models,
+                                          ToolRunner(container_sandbox=sandbox), security, audit))
 
 
-def create_run(store: RunStore, bundle: Bundle, sources: Sequence[str | Path]) -> RunDir:
-    run_id = new_run_id(bundle.workflow.metadata.name)
-    meta = {
+def tracing_from_env(env: Mapping[str, str]) -> Tracing:
+    """The local runner's tracing: on when OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set; content
+    (AGENTFLOW_TRACE_CONTENT=true) redacted by agentflow.security.pii. SessionError naming a bad setting."""
+    try:
+        settings = TraceSettings.from_env(env, service_name="agentflow-runner")
+    except ValueError as exc:
+        raise SessionError(str(exc)) from None
+    if not settings.enabled:
+        return Tracing.off()
+    return Tracing.build(settings, redact=text_redactor() if settings.content else None)
+
+
+def create_run(store: RunStore, bundle: Bundle, sources: Sequence[str | Path],
+               warnings: Sequence[str] = (), run_id: str | None = None) -> RunDir:
+    """A new run directory; ``warnings`` (run_warnings) are kept in its meta.json. ``run_id``: the id the
+    bundle was bound with (bind_prompts); without it a new id, and the bundle is bound here."""
+    if run_id is None:
+        run_id = new_run_id(bundle.workflow.metadata.name)
+        bundle = bind_prompts(bundle, run_id, bundle.prompts)
+    meta: dict[str, Any] = {
         "runId": run_id,
         "workflow": bundle.workflow.metadata.name,
         "created": time.time(),
         "sources": [str(s) for s in sources],
         "seed": secrets.randbits(32),
     }
+    if warnings:
+        meta["warnings"] = list(warnings)
+    if bundle.prompts:
+        meta["prompts"] = {k: c.to_dict() for k, c in bundle.prompts.items()}
     return store.create(run_id, bundle.manifests_yaml, meta)
 
 
-def plan_of(bundle: Bundle) -> Plan:
+MAX_PARALLEL_ENV = "AGENTFLOW_MAX_PARALLEL"
+
+
+def max_parallel_from(value: str | int | None, env: Mapping[str, str]) -> int:
+    """The runner's cap on attempts running at once: ``value`` (--max-parallel), else AGENTFLOW_MAX_PARALLEL,
+    else DEFAULT_MAX_PARALLEL; SessionError naming the flag or variable when it is not 1 to MAX_FANOUT_ITEMS."""
+    where, raw = ("--max-parallel", value) if value is not None else (MAX_PARALLEL_ENV, env.get(MAX_PARALLEL_ENV))
+    if raw is None or raw == "":
+        return DEFAULT_MAX_PARALLEL
+    try:
+        cap = int(raw)
+    except ValueError:
+        raise SessionError(f"{where}: expected a whole number of attempts, got {raw!r}") from None
+    if not 1 <= cap <= MAX_FANOUT_ITEMS:
+        raise SessionError(f"{where}: {cap} is out of range; give 1 to {MAX_FANOUT_ITEMS}")
+    return cap
+
+
+def plan_of(bundle: Bundle, max_parallel: int | None = None) -> Plan:
+    """The Plan of a bundle. ``max_parallel``: the runner's cap (the lower of it and spec.parallelism applies;
+    a run keeps the one recorded when it started)."""
     # Tool steps whose granted tool has requiresApproval pause for a human (agentflow.validation.grants).
-    return compile_plan(bundle.workflow, approval_gates(bundle.workflow.spec, bundle.catalog))
+    # llm steps whose Agent has tools or delegates run an agent loop (the same grants).
+    return compile_plan(bundle.workflow, approval_gates(bundle.workflow.spec, bundle.catalog),
+                        max_parallel=max_parallel, loops=agent_loops(bundle.workflow.spec, bundle.catalog),
+                        prompts={k: c.to_dict() for k, c in bundle.prompts.items()})
 
 
 async def drive(run_dir: RunDir, bundle: Bundle, executor: Executor, observer: Observer | None = None,
-                *, wait_for_approvals: bool = True) -> Run:
-    local = LocalRun(run_dir, plan_of(bundle), executor, seed=int(run_dir.meta.get("seed", 0)),
-                     observer=observer, wait_for_approvals=wait_for_approvals)
-    return await local.drive()
+                *, wait_for_approvals: bool = True, max_parallel: int | None = DEFAULT_MAX_PARALLEL,
+                tracing: Tracing | None = None) -> Run:
+    """Drive a run to its end (or until it waits for a human, without ``wait_for_approvals``); with
+    ``tracing``, its spans (agentflow.telemetry) are exported as its journal grows."""
+    local = LocalRun(run_dir, plan_of(bundle, max_parallel), executor, seed=int(run_dir.meta.get("seed", 0)),
+                     observer=observer, wait_for_approvals=wait_for_approvals, tracing=tracing)
+    try:
+        return await local.drive()
+    finally:
+        close = getattr(executor, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def load_run(run_dir: RunDir) -> Run:

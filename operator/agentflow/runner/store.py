@@ -292,13 +292,18 @@ class RunDir:
         self._tail = tail
         return records
 
-    def verify(self, *, head: str | None = None) -> VerifyReport:
+    def verify(self, *, head: str | None = None, head_seq: int | None = None) -> VerifyReport:
         """Check the hash chain of the journal as it is on disk (a torn last line is ignored).
 
+        ``head`` (and ``head_seq``): the last record's hash (and seq) kept from an earlier verify; the journal
+        must end at that very record, so a truncated tail or records appended since fail too.
         Damage is reported, not raised: a line that is not JSON is a failed report too.
         """
         rows, _, damage = self._scan(strict=False)
         report = verify((row for _, row in rows), head=None if damage else head)
+        if damage is None and report.ok and head_seq is not None and report.head_seq != head_seq:
+            return VerifyReport(False, report.checked, head_seq, f"the expected head is record {head_seq} but its "
+                                f"hash is that of record {report.head_seq}: the head given is not one verify printed")
         if damage is None or not report.ok:
             return report
         return VerifyReport(False, len(rows), len(rows), f"{damage}: the journal was damaged or edited")

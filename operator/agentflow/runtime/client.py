@@ -195,7 +195,7 @@ class CallbackClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | Callable[[], str],
         transport: Transport,
         *,
         retry: RetryPolicy | None = None,
@@ -203,7 +203,7 @@ class CallbackClient:
         log: JsonLog | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
-        self._auth = {"Authorization": f"Bearer {token}"}
+        self._token: Callable[[], str] = token if callable(token) else (lambda: token)
         self._transport = transport
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -246,7 +246,10 @@ class CallbackClient:
 
     async def _send(self, method: str, path: str, body: bytes | None, doing: str) -> HttpResponse:
         url = self._base + path
-        headers = dict(self._auth)
+        try:
+            headers = {"Authorization": f"Bearer {self._token()}"}
+        except ValueError as exc:  # the token file went missing
+            raise CallbackRefused(f"{method} {path}: {exc}", 401) from None
         headers["Accept"] = "application/json"
         if body is not None:
             headers["Content-Type"] = "application/json"

@@ -5,14 +5,17 @@ One pod runs one attempt of one step::
     GET  $AGENTFLOW_CALLBACK_URL/v1/attempt          {"request", "manifests", "workflow"}, Bearer $AGENTFLOW_TOKEN
     run it with InProcessExecutor                      (the local runner's executor: same prompts, grants,
                                                         output validation and deadline)
-    POST $AGENTFLOW_CALLBACK_URL/v1/attempt/result   the StepResult (step_result_to_dict)
+    POST $AGENTFLOW_CALLBACK_URL/v1/attempt/result   the StepResult (StepResult.to_dict)
 
 The attempt payload has the format of the local runner's subprocess executor, so it is read by the same
-code (agentflow.runner.stepproc.load_payload). The model client comes from the environment
-(agentflow.llm.make_model_client): with ``AGENTFLOW_GATEWAY_URL`` (set by an operator that serves the
-gateway) every model call goes to the AgentFlow gateway with the attempt token as its API key, so the pod
-holds no provider key and the gateway charges the attempt's budgets; a refused call fails the step with a
-non-retryable ``BudgetExceeded``. ``AGENTFLOW_MODEL_MODE=offline`` uses the offline model instead.
+code (agentflow.executors.payload.load_payload). Model access comes from the environment
+(agentflow.executors.access): with ``AGENTFLOW_GATEWAY_URL`` (set by an operator that serves the gateway)
+every model call goes to the AgentFlow gateway with the attempt token as its API key, so the pod holds no
+provider key and the gateway charges the attempt's budgets; a refused call fails the step with a
+non-retryable ``BudgetExceeded``. Without it (an operator with no gateway), an in-process gateway over the
+provider its environment selects; ``AGENTFLOW_MODEL_MODE=offline`` selects the offline model.
+``TRACEPARENT`` (set by an operator that traces) is the attempt's span: the step's gateway calls and HTTP tool
+calls carry it as their ``traceparent`` header.
 
 Exit status::
 
@@ -46,17 +49,17 @@ from collections.abc import Mapping, Sequence
 
 from agentflow.audit.records import AuditSink
 from agentflow.engine.values import StepError, StepRequest, StepResult
-from agentflow.llm import ModelClient, close_client, make_model_client
-from agentflow.runner.executors import InProcessExecutor, step_result_to_dict
-from agentflow.runner.stepproc import PayloadError, load_payload
+from agentflow.executors import InProcessExecutor, PayloadError, StepServices, load_payload
+from agentflow.executors.access import check_environment, close_access, model_access
+from agentflow.llm import TOKEN_ENV, TOKEN_FILE_ENV, TokenSource, token_source
 from agentflow.security import RunKeys, SecurityContext
+from agentflow.telemetry import attached, from_env
 from agentflow.tools import ToolRunner
 
 from .client import AiohttpTransport, CallbackClient, CallbackError, HttpAuditSink, RetryPolicy, Sleep, Transport
 from .logs import JsonLog
 
 CALLBACK_URL_ENV = "AGENTFLOW_CALLBACK_URL"
-TOKEN_ENV = "AGENTFLOW_TOKEN"
 CA_FILE_ENV = "AGENTFLOW_CALLBACK_CA_FILE"
 
 EXIT_DELIVERED, EXIT_UNDELIVERED, EXIT_CONFIG = 0, 1, 2
@@ -69,7 +72,7 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True, slots=True)
 class StepConfig:
     callback_url: str
-    token: str = dataclasses.field(repr=False)
+    token: TokenSource = dataclasses.field(repr=False)
     ca_file: str | None = None
 
 
@@ -86,15 +89,18 @@ def read_config(env: Mapping[str, str], *, callback_url: str | None = None) -> S
         raise ConfigError(f"{CALLBACK_URL_ENV}={url!r} is not an http(s) URL with a host, e.g. http://HOST:PORT")
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
-            f"{CALLBACK_URL_ENV} must not hold credentials (user:password@); the token goes in {TOKEN_ENV}"
+            f"{CALLBACK_URL_ENV} must not hold credentials (user:password@); the token comes from {TOKEN_FILE_ENV}"
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"{CALLBACK_URL_ENV}={url!r} must have no ?query or #fragment; give the server's base URL")
-    token = env.get(TOKEN_ENV, "").strip()
-    if not token:
+    try:
+        token = token_source(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if token is None:
         raise ConfigError(
-            f"{TOKEN_ENV} is not set; it must hold the attempt's token (the operator sets it on the step pods it "
-            "creates; a step pod cannot run without one)"
+            f"neither {TOKEN_FILE_ENV} nor {TOKEN_ENV} is set; a step pod authenticates with the service-account "
+            f"token the operator has projected into it ({TOKEN_FILE_ENV}), and cannot run without one"
         )
     ca_file = env.get(CA_FILE_ENV, "").strip() or None
     if ca_file is not None and not os.path.isfile(ca_file):
@@ -125,13 +131,13 @@ def encodable_result(result: StepResult) -> StepResult:
 
 def _encodable(result: StepResult) -> bool:
     try:
-        json.dumps(step_result_to_dict(result), default=str, allow_nan=False)
+        json.dumps(result.to_dict(), default=str, allow_nan=False)
     except ValueError:
         return False
     return True
 
 
-async def _execute(payload: str, model_client: ModelClient, log: JsonLog, *,
+async def _execute(payload: str, env: Mapping[str, str], log: JsonLog, *,
                    security: SecurityContext | None = None, audit: AuditSink | None = None) -> StepResult:
     """Run the attempt in ``payload``; a payload that cannot be read becomes a failed StepResult."""
     try:
@@ -159,9 +165,19 @@ async def _execute(payload: str, model_client: ModelClient, log: JsonLog, *,
         attempt=request.attempt,
         deadlineInSeconds=left,
     )
-    executor = InProcessExecutor(catalog, workflow.spec, model_client, ToolRunner(), security=security, audit=audit)
-    started = time.monotonic()
-    result = encodable_result(await executor.execute(request))
+    try:
+        access = model_access(env, workflow, catalog)
+    except ValueError as exc:
+        log.error("config.invalid", str(exc))
+        return _failed("ExecutorError", f"agentflow step: {exc}", False)
+    try:
+        executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, ToolRunner(),
+                                                  security or SecurityContext(), audit))
+        started = time.monotonic()
+        with attached(from_env(env)):  # TRACEPARENT: the attempt's span, the parent of its gateway and tool calls
+            result = encodable_result(await executor.execute(request))
+    finally:
+        await close_access(access)
     fields = {
         "runId": request.run_id,
         "node": request.node,
@@ -186,7 +202,7 @@ async def _execute(payload: str, model_client: ModelClient, log: JsonLog, *,
 
 async def run_step(
     callback_url: str,
-    token: str,
+    token: str | TokenSource,
     *,
     env: Mapping[str, str],
     http: Transport | None = None,
@@ -200,9 +216,15 @@ async def run_step(
     ``retry`` defaults to 6 tries over about 30 s, seeded by the pod's HOSTNAME; ``log`` defaults to
     JSON lines on stderr and always redacts ``token``.
     """
-    log = (log if log is not None else JsonLog(sys.stderr)).redacting(token)
+    source: TokenSource = token if callable(token) else (lambda: token)
     try:
-        model_client = make_model_client(env)
+        first = source()
+    except ValueError as exc:
+        (log or JsonLog(sys.stderr)).error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
+        return EXIT_CONFIG
+    log = (log if log is not None else JsonLog(sys.stderr)).redacting(first)
+    try:
+        gateway = check_environment(env)
     except ValueError as exc:
         log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
         return EXIT_CONFIG
@@ -211,14 +233,14 @@ async def run_step(
     owned: AiohttpTransport | None = None
     if http is None:
         http = owned = AiohttpTransport(ca_file=env.get(CA_FILE_ENV, "").strip() or None)
-    client = CallbackClient(callback_url, token, http, retry=retry, sleep=sleep, log=log)
+    client = CallbackClient(callback_url, source, http, retry=retry, sleep=sleep, log=log)
     server = urllib.parse.urlsplit(callback_url).netloc
     try:
         log.info(
             "attempt.fetching",
             f"fetching the attempt from {server}",
             callbackServer=server,
-            modelClient=type(model_client).__name__,
+            modelAccess="gateway" if gateway else "in-process",
         )
         try:
             payload = await client.fetch_attempt()
@@ -230,9 +252,9 @@ async def run_step(
         except ValueError as exc:  # a malformed AGENTFLOW_PII_KEY: nothing may run without its redaction key
             log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
             return EXIT_CONFIG
-        result = await _execute(payload, model_client, log, security=security, audit=HttpAuditSink(client))
+        result = await _execute(payload, env, log, security=security, audit=HttpAuditSink(client))
         try:
-            status = await client.post_result(step_result_to_dict(result))
+            status = await client.post_result(result.to_dict())
         except CallbackError as exc:
             log.error(
                 "result.undelivered",
@@ -251,7 +273,6 @@ async def run_step(
         )
         return EXIT_DELIVERED
     finally:
-        await close_client(model_client)
         if owned is not None:
             await owned.close()
 
@@ -260,7 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentflow step",
         description="Run one step attempt inside a step pod: fetch it from the operator's callback server, run "
-        "it, post the result. The token is read from $AGENTFLOW_TOKEN only (never a flag: flags are visible "
+        "it, post the result. The token is read from $AGENTFLOW_TOKEN_FILE (or $AGENTFLOW_TOKEN), never a flag: "
+        "flags are visible "
         "in the process list and the pod spec).",
         epilog="exit status: 0 result delivered (also when the step failed), 1 result not delivered, "
         "2 bad configuration",

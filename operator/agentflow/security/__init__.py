@@ -3,6 +3,8 @@
     pii.py        Presidio detection (spaCy NER + pattern recognizers), HMAC tokens, redact and restore
     vault.py      the master and per-run keys, the run's token map sealed with AES-GCM
     injection.py  heuristic prompt-injection screening: score, evidence, the policy's action
+    injection_rules.py  the weighted rules it matches (categories, languages)
+    normalise.py  folding hidden spellings (zero-width, full-width, look-alikes) with a map back to offsets
     context.py    SecurityContext for executors, and the audit events they record
     errors.py     SecurityError and its subclasses
 """

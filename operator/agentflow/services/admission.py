@@ -82,11 +82,8 @@ def _usd(x: float) -> str:
 
 
 def _steps(workflow: Workflow) -> dict[str, StepSpec]:
-    """Steps by the name the estimate uses (a state's step by its state's name)."""
-    sm = workflow.spec.state_machine
-    if sm is None:
-        return {s.name: s for s in workflow.spec.steps}
-    return {st.name: st.step for st in sm.states if st.step is not None}
+    """Steps by the name the estimate uses (a state's step by its state's name, a tree leaf's by its own)."""
+    return dict(workflow.spec.keyed_steps())
 
 
 def asks(estimate: Estimate, workflow: Workflow, namespace: str, catalog: Catalog,
@@ -213,16 +210,19 @@ async def admit(
     list_workflows: Callable[[], Awaitable[list[dict[str, Any]]]],
     now: dt.datetime,
     ledger_problem: str | None = None,
+    quota: bool = True,
 ) -> Admission:
     """Whether the budgets and quotas of ``namespace`` let ``workflow`` in (see the module docstring).
 
-    ``ledger`` None means the operator has no usable ledger; ``ledger_problem`` then says why.
+    ``ledger`` None means the operator has no usable ledger; ``ledger_problem`` then says why. ``quota``
+    False (an UPDATE of a Workflow that already counts against the quota): only the estimate is checked, the
+    whole new estimate against what the hard Budgets have left.
     """
     budgets = list(catalog.budgets.values())
     if not budgets:
         return Admission(True)
     ref = workflow.spec.budget_ref.name if workflow.spec.budget_ref is not None else None
-    if _quota_budgets(budgets, namespace, workflow.metadata.labels, ref):
+    if quota and _quota_budgets(budgets, namespace, workflow.metadata.labels, ref):
         problem = quota_problem(workflow, namespace, budgets, await list_workflows())
         if problem is not None:
             return Admission(False, problem)

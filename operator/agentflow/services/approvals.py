@@ -1,17 +1,21 @@
-"""Steering a Workflow in the cluster from a terminal: approve or reject a waiting step, cancel a run.
+"""Steering a Workflow in the cluster: approve or reject a waiting step, cancel a run; and who may.
 
 ::
 
-    decide(kube, namespace, workflow, node, approved, by, reason)   -> the annotation set on the Workflow
-      decision_patch(node, approved, by, reason)                      agentflow.dev/approve|reject   (pure)
-    cancel(kube, namespace, workflow)                                 spec.cancel = true
-      cancel_patch()                                                                                  (pure)
+    decide(kube, namespace, workflow, node, approved, reason)   -> the annotation set on the Workflow
+      decision_patch(node, approved, reason)                      agentflow.dev/approve|reject   (pure)
+    cancel(kube, namespace, workflow)                             spec.cancel = true
+      cancel_patch()                                                                              (pure)
+    stamp(key, body, old, username, groups)                       the admission webhook: who decided  (pure)
+    verified(key, uid, decision)                                  the reconciler: was it stamped      (pure)
 
-What ``agentflow approve WORKFLOW STEP --namespace NS`` and ``agentflow cancel
-WORKFLOW --namespace NS`` do. The operator does the rest: the reconciler reads
-the annotation (``agentflow.k8s.names.parse_decision``), journals who decided
-and why (the approval node's output, and an ``Approved``/``Rejected`` Event),
-and removes the annotation; ``spec.cancel`` cancels the run.
+What ``agentflow approve WORKFLOW STEP --namespace NS`` and ``agentflow cancel WORKFLOW --namespace NS`` do
+(``kubectl annotate`` works the same). Who decided is the authenticated Kubernetes user of the request that
+set the annotation, never a name in it: the operator's mutating admission webhook (:func:`stamp`) checks
+the user against the step's ``approvers`` (Kubernetes user names or group names; empty: anyone allowed to
+patch the Workflow), refuses the request otherwise, and writes ``by``, ``groups`` and an HMAC signature
+into the annotation; the reconciler journals only decisions whose signature verifies (:func:`verified`),
+so a decision set while the webhook was away is refused with an Event instead of trusted.
 
 Errors::
 
@@ -22,29 +26,96 @@ Errors::
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..k8s import names
 from ..k8s.kube import Kube, KubeError, NotFound
+from .errors import ApprovalError
 
-__all__ = ["ApprovalError", "KubeError", "cancel", "cancel_patch", "check_decidable", "decide", "decision_patch"]
+__all__ = ["ApprovalError", "KubeError", "approvers_of", "cancel", "cancel_patch", "check_decidable", "decide",
+           "decision_patch", "may_decide", "signature", "stamp", "verified"]
 
 PLURAL = "workflows"
+_STEP_OF = re.compile(r"(\[\d+\]|#\d+)$")
 FINISHED = ("Succeeded", "Failed", "Cancelled")
 
 
-class ApprovalError(Exception):
-    """The decision cannot be taken: the message says why and what to do instead."""
-
-
-def decision_patch(node: str, approved: bool, by: str, reason: str) -> dict[str, Any]:
-    """The merge patch that sets ``agentflow.dev/approve`` (or ``/reject``) to ``{node, by, reason}``."""
+def decision_patch(node: str, approved: bool, reason: str) -> dict[str, Any]:
+    """The merge patch that sets ``agentflow.dev/approve`` (or ``/reject``) to ``{node, reason}``; the webhook
+    adds who decided."""
     key = names.APPROVE_ANNOTATION if approved else names.REJECT_ANNOTATION
-    value = json.dumps({"node": node, "by": by, "reason": reason}, ensure_ascii=False, separators=(",", ":"))
+    value = json.dumps({"node": node, "reason": reason}, ensure_ascii=False, separators=(",", ":"))
     names.parse_decision(key, value)  # the form the reconciler reads, by construction
     return {"metadata": {"annotations": {key: value}}}
+
+
+def _signed_text(uid: str, d: names.ApprovalAnnotation) -> bytes:
+    return json.dumps([uid, d.node, d.approved, d.by, sorted(d.groups), d.reason], ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def signature(secret: bytes, uid: str, d: names.ApprovalAnnotation) -> str:
+    return hmac.new(secret, _signed_text(uid, d), hashlib.sha256).hexdigest()
+
+
+def verified(secret: bytes, uid: str, d: names.ApprovalAnnotation) -> bool:
+    """Whether ``d`` was stamped by this operator's webhook for the Workflow of ``uid``."""
+    return d.sig is not None and d.by is not None and hmac.compare_digest(d.sig, signature(secret, uid, d))
+
+
+def approvers_of(spec: Mapping[str, Any], node: str) -> list[str]:
+    """The ``approvers`` of the approval step (or state) a node id belongs to; [] for anyone."""
+    step_name = _STEP_OF.sub("", node)
+    candidates = list(spec.get("steps") or [])
+    machine = spec.get("stateMachine") or {}
+    candidates += [{"name": st.get("name"), **(st.get("step") or {})} for st in machine.get("states") or []
+                   if isinstance(st, Mapping)]
+    for step in candidates:
+        if isinstance(step, Mapping) and step.get("name") == step_name:
+            approval = step.get("approval") or {}
+            return [str(a) for a in approval.get("approvers") or []]
+    return []
+
+
+def may_decide(approvers: Sequence[str], username: str, groups: Sequence[str]) -> bool:
+    """An approver entry matches the user's name or one of the user's groups; no entries: anyone."""
+    return not approvers or any(a == username or a in groups for a in approvers)
+
+
+def stamp(secret: bytes, body: Mapping[str, Any], old: Mapping[str, Any] | None, username: str,
+          groups: Sequence[str]) -> dict[str, str]:
+    """The approve/reject annotations this request sets, rewritten to name ``username`` and signed.
+
+    Raises ApprovalError (the webhook refuses the request with its message) when the user is not among the
+    step's approvers or the value is malformed. Annotations the request did not change are left alone.
+    """
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid") or "")
+    new = meta.get("annotations") or {}
+    before = ((old or {}).get("metadata") or {}).get("annotations") or {}
+    out: dict[str, str] = {}
+    for annotation in (names.APPROVE_ANNOTATION, names.REJECT_ANNOTATION):
+        value = new.get(annotation)
+        if not value or value == before.get(annotation):
+            continue
+        try:
+            decision = names.parse_decision(annotation, value)
+        except ValueError as exc:
+            raise ApprovalError(str(exc)) from None
+        # The approvers before this request: a request may not add its own user to them and decide at once.
+        approvers = approvers_of((old or body).get("spec") or {}, decision.node)
+        if not may_decide(approvers, username, groups):
+            raise ApprovalError(f"{username} may not decide step {decision.node} of workflow {meta.get('name')}: "
+                                f"its approvers are {', '.join(approvers)} (Kubernetes users or groups)")
+        stamped = dataclasses.replace(decision, by=username, groups=tuple(sorted(groups)), sig=None)
+        out[annotation] = dataclasses.replace(stamped, sig=signature(secret, uid, stamped)).value()
+    return out
 
 
 def cancel_patch() -> dict[str, Any]:
@@ -84,11 +155,12 @@ async def _get(kube: Kube, namespace: str, workflow: str) -> dict[str, Any]:
         raise ApprovalError(f"no workflow {workflow} in namespace {namespace}") from None
 
 
-async def decide(kube: Kube, namespace: str, workflow: str, node: str, *, approved: bool, by: str,
+async def decide(kube: Kube, namespace: str, workflow: str, node: str, *, approved: bool,
                  reason: str = "") -> dict[str, Any]:
-    """Approve (or reject) ``node`` of ``workflow``; the patch sent. Raises ApprovalError or KubeError."""
+    """Approve (or reject) ``node`` of ``workflow`` as the user ``kube`` authenticates as; the patch sent.
+    Raises ApprovalError or KubeError (Forbidden: RBAC or the webhook refused it, the message says which)."""
     check_decidable(await _get(kube, namespace, workflow), node)
-    patch = decision_patch(node, approved, by, reason)
+    patch = decision_patch(node, approved, reason)
     await kube.patch_resource(PLURAL, namespace, workflow, patch)
     return patch
 

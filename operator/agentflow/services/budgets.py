@@ -252,7 +252,13 @@ class BudgetStatusSync:
     async def _budgets(self) -> list[dict[str, Any]]:
         if self.namespaces is None:
             return await self.kube.list_resources_all(PLURAL)
-        # --namespace takes globs (kopf's syntax), so list every Budget and keep the watched namespaces'.
+        if not any(set(pattern) & set("*?[") for pattern in self.namespaces):
+            # plain names: list each namespace (namespaced RBAC is enough, no cluster-wide list)
+            found: list[dict[str, Any]] = []
+            for namespace in sorted(set(self.namespaces)):
+                found.extend(await self.kube.list_resources(PLURAL, namespace))
+            return found
+        # --namespace takes globs (kopf's syntax): list every Budget and keep the watched namespaces'.
         return [
             body for body in await self.kube.list_resources_all(PLURAL)
             if any(fnmatch.fnmatchcase(str((body.get("metadata") or {}).get("namespace", "")), pattern)

@@ -33,24 +33,49 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from ..audit.records import AuditEvent, AuditSink
-from ..callback.tokens import AttemptClaims, issue_token
 from ..engine.journal import Journal, Record
 from ..engine.plan import Plan, compile_plan
 from ..engine.run import Run
 from ..engine.values import Event, EventType, StepError, StepRequest
-from ..k8s import names
+from ..executors.payload import attempt_payload
+from ..k8s import names, podspec
 from ..k8s.events import event_body, kubernetes_events
 from ..k8s.kube import Kube, KubeError
-from ..k8s.netpol import build_network_policy
+from ..k8s.netpol import NetworkConfig, build_network_policy
 from ..k8s.podspec import Owner, PodConfig, build_step_pod
 from ..k8s.profile import Egress, ExecutionProfile, compile_profile, parse_host
-from ..k8s.status import workflow_status
-from ..models import Catalog, ManifestError, StepKind, StepSpec, Workflow, parse_resource
+from ..k8s.status import trace_url, workflow_phase, workflow_status
+from ..models import (
+    Catalog,
+    ManifestError,
+    StepKind,
+    StepSpec,
+    TemplateRecord,
+    Workflow,
+    WorkflowSpec,
+    parse_resource,
+)
 from ..models.manifests import format_path
-from ..runner.executors import step_request_to_dict
+from ..prompts.rollout import RolloutError, bind, choices_for, recorded
+from ..storage.attempts import AttemptPod
+from ..storage.outbox import EventSource
+from ..telemetry import RunTrace, Tracing, run_ids, steps_of
 from ..validation import check_workflow
-from ..validation.grants import ToolDenied, ToolGrant, approval_gates, decide_tool
+from ..validation.grants import (
+    ToolDenied,
+    ToolGrant,
+    agent_loops,
+    approval_gates,
+    decide_agent_tool,
+    decide_tool,
+    loop_call_ref,
+)
+from ..validation.templates import resolve_workflow
+from . import approvals
+from .errors import InvalidWorkflow, MissingReferences
 
 log = logging.getLogger("agentflow.reconcile")
 
@@ -58,25 +83,20 @@ PLURAL = "workflows"
 STEP_PODS = f"{names.COMPONENT_LABEL}={names.COMPONENT_STEP},{names.MANAGED_BY_LABEL}={names.MANAGED_BY}"
 QUOTA_TTL_SECONDS = 2.0
 """How long a namespace's count of running step pods is reused before it is listed again."""
+DEFAULT_MAX_PARALLEL = 50
+"""Step pods one Workflow runs at once unless its spec.parallelism is lower (agentflow operator --max-parallel):
+a fan-out of thousands of items must not become thousands of pods at once."""
 
 
 class JournalStore(Protocol):
     async def load_journal(self, run_uid: str, after_seq: int = -1) -> list[Record]: ...
-    async def append(self, run_uid: str, records: Sequence[Record]) -> None: ...
-    async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any]) -> None: ...
+    async def append(self, run_uid: str, records: Sequence[Record], source: EventSource | None = None) -> None: ...
+    async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any], *,
+                          pod: AttemptPod | None = None) -> None: ...
+    async def set_pod_uid(self, run_uid: str, node: str, attempt: int, pod_uid: str) -> None: ...
+    async def attempt_of_pod(self, namespace: str, pod: str) -> AttemptPod | None: ...
     async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]: ...
-
-
-class InvalidWorkflow(Exception):
-    """The Workflow cannot run as written; the message lists every problem."""
-
-
-class MissingReferences(Exception):
-    """The Workflow refers to Agents, PromptVersions, tools or Budgets not (yet) in its namespace.
-
-    Not final: `kubectl apply -f` of a folder creates the Workflow before what it refers to, so the
-    run waits and is checked again.
-    """
+    async def delete_run(self, run_uid: str) -> None: ...
 
 
 @dataclasses.dataclass
@@ -102,8 +122,18 @@ class RunState:
     run: Run
     journal: Journal
     manifests: str
+    namespace: str = ""
+    workflow: str = ""
     last_status: dict[str, Any] | None = None
     cleaned: set[str] = dataclasses.field(default_factory=set)
+    recorded: set[str] = dataclasses.field(default_factory=set)
+    """Pods whose uid is recorded with their attempt."""
+    notices: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    """(reason, message) of Warning Events to post: annotations that could not be taken."""
+    stale_decision: bool = False
+    """An annotation of a decision already journaled is still there: cleared without an Event."""
+    trace: RunTrace | None = None
+    """The run's spans from its journal (agentflow.telemetry), when tracing is on."""
 
 
 @dataclasses.dataclass
@@ -115,17 +145,24 @@ class _Quota:
 
 
 class WorkflowReconciler:
-    def __init__(self, kube: Kube, store: JournalStore, key: bytes, pod_config: PodConfig, *,
-                 clock: Callable[[], float] = time.time, token_ttl: float = 6 * 3600,
-                 audit: AuditSink | None = None, quota_ttl: float = QUOTA_TTL_SECONDS) -> None:
+    def __init__(self, kube: Kube, store: JournalStore, pod_config: PodConfig, *,
+                 network: NetworkConfig | None = None, signing_key: bytes | None = None, previews: bool = True,
+                 clock: Callable[[], float] = time.time,
+                 audit: AuditSink | None = None, quota_ttl: float = QUOTA_TTL_SECONDS,
+                 max_parallel: int | None = DEFAULT_MAX_PARALLEL, tracing: Tracing | None = None,
+                 trace_url_template: str | None = None) -> None:
         self.kube = kube
         self.store = store
-        self.key = key
         self.pod_config = pod_config
+        self.network = network or NetworkConfig()
+        self.signing_key = signing_key
+        self.previews = previews
         self.clock = clock
-        self.token_ttl = token_ttl
         self.audit = audit
         self.quota_ttl = quota_ttl
+        self.max_parallel = max_parallel
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
+        self.trace_url_template = trace_url_template
         self.runs: dict[str, RunState] = {}
         self._quotas: dict[str, _Quota] = {}
         callback_host, callback_port = parse_host(pod_config.callback_url)
@@ -144,6 +181,7 @@ class WorkflowReconciler:
         except ManifestError as exc:
             raise InvalidWorkflow("; ".join(str(p) for p in exc.problems)) from None
         assert isinstance(workflow, Workflow)
+        workflow = await self._from_template(body, workflow, catalog)
         findings = check_workflow(workflow.spec, None)
         if findings:
             raise InvalidWorkflow("; ".join(f"{format_path(path)}: {msg}" for path, msg in findings))
@@ -151,16 +189,55 @@ class WorkflowReconciler:
         missing = check_workflow(workflow.spec, catalog, grants=False)
         if missing:
             raise MissingReferences("; ".join(f"{format_path(path)}: {msg}" for path, msg in missing))
-        plan = compile_plan(workflow, approval_gates(workflow.spec, catalog))
         records = await self.store.load_journal(uid)
+        # Steps referring to a prompt family get the version this run recorded when it started, else the one
+        # the rollout gives its uid (agentflow.prompts.rollout); the workflow is bound to it for the step pods.
+        started = records[0].event.data if records and records[0].event.type is EventType.run_started else {}
+        try:
+            choices = choices_for(workflow, catalog.prompts, uid, recorded(started))
+        except RolloutError as exc:
+            raise MissingReferences(f"spec: promptRef: {exc}") from None
+        workflow = bind(workflow, choices)
+        plan = compile_plan(workflow, approval_gates(workflow.spec, catalog), max_parallel=self.max_parallel,
+                            loops=agent_loops(workflow.spec, catalog),
+                            prompts={k: c.to_dict() for k, c in choices.items()})
         journal = Journal(records)
         if records:
             run = Run.resume(plan, uid, [r.event for r in records])
         else:
             run = Run(plan, uid, seed=int(uid.replace("-", "")[:8], 16))
-        state = RunState(plan, run, journal, _manifests(workflow, catalog))
+        state = RunState(plan, run, journal, _manifests(workflow, catalog), str(body["metadata"]["namespace"]),
+                         str(body["metadata"]["name"]))
+        if self.tracing is not None:  # the trace goes on where the journal is (another replica, a restart)
+            state.trace = RunTrace(uid, state.workflow, namespace=state.namespace, steps=steps_of(plan))
+            state.trace.observe([r.event for r in records], emit=False)
         self.runs[uid] = state
         return state
+
+    async def _from_template(self, body: Mapping[str, Any], workflow: Workflow, catalog: Catalog) -> Workflow:
+        """A Workflow naming a WorkflowTemplate: the spec it was resolved to when it was first seen (its status
+        keeps it: later edits of the template do not change this run), else resolved now and recorded first."""
+        ref = workflow.spec.workflow_template_ref
+        if ref is None:
+            return workflow
+        pinned = (body.get("status") or {}).get("templateSpec")
+        if isinstance(pinned, Mapping):
+            try:
+                return workflow.model_copy(update={"spec": WorkflowSpec.model_validate(pinned)})
+            except ValidationError as exc:
+                raise InvalidWorkflow(f"status.templateSpec: {exc}") from None
+        resolved, findings = resolve_workflow(workflow, catalog.templates)
+        if resolved is None:
+            message = "; ".join(f"{format_path(path)}: {msg}" for path, msg in findings)
+            if ref.name not in catalog.templates:  # kubectl apply of a folder: the template may come
+                raise MissingReferences(message)
+            raise InvalidWorkflow(message)
+        meta = catalog.templates[ref.name].metadata
+        record = TemplateRecord(name=ref.name, uid=meta.uid, generation=meta.generation,
+                                resource_version=meta.resource_version)
+        await self.kube.patch_status("workflows", str(body["metadata"]["namespace"]), str(body["metadata"]["name"]),
+                                     {"workflowTemplate": record.dump(), "templateSpec": resolved.spec.dump()})
+        return resolved
 
     def forget(self, uid: str) -> None:
         self.runs.pop(uid, None)
@@ -178,19 +255,7 @@ class WorkflowReconciler:
         if bool(spec.get("suspend")) != run.suspended and not run.finished:
             kind = EventType.suspended if spec.get("suspend") else EventType.resumed
             out.append(Event(kind, None, {"by": "spec.suspend"}, now))
-        annotations = body.get("metadata", {}).get("annotations") or {}
-        for key in (names.APPROVE_ANNOTATION, names.REJECT_ANNOTATION):
-            if not annotations.get(key):
-                continue
-            try:
-                decision = names.parse_decision(key, annotations[key])
-            except ValueError as exc:
-                log.warning("ignoring annotation on %s: %s", body["metadata"].get("name"), exc)
-                continue
-            node = run.nodes.get(decision.node)
-            if node is not None and node.phase == "Waiting":
-                out.append(Event(EventType.approval_decided, decision.node, {
-                    "approved": decision.approved, "by": decision.by or "kubectl", "reason": decision.reason}, now))
+        out.extend(self._decisions(body, state, now))
         running = {n.id: n for n in run.nodes.values() if n.phase == "Running"}
         for (node_id, attempt), result in sorted(results.items()):
             node = running.get(node_id)
@@ -214,6 +279,50 @@ class WorkflowReconciler:
                 running.pop(pod_node)
         return out
 
+    def _decisions(self, body: Mapping[str, Any], state: RunState, now: float) -> list[Event]:
+        """Approval decisions from the annotations; one that cannot be taken becomes a notice (a Warning Event)
+        and is cleared, never silently ignored. Only decisions the admission webhook stamped with the requesting
+        user's identity are journaled (agentflow.services.approvals)."""
+        run = state.run
+        meta = body.get("metadata", {})
+        annotations = meta.get("annotations") or {}
+        out: list[Event] = []
+        for key in (names.APPROVE_ANNOTATION, names.REJECT_ANNOTATION):
+            if not annotations.get(key):
+                continue
+            try:
+                decision = names.parse_decision(key, annotations[key])
+            except ValueError as exc:
+                state.notices.append(("InvalidApproval", f"{exc}; the annotation was removed"))
+                continue
+            if self.signing_key is None or not approvals.verified(self.signing_key, str(meta.get("uid")), decision):
+                state.notices.append(("ApprovalRefused", f"the {key} annotation for {decision.node} was not set "
+                                      "through the operator's admission webhook, so who decided is unknown; it was "
+                                      "removed: decide with `agentflow approve` or kubectl while the webhook runs"))
+                continue
+            node = run.nodes.get(decision.node)
+            if any(r.event.type is EventType.approval_decided and r.event.node == decision.node
+                   and r.event.data.get("by") == decision.by and r.event.data.get("approved") == decision.approved
+                   for r in state.journal.records):
+                state.stale_decision = True  # taken already: a view of the Workflow from before it was cleared
+                continue
+            if node is None or node.phase != "Waiting":
+                waiting = sorted(n.id for n in run.nodes.values() if n.phase == "Waiting")
+                state.notices.append(("ApprovalRefused", f"{decision.node} does not wait for a decision (waiting: "
+                                      f"{', '.join(waiting) or 'none'}); the {key} annotation was removed"))
+                continue
+            approval = node.plan.spec.approval
+            approvers = list(approval.approvers) if approval else []
+            if not approvals.may_decide(approvers, decision.by or "", decision.groups):
+                # The run's plan is the spec it started with: approvers added to the spec since do not count.
+                state.notices.append(("ApprovalRefused", f"{decision.by} is not among the approvers of "
+                                      f"{decision.node} ({', '.join(approvers)}); the {key} annotation was removed"))
+                continue
+            out.append(Event(EventType.approval_decided, decision.node, {
+                "approved": decision.approved, "by": decision.by, "groups": list(decision.groups),
+                "reason": decision.reason}, now))
+        return out
+
     # ---------------------------------------------------------------- act
 
     async def _record(self, uid: str, state: RunState, events: Sequence[Event], *, apply: bool) -> None:
@@ -223,15 +332,18 @@ class WorkflowReconciler:
             for event in events:
                 state.run.apply(event)
         records = state.journal.extend(events)
-        await self.store.append(uid, records)
+        # Namespace, Workflow and the phase after these records: for the events outbox (agentflow.events), with
+        # the run's trace context when it is traced.
+        traced = run_ids(uid).traceparent if state.trace is not None else None
+        await self.store.append(uid, records, EventSource(state.namespace, state.workflow, workflow_phase(state.run),
+                                                          traceparent=traced))
+        if state.trace is not None and self.tracing is not None:  # spans only of what was journaled
+            self.tracing.emit(state.trace.observe(events))
 
     def _pod(self, body: Mapping[str, Any], request: StepRequest, profile: ExecutionProfile) -> dict[str, Any]:
         meta = body["metadata"]
-        claims = AttemptClaims(meta["uid"], meta["namespace"], meta["name"], request.node, request.attempt,
-                               self.clock() + self.token_ttl)
-        token = issue_token(self.key, claims)
         timeout = None if request.deadline is None else max(1.0, request.deadline - self.clock())
-        return build_step_pod(_owner(body), meta["namespace"], request, token, self.pod_config,
+        return build_step_pod(_owner(body), meta["namespace"], request, self.pod_config,
                               timeout_seconds=timeout, runtime_class=profile.runtime_class,
                               resources=profile.resources, env=profile.env)
 
@@ -251,20 +363,53 @@ class WorkflowReconciler:
                      catalog: Catalog) -> tuple[ExecutionProfile, bool] | StepError:
         """The profile of ``request``'s pod and whether it gets a NetworkPolicy, or why it may not run."""
         step = _step_spec(state.plan, request.step)
-        agent = catalog.agents.get(step.agent_ref.name) if step is not None and step.agent_ref else None
-        if step is None or step.kind is not StepKind.tool or request.kind != StepKind.tool.value:
-            # llm steps: the Agent's runtime class; a NetworkPolicy only when model calls go to the gateway
+        agent_name = request.agent or (step.agent_ref.name if step is not None and step.agent_ref else None)
+        agent = catalog.agents.get(agent_name) if agent_name else None
+        call = request.context.get("call") if request.context else None
+        if call is None and (step is None or step.kind is not StepKind.tool or request.kind != StepKind.tool.value):
+            # llm steps and agent loop turns: the Agent's runtime class; a NetworkPolicy only when model calls
+            # go to the gateway, or a turn lists the tools of the loop's MCP servers (their egress too)
+            servers = [str(s) for s in (request.context or {}).get("mcp") or []]
+            if agent is not None and servers:
+                egress: list[Egress] = []
+                for server in servers:
+                    try:
+                        egress.extend(compile_profile(agent, decide_agent_tool(agent, server, catalog)).egress)
+                    except ToolDenied:
+                        continue  # the turn's executor says why
+                profile = compile_profile(agent, None)
+                return dataclasses.replace(profile, egress=tuple(dict.fromkeys((*profile.egress, *egress)))), True
+            return compile_profile(agent, None), self._gateway is not None
+        if call is not None and call.get("kind") == "memory":  # run by the gateway, scoped to the attempt's Agent
             return compile_profile(agent, None), self._gateway is not None
         try:
-            grant: ToolGrant = decide_tool(step, catalog)
+            if call is not None:  # a tool call of an agent loop: the same decision, for the loop's Agent
+                if agent is None:
+                    raise ToolDenied("UnknownReference", f"Agent {agent_name!r} of step {request.step!r}'s loop is "
+                                     "not in this namespace", step=request.step, tool=str(call.get("name")),
+                                     agent=agent_name, considered=tuple(sorted(catalog.policies)))
+                grant: ToolGrant = decide_agent_tool(agent, loop_call_ref(call), catalog, request.step)
+            else:
+                assert step is not None
+                grant = decide_tool(step, catalog)
         except ToolDenied as denied:
             await self._audit([self._policy_event(body, request, "deny", denied.tool, denied.agent,
                                                   denied.considered, reason=denied.type, message=denied.message)])
             return StepError(denied.type, denied.message, retryable=False)
+        profile = compile_profile(grant.agent, grant)
+        refused = [f"{h}" + (f":{p}" if p is not None else "") + f": {why}" for h, p in profile.egress
+                  if (why := self.network.deny.problem(h, p)) is not None]
+        if refused:
+            message = (f"step {request.step!r}: tool {grant.tool.name!r} of ToolPolicy {grant.policy_name!r} is "
+                       f"granted egress the platform denies: {'; '.join(refused)}")
+            await self._audit([self._policy_event(body, request, "deny", grant.tool.name,
+                                                  grant.agent.metadata.name if grant.agent else None,
+                                                  grant.considered, reason="EgressDenied", message=message)])
+            return StepError("EgressDenied", message, retryable=False)
         await self._audit([self._policy_event(body, request, "allow", grant.tool.name,
                                               grant.agent.metadata.name if grant.agent else None, grant.considered,
                                               policy=grant.policy_name)])
-        return compile_profile(grant.agent, grant), True
+        return profile, True
 
     async def _start(self, body: Mapping[str, Any], state: RunState, request: StepRequest,
                      catalog: Catalog) -> tuple[int, Event | None]:
@@ -276,18 +421,40 @@ class WorkflowReconciler:
             return 0, Event(EventType.step_failed, request.node,
                             {"attempt": request.attempt, "error": granted.to_dict()}, self.clock())
         profile, isolated = granted
-        await self.store.put_attempt(uid, request.node, request.attempt, {
-            "request": step_request_to_dict(request), "manifests": state.manifests,
-            "workflow": meta["name"]})
-        writes = 0
         pod = self._pod(body, request, profile)
+        pod_name = pod["metadata"]["name"]
+        await self.store.put_attempt(uid, request.node, request.attempt,
+                                     attempt_payload(request, state.manifests, meta["name"]),
+                                     pod=AttemptPod(namespace, meta["name"], pod_name,
+                                                    fingerprint=podspec.fingerprint(pod)))
+        writes = 0
         if isolated:
+            net = self.network
             policy = build_network_policy(_owner(body), namespace, pod["metadata"]["name"], profile,
-                                          callback=self._callback, gateway=self._gateway)
+                                          callback=self._callback, gateway=self._gateway,
+                                          callback_pods=net.callback_pods, gateway_pods=net.gateway_pods,
+                                          deny=net.deny)
             await self.kube.apply_network_policy(namespace, policy)
             writes += 1
         created = await self.kube.create_pod(namespace, pod)
-        return writes + (1 if created else 0), None
+        if created:  # the pod's identity: only the pod made here may act for the attempt (services.identity)
+            await self.store.set_pod_uid(uid, request.node, request.attempt, created)
+            state.recorded.add(pod_name)
+        return writes + (1 if created is not None else 0), None
+
+    async def _foreign(self, namespace: str, request: StepRequest, pod: Mapping[str, Any]) -> Event | None:
+        """The StepFailed of an attempt whose pod name is taken by a pod that is not the one recorded for it;
+        None when the pod is the attempt's."""
+        name = pod["metadata"]["name"]
+        recorded = await self.store.attempt_of_pod(namespace, name)
+        if recorded is not None and recorded.pod_uid in (None, pod["metadata"]["uid"]) and (
+                recorded.fingerprint is None or recorded.fingerprint == podspec.fingerprint(pod)):
+            return None
+        message = (f"pod {namespace}/{name} exists but is not the pod the operator made for attempt "
+                   f"{request.attempt} of {request.node} (another spec or uid): it was left alone and the attempt "
+                   "failed; delete that pod and re-run")
+        return Event(EventType.step_failed, request.node, {"attempt": request.attempt, "error": StepError(
+            "PodConflict", message, retryable=False).to_dict()}, self.clock())
 
     async def _capacity(self, namespace: str, catalog: Catalog) -> tuple[int | None, str | None]:
         """How many more step pods may start in ``namespace`` now, and the reason when none may."""
@@ -322,16 +489,29 @@ class WorkflowReconciler:
             observed = self._observed_events(body, state, results, pods)
             await self._audit_approvals(body, state, observed)
             await self._record(uid, state, observed, apply=True)
-            writes += await self._clear_decisions(body, observed)
+            notices, state.notices = state.notices, []
+            stale, state.stale_decision = state.stale_decision, False
+            writes += await self._clear_decisions(body, observed, bool(notices) or stale)
             all_events: list[Event] = list(observed)
             # Attempts journaled as started whose pod does not exist (a crash between journal and create).
-            existing = {p["metadata"]["name"] for p in pods}
+            existing = {p["metadata"]["name"]: p for p in pods}
             denied: list[Event] = []
             for request in run.in_flight():
-                if names.pod_name(name, request.node, request.attempt) not in existing:
+                pod_name = names.pod_name(name, request.node, request.attempt)
+                if pod_name not in existing:
                     w, failure = await self._start(body, state, request, catalog)
                     writes += w
                     denied.extend([failure] if failure else [])
+                elif pod_name not in state.recorded and existing[pod_name]["metadata"].get("uid"):
+                    # made by an earlier process that may have stopped before it recorded the pod's uid, or by
+                    # someone else under the name the attempt's pod gets: only the pod made here may act for it
+                    foreign = await self._foreign(namespace, request, existing[pod_name])
+                    if foreign is not None:
+                        denied.append(foreign)
+                        continue
+                    await self.store.set_pod_uid(uid, request.node, request.attempt,
+                                                 existing[pod_name]["metadata"]["uid"])
+                    state.recorded.add(pod_name)
             await self._record(uid, state, denied, apply=True)
             all_events.extend(denied)
             wake_at: float | None = None
@@ -366,7 +546,9 @@ class WorkflowReconciler:
             if waiting_reason is not None and not run.finished:
                 retry = self.clock() + self.quota_ttl
                 wake_at = retry if wake_at is None else min(wake_at, retry)
-            for etype, reason, message in kubernetes_events(all_events, workflow=name, plan=state.plan):
+            kube_events = [("Warning", reason, message) for reason, message in notices]
+            kube_events += kubernetes_events(all_events, workflow=name, plan=state.plan)
+            for etype, reason, message in kube_events:
                 try:
                     await self.kube.create_event(namespace, event_body(
                         Owner("agentflow.dev/v1alpha1", "Workflow", name, uid), namespace, etype, reason, message,
@@ -377,8 +559,10 @@ class WorkflowReconciler:
         else:
             wake_at = None
         writes += await self._cleanup(body, state, pods)
-        status = workflow_status(run, now=self.clock(), generation=meta.get("generation"),
-                                 previous=(body.get("status") or {}).get("conditions") or ())
+        trace = state.trace.trace_hex if state.trace is not None else None
+        status = workflow_status(run, now=self.clock(), generation=meta.get("generation"), previews=self.previews,
+                                 previous=(body.get("status") or {}).get("conditions") or (), trace_id=trace,
+                                 trace_url=trace_url(self.trace_url_template, trace))
         if waiting_reason is not None and not run.finished:
             _quota_status(status, run, waiting_reason)
         if status != state.last_status:
@@ -406,9 +590,9 @@ class WorkflowReconciler:
                                   "approved" if event.data.get("approved") else "rejected", iso(event.at), data))
         await self._audit(out)
 
-    async def _clear_decisions(self, body: Mapping[str, Any], observed: Sequence[Event]) -> int:
-        """Remove approval annotations once their decision is in the journal."""
-        if not any(e.type is EventType.approval_decided for e in observed):
+    async def _clear_decisions(self, body: Mapping[str, Any], observed: Sequence[Event], refused: bool) -> int:
+        """Remove approval annotations once their decision is in the journal (or was refused)."""
+        if not refused and not any(e.type is EventType.approval_decided for e in observed):
             return 0
         meta = body["metadata"]
         patch = {"metadata": {"annotations": {names.APPROVE_ANNOTATION: None, names.REJECT_ANNOTATION: None}}}
@@ -449,12 +633,9 @@ def _owner(body: Mapping[str, Any]) -> Owner:
 
 
 def _step_spec(plan: Plan, key: str) -> StepSpec | None:
-    """The spec of the DAG step or of the state's step called ``key`` (StepRequest.step)."""
-    step = plan.steps.get(key)
-    if step is not None:
-        return step.spec
-    state = plan.states.get(key)
-    return state.step.spec if state is not None and state.step is not None else None
+    """The spec of the DAG step, the state's step or the tree leaf called ``key`` (StepRequest.step)."""
+    step = plan.step_plan(key)
+    return step.spec if step is not None else None
 
 
 def _quota_status(status: dict[str, Any], run: Run, reason: str) -> None:

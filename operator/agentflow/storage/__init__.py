@@ -1,6 +1,8 @@
 """Durable state of the operator: run journals, attempt payloads and step results in PostgreSQL.
 
-See :mod:`agentflow.storage.postgres` for the schema and the error hierarchy. The budget ledger:
+See :mod:`agentflow.storage.postgres` for the schema, :mod:`.errors` for the error hierarchy,
+:mod:`.database` for the one pool the operator and the gateway share, :mod:`.migrations` for the one
+routine that creates and upgrades every table. The budget ledger:
 :mod:`agentflow.storage.ledger` (contract), :mod:`.budgets` (PostgreSQL), :mod:`.memory_ledger` (one process).
 
 Names are loaded on first use: the step pod and the local runner import modules of this package (the
@@ -13,7 +15,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .audit import PostgresAuditLog
     from .budgets import LEDGER_SCHEMA_VERSION, PostgresLedger
+    from .database import Database
     from .memory_ledger import MemoryLedger
     from .postgres import (
         SCHEMA_VERSION,
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
+    "Database": ".database",
+    "PostgresAuditLog": ".audit",
     "LEDGER_SCHEMA_VERSION": ".budgets",
     "PostgresLedger": ".budgets",
     "MemoryLedger": ".memory_ledger",
@@ -47,9 +53,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "LEDGER_SCHEMA_VERSION",
     "SCHEMA_VERSION",
+    "Database",
     "InvalidValue",
     "JournalConflict",
     "MemoryLedger",
+    "PostgresAuditLog",
     "PostgresLedger",
     "PostgresStore",
     "StorageError",

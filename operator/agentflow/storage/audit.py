@@ -32,13 +32,12 @@ from ..audit.chain import EMPTY, AuditReport, ChainVerifier, Head, check_recorde
 from ..audit.events import check_event
 from ..audit.records import AuditEvent
 from ..engine.canonical import canonical_json
+from .migrations import Schema, migrate
 from .postgres import _THIRD_PARTY, StorageError, _translate, open_pool
 
 __all__ = ["AuditSnapshot", "PostgresAuditLog"]
 
-_AUDIT_LOCK = 0x61676E7461756474  # "agntaudt": serializes concurrent migrate() calls
-
-_SCHEMA = (
+_STATEMENTS = (
     """
     CREATE TABLE IF NOT EXISTS agentflow_audit (
         seq bigint NOT NULL CHECK (seq >= 0),
@@ -63,6 +62,25 @@ _SCHEMA = (
     )
     """,
 )
+
+
+
+async def _seed_head(conn: Any) -> None:
+    """The head record of an empty chain; refuses a chain whose head record was deleted."""
+    if await conn.fetchval("SELECT count(*) FROM agentflow_audit_head") == 0:
+        last = await conn.fetchrow("SELECT seq, hash FROM agentflow_audit ORDER BY seq DESC LIMIT 1")
+        if last is not None:
+            raise StorageError(
+                f"migrate the audit schema: agentflow_audit holds rows up to {last['seq']} but its head "
+                "record (agentflow_audit_head) is missing: it was deleted outside AgentFlow; run "
+                "`agentflow audit verify`, then restore the head record from a backup"
+            )
+        await conn.execute("INSERT INTO agentflow_audit_head (id, seq, hash) VALUES (true, $1, $2)",
+                           EMPTY.seq, EMPTY.hash)
+
+
+SCHEMA = Schema("audit", "agentflow_audit_schema_version", ((1, "the audit chain and its head", _STATEMENTS),),
+                finish=_seed_head)
 
 _COLUMNS = "seq, at, kind, actor, namespace, subject, decision, data::text AS data, prev_hash, hash"
 _INSERT = (
@@ -173,19 +191,7 @@ class PostgresAuditLog:
     async def migrate(self) -> None:
         """Create the tables and the head record. Idempotent; concurrent callers wait for each other."""
         async with self._connection("migrate the audit schema") as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
-            for statement in _SCHEMA:
-                await conn.execute(statement)
-            if await conn.fetchval("SELECT count(*) FROM agentflow_audit_head") == 0:
-                last = await conn.fetchrow("SELECT seq, hash FROM agentflow_audit ORDER BY seq DESC LIMIT 1")
-                if last is not None:
-                    raise StorageError(
-                        f"migrate the audit schema: agentflow_audit holds rows up to {last['seq']} but its head "
-                        "record (agentflow_audit_head) is missing: it was deleted outside AgentFlow; run "
-                        "`agentflow audit verify`, then restore the head record from a backup"
-                    )
-                await conn.execute("INSERT INTO agentflow_audit_head (id, seq, hash) VALUES (true, $1, $2)",
-                                   EMPTY.seq, EMPTY.hash)
+            await migrate(conn, [SCHEMA], self._where)
 
     async def append(self, events: Sequence[AuditEvent]) -> None:
         """Chain ``events`` after the current head, all or none, durably. AuditEventError if one is invalid."""

@@ -44,7 +44,8 @@ import asyncpg
 
 from .ledger import BudgetExceeded, BudgetLine, LlmCall, Reservation, UnknownReservation, Usage
 from .memory_ledger import budget_names, check_amounts, money, over_limit, soft_warning, sorted_lines
-from .postgres import _MIGRATION_LOCK, _THIRD_PARTY, StorageError, _translate, open_pool
+from .migrations import Schema, migrate
+from .postgres import _THIRD_PARTY, StorageError, _translate, open_pool
 
 __all__ = ["LEDGER_SCHEMA_VERSION", "PostgresLedger"]
 
@@ -121,16 +122,9 @@ _MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
     ),
 )
 
-LEDGER_SCHEMA_VERSION: Final = _MIGRATIONS[-1][0]
+SCHEMA: Final = Schema("budget ledger", "agentflow_ledger_schema_version", _MIGRATIONS)
+LEDGER_SCHEMA_VERSION: Final = SCHEMA.version
 """The ledger schema version this code reads and writes."""
-
-_CREATE_VERSION_TABLE = """
-CREATE TABLE IF NOT EXISTS agentflow_ledger_schema_version (
-    version integer PRIMARY KEY,
-    description text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 _LOCK_WINDOWS = """
 SELECT budget_uid, window_start, spent_usd, spent_tokens, reserved_usd, reserved_tokens
@@ -231,23 +225,7 @@ class PostgresLedger:
     async def migrate(self) -> None:
         """Create or upgrade the ledger's tables. Idempotent; concurrent callers wait for each other."""
         async with self._connection("migrate the budget ledger") as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(_CREATE_VERSION_TABLE)
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM agentflow_ledger_schema_version")
-            if current > LEDGER_SCHEMA_VERSION:
-                raise StorageError(
-                    f"migrate the budget ledger: the database at {self._where} has ledger schema version {current}, "
-                    f"newer than this AgentFlow knows ({LEDGER_SCHEMA_VERSION}): upgrade the operator and gateway"
-                )
-            for version, description, statements in _MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO agentflow_ledger_schema_version (version, description) VALUES ($1, $2)",
-                    version, description,
-                )
+            await migrate(conn, [SCHEMA], self._where)
 
     # ----------------------------------------------------------------------- reserve, settle, release
 

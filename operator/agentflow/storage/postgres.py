@@ -6,8 +6,14 @@ What the operator keeps here, so that nothing is lost when a pod or the operator
                              two writers from both extending a run; the record is kept as its canonical
                              JSON text (type json, not jsonb) so that it reads back byte for byte and its
                              hash still verifies
-    agentflow_attempts       what a step pod fetches: the request and the manifests it needs (json)
+    agentflow_attempts       what a step pod fetches: the request and the manifests it needs (json), and the
+                             pod that runs it (namespace, name, uid: how a pod's identity maps to its attempt)
     agentflow_step_results   what a step pod posted, first result wins (json)
+    agentflow_outbox         events to publish to NATS (agentflow.events): one row per journal record and per
+                             status transition, written in the same transaction as the records when the store
+                             was built with ``outbox=True``, deleted once published (agentflow.storage.outbox)
+    agentflow_event_runs     the last Workflow phase put in the outbox per run: a transition is a phase that
+                             differs from it
     agentflow_schema_version the migrations applied (:meth:`PostgresStore.migrate`)
 
 The store is built by the caller (``await PostgresStore.connect(dsn)``) and closed by it; nothing
@@ -16,7 +22,7 @@ into the hierarchy below, in one place::
 
     StorageError             anything else: the message says what to fix (e.g. run migrate())
      ├── StorageUnavailable  PostgreSQL cannot be reached, refused the login, or the connection broke:
-     │                       try again later (kopf.TemporaryError)
+     │                       try again later (the operator's driver retries with capped backoff)
      ├── JournalConflict     another writer appended to the run first (fencing): reload the journal
      │                       with load_journal() and decide again; never retry the same batch
      └── InvalidValue        PostgreSQL refuses a value (e.g. a \\u0000 in a jsonb string, a value
@@ -34,15 +40,20 @@ import contextlib
 import itertools
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from ..engine.canonical import to_builtin
 from ..engine.journal import GENESIS, JournalError, Record
+from .attempts import AttemptPod
 from .errors import InvalidValue, JournalConflict, StorageError, StorageUnavailable
+from .migrations import Migration, Schema, migrate
+
+if TYPE_CHECKING:
+    from .outbox import EventSource
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -58,7 +69,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- schema
 
-_MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+_MIGRATIONS: tuple[Migration, ...] = (
     (
         1,
         "journal, attempts and step results",
@@ -96,20 +107,51 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             """,
         ),
     ),
+    (
+        2,
+        "the events outbox",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_outbox (
+                id bigserial PRIMARY KEY,
+                run_uid text NOT NULL,
+                seq bigint NOT NULL CHECK (seq >= 0),
+                kind text NOT NULL CHECK (kind IN ('journal', 'phase')),
+                namespace text NOT NULL,
+                workflow text NOT NULL,
+                type text NOT NULL,
+                body json NOT NULL,
+                traceparent text,
+                created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                CONSTRAINT agentflow_outbox_event UNIQUE (run_uid, seq, kind)
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_event_runs (
+                run_uid text PRIMARY KEY,
+                phase text NOT NULL
+            )
+            """,
+        ),
+    ),
+    (
+        3,
+        "attempts name their pod: the step pod's identity (TokenReview) maps to its attempt",
+        (
+            "ALTER TABLE agentflow_attempts ADD COLUMN IF NOT EXISTS namespace text",
+            "ALTER TABLE agentflow_attempts ADD COLUMN IF NOT EXISTS workflow text",
+            "ALTER TABLE agentflow_attempts ADD COLUMN IF NOT EXISTS pod text",
+            "ALTER TABLE agentflow_attempts ADD COLUMN IF NOT EXISTS pod_uid text",
+            "ALTER TABLE agentflow_attempts ADD COLUMN IF NOT EXISTS pod_fingerprint text",
+            "CREATE UNIQUE INDEX IF NOT EXISTS agentflow_attempts_pod ON agentflow_attempts (namespace, pod) "
+            "WHERE pod IS NOT NULL",
+        ),
+    ),
 )
 
-SCHEMA_VERSION = _MIGRATIONS[-1][0]
+SCHEMA = Schema("journal", "agentflow_schema_version", _MIGRATIONS)
+SCHEMA_VERSION = SCHEMA.version
 """The schema version this code reads and writes."""
-
-_MIGRATION_LOCK = 0x61676E74666C6F77  # "agntflow": serializes concurrent migrate() calls
-
-_CREATE_VERSION_TABLE = """
-CREATE TABLE IF NOT EXISTS agentflow_schema_version (
-    version integer PRIMARY KEY,
-    description text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 
 # --------------------------------------------------------------------------- codecs
@@ -236,10 +278,15 @@ class PostgresStore:
     run in one transaction. Safe to share between tasks.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, where: str = "the configured DSN") -> None:
-        """Wrap a pool built by the caller with ``init=init_connection``; :meth:`connect` builds one."""
+    def __init__(self, pool: asyncpg.Pool, *, where: str = "the configured DSN", outbox: bool = False) -> None:
+        """Wrap a pool built by the caller with ``init=init_connection``; :meth:`connect` builds one.
+        ``outbox``: :meth:`append` also writes the events outbox (only when events are published: nothing
+        else drains it)."""
         self._pool = pool
         self._where = where
+        self.outbox = outbox
+        self.on_outbox: Callable[[], None] | None = None
+        """Called after an append that wrote outbox rows committed (the publisher's poke)."""
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> PostgresStore:
@@ -277,24 +324,7 @@ class PostgresStore:
     async def migrate(self) -> None:
         """Create or upgrade the tables. Idempotent; concurrent callers wait for each other."""
         async with self._connection("migrate the schema") as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute(_CREATE_VERSION_TABLE)
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM agentflow_schema_version")
-            if current > SCHEMA_VERSION:
-                raise StorageError(
-                    f"migrate the schema: the database at {self._where} has schema version {current}, newer than "
-                    f"this AgentFlow knows ({SCHEMA_VERSION}): upgrade the operator"
-                )
-            for version, description, statements in _MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO agentflow_schema_version (version, description) VALUES ($1, $2)",
-                    version,
-                    description,
-                )
+            await migrate(conn, [SCHEMA], self._where)
 
     # ----------------------------------------------------------------------- journal
 
@@ -317,8 +347,12 @@ class PostgresStore:
                 ) from None
         return records
 
-    async def append(self, run_uid: str, records: Sequence[Record]) -> None:
+    async def append(self, run_uid: str, records: Sequence[Record], source: EventSource | None = None) -> None:
         """Append records, all or none, fenced: they must continue exactly the stored head.
+
+        With ``outbox`` on and a ``source`` (the run's namespace, Workflow and phase after these records),
+        the same transaction puts one outbox row per record, and one for the status transition when the
+        phase differs from the last one recorded: the events are published exactly when the records exist.
 
         Raises JournalConflict when another writer appended first (the stored head is not
         ``records[0].prev``, or a record with one of these seqs exists) and ValueError when the
@@ -329,6 +363,7 @@ class PostgresStore:
         _check_chain(run_uid, records)
         first = records[0]
         rows = [(run_uid, r.seq, r.event.type.value, r.event.node, r.hash, r.to_json().decode()) for r in records]
+        events = source if self.outbox else None
         what = f"append to the journal of run {run_uid!r}"
         async with self._connection(what, run_uid, first.seq) as conn, conn.transaction():
             head = await conn.fetchrow(
@@ -347,21 +382,55 @@ class PostgresStore:
                 "VALUES ($1, $2, $3, $4, $5, $6::text::json)",
                 rows,
             )
+            if events is not None:
+                await _write_outbox(conn, run_uid, rows, records[-1], events)
+        if events is not None and self.on_outbox is not None:
+            self.on_outbox()
 
     # ----------------------------------------------------------------------- attempts and results
 
-    async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any]) -> None:
-        """Store what the step pod of this attempt fetches; keeps the first payload if one is stored."""
+    async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any], *,
+                          pod: AttemptPod | None = None) -> None:
+        """Store what the step pod of this attempt fetches (and which pod runs it); keeps the first payload."""
         what = f"store attempt {attempt} of node {node!r} of run {run_uid!r}"
         async with self._connection(what, run_uid) as conn:
             await conn.execute(
-                "INSERT INTO agentflow_attempts (run_uid, node, attempt, payload) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT DO NOTHING",
-                run_uid,
-                node,
-                attempt,
-                payload,
+                "INSERT INTO agentflow_attempts (run_uid, node, attempt, payload, namespace, workflow, pod, "
+                "pod_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                run_uid, node, attempt, payload,
+                pod.namespace if pod else None, pod.workflow if pod else None, pod.name if pod else None,
+                pod.fingerprint if pod else None,
             )
+
+    async def set_pod_uid(self, run_uid: str, node: str, attempt: int, pod_uid: str) -> None:
+        """Record the uid of the attempt's pod once it exists (the first one recorded stays)."""
+        what = f"record the pod of attempt {attempt} of node {node!r} of run {run_uid!r}"
+        async with self._connection(what, run_uid) as conn:
+            await conn.execute(
+                "UPDATE agentflow_attempts SET pod_uid = $4 WHERE run_uid = $1 AND node = $2 AND attempt = $3 "
+                "AND pod_uid IS NULL", run_uid, node, attempt, pod_uid)
+
+    async def attempt_of_pod(self, namespace: str, pod: str) -> AttemptPod | None:
+        """The attempt the pod ``namespace/pod`` was created for (None: no such attempt)."""
+        what = f"find the attempt of pod {namespace}/{pod}"
+        async with self._connection(what) as conn:
+            row = await conn.fetchrow(
+                "SELECT a.run_uid, a.node, a.attempt, a.workflow, a.pod_uid, a.pod_fingerprint, "
+                "EXISTS (SELECT 1 FROM agentflow_step_results r WHERE r.run_uid = a.run_uid AND r.node = a.node "
+                "AND r.attempt = a.attempt) AS ended "
+                "FROM agentflow_attempts a WHERE a.namespace = $1 AND a.pod = $2", namespace, pod)
+        if row is None:
+            return None
+        return AttemptPod(namespace, row["workflow"] or "", pod, row["run_uid"], row["node"], row["attempt"],
+                          row["pod_uid"], bool(row["ended"]), row["pod_fingerprint"])
+
+    async def attempt_ended(self, run_uid: str, node: str, attempt: int) -> bool:
+        """Whether the attempt has a result (it ended: its pod's credential is void)."""
+        what = f"read the state of attempt {attempt} of node {node!r} of run {run_uid!r}"
+        async with self._connection(what, run_uid) as conn:
+            return bool(await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM agentflow_step_results WHERE run_uid = $1 AND node = $2 AND "
+                "attempt = $3)", run_uid, node, attempt))
 
     async def get_attempt(self, run_uid: str, node: str, attempt: int) -> dict[str, Any] | None:
         """The payload stored by :meth:`put_attempt`, or None."""
@@ -407,8 +476,33 @@ class PostgresStore:
     async def delete_run(self, run_uid: str) -> None:
         """Forget the run: its journal, attempts and results, in one transaction."""
         async with self._connection(f"delete run {run_uid!r}", run_uid) as conn, conn.transaction():
-            for table in ("agentflow_journal", "agentflow_attempts", "agentflow_step_results"):
+            # Its outbox rows stay: what was recorded is still published (nothing lost), then they go.
+            for table in ("agentflow_journal", "agentflow_attempts", "agentflow_step_results", "agentflow_event_runs"):
                 await conn.execute(f"DELETE FROM {table} WHERE run_uid = $1", run_uid)
+
+
+async def _write_outbox(conn: Any, run_uid: str, rows: Sequence[tuple[Any, ...]], last: Record,
+                        source: EventSource) -> None:
+    """The outbox rows of one append, on the append's connection and in its transaction: one statement (one round
+    trip) for the records' rows and, when the phase after them differs from the last one recorded for the run, the
+    status transition's. The publisher orders a run's rows by (seq, kind), not by id."""
+    await conn.execute(
+        "WITH records AS ("
+        "  INSERT INTO agentflow_outbox (run_uid, seq, kind, namespace, workflow, type, body, traceparent) "
+        "  SELECT $1, u.seq, 'journal', $2, $3, u.type, u.body::json, $4 "
+        "  FROM unnest($5::bigint[], $6::text[], $7::text[]) AS u(seq, type, body)), "
+        "old AS (SELECT phase FROM agentflow_event_runs WHERE run_uid = $1), "
+        "up AS (INSERT INTO agentflow_event_runs (run_uid, phase) SELECT $1, $8::text WHERE $8::text IS NOT NULL "
+        "       ON CONFLICT (run_uid) DO UPDATE SET phase = EXCLUDED.phase "
+        "       WHERE agentflow_event_runs.phase IS DISTINCT FROM EXCLUDED.phase) "
+        "INSERT INTO agentflow_outbox (run_uid, seq, kind, namespace, workflow, type, body, traceparent) "
+        "SELECT $1, $9, 'phase', $2, $3, 'PhaseChanged', "
+        "       json_build_object('from', (SELECT phase FROM old), 'to', $8::text, 'at', $10::float8), $4 "
+        "WHERE $8::text IS NOT NULL AND (SELECT phase FROM old) IS DISTINCT FROM $8::text",
+        run_uid, source.namespace, source.workflow, source.traceparent,
+        [r[1] for r in rows], [r[2] for r in rows], [r[5] for r in rows],
+        source.phase, last.seq, float(last.event.at),
+    )
 
 
 def _check_chain(run_uid: str, records: Sequence[Record]) -> None:

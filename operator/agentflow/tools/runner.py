@@ -9,13 +9,18 @@ Kinds, as the local runner runs them:
                before connecting. Environment proxies are not used.
 ``container``  the ``command`` runs as a local subprocess, inputs as JSON on stdin, output
                read as JSON from stdout; its environment is only ``permissions.env`` plus
-               ``AGENTFLOW_IDEMPOTENCY_KEY``; it is killed at the timeout. THE LOCAL RUNNER
-               DOES NOT SANDBOX CONTAINER TOOLS: the image is ignored and the command runs
-               with the user's privileges. Exit status 75 (EX_TEMPFAIL) is retryable.
+               ``AGENTFLOW_IDEMPOTENCY_KEY``; it is killed at the timeout. The image is
+               ignored; ``container_sandbox`` (agentflow.tools.sandbox) says whether the
+               command runs isolated by bubblewrap (the local runner's default where it
+               works) or with the user's privileges, files and network (a step pod, which
+               is the sandbox itself). Exit status 75 (EX_TEMPFAIL) is retryable.
 ``wasm``       a WASI command in wasmtime, in a worker thread, nothing granted but
                ``permissions.env`` and read-only ``permissions.readPaths``; fuel, memory
                and timeout limits (agentflow.tools.wasm). Same convention as containers:
                inputs as JSON on stdin, one JSON value on stdout.
+``mcp``        one tool of an MCP server (``member``: ``tool: NAME/TOOL``), the inputs as its arguments,
+               through agentflow.tools.mcp (the official SDK; streamable HTTP or a stdio command, which the
+               local runner does not sandbox either).
 
 Every failure is a :class:`ToolError` (``type``, ``retryable``, ``tool``); deadlines are
 absolute times on the runner's ``clock`` (the same clock as StepRequest.deadline).
@@ -31,33 +36,25 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from jsonschema.exceptions import best_match
 
 from agentflow.models import ToolSpec
+from agentflow.telemetry import inject
 
 from .builtin import Builtins, BuiltinToolError
+from .errors import ToolError
+from .sandbox import ContainerSandbox
+
+if TYPE_CHECKING:  # the SDK is imported on first use: it costs every command half a second
+    from .mcp import McpClient
 from .wasm import WasmError, WasmRunner
 
 IDEMPOTENCY_ENV = "AGENTFLOW_IDEMPOTENCY_KEY"
 EX_TEMPFAIL = 75
 MAX_OUTPUT_BYTES = 10 * 1024 * 1024
-
-
-class ToolError(Exception):
-    """A tool call failed. ``retryable`` False means retrying the same call cannot help."""
-
-    def __init__(self, type: str, message: str, *, retryable: bool, tool: str = "") -> None:
-        super().__init__(message)
-        self.type = type
-        self.message = message
-        self.retryable = retryable
-        self.tool = tool
-
-    def __repr__(self) -> str:
-        return f"ToolError(type={self.type!r}, retryable={self.retryable}, tool={self.tool!r})"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,12 +149,28 @@ class ToolRunner:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wasm: WasmRunner | None = None,
+        container_sandbox: ContainerSandbox | None = None,
+        mcp: McpClient | None = None,
     ) -> None:
+        """``wasm``: the wasm runner to use (default: one built on first use). ``container_sandbox``: how
+        container tools run (default: plain subprocesses, as inside a step pod). ``mcp``: the MCP client."""
+        self.container_sandbox = container_sandbox or ContainerSandbox(None, "no sandbox configured")
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[str, TokenBucket] = {}
         self._builtins = Builtins()
-        self._wasm: WasmRunner | None = None
+        self._wasm: WasmRunner | None = wasm
+        self._mcp: McpClient | None = mcp
+
+    @property
+    def mcp(self) -> McpClient:
+        """The MCP client (the SDK is imported on first use)."""
+        if self._mcp is None:
+            from .mcp import McpClient
+
+            self._mcp = McpClient()
+        return self._mcp
 
     @property
     def wasm(self) -> WasmRunner:
@@ -167,15 +180,16 @@ class ToolRunner:
         return self._wasm
 
     async def call(
-        self, tool: ToolSpec, inputs: Mapping[str, Any], *, idempotency_key: str, deadline: float | None
+        self, tool: ToolSpec, inputs: Mapping[str, Any], *, idempotency_key: str, deadline: float | None,
+        member: str | None = None,
     ) -> ToolOutcome:
-        """Run ``tool`` once with ``inputs``. Raises ToolError."""
+        """Run ``tool`` once with ``inputs`` (``member``: the MCP server's tool to call). Raises ToolError."""
         started = self._clock()
         _check(tool.input_schema, dict(inputs), tool.name, "inputs")
         await self._rate_limit(tool, deadline)
         timeout = self._timeout(tool, deadline)
         try:
-            output = await asyncio.wait_for(self._dispatch(tool, inputs, idempotency_key, timeout), timeout)
+            output = await asyncio.wait_for(self._dispatch(tool, inputs, idempotency_key, timeout, member), timeout)
         except TimeoutError as exc:
             raise ToolError(
                 "ToolTimeout",
@@ -221,7 +235,13 @@ class ToolRunner:
             )
         await self._sleep(wait)
 
-    async def _dispatch(self, tool: ToolSpec, inputs: Mapping[str, Any], key: str, timeout: float) -> Any:
+    async def _dispatch(self, tool: ToolSpec, inputs: Mapping[str, Any], key: str, timeout: float,
+                        member: str | None) -> Any:
+        if tool.mcp is not None:
+            if member is None:
+                raise ToolError("InvalidToolReference", f"tool {tool.name!r} is the MCP server {tool.mcp.server}: "
+                                f"name one of its tools ({tool.name}/TOOL)", retryable=False, tool=tool.name)
+            return await self.mcp.call(tool, member, inputs, idempotency_key=key, timeout=timeout)
         if tool.builtin is not None:
             try:
                 return self._builtins.run(tool.builtin, inputs)
@@ -259,7 +279,8 @@ class ToolRunner:
             url = f"{url}{'&' if parts.query else '?'}{query}" if query else url
         else:
             body = json.dumps(dict(inputs)).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "Idempotency-Key": key}
+        # The attempt's trace context (asyncio.to_thread carries it here): the tool's spans join the run's trace.
+        headers = inject({"Content-Type": "application/json", "Accept": "application/json", "Idempotency-Key": key})
         request = urllib.request.Request(url, data=body, headers=headers, method=spec.method)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _GuardedRedirects(allowed, tool.name))
         try:
@@ -296,7 +317,7 @@ class ToolRunner:
         env = {**tool.permissions.env, IDEMPOTENCY_ENV: key}
         try:
             proc = await asyncio.create_subprocess_exec(
-                *spec.command,
+                *self.container_sandbox.argv(spec.command, tool),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

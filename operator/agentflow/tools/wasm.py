@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -275,13 +276,17 @@ def _deny_poll(*_: Any) -> int:
 class WasmRunner:
     """Runs wasm tools. One wasmtime Engine and a bounded module cache; thread-safe; built by a ToolRunner."""
 
-    def __init__(self, *, tick: float = 0.01, cache_size: int = 32, max_stdout: int = MAX_STDOUT_BYTES) -> None:
+    def __init__(self, *, tick: float = 0.01, cache_size: int = 32, max_stdout: int = MAX_STDOUT_BYTES,
+                 manual_epochs: bool = False) -> None:
+        """``manual_epochs``: no ticker thread; wall time passes only when :meth:`advance` is called (tests
+        drive the timeout in virtual time)."""
         config = wasmtime.Config()
         config.consume_fuel = True
         config.epoch_interruption = True
         self._engine = wasmtime.Engine(config)
         self._tick = tick
-        self._ticker = _EpochTicker(self._engine, tick)
+        self._ticker: _EpochTicker | contextlib.nullcontext[None] = (
+            contextlib.nullcontext() if manual_epochs else _EpochTicker(self._engine, tick))
         self._cache: collections.OrderedDict[str, wasmtime.Module] = collections.OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -293,6 +298,15 @@ class WasmRunner:
     def active(self) -> int:
         """Calls running now (a call whose awaiting task was cancelled runs on until its timeout)."""
         return self._active
+
+    def advance(self, ticks: int = 1) -> None:
+        """Let ``ticks`` ticks of wall time pass for running calls (the ticker thread's job, unless manual)."""
+        for _ in range(ticks):
+            self._engine.increment_epoch()
+
+    def deadline_ticks(self, timeout: float) -> int:
+        """Ticks after which a call with ``timeout`` is interrupted."""
+        return max(1, math.ceil(timeout / self._tick)) + 1
 
     def compile(self, source: ModuleSource, function: str) -> wasmtime.Module:
         """The compiled module (cached by content hash); checks imports and the called function."""
@@ -334,7 +348,7 @@ class WasmRunner:
         store = wasmtime.Store(self._engine)
         store.set_fuel(spec.fuel)
         store.set_limits(memory_size=spec.memory_mb * MIB, table_elements=100_000, instances=4, memories=1)
-        store.set_epoch_deadline(max(1, math.ceil(timeout / self._tick)) + 1)
+        store.set_epoch_deadline(self.deadline_ticks(timeout))
         stdout = _Capture(limit=self.max_stdout)
         stderr = _Capture(keep=STDERR_TAIL_BYTES)
         self._configure_wasi(store, tool, stdin, stdout, stderr)

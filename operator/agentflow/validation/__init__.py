@@ -3,7 +3,6 @@
 The one validation used by ``agentflow validate``, the admission webhook and
 the reconcilers::
 
-    validate_paths(paths)           files and folders -> (resources, problems)
       validate_documents(docs)      YAML documents -> (resources, problems)
         check_resource(r, catalog)  one typed resource -> [(path, message)]
           check_workflow(spec, ...) a Workflow spec -> [(path, message)]
@@ -18,7 +17,7 @@ to other resources (Agents, PromptVersions, ToolPolicies, Budgets).
 
 Modules::
 
-    documents.py   validate_paths, validate_documents, validate_body
+    documents.py   validate_documents, validate_body (files and folders: agentflow.loader.validate_paths)
     resources.py   check_resource: PromptVersion, ToolPolicy and Agent checks
     workflow.py    check_workflow: expressions, DAG, state machine, references
     schemas.py     JSON Schemas in manifests: the schema itself, and instances against it
@@ -27,7 +26,7 @@ Modules::
 
 from __future__ import annotations
 
-from .documents import validate_body, validate_documents, validate_paths
+from .documents import validate_body, validate_documents
 from .findings import Finding, PathParts, StepCheck
 from .resources import check_resource
 from .workflow import check_workflow
@@ -40,5 +39,4 @@ __all__ = [
     "check_workflow",
     "validate_body",
     "validate_documents",
-    "validate_paths",
 ]

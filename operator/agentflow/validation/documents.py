@@ -1,4 +1,4 @@
-"""Validation of manifests as documents: files, YAML documents, admission request bodies.
+"""Validation of manifests as documents: YAML documents and admission request bodies (files: agentflow.loader).
 
 The ``validate_*`` functions parse each document into a typed resource, build
 the catalog of everything given, run :func:`check_resource` on each resource
@@ -9,7 +9,6 @@ values naming the source and, for YAML input, the line.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from agentflow.models import Catalog, Workflow
@@ -19,7 +18,6 @@ from agentflow.models.manifests import (
     ManifestError,
     Problem,
     format_path,
-    load_documents,
     parse_each,
     parse_resource,
 )
@@ -27,7 +25,7 @@ from agentflow.models.manifests import (
 from .findings import Finding
 from .resources import check_resource
 
-__all__ = ["validate_body", "validate_documents", "validate_paths"]
+__all__ = ["validate_body", "validate_documents"]
 
 
 def _problems(findings: Sequence[Finding], doc: Document) -> list[Problem]:
@@ -45,6 +43,7 @@ def validate_documents(
         catalog.prompts.update(extra_catalog.prompts)
         catalog.policies.update(extra_catalog.policies)
         catalog.budgets.update(extra_catalog.budgets)
+        catalog.templates.update(extra_catalog.templates)
     seen: dict[tuple[str, str], LoadedResource] = {}
     for item in loaded:
         resource, doc = item.resource, item.doc
@@ -61,29 +60,6 @@ def validate_documents(
     for item in loaded:
         problems.extend(_problems(check_resource(item.resource, catalog), item.doc))
     return loaded, problems
-
-
-def validate_paths(paths: Sequence[str | Path]) -> tuple[list[LoadedResource], list[Problem]]:
-    """Load YAML files and folders and check everything in them together.
-
-    A file that cannot be read or parsed is a problem; the other files are
-    still checked.
-    """
-    docs: list[Document] = []
-    problems: list[Problem] = []
-    for raw in paths:
-        path = Path(raw)
-        targets = [path]
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-            targets = files or [path]  # an empty folder is reported by load_documents
-        for target in targets:
-            try:
-                docs.extend(load_documents([target]))
-            except ManifestError as exc:
-                problems.extend(exc.problems)
-    loaded, found = validate_documents(docs)
-    return loaded, problems + found
 
 
 def validate_body(body: Mapping[str, Any], catalog: Catalog | None = None) -> list[Problem]:

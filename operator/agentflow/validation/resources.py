@@ -6,14 +6,30 @@ pydantic models already check is not checked again.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agentflow.engine.expressions import ExpressionError, compile_expression, compile_template
-from agentflow.models import Agent, Catalog, PromptVersion, ToolPolicy, Workflow
+from agentflow.engine.expressions import ExpressionError, compile_expression
+from agentflow.engine.templates import compile_template
+from agentflow.models import (
+    Agent,
+    Catalog,
+    EvaluationSuite,
+    PromptVersion,
+    ToolPolicy,
+    Workflow,
+    WorkflowSchedule,
+    WorkflowTemplate,
+)
+from agentflow.models.cron import CronError, parse_cron
 from agentflow.models.manifests import Resource
+from agentflow.prompts.compose import composition_findings
 
 from .findings import CEL_NAMES, Finding, PathParts, known_names, strings_in
 from .schemas import schema_and_instances
+from .templates import resolve_workflow, template_input_findings
+from .values import json_value_findings
 from .workflow import check_workflow
 
 __all__ = ["check_resource"]
@@ -36,31 +52,77 @@ def _templates(value: Any, path: PathParts, allowed: frozenset[str]) -> list[Fin
     return findings
 
 
+def _check_expression(text: str, path: PathParts) -> list[Finding]:
+    try:
+        expr = compile_expression(text)
+    except ExpressionError as exc:
+        return [(path, str(exc))]
+    return [(path, f"expression {text!r}: unknown name {root!r}; assertions can read output, inputs")
+            for root in sorted(expr.roots - {"output", "inputs"} - CEL_NAMES)]
+
+
+def _check_suite(suite: EvaluationSuite, catalog: Catalog | None) -> list[Finding]:
+    findings: list[Finding] = []
+    for i, case in enumerate(suite.cases):
+        for j, assertion in enumerate(case.assertions):
+            path: PathParts = ["spec", "evaluations", "cases", i, "assertions", j]
+            if assertion.cel is not None:
+                findings.extend(_check_expression(assertion.cel, [*path, "cel"]))
+            if assertion.path is not None:
+                findings.extend(_check_expression(assertion.path, [*path, "path"]))
+            if assertion.json_schema is not None:
+                findings.extend(schema_and_instances(assertion.json_schema, [*path, "jsonSchema"], []))
+            if assertion.regex is not None:
+                try:
+                    re.compile(assertion.regex)
+                except re.error as exc:
+                    findings.append(([*path, "regex"], f"not a regular expression: {exc}"))
+    if catalog is None:
+        return findings
+    refs: list[tuple[str, str, PathParts]] = [("Agent", suite.agent_ref.name, ["spec", "evaluations", "agentRef"])]
+    if suite.judge is not None:
+        refs.append(("Agent", suite.judge.agent_ref.name, ["spec", "evaluations", "judge", "agentRef"]))
+        if suite.judge.pairwise_against is not None:
+            refs.append(("PromptVersion", suite.judge.pairwise_against.name,
+                         ["spec", "evaluations", "judge", "pairwiseAgainst"]))
+    for kind, name, where in refs:
+        table: dict[str, Any] = catalog.agents if kind == "Agent" else catalog.prompts
+        if name not in table:
+            known = known_names(table, f"{kind}s")
+            findings.append(([*where, "name"], f"unknown {kind} {name!r}; {known}"))
+    return findings
+
+
 def _check_prompt(prompt: PromptVersion, catalog: Catalog | None) -> list[Finding]:
     spec = prompt.spec
     findings: list[Finding] = []
     for i, message in enumerate(spec.messages):
-        findings.extend(_templates(message.content, ["spec", "messages", i, "content"], _PROMPT_ROOTS))
+        if message.content is not None:
+            findings.extend(_templates(message.content, ["spec", "messages", i, "content"], _PROMPT_ROOTS))
+    for part, messages in sorted(spec.parts.items()):
+        for i, message in enumerate(messages):
+            if message.content is not None:
+                findings.extend(_templates(message.content, ["spec", "parts", part, i, "content"], _PROMPT_ROOTS))
+    if catalog is not None:
+        findings.extend(composition_findings(prompt, catalog.prompts))
+    cases = spec.evaluations.cases if spec.evaluations is not None else []
     evaluations: list[tuple[Any, PathParts]] = [
-        (case.inputs, ["spec", "evaluations", i, "inputs"]) for i, case in enumerate(spec.evaluations)
+        (case.inputs, ["spec", "evaluations", "cases", i, "inputs"]) for i, case in enumerate(cases)
     ]
     findings.extend(schema_and_instances(spec.input_schema, ["spec", "inputSchema"], evaluations))
     findings.extend(schema_and_instances(spec.output_schema, ["spec", "outputSchema"], []))
-    for i, case in enumerate(spec.evaluations):
-        for j, text in enumerate(case.assertions):
-            path: PathParts = ["spec", "evaluations", i, "assertions", j]
-            try:
-                expr = compile_expression(text)
-            except ExpressionError as exc:
-                findings.append((path, str(exc)))
-                continue
-            for root in sorted(expr.roots - {"output", "inputs"} - CEL_NAMES):
-                why = f"unknown name {root!r}; assertions can read output, inputs"
-                findings.append((path, f"expression {text!r}: {why}"))
-    if catalog is not None and spec.canary is not None and spec.canary.baseline.name not in catalog.prompts:
-        known = known_names(catalog.prompts, "PromptVersions")
-        why = f"unknown PromptVersion {spec.canary.baseline.name!r}; {known}"
-        findings.append((["spec", "canary", "baseline", "name"], why))
+    if spec.evaluations is not None:
+        findings.extend(_check_suite(spec.evaluations, catalog))
+    if catalog is not None and spec.canary is not None:
+        baseline = catalog.prompts.get(spec.canary.baseline.name)
+        if baseline is None:
+            known = known_names(catalog.prompts, "PromptVersions")
+            why = f"unknown PromptVersion {spec.canary.baseline.name!r}; {known}"
+            findings.append((["spec", "canary", "baseline", "name"], why))
+        elif baseline.spec.prompt != spec.prompt:
+            why = (f"PromptVersion {baseline.metadata.name!r} is of family {baseline.spec.prompt!r}, not "
+                   f"{spec.prompt!r}: a canary's baseline is the stable version of the same family")
+            findings.append((["spec", "canary", "baseline", "name"], why))
     return findings
 
 
@@ -79,10 +141,51 @@ def _check_policy(policy: ToolPolicy) -> list[Finding]:
     return findings
 
 
+def _check_from_template(workflow: Workflow, catalog: Catalog | None) -> list[Finding]:
+    """A Workflow naming a WorkflowTemplate: its inputs against the template, then the resolved spec."""
+    if catalog is None:  # no templates to resolve against: only what stands on its own
+        return json_value_findings(workflow.spec.inputs, ["spec", "inputs"])
+    resolved, findings = resolve_workflow(workflow, catalog.templates)
+    if resolved is None:
+        return findings
+    name = workflow.spec.workflow_template_ref.name if workflow.spec.workflow_template_ref else ""
+    return [(path, f"{message} (from WorkflowTemplate {name!r})") for path, message in
+            check_workflow(resolved.spec, catalog)]
+
+
+def _check_schedule(schedule: WorkflowSchedule, catalog: Catalog | None) -> list[Finding]:
+    spec = schedule.spec
+    findings: list[Finding] = []
+    try:
+        parse_cron(spec.schedule)
+    except CronError as exc:
+        findings.append((["spec", "schedule"], f"{spec.schedule!r}: {exc}"))
+    try:
+        ZoneInfo(spec.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        findings.append((["spec", "timeZone"], f"unknown time zone {spec.time_zone!r}; use an IANA name such as "
+                                               "Europe/Berlin or UTC"))
+    if catalog is not None:
+        template = catalog.templates.get(spec.workflow_template_ref.name)
+        if template is None:
+            known = known_names(catalog.templates, "WorkflowTemplates")
+            findings.append((["spec", "workflowTemplateRef", "name"],
+                             f"unknown WorkflowTemplate {spec.workflow_template_ref.name!r}; {known}"))
+        else:
+            findings.extend(template_input_findings(template, spec.inputs))
+    return findings
+
+
 def check_resource(resource: Resource, catalog: Catalog | None = None) -> list[Finding]:
     """Every problem of one typed resource beyond what its model checks; paths relative to its body."""
     if isinstance(resource, Workflow):
+        if resource.spec.workflow_template_ref is not None:
+            return _check_from_template(resource, catalog)
         return check_workflow(resource.spec, catalog)
+    if isinstance(resource, WorkflowTemplate):
+        return check_workflow(resource.spec, catalog)
+    if isinstance(resource, WorkflowSchedule):
+        return _check_schedule(resource, catalog)
     if isinstance(resource, PromptVersion):
         return _check_prompt(resource, catalog)
     if isinstance(resource, ToolPolicy):

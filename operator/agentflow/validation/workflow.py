@@ -13,21 +13,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentflow.engine.expressions import Expression, ExpressionError, compile_expression, compile_template
+from agentflow.engine.expressions import Expression, ExpressionError, compile_expression
 from agentflow.engine.graph import can_reach, find_cycles, format_cycle, reachable
+from agentflow.engine.templates import compile_template
+from agentflow.engine.tree import ROOT_ID
 from agentflow.models import (
     Agent,
+    BehaviorNode,
     Catalog,
     RunOn,
     StateMachineSpec,
     StepKind,
     StepSpec,
     ToolPolicy,
+    TreeNodeType,
     WorkflowSpec,
+    split_tool_ref,
+    tree_nodes,
 )
+from agentflow.models.limits import MAX_RUN_NODES, MAX_TREE_DEPTH, MAX_TREE_NODES
+from agentflow.prompts.rollout import RolloutError, resolve, rollout_of
 
 from .findings import CEL_NAMES, Finding, PathParts, StepCheck, known_names, strings_in
 from .schemas import schema_and_instances
+from .values import json_value_findings
 
 __all__ = ["check_workflow"]
 
@@ -99,6 +108,7 @@ class _WorkflowChecker:
         if step.for_each is not None:
             self.expression(step.for_each, [*path, "forEach"], _BASE_ROOTS, step_check)
         allowed = _BASE_ROOTS | _ITEM_ROOTS if step.for_each is not None else _BASE_ROOTS
+        self.findings.extend(json_value_findings(step.inputs, [*path, "inputs"]))
         self.template(step.inputs, [*path, "inputs"], allowed, step_check)
         if step.approval is not None:
             self.template(step.approval.message, [*path, "approval", "message"], allowed, step_check)
@@ -114,13 +124,31 @@ class _WorkflowChecker:
             if agent is None:
                 known = known_names(catalog.agents, "Agents")
                 self.add([*path, "agentRef", "name"], f"unknown Agent {step.agent_ref.name!r}; {known}")
-        if step.prompt_ref is not None and step.prompt_ref.name not in catalog.prompts:
+        ref = step.prompt_ref
+        if ref is not None and ref.name is not None and ref.name not in catalog.prompts:
             known = known_names(catalog.prompts, "PromptVersions")
-            self.add([*path, "promptRef", "name"], f"unknown PromptVersion {step.prompt_ref.name!r}; {known}")
+            self.add([*path, "promptRef", "name"], f"unknown PromptVersion {ref.name!r}; {known}")
+        if ref is not None and ref.family is not None:
+            self.family(ref.family, ref.version, [*path, "promptRef"], catalog)
         if step.kind is StepKind.tool and step.tool:
             self.tool_permission(step.tool, agent, [*path, "tool"], catalog)
 
-    def tool_permission(self, tool: str, agent: Agent | None, path: PathParts, catalog: Catalog) -> None:
+    def family(self, family: str, version: str | None, path: PathParts, catalog: Catalog) -> None:
+        if not any(p.spec.prompt == family for p in catalog.prompts.values()):
+            known = known_names({p.spec.prompt for p in catalog.prompts.values()}, "prompt families")
+            self.add([*path, "family"], f"unknown prompt family {family!r} (no PromptVersion has spec.prompt "
+                     f"{family!r}); {known}")
+            return
+        try:
+            if version is not None:
+                resolve(family, version, "", catalog.prompts)
+            else:
+                rollout_of(family, catalog.prompts.values())
+        except RolloutError as exc:
+            self.add([*path, "version" if version is not None else "family"], str(exc))
+
+    def tool_permission(self, ref: str, agent: Agent | None, path: PathParts, catalog: Catalog) -> None:
+        tool, member = split_tool_ref(ref)
         declaring = [
             n for n, p in sorted(catalog.policies.items()) if any(t.name == tool for t in p.spec.tools)
         ]
@@ -128,6 +156,7 @@ class _WorkflowChecker:
             known = known_names(catalog.policies, "ToolPolicies")
             self.add(path, f"tool {tool!r} is not declared in any ToolPolicy; declare it in one ({known})")
             return
+        self.mcp_member(tool, member, [catalog.policies[n] for n in declaring], path)
         if agent is None or not self.grants:
             return
         name = agent.metadata.name
@@ -145,6 +174,20 @@ class _WorkflowChecker:
                 f"Agent (labels {_labels(agent.metadata.labels)}) declares it (considered: {considered})",
             )
 
+    def mcp_member(self, tool: str, member: str | None, declaring: Sequence[ToolPolicy], path: PathParts) -> None:
+        """``tool: NAME/TOOL`` only for an MCP server, which must be named with one of its granted tools."""
+        specs = [t for p in declaring for t in p.spec.tools if t.name == tool]
+        servers = [t.mcp for t in specs if t.mcp is not None]
+        if member is not None and not servers:
+            self.add(path, f"tool {tool!r} is a {specs[0].kind} tool, not an MCP server: {tool}/{member} names "
+                     f"nothing; use tool: {tool}")
+        elif member is None and servers and len(servers) == len(specs):
+            example = servers[0].tools[0].replace("*", "TOOL")
+            self.add(path, f"tool {tool!r} is an MCP server: name one of its tools, e.g. tool: {tool}/{example}")
+        elif member is not None and self.grants and not any(s.grants(member) for s in servers):
+            granted = "; ".join(", ".join(s.tools) for s in servers)
+            self.add(path, f"tool {member!r} of MCP server {tool!r} is not granted: mcp.tools lists {granted}")
+
     # DAG
 
     def dag(self, steps: Sequence[StepSpec]) -> None:
@@ -157,6 +200,7 @@ class _WorkflowChecker:
             else:
                 first[step.name] = i
         graph: dict[str, list[str]] = {name: [] for name in first}
+        handlers = {s.name: s.run_on.value for s in steps if s.run_on is not RunOn.success and not s.depends_on}
         for i, step in enumerate(steps):
             for j, dep in enumerate(step.depends_on):
                 where: PathParts = [*base, i, "dependsOn", j]
@@ -164,6 +208,11 @@ class _WorkflowChecker:
                     self.add(where, f"step {step.name!r} depends on itself; remove it from dependsOn")
                 elif dep not in first:
                     self.add(where, f"unknown step {dep!r} in dependsOn; {known_names(first, 'steps')}")
+                elif dep in handlers:
+                    self.add(where, f"step {step.name!r} depends on {dep!r}, an exit handler (runOn: {handlers[dep]} "
+                             "without dependsOn), which runs only after every other step has finished: "
+                             f"{step.name!r} could never start. Remove {dep!r} from dependsOn, or give {dep!r} a "
+                             "dependsOn of its own so it runs as an ordinary step")
                 elif first[step.name] == i and dep not in graph[step.name]:
                     graph[step.name].append(dep)
         for cycle in find_cycles(graph):
@@ -253,6 +302,10 @@ class _WorkflowChecker:
         self.outputs(state_check)
         if sm.initial in first:
             self.reachability(sm, graph, first, base)
+        visits = sum(state.max_visits or sm.max_visits for state in sm.states)
+        if visits > MAX_RUN_NODES:
+            self.add(base, f"the states may be entered {visits:,} times in all (maxVisits summed over the states), "
+                     f"more than the {MAX_RUN_NODES:,} visits a run may hold; lower maxVisits")
 
     def reachability(
         self,
@@ -278,21 +331,107 @@ class _WorkflowChecker:
                 why = f"state {name!r} has no path to a final state (a loop without exit)"
                 self.add([*base, "states", i], why)
 
+    # Behavior tree
+
+    def behavior_tree(self, root: BehaviorNode) -> None:
+        nodes = list(tree_nodes(root))
+        base: PathParts = ["spec", "behaviorTree"]
+        if len(nodes) > MAX_TREE_NODES:
+            self.add(base, f"the behavior tree has {len(nodes):,} nodes, more than the {MAX_TREE_NODES:,} a tree may "
+                     "hold; split the work over several Workflows")
+        first: dict[str, str] = {}  # leaf step names and composite names -> where
+        leaves: set[str] = set()
+        for where, node in nodes:
+            path: PathParts = list(where)
+            depth = sum(1 for part in where if part in ("children", "child")) + 1
+            if depth == MAX_TREE_DEPTH + 1:
+                self.add(path, f"this node is {depth} levels deep, deeper than the {MAX_TREE_DEPTH} a behavior tree "
+                         "may nest")
+            named = (node.step.name, [*path, "step", "name"]) if node.step is not None else (
+                (node.name, [*path, "name"]) if node.name is not None else None)
+            if named is not None:
+                name, at = named
+                if name == ROOT_ID and where != ("spec", "behaviorTree"):
+                    self.add(at, f"the name {ROOT_ID!r} is the id of the tree's root; choose another name")
+                elif name in first:
+                    self.add(at, f"duplicate name {name!r} in the behavior tree (also {first[name]}); step names "
+                             "and node names are the ids of the tree's nodes")
+                else:
+                    first[name] = _dotted(at[:-1] if node.step is None else at[:-2])
+                if node.step is not None:
+                    leaves.add(name)
+            if node.type is TreeNodeType.parallel:
+                for field, value in (("successThreshold", node.success_threshold),
+                                     ("failureThreshold", node.failure_threshold)):
+                    if value is not None and value > len(node.children):
+                        self.add([*path, field], f"{field} {value} is more than the {len(node.children)} children "
+                                 "of this parallel node")
+        self.tree_runs(root)
+
+        def leaf_check(ref: str) -> str | None:
+            if ref not in leaves:
+                return f"unknown step {ref!r} in steps.{ref}; {known_names(leaves, 'steps of the tree')}"
+            return None
+
+        for where, node in nodes:
+            path = list(where)
+            if node.when is not None:
+                self.expression(node.when, [*path, "when"], _BASE_ROOTS, leaf_check)
+            step = node.step
+            if step is None:
+                continue
+            here: PathParts = [*path, "step"]
+            for field, there, instead in (
+                    ("dependsOn", bool(step.depends_on), "the tree orders its steps (sequence, parallel)"),
+                    ("forEach", step.for_each is not None, "a tree's leaf runs once per visit (repeat, parallel)"),
+                    ("when", step.when is not None, "use a condition node above the step"),
+                    ("runOn", step.run_on is not RunOn.success, "use a selector for what runs after a failure"),
+                    ("continueOnFailure", step.continue_on_failure, "use a selector or invert above the step")):
+                if there:
+                    self.add([*here, field], f"{field} is not for a behavior tree's steps: {instead}")
+            self.step(step, here, leaf_check)
+        self.outputs(leaf_check)
+
+    def tree_runs(self, root: BehaviorNode) -> None:
+        """The most leaf runs the tree can make (retry and repeat multiply down the tree) must fit in a run."""
+        total = 0
+        todo: list[tuple[BehaviorNode, int]] = [(root, 1)]
+        while todo:
+            node, times = todo.pop()
+            if node.type is TreeNodeType.retry:
+                times *= (node.limit or 0) + 1
+            elif node.type is TreeNodeType.repeat:
+                times *= node.count or 1
+            if node.step is not None:
+                total += times
+            todo.extend((c, times) for c in [*node.children, *([node.child] if node.child is not None else [])])
+        if total > MAX_RUN_NODES:
+            self.add(["spec", "behaviorTree"], f"the tree's steps may run {total:,} times in all (retry limits and "
+                     f"repeat counts multiplied down the tree), more than the {MAX_RUN_NODES:,} a run may hold; lower "
+                     "them")
+
     # Whole spec
 
     def run(self) -> list[Finding]:
         spec = self.spec
         if spec.state_machine is not None:
             self.state_machine(spec.state_machine)
+        elif spec.behavior_tree is not None:
+            self.behavior_tree(spec.behavior_tree)
         else:
             self.dag(spec.steps)
         inputs: list[tuple[Any, PathParts]] = [(spec.inputs, ["spec", "inputs"])]
+        self.findings.extend(json_value_findings(spec.inputs, ["spec", "inputs"]))
         self.findings.extend(schema_and_instances(spec.input_schema, ["spec", "inputSchema"], inputs))
         budget = spec.budget_ref
         if self.catalog is not None and budget is not None and budget.name not in self.catalog.budgets:
             known = known_names(self.catalog.budgets, "Budgets")
             self.add(["spec", "budgetRef", "name"], f"unknown Budget {budget.name!r}; {known}")
         return self.findings
+
+
+def _dotted(path: PathParts) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 def _selector(policy: ToolPolicy) -> str:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build (once, cached by version under $AGENTFLOW_CACHE) every Go binary of the local cluster:
 # kubernetes (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl), etcd,
-# containerd 2.x, gVisor (runsc + containerd-shim-runsc-v1) and kwok.
-# Usage: build.sh [kubernetes|etcd|containerd|gvisor|kwok ...]
+# containerd 2.x, gVisor (runsc + containerd-shim-runsc-v1), kube-router (the NetworkPolicy
+# enforcer) and kwok.
+# Usage: build.sh [kubernetes|etcd|containerd|gvisor|kube-router|kwok ...]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -86,6 +87,17 @@ build_kwok() {
   rm -rf "$KWOK_BIN"; mv "$KWOK_BIN.tmp" "$KWOK_BIN"
 }
 
+build_kube_router() {
+  [[ -x "$KUBE_ROUTER_BIN/kube-router" ]] && { log "kube-router $KUBE_ROUTER_VERSION: cached"; return; }
+  log "kube-router $KUBE_ROUTER_VERSION: building"
+  mkdir -p "$KUBE_ROUTER_BIN.tmp"
+  local m=github.com/cloudnativelabs/kube-router/v2
+  (cd "$CLUSTER_DIR/go/kube-router" && go build \
+     -ldflags="$LDSTRIP -X $m/pkg/version.Version=$KUBE_ROUTER_VERSION -X $m/pkg/version.BuildDate=module" \
+     -o "$KUBE_ROUTER_BIN.tmp/kube-router" $m/cmd/kube-router)
+  rm -rf "$KUBE_ROUTER_BIN"; mv "$KUBE_ROUTER_BIN.tmp" "$KUBE_ROUTER_BIN"
+}
+
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(etcd containerd gvisor kubernetes)
-for t in "${targets[@]}"; do "build_$t"; done
+[[ ${#targets[@]} -eq 0 ]] && targets=(etcd containerd gvisor kubernetes kube-router)
+for t in "${targets[@]}"; do "build_${t//-/_}"; done

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Stop the AgentFlow local cluster started by up.sh: pods first (through the kubelet, so CNI
 # and sandboxes are torn down cleanly), then kubelet, leftover containers and shims,
-# containerd, kwok, kube-proxy rules, control plane, etcd; unmount what they mounted, remove
-# the bridge. Build caches and imported images (under $AGENTFLOW_CACHE) are kept.
-# Usage: down.sh [--check]   (--check: exit 1 if a cluster process or port is still there)
+# containerd, kwok, kube-proxy and kube-router rules, control plane, etcd; unmount what they
+# mounted, remove the bridge. Build caches and imported images (under $AGENTFLOW_CACHE) are kept.
+# Usage: down.sh [--check]   (--check: exit 1 if a cluster process, port, bridge, mount, or
+#                             kube-router iptables chain or ipset is still there)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -39,6 +40,23 @@ own_procs() {
   done
 }
 
+# kube-router's NetworkPolicy state (iptables filter table and ipsets; names from its netpol
+# controller). Its own --cleanup-config is not used: it also flushes every IPVS service on the
+# machine and undoes routing and proxy setup this cluster never made.
+kube_router_chains() { iptables -w -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE-ROUTER-|KUBE-POD-FW-|KUBE-NWPLCY-)/ {print $2}'; }
+kube_router_ipsets() { ipset list -n 2>/dev/null | grep -E '^(KUBE-SRC-|KUBE-DST-|TMP-[A-Z2-7]{16}$)' || true; }
+kube_router_cleanup() {
+  local chain n c s
+  for chain in INPUT FORWARD OUTPUT; do
+    for n in $(iptables -w -n -L "$chain" --line-numbers 2>/dev/null | awk '/\/\* kube-router netpol/ {print $1}' | sort -rn); do
+      iptables -w -D "$chain" "$n" || true
+    done
+  done
+  for c in $(kube_router_chains); do iptables -w -F "$c" || true; done
+  for c in $(kube_router_chains); do iptables -w -X "$c" || true; done
+  for s in $(kube_router_ipsets); do ipset destroy "$s" || true; done
+}
+
 check() {
   local bad=0 p port
   for p in $(own_procs); do log "still running: $(tr '\0' ' ' </proc/"$p"/cmdline 2>/dev/null)"; bad=1; done
@@ -48,9 +66,11 @@ check() {
   done
   ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && { log "bridge $CNI_BRIDGE still there"; bad=1; }
   findmnt -rno TARGET | grep -q "^$RUN_DIR/" && { log "mounts left under $RUN_DIR"; bad=1; }
+  [[ -z "$(kube_router_chains)" ]] || { log "kube-router iptables chains left: $(kube_router_chains | tr '\n' ' ')"; bad=1; }
+  [[ -z "$(kube_router_ipsets)" ]] || { log "kube-router ipsets left: $(kube_router_ipsets | tr '\n' ' ')"; bad=1; }
   return $bad
 }
-if [[ $CHECK == 1 ]]; then check && log "clean: no cluster process, port, bridge or mount left"; exit $?; fi
+if [[ $CHECK == 1 ]]; then check && log "clean: no cluster process, port, bridge, mount, kube-router chain or ipset left"; exit $?; fi
 cluster_lock
 
 # 1. Pods, through the API and the kubelet (CNI DEL, sandbox stop), if the cluster answers.
@@ -73,7 +93,9 @@ fi
 stop containerd 20
 for p in $(own_procs); do kill -KILL "$p" 2>/dev/null || true; done
 
-# 3. kube-proxy's iptables rules, then the control plane and etcd.
+# 3. kube-router's and kube-proxy's iptables rules, then the control plane and etcd.
+stop kube-router
+kube_router_cleanup
 if alive kube-proxy; then
   stop kube-proxy
   "$K8S_BIN/kube-proxy" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true

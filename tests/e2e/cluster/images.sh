@@ -6,6 +6,8 @@
 #   - registry.k8s.io/pause:3.10              a static pause binary in a scratch image,
 #   - localhost/agentflow-operator:dev        from ./Dockerfile,
 #   - localhost/agentflow-runtime:dev         from ./runtime-image/Dockerfile.
+# Both project images are also tagged with the agentflow chart's appVersion (charts/agentflow/Chart.yaml) in
+# containerd, the tags the chart uses by default: `helm install charts/agentflow` runs the local build as it is.
 # Everything is cached under $AGENTFLOW_CACHE/images; project images are rebuilt only when
 # their inputs change. Usage: images.sh [--no-import] [--only base|pause|cluster|project]
 #   (cluster = base + pause: what the cluster and its tests need; project = the two project images)
@@ -134,6 +136,22 @@ import_all() {
   done
 }
 
+# The chart's default image references are REPOSITORY:appVersion: give the imported :dev images that tag as
+# well (the :dev names stay what the tests and other checkouts use). Re-tagged on every import, so the
+# appVersion tag always names the image :dev names.
+tag_app_version() {
+  [[ -S "$CONTAINERD_SOCK" ]] || return 0
+  local app_version image present
+  app_version="$(sed -nE 's/^appVersion:[[:space:]]*"?([^"[:space:]]+)"?.*$/\1/p' "$REPO_ROOT/charts/agentflow/Chart.yaml")"
+  [[ -n "$app_version" ]] || die "no appVersion in charts/agentflow/Chart.yaml"
+  present=$(ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q)
+  for image in "$OPERATOR_IMAGE" "$RUNTIME_IMAGE"; do
+    grep -qxF "$image" <<< "$present" || continue
+    ctr --address "$CONTAINERD_SOCK" -n k8s.io images tag --force "$image" "${image%:*}:$app_version" >/dev/null
+    log "tagged $image as ${image%:*}:$app_version (the chart's appVersion)"
+  done
+}
+
 # all_present STAMP LIST: every image reference STAMP names is in LIST (one reference a line).
 all_present() {
   local ref
@@ -153,5 +171,8 @@ case "$ONLY" in
       project_image "$RUNTIME_IMAGE" runtime-image/Dockerfile ;;
   *) die "unknown --only $ONLY" ;;
 esac
-[[ $IMPORT == 1 ]] && import_all
+if [[ $IMPORT == 1 ]]; then import_all; tag_app_version; fi
+# Each rebuild of a project image leaves the previous one dangling in buildah's store (with --layers, its
+# layers too): tens of GB after a day of edits, until a build fails with "no space left on device".
+bah rmi --prune >/dev/null 2>&1 || log "could not prune dangling images in $BUILDAH_ROOT"
 log "images ready in $IMAGES_DIR"

@@ -9,6 +9,8 @@ K8S_VERSION="v1.33.13"
 ETCD_VERSION="v3.6.16"
 KWOK_VERSION="v0.7.0"
 CONTAINERD_VERSION="v2.1.9"
+# The NetworkPolicy enforcer: kube-router's network policy controller only (iptables + ipset).
+KUBE_ROUTER_VERSION="v2.1.0"
 # gVisor: the "go" branch of gvisor.dev/gvisor, pinned by go/gvisor/go.mod.
 GVISOR_VERSION="$(grep -oE 'gvisor\.dev/gvisor v[^ ]+' "$CLUSTER_DIR/go/gvisor/go.mod" | head -1 | cut -d' ' -f2)"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
@@ -26,6 +28,8 @@ ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
 KWOK_BIN="$CACHE/bin/kwok-$KWOK_VERSION"
 CONTAINERD_BIN="$CACHE/bin/containerd-$CONTAINERD_VERSION"
 GVISOR_BIN="$CACHE/bin/gvisor-${GVISOR_VERSION:-unknown}"
+KUBE_ROUTER_BIN="$CACHE/bin/kube-router-$KUBE_ROUTER_VERSION"
+KUBE_ROUTER_USER="agentflow-e2e:kube-router"   # its client certificate's CN (read-only ClusterRole)
 IMAGES_DIR="$CACHE/images"
 CONTAINERD_ROOT="$CACHE/containerd-root-$CONTAINERD_VERSION"   # kept between bring-ups: imported images stay
 
@@ -37,13 +41,18 @@ POD_CIDR="10.88.0.0/16"
 POD_GATEWAY="10.88.0.1"            # the bridge's address: pods reach host servers here
 SERVICE_CIDR="10.96.0.0/16"
 CNI_BRIDGE="afbr0"
+# Pod IPs come from 10.88.0.0-10.88.254.255; 10.88.255.0/24 is left for addresses of this host that
+# tests listen on besides POD_GATEWAY. HOST_SECOND_ADDRESS is on the bridge too: a stand-in for an
+# address such as a cloud's metadata server (169.254.169.254 itself has no route from pods here).
+POD_RANGE_END="10.88.254.255"
+HOST_SECOND_ADDRESS="10.88.255.254"
 NODE_NAME="${AGENTFLOW_NODE_NAME:-agentflow-node}"
 CONTAINERD_SOCK="$RUN_DIR/containerd/containerd.sock"
 
 export GOFLAGS="${GOFLAGS:-} -mod=mod -trimpath"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export CGO_ENABLED="${CGO_ENABLED:-0}"
-export PATH="$K8S_BIN:$ETCD_BIN:$CONTAINERD_BIN:$KWOK_BIN:$GVISOR_BIN:$PATH"
+export PATH="$K8S_BIN:$ETCD_BIN:$CONTAINERD_BIN:$KWOK_BIN:$GVISOR_BIN:$KUBE_ROUTER_BIN:$PATH"
 
 # up.sh and down.sh take this lock: concurrent bring-ups/teardowns (two test sessions sharing the
 # cluster, say) run one after the other instead of interleaving.

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Bring up the AgentFlow local one-node Kubernetes cluster on this machine:
 # etcd + kube-apiserver + kube-controller-manager + kube-scheduler + containerd (runc and
-# gVisor runsc) + kubelet (+ kube-proxy), CNI bridge 10.88.0.0/16, RuntimeClass "gvisor",
-# locally built images imported. Builds whatever is missing first (cached by version).
+# gVisor runsc) + kubelet (+ kube-proxy, + kube-router enforcing NetworkPolicies), CNI bridge
+# 10.88.0.0/16, RuntimeClass "gvisor", locally built images imported. Builds whatever is missing
+# first (cached by version).
 # --mode kwok: the same, plus kwok and N simulated nodes (tainted kwok.x-k8s.io/node=fake).
 #
 # Usage: up.sh [--mode real|kwok] [--kwok-nodes N] [--no-images] [--no-project-images] [--no-kube-proxy]
+#              [--no-network-policy]
+#   --no-network-policy (or AGENTFLOW_NETWORK_POLICY=0): do not start kube-router; NetworkPolicies
+#   are then stored but not enforced (the bridge CNI ignores them).
 #   --no-project-images (or AGENTFLOW_PROJECT_IMAGES=0): only the base and pause images, not the
 #   operator/runtime images from the Dockerfiles (images.sh builds those on its own too).
 #   env: AGENTFLOW_CACHE (default /var/cache/agentflow), AGENTFLOW_RUN_DIR
@@ -20,6 +24,7 @@ KWOK_NODES="${KWOK_NODES:-10}"
 WITH_IMAGES=1
 WITH_PROJECT_IMAGES="${AGENTFLOW_PROJECT_IMAGES:-1}"
 WITH_KUBE_PROXY=1
+WITH_NETWORK_POLICY="${AGENTFLOW_NETWORK_POLICY:-1}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --mode) MODE="$2"; shift ;;
@@ -28,7 +33,8 @@ while [[ $# -gt 0 ]]; do
     --no-images) WITH_IMAGES=0 ;;
     --no-project-images) WITH_PROJECT_IMAGES=0 ;;
     --no-kube-proxy) WITH_KUBE_PROXY=0 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --no-network-policy) WITH_NETWORK_POLICY=0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
   esac
   shift
@@ -44,7 +50,7 @@ LOGS="$RUN_DIR/logs"
 PIDS="$RUN_DIR/pids"
 
 # ---------------------------------------------------------------- packages
-APT_PACKAGES=(runc containernetworking-plugins buildah debootstrap iptables conntrack
+APT_PACKAGES=(runc containernetworking-plugins buildah debootstrap iptables ipset conntrack
               iproute2 openssl ca-certificates kmod util-linux mount gcc libc6-dev)
 install_packages() {
   local missing=() p
@@ -106,6 +112,7 @@ make_pki() {
   gen_cert controller-manager "/CN=system:kube-controller-manager" "$client"
   gen_cert scheduler "/CN=system:kube-scheduler" "$client"
   gen_cert kube-proxy "/CN=system:kube-proxy" "$client"
+  gen_cert kube-router "/CN=$KUBE_ROUTER_USER" "$client"
   gen_cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" "$client"
   gen_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
   gen_cert front-proxy-client "/CN=front-proxy-client" "$client"
@@ -242,7 +249,7 @@ EOF
       "ipam": {
         "type": "host-local",
         "dataDir": "$RUN_DIR/cni/ipam",
-        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY"}]],
+        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY", "rangeEnd": "$POD_RANGE_END"}]],
         "routes": [{"dst": "$SERVICE_CIDR"}]
       }
     },
@@ -283,6 +290,51 @@ volumeStatsAggPeriod: 0s
 EOF
 }
 
+# ---------------------------------------------------------------- NetworkPolicy enforcement
+# kube-router's network policy controller only (no BGP routing, no service proxy: kube-proxy and the
+# bridge CNI keep those jobs). It runs on the host like kube-proxy and programs iptables (filter
+# table chains KUBE-ROUTER-INPUT/FORWARD/OUTPUT, KUBE-POD-FW-*, KUBE-NWPLCY-*) and ipsets
+# (KUBE-SRC-*, KUBE-DST-*); down.sh removes them. Its client certificate's user may only read what
+# its informers watch (ClusterRole below). No health or metrics port (both would listen on every
+# address); it is ready once its first sync is in the log.
+start_kube_router() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: agentflow-e2e:kube-router
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, endpoints, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: agentflow-e2e:kube-router
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "agentflow-e2e:kube-router"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "$KUBE_ROUTER_USER"}
+EOF
+  if is_running kube-router; then log "kube-router: already running"; return; fi
+  start kube-router "$KUBE_ROUTER_BIN/kube-router" --kubeconfig "$RUN_DIR/kube-router.kubeconfig" \
+    --hostname-override "$NODE_NAME" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
+    --enable-cni=false --enable-ipv4=true --enable-ipv6=false \
+    --service-cluster-ip-range "$SERVICE_CIDR" --service-node-port-range 30000-32767 \
+    --health-port 0 --metrics-port 0 --v 1
+  wait_for "kube-router's first NetworkPolicy sync" 120 grep -q 'sync iptables took' "$LOGS/kube-router.log" \
+    || { check_alive kube-router; tail -30 "$LOGS/kube-router.log" >&2; die "kube-router did not sync"; }
+  check_alive kube-router
+  log "kube-router: NetworkPolicies enforced ($(( $(date +%s) - T0 ))s)"
+}
+
 # ---------------------------------------------------------------- main
 install_packages
 mkdir -p "$LOGS" "$PIDS"
@@ -295,14 +347,15 @@ if [[ $WITH_IMAGES == 1 ]]; then
   IMAGES_PID=$!
 fi
 # shellcheck disable=SC2046
-"$CLUSTER_DIR/build.sh" etcd containerd kubernetes gvisor $( [[ $MODE == kwok ]] && echo kwok )
+"$CLUSTER_DIR/build.sh" etcd containerd kubernetes gvisor \
+  $( [[ $WITH_NETWORK_POLICY == 1 ]] && echo kube-router ) $( [[ $MODE == kwok ]] && echo kwok )
 
 # Fresh cluster state each bring-up (PKI and cached images are kept).
 if ! is_running etcd && ! is_running kube-apiserver; then
   rm -rf "$RUN_DIR/etcd" "$RUN_DIR/cni/ipam" "$RUN_DIR/runsc-logs"
 fi
 make_pki
-for u in admin controller-manager scheduler kube-proxy kubelet-client; do kubeconfig "$RUN_DIR/$u.kubeconfig" "$u"; done
+for u in admin controller-manager scheduler kube-proxy kube-router kubelet-client; do kubeconfig "$RUN_DIR/$u.kubeconfig" "$u"; done
 cp "$RUN_DIR/admin.kubeconfig" "$RUN_DIR/kubeconfig"
 KC="$RUN_DIR/kubeconfig"
 kc() { "$K8S_BIN/kubectl" --kubeconfig "$KC" "$@"; }
@@ -312,9 +365,13 @@ if ! ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
   ip link add "$CNI_BRIDGE" type bridge
 fi
 ip addr replace "$POD_GATEWAY/16" dev "$CNI_BRIDGE"
+ip addr replace "$HOST_SECOND_ADDRESS/32" dev "$CNI_BRIDGE"
 ip link set "$CNI_BRIDGE" up
 sysctl -qw net.ipv4.ip_forward=1 || true
 modprobe br_netfilter 2>/dev/null || true
+# Pod-to-pod traffic is bridged: iptables (kube-proxy's hairpin, kube-router's policies) must see it.
+sysctl -qw net.bridge.bridge-nf-call-iptables=1 \
+  || log "WARNING: net.bridge.bridge-nf-call-iptables unset: pod-to-pod NetworkPolicies are not enforced"
 modprobe overlay 2>/dev/null || true
 
 GVISOR_PLATFORM="$(pick_gvisor_platform)"
@@ -392,6 +449,8 @@ metadata:
   name: gvisor
 handler: runsc
 EOF
+
+if [[ $WITH_NETWORK_POLICY == 1 ]]; then start_kube_router; fi
 
 check_alive kube-controller-manager
 check_alive kube-scheduler

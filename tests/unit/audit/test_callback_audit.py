@@ -3,53 +3,31 @@ tool_call events the server appends for a posted result."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 
+from agentflow.audit.events import rfc3339
 from agentflow.audit.records import AuditEvent
-from agentflow.callback import AttemptClaims, issue_token, new_key
 from agentflow.callback.server import CallbackServer
 from agentflow.runtime.client import AiohttpTransport, CallbackClient, CallbackRefused, HttpAuditSink, RetryPolicy
+from agentflow.security.identity import SignedTokens
+from agentflow.security.tokens import AttemptClaims, issue_token, new_key
 from agentflow.storage import StorageUnavailable
+from agentflow.testing import MemoryAuditSink, MemoryStore
 
 NOW = 1_800_000_000.0
 CLAIMS = AttemptClaims("uid-1", "team-a", "triage", "classify[2]", 1, NOW + 60)
 SUBJECT = "team-a/triage/classify[2]#1"
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.results: dict[tuple[str, str, int], dict[str, Any]] = {}
-
-    async def get_attempt(self, run_uid: str, node: str, attempt: int) -> dict[str, Any] | None:
-        return None
-
-    async def put_result(self, run_uid: str, node: str, attempt: int, result: Mapping[str, Any]) -> bool:
-        if (run_uid, node, attempt) in self.results:
-            return False
-        self.results[(run_uid, node, attempt)] = dict(result)
-        return True
-
-
-@dataclass
-class MemorySink:
-    events: list[AuditEvent] = field(default_factory=list)
-    fail: Exception | None = None
-
-    async def append(self, events: Sequence[AuditEvent]) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.events.extend(events)
-
-
 @dataclass
 class Served:
     url: str
-    sink: MemorySink
+    sink: MemoryAuditSink
     store: MemoryStore
     key: bytes
     session: aiohttp.ClientSession
@@ -62,20 +40,21 @@ class Served:
             return r.status, await r.json()
 
 
-async def serve(sink: MemorySink | None) -> AsyncIterator[Served]:
+async def serve(sink: MemoryAuditSink | None) -> AsyncIterator[Served]:
     store, key = MemoryStore(), new_key()
-    server = CallbackServer(store, key, clock=lambda: NOW, audit=sink, max_audit_body_bytes=4096, max_audit_events=5)
+    server = CallbackServer(store, SignedTokens(key), clock=lambda: NOW, audit=sink, max_audit_body_bytes=4096,
+                            max_audit_events=5)
     await server.start("127.0.0.1", 0)
     try:
         async with aiohttp.ClientSession() as session:
-            yield Served(f"http://127.0.0.1:{server.port}", sink or MemorySink(), store, key, session)
+            yield Served(f"http://127.0.0.1:{server.port}", sink or MemoryAuditSink(), store, key, session)
     finally:
         await server.stop()
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    async for s in serve(MemorySink()):
+    async for s in serve(MemoryAuditSink()):
         yield s
 
 
@@ -86,10 +65,22 @@ def pod_event(**changes: Any) -> dict[str, Any]:
 async def test_pod_events_get_actor_namespace_and_subject_from_the_token(served: Served) -> None:
     status, body = await served.post("/v1/attempt/audit", {"events": [pod_event(), pod_event(kind="injection")]})
     assert status == 201 and body["appended"] == 2
+    # the chain's time is the server's (a pod cannot back-date what it reports); the pod's is kept in podAt
+    server_time, pod_time = rfc3339(NOW), "2026-01-02T03:04:05Z"
     assert served.sink.events == [
-        AuditEvent("redaction", "step-pod", "team-a", SUBJECT, "flag", "2026-01-02T03:04:05Z", {"entities": 2}),
-        AuditEvent("injection", "step-pod", "team-a", SUBJECT, "flag", "2026-01-02T03:04:05Z", {"entities": 2}),
+        AuditEvent("redaction", "step-pod", "team-a", SUBJECT, "flag", server_time, {"entities": 2, "podAt": pod_time}),
+        AuditEvent("injection", "step-pod", "team-a", SUBJECT, "flag", server_time, {"entities": 2, "podAt": pod_time}),
     ]
+
+
+async def test_an_attempt_may_not_flood_the_audit_chain(served: Served) -> None:
+    # max_audit_events is 5 per request here; 2000 per attempt by default: 400 requests fill it
+    for _ in range(400):
+        status, _ = await served.post("/v1/attempt/audit", {"events": [pod_event()] * 5})
+        assert status == 201
+    status, body = await served.post("/v1/attempt/audit", {"events": [pod_event()]})
+    assert status == 429 and "at most 2000 per attempt" in body["error"]
+    assert len(served.sink.events) == 2000
 
 
 @pytest.mark.parametrize(

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from agentflow.callback import AttemptClaims, issue_token, new_key
 from agentflow.callback.server import CallbackServer, ResultShapeError, parse_step_result
 from agentflow.engine.values import StepError
+from agentflow.security.identity import SignedTokens
+from agentflow.security.tokens import AttemptClaims, issue_token, new_key
 from agentflow.storage import InvalidValue, StorageUnavailable
+from agentflow.testing import MemoryStore
 
 NOW = 1_800_000_000.0
 CLAIMS = AttemptClaims("uid", "ns", "wf", "a", 1, NOW + 60)
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.attempts: dict[tuple[str, str, int], dict[str, Any]] = {}
-        self.results: dict[tuple[str, str, int], dict[str, Any]] = {}
-        self.fail: Exception | None = None
-
-    async def get_attempt(self, run_uid: str, node: str, attempt: int) -> dict[str, Any] | None:
-        if self.fail is not None:
-            raise self.fail
-        return self.attempts.get((run_uid, node, attempt))
-
-    async def put_result(self, run_uid: str, node: str, attempt: int, result: Mapping[str, Any]) -> bool:
-        if self.fail is not None:
-            raise self.fail
-        key = (run_uid, node, attempt)
-        if key in self.results:
-            return False
-        self.results[key] = dict(result)
-        return True
 
 
 @pytest.fixture
@@ -47,7 +28,7 @@ async def served() -> AsyncIterator[tuple[MemoryStore, str, dict[str, str], list
         notified.append(claims)
         raise RuntimeError("the hook failed")  # logged; the pod still gets its answer
 
-    server = CallbackServer(store, key, on_result=on_result, clock=lambda: NOW)
+    server = CallbackServer(store, SignedTokens(key), on_result=on_result, clock=lambda: NOW)
     await server.start("127.0.0.1", 0)
     try:
         yield (
@@ -106,14 +87,14 @@ async def test_unknown_routes_and_methods_are_json(served: Any) -> None:
 
 
 async def test_server_lifecycle_errors() -> None:
-    server = CallbackServer(MemoryStore(), new_key())
+    server = CallbackServer(MemoryStore(), SignedTokens(new_key()))
     with pytest.raises(RuntimeError, match="not started"):
         _ = server.port
     await server.start("127.0.0.1", 0)
     try:
         with pytest.raises(RuntimeError, match="already started"):
             await server.start("127.0.0.1", 0)
-        other = CallbackServer(MemoryStore(), new_key())
+        other = CallbackServer(MemoryStore(), SignedTokens(new_key()))
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{server.port}"):
             await other.start("127.0.0.1", server.port)
     finally:
@@ -122,7 +103,7 @@ async def test_server_lifecycle_errors() -> None:
 
 def test_a_short_key_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="at least 32"):
-        CallbackServer(MemoryStore(), b"short")
+        SignedTokens(b"short")
 
 
 def test_parse_step_result() -> None:

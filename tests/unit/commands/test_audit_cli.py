@@ -96,12 +96,13 @@ def test_csv_and_partial_exports(chain_file: Path, tmp_path: Path, capsys: pytes
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["verify"], "give --postgres-dsn DSN (or AGENTFLOW_POSTGRES_DSN) or --file FILE"),
+        (["verify", "--state-dir", "/nonexistent"], "no local audit chain at /nonexistent/audit.jsonl"),
         (["verify", "--file", "/nonexistent/audit.jsonl"], "--file: cannot read /nonexistent/audit.jsonl"),
         (["verify", "--file", "x", "--expect-head", "12"], "--expect-head: expected SEQ:HASH"),
         (["verify", "--file", "x", "--expect-head", "@/nonexistent"], "--expect-head: cannot read the head file"),
         (["verify", "--postgres-dsn", "postgresql://h/db", "--since", "3"], "describe an export: use them with --file"),
-        (["export"], "give --postgres-dsn DSN"),
+        (["export", "--state-dir", "/nonexistent"], "give --state-dir DIR, --file FILE or --postgres-dsn DSN"),
+        (["verify", "--state-dir", "/nonexistent", "--since", "3"], "describe an export: use them with --file"),
         (["export", "--postgres-dsn", "postgresql://h/db", "--since", "-1"], "--since must be 0 or more"),
         (["verify", "--postgres-dsn", "not a dsn at all"], "invalid DSN"),
     ],
@@ -118,3 +119,28 @@ def test_argparse_errors_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "frobnicate")[0] == 2
     code, out, _ = run(capsys, "verify", "--help")
     assert code == 0 and "--expect-head" in out and "rewritten" in out
+
+
+def test_verify_and_export_default_to_the_local_runs_chain(
+    chain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --file or --postgres-dsn both read STATE_DIR/audit.jsonl, where the local runner writes."""
+    monkeypatch.delenv("AGENTFLOW_POSTGRES_DSN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".agentflow").mkdir()
+    chain_file.rename(tmp_path / ".agentflow" / "audit.jsonl")
+    head = JsonlAuditLog(tmp_path / ".agentflow" / "audit.jsonl").head()
+    code, out, _ = run(capsys, "verify")
+    assert code == 0 and "audit chain intact: 20 rows verified" in out and f"head: {head}" in out
+    code, _, err = run(capsys, "export", "--output", "all.jsonl")
+    assert code == 0 and "exported 20 audit rows to all.jsonl" in err and f"chain head {head}" in err
+    assert json.loads((tmp_path / "all.jsonl.head.json").read_text())["hash"] == head.hash
+    assert run(capsys, "verify", "--file", "all.jsonl", "--expect-head", "@all.jsonl.head.json")[0] == 0
+    code, _, err = run(capsys, "export", "--format", "csv", "--namespace", "team-a", "-o", "a.csv")
+    assert code == 0 and "exported 10 audit rows" in err and "--namespace team-a" in err
+    assert run(capsys, "verify", "--file", "a.csv", "--namespace", "team-a")[0] == 0
+    code, _, err = run(capsys, "export", "--since", "15", "-o", "tail.jsonl")
+    assert code == 0 and "exported 5 audit rows" in err
+    assert run(capsys, "verify", "--file", "tail.jsonl", "--since", "15", "--expect-head", str(head))[0] == 0
+    monkeypatch.setenv("AGENTFLOW_STATE_DIR", str(tmp_path / "elsewhere"))
+    assert agentflow(["--state-dir", str(tmp_path / ".agentflow"), "audit", "verify"]) == 0

@@ -38,3 +38,14 @@ def test_only_timestamps_differing_is_no_change() -> None:
     first = check_dependent(AGENT, Catalog(), now=0.0)
     later = check_dependent(AGENT, Catalog(), now=99.0)
     assert first != later and same_readiness(first, later)
+
+
+def test_ready_keeps_the_agents_drifting_condition() -> None:
+    drifting = {"type": "Drifting", "status": "True", "reason": "QualityDrift", "message": "m",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    body = AGENT | {"status": {"conditions": [{"type": "Ready", "status": "False"}, drifting]}}
+    catalog = Catalog()
+    catalog.add(policy())
+    status = check_dependent(body, catalog, now=5.0)
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Drifting"]
+    assert status["conditions"][1] == drifting

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
+import inspect
+import json
 import re
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -15,8 +20,14 @@ import yaml
 from agentflow import cli
 from agentflow.controller import handlers, webhook
 from agentflow.controller.webhook import PLURALS, admission_message, register_admission, review
+from agentflow.gateway.endpoints import EndpointPolicy
+from agentflow.k8s import names
+from agentflow.k8s.egress import EgressDenyList
 from agentflow.models import Catalog
 from agentflow.models.manifests import Problem, parse_resource
+from agentflow.services import approvals
+from agentflow.services.platform import PlatformPolicy
+from agentflow.testing import SIGNING_KEY, FakeKube
 
 ROOT = Path(__file__).resolve().parents[3]
 API = "agentflow.dev/v1alpha1"
@@ -105,9 +116,12 @@ def call(fn: Callable[..., Any], body: dict[str, Any], indices: dict[str, Any], 
          old: dict[str, Any] | None = None, subresource: str | None = None) -> list[str]:
     """Call a validate handler with the kwargs kopf gives it; the warnings it added."""
     warnings: list[str] = []
-    fn(body=kopf.Body(cast(kopf.RawBody, body)), old=kopf.Body(cast(kopf.RawBody, old)) if old is not None else None,
-       namespace=body["metadata"].get("namespace"), operation=operation, subresource=subresource,
-       warnings=warnings, dryrun=False, **indices)
+    result = fn(body=kopf.Body(cast(kopf.RawBody, body)),
+                old=kopf.Body(cast(kopf.RawBody, old)) if old is not None else None,
+                namespace=body["metadata"].get("namespace"), operation=operation, subresource=subresource,
+                warnings=warnings, dryrun=False, memo=None, **indices)
+    if inspect.iscoroutine(result):
+        asyncio.run(result)
     return warnings
 
 
@@ -205,12 +219,13 @@ def test_an_update_changing_the_spec_is_validated() -> None:
 # -- the kopf handlers
 
 
-def test_handlers_cover_the_five_kinds_on_create_and_update_without_side_effects() -> None:
+def test_handlers_cover_the_seven_kinds_on_create_and_update_without_side_effects() -> None:
     registry = kopf.OperatorRegistry()
     register_admission(registry)
     found = {str(h.id): h for h in registry._webhooks.get_all_handlers() if str(h.id) != "budget-workflows"}
     assert set(found) == {f"validate-{plural}" for plural in PLURALS}
-    assert set(PLURALS) == {"workflows", "agents", "promptversions", "toolpolicies", "budgets"}
+    assert set(PLURALS) == {"workflows", "agents", "promptversions", "toolpolicies", "budgets", "workflowtemplates",
+                            "workflowschedules"}
     for handler in found.values():
         assert list(handler.operations or []) == ["CREATE", "UPDATE"]
         assert handler.side_effects is False and not handler.ignore_failures and not handler.persistent
@@ -316,3 +331,139 @@ async def test_kopf_answers_an_admission_review_with_our_verdict() -> None:
     assert config["sideEffects"] == "None" and config["failurePolicy"] == "Fail"
     assert config["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert config["clientConfig"] == {"url": "https://10.0.0.7:9443/validate-workflows"}
+
+
+# -- the platform's decisions: endpoints, egress, credentials, who approves
+
+TOOLS = f"""\
+apiVersion: {API}
+kind: ToolPolicy
+metadata: {{name: tools, namespace: {NAMESPACE}}}
+spec:
+  tools:
+    - name: fetch
+      http: {{url: "http://169.254.169.254/latest/meta-data/", allowedHosts: ["api.example.com", "[::1]:8080"]}}
+    - name: shell
+      container: {{image: "busybox:1.36", command: ["sh"]}}
+      permissions: {{egressHosts: ["93.184.216.34:443", "10.96.0.1:443"]}}
+"""
+
+
+def platform() -> PlatformPolicy:
+    return PlatformPolicy(
+        endpoints=EndpointPolicy.parse({"endpoints": [{"url": "https://llm.internal.example/v1",
+                                                       "namespaces": [NAMESPACE]}]}),
+        egress=EgressDenyList.with_extra(["10.96.0.0/12"]))
+
+
+def test_a_tool_policy_granting_what_the_platform_denies_is_refused_naming_each_field() -> None:
+    verdict = review(docs(TOOLS)[0], Catalog(), platform=platform(), namespace=NAMESPACE)
+    assert not verdict.allowed and verdict.message is not None
+    paths = [line.split(":")[0].removeprefix("- ") for line in verdict.message.splitlines()[1:]]
+    assert paths == ["spec.tools[0].http.url", "spec.tools[0].http.allowedHosts[1]",
+                     "spec.tools[1].permissions.egressHosts[1]"]
+    assert review(docs(TOOLS)[0], Catalog(), namespace=NAMESPACE).allowed  # `agentflow validate` alone
+
+
+@pytest.mark.parametrize(("api_base", "namespace", "allowed"), [
+    ("https://llm.internal.example/v1", NAMESPACE, True),
+    ("https://llm.internal.example/v1/", NAMESPACE, True),
+    ("https://llm.internal.example/v1", "team-b", False),
+    ("http://10.0.0.5:8000/v1", NAMESPACE, False),
+    ("https://llm.internal.example.attacker.io/v1", NAMESPACE, False),
+    (None, NAMESPACE, True),
+])
+def test_an_agents_endpoint_must_be_listed_for_its_namespace(api_base: str | None, namespace: str,
+                                                             allowed: bool) -> None:
+    agent = docs(SUPPORTING)[0]
+    if api_base is not None:
+        agent["spec"]["model"]["apiBase"] = api_base
+    verdict = review(agent, Catalog(), platform=platform(), namespace=namespace)
+    assert verdict.allowed is allowed, verdict.message
+    if not allowed:
+        assert verdict.message is not None and "spec.model.apiBase" in verdict.message
+
+
+def agent_with_secret(name: str) -> dict[str, Any]:
+    agent = with_namespace(docs(SUPPORTING)[0])
+    agent["spec"]["model"]["credentialsSecretRef"] = {"name": name, "key": "api-key"}
+    return agent
+
+
+def memo_with(kube: FakeKube) -> Any:
+    return types.SimpleNamespace(driver=types.SimpleNamespace(reconciler=types.SimpleNamespace(kube=kube)))
+
+
+def secret(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": NAMESPACE, "labels": labels}, "data": {"api-key": "c2s="}}
+
+
+async def test_an_agent_may_name_only_a_secret_that_opts_in_as_a_model_credential() -> None:
+    kube = FakeKube()
+    kube.secrets[(NAMESPACE, "model-key")] = secret("model-key", {"agentflow.dev/credential": "true"})
+    kube.secrets[(NAMESPACE, "db-password")] = secret("db-password", {})
+    registry = kopf.OperatorRegistry()
+    register_admission(registry, platform=platform())
+    fn = {str(h.id): h.fn for h in registry._webhooks.get_all_handlers()}["validate-agents"]
+
+    async def admit(body: dict[str, Any]) -> list[str]:
+        warnings: list[str] = []
+        await fn(body=kopf.Body(cast(kopf.RawBody, body)), old=None, namespace=NAMESPACE, operation="CREATE",
+                 subresource=None, warnings=warnings, memo=memo_with(kube), **indices_of([]))
+        return warnings
+
+    assert await admit(agent_with_secret("model-key")) == []
+    with pytest.raises(kopf.AdmissionError) as caught:
+        await admit(agent_with_secret("db-password"))
+    assert "spec.model.credentialsSecretRef.name" in str(caught.value) and "agentflow.dev/credential" in str(
+        caught.value)
+    missing = await admit(agent_with_secret("later"))  # applied before its Secret: warned, refused at call time
+    assert missing and "does not exist" in missing[0]
+
+
+async def test_kopf_stamps_an_approval_with_the_requesting_user_or_refuses_a_non_approver() -> None:
+    from kopf._cogs.configs.configuration import OperatorSettings
+    from kopf._cogs.structs.ephemera import AnyMemo
+    from kopf._cogs.structs.ids import HandlerId
+    from kopf._cogs.structs.references import Insights, Resource
+    from kopf._cogs.structs.reviews import Request
+    from kopf._core.engines.admission import serve_admission_request
+    from kopf._core.engines.indexing import OperatorIndexers
+    from kopf._core.reactor.inventory import ResourceMemories
+
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry)
+    register_admission(registry, signing_key=SIGNING_KEY)
+    indexers = OperatorIndexers()
+    indexers.ensure(registry._indexing.get_all_handlers())
+    insights = Insights()
+    insights.webhook_resources.add(Resource(group="agentflow.dev", version="v1alpha1", plural="workflows",
+                                            kind="Workflow", namespaced=True, verbs=frozenset({"patch"})))
+    old = {"apiVersion": API, "kind": "Workflow",
+           "metadata": {"name": "ship", "namespace": NAMESPACE, "uid": "uid-9", "annotations": {}},
+           "spec": {"steps": [{"name": "gate", "kind": "approval", "approval": {"approvers": ["release"]}}]}}
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"][names.APPROVE_ANNOTATION] = '{"node": "gate", "by": "release-bot"}'
+
+    async def answer(user: dict[str, Any]) -> dict[str, Any]:
+        request: dict[str, Any] = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "r2", "operation": "UPDATE", "userInfo": user, "object": new, "oldObject": old,
+            "resource": {"group": "agentflow.dev", "version": "v1alpha1", "resource": "workflows"}}}
+        response = await serve_admission_request(
+            cast(Request, request), webhook=HandlerId("approve-workflows"), settings=OperatorSettings(),
+            memories=ResourceMemories(), memobase=AnyMemo(kopf.Memo()), registry=registry, insights=insights,
+            indices=indexers.indices)
+        return dict(response["response"])
+
+    refused = await answer({"username": "system:serviceaccount:team-a:ci", "groups": ["system:serviceaccounts"]})
+    assert refused["allowed"] is False and refused["status"]["code"] == 403
+    assert "may not decide step gate" in refused["status"]["message"]
+
+    allowed = await answer({"username": "carol", "groups": ["release", "system:authenticated"]})
+    assert allowed["allowed"] is True and allowed["patchType"] == "JSONPatch"
+    ops = json.loads(base64.b64decode(allowed["patch"]))
+    (value,) = [op["value"] for op in ops if op["path"].endswith("agentflow.dev~1approve")] or [
+        op["value"][names.APPROVE_ANNOTATION] for op in ops if op["path"] == "/metadata/annotations"]
+    decision = names.parse_decision(names.APPROVE_ANNOTATION, value)
+    assert decision.by == "carol" and "release" in decision.groups
+    assert approvals.verified(SIGNING_KEY, "uid-9", decision)

@@ -129,3 +129,18 @@ async def test_an_unknown_agent_is_admitted_with_a_cost_warning() -> None:
     catalog.agents.clear()
     decision = await admit(wf, NS, catalog, meter=METER, ledger=None, list_workflows=nothing_running, now=NOW)
     assert decision.allowed and "cost not checked against Budgets" in decision.warnings[0]
+
+
+async def test_a_behavior_tree_is_admitted_on_the_estimate_of_its_leaves() -> None:
+    """Repeated three times, the tree's leaf is expected to cost 3 x $205: a $500 hard budget refuses it."""
+    wf, catalog = setup(budget("team-hard", 500.0))
+    step = wf.spec.steps[0].dump()
+    tree = parse_resource({"apiVersion": API, "kind": "Workflow", "metadata": {"name": "wf", "namespace": NS},
+                           "spec": {"behaviorTree": {"type": "repeat", "count": 3,
+                                                     "child": {"type": "step", "step": step}}}})
+    assert isinstance(tree, Workflow)
+    ledger = MemoryLedger(clock=lambda: NOW)
+    refused = await admit(tree, NS, catalog, meter=METER, ledger=ledger, list_workflows=nothing_running, now=NOW)
+    assert not refused.allowed and refused.message is not None
+    assert refused.message.startswith("Workflow/wf: estimated cost $615.0000"), refused.message
+    assert (await admit(wf, NS, catalog, meter=METER, ledger=ledger, list_workflows=nothing_running, now=NOW)).allowed

@@ -69,6 +69,14 @@ def test_one_step_is_counted_on_the_rendered_prompt_and_priced_at_max_tokens() -
     assert est.usd == step.usd
 
 
+def test_a_carried_conversation_adds_up_to_its_budget_per_call() -> None:
+    remembering = {**AGENT, "spec": {**AGENT["spec"], "memory": {"kind": "conversation", "maxTokens": 1000}}}
+    wf, cat = build([llm("s", inputs={"x": "one two three"})], agent=remembering)
+    [step] = estimate_workflow(wf, cat, None, prices, count_tokens=words).steps
+    assert step.input_tokens == Range(7, 507, 1007)
+    assert any("memory.kind conversation" in a and "maxTokens 1000" in a for a in step.assumptions)
+
+
 def test_inputs_given_override_the_workflows_own() -> None:
     wf, cat = build([llm("s", inputs={"x": "${{ inputs.text }}"})], inputs={"text": "a"})
     short = estimate_workflow(wf, cat, None, prices, count_tokens=words).steps[0].input_tokens.expected
@@ -188,3 +196,18 @@ def test_tool_steps_cost_their_price_per_call_times_items_and_attempts() -> None
     assert step.usd.high == pytest.approx(0.12)  # 4 items, all 3 attempts
     assert 0.04 < step.usd.expected < 0.12
     assert any("$0.01 per call" in a for a in step.assumptions)
+
+
+def test_a_behavior_trees_leaves_are_estimated_with_their_repeats_and_retries() -> None:
+    tree = {"type": "sequence", "children": [
+        {"type": "step", "step": llm("first")},
+        {"type": "repeat", "count": 3, "child": {"type": "retry", "limit": 1, "child": {
+            "type": "step", "step": llm("again")}}}]}
+    wf, cat = build([], inputs={"x": "one two"}, behaviorTree=tree)
+    est = estimate_workflow(wf, cat, None, prices, count_tokens=words)
+    steps = {s.step: s for s in est.steps}
+    assert set(steps) == {"first", "again"}
+    assert steps["first"].multiplicity == Range(0, 1, 1)
+    assert steps["again"].multiplicity == Range(0, 3, 6)
+    assert "behavior tree: expected 3 run(s)" in steps["again"].assumptions[0]
+    assert any("behavior tree" in n for n in est.assumptions)

@@ -30,7 +30,9 @@ import yaml
 from agentflow.cost.calibration import Calibration, observations_from_journal
 from agentflow.cost.estimate import Estimate, estimate_workflow
 from agentflow.engine.values import EventType
-from agentflow.llm.pricing import count_message_tokens, load_litellm, price_per_token
+from agentflow.llm import litellm_provider
+from agentflow.llm.litellm_upstream import count_message_tokens
+from agentflow.llm.litellm_upstream import load as load_litellm
 from agentflow.runner import session
 from agentflow.runner.store import RunStore
 
@@ -140,9 +142,9 @@ async def test_estimate_error_against_real_runs(provider: FakeOpenAI, tmp_path: 
     for i, (run_id, bundle, events) in enumerate(runs):
         others = [journals[r] for r in journals if r != run_id]
         calibration = Calibration.build([o for obs, _ in others for o in obs], [s for _, s in others])
-        plain: Estimate = estimate_workflow(bundle.workflow, bundle.catalog, None, price_per_token,
+        plain: Estimate = estimate_workflow(bundle.workflow, bundle.catalog, None, litellm_provider().prices,
                                             count_tokens=count_message_tokens)
-        tuned = estimate_workflow(bundle.workflow, bundle.catalog, None, price_per_token, calibration,
+        tuned = estimate_workflow(bundle.workflow, bundle.catalog, None, litellm_provider().prices, calibration,
                                   count_tokens=count_message_tokens)
         assert all(s.calibrated for s in tuned.steps)
         real = actual(events)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from agentflow.engine.expressions import ExpressionError, compile_expression, compile_template
+from agentflow.engine.expressions import ExpressionError, compile_expression
+from agentflow.engine.templates import compile_template
 
 # Each of these takes exponential (or high polynomial) time on a backtracking engine such as Python's re.
 CATASTROPHIC = [r"^(a+)+$", r"^(a|a)*$", r"^(a|aa)+$", r"(x+x+)+y", r"^(\w+\s?)*$", r"a*a*a*a*a*a*a*b"]

@@ -115,3 +115,22 @@ spec:
     run = Harness(p).run_until_blocked()
     assert run.path == ["route", "french", "done"]
     assert run.phase == "Succeeded"
+
+
+def test_an_approval_message_that_cannot_be_rendered_fails_the_step_not_the_run() -> None:
+    """A failed score has no output: the manual review's message naming its risk is an error of that step, which
+    its error transition catches (examples/manifests/fraud-detection.yaml crashed the runner with a traceback)."""
+    spec = FRAUD.replace(
+        "    - {name: manual, final: Failed}",
+        "    - name: manual\n"
+        "      step: {name: manual, kind: approval, approval: {message: \"risk ${{ steps.score.output.risk }}\"}}\n"
+        "      transitions:\n"
+        "      - {target: approve}\n"
+        "      - {target: block, result: error}")
+    h = Harness(plan(spec), lambda req: fail("Boom", retryable=False))
+    run = h.run_until_blocked()
+    assert run.phase == "Failed"
+    manual = next(n for n in run.nodes.values() if n.state == "manual")
+    assert manual.phase == "Failed" and manual.error is not None and manual.error.type == "ExpressionError"
+    assert "approval.message" in manual.error.message and "risk" in manual.error.message
+    assert run.path == ["score", "manual", "block"]

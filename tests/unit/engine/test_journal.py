@@ -275,9 +275,11 @@ class TestVerify:
     def test_intact_journal_verifies(self) -> None:
         rows = journal_rows(10)
         report = verify(rows)
-        assert report == VerifyReport(True, 10, None, None)
+        assert report == VerifyReport(True, 10, None, None, 9, rows[-1]["hash"])
+        assert report.head == f"9:{rows[-1]['hash']}"
         assert verify(rows, head=rows[-1]["hash"]).ok
         assert verify([]).ok and verify([], head=GENESIS).ok
+        assert verify([]).head == f"-1:{GENESIS}"
 
     @pytest.mark.parametrize(
         ("field", "value"),

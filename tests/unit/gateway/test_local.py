@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentflow.engine.values import StepRequest
-from agentflow.gateway.inprocess import InProcessGatewayClient
-from agentflow.runner.executors import InProcessExecutor
-from agentflow.runner.local_gateway import step_of_node
+from agentflow.engine.values import StepRequest, step_of_node
+from agentflow.executors import InProcessExecutor
+from agentflow.gateway.local import LocalModels
 from agentflow.runner.session import load_bundle, make_executor
 
 QUICKSTART = Path(__file__).parents[3] / "examples" / "manifests" / "quickstart.yaml"
@@ -47,9 +46,9 @@ async def test_a_local_step_within_its_budget_runs_and_is_charged(tmp_path: Path
     assert result.ok, result.error
     [call] = result.calls
     assert call.name == "agentflow/offline" and call.input_tokens > 0
-    client = ex._model
-    assert isinstance(client, InProcessGatewayClient)
-    [logged] = await client.gateway.ledger.calls()  # type: ignore[attr-defined]
+    models = ex.services.models
+    assert isinstance(models, LocalModels)
+    [logged] = await models.gateway.ledger.calls()  # type: ignore[attr-defined]
     assert (logged.workflow, logged.node, logged.attempt, logged.step, logged.agent) == (
         "quickstart", "classify", 1, "classify", "quickstart-agent")
     assert logged.budgets == ("default/tiny",) and logged.status == "ok"

@@ -2,35 +2,27 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from agentflow.audit.records import AuditEvent
 from agentflow.gateway.cache import ResponseCache
 from agentflow.gateway.router import Router
-from agentflow.gateway.service import ChatRequest, Gateway, GatewayError
+from agentflow.gateway.service import Gateway, GatewayError
+from agentflow.llm import ChatRequest
 from agentflow.storage.ledger import Usage
 from agentflow.storage.memory_ledger import MemoryLedger
+from agentflow.testing import MemoryAuditSink
 
-from .helpers import Scripted, agent, failure, line, static_budgets, who
+from .helpers import Scripted, agent, failure, line, provider, static_budgets, who
 
 MSGS = ({"role": "system", "content": "You triage."}, {"role": "user", "content": "my order is late"})
 
 
-class Audit:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    async def append(self, events: Sequence[AuditEvent]) -> None:
-        self.events.extend(events)
-
-
 def gateway(upstream: Scripted, *lines: Any, price: tuple[float, float] | None = (1e-6, 2e-6),
             **kwargs: Any) -> Gateway:
-    return Gateway(ledger=kwargs.pop("ledger", MemoryLedger()), upstream=upstream, budgets=static_budgets(*lines),
-                   prices=lambda model: price, rng=random.Random(0), **kwargs)
+    return Gateway(ledger=kwargs.pop("ledger", MemoryLedger()), provider=provider(upstream, prices=lambda model: price),
+                   budgets=static_budgets(*lines), rng=random.Random(0), **kwargs)
 
 
 def chat(model: str = "openai/gpt-4o-mini", **kwargs: Any) -> ChatRequest:
@@ -39,7 +31,7 @@ def chat(model: str = "openai/gpt-4o-mini", **kwargs: Any) -> ChatRequest:
 
 async def test_a_call_is_reserved_settled_and_recorded_with_its_routing() -> None:
     ledger = MemoryLedger()
-    audit = Audit()
+    audit = MemoryAuditSink()
     budget = line(limit_usd=1.0)
     gw = gateway(Scripted(cost_usd=0.002), budget, ledger=ledger, audit=audit)
     result = await gw.complete(who(), chat(max_tokens=50))
@@ -60,7 +52,7 @@ async def test_a_call_is_reserved_settled_and_recorded_with_its_routing() -> Non
 async def test_budget_exceeded_refuses_before_the_provider_and_leaves_nothing_reserved() -> None:
     ledger = MemoryLedger()
     upstream = Scripted()
-    audit = Audit()
+    audit = MemoryAuditSink()
     budget = line(limit_usd=0.0001)  # the estimate (prompt + 1024 default output tokens) cannot fit
     gw = gateway(upstream, budget, ledger=ledger, audit=audit)
     with pytest.raises(GatewayError) as caught:
@@ -205,9 +197,9 @@ async def test_a_cancelled_call_gives_its_reservation_back() -> None:
     started = asyncio.Event()
 
     class Slow(Scripted):
-        async def complete(self, request: Any) -> Any:
+        async def complete(self, request: Any, endpoint: Any) -> Any:
             started.set()
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()  # never answers: only the cancellation ends it
 
     gw = gateway(Slow(), budget, ledger=ledger)
     task = asyncio.create_task(gw.complete(who(), chat()))
@@ -227,31 +219,39 @@ async def test_credentials_of_the_agent_go_upstream() -> None:
         seen.append(f"{namespace}/{agent.metadata.name}")
         return "sk-from-secret"
 
-    gw = Gateway(ledger=MemoryLedger(), upstream=upstream, credentials=creds, cache=ResponseCache(clock=lambda: 0))
+    gw = Gateway(ledger=MemoryLedger(), provider=provider(upstream), credentials=creds,
+                 cache=ResponseCache(clock=lambda: 0))
     await gw.complete(who(), chat())
-    assert upstream.received[0].api_key == "sk-from-secret" and seen == ["team-a/triage"]
+    assert upstream.endpoints[0].api_key == "sk-from-secret" and seen == ["team-a/triage"]
 
 
 class _SlowLedger(MemoryLedger):
-    """A ledger whose reserve or settle takes a while, so a cancellation can land in the middle of it."""
+    """A ledger whose reserve or settle waits for the test, so a cancellation lands in the middle of it."""
 
     def __init__(self, slow: str) -> None:
         super().__init__()
         self.slow = slow
         self.inside = asyncio.Event()
+        self.go = asyncio.Event()
+        self.finished = asyncio.Event()
 
     async def reserve(self, *args: Any, **kwargs: Any) -> Any:
         reservation = await super().reserve(*args, **kwargs)
         if self.slow == "reserve":
             self.inside.set()
-            await asyncio.sleep(0.2)
+            await self.go.wait()
         return reservation
+
+    async def release(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        await super().release(*args, **kwargs)
+        self.finished.set()
 
     async def settle(self, *args: Any, **kwargs: Any) -> None:
         if self.slow == "settle":
             self.inside.set()
-            await asyncio.sleep(0.2)
+            await self.go.wait()
         await super().settle(*args, **kwargs)
+        self.finished.set()
 
 
 @pytest.mark.parametrize("where", ["reserve", "settle"])
@@ -265,9 +265,11 @@ async def test_a_cancellation_inside_the_ledger_leaves_nothing_held(where: str) 
     task = asyncio.create_task(gw.complete(who(), chat()))
     await ledger.inside.wait()
     task.cancel()
+    await asyncio.sleep(0)  # the cancellation lands inside the ledger call
+    ledger.go.set()  # the shielded ledger work goes on after the cancellation...
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.3)  # the shielded ledger work finishes in the background
+    await asyncio.wait_for(ledger.finished.wait(), 5)  # ...and gives back or settles
     usage = await ledger.usage(budget)
     assert usage.reserved_usd == 0 and usage.reserved_tokens == 0
     if where == "settle":

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from agentflow.callback import AttemptClaims, issue_token, new_key
 from agentflow.controller.main import build_parser, gateway_url
 from agentflow.engine.values import StepRequest
 from agentflow.gateway.server import AuthError
-from agentflow.runner.executors import step_request_to_dict
+from agentflow.security.identity import SignedTokens
+from agentflow.security.tokens import AttemptClaims, issue_token, new_key
 from agentflow.services.gateway import AttemptAuthenticator
 
 QUICKSTART = Path(__file__).parents[3] / "examples" / "manifests" / "quickstart.yaml"
@@ -31,20 +31,20 @@ class Attempts:
 async def test_a_token_becomes_the_attribution_of_its_attempt() -> None:
     key, attempts = new_key(), Attempts()
     request = StepRequest(run_id="uid-1", node="respond", step="respond", kind="llm", attempt=2, inputs={})
-    attempts.payloads[("uid-1", "respond", 2)] = {"request": step_request_to_dict(request),
+    attempts.payloads[("uid-1", "respond", 2)] = {"request": request.to_dict(),
                                                   "manifests": QUICKSTART.read_text(), "workflow": "quickstart"}
-    auth = AttemptAuthenticator(key, attempts, clock=lambda: NOW)
+    auth = AttemptAuthenticator(SignedTokens(key, clock=lambda: NOW), attempts)
     token = issue_token(key, AttemptClaims("uid-1", "team-a", "quickstart", "respond", 2, NOW + 60))
     who = await auth(token)
     assert (who.namespace, who.workflow, who.run_uid, who.node, who.attempt, who.step, who.prompt) == (
         "team-a", "quickstart", "uid-1", "respond", 2, "respond", "quickstart-respond-v1")
     assert who.agent is not None and who.agent.metadata.name == "quickstart-agent" and who.cache
     await auth(token)
-    assert attempts.reads == 1  # cached until the token expires
+    assert attempts.reads == 1  # the payload is read once per attempt
     with pytest.raises(AuthError, match="signature"):
-        await AttemptAuthenticator(new_key(), attempts, clock=lambda: NOW)(token)
+        await AttemptAuthenticator(SignedTokens(new_key(), clock=lambda: NOW), attempts)(token)
     with pytest.raises(AuthError, match="expired"):
-        await AttemptAuthenticator(key, attempts, clock=lambda: NOW + 61)(token)
+        await AttemptAuthenticator(SignedTokens(key, clock=lambda: NOW + 61), attempts)(token)
     other = issue_token(key, AttemptClaims("uid-1", "team-a", "quickstart", "respond", 3, NOW + 60))
     with pytest.raises(AuthError, match="no attempt is stored"):
         await auth(other)

@@ -8,8 +8,12 @@ kinds::
     profile         input: step, agent, policies, tool (a name looked up in the policies, or a full spec)
     networkPolicy   input: owner, namespace, podName, profile (source or {egress: [[host, port]]}), callback...
     status          input: run (see runs.py) and args of workflow_status (generation, now, maxNodes,
-                    traceId, outputRef as a format string with {node}, previous)
+                    traceId, traceUrl, outputRef as a format string with {node}, previous)
     events          input: run; expected: [[type, reason, message], ...]
+    statusPatch     input: builder (stalled, invalidSpec or missingReferences) and its arguments: current (the
+                    status now, for stalled), reason, message (or missing), now, generation, previous
+    driftPatch      input: current (an Agent's status), alarms [{namespace, agent, prompt, signal, baseline, current,
+                    since}], now; expected: the patch of k8s.drift.drifting_status (null: nothing to write)
 
 Set AGENTFLOW_UPDATE_CASES=1 to write what the builders return into ``expected`` (then read the diff).
 """
@@ -20,11 +24,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentflow.engine.values import StepRequest
+from agentflow.k8s.drift import drifting_status
 from agentflow.k8s.events import kubernetes_events
 from agentflow.k8s.netpol import build_network_policy
 from agentflow.k8s.podspec import ExecutionProfile, Owner, PodConfig, build_step_pod, profile_for
-from agentflow.k8s.status import workflow_status
+from agentflow.k8s.status import invalid_spec_status, missing_references_status, stalled_status, workflow_status
 from agentflow.models import Agent, StepSpec, ToolPolicy, ToolSpec
+from agentflow.quality import Alarm, Subject
 
 from .runs import drive
 
@@ -67,7 +73,7 @@ def build(kind: str, i: Mapping[str, Any]) -> Any:
     if kind == "pod":
         p = profile(i.get("profile"))
         return build_step_pod(
-            owner(i["owner"]), i["namespace"], request(i["request"]), i["token"], config(i["config"]),
+            owner(i["owner"]), i["namespace"], request(i["request"]), config(i["config"]),
             runtime_class=i.get("runtimeClass", p.runtime_class), timeout_seconds=i.get("timeoutSeconds"),
             resources=i.get("resources", p.resources), env=i.get("env", p.env), extra_labels=i.get("extraLabels"),
         )
@@ -86,10 +92,24 @@ def build(kind: str, i: Mapping[str, Any]) -> Any:
         ref = a.get("outputRef")
         return workflow_status(
             h.run, generation=a.get("generation"), now=a.get("now"), max_nodes=a.get("maxNodes", 200),
-            trace_id=a.get("traceId"), previous=a.get("previous") or (),
+            trace_id=a.get("traceId"), trace_url=a.get("traceUrl"), previous=a.get("previous") or (),
             output_ref=(lambda n: ref.format(node="outputs" if n is None else n)) if ref else None,
         )
     if kind == "events":
         h = drive(i["run"])
         return [list(e) for e in kubernetes_events(h.events, plan=h.plan)]
+    if kind == "statusPatch":
+        builder, now, generation = i["builder"], i["now"], i.get("generation")
+        if builder == "stalled":
+            return stalled_status(i.get("current") or {}, i["reason"], i["message"], now=now, generation=generation)
+        if builder == "invalidSpec":
+            return invalid_spec_status(i["message"], now=now, generation=generation, previous=i.get("previous") or ())
+        if builder == "missingReferences":
+            return missing_references_status(i["missing"], now=now, generation=generation,
+                                             previous=i.get("previous") or ())
+        raise ValueError(f"unknown statusPatch builder {builder!r}")
+    if kind == "driftPatch":
+        alarms = [Alarm(Subject(a["namespace"], a["agent"], a["prompt"]), a["signal"], a["baseline"], a["current"],
+                        a["since"]) for a in i.get("alarms") or ()]
+        return drifting_status(i.get("current") or {}, alarms, now=i["now"])
     raise ValueError(f"unknown case kind {kind!r}")

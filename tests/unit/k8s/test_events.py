@@ -6,6 +6,7 @@ from agentflow.engine.values import Event, EventType
 from agentflow.k8s import names
 from agentflow.k8s.events import MAX_MESSAGE, approval_hint, event_body, event_name, kubernetes_events
 from agentflow.k8s.podspec import Owner
+from agentflow.k8s.previews import EVENT_PREVIEW_CHARS
 
 OWNER = Owner("agentflow.dev/v1alpha1", "Workflow", "triage", "uid-1")
 E = EventType
@@ -46,7 +47,24 @@ def test_the_approval_hint_quotes_node_ids_for_the_shell() -> None:
 def test_long_messages_are_cut() -> None:
     long = Event(E.step_failed, "n", {"attempt": 1, "error": {"type": "X", "message": "m" * 5000}})
     (told,) = kubernetes_events([long])
-    assert len(told.message) == MAX_MESSAGE and told.message.endswith("…")
+    error = told.message.removeprefix("step n attempt 1 failed: ")
+    assert len(error) == EVENT_PREVIEW_CHARS and error.endswith("…") and len(told.message) <= MAX_MESSAGE
+
+
+def test_event_messages_mask_personal_data_a_step_error_quotes() -> None:
+    failed = Event(E.step_failed, "n", {"attempt": 1, "error": {
+        "type": "ValueError", "message": "no account for jane.doe@example.com (card 4111 1111 1111 1111)"}})
+    (told,) = kubernetes_events([failed])
+    assert "jane.doe" not in told.message and "4111" not in told.message
+    assert "<EMAIL>" in told.message and "<CARD>" in told.message
+
+
+def test_the_approval_event_does_not_quote_the_rendered_question() -> None:
+    asked = Event(E.approval_requested, "ship", {"message": "Refund 500 EUR to jane.doe@example.com?",
+                                                 "approvers": ["leads"]})
+    (told,) = kubernetes_events([asked])
+    assert "jane" not in told.message and "Refund" not in told.message
+    assert "approvers: leads" in told.message and "status.nodes" in told.message
 
 
 def test_event_body_is_a_core_v1_event_about_the_workflow() -> None:
@@ -69,3 +87,17 @@ def test_event_names_stay_valid_for_the_longest_workflow_names() -> None:
     owner = Owner("agentflow.dev/v1alpha1", "Workflow", "a" * 199 + "." + "b" * 53, "u")
     name = event_name(owner, "R", "m", "t")
     assert len(name) <= 253 and ".." not in name and name[0].isalnum() and name[-1].isalnum()
+
+
+def test_a_behavior_tree_timeout_is_told_as_the_tree_nodes() -> None:
+    from agentflow.engine.plan import compile_plan
+    from agentflow.models import Workflow
+
+    workflow = Workflow.model_validate({"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow",
+                                        "metadata": {"name": "w"}, "spec": {"behaviorTree": {
+                                            "type": "timeout", "timeoutSeconds": 30, "child": {
+                                                "type": "step", "step": {"name": "a", "kind": "tool", "tool": "t"}}}}})
+    told = kubernetes_events([Event(E.step_timed_out, "bt", {"attempt": 1})], workflow="w",
+                             plan=compile_plan(workflow))
+    assert told == [("Warning", "StepTimedOut", "behavior-tree node bt ran past its 30s timeout: its steps were "
+                                                 "cancelled")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +21,7 @@ from agentflow.k8s.podspec import (
     Owner,
     PodConfig,
     build_step_pod,
+    fingerprint,
     parse_host,
     profile_for,
 )
@@ -50,7 +52,14 @@ def assert_sandboxed(pod: Mapping[str, Any]) -> None:
     assert spec["restartPolicy"] == "Never"
     assert spec["automountServiceAccountToken"] is False
     assert "serviceAccountName" not in spec and "serviceAccount" not in spec
-    assert not any("projected" in v or "secret" in v for v in spec.get("volumes", []))
+    # no Secret and no API token: the one projected volume is the attempt's own identity token, for the
+    # audience "agentflow" only (the API server refuses it), bound to the pod
+    for volume in spec.get("volumes", []):
+        assert "secret" not in volume, volume
+        if "projected" in volume:
+            assert volume["name"] == "agentflow-token", volume
+            [source] = volume["projected"]["sources"]
+            assert set(source) == {"serviceAccountToken"} and source["serviceAccountToken"]["audience"] == "agentflow"
     assert spec["enableServiceLinks"] is False
     assert spec.get("hostNetwork", False) is False and spec.get("hostPID", False) is False
     psc = spec["securityContext"]
@@ -69,7 +78,7 @@ def assert_sandboxed(pod: Mapping[str, Any]) -> None:
     tmp = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
     assert tmp["emptyDir"]["sizeLimit"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert {"AGENTFLOW_CALLBACK_URL", "AGENTFLOW_TOKEN", "AGENTFLOW_NODE", "AGENTFLOW_ATTEMPT",
+    assert {"AGENTFLOW_CALLBACK_URL", "AGENTFLOW_TOKEN_FILE", "AGENTFLOW_NODE", "AGENTFLOW_ATTEMPT",
             "AGENTFLOW_IDEMPOTENCY_KEY"} <= set(env)
     assert len(env) == len(container["env"]), "no variable twice"
     assert not any(e for e in container["env"] if "valueFrom" in e), "no secrets in step pods"
@@ -90,12 +99,12 @@ NODES = st.one_of(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.from_regex(r"[a-z0-9]([-a-z0-9.]{0,200}[a-z0-9])?", fullmatch=True), NODES, st.integers(1, 101),
        st.one_of(st.none(), st.floats(0.001, 1e6)))
 def test_every_built_pod_is_sandboxed(workflow: str, node: str, attempt: int, timeout: float | None) -> None:
     owner = Owner("agentflow.dev/v1alpha1", "Workflow", workflow, "uid")
-    pod = build_step_pod(owner, "ns", request(node, attempt), "t", CONFIG, timeout_seconds=timeout)
+    pod = build_step_pod(owner, "ns", request(node, attempt), CONFIG, timeout_seconds=timeout)
     assert_sandboxed(pod)
     assert pod["metadata"]["name"] == names.pod_name(workflow, node, attempt)
     assert pod["metadata"]["annotations"][names.NODE_ANNOTATION] == node
@@ -107,49 +116,107 @@ def env_of(pod: Mapping[str, Any]) -> dict[str, str]:
 
 def test_the_attempt_identity_cannot_be_overridden_by_config_or_grants() -> None:
     config = PodConfig("img", "http://cb", env={"AGENTFLOW_TOKEN": "config", "LOG": "debug"})
-    pod = build_step_pod(OWNER, "ns", request(), "real-token", config,
-                         env={"AGENTFLOW_NODE": "other", "AGENTFLOW_CALLBACK_URL": "http://evil", "LOG": "info"})
+    pod = build_step_pod(OWNER, "ns", request(), config,
+                         env={"AGENTFLOW_NODE": "other", "AGENTFLOW_CALLBACK_URL": "http://evil", "LOG": "info",
+                              "AGENTFLOW_TOKEN_FILE": "/tmp/mine"})
     env = env_of(pod)
-    assert env["AGENTFLOW_TOKEN"] == "real-token"
+    assert "AGENTFLOW_TOKEN" not in env
+    assert env["AGENTFLOW_TOKEN_FILE"] == "/var/run/agentflow/token"
     assert env["AGENTFLOW_NODE"] == "classify"
     assert env["AGENTFLOW_CALLBACK_URL"] == "http://cb"
     assert env["LOG"] == "info", "a step's grant overrides the operator-wide default"
     assert_sandboxed(pod)
 
 
+def test_no_credential_is_in_the_pod_object_only_a_projected_token() -> None:
+    pod = build_step_pod(OWNER, "ns", request(), CONFIG, timeout_seconds=30)
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    [projected] = [v for v in spec["volumes"] if v["name"] == "agentflow-token"]
+    source = projected["projected"]["sources"][0]["serviceAccountToken"]
+    assert source == {"audience": "agentflow", "expirationSeconds": 600, "path": "token"}
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["agentflow-token"] == {"name": "agentflow-token", "mountPath": "/var/run/agentflow",
+                                         "readOnly": True}
+    long = build_step_pod(OWNER, "ns", request(), CONFIG, timeout_seconds=7200)["spec"]["volumes"][1]
+    assert long["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"] == 7230
+
+
+def _as_the_api_server_returns_it(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """``pod`` with what a v1.33 API server adds on create (read off a real one: defaults of the pod, its
+    containers and its volumes, status and server-set metadata)."""
+    served = copy.deepcopy(dict(pod))
+    served["metadata"].update(uid="3f1c", resourceVersion="1", creationTimestamp="2026-12-06T17:00:00Z")
+    spec = served["spec"]
+    spec.update(dnsPolicy="ClusterFirst", schedulerName="default-scheduler", securityContext=spec.get(
+        "securityContext") or {}, terminationGracePeriodSeconds=30, preemptionPolicy="PreemptLowerPriority",
+        priority=0, tolerations=[{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                                  "effect": "NoExecute", "tolerationSeconds": 300}])
+    for container in spec["containers"]:
+        container.update(imagePullPolicy=container.get("imagePullPolicy") or "IfNotPresent",
+                         terminationMessagePath="/dev/termination-log")
+    for volume in spec["volumes"]:
+        for kind in ("projected", "secret", "configMap"):
+            if kind in volume:
+                volume[kind]["defaultMode"] = 420
+    served["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+    return served
+
+
+def test_the_fingerprint_survives_the_api_servers_defaults_and_sees_a_changed_pod() -> None:
+    """A restarted operator finds its own pod (as the API server returns it) by the recorded fingerprint,
+    and no pod that runs something else, mounts something else or runs as something else passes as it."""
+    pod = build_step_pod(OWNER, "ns", request(), CONFIG, timeout_seconds=30)
+    recorded = fingerprint(pod)
+    assert fingerprint(_as_the_api_server_returns_it(pod)) == recorded
+
+    def changed(edit: Any) -> str:
+        other = _as_the_api_server_returns_it(pod)
+        edit(other["spec"])
+        return fingerprint(other)
+
+    assert changed(lambda s: s["containers"][0].update(command=["sh", "-c", "curl evil"])) != recorded
+    assert changed(lambda s: s["containers"][0].update(image="evil:latest")) != recorded
+    assert changed(lambda s: s.update(serviceAccountName="builder")) != recorded
+    assert changed(lambda s: s.update(hostNetwork=True)) != recorded
+    assert changed(lambda s: s["volumes"].append({"name": "db", "secret": {"secretName": "payments-db"}})) != recorded
+    assert changed(lambda s: s["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"].update(
+        audience="kubernetes")) != recorded
+
+
 def test_runtime_class_explicit_then_config_default_then_none() -> None:
-    explicit = build_step_pod(OWNER, "ns", request(), "t", CONFIG, runtime_class="kata")
+    explicit = build_step_pod(OWNER, "ns", request(), CONFIG, runtime_class="kata")
     assert explicit["spec"]["runtimeClassName"] == "kata"
-    assert build_step_pod(OWNER, "ns", request(), "t", CONFIG)["spec"]["runtimeClassName"] == "gvisor"
+    assert build_step_pod(OWNER, "ns", request(), CONFIG)["spec"]["runtimeClassName"] == "gvisor"
     bare = PodConfig("img", "http://cb", default_runtime_class=None)
-    assert "runtimeClassName" not in build_step_pod(OWNER, "ns", request(), "t", bare)["spec"]
+    assert "runtimeClassName" not in build_step_pod(OWNER, "ns", request(), bare)["spec"]
 
 
 @pytest.mark.parametrize(("timeout", "deadline"), [(1, 1 + DEADLINE_GRACE_SECONDS), (0.2, 1 + DEADLINE_GRACE_SECONDS),
                                                    (59.01, 60 + DEADLINE_GRACE_SECONDS), (None, None)])
 def test_active_deadline_is_the_rounded_up_timeout_plus_grace(timeout: float | None, deadline: int | None) -> None:
-    spec = build_step_pod(OWNER, "ns", request(), "t", CONFIG, timeout_seconds=timeout)["spec"]
+    spec = build_step_pod(OWNER, "ns", request(), CONFIG, timeout_seconds=timeout)["spec"]
     assert spec.get("activeDeadlineSeconds") == deadline
 
 
 def test_resources_override_single_values_and_reject_unknown_kinds() -> None:
-    pod = build_step_pod(OWNER, "ns", request(), "t", CONFIG, resources={"limits": {"memory": "2Gi"}})
+    pod = build_step_pod(OWNER, "ns", request(), CONFIG, resources={"limits": {"memory": "2Gi"}})
     assert pod["spec"]["containers"][0]["resources"] == {
         "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "2Gi"},
     }
     with pytest.raises(ValueError, match="only requests and limits"):
-        build_step_pod(OWNER, "ns", request(), "t", CONFIG, resources={"claims": {}})
+        build_step_pod(OWNER, "ns", request(), CONFIG, resources={"claims": {}})
 
 
 def test_building_does_not_share_or_mutate_config() -> None:
-    a = build_step_pod(OWNER, "ns", request(), "t", CONFIG)
+    a = build_step_pod(OWNER, "ns", request(), CONFIG)
     a["spec"]["containers"][0]["resources"]["limits"]["memory"] = "99Gi"
-    b = build_step_pod(OWNER, "ns", request(), "t", CONFIG)
+    b = build_step_pod(OWNER, "ns", request(), CONFIG)
     assert b["spec"]["containers"][0]["resources"]["limits"]["memory"] == "512Mi"
 
 
 def test_extra_labels_never_replace_agentflow_labels() -> None:
-    pod = build_step_pod(OWNER, "ns", request(attempt=2), "t", CONFIG,
+    pod = build_step_pod(OWNER, "ns", request(attempt=2), CONFIG,
                          extra_labels={names.ATTEMPT_LABEL: "9", names.RUN_LABEL: "x", "team": "a"})
     labels = pod["metadata"]["labels"]
     assert labels[names.ATTEMPT_LABEL] == "2" and labels[names.RUN_LABEL] == "uid-1" and labels["team"] == "a"

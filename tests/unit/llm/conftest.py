@@ -5,7 +5,7 @@ from types import ModuleType
 
 import pytest
 
-from agentflow.llm import load_litellm
+from agentflow.llm.litellm_upstream import load as load_litellm
 
 from .fake_openai import FakeOpenAI
 

@@ -9,10 +9,10 @@ import sys
 from typing import Any
 
 import jsonschema
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agentflow.llm import OFFLINE_MODEL_NAME, ModelRequest, OfflineModel, parse_output
+from agentflow.llm import OFFLINE_MODEL_NAME, ChatRequest, OfflineModel, parse_output
 from agentflow.llm.prompts import REPAIR_PREFIX
 
 from .resources import CLASSIFY_SCHEMA
@@ -23,12 +23,21 @@ def _messages(user: str) -> tuple[dict[str, str], ...]:
 
 
 async def test_answer_conforms_to_the_schema_and_is_named_offline() -> None:
-    request = ModelRequest(model="openai/gpt-4o-mini", messages=_messages("hello"), output_schema=CLASSIFY_SCHEMA)
+    fmt = {"type": "json_schema", "json_schema": {"name": "out", "schema": CLASSIFY_SCHEMA}}
+    request = ChatRequest(model="openai/gpt-4o-mini", messages=_messages("hello"), response_format=fmt)
     response = await OfflineModel().complete(request)
     assert response.model == OFFLINE_MODEL_NAME
     assert response.cost_usd == 0.0
     assert response.input_tokens > 0 and response.output_tokens > 0
     jsonschema.validate(json.loads(response.text), CLASSIFY_SCHEMA)
+
+
+def test_pii_tokens_of_different_runs_get_the_same_answer() -> None:
+    # Tokens are keyed per run: the same visible input must not change the offline answer from run to run.
+    model = OfflineModel()
+    a = model.answer(_messages("Refund <PERSON_0a1b2c3d4e> at <EMAIL_ADDRESS_9f8e7d6c5b>"), CLASSIFY_SCHEMA)
+    b = model.answer(_messages("Refund <PERSON_5a5a5a5a5a> at <EMAIL_ADDRESS_1234567890>"), CLASSIFY_SCHEMA)
+    assert a == b
 
 
 def test_same_messages_same_answer_different_messages_differ() -> None:
@@ -82,6 +91,21 @@ def test_keywords_steer_enums_and_risk_like_numbers() -> None:
     high = json.loads(model.answer(_messages("unauthorized transfer, looks like fraud"), risk_schema))["risk"]
     low = json.loads(model.answer(_messages("weekly grocery purchase at the usual shop"), risk_schema))["risk"]
     assert high > 0.8 and low < 0.4
+
+
+def test_confidence_is_high_for_a_known_topic_and_low_for_a_vague_request() -> None:
+    """examples/manifests/customer-support.yaml escalates below 0.7: the README's walkthrough relies on both."""
+    model = OfflineModel()
+    for text in ("I was charged twice", "My parcel never arrived", "I forgot my password", "the app crashes"):
+        for customer in ("Dana", "<PERSON_0123456789>", "<PERSON_abcdefabcd>"):
+            answer = json.loads(model.answer(_messages(f"Ticket from {customer}: {text}"), CLASSIFY_SCHEMA))
+            assert 0.72 <= answer["confidence"] <= 0.98, (text, answer)
+    for text in ("Something is off, please help", "Hello?", "hmm", "Please call me back"):
+        answer = json.loads(model.answer(_messages(f"Ticket from Dana: {text}"), CLASSIFY_SCHEMA))
+        assert 0.35 <= answer["confidence"] <= 0.65, (text, answer)
+    scored = {"type": "object", "required": ["score"], "properties": {"score": {"type": "integer", "minimum": 1,
+                                                                                 "maximum": 10}}}
+    assert json.loads(model.answer(_messages("hmm"), scored))["score"] >= 6  # a quality score: unchanged
 
 
 def test_strings_are_marked_and_derived_from_the_prompt() -> None:
@@ -221,6 +245,13 @@ def _unique_items_may_be_unsatisfiable(schema: Any) -> bool:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schema=_schema(), user=st.text(max_size=80))
+# found by hypothesis: unique arrays of arrays (and of objects) whose members all came out alike
+@example(schema={"type": "object", "required": [], "properties": {"confidence": {
+    "type": "array", "minItems": 2, "maxItems": 5, "uniqueItems": True,
+    "items": {"type": "array", "items": {"type": "integer"}, "minItems": 0, "maxItems": 3}}}}, user="")
+@example(schema={"type": "array", "minItems": 3, "maxItems": 6, "uniqueItems": True, "items": {
+    "type": "object", "required": ["confidence", "b"],
+    "properties": {"confidence": {"type": "integer"}, "b": {"const": 1}}}}, user="")
 def test_generated_answers_validate_against_generated_schemas(schema: dict[str, Any], user: str) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     answer = json.loads(OfflineModel().answer(_messages(user), schema))
@@ -244,3 +275,30 @@ def test_string_list_items_are_successive_sentences() -> None:
     schema = {"type": "array", "minItems": 3, "items": {"type": "string"}}
     out = json.loads(OfflineModel().answer(_messages("Revenue grew. Churn rose! Hiring slowed?"), schema))
     assert out == ["[offline] Revenue grew.", "[offline] Churn rose!", "[offline] Hiring slowed?"]
+
+
+async def test_a_summary_is_mechanical_and_tools_it_quotes_count_as_called() -> None:
+    from agentflow.engine.conversation import summary_message
+    from agentflow.llm.prompts import summary_messages, transcript_line
+
+    model = OfflineModel()
+    compacted = [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"id": 1}'}}]},
+                 {"role": "tool", "tool_call_id": "c1", "content": "order 1 shipped"}]
+    asked = ChatRequest(model="agentflow/offline", messages=tuple(summary_messages("before", compacted, 64)),
+                        max_tokens=64)
+    text = (await model.complete(asked)).text
+    assert text == (await model.complete(asked)).text
+    assert text == "[offline summary] earlier summary: before | assistant: called lookup({\"id\": 1}) | " \
+                   "tool result: order 1 shipped"
+    assert transcript_line(compacted[0]) == 'assistant: called lookup({"id": 1})'
+    tools = ({"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}},)
+    directed = {"role": "system", "content": "Look it up [[call lookup]]."}
+    fresh = ChatRequest(model="agentflow/offline", messages=(directed, {"role": "user", "content": "where?"}),
+                        tools=tools)
+    assert [c["function"]["name"] for c in model.tool_calls(fresh)] == ["lookup"]
+    after = ChatRequest(model="agentflow/offline", messages=(directed, summary_message(text),
+                                                              {"role": "user", "content": "where?"}), tools=tools)
+    assert model.tool_calls(after) == []  # the summary says it was called: it answers instead
+    short = ChatRequest(model="agentflow/offline", messages=asked.messages, max_tokens=5)
+    assert len((await model.complete(short)).text) <= 20

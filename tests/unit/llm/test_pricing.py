@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 
-from agentflow.llm import estimate_cost, price_per_token
+from agentflow.llm import estimate_cost, litellm_provider, price_per_token
 
 TABLE = {
     "gpt-x": {"input_cost_per_token": 1e-6, "output_cost_per_token": 4e-6},
@@ -39,6 +39,6 @@ def test_bad_arguments_are_named() -> None:
 
 def test_bundled_table_is_used_offline(litellm_module: ModuleType) -> None:
     assert os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP") == "True"
-    prices = price_per_token("openai/gpt-4o-mini")
+    prices = litellm_provider().prices("openai/gpt-4o-mini")
     assert prices is not None and all(p > 0 for p in prices)
     assert litellm_module.suppress_debug_info is True

@@ -22,7 +22,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentflow.models import GROUP, VERSION, BudgetSpec, StepSpec, ToolSpec, crd
+from agentflow.commands import crds
+from agentflow.models import GROUP, VERSION, BudgetSpec, MemorySpec, StepSpec, ToolSpec, crd
 from agentflow.models.base import JSONValue, Model
 from agentflow.models.manifests import ManifestError, parse_resource
 
@@ -212,7 +213,7 @@ AGENT = manifest(
         "role": "support triage",
         "model": {"name": "openai/gpt-4o-mini", "fallbacks": ["ollama/llama3"], "maxTokens": 512},
         "tools": ["kb-search"],
-        "memory": {"kind": "conversation"},
+        "memory": {"longTerm": {"searchK": 3}, "episodic": True},
         "dataResidency": {"allowedRegions": ["eu"]},
     },
 )
@@ -223,7 +224,12 @@ PROMPT = manifest(
         "version": "1",
         "messages": [{"role": "system", "content": "Classify ${{ inputs.text }}"}],
         "outputSchema": {"type": "object", "properties": {"label": {"type": "string"}}},
-        "evaluations": [{"name": "refund", "inputs": {"text": "hi"}, "assertions": ["output.label != ''"]}],
+        "evaluations": {"agentRef": {"name": "triage"}, "minPassRate": 0.5, "cases": [
+            {"name": "refund", "inputs": {"text": "hi"}, "assertions": [
+                {"cel": "output.label != ''"}, {"regex": "^[a-z]+$", "path": "output.label"},
+                {"range": {"min": 0, "max": 1}, "path": "size(output.label)"}, {"equals": "x", "path": "output.label"},
+                {"judge": {"rubric": "a label", "minScore": 0.6}}]}],
+            "judge": {"agentRef": {"name": "judge"}}},
         "canary": {"baseline": {"name": "classify-v0"}, "weight": 10},
     },
 )
@@ -286,6 +292,9 @@ INVALID = {
     "temperature above 2": (changed(AGENT, "spec.model.temperature", 2.5), "temperature"),
     "no messages": (changed(PROMPT, "spec.messages", []), "messages"),
     "canary weight above 100": (changed(PROMPT, "spec.canary.weight", 101), "weight"),
+    "assertion with two checks": (changed(PROMPT, "spec.evaluations.cases.0.assertions.0.contains", "x"),
+                                  "exactly one of"),
+    "range without bounds": (changed(PROMPT, "spec.evaluations.cases.0.assertions.2.range", {}), "min or max"),
     "budget without limit": (changed(BUDGET, "spec.limits", {}), "limits needs usd or tokens"),
     "threshold of zero": (changed(BUDGET, "spec.alertThresholds", [0]), "alertThresholds"),
     "threshold above one": (changed(BUDGET, "spec.alertThresholds", [0.5, 1.5]), "alertThresholds"),
@@ -299,7 +308,7 @@ INVALID = {
 
 
 def test_crds_folder_matches_the_models() -> None:
-    problems = crd.drift(REPO / "crds")
+    problems = crds.drift(REPO / "crds")
     assert not problems, "crds/ has drifted from the models:\n" + "\n".join(problems)
 
 
@@ -331,17 +340,17 @@ def test_cli_writes_then_checks(
     generated = {kind.filename: crd.render(CRDS[kind.kind]) for kind in crd.KINDS}
     monkeypatch.setattr(crd, "generate", lambda: generated)  # rendering is tested above; keep this fast
     out = tmp_path / "crds"
-    assert crd.main(["--check", "--out", str(out)]) == 1
+    assert crds.main(["--check", "--out", str(out)]) == 1
     assert "is missing" in capsys.readouterr().err
-    assert crd.main(["--out", str(out)]) == 0
-    assert len(list(out.glob("*.agentflow.dev.yaml"))) == 5
-    assert crd.main(["--check", "--out", str(out)]) == 0
-    assert crd.write(out) == [], "rewriting identical files must change nothing"
+    assert crds.main(["--out", str(out)]) == 0
+    assert len(list(out.glob("*.agentflow.dev.yaml"))) == 7
+    assert crds.main(["--check", "--out", str(out)]) == 0
+    assert crds.write(out) == [], "rewriting identical files must change nothing"
 
     target = out / "workflows.agentflow.dev.yaml"
     target.write_text(target.read_text().replace("Phase", "Stage"), encoding="utf-8")
     (out / "stale.agentflow.dev.yaml").write_text("{}\n", encoding="utf-8")
-    assert crd.main(["--check", "--out", str(out)]) == 1
+    assert crds.main(["--check", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "workflows.agentflow.dev.yaml differs from the models" in err and "make crds" in err
     assert "stale.agentflow.dev.yaml belongs to no model" in err
@@ -416,7 +425,7 @@ def test_schema_is_structural(kind: crd.Kind) -> None:
     assert crd.structural_problems(schema) == []
     assert schema["properties"]["metadata"] == {"type": "object"}
     for path, node in walk(schema):
-        forbidden = {"$ref", "$defs", "allOf", "anyOf", "oneOf", "not", "const", "title", "default"}
+        forbidden = {"$ref", "$defs", "allOf", "anyOf", "oneOf", "not", "const", "title"}
         forbidden &= node.keys()
         assert not forbidden, f"{path}: {forbidden}"
         assert "type" in node or node.get(PRESERVE), f"{path} has no type"
@@ -472,6 +481,13 @@ def test_cel_rules_compile_and_do_not_iterate() -> None:
                 # The API server estimates a rule's cost over the largest possible lists; a rule that
                 # iterates a list needs maxItems (and maxLength on strings it compares) to fit.
                 assert not iterating.search(rule["rule"]), f"{path}: add maxItems before iterating a list"
+                # The API server's CEL knows a field only through its schema: has(self.x) of a field with no
+                # type (any JSON value) does not compile there ("undefined field").
+                for name in re.findall(r"has\(self\.(\w+)\)", rule["rule"]):
+                    field = (node.get("properties") or {}).get(name)
+                    assert field is not None, f"{path}: {rule['rule']} names {name}, which the schema lacks"
+                    assert "type" in field or "x-kubernetes-int-or-string" in field, \
+                        f"{path}: {rule['rule']} names {name}, a field of any type the API server cannot check"
     assert count >= 10
 
 
@@ -530,13 +546,15 @@ def step_cases() -> Iterator[dict[str, Any]]:
         ),
         # The rule sits on limits; the model checks it one level up, in BudgetSpec.
         (BudgetSpec, "spec.limits", [{}, {"usd": 1}, {"tokens": 10}, {"usd": 0, "tokens": 0}]),
+        (MemorySpec, "spec.memory", [{}, {"kind": "conversation"}, {"kind": "conversation", "maxTokens": 500},
+                                     {"maxTokens": 500}, {"kind": "none", "maxTokens": 500}, {"kind": "none"}]),
     ],
-    ids=["StepSpec", "ToolSpec", "BudgetLimits"],
+    ids=["StepSpec", "ToolSpec", "BudgetLimits", "MemorySpec"],
 )
 def test_cel_rules_accept_exactly_what_the_model_validators_accept(
     model: type[Model], path: str, cases: list[dict[str, Any]]
 ) -> None:
-    kind = {StepSpec: "Workflow", ToolSpec: "ToolPolicy", BudgetSpec: "Budget"}[model]
+    kind = {StepSpec: "Workflow", ToolSpec: "ToolPolicy", BudgetSpec: "Budget", MemorySpec: "Agent"}[model]
     schema = at(schema_of(kind), path)
     assert schema.get("x-kubernetes-validations"), f"{path} has no CEL rules"
     for case in cases:
@@ -548,6 +566,14 @@ def test_cel_rules_accept_exactly_what_the_model_validators_accept(
         cel = cel_errors(schema, case, None, path)
         verdict = "accepts" if model_ok else "rejects"
         assert model_ok == (not cel), f"{case}: the model {verdict} it, CEL says {cel}"
+
+
+def test_an_assertion_with_no_check_is_refused_by_the_models() -> None:
+    """equals holds any JSON value, which the API server's CEL cannot name: the CRD counts the other checks (at
+    most one), the models (webhook, validate, the reconciler) refuse an assertion with none."""
+    body = changed(PROMPT, "spec.evaluations.cases.0.assertions.0.cel", DELETE)
+    assert any("exactly one of" in e for e in model_errors(body))
+    assert api_server_errors(body) == []
 
 
 def test_duplicate_names_are_rejected_by_the_api_server() -> None:
@@ -603,6 +629,7 @@ def test_converter_translates_pydantic_idioms() -> None:
         "minimum": 0,
         "exclusiveMinimum": True,
         "description": "A bounded number. Defaults to 3.",
+        "default": 3,
     }
     assert props["anything"] == {PRESERVE: True, "description": "Any JSON."}
     assert props["mapping"] == {"type": "object", PRESERVE: True}

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from agentflow.loader import load_documents
 from agentflow.models import Agent, Budget, ManifestError, Problem, Workflow, parse_resource
-from agentflow.models.manifests import Document, load_documents, parse_documents, parse_yaml
+from agentflow.models.manifests import Document, parse_documents, parse_yaml
 
 AGENT = """\
 apiVersion: agentflow.dev/v1alpha1

@@ -18,9 +18,9 @@ def test_the_step_entry_point_imports_without_the_operator_extras() -> None:
                 if name.split(".")[0] in {OPERATOR_ONLY!r}:
                     raise ImportError("not in the runtime image: " + name)
         sys.meta_path.insert(0, Block())
-        import agentflow.cli, agentflow.runtime.step, agentflow.runner.session, agentflow.runner.stepproc
+        import agentflow.cli, agentflow.runtime.step, agentflow.runner.session, agentflow.executors.stepproc
         import agentflow.security.pii, agentflow.tools.wasm, agentflow.storage.audit_file
-        import agentflow.storage.memory_ledger, agentflow.runner.local_gateway
+        import agentflow.storage.memory_ledger, agentflow.gateway.local, agentflow.executors.access
         print("ok")
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

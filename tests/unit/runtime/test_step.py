@@ -20,7 +20,9 @@ from agentflow.runtime.step import (
     EXIT_DELIVERED,
     EXIT_UNDELIVERED,
     TOKEN_ENV,
+    ConfigError,
     main,
+    read_config,
     run_step,
 )
 
@@ -300,7 +302,24 @@ class TestConfiguration:
         assert main([], env) == EXIT_CONFIG
         [record] = log_lines(capsys.readouterr().err)
         assert record["event"] == "config.invalid" and record["level"] == "error"
-        assert record["message"].startswith(f"{missing} is not set")
+        assert missing in record["message"] and "set" in record["message"]
+
+    def test_the_token_file_wins_and_is_read_again_for_every_request(
+        self, server: FakeCallbackServer, tmp_path: Any
+    ) -> None:
+        token_file = tmp_path / "token"
+        token_file.write_text("first-token\n")
+        env = {k: v for k, v in env_for(server).items() if k != TOKEN_ENV}
+        env["AGENTFLOW_TOKEN_FILE"] = str(token_file)
+        config = read_config(env)
+        assert config.token() == "first-token"
+        token_file.write_text("rotated-token")  # the kubelet rotates a projected token in place
+        assert config.token() == "rotated-token"
+
+    def test_an_unreadable_token_file_is_named(self, server: FakeCallbackServer, tmp_path: Any) -> None:
+        env = {**env_for(server), "AGENTFLOW_TOKEN_FILE": str(tmp_path / "missing")}
+        with pytest.raises(ConfigError, match="AGENTFLOW_TOKEN_FILE"):
+            read_config(env)
         assert server.requests == []
 
     @pytest.mark.parametrize(

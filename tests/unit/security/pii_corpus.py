@@ -1,7 +1,10 @@
 """A labelled test set for PII recall: 120 planted values in short support-ticket sentences.
 
 Every value is synthetic (test card numbers, documentation IBANs and IP ranges, invented names and
-addresses). ``CASES`` is a list of (entity type, value, sentence holding the value once).
+addresses). ``CASES`` is a list of (entity type, value, sentence holding the value once); ``EVASIONS`` the
+same with the value spelled to slip past a detector (``(at)``, zero-width characters, full-width or
+spaced-out digits); ``BENIGN_DEV`` and ``BENIGN_TEST`` sentences with no PII at all (instructions, dates,
+versions, order numbers), the first half used to choose the false-positive filters, the second not.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ CASES: list[tuple[str, str, str]] = [
     *_cases("IP_ADDRESS", IPS, IP_CONTEXTS),
 ]
 
-BENIGN = [
+BENIGN_DEV = [
+    # the filters that cut false positives were chosen looking at these sentences only
     "The parcel left the warehouse on Monday and should arrive within five business days.",
     "Refunds are issued to the original payment method within 3 days.",
     "Version 2.4.1 fixed the crash when opening the settings page.",
@@ -86,4 +90,84 @@ BENIGN = [
     "The discount code SPRING10 expired at the end of March.",
     "We ship to 42 countries from two warehouses.",
     "Error 502 means the upstream service did not answer in time.",
+    "Summarize the text.",
+    "The card on file (expiry 09/27) was declined by the bank.",
+    "Translate the paragraph into French and keep the bullet points.",
+    "Classify the ticket as billing, shipping or technical.",
+    "Extract the order number and the delivery date from the email.",
+    "Invoice 2024-0117 totals 1,250.00 EUR, due within 30 days.",
+    "Our office hours are 9:00 to 17:30, Monday to Friday.",
+    "Build 20240315.4 passed 1,204 of 1,210 tests.",
+    "Reply with a short, friendly answer and sign it as the support team.",
+    "Rate the answer from 1 to 10 and explain the score.",
+    "The meeting moved from room 4B to the main hall at 14:00.",
+    "Tracking number 1Z 999 AA1 01 2345 6784 shows the parcel in transit.",
+    "Set the timeout to 300 seconds and retry three times.",
+    "Draft a reply that apologises for the delay.",
+    "Please review the attached contract before Thursday.",
+    "SKU 4006381333931 is out of stock until next week.",
+    "Rewrite the paragraph in plain English for customers.",
+    "The warranty covers parts for 24 months from delivery.",
+    "Check whether the refund was already issued.",
+    "Sort the list by date, newest first.",
+]
+BENIGN_TEST = [
+    # not looked at while choosing the filters: the false-positive rate on them is the held-out figure
+    "Write a haiku about the sea.",
+    "Answer in two sentences and avoid jargon.",
+    "The new firmware (build 7.1.3) improves battery life by 12%.",
+    "Shipping to Norway takes 4 to 6 working days.",
+    "Explain the difference between a refund and a chargeback.",
+    "Highlight the three most important risks in the report.",
+    "Order 88213 was split into two parcels.",
+    "Our support line is open 24/7 during the holidays.",
+    "Convert the table into CSV with a header row.",
+    "Compare the two offers and recommend one.",
+    "List the action items from the meeting notes.",
+    "The subscription renews on 01/04 unless cancelled.",
+    "Use the staging cluster for load tests, never production.",
+    "Generate three subject lines for the newsletter.",
+    "Identify the language of each message.",
+    "The package weighs 2.4 kg and measures 30 x 20 x 10 cm.",
+    "Give the customer a 10% discount code for the next order.",
+    "Proofread the announcement and fix the typos.",
+    "The API returns HTTP 429 when the rate limit is reached.",
+    "Close the ticket once the customer confirms the fix.",
+    "Estimate the delivery date from the dispatch date.",
+    "Group the complaints by product category.",
+    "Respond politely and offer a callback.",
+    "The report covers Q3 2024, July to September.",
+    "Keep the answer under 100 words.",
+    "Mark the invoice as paid after the transfer clears.",
+    "Describe the bug, the expected result and the actual result.",
+    "Detect duplicates in the mailing list.",
+    "The form accepts dates as DD/MM/YYYY.",
+    "Summarise the customer's complaint in one line.",
+]
+BENIGN = BENIGN_DEV + BENIGN_TEST
+
+# Evasions: the value as written in the text (what must disappear), in a sentence holding it once.
+EVASIONS: list[tuple[str, str, str]] = [
+    ("EMAIL_ADDRESS", "maria.gonzalez(at)example(dot)com", "Write to maria.gonzalez(at)example(dot)com today."),
+    ("EMAIL_ADDRESS", "jsmith [at] example [dot] org", "Contact: jsmith [at] example [dot] org"),
+    ("EMAIL_ADDRESS", "priya at example dot in", "My email is priya at example dot in, thanks."),
+    ("EMAIL_ADDRESS", "lars.andersen at example.dk", "Reach me via lars.andersen at example.dk please."),
+    ("EMAIL_ADDRESS", "kenji.w\u200b@example.jp", "CC kenji.w\u200b@example.jp on the refund."),
+    ("EMAIL_ADDRESS", "hans.mu\u200beller@exam\u200bple.de", "Email: hans.mu\u200beller@exam\u200bple.de"),
+    ("EMAIL_ADDRESS", "ｏｌｇａ＠ｅｘａｍｐｌｅ．ｃｏｍ", "My email is ｏｌｇａ＠ｅｘａｍｐｌｅ．ｃｏｍ."),
+    ("EMAIL_ADDRESS", "tbaker99{at}example{dot}com", "Reply to tbaker99{at}example{dot}com with the label."),
+    ("CREDIT_CARD", "４１１１ １１１１ １１１１ １１１１",
+     "I was charged twice on card ４１１１ １１１１ １１１１ １１１１."),
+    ("CREDIT_CARD", "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "Card number: 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1"),
+    ("CREDIT_CARD", "5555 - 5555 - 5555 - 4444", "Please refund to 5555 - 5555 - 5555 - 4444 instead."),
+    ("CREDIT_CARD", "4242\u200b4242\u200b4242\u200b4242", "Card number: 4242\u200b4242\u200b4242\u200b4242"),
+    ("CREDIT_CARD", "3 7 8 2 8 2 2 4 6 3 1 0 0 0 5", "I was charged twice on card 3 7 8 2 8 2 2 4 6 3 1 0 0 0 5."),
+    ("PHONE_NUMBER", "2 1 2 5 5 5 0 1 8 7", "Call me at 2 1 2 5 5 5 0 1 8 7 after 5pm."),
+    ("PHONE_NUMBER", "（２１２）５５５－０１４３", "My phone number is （２１２）５５５－０１４３."),
+    ("PHONE_NUMBER", "+1 4 1 5 5 5 5 0 1 9 9", "Reach the customer on +1 4 1 5 5 5 5 0 1 9 9."),
+    ("PHONE_NUMBER", "415.555.01\u200b23", "Tel: 415.555.01\u200b23"),
+    ("US_SSN", "5 3 6 - 2 2 - 8 7 2 6", "My SSN is 5 3 6 - 2 2 - 8 7 2 6."),
+    ("IP_ADDRESS", "１９２.１６８.１０.２４", "The login came from １９２.１６８.１０.２４ at 3am."),
+    ("IBAN_CODE", "DE89 3704 0044 0532 0130 00".replace(" ", "\u200b"), "Send the refund to IBAN "
+     + "DE89 3704 0044 0532 0130 00".replace(" ", "\u200b") + "."),
 ]

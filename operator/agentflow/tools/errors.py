@@ -1,0 +1,19 @@
+"""The one error of a tool call, whatever its kind (agentflow.tools.runner, agentflow.tools.mcp)."""
+
+from __future__ import annotations
+
+__all__ = ["ToolError"]
+
+
+class ToolError(Exception):
+    """A tool call failed. ``retryable`` False means retrying the same call cannot help."""
+
+    def __init__(self, type: str, message: str, *, retryable: bool, tool: str = "") -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.retryable = retryable
+        self.tool = tool
+
+    def __repr__(self) -> str:
+        return f"ToolError(type={self.type!r}, retryable={self.retryable}, tool={self.tool!r})"

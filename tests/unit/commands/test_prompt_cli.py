@@ -1,0 +1,76 @@
+"""`agentflow prompt eval|status` with the offline model: the example's suites pass, a failing suite exits 1
+with the threshold it missed, results are stored in the state dir, bad input exits 2 naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentflow.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "manifests" / "prompt-rollout.yaml"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["prompt", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
+
+
+def test_the_example_suite_passes_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "eval", "ticket-triage-v2", "-f", str(EXAMPLE), "--state-dir", str(tmp_path))
+    assert code == 0, out
+    assert "models: agentflow/offline" in out and "suite PASSED" in out
+    assert "pass rate 100% (3/3)" in out and "pairwise" in out
+    stored = json.loads((tmp_path / "evals" / "ticket-triage-v2" / "latest.json").read_text())
+    assert stored["passed"] and stored["passRate"] == 1 and stored["winRate"] is not None
+    assert {c["name"] for c in stored["cases"]} == {"refund", "parcel", "password"}
+    judge = stored["cases"][2]["assertions"][1]
+    assert judge["kind"] == "judge" and 0 <= judge["score"] <= 1
+    assert all(c["tokens"] > 0 for c in stored["cases"])
+    # the calls went through the gateway: the model calls are in the state dir's audit chain
+    assert "model_call" in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_a_failing_suite_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = EXAMPLE.read_text().replace("output.category == 'billing'", "output.category == 'shipping'")
+    manifests = tmp_path / "m.yaml"
+    manifests.write_text(text)
+    code, out, _ = run(capsys, "eval", "ticket-triage-v1", "-f", str(manifests), "--state-dir", str(tmp_path),
+                       "--json")
+    body = json.loads(out)
+    assert code == 1 and not body["passed"]
+    assert body["failures"] == ["pass rate 50.00% is below minPassRate 100.00%"]
+    (refund,) = [c for c in body["cases"] if c["name"] == "refund"]
+    assert refund["assertions"][0] == {"kind": "cel", "passed": False, "score": 0.0, "detail": "false"}
+
+
+def test_status_shows_the_split_and_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "eval", "ticket-triage-v1", "-f", str(EXAMPLE), "--state-dir", str(tmp_path))
+    code, out, _ = run(capsys, "status", "ticket-triage", "-f", str(EXAMPLE), "--state-dir", str(tmp_path),
+                       "--json")
+    body = json.loads(out)
+    assert code == 0
+    assert (body["stable"], body["candidate"], body["candidateWeight"]) == ("ticket-triage-v1", "ticket-triage-v2",
+                                                                            20)
+    rows = {r["name"]: r for r in body["versions"]}
+    assert rows["ticket-triage-v1"]["weight"] == 80 and rows["ticket-triage-v1"]["eval"]["passed"] is True
+    assert rows["ticket-triage-v2"]["eval"] is None
+    code, out, _ = run(capsys, "status", "ticket-triage-v2", "-f", str(EXAMPLE), "--state-dir", str(tmp_path))
+    assert code == 0 and "candidate ticket-triage-v2 at 20% of runs" in out and "not evaluated" in out
+
+
+def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "eval", "nope", "-f", str(EXAMPLE), "--state-dir", str(tmp_path))
+    assert code == 2 and "no PromptVersion 'nope'" in err
+    only_prompts = tmp_path / "p.yaml"
+    only_prompts.write_text("---".join(d for d in EXAMPLE.read_text().split("---") if "kind: PromptVersion" in d))
+    code, _, err = run(capsys, "eval", "ticket-triage-v1", "-f", str(only_prompts), "--state-dir", str(tmp_path))
+    assert code == 2 and "spec.evaluations.agentRef.name: unknown Agent 'triage-agent'" in err

@@ -1,0 +1,45 @@
+"""`agentflow operator` flags of the platform's side: the signing key, the egress deny-list, pod selectors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from agentflow.controller.main import build_parser, network_config, signing_key
+
+
+def args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["--postgres-dsn", "postgresql://x", *argv])
+
+
+def test_the_api_servers_service_address_is_always_denied() -> None:
+    config = network_config(args("--egress-deny", "10.244.0.0/16"),
+                            {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+    assert config.deny.problem("10.96.0.1", 443) is not None
+    assert config.deny.problem("10.244.1.5", 80) is not None
+    assert config.deny.problem("169.254.169.254", 80) is not None  # the built-in list stays
+    assert config.deny.problem("93.184.216.34", 443) is None
+
+
+def test_pod_selectors_are_read_and_a_bad_one_names_its_flag() -> None:
+    config = network_config(args("--gateway-pods", "agentflow-system:app.kubernetes.io/component=gateway"), {})
+    assert config.gateway_pods == ("agentflow-system", {"app.kubernetes.io/component": "gateway"})
+    with pytest.raises(SystemExit, match="--callback-pods 'nolabels'"):
+        network_config(args("--callback-pods", "nolabels"), {})
+    with pytest.raises(SystemExit, match=r"--egress-deny 'example\.com'"):
+        network_config(args("--egress-deny", "example.com"), {})
+
+
+def test_the_signing_key_is_read_and_must_be_long(tmp_path: Path) -> None:
+    good = tmp_path / "key"
+    good.write_bytes(b"k" * 40 + b"\n")
+    assert signing_key(str(good)) == b"k" * 40
+    short = tmp_path / "short"
+    short.write_bytes(b"short")
+    with pytest.raises(SystemExit, match="has 5 bytes; at least 32"):
+        signing_key(str(short))
+    with pytest.raises(SystemExit, match="cannot read it"):
+        signing_key(str(tmp_path / "missing"))
+    assert len(signing_key(None)) == 32 and signing_key(None) != signing_key(None)
