@@ -8,11 +8,15 @@ imported (built from a debootstrapped rootfs); other clusters can pull it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import http.server
 import ipaddress
 import json
+import os
 import ssl
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .conftest import CLUSTER_DIR, cluster_setting
 
 if TYPE_CHECKING:
     from .conftest import Cluster
@@ -335,22 +341,69 @@ def test_pod_reaches_server_on_host(cluster: Cluster, namespace: str) -> None:
         srv.close()
 
 
+@contextlib.contextmanager
+def simulated_node(cluster: Cluster, name: str) -> Iterator[str]:
+    """A kwok-simulated node for the time of a test: a kwok controller of its own (built by
+    tests/e2e/cluster/build.sh kwok, which `make tools` runs), managing only the nodes annotated for it, so it
+    works beside up.sh --mode kwok's controller and on any cluster $KUBECONFIG names. Yields the node's name."""
+    subprocess.run(["bash", str(CLUSTER_DIR / "build.sh"), "kwok"], check=True, timeout=1800,
+                   capture_output=True, text=True)
+    binary = Path(cluster_setting("KWOK_BIN")) / "kwok"
+    selector = f"agentflow.dev/e2e-kwok={name}"
+    log = tempfile.NamedTemporaryFile(prefix="kwok-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(binary), "--kubeconfig", cluster.kubeconfig, "--manage-all-nodes=false",
+         f"--manage-nodes-with-annotation-selector={selector}", "--cidr=10.90.0.0/16", "--node-ip=10.90.0.1"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": name, "annotations": {"agentflow.dev/e2e-kwok": name, "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"}},
+            "spec": {"taints": [{"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                       "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"}}}, None)
+
+        def ready() -> bool:
+            assert proc.poll() is None, Path(log.name).read_text()[-2000:]
+            node = cluster.get_json("node", name)
+            return any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in (node.get("status") or {}).get("conditions") or [])
+
+        cluster.wait_until(f"the kwok node {name} to be Ready", ready, timeout=120)
+        yield name
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        os.unlink(log.name)
+
+
 def test_kwok_nodes_run_simulated_pods(cluster: Cluster, namespace: str) -> None:
-    """Only with simulated nodes (up.sh --mode kwok): pods that tolerate them 'run' there."""
+    """Simulated nodes (what the scale benches run on, up.sh --mode kwok): pods that tolerate them 'run' there.
+    The cluster's own kwok nodes when it has them, else one made here."""
     kwok_nodes = cluster.get_json("nodes", "-l", "type=kwok")["items"]
-    if not kwok_nodes:
-        pytest.skip("no kwok nodes (bring the cluster up with --mode kwok)")
-    p = pod("simulated", "true")
-    p["spec"]["nodeSelector"] = {"type": "kwok"}
-    p["spec"]["tolerations"] = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
-    cluster.apply(p, namespace)
-    cluster.wait_until(
-        "the simulated pod to be Running on a kwok node",
-        lambda: cluster.get_json("pod", "simulated", "-n", namespace).get("status", {}).get("phase") == "Running",
-        timeout=60,
-    )
-    node = cluster.get_json("pod", "simulated", "-n", namespace)["spec"]["nodeName"]
-    assert node.startswith("kwok-node-")
+    with contextlib.ExitStack() as stack:
+        if kwok_nodes:
+            selector = {"type": "kwok"}
+        else:
+            made = stack.enter_context(simulated_node(cluster, f"kwok-{namespace}"[:63]))
+            selector = {"kubernetes.io/hostname": made}
+        p = pod("simulated", "true")
+        p["spec"]["nodeSelector"] = selector
+        p["spec"]["tolerations"] = [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]
+        cluster.apply(p, namespace)
+        cluster.wait_until(
+            "the simulated pod to be Running on a kwok node",
+            lambda: cluster.get_json("pod", "simulated", "-n", namespace).get("status", {}).get("phase") == "Running",
+            timeout=60,
+        )
+        node = cluster.get_json("pod", "simulated", "-n", namespace)["spec"]["nodeName"]
+        assert node.startswith("kwok-")
+        cluster.kubectl("delete", "pod", "simulated", "-n", namespace, "--grace-period=0", "--force", check=False)
 
 
 def test_pod_reaches_api_server_through_kubernetes_service(cluster: Cluster, namespace: str) -> None:

@@ -21,7 +21,10 @@ Errors::
                                 reset, DNS, TLS, timeout); CallbackClient retries it
 
 The first two calls are safe to repeat: the attempt is read-only and the server stores a result once
-(keyed by the attempt the token is scoped to), answering 200 to a repeat. Audit events are appended
+(keyed by the attempt the token is scoped to), answering 200 to a repeat. Both take ``until`` (a wall-clock
+time): they keep retrying until then, not just ``tries`` times, because a result that is not delivered makes
+the pod fail and the operator run the step again, side effects included (an operator restarted a few times in
+a row is away for longer than the tries last). Audit events are appended
 at least once: a retry after a lost answer may append a batch twice (each copy in the chain).
 """
 
@@ -31,6 +34,7 @@ import asyncio
 import dataclasses
 import json
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -201,17 +205,19 @@ class CallbackClient:
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         log: JsonLog | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._clock = clock
         self._token: Callable[[], str] = token if callable(token) else (lambda: token)
         self._transport = transport
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._log = log or JsonLog(None)
 
-    async def fetch_attempt(self) -> str:
-        """The attempt payload: JSON text ``{"request", "manifests", "workflow"}``."""
-        response = await self._send("GET", ATTEMPT_PATH, None, "fetching the attempt")
+    async def fetch_attempt(self, *, until: float | None = None) -> str:
+        """The attempt payload: JSON text ``{"request", "manifests", "workflow"}``; retried until ``until``."""
+        response = await self._send("GET", ATTEMPT_PATH, None, "fetching the attempt", until=until)
         if response.status != 200:
             raise CallbackRefused(
                 f"GET {ATTEMPT_PATH} answered {response.status} (expected 200): {response.error_message()}",
@@ -219,13 +225,13 @@ class CallbackClient:
             )
         return response.text()
 
-    async def post_result(self, result: Mapping[str, Any]) -> int:
-        """POST the StepResult dict; 201 (stored) or 200 (already stored).
+    async def post_result(self, result: Mapping[str, Any], *, until: float | None = None) -> int:
+        """POST the StepResult dict; 201 (stored) or 200 (already stored); retried until ``until``.
 
         ValueError if ``result`` holds NaN or infinity, which JSON cannot carry (see step.encodable_result).
         """
         body = json.dumps(result, ensure_ascii=False, default=str, allow_nan=False).encode("utf-8")
-        response = await self._send("POST", RESULT_PATH, body, "posting the result")
+        response = await self._send("POST", RESULT_PATH, body, "posting the result", until=until)
         if response.status not in (200, 201):
             raise CallbackRefused(
                 f"POST {RESULT_PATH} answered {response.status} (expected 201 or 200): {response.error_message()}",
@@ -244,7 +250,10 @@ class CallbackClient:
             )
         return response.status
 
-    async def _send(self, method: str, path: str, body: bytes | None, doing: str) -> HttpResponse:
+    async def _send(self, method: str, path: str, body: bytes | None, doing: str, *,
+                    until: float | None = None) -> HttpResponse:
+        """One request, retried: ``tries`` times, and beyond that while the next try would start before
+        ``until``."""
         url = self._base + path
         try:
             headers = {"Authorization": f"Bearer {self._token()}"}
@@ -257,7 +266,9 @@ class CallbackClient:
         tries = self._retry.tries
         last = ""
         retry_after: float | None = None
-        for n in range(1, tries + 1):
+        n = 0
+        while True:
+            n += 1
             retry_after = None
             try:
                 response = await self._transport.request(
@@ -272,19 +283,20 @@ class CallbackClient:
                     return response
                 last = f"{response.status}: {response.error_message()}"
                 retry_after = response.retry_after
-            if n == tries:
-                break
             delay = self._retry.delay(n, what, retry_after)
+            if n >= tries and (until is None or self._clock() + delay >= until):
+                break
+            left = f"of {tries}" if n < tries or until is None else f"(retried {until - self._clock():.0f}s more)"
             self._log.warning(
                 "callback.retry",
-                f"{what} failed ({last}); try {n + 1} of {tries} in {delay:.1f}s",
+                f"{what} failed ({last}); try {n + 1} {left} in {delay:.1f}s",
                 request=what,
                 tryNumber=n,
                 delaySeconds=round(delay, 3),
             )
             await self._sleep(delay)
         raise CallbackUnavailable(
-            f"{doing} failed: {what} at {url} got no usable answer in {tries} tries (last: {last}); check that "
+            f"{doing} failed: {what} at {url} got no usable answer in {n} tries (last: {last}); check that "
             "the operator's callback server is running and that the pod's NetworkPolicy lets it reach "
             "AGENTFLOW_CALLBACK_URL"
         )

@@ -45,7 +45,7 @@ import sys
 import time
 import urllib.parse
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from agentflow.audit.records import AuditSink
 from agentflow.engine.values import StepError, StepRequest, StepResult
@@ -63,6 +63,20 @@ CALLBACK_URL_ENV = "AGENTFLOW_CALLBACK_URL"
 CA_FILE_ENV = "AGENTFLOW_CALLBACK_CA_FILE"
 
 EXIT_DELIVERED, EXIT_UNDELIVERED, EXIT_CONFIG = 0, 1, 2
+
+FETCH_PATIENCE_SECONDS = 120.0
+"""How long a pod keeps asking for its attempt (an operator restarting, or not yet past recording the pod):
+nothing ran yet, so giving up is safe, but it spends one of the step's tries."""
+DELIVERY_MIN_SECONDS = 60.0
+"""A result is retried at least this long, and without a deadline for this long."""
+
+
+def delivery_deadline(deadline: float | None, now: float) -> float:
+    """Until when the pod keeps delivering its result: the attempt's deadline (the pod is stopped there anyway),
+    and at least DELIVERY_MIN_SECONDS. Giving up earlier would fail the pod, and the operator would run the step
+    again: its tool calls and model calls twice."""
+    floor = now + DELIVERY_MIN_SECONDS
+    return floor if deadline is None else max(deadline, floor)
 
 
 class ConfigError(Exception):
@@ -138,19 +152,21 @@ def _encodable(result: StepResult) -> bool:
 
 
 async def _execute(payload: str, env: Mapping[str, str], log: JsonLog, *,
-                   security: SecurityContext | None = None, audit: AuditSink | None = None) -> StepResult:
-    """Run the attempt in ``payload``; a payload that cannot be read becomes a failed StepResult."""
+                   security: SecurityContext | None = None,
+                   audit: AuditSink | None = None) -> tuple[StepResult, float | None]:
+    """Run the attempt in ``payload``: its result and deadline; a payload that cannot be read becomes a failed
+    StepResult."""
     try:
         loaded = load_payload(payload)
     except PayloadError as exc:
         log.error("attempt.invalid", f"the attempt from the callback server is unusable: {exc}")
         return _failed(
             "ExecutorError", f"agentflow step: the attempt from the callback server is unusable: {exc}", False
-        )
+        ), None
     except Exception as exc:  # a bug in reading it must still end the attempt with a delivered result
         message = f"agentflow step: reading the attempt failed: {type(exc).__name__}: {exc}"
         log.error("attempt.invalid", message)
-        return _failed("ExecutorError", message, True)
+        return _failed("ExecutorError", message, True), None
     request: StepRequest = loaded[0]
     catalog, workflow = loaded[1], loaded[2]
     left = None if request.deadline is None else round(request.deadline - time.time(), 3)
@@ -169,7 +185,7 @@ async def _execute(payload: str, env: Mapping[str, str], log: JsonLog, *,
         access = model_access(env, workflow, catalog)
     except ValueError as exc:
         log.error("config.invalid", str(exc))
-        return _failed("ExecutorError", f"agentflow step: {exc}", False)
+        return _failed("ExecutorError", f"agentflow step: {exc}", False), request.deadline
     try:
         executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, ToolRunner(),
                                                   security or SecurityContext(), audit))
@@ -197,7 +213,7 @@ async def _execute(payload: str, env: Mapping[str, str], log: JsonLog, *,
             retryable=result.error.retryable,
             **fields,
         )
-    return result
+    return result, request.deadline
 
 
 async def run_step(
@@ -209,11 +225,13 @@ async def run_step(
     retry: RetryPolicy | None = None,
     sleep: Sleep = asyncio.sleep,
     log: JsonLog | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> int:
     """Fetch the attempt, run it, deliver its result; the exit status (EXIT_*).
 
     ``http`` defaults to an AiohttpTransport (CA bundle from AGENTFLOW_CALLBACK_CA_FILE) closed on return;
-    ``retry`` defaults to 6 tries over about 30 s, seeded by the pod's HOSTNAME; ``log`` defaults to
+    ``retry`` defaults to 6 tries over about 30 s, seeded by the pod's HOSTNAME, and beyond that the attempt is
+    fetched for FETCH_PATIENCE_SECONDS and its result delivered until delivery_deadline; ``log`` defaults to
     JSON lines on stderr and always redacts ``token``.
     """
     source: TokenSource = token if callable(token) else (lambda: token)
@@ -233,7 +251,7 @@ async def run_step(
     owned: AiohttpTransport | None = None
     if http is None:
         http = owned = AiohttpTransport(ca_file=env.get(CA_FILE_ENV, "").strip() or None)
-    client = CallbackClient(callback_url, source, http, retry=retry, sleep=sleep, log=log)
+    client = CallbackClient(callback_url, source, http, retry=retry, sleep=sleep, log=log, clock=clock)
     server = urllib.parse.urlsplit(callback_url).netloc
     try:
         log.info(
@@ -243,7 +261,7 @@ async def run_step(
             modelAccess="gateway" if gateway else "in-process",
         )
         try:
-            payload = await client.fetch_attempt()
+            payload = await client.fetch_attempt(until=clock() + FETCH_PATIENCE_SECONDS)
         except CallbackError as exc:
             log.error("attempt.unavailable", f"{exc}; nothing ran", exitCode=EXIT_UNDELIVERED)
             return EXIT_UNDELIVERED
@@ -252,9 +270,9 @@ async def run_step(
         except ValueError as exc:  # a malformed AGENTFLOW_PII_KEY: nothing may run without its redaction key
             log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
             return EXIT_CONFIG
-        result = await _execute(payload, env, log, security=security, audit=HttpAuditSink(client))
+        result, deadline = await _execute(payload, env, log, security=security, audit=HttpAuditSink(client))
         try:
-            status = await client.post_result(result.to_dict())
+            status = await client.post_result(result.to_dict(), until=delivery_deadline(deadline, clock()))
         except CallbackError as exc:
             log.error(
                 "result.undelivered",

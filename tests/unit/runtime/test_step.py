@@ -16,9 +16,11 @@ from agentflow.runtime.client import CallbackClient, CallbackRefused, HttpRespon
 from agentflow.runtime.logs import REDACTED, JsonLog
 from agentflow.runtime.step import (
     CALLBACK_URL_ENV,
+    DELIVERY_MIN_SECONDS,
     EXIT_CONFIG,
     EXIT_DELIVERED,
     EXIT_UNDELIVERED,
+    FETCH_PATIENCE_SECONDS,
     TOKEN_ENV,
     ConfigError,
     main,
@@ -124,9 +126,14 @@ class FastRetry:
     def __init__(self, hook: Any = None) -> None:
         self.delays: list[float] = []
         self.hook = hook
+        self.now = time.time()
+
+    def clock(self) -> float:
+        return self.now
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
+        self.now += delay
         if self.hook is not None:
             self.hook(len(self.delays))
 
@@ -136,7 +143,8 @@ def run(
 ) -> tuple[int, list[dict[str, Any]]]:
     stream = io.StringIO()
     code = asyncio.run(
-        run_step(fake.url, TOKEN, env=env or env_for(fake), retry=retry, sleep=sleep, log=JsonLog(stream))
+        run_step(fake.url, TOKEN, env=env or env_for(fake), retry=retry, sleep=sleep, log=JsonLog(stream),
+                 clock=sleep.clock)
     )
     return code, log_lines(stream.getvalue())
 
@@ -255,7 +263,9 @@ class TestRetries:
         assert code == EXIT_DELIVERED
         assert sleep.delays == [5.0]
 
-    def test_bounded_tries_then_exit_1(self) -> None:
+    def test_the_attempt_is_asked_for_about_two_minutes_then_exit_1(self) -> None:
+        """Nothing ran, so giving up is safe; but an operator restarting a few times in a row is away for longer
+        than six tries, and each attempt given up spends one of the step's tries."""
         fake = FakeCallbackServer(TOOL_ATTEMPT, TOKEN).start(listen=False)
         sleep = FastRetry()
         try:
@@ -263,12 +273,39 @@ class TestRetries:
         finally:
             fake.stop()
         assert code == EXIT_UNDELIVERED
-        assert len(sleep.delays) == 5  # 6 tries
-        assert 24 <= sum(sleep.delays) <= 36  # about 30 s in all
+        assert 24 <= sum(sleep.delays[:5]) <= 36  # the first six tries: about 30 s
+        assert 100 <= sum(sleep.delays) <= FETCH_PATIENCE_SECONDS
         assert max(sleep.delays) <= 15
         last = records[-1]
         assert last["event"] == "attempt.unavailable" and last["level"] == "error"
-        assert "6 tries" in last["message"] and "nothing ran" in last["message"]
+        assert f"{len(sleep.delays) + 1} tries" in last["message"] and "nothing ran" in last["message"]
+
+    def test_a_result_is_delivered_until_the_attempts_deadline(self) -> None:
+        """Once the step ran, a result given up on fails the pod and the operator runs the step again, side
+        effects included: the pod keeps delivering while its attempt may still end."""
+        deadline = time.time() + 600
+        fake = FakeCallbackServer(attempt("echo", "tool", {"message": "hi"}, deadline), TOKEN).start()
+        fake.fail_post.extend([503] * 20)  # about 4 minutes of an operator that is away
+        sleep = FastRetry()
+        try:
+            code, _ = run(fake, sleep)
+        finally:
+            fake.stop()
+        assert code == EXIT_DELIVERED
+        assert len(fake.results) == 1 and len(sleep.delays) == 20
+        assert 200 <= sum(sleep.delays) <= 600
+
+    def test_a_result_without_deadline_is_retried_for_a_minute_then_exit_1(self) -> None:
+        fake = FakeCallbackServer(TOOL_ATTEMPT, TOKEN).start()
+        fake.fail_post.extend([503] * 100)
+        sleep = FastRetry()
+        try:
+            code, records = run(fake, sleep)
+        finally:
+            fake.stop()
+        assert code == EXIT_UNDELIVERED and fake.results == []
+        assert 45 <= sum(sleep.delays) <= DELIVERY_MIN_SECONDS
+        assert records[-1]["event"] == "result.undelivered"
 
     def test_401_is_not_retried_and_says_why(
         self, server: FakeCallbackServer, capsys: pytest.CaptureFixture[str]
