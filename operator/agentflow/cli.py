@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .engine.history import diff, history, where_they_differ
 from .models import ManifestError
 from .runner import session
-from .runner.history import diff, history, where_they_differ
 from .runner.loop import RunStuck
 from .runner.progress import Progress, print_summary, summary
 from .runner.replay import ReplayError, WhatIfExecutor, replay_exact

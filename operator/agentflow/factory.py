@@ -48,7 +48,7 @@ from .k8s.kube import Kube
 from .k8s.netpol import NetworkConfig
 from .k8s.podspec import PodConfig
 from .llm import Provider, litellm_provider, offline_provider
-from .memory import HashingEmbedder, MemoryStoreError
+from .memory import HashingEmbedder, MemoryStoreError, StoredEpisodes
 from .memory.postgres import PostgresMemoryStore
 from .models import Budget
 from .security.identity import Authenticate, SignedTokens
@@ -278,7 +278,7 @@ class Factory:
         store = self._memory
         memory = GatewayMemory(embeddings, (lambda embedder: PostgresMemoryStore(
             store.pool, embedder, where=store.where, audit=self.db.audit)) if store is not None else None,
-            tracing=self.tracing)
+            episodes=StoredEpisodes(self.db.store), tracing=self.tracing)
         return GatewayServer(gateway, AttemptAuthenticator(self.authenticator(), self.db.store),
                              embeddings=embeddings, memory=memory)
 

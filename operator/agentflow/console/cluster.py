@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+from ..engine.history import diff, history
 from ..engine.journal import Record
 from ..engine.plan import Plan, PlanError, compile_plan
 from ..engine.run import Run
@@ -33,7 +34,6 @@ from ..k8s.kube import ApiServer, Kube, KubeClient, KubeError, NotFound
 from ..k8s.kube import Forbidden as KubeForbidden
 from ..models import ManifestError, Workflow
 from ..models.manifests import parse_resource
-from ..runner.history import diff, history
 from ..runner.replay import ReplayError, replay_exact
 from ..services import approvals
 from ..storage.errors import StorageError

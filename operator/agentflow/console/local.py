@@ -35,6 +35,7 @@ import yaml
 
 from ..audit.chain import verify as verify_audit
 from ..audit.files import AuditFileError, read_rows, sniff_format
+from ..engine.history import diff, history
 from ..engine.journal import JournalError, Record
 from ..engine.plan import Plan, PlanError, compile_plan
 from ..engine.run import Run
@@ -42,7 +43,6 @@ from ..engine.values import Event
 from ..models import Catalog, ManifestError, Workflow
 from ..models.manifests import parse_resource
 from ..runner import session
-from ..runner.history import diff, history
 from ..runner.replay import ReplayError, WhatIfExecutor, replay_exact
 from ..runner.store import RunDir, RunStore, StoreError
 from ..validation.grants import agent_loops, approval_gates

@@ -8,7 +8,8 @@
     store.py       the MemoryStore contract: save / search / forget / entries; erasure recorded in the audit chain
     local.py       SqliteMemoryStore: the local runner's (the state dir's memory.sqlite3, brute-force cosine)
     postgres.py    PostgresMemoryStore: PostgreSQL with pgvector (the one module here that imports asyncpg)
-    episodic.py    Episode, the EpisodeSource seam (the local runner's: agentflow.runner.episodes)
+    episodic.py    Episode, the EpisodeSource seam: StoredEpisodes over the operator's journal (a cluster's gateway),
+                   the local runner's in agentflow.runner.episodes
     tools.py       AgentMemory: memory_search / memory_save / past_runs as function schemas and calls
 
 Errors (agentflow.memory.records)::
@@ -23,7 +24,7 @@ Nothing connects at import: drivers build a store (and its embedder) at startup 
 """
 
 from .embeddings import Embedder, HashingEmbedder
-from .episodic import Episode, EpisodeSource, EpisodeStep, NoEpisodes
+from .episodic import Episode, EpisodeSource, EpisodeStep, NoEpisodes, StoredEpisodes
 from .records import (
     EmbeddingError,
     InvalidMemory,
@@ -55,5 +56,6 @@ __all__ = [
     "MemoryUnavailable",
     "NoEpisodes",
     "Scope",
+    "StoredEpisodes",
     "memory_function_schemas",
 ]

@@ -90,8 +90,8 @@ class MemorySpec(Model):
     """Long-term memory: the agent loop offers the tools memory_search and memory_save (agentflow.memory); none:
     nothing is kept across runs."""
     episodic: bool = False
-    """Offer the read-only tool past_runs: this Agent's previous runs (workflow, phase, when, its steps' outputs)
-    from the local runner's journals (on a cluster past runs are not served yet: the tool answers the model so)."""
+    """Offer the read-only tool past_runs: this Agent's previous runs in its namespace (workflow, phase, when, its
+    steps' outputs), from the local runner's journals or, on a cluster, the operator's journal (the gateway)."""
 
     @field_validator("max_tokens")
     @classmethod

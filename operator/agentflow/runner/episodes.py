@@ -11,45 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ..engine.values import Event
-from ..memory.episodic import Episode, EpisodeStep, preview
+from ..memory.episodic import Episode, episode, workflow_of
 from ..memory.records import Scope
-from ..models import ManifestError, Workflow
-from ..models.manifests import parse_documents, parse_yaml
-from .history import history
+from ..models import ManifestError
 from .store import RunStore, StoreError
 
 __all__ = ["LocalEpisodes"]
 
 log = logging.getLogger(__name__)
-
-
-def _agent_steps(workflow: Workflow, agent: str) -> set[str]:
-    return {key for key, step in workflow.spec.keyed_steps()
-            if step.agent_ref is not None and step.agent_ref.name == agent}
-
-
-def _step_of(node: str) -> str:
-    """The step (or state) of a node id: ``name``, ``name[i]`` (fan-out) or ``state#visit``."""
-    return node.split("[", 1)[0].split("#", 1)[0]
-
-
-def episode(run_id: str, workflow: Workflow, events: list[Event], agent: str) -> Episode | None:
-    """The Episode of one run for ``agent``, None when the Agent ran no step in it."""
-    steps = _agent_steps(workflow, agent)
-    if not steps:
-        return None
-    run = history(events)
-    mine: list[EpisodeStep] = []
-    for node in run.path:
-        if _step_of(node) not in steps:
-            continue
-        h = run.nodes[node]
-        error = f"{h.error.get('type')}: {h.error.get('message')}" if h.error else None
-        mine.append({"node": node, "step": _step_of(node), "phase": h.phase, "output": preview(h.output),
-                     "error": preview(error) if error else None})
-    return {"run": run_id, "workflow": workflow.metadata.name, "namespace": workflow.metadata.namespace or "default",
-            "phase": run.phase, "startedAt": run.started_at, "finishedAt": run.finished_at, "steps": mine}
 
 
 class LocalEpisodes:
@@ -72,15 +41,14 @@ class LocalEpisodes:
                 continue
             try:
                 run = self.store.open(info.run_id)
-                named = [d.resource for d in parse_documents(parse_yaml(run.manifests_yaml, "manifests.yaml"))
-                         if isinstance(d.resource, Workflow) and d.resource.metadata.name == info.workflow]
+                workflow_doc = workflow_of(run.manifests_yaml, info.workflow)
                 events = [r.event for r in run.read_records()]
             except (StoreError, ManifestError) as exc:
                 log.warning("past runs: run %s left out: %s", info.run_id, exc)
                 continue
-            if not named or (named[0].metadata.namespace or "default") != scope.namespace:
+            if workflow_doc is None or (workflow_doc.metadata.namespace or "default") != scope.namespace:
                 continue
-            found = episode(info.run_id, named[0], events, agent)
+            found = episode(info.run_id, workflow_doc, events, agent)
             if found is not None:
                 out.append(found)
         return out

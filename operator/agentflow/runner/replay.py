@@ -19,10 +19,10 @@ import dataclasses
 import heapq
 from collections.abc import Sequence
 
+from ..engine.history import RunDiff, diff, history, recorded_results
 from ..engine.plan import Plan
 from ..engine.run import Run
 from ..engine.values import Event, EventType, Executor, StepRequest, StepResult
-from .history import RunDiff, diff, history, recorded_results
 
 EXTERNAL = (EventType.approval_decided, EventType.cancel_requested, EventType.suspended, EventType.resumed)
 

@@ -1,10 +1,11 @@
-"""Which pod runs which attempt: how a step pod's Kubernetes identity maps to the one attempt it may act for."""
+"""Which pod runs which attempt: how a step pod's Kubernetes identity maps to the one attempt it may act for;
+and the runs the operator stored, as the episodic memory reads them back."""
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["AttemptPod"]
+__all__ = ["AttemptPod", "StoredRun"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -25,3 +26,12 @@ class AttemptPod:
     pod_uid: str | None = None
     ended: bool = False
     fingerprint: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredRun:
+    """A run as the operator stored it: its uid, Workflow name and the manifests it ran with (YAML text)."""
+
+    run_uid: str
+    workflow: str
+    manifests: str

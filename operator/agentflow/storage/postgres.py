@@ -48,7 +48,7 @@ import orjson
 
 from ..engine.canonical import to_builtin
 from ..engine.journal import GENESIS, JournalError, Record
-from .attempts import AttemptPod
+from .attempts import AttemptPod, StoredRun
 from .errors import InvalidValue, JournalConflict, StorageError, StorageUnavailable
 from .migrations import Migration, Schema, migrate
 
@@ -145,6 +145,14 @@ _MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE agentflow_attempts ADD COLUMN IF NOT EXISTS pod_fingerprint text",
             "CREATE UNIQUE INDEX IF NOT EXISTS agentflow_attempts_pod ON agentflow_attempts (namespace, pod) "
             "WHERE pod IS NOT NULL",
+        ),
+    ),
+    (
+        4,
+        "a namespace's runs newest first: an Agent's past runs (episodic memory) are read by namespace",
+        (
+            "CREATE INDEX IF NOT EXISTS agentflow_attempts_namespace ON agentflow_attempts "
+            "(namespace, created_at DESC) WHERE namespace IS NOT NULL",
         ),
     ),
 )
@@ -346,6 +354,26 @@ class PostgresStore:
                     "it was edited outside AgentFlow: restore it from a backup"
                 ) from None
         return records
+
+    async def recent_runs(self, namespace: str, *, limit: int, workflow: str | None = None,
+                          exclude_run: str | None = None) -> list[StoredRun]:
+        """The namespace's newest runs that started a step pod (newest first, at most ``limit``), with the
+        manifests each ran with: the episodic memory's archive (agentflow.memory.episodic.StoredEpisodes)."""
+        async with self._connection(f"list the runs of namespace {namespace!r}") as conn:
+            rows = await conn.fetch(
+                "WITH recent AS ("
+                "  SELECT run_uid, min(created_at) AS started FROM agentflow_attempts"
+                "  WHERE namespace = $1 AND ($2::text IS NULL OR workflow = $2)"
+                "    AND ($3::text IS NULL OR run_uid <> $3)"
+                "  GROUP BY run_uid ORDER BY started DESC LIMIT $4) "
+                "SELECT r.run_uid, a.workflow, a.payload->>'manifests' FROM recent r "
+                "CROSS JOIN LATERAL (SELECT workflow, payload FROM agentflow_attempts f WHERE f.run_uid = r.run_uid "
+                "  ORDER BY created_at LIMIT 1) a "
+                "ORDER BY r.started DESC",
+                namespace, workflow, exclude_run, limit,
+            )
+        return [StoredRun(str(run_uid), str(name or ""), str(manifests or ""))
+                for run_uid, name, manifests in rows]
 
     async def append(self, run_uid: str, records: Sequence[Record], source: EventSource | None = None) -> None:
         """Append records, all or none, fenced: they must continue exactly the stored head.

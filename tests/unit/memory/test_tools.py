@@ -73,7 +73,7 @@ async def test_bad_calls_are_refused_with_why(tmp_path: Path) -> None:
             await memory.call(name, arguments)
     with pytest.raises(InvalidMemory, match=r"has no spec\.memory\.longTerm"):
         await AgentMemory.of(agent({"episodic": True}), store=store).call("memory_search", {"query": "q"})
-    with pytest.raises(MemoryUnavailable, match="not available to agents on a cluster"):
+    with pytest.raises(MemoryUnavailable, match="past runs are not available to agents here"):
         await AgentMemory.of(agent({"episodic": True}), episodes=NoEpisodes()).call("past_runs", {})
 
 

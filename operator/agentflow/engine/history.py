@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..engine.values import CallRecord, Event, EventType, StepError, StepResult
+from .values import CallRecord, Event, EventType, StepError, StepResult
 
 E = EventType
 TERMINAL_EVENTS = {
