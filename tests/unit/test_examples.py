@@ -213,3 +213,64 @@ async def test_content_moderation_waits_for_a_moderator_when_reported(tmp_path: 
                       wait_for_approvals=False)
     assert not run.finished
     assert run.nodes["review#1"].phase == "Waiting"
+
+
+def test_the_support_agents_order_lookup_is_granted_from_an_mcp_server() -> None:
+    """support-agent.yaml: the order system is an MCP server shipped in the package (a demo, stdio, started with
+    the Python that runs AgentFlow); only its order_status is granted, never customer_orders."""
+    from agentflow.validation.grants import ToolDenied, agent_grants, decide_agent_tool
+
+    _, catalog = load("support-agent.yaml")
+    agent = catalog.agents["support-agent"]
+    grants, denied = agent_grants(agent, catalog)
+    assert denied == []
+    (orders,) = [g.tool for g in grants if g.tool.name == "orders"]
+    assert orders.mcp is not None and orders.mcp.command == ["python", "-m", "agentflow.examples.order_server"]
+    assert orders.mcp.tools == ["order_status"]
+    assert decide_agent_tool(agent, "orders/order_status", catalog).member == "order_status"
+    with pytest.raises(ToolDenied, match="customer_orders"):
+        decide_agent_tool(agent, "orders/customer_orders", catalog)
+    assert "[[call orders__order_status" in (agent.spec.instructions or "")
+
+
+async def test_the_support_agent_offers_only_the_granted_tool_of_the_order_server() -> None:
+    from agentflow.tools import discover_functions
+    from agentflow.validation.grants import agent_grants
+
+    _, catalog = load("support-agent.yaml")
+    grants, _ = agent_grants(catalog.agents["support-agent"], catalog)
+    functions = await discover_functions([g for g in grants if g.tool.name == "orders"], ToolRunner().mcp)
+    assert [s["function"]["name"] for s in functions.schemas] == ["orders__order_status"]
+    assert functions.left_out == ()
+    assert functions.schemas[0]["function"]["parameters"]["required"] == ["order"]
+
+
+def test_the_support_agent_runs_offline_from_any_folder_and_asks_the_order_server_over_mcp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agentflow run examples/manifests/support-agent.yaml` in an empty folder, with a PATH that names no python:
+    the loop's order lookup is a call node of the run, journaled with the demo server's answer."""
+    import json
+
+    from agentflow.cli import main
+    from agentflow.examples.order_server import ORDERS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code = main(["--state-dir", str(tmp_path / "state"), "run", str(EXAMPLES / "support-agent.yaml"), "--json",
+                 "--progress", "none"])
+    out, err = capsys.readouterr()
+    assert code == 0, (out[-3000:], err[-3000:])
+    result = json.loads(out)
+    assert result["phase"] == "Succeeded" and result["outputs"]["action"] == "issue-refund"
+    records = [r.event for r in RunStore(tmp_path / "state").open(result["runId"]).read_records()]
+    (scheduled,) = [e for e in records
+                    if e.type.value == "StepScheduled" and e.data.get("tool") == "orders__order_status"]
+    node = scheduled.node
+    assert node.startswith("answer/t1/call-") and scheduled.data["inputs"] == {"order": "4411"}
+    (done,) = [e for e in records if e.type.value == "StepSucceeded" and e.node == node]
+    assert done.data["output"] == ORDERS["4411"]
+    assert [p["id"] for p in done.data["output"]["payments"]] == ["pay-7731", "pay-7732"]  # the duplicate charge
+    (cost,) = [e for e in records if e.type.value == "CostRecorded" and e.node == node]
+    assert (cost.data["call"]["kind"], cost.data["call"]["name"]) == ("tool", "orders/order_status")

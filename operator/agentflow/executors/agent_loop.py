@@ -36,7 +36,13 @@ from agentflow.models import Agent, PromptVersion, StepSpec
 from agentflow.security import Redaction
 from agentflow.tools import ToolError
 from agentflow.tools.functions import discover_functions
-from agentflow.validation.grants import FINAL_ANSWER, ToolDenied, decide_agent_tool, loop_call_ref
+from agentflow.validation.grants import (
+    FINAL_ANSWER,
+    ToolDenied,
+    decide_agent_server,
+    decide_agent_tool,
+    loop_call_ref,
+)
 
 from .attempt import StepServices, Who, fail
 from .llm_step import answer, complete, composed, output_format, untrusted_inputs
@@ -140,7 +146,7 @@ async def _mcp_functions(services: StepServices, agent: Agent, servers: list[str
     if not servers:
         return []
     try:
-        grants = [decide_agent_tool(agent, server, services.catalog, step) for server in servers]
+        grants = [decide_agent_server(agent, server, services.catalog, step) for server in servers]
         listed = await discover_functions(grants, services.tools.mcp)
     except ToolDenied as denied:
         raise fail(denied.type, denied.message, denied.retryable) from None

@@ -125,7 +125,8 @@ class McpTool(Model):
     url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^\s]*)?$", max_length=2048)
     """The server's streamable HTTP endpoint, e.g. http://10.0.0.5:8000/mcp (granted as egress like an http url)."""
     command: list[str] | None = Field(default=None, min_length=1)
-    """A stdio server: the command and its arguments, run with only permissions.env (plus PATH and HOME)."""
+    """A stdio server: the command and its arguments, run with only permissions.env (plus PATH and HOME). A first
+    word python is the Python that runs AgentFlow (the runtime image's in a step pod), e.g. [python, -m, a.module]."""
     tools: list[str] = Field(min_length=1, max_length=256)
     """The server's tools that are granted: their names, or exactly ["*"] for all of them (explicit, never implied)."""
     connect_timeout_seconds: float = Field(default=10, gt=0, le=300)

@@ -69,6 +69,7 @@ from ..validation.grants import (
     ToolGrant,
     agent_loops,
     approval_gates,
+    decide_agent_server,
     decide_agent_tool,
     decide_tool,
     loop_call_ref,
@@ -374,7 +375,7 @@ class WorkflowReconciler:
                 egress: list[Egress] = []
                 for server in servers:
                     try:
-                        egress.extend(compile_profile(agent, decide_agent_tool(agent, server, catalog)).egress)
+                        egress.extend(compile_profile(agent, decide_agent_server(agent, server, catalog)).egress)
                     except ToolDenied:
                         continue  # the turn's executor says why
                 profile = compile_profile(agent, None)

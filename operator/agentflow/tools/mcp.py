@@ -17,6 +17,14 @@ PATH, HOME, USER, SHELL, TERM, LOGNAME) and ``AGENTFLOW_IDEMPOTENCY_KEY``; its s
 quoted when it fails. THE LOCAL RUNNER DOES NOT SANDBOX STDIO SERVERS (like container tools); in a step pod
 the server runs inside the pod's sandbox.
 
+A stdio command is looked up on its PATH (``permissions.env``'s, else the caller's), in the caller's working
+directory, except for one word: a command starting with ``python`` runs on the Python that runs AgentFlow
+(:class:`Interpreter`: ``sys.executable``; for an agentflow run from a source folder rather than installed, that
+folder as PYTHONPATH unless ``permissions.env`` sets one), so ``command: [python, -m, some.module]`` imports what
+AgentFlow imports: locally its virtualenv, activated or not, from any folder; in a step pod the runtime image's
+``/opt/agentflow/bin/python``, which is also the pod's PATH's ``python``. ``python3`` or a path are looked up as
+they are.
+
 Results: ``structuredContent`` when the server gives it; else the content blocks: one text block is parsed
 as JSON when it is JSON and kept as text otherwise, several become a list; images, audio and blobs become
 ``{"type", "mimeType", "bytes"}`` (their data is not passed on), resource links ``{"type", "uri", "name"}``.
@@ -40,9 +48,12 @@ import contextlib
 import dataclasses
 import json
 import math
+import site
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any, TextIO, cast
 
 import anyio
@@ -59,13 +70,45 @@ from agentflow.models import McpTool, ToolSpec
 
 from .errors import ToolError
 
-__all__ = ["McpClient", "McpListing", "McpToolInfo"]
+__all__ = ["PYTHON", "Interpreter", "McpClient", "McpListing", "McpToolInfo", "stdio_parameters"]
 
 IDEMPOTENCY_ENV = "AGENTFLOW_IDEMPOTENCY_KEY"
 MAX_PAGES = 20
 """tools/list pages read at most: a server that pages forever cannot hang discovery."""
 MAX_TEXT = 10 * 1024 * 1024
 """Characters of text content kept (the ToolRunner's output limit)."""
+PYTHON = "python"
+"""A stdio command's first word that stands for the Python running AgentFlow (:class:`Interpreter`)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Interpreter:
+    """The Python that runs AgentFlow, which a stdio command starting with ``python`` runs on."""
+
+    executable: str
+    """Its absolute path (``sys.executable``)."""
+    pythonpath: str | None = None
+    """Given to the server as PYTHONPATH (unless permissions.env sets one): the folder this agentflow is imported
+    from when that is not one of the interpreter's site-packages (a source checkout), so the server imports the
+    same agentflow; None for an installed agentflow, which the interpreter finds by itself."""
+
+    @classmethod
+    def current(cls) -> Interpreter:
+        """This process's interpreter, and the folder of its agentflow when it is not installed."""
+        folder = str(Path(__file__).resolve().parents[2])  # .../agentflow/tools/mcp.py -> the folder of agentflow
+        installed = {str(Path(p).resolve()) for p in (*site.getsitepackages(), site.getusersitepackages())}
+        return cls(sys.executable, None if folder in installed else folder)
+
+
+def stdio_parameters(mcp: McpTool, env: Mapping[str, str], interpreter: Interpreter) -> StdioServerParameters:
+    """How the SDK starts ``mcp``'s stdio server with ``env`` (permissions.env and the idempotency key)."""
+    assert mcp.command is not None
+    command, *args = mcp.command
+    if command == PYTHON:
+        command = interpreter.executable
+        if interpreter.pythonpath and "PYTHONPATH" not in env:
+            env = {"PYTHONPATH": interpreter.pythonpath, **env}
+    return StdioServerParameters(command=command, args=args, env=dict(env))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -127,12 +170,14 @@ class McpClient:
     """Lists and calls the tools of MCP servers. Built once per driver (the ToolRunner holds one).
 
     ``listing_ttl``: seconds a server's listing is reused for (by list_tools and call); ``clock``: monotonic
-    seconds for that cache.
+    seconds for that cache; ``interpreter``: what a stdio command's ``python`` runs (default: this process's).
     """
 
-    def __init__(self, *, listing_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, listing_ttl: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 interpreter: Interpreter | None = None) -> None:
         self._ttl = listing_ttl
         self._clock = clock
+        self._interpreter = interpreter if interpreter is not None else Interpreter.current()
         self._listings: dict[tuple[str, ...], tuple[float, list[mcp_types.Tool]]] = {}
 
     # ---- the two operations -------------------------------------------------------------------------------
@@ -205,9 +250,8 @@ class McpClient:
                         self._session(streamable_http_client(mcp.url, http_client=http), connect_timeout) as client):
                 yield client
             return
-        assert mcp.command is not None
         env = {**spec.permissions.env, **({IDEMPOTENCY_ENV: key} if key else {})}
-        params = StdioServerParameters(command=mcp.command[0], args=list(mcp.command[1:]), env=env)
+        params = stdio_parameters(mcp, env, self._interpreter)
         async with self._session(stdio_client(params, errlog=errlog), connect_timeout) as client:
             yield client
 
@@ -320,7 +364,8 @@ def _translate(exc: BaseException, mcp: McpTool, ref: str, doing: str, tail: str
                           f"{type(leaf).__name__}: {leaf}", ref, retryable=True)
         if isinstance(leaf, FileNotFoundError | PermissionError):
             return _error("McpCommandNotFound", f"{where}: cannot start {(mcp.command or ['?'])[0]!r}: "
-                          f"{leaf.strerror or leaf} (give an absolute path, or PATH in permissions.env)", ref)
+                          f"{leaf.strerror or leaf} (give an absolute path, PATH in permissions.env, or python "
+                          "for the Python that runs AgentFlow)", ref)
         if isinstance(leaf, MCPError) and leaf.code == mcp_types.CONNECTION_CLOSED:
             return _error("McpUnavailable", f"{where} went away while {doing}: {leaf.message}{tail}", ref,
                           retryable=True)

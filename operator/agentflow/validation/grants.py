@@ -21,7 +21,9 @@ Outcomes::
     ToolDenied(type="InvalidToolReference")  NAME/TOOL of a tool that is not an MCP server, or an MCP server
                                          named without one of its tools
 
-:func:`agent_grants` decides every tool an Agent lists (what an agent loop may offer its model).
+:func:`agent_grants` decides every tool an Agent lists (what an agent loop may offer its model);
+:func:`decide_agent_server` the grant of one MCP server whole, which a loop's turn lists the tools of (its
+``mcp.tools`` say which count; a call of one of them is decided by :func:`decide_agent_tool` as ``NAME/TOOL``).
 
 :func:`approval_gates` lists the steps whose granted tool has ``requiresApproval``: drivers hand it to
 :func:`agentflow.engine.plan.compile_plan`, and the engine pauses those steps for a human before each call.
@@ -47,7 +49,8 @@ from agentflow.models import (
 from .memory import memory_function_schemas
 
 __all__ = ["DELEGATE_PREFIX", "FINAL_ANSWER", "ToolDenied", "ToolGrant", "agent_grants", "agent_loop", "agent_loops",
-           "approval_gates", "decide_agent_tool", "decide_tool", "loop_call_ref", "runs_loop", "tool_steps"]
+           "approval_gates", "decide_agent_server", "decide_agent_tool", "decide_tool", "loop_call_ref", "runs_loop",
+           "tool_steps"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +114,18 @@ def decide_agent_tool(agent: Agent, name: str, catalog: Catalog, step: str = "")
     decision as a tool step with that agentRef."""
     tool, member = split_tool_ref(name)
     return _member(_decide(step or f"agent:{agent.metadata.name}", tool, agent.metadata.name, catalog), member)
+
+
+def decide_agent_server(agent: Agent, name: str, catalog: Catalog, step: str = "") -> ToolGrant:
+    """The grant of the MCP server ``name`` to ``agent``'s loop, with no ``member``: what a turn lists the granted
+    tools of (the same decision as :func:`agent_grants`); ToolDenied as for a tool, InvalidToolReference when
+    ``name`` is not an MCP server."""
+    grant = _decide(step or f"agent:{agent.metadata.name}", name, agent.metadata.name, catalog)
+    if grant.tool.mcp is None:
+        raise ToolDenied("InvalidToolReference", f"step {grant.step!r}: tool {name!r} is a {grant.tool.kind} tool, "
+                         "not an MCP server", step=grant.step, tool=name, agent=agent.metadata.name,
+                         considered=grant.considered)
+    return grant
 
 
 def loop_call_ref(call: Mapping[str, object]) -> str:

@@ -21,6 +21,7 @@ def test_the_step_entry_point_imports_without_the_operator_extras() -> None:
         import agentflow.cli, agentflow.runtime.step, agentflow.runner.session, agentflow.executors.stepproc
         import agentflow.security.pii, agentflow.tools.wasm, agentflow.storage.audit_file
         import agentflow.storage.memory_ledger, agentflow.gateway.local, agentflow.executors.access
+        import agentflow.examples.order_server  # the example's MCP server, started in the pod (python -m)
         print("ok")
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

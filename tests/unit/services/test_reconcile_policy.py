@@ -216,3 +216,22 @@ async def test_without_a_gateway_llm_pods_get_no_network_policy_and_a_declared_b
     c = PolicyCluster(catalog())
     body = workflow(steps({"name": "e", "kind": "tool", "tool": "echo"}))
     assert (await c.run(copy.deepcopy(body))).phase == "Succeeded"  # no agentRef: any declaring policy grants
+
+
+async def test_an_agent_loop_turn_pod_may_reach_its_granted_mcp_server_to_list_its_tools() -> None:
+    """A turn lists the tools of the loop's MCP servers: its pod's NetworkPolicy has each server's url (the
+    server's grant decided whole, as the turn's executor decides it)."""
+    from agentflow.models import PromptVersion
+
+    docs = {"name": "docs", "mcp": {"url": "http://10.88.0.7:8000/mcp", "tools": ["search"]}}
+    cat = catalog(policy("mcp-tools", [docs], {"team": "research"}),
+                  agent("reader", {"team": "research"}, ["docs"]),
+                  PromptVersion.model_validate({"metadata": {"name": "ask"}, "spec": {
+                      "prompt": "ask", "version": "1", "messages": [{"role": "user", "content": "find it"}]}}))
+    c = PolicyCluster(cat, gateway="http://10.88.0.1:4000")
+    await c.pass_(workflow(steps({"name": "answer", "kind": "llm", "agentRef": {"name": "reader"},
+                                  "promptRef": {"name": "ask"}})))
+    (pod_name,) = c.kube.created
+    assert c.kube.pods[pod_name]["metadata"]["annotations"][names.NODE_ANNOTATION] == "answer/t1"
+    egress = c.kube.netpols[pod_name]["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "10.88.0.7/32"}}], "ports": [{"protocol": "TCP", "port": 8000}]} in egress

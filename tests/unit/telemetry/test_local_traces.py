@@ -89,7 +89,7 @@ async def test_an_agent_loop_run_is_one_trace_with_the_genai_span_tree(tmp_path:
     loop = recorded.one("invoke_agent support-agent")
     assert loop.attributes[genai.AGENT_NAME] == "support-agent" and loop.attributes[genai.LOOP_TURNS] == 2
     assert tree["invoke_agent support-agent"] == sorted([
-        "step answer/t1", "step answer/t2", "execute_tool order-status", "execute_tool kb-search",
+        "step answer/t1", "step answer/t2", "execute_tool orders__order_status", "execute_tool kb-search",
         "invoke_agent billing-specialist", "execute_tool memory_search", "execute_tool memory_save"])
     assert tree["invoke_agent billing-specialist"] == ["execute_tool kb-search", "step answer/t1/call-3/t1",
                                                        "step answer/t1/call-3/t2"]
@@ -107,8 +107,8 @@ async def test_an_agent_loop_run_is_one_trace_with_the_genai_span_tree(tmp_path:
     assert len(recorded.named("chat")) == 4  # two turns of each loop
 
     # Tool calls: execute_tool with the tool's name; memory operations are spans of the gateway inside them.
-    tool = recorded.one("execute_tool order-status")
-    assert tool.attributes[genai.TOOL_NAME] == "order-status" and tool.attributes[genai.TOOL_CALL_ID]
+    tool = recorded.one("execute_tool orders__order_status")  # the MCP server's tool, as the model called it
+    assert tool.attributes[genai.TOOL_NAME] == "orders__order_status" and tool.attributes[genai.TOOL_CALL_ID]
     search = recorded.one("memory memory_search")
     assert recorded.parent_of(search) is recorded.one("execute_tool memory_search")
     assert search.attributes[genai.OPERATION_NAME] == "retrieval"

@@ -15,7 +15,8 @@ import pytest
 
 from agentflow.models import ToolSpec
 from agentflow.tools import ToolError, ToolRunner
-from agentflow.tools.mcp import McpClient
+from agentflow.tools.mcp import Interpreter, McpClient, stdio_parameters
+from services.mcp_server import HERE as TEST_SERVER
 from services.mcp_server import McpServer, running_mcp_server, stdio_command
 
 
@@ -184,6 +185,50 @@ class TestBadServers:
             httpd.server_close()
         assert caught.value.type in ("McpProtocolError", "McpUnavailable")
         assert url in str(caught.value)
+
+
+class TestPythonCommand:
+    """A stdio command starting with ``python`` runs on the Python that runs AgentFlow, whatever PATH says (a step
+    pod's PATH has the runtime image's python first; locally the user's PATH may name another one, or none)."""
+
+    SOURCE = Interpreter("/opt/agentflow/bin/python", "/src/operator")
+
+    def test_python_is_the_interpreter_and_its_agentflow_folder(self) -> None:
+        spec = mcp_tool(command=["python", "-m", "some.server", "--flag"], env={"REGION": "eu"})
+        params = stdio_parameters(spec.mcp, {"REGION": "eu"}, self.SOURCE)  # type: ignore[arg-type]
+        assert (params.command, params.args) == ("/opt/agentflow/bin/python", ["-m", "some.server", "--flag"])
+        assert params.env == {"PYTHONPATH": "/src/operator", "REGION": "eu"}
+
+    def test_an_installed_agentflow_needs_no_pythonpath_and_the_policys_wins(self) -> None:
+        spec = mcp_tool(command=["python", "-m", "some.server"])
+        installed = stdio_parameters(spec.mcp, {}, Interpreter("/venv/bin/python"))  # type: ignore[arg-type]
+        assert (installed.command, installed.env) == ("/venv/bin/python", {})
+        own = stdio_parameters(spec.mcp, {"PYTHONPATH": "/mine"}, self.SOURCE)  # type: ignore[arg-type]
+        assert own.env == {"PYTHONPATH": "/mine"}
+
+    @pytest.mark.parametrize("command", [["python3", "-m", "x"], ["/usr/bin/python", "x.py"], ["node", "python"]])
+    def test_other_commands_are_looked_up_as_they_are(self, command: list[str]) -> None:
+        params = stdio_parameters(mcp_tool(command=command).mcp, {}, self.SOURCE)  # type: ignore[arg-type]
+        assert [params.command, *params.args] == command and params.env == {}
+
+    def test_the_current_interpreter_is_this_process_and_its_source_folder(self) -> None:
+        import agentflow
+
+        here = Interpreter.current()
+        # The tests run agentflow from the repository's operator/ (PYTHONPATH or an editable install), which is
+        # not a site-packages folder: the server is told where it is.
+        assert here == Interpreter(sys.executable, str(Path(agentflow.__file__).resolve().parents[1]))
+
+    async def test_python_starts_without_python_on_path_from_any_folder(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        client = McpClient()
+        monkeypatch.chdir(tmp_path)
+        spec = mcp_tool(command=["python", str(TEST_SERVER), "--stdio"], tools=["fetch"], env={"PATH": "/nonexistent"})
+        assert await client.call(spec, "fetch", {"url": "u"}, idempotency_key="k", timeout=30) == "the text of u"
+        with pytest.raises(ToolError) as caught:  # the same PATH without the word: nothing to start
+            await client.list_tools(mcp_tool(command=["python3", str(TEST_SERVER), "--stdio"],
+                                             env={"PATH": "/nonexistent"}))
+        assert caught.value.type == "McpCommandNotFound" and "python for the Python" in str(caught.value)
 
 
 class TestToolRunner:

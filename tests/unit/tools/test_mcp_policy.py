@@ -5,6 +5,7 @@ executor (grant, redaction, screening, the call record)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from agentflow.services.platform import PlatformPolicy
 from agentflow.testing import MemoryAuditSink
 from agentflow.tools import ToolError, ToolRunner, discover_functions, function_schemas, resolve_function
 from agentflow.validation import check_workflow
-from agentflow.validation.grants import ToolDenied, agent_grants, decide_tool
+from agentflow.validation.grants import ToolDenied, agent_grants, decide_agent_server, decide_tool
 from services.mcp_server import McpServer, running_mcp_server
 
 MANIFESTS = """
@@ -136,6 +137,19 @@ class TestGrants:
         assert [(g.tool.name, g.member) for g in grants] == [("docs", None), ("lookup", None)]
         assert [(d.tool, d.type) for d in denied] == [("ungoverned", "ToolNotAllowed")]
 
+    def test_a_loop_turn_lists_a_server_granted_whole_to_its_agent(self) -> None:
+        """What a turn offers: the server's grant with no member (its mcp.tools say which tools count); the
+        reconciler compiles the turn pod's egress from the same grant. A server the Agent is not granted, or a
+        tool that is not a server, is refused."""
+        catalog, _ = load("http://192.0.2.20:8000/mcp")
+        researcher = catalog.agents["researcher"]
+        grant = decide_agent_server(researcher, "docs", catalog, "answer")
+        assert (grant.tool.name, grant.member, grant.policy_name) == ("docs", None, "research-tools")
+        for name, kind in (("lookup", "InvalidToolReference"), ("ungoverned", "ToolNotAllowed")):
+            with pytest.raises(ToolDenied) as denied:
+                decide_agent_server(researcher, name, catalog, "answer")
+            assert denied.value.type == kind and f"'{name}'" in denied.value.message
+
     def test_validation_reports_the_same(self) -> None:
         catalog, workflow = load("http://192.0.2.20:8000/mcp")
         messages = [message for _, message in check_workflow(workflow.spec, catalog)]
@@ -237,3 +251,60 @@ class TestToolStep:
         assert result.error is not None and result.error.type == "InjectionDetected", result
         assert "tool 'docs/search' output" in result.error.message
         assert [e.kind for e in audit.events] == ["injection"]
+
+
+LOOP = """
+apiVersion: agentflow.dev/v1alpha1
+kind: Agent
+metadata: {name: reader, labels: {team: research}}
+spec:
+  role: reader
+  instructions: >-
+    Search first [[call docs__search {"query": "refunds", "limit": 1}]], then answer.
+  model: {name: openai/gpt-4o-mini}
+  tools: [docs]
+  pii: {redact: false}
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: research-tools}
+spec:
+  agentSelector: {matchLabels: {team: research}}
+  tools:
+    - {name: docs, mcp: {url: "@URL@", tools: [search]}}
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: PromptVersion
+metadata: {name: ask}
+spec: {prompt: ask, version: "1", messages: [{role: user, content: What is the refund policy?}]}
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: reading}
+spec:
+  steps:
+    - {name: answer, kind: llm, agentRef: {name: reader}, promptRef: {name: ask}}
+"""
+
+
+class TestAgentLoop:
+    async def test_a_turn_offers_the_granted_server_tools_and_the_call_reaches_the_server(
+            self, server: McpServer, tmp_path: Path) -> None:
+        from agentflow.runner import session
+        from agentflow.runner.store import RunStore
+
+        manifest = tmp_path / "loop.yaml"
+        manifest.write_text(LOOP.replace("@URL@", server.url))
+        bundle = session.load_bundle([manifest])
+        run_dir = session.create_run(RunStore(tmp_path / "runs"), bundle, [manifest])
+        executor = session.make_executor(bundle, "inprocess", env={"AGENTFLOW_MODEL_MODE": "offline"},
+                                         state_dir=tmp_path / "state")
+        run = await session.drive(run_dir, bundle, executor)
+        assert run.phase == "Succeeded", [(n, s.error) for n, s in run.nodes.items() if s.error]
+        events = [r.event for r in run_dir.read_records()]
+        (scheduled,) = [e for e in events if e.type.value == "StepScheduled" and e.node == "answer/t1/call-1"]
+        assert scheduled.data["tool"] == "docs__search"
+        (done,) = [e for e in events if e.type.value == "StepSucceeded" and e.node == "answer/t1/call-1"]
+        assert done.data["output"] == {"result": ["refunds result 1"]}
+        assert [c["arguments"] for c in server.calls() if c["tool"] == "search" and
+                str(c["idempotencyKey"]).endswith("answer/t1/call-1/1")] == [{"query": "refunds", "limit": 1}]
