@@ -114,6 +114,7 @@ class Run:
         self._loops_ended: dict[str, Node] = {}  # loops that ended, for decide() to record (LoopFinished)
         self._active_plans: dict[str, Node] = {}  # plan steps running (agentflow.engine.planner)
         self._plans_due: dict[str, Node] = {}  # plan steps whose planning attempt ended: decide() accepts or refuses
+        self._plans_ended: dict[str, Node] = {}  # plan steps that ended, for decide() to record (PlanFinished)
         self.conversations: dict[str, conversation.AgentConversation] = {}  # by Agent (memory.kind conversation)
         self.parallelism = plan.parallelism  # from RunStarted when it says
         self.prompts: dict[str, Mapping[str, Any]] = dict(plan.prompts)  # family steps' versions; from RunStarted
@@ -159,6 +160,7 @@ class Run:
             E.plan_started: self._on_plan_started,
             E.plan_accepted: self._on_plan_accepted,
             E.plan_refused: self._on_plan_refused,
+            E.plan_finished: self._on_plan_finished,
             E.state_entered: self._on_state_entered,
             E.cost_recorded: self._on_cost,
             E.cancel_requested: self._on_cancel_requested,
@@ -910,6 +912,9 @@ class Run:
             emit(E.plan_accepted, node_id, ask=number, revision=planning.revision + 1, steps=bodies,
                  estimateUsd=estimate, replaced=[n for n, s in planning.steps.items() if s.phase == PENDING])
 
+    def _on_plan_finished(self, ev: Event) -> None:
+        self._plans_ended.pop(str(ev.node), None)  # a record of what the plan's events already decided
+
     def _on_plan_accepted(self, ev: Event) -> None:
         node = self.nodes[str(ev.node)]
         planning = node.planning
@@ -1090,6 +1095,7 @@ class Run:
         """End ``node``'s plan: what of it has not ended stops (running attempts are cancelled), then the node."""
         self._active_plans.pop(node.id, None)
         self._plans_due.pop(node.id, None)
+        self._plans_ended[node.id] = node
         for child in self._descendants(node):
             if child.phase in TERMINAL:
                 continue
@@ -1293,6 +1299,11 @@ class Run:
                 break
         if self._loops_ended:
             self._record_ended_loops(emit)
+        if self._plans_ended:
+            for node in list(self._plans_ended.values()):
+                emit(E.plan_finished, node.id, attempt=node.attempt, phase=node.phase, output=node.output,
+                     revisions=node.planning.revision if node.planning is not None else 0,
+                     **({"error": node.error.to_dict()} if node.phase == FAILED and node.error is not None else {}))
         self._maybe_finish(emit)
         wake_at = self._wake_at() if self._timers or self.deadline is not None else None
         if not self.finished and not start and not self._running:
@@ -1310,7 +1321,7 @@ class Run:
         Called when nothing runs; cheap checks first, the scan of every node last (it finds a waiting one
         at once when the run waits for a human)."""
         if (self.started_at is None or self.suspended or self._retry or self._review or self._ready or self._to_cancel
-                or self._loops_ended or self._plans_due):
+                or self._loops_ended or self._plans_due or self._plans_ended):
             return []
         if self._enter is not None or self._transition_from is not None:
             return []

@@ -56,6 +56,7 @@ class EventType(StrEnum):
     plan_started = "PlanStarted"  # node (a plan step's), data: step, attempt, agent, inputs
     plan_accepted = "PlanAccepted"  # node, data: revision, ask, steps (the plan), estimateUsd, replaced
     plan_refused = "PlanRefused"  # node, data: ask, errors, replan (a checkpoint's revision: the plan goes on)
+    plan_finished = "PlanFinished"  # node, data: attempt, phase, output, error (optional), revisions (a record)
     run_timed_out = "RunTimedOut"  # data: timeoutSeconds
     run_finished = "RunFinished"  # data: phase, outputs, reason, stuck (optional: the steps a stuck run waited on)
     # Recorded by the driver.
