@@ -401,7 +401,8 @@ def _gates(spec: WorkflowSpec, gates: Mapping[str, ToolGate]) -> dict[str, ToolG
         tool_steps.update(s.name for s in spec.state_machine.states if s.step is not None
                           and s.step.kind is StepKind.tool)
     tool_steps.update(step.name for _, step in tree_leaves(spec.behavior_tree) if step.kind is StepKind.tool)
-    unknown = sorted(set(gates) - tool_steps)
+    plan_steps = {key for key, step in spec.keyed_steps() if step.kind is StepKind.plan}
+    unknown = sorted(k for k in set(gates) - tool_steps if k.split("/", 1)[0] not in plan_steps)
     if unknown:
         raise PlanError(f"approval gates for {', '.join(unknown)}: not tool steps of this workflow")
     return dict(sorted(gates.items()))

@@ -26,7 +26,7 @@ from typing import Any
 from ..models.limits import MAX_PLAN_STEPS
 from ..models.workflow import PlannerSpec
 
-__all__ = ["PLAN_SCHEMA", "PlanPolicy", "check_plan", "plan_depth", "planned_spec"]
+__all__ = ["PLAN_SCHEMA", "PlanPolicy", "check_plan", "gate_key", "plan_depth", "planned_spec"]
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_PLAN_BYTES = 256 * 1024
@@ -94,6 +94,13 @@ class PlanPolicy:
         return {"allowedKinds": list(self.kinds), "agents": list(self.agents), "prompts": list(self.prompts),
                 "tools": list(self.tools), "limits": {"maxSteps": self.max_steps, "maxDepth": self.max_depth,
                                                       "maxCostUsd": self.max_cost_usd}}
+
+
+def gate_key(step: str, agent: str | None, tool: str) -> str:
+    """The key of Plan.gates for a tool a plan step's plan (or its fallback) calls on behalf of ``agent``: ``STEP``
+    is the plan step's key (StepRequest.step); a tool step of a plan waits for a human when its tool has
+    requiresApproval, as a tool step of the manifest does."""
+    return f"{step}/{agent or '-'}/{tool}"
 
 
 def plan_depth(steps: Sequence[Mapping[str, Any]]) -> int | None:

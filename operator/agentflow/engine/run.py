@@ -75,7 +75,7 @@ from .nodes import (
     StepState,
 )
 from .plan import AgentLoop, Plan, PlanError, StatePlan, ToolGate, planned_step_plan
-from .planner import check_plan, planned_spec
+from .planner import check_plan, gate_key, planned_spec
 from .tree import TreeRun
 from .values import Decision, Event, EventType, StepError, StepRequest
 
@@ -1545,6 +1545,10 @@ class Run:
             is_approval = node.plan.kind is StepKind.approval
             if node.parent is not None:
                 gate = node.gate if not node.approved else None
+                if node.planned is not None and self.gates and not node.approved and node.plan.kind is StepKind.tool:
+                    ref = node.planned.get("agentRef")
+                    agent = str(ref["name"]) if isinstance(ref, dict) else None
+                    gate = self.gates.get(gate_key(node.key, agent, str(node.planned.get("tool"))))
             else:
                 gate = self.gates.get(node.key) if self.gates and not node.approved else None
             if not is_approval and gate is None and (

@@ -248,3 +248,22 @@ def test_cancel_stops_the_plan_and_its_running_steps() -> None:
     assert run.phase == "Cancelled"
     assert "respond/p1/fetch" in h.cancelled
     assert isinstance(run, Run)
+
+
+def test_a_plans_tool_with_requires_approval_waits_for_a_human() -> None:
+    from agentflow.engine.plan import ToolGate, compile_plan
+    from agentflow.engine.planner import gate_key
+
+    from .harness import workflow
+
+    gated = compile_plan(workflow(FLOW), {gate_key("respond", None, "logs"): ToolGate("logs", "ops", None)})
+    h = Harness(gated, planner(accepted(GOOD)))
+    h.run_until_blocked()
+    fetch = h.run.nodes["respond/p1/fetch"]
+    assert fetch.phase == "Waiting" and ("respond/p1/fetch", 1) not in h.executed
+    requested = next(e for e in h.events if e.type is EventType.approval_requested)
+    assert requested.data["gate"]["tool"] == "logs"
+    h.post(EventType.approval_decided, "respond/p1/fetch", approved=True, by="oncall")
+    run = h.run_until_blocked()
+    assert run.phase == "Succeeded", run.reason
+    assert ("respond/p1/fetch", 1) in h.executed

@@ -58,3 +58,22 @@ def test_parse_problems_name_the_field() -> None:
     assert "spec.steps[1].planner.fallback" in problems
     assert "spec.steps[1].planner.kinds[0]" in problems
     assert problems["spec.steps[2]"] == "planner is only allowed on plan steps, not tool steps"
+
+
+def test_tools_a_plan_may_call_with_requires_approval_are_gated() -> None:
+    from agentflow.engine.planner import gate_key
+    from agentflow.models import ToolPolicy
+    from agentflow.validation.grants import approval_gates
+
+    from .test_validation import workflow
+
+    catalog = Catalog()
+    catalog.add(agent("worker", ["deploy", "search"], {"team": "ops"}))
+    catalog.add(ToolPolicy.model_validate({"apiVersion": API, "kind": "ToolPolicy", "metadata": {"name": "ops"},
+                                           "spec": {"agentSelector": {"matchLabels": {"team": "ops"}}, "tools": [
+                                               {"name": "deploy", "builtin": {"name": "echo"},
+                                                "requiresApproval": True},
+                                               {"name": "search", "builtin": {"name": "echo"}}]}}))
+    spec = workflow({"steps": [plan_step(agents=["worker"], tools=["deploy", "search"])]}).spec
+    gates = approval_gates(spec, catalog)
+    assert set(gates) == {gate_key("respond", "worker", "deploy"), gate_key("respond", None, "deploy")}
