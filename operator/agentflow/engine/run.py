@@ -505,7 +505,7 @@ class Run:
 
     def _loop_of(self, node: Node) -> AgentLoop | None:
         """The loop ``node`` runs when scheduled: a delegate call's callee, or the loop of an llm step's Agent."""
-        if node.turn is not None or node.loop is not None or node.summary is not None or node.planned is not None \
+        if node.turn is not None or node.loop is not None or node.summary is not None \
                 or node.plan.kind is StepKind.plan:
             return None
         if node.call is not None:
@@ -524,7 +524,7 @@ class Run:
             inputs = node.inputs if isinstance(node.inputs, dict) else {}
             task = str(inputs.get("task", ""))
         else:
-            ctx = self.context(node)
+            ctx = self._plan_context(node) if node.planned is not None else self.context(node)
             try:
                 inputs = node.plan.inputs.render(ctx)
             except ExpressionError as exc:
@@ -649,16 +649,28 @@ class Run:
                 "depth": loop.depth}
             if self._carries(loop):
                 context["history"] = conversation.history_messages(loop.summary, [u for _, u in loop.history])
-            return context
+            return self._with_planned(node, context)
         if node.summary is not None:
             k = node.summary
             units = [u for _, u in loop.history][:k]
             units += conversation.turn_units(loop.messages)[:k - len(units)]
             budget = loop.plan.conversation_tokens or 0
-            return {"agent": loop.plan.agent, "depth": loop.depth, "summary": {
+            return self._with_planned(node, {"agent": loop.plan.agent, "depth": loop.depth, "summary": {
                 "previous": loop.summary, "messages": [dict(m) for unit in units for m in unit],
-                "maxTokens": max(budget // 4, 64)}}
-        return {"agent": loop.plan.agent, "call": dict(node.call or {})}
+                "maxTokens": max(budget // 4, 64)}})
+        return self._with_planned(node, {"agent": loop.plan.agent, "call": dict(node.call or {})})
+
+    def _with_planned(self, node: Node, context: dict[str, Any]) -> dict[str, Any]:
+        """A loop's part under a step of a plan carries that step's spec (the executor runs it, not the plan
+        step's): found up the parents, below the plan step."""
+        while node.parent is not None:
+            parent = self.nodes[node.parent]
+            if parent.planning is not None:
+                if node.planned is not None:
+                    context["planned"] = dict(node.planned)
+                break
+            node = parent
+        return context
 
     def _descendants(self, node: Node) -> list[Node]:
         prefix = node.id + "/"

@@ -267,3 +267,32 @@ def test_a_plans_tool_with_requires_approval_waits_for_a_human() -> None:
     run = h.run_until_blocked()
     assert run.phase == "Succeeded", run.reason
     assert ("respond/p1/fetch", 1) in h.executed
+
+
+def test_a_plans_llm_step_whose_agent_has_tools_runs_its_agent_loop() -> None:
+    from agentflow.engine.plan import AgentLoop, LoopTool, compile_plan
+
+    from .harness import workflow
+
+    tools = {"lookup": LoopTool("lookup", {"name": "lookup", "parameters": {"type": "object"}}, policy="p")}
+    looped = compile_plan(workflow(FLOW), loops={"worker": AgentLoop("worker", tools)})
+
+    def behaviour(request: StepRequest) -> tuple[float, StepResult]:
+        if request.kind == "plan":
+            return ok(accepted(GOOD))
+        context = request.context or {}
+        if "turn" in context:
+            assert context["planned"]["promptRef"] == {"name": "summarise"}
+            if context["turn"] == 1:
+                return ok({"final": False, "message": {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}})
+            return ok({"final": True, "value": "summed", "message": {"role": "assistant", "content": "summed"}})
+        if "call" in context:
+            assert context["planned"]["name"] == "sum" and context["agent"] == "worker"
+        return ok({"node": request.node})
+
+    run = Harness(looped, behaviour).run_until_blocked()
+    assert run.phase == "Succeeded", run.reason
+    assert [n for n in run.nodes if n.startswith("respond/p1/sum")] == [
+        "respond/p1/sum", "respond/p1/sum/t1", "respond/p1/sum/t1/call-1", "respond/p1/sum/t2"]
+    assert run.nodes["respond"].output == {"sum": "summed"}
