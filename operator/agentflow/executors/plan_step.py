@@ -1,5 +1,7 @@
 """One planning attempt of a plan step: ask the step's Agent for a plan, check it like a manifest, ask for repairs.
 
+    screening     the goal is screened (the Agent's injection.untrustedInputs) and redacted (its pii policy) as an
+                  llm step's inputs are; tokens in an accepted plan get their values back where pii.restore allows
     the brief     the Agent's instructions, then PLANNER_PREFIX and a JSON brief: the goal (the step's inputs), the
                   allowed kinds, Agents, PromptVersions and tools, the limits, the plan's JSON Schema and, at a
                   checkpoint, the results so far and the steps not started
@@ -34,8 +36,9 @@ from agentflow.models import Agent, ObjectMeta, StepSpec, Workflow, WorkflowSpec
 from agentflow.models.manifests import format_path
 from agentflow.validation import check_workflow
 
-from .attempt import StepServices, fail
-from .llm_step import call_model
+from .attempt import StepServices, Who, fail
+from .llm_step import call_model, untrusted_inputs
+from .screening import Screening
 
 PLANNER_PREFIX = "You are planning the steps of a workflow."
 """The start of what a planning call's system message adds to the Agent's instructions."""
@@ -98,19 +101,36 @@ async def run_plan_step(services: StepServices, request: StepRequest, step: Step
     if step.planner is None:
         raise fail("UnsupportedStepKind", f"step {step.name!r} is not a plan step")
     agent = services.agent(step)
+    screening = Screening(services, Who.of(request, agent), override=request.screening)
+    try:
+        return await _attempt(services, screening, request, step, agent, calls, timeout)
+    finally:
+        await services.record(screening.events)
+
+
+async def _attempt(services: StepServices, screening: Screening, request: StepRequest, step: StepSpec, agent: Agent,
+                   calls: list[CallRecord], timeout: float | None) -> Any:
+    """The goal is screened and redacted as an llm step's inputs are (the Agent's injection and pii policies)."""
+    assert step.planner is not None
+    spec = agent.spec
+    screened = untrusted_inputs(request.inputs, spec.injection)
+    if screened:
+        await screening.screen(screened, f"step {step.name!r} inputs", spec.injection, spec.pii)
+    redaction = await screening.redaction(spec.pii)
+    inputs: Mapping[str, Any] = request.inputs
+    if redaction is not None:
+        inputs = await screening.redact(redaction, dict(request.inputs), spec.model.name, "model")
     policy = PlanPolicy.of(step.planner)
     planning = dict((request.context or {}).get("planning") or {})
     done = [str(name) for name, result in (planning.get("results") or {}).items()
             if isinstance(result, Mapping) and result.get("phase") == "Succeeded"]
     try:  # the Agent's instructions are a template over the inputs, as in every prompt ($${{ is a literal ${{)
-        instructions = render_text(agent.spec.instructions, {"inputs": dict(request.inputs)})
+        instructions = render_text(agent.spec.instructions, {"inputs": dict(inputs)})
     except ExpressionError as exc:
         raise fail("PromptRenderError", f"step {step.name!r}: Agent {agent.metadata.name!r} instructions: {exc}") \
             from exc
     system = "\n\n".join(t for t in (instructions, _GUIDE) if t)
-    user = json.dumps(brief(request.inputs, policy, planning, services.catalog.agents), ensure_ascii=False,
-                      sort_keys=True)
-    spec = agent.spec
+    user = json.dumps(brief(inputs, policy, planning, services.catalog.agents), ensure_ascii=False, sort_keys=True)
     current = ChatRequest(
         model=spec.model.name,
         messages=({"role": "system", "content": system}, {"role": "user", "content": user}),
@@ -135,5 +155,9 @@ async def run_plan_step(services: StepServices, request: StepRequest, step: Step
         text = await call_model(client, current, calls)
         plan, usd, errors = validate(text, policy, services, done)
         if not errors:
+            if redaction is not None:
+                await screening.keep(redaction)
+                if spec.pii.restore != "never":
+                    plan = screening.restored(redaction, plan, "step output")
             return {"accepted": True, "plan": plan, "estimateUsd": round(usd, 6), "repairs": repair}
     return {"accepted": False, "errors": errors[:50], "repairs": policy.repairs}
