@@ -1651,7 +1651,7 @@ class Run:
         if self.tree is not None:  # every leaf whose last run succeeded, by step name
             return {name: ctx["output"] for name, ctx in self.step_context.items() if ctx["phase"] == SUCCEEDED}
         if self.plan.mode == "fsm":
-            last = next((n for n in reversed(self.nodes.values()) if n.phase == SUCCEEDED), None)
+            last = next((n for n in reversed(self.nodes.values()) if n.phase == SUCCEEDED and n.parent is None), None)
             return {str(last.state): last.output} if last is not None else {}
         return {
             name: st.output

@@ -296,3 +296,28 @@ def test_a_plans_llm_step_whose_agent_has_tools_runs_its_agent_loop() -> None:
     assert [n for n in run.nodes if n.startswith("respond/p1/sum")] == [
         "respond/p1/sum", "respond/p1/sum/t1", "respond/p1/sum/t1/call-1", "respond/p1/sum/t2"]
     assert run.nodes["respond"].output == {"sum": "summed"}
+
+
+def test_a_plan_step_as_a_states_step() -> None:
+    text = """
+spec:
+  inputs: {incident: "disk full"}
+  stateMachine:
+    initial: respond
+    states:
+    - name: respond
+      step:
+        name: respond
+        kind: plan
+        agentRef: {name: planner}
+        planner: {agents: [worker], prompts: [summarise], tools: [logs]}
+      transitions: [{target: done}]
+    - {name: done, final: Succeeded}
+"""
+    h = Harness(plan(text), planner(accepted(GOOD)))
+    run = h.run_until_blocked()
+    assert run.phase == "Succeeded", run.reason
+    assert [n for n, _ in h.executed] == ["respond#1/plan1", "respond#1/p1/fetch", "respond#1/p1/sum"]
+    assert all(r.step == "respond" for r in h.requests)
+    assert run.outputs == {"respond": {"sum": {"node": "respond#1/p1/sum", "inputs": {"logs": {
+        "node": "respond#1/p1/fetch", "inputs": {"q": "disk full"}}}}}}
