@@ -321,3 +321,38 @@ spec:
     assert all(r.step == "respond" for r in h.requests)
     assert run.outputs == {"respond": {"sum": {"node": "respond#1/p1/sum", "inputs": {"logs": {
         "node": "respond#1/p1/fetch", "inputs": {"q": "disk full"}}}}}}
+
+
+def test_a_failed_planning_attempt_runs_the_fallback_naming_why() -> None:
+    def behaviour(request: StepRequest) -> tuple[float, StepResult]:
+        if request.kind == "plan":
+            return fail("BudgetExceeded", "the budget is spent", retryable=False)
+        return ok("x")
+
+    h = Harness(plan(FLOW), behaviour)
+    run = h.run_until_blocked()
+    refused = next(e for e in h.events if e.type is EventType.plan_refused)
+    assert refused.data["errors"] == ["the planning attempt failed: BudgetExceeded: the budget is spent"]
+    assert run.phase == "Succeeded" and "respond/fallback/page#1" in [n for n, _ in h.executed]
+
+
+def test_checkpoints_are_bounded_by_max() -> None:
+    text = FLOW.replace("      repairs: 1\n", "      repairs: 1\n      replan: {every: 1, max: 2}\n")
+    chain = {"steps": [{"name": f"s{i}", "kind": "tool", "tool": "logs", **({"dependsOn": [f"s{i - 1}"]} if i else {})}
+                       for i in range(3)]}
+
+    def answer(request: StepRequest) -> Any:
+        planning = (request.context or {})["planning"]
+        if planning["revision"] == 0:
+            return accepted(chain)
+        return accepted({"steps": planning["remaining"] and [
+            {"name": f"r{planning['ask']}", "kind": "tool", "tool": "logs"},
+            {"name": f"q{planning['ask']}", "kind": "tool", "tool": "logs", "dependsOn": [f"r{planning['ask']}"]}]})
+
+    h = Harness(plan(text), planner(answer))
+    run = h.run_until_blocked()
+    assert run.phase == "Succeeded", run.reason
+    asks = [n for n, _ in h.executed if "/plan" in n]
+    assert asks == ["respond/plan1", "respond/plan2", "respond/plan3"]  # the plan, then at most 2 revisions
+    assert [e.data["revision"] for e in h.events if e.type is EventType.plan_accepted] == [1, 2, 3]
+    assert "PlanFinished" in h.types("respond")
