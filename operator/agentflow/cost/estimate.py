@@ -53,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from ..engine.expressions import ExpressionError, compile_expression
+from ..engine.planner import PLAN_SCHEMA, PlanPolicy
 from ..engine.templates import compile_template
 from ..llm.prompts import PromptRenderError, render_messages
 from ..models import (
@@ -104,6 +105,10 @@ TokenCounter = Callable[[str, Sequence[Mapping[str, str]]], int]
 """(model, chat messages) -> prompt tokens, e.g. agentflow.llm.pricing.count_message_tokens."""
 Prices = Callable[[str], "tuple[float, float] | None"]
 """model -> (USD per input token, USD per output token), None when unknown."""
+
+
+PLAN_STEP_TOKENS = 120.0
+"""Output tokens a planner spends per step of its plan (JSON of a name, kind, references, inputs)."""
 
 
 class EstimateError(ValueError):
@@ -439,6 +444,43 @@ class _Estimator:
         return StepEstimate(step.name, kind, None, None, multiplicity, basis, attempts, ZERO, ZERO, ZERO, usd,
                             assumptions=tuple(notes))
 
+    def _plan_step(self, step: StepSpec, kind: str, multiplicity: Range, basis: Basis,
+                   notes: list[str]) -> StepEstimate:
+        """A plan step: its planning calls (the brief, and a plan of up to maxSteps steps; up to ``repairs`` more),
+        plus its plan's steps, which are not known before the run: at most planner.limits.maxCostUsd."""
+        assert step.planner is not None and step.agent_ref is not None
+        agent = self.catalog.agents.get(step.agent_ref.name)
+        if agent is None:
+            raise EstimateError(f"step {step.name}: agentRef: unknown Agent {step.agent_ref.name!r}")
+        model = agent.spec.model.name
+        policy = PlanPolicy.of(step.planner)
+        brief = json.dumps({"goal": step.inputs, **policy.brief(), "planSchema": PLAN_SCHEMA})
+        per_call_in = Range.exact(float(self.count(model, [{"role": "system", "content": agent.spec.instructions},
+                                                         {"role": "user", "content": brief}])))
+        output = Range(PLAN_STEP_TOKENS, PLAN_STEP_TOKENS * max(policy.max_steps // 2, 1),
+                       PLAN_STEP_TOKENS * policy.max_steps)
+        calls = multiplicity * Range(1, 1 + DEFAULT_REPAIR_RATE * min(policy.repairs, 1), 1 + policy.repairs)
+        input_tokens, output_tokens = calls * per_call_in, calls * output
+        notes.append(f"planning: up to {1 + policy.repairs} call(s) of {model} (repairs {policy.repairs}), a plan of "
+                     f"up to {policy.max_steps} steps at ~{PLAN_STEP_TOKENS:g} output tokens each")
+        price = self.prices(model)
+        usd: Range | None = None
+        if price is None:
+            self.unpriced.add(model)
+            notes.append(f"model {model} has no price in the price table: its tokens are not counted in USD")
+        else:
+            usd = input_tokens.scale(price[0]) + output_tokens.scale(price[1])
+        limit = policy.max_cost_usd
+        if limit is not None:
+            plan = (multiplicity * Range(0, limit / 2, limit))
+            usd = plan if usd is None else usd + plan
+            notes.append(f"the plan's steps are known only at run time: up to planner.limits.maxCostUsd ${limit:g} "
+                         "(expected half)")
+        else:
+            notes.append("the plan's steps are known only at run time and not priced (no planner.limits.maxCostUsd)")
+        return StepEstimate(step.name, kind, model, None, multiplicity, basis, Range.exact(1), calls, input_tokens,
+                            output_tokens, usd, assumptions=tuple(notes))
+
     def step(self, step: StepSpec, where: str, state: str | None, visits: int | None) -> StepEstimate:
         sm = self.workflow.spec.state_machine
         runs, runs_note = self._runs(step, state, visits, initial=sm is not None and sm.initial == state)
@@ -448,6 +490,8 @@ class _Estimator:
         kind = step.kind.value
         if step.kind is StepKind.tool:
             return self._tool_step(step, kind, multiplicity, basis, notes)
+        if step.kind is StepKind.plan:
+            return self._plan_step(step, kind, multiplicity, basis, notes)
         if step.kind is not StepKind.llm:
             notes.append("no model calls")
             return StepEstimate(step.name, kind, None, None, multiplicity, basis, Range.exact(1), ZERO, ZERO, ZERO,

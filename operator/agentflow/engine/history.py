@@ -77,10 +77,10 @@ def history(events: Iterable[Event]) -> RunHistory:
             path.append(ev.node)
         if h.first_at is None:
             h.first_at = ev.at
-        if ev.type in (E.step_scheduled, E.loop_started):
+        if ev.type in (E.step_scheduled, E.loop_started, E.plan_started):
             h.attempts = int(ev.data.get("attempt", h.attempts))
             h.phase = "Running"
-        elif ev.type is E.loop_finished:
+        elif ev.type in (E.loop_finished, E.plan_finished):
             h.phase = str(ev.data.get("phase", h.phase))
             h.last_at = ev.at
             h.output = ev.data.get("output")

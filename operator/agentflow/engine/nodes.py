@@ -11,11 +11,12 @@ from typing import Any
 
 from .conversation import Unit
 from .plan import AgentLoop, StepPlan, ToolGate
+from .planner import PlanPolicy
 from .values import StepError, StepRequest
 
 __all__ = [
     "CANCELLED", "FAILED", "PENDING", "QUARANTINED", "RETRYING", "RUNNING", "SKIPPED", "SUCCEEDED", "TERMINAL",
-    "WAITING", "LoopState", "Node", "StepState",
+    "WAITING", "LoopState", "Node", "PlanningState", "StepState",
 ]
 
 PENDING = "Pending"
@@ -36,8 +37,8 @@ class Node:
 
     __slots__ = (
         "approved", "attempt", "call", "cost_usd", "deadline", "error", "finished_at", "gate", "id", "index",
-        "inputs", "item", "loop", "message", "output", "parent", "phase", "plan", "request", "review", "screening",
-        "started_at", "state", "summary", "tokens", "turn",
+        "inputs", "item", "loop", "message", "output", "parent", "phase", "plan", "planned", "planning", "request",
+        "review", "screening", "started_at", "state", "summary", "tokens", "turn",
     )
 
     def __init__(self, node_id: str, plan: StepPlan, index: int | None = None, item: Any = None,
@@ -70,6 +71,10 @@ class Node:
         self.gate: ToolGate | None = None  # a loop's tool call waiting for a human before it runs
         self.loop: LoopState | None = None
         self.summary: int | None = None  # a loop's summary node (``NODE/sN``): how many of the oldest units it compacts
+        # Plan steps (agentflow.engine.planner): the plan step's node holds ``planning``; a step of its plan (or of
+        # its fallback) holds ``planned``, its StepSpec body, which its attempts carry to the executor.
+        self.planned: dict[str, Any] | None = None
+        self.planning: PlanningState | None = None
 
     @property
     def key(self) -> str:
@@ -124,3 +129,43 @@ class StepState:
         self.done = 0
         self.failing = False
         self.output: Any = None
+
+
+class PlanningState:
+    """The plan a plan step's node runs: its policy, the planning attempts (``STEP/planN``), the accepted
+    revisions' steps by name (``STEP/pN/NAME``), what waits for its dependencies, and the fallback."""
+
+    __slots__ = (
+        "asking",
+        "asks",
+        "due",
+        "fallback",
+        "holding",
+        "inputs",
+        "machine",
+        "path",
+        "policy",
+        "replans",
+        "revision",
+        "since",
+        "steps",
+        "visits",
+        "waiting",
+    )
+
+    def __init__(self, policy: PlanPolicy, inputs: Any) -> None:
+        self.policy = policy
+        self.inputs = inputs  # the goal: the step's rendered inputs
+        self.asks = 0  # planning attempts so far
+        self.asking: Node | None = None  # the planning attempt running
+        self.due: Node | None = None  # a planning attempt that ended: decide() accepts or refuses its plan
+        self.revision = 0  # accepted plans
+        self.replans = 0
+        self.since = 0  # steps finished since the last checkpoint
+        self.holding = False  # a checkpoint: no step of the plan starts until the planner has answered
+        self.steps: dict[str, Node] = {}  # every step of every revision, by name (the latest of a name)
+        self.waiting: dict[str, set[str]] = {}  # steps not started: the dependencies they still wait for
+        self.fallback: Node | None = None  # the fallback's node running (a state visit or the approval)
+        self.machine: str | None = None
+        self.visits: dict[str, int] = {}
+        self.path: list[str] = []

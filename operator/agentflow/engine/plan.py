@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..models.workflow import (
+    ApprovalSpec,
     RetryPolicy,
     RunOn,
     StateSpec,
@@ -30,6 +31,7 @@ from ..models.workflow import (
 )
 from .expressions import Expression, ExpressionError, compile_expression
 from .journal import canonical_json
+from .planner import PlanPolicy
 from .templates import Template, compile_template
 from .tree import TreePlan, compile_tree
 
@@ -157,6 +159,10 @@ class StepPlan:
     # An exit handler: runs on failure/always and waits for every other step.
     deferred: bool
     continue_on_failure: bool
+    planner: PlanPolicy | None = None
+    """A plan step's: what its plans may hold (agentflow.engine.planner)."""
+    fallback_approval: StepPlan | None = None
+    """A plan step's fallback approval (planner.fallback.approval), as an approval step."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,6 +179,15 @@ class StatePlan:
     transitions: tuple[TransitionPlan, ...]
     final: str | None
     max_visits: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MachinePlan:
+    """A state machine a plan step falls back to (spec.fallbackMachines)."""
+
+    name: str
+    initial: str
+    states: Mapping[str, StatePlan]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,6 +215,8 @@ class Plan:
     """A behavior tree (mode "tree"; see agentflow.engine.tree)."""
     leaves: Mapping[str, StepPlan] = dataclasses.field(default_factory=dict)
     """The steps of a behavior tree's leaves, by step name."""
+    machines: Mapping[str, MachinePlan] = dataclasses.field(default_factory=dict)
+    """The state machines plan steps fall back to, by name (spec.fallbackMachines)."""
 
     @property
     def total_steps(self) -> int:
@@ -235,6 +252,14 @@ def _step_plan(step: StepSpec, spec: WorkflowSpec, dependents: tuple[str, ...], 
     timeout = step.timeout_seconds
     if step.kind is StepKind.approval and step.approval is not None:
         timeout = step.approval.timeout_seconds
+    planner = PlanPolicy.of(step.planner) if step.planner is not None else None
+    fallback = None
+    if step.planner is not None and step.planner.fallback is not None and step.planner.fallback.approval is not None:
+        approval = step.planner.fallback.approval
+        fallback = _step_plan(StepSpec(name=step.name, kind=StepKind.approval, approval=ApprovalSpec(
+            message=approval.message or f"step {step.name}: no valid plan came; approve to go on without one",
+            approvers=approval.approvers, timeout_seconds=approval.timeout_seconds)), spec, (),
+            f"{where}.planner.fallback.approval")
     return StepPlan(
         name=step.name,
         spec=step,
@@ -251,7 +276,21 @@ def _step_plan(step: StepSpec, spec: WorkflowSpec, dependents: tuple[str, ...], 
         parallelism=step.parallelism,
         deferred=step.run_on is not RunOn.success and not step.depends_on,
         continue_on_failure=step.continue_on_failure,
+        planner=planner,
+        fallback_approval=fallback,
     )
+
+
+def planned_step_plan(body: Mapping[str, Any], parent: StepPlan) -> StepPlan:
+    """The StepPlan of a step of a plan (``body``: agentflow.engine.planner.planned_spec), run under the plan
+    step ``parent`` (its name is the parent's: StepRequest.step names the plan step). ValueError (pydantic's
+    ValidationError) or PlanError when the body is not a valid step."""
+    step = StepSpec.model_validate(body)
+    if step.kind is StepKind.plan:
+        raise PlanError(f"step {step.name}: a plan may not hold plan steps")
+    spec = WorkflowSpec(steps=[step], retry=parent.retry)
+    return dataclasses.replace(_step_plan(step, spec, (), f"plan.steps[{step.name}]"), name=parent.name,
+                               deps=(), deferred=False)
 
 
 def _state_plan(state: StateSpec, spec: WorkflowSpec, default_visits: int, where: str) -> StatePlan:
@@ -316,6 +355,14 @@ def compile_plan(workflow: Workflow, gates: Mapping[str, ToolGate] | None = None
     outputs = {
         k: e for k, v in spec.outputs.items() if (e := _expr(v, f"spec.outputs.{k}")) is not None
     }
+    machines = {}
+    for name, sm in spec.fallback_machines.items():
+        where = f"spec.fallbackMachines.{name}"
+        m_states = {s.name: _state_plan(s, spec, sm.max_visits, f"{where}.states[{i}]")
+                    for i, s in enumerate(sm.states)}
+        if sm.initial not in m_states:
+            raise PlanError(f"{where}.initial: unknown state {sm.initial!r}")
+        machines[name] = MachinePlan(name, sm.initial, m_states)
     return Plan(
         name=workflow.metadata.name,
         namespace=workflow.metadata.namespace,
@@ -334,6 +381,7 @@ def compile_plan(workflow: Workflow, gates: Mapping[str, ToolGate] | None = None
         prompts={k: dict(v) for k, v in sorted((prompts or {}).items())},
         tree=tree,
         leaves=leaves,
+        machines=machines,
     )
 
 
@@ -353,7 +401,8 @@ def _gates(spec: WorkflowSpec, gates: Mapping[str, ToolGate]) -> dict[str, ToolG
         tool_steps.update(s.name for s in spec.state_machine.states if s.step is not None
                           and s.step.kind is StepKind.tool)
     tool_steps.update(step.name for _, step in tree_leaves(spec.behavior_tree) if step.kind is StepKind.tool)
-    unknown = sorted(set(gates) - tool_steps)
+    plan_steps = {key for key, step in spec.keyed_steps() if step.kind is StepKind.plan}
+    unknown = sorted(k for k in set(gates) - tool_steps if k.split("/", 1)[0] not in plan_steps)
     if unknown:
         raise PlanError(f"approval gates for {', '.join(unknown)}: not tool steps of this workflow")
     return dict(sorted(gates.items()))

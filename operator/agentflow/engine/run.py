@@ -46,6 +46,7 @@ resumed run gates what it gated when it started.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 from collections import deque
@@ -70,9 +71,11 @@ from .nodes import (
     WAITING,
     LoopState,
     Node,
+    PlanningState,
     StepState,
 )
-from .plan import AgentLoop, Plan, ToolGate
+from .plan import AgentLoop, Plan, PlanError, StatePlan, ToolGate, planned_step_plan
+from .planner import check_plan, gate_key, planned_spec
 from .tree import TreeRun
 from .values import Decision, Event, EventType, StepError, StepRequest
 
@@ -109,6 +112,9 @@ class Run:
         self.loops: dict[str, AgentLoop] = dict(plan.loops)  # by Agent; from RunStarted when it says
         self._active_loops: dict[str, Node] = {}  # loop nodes running (their turns and calls run on their own)
         self._loops_ended: dict[str, Node] = {}  # loops that ended, for decide() to record (LoopFinished)
+        self._active_plans: dict[str, Node] = {}  # plan steps running (agentflow.engine.planner)
+        self._plans_due: dict[str, Node] = {}  # plan steps whose planning attempt ended: decide() accepts or refuses
+        self._plans_ended: dict[str, Node] = {}  # plan steps that ended, for decide() to record (PlanFinished)
         self.conversations: dict[str, conversation.AgentConversation] = {}  # by Agent (memory.kind conversation)
         self.parallelism = plan.parallelism  # from RunStarted when it says
         self.prompts: dict[str, Mapping[str, Any]] = dict(plan.prompts)  # family steps' versions; from RunStarted
@@ -151,6 +157,10 @@ class Run:
             E.fan_out: self._on_fan_out,
             E.loop_started: self._on_loop_started,
             E.loop_finished: self._on_loop_finished,
+            E.plan_started: self._on_plan_started,
+            E.plan_accepted: self._on_plan_accepted,
+            E.plan_refused: self._on_plan_refused,
+            E.plan_finished: self._on_plan_finished,
             E.state_entered: self._on_state_entered,
             E.cost_recorded: self._on_cost,
             E.cancel_requested: self._on_cancel_requested,
@@ -270,6 +280,9 @@ class Run:
         self._fail(node, error, ev.at)
 
     def _fail(self, node: Node, error: StepError, at: float) -> None:
+        if node.planning is not None:
+            self._end_plan(node, FAILED, at, StepError(error.type, error.message, retryable=False))
+            return
         if node.loop is not None:  # a loop is not retried as a whole: its turns and calls retry on their own
             self._end_loop(node, FAILED, at, StepError(error.type, error.message, retryable=False))
             return
@@ -322,6 +335,9 @@ class Run:
             node.message = reason
             if node.loop is not None:
                 self._end_loop(node, CANCELLED, ev.at)
+                return
+            if node.planning is not None:
+                self._end_plan(node, CANCELLED, ev.at)
                 return
             self._finish_node(node, CANCELLED, ev.at)
 
@@ -489,7 +505,8 @@ class Run:
 
     def _loop_of(self, node: Node) -> AgentLoop | None:
         """The loop ``node`` runs when scheduled: a delegate call's callee, or the loop of an llm step's Agent."""
-        if node.turn is not None or node.loop is not None or node.summary is not None:
+        if node.turn is not None or node.loop is not None or node.summary is not None \
+                or node.plan.kind is StepKind.plan:
             return None
         if node.call is not None:
             return self.loops.get(str(node.call.get("agent"))) if node.call.get("kind") == "agent" else None
@@ -507,7 +524,7 @@ class Run:
             inputs = node.inputs if isinstance(node.inputs, dict) else {}
             task = str(inputs.get("task", ""))
         else:
-            ctx = self.context(node)
+            ctx = self._plan_context(node) if node.planned is not None else self.context(node)
             try:
                 inputs = node.plan.inputs.render(ctx)
             except ExpressionError as exc:
@@ -620,6 +637,8 @@ class Run:
         if node.parent is None:
             return None
         parent = self.nodes[node.parent]
+        if parent.planning is not None:
+            return self._plan_request_context(parent, parent.planning, node)
         loop = parent.loop
         assert loop is not None
         if node.turn is not None:
@@ -630,16 +649,28 @@ class Run:
                 "depth": loop.depth}
             if self._carries(loop):
                 context["history"] = conversation.history_messages(loop.summary, [u for _, u in loop.history])
-            return context
+            return self._with_planned(node, context)
         if node.summary is not None:
             k = node.summary
             units = [u for _, u in loop.history][:k]
             units += conversation.turn_units(loop.messages)[:k - len(units)]
             budget = loop.plan.conversation_tokens or 0
-            return {"agent": loop.plan.agent, "depth": loop.depth, "summary": {
+            return self._with_planned(node, {"agent": loop.plan.agent, "depth": loop.depth, "summary": {
                 "previous": loop.summary, "messages": [dict(m) for unit in units for m in unit],
-                "maxTokens": max(budget // 4, 64)}}
-        return {"agent": loop.plan.agent, "call": dict(node.call or {})}
+                "maxTokens": max(budget // 4, 64)}})
+        return self._with_planned(node, {"agent": loop.plan.agent, "call": dict(node.call or {})})
+
+    def _with_planned(self, node: Node, context: dict[str, Any]) -> dict[str, Any]:
+        """A loop's part under a step of a plan carries that step's spec (the executor runs it, not the plan
+        step's): found up the parents, below the plan step."""
+        while node.parent is not None:
+            parent = self.nodes[node.parent]
+            if parent.planning is not None:
+                if node.planned is not None:
+                    context["planned"] = dict(node.planned)
+                break
+            node = parent
+        return context
 
     def _descendants(self, node: Node) -> list[Node]:
         prefix = node.id + "/"
@@ -647,6 +678,10 @@ class Run:
 
     def _child_done(self, node: Node, at: float) -> None:
         parent = self.nodes[str(node.parent)]
+        if parent.planning is not None:
+            if parent.phase not in TERMINAL and self.stop_reason is None:
+                self._plan_child_done(parent, parent.planning, node, at)
+            return
         loop = parent.loop
         if loop is None or parent.phase in TERMINAL or self.stop_reason is not None:
             return
@@ -778,6 +813,310 @@ class Run:
                 self._remember(node, node.loop)
         if phase == FAILED:
             error = error or StepError("Failed", "the agent loop failed", retryable=False)
+            node.error = error
+            node.message = f"{error.type}: {error.message}"
+        self._finish_node(node, phase, at)
+
+    # ------------------------------------------------------------ plan steps
+    #
+    # A plan step (kind plan, agentflow.engine.planner) runs nothing itself: PlanStarted makes it Running and
+    # queues its planning attempt ``NODE/plan1`` (kind plan: the executor asks the step's Agent for a plan, checks
+    # it like a manifest and asks for repairs). When that attempt has ended, decide() checks the plan again
+    # (check_plan) and records PlanAccepted (its steps become nodes ``NODE/p1/NAME``, run in dependsOn order) or
+    # PlanRefused (the fallback runs: a state machine of spec.fallbackMachines, ``NODE/fallback/STATE#n``, or an
+    # approval ``NODE/approval``; without one the step fails with the reasons). With planner.replan, after every
+    # ``every`` finished steps no further step starts; once none runs, a planning attempt ``NODE/planN`` gets the
+    # results so far and the steps not started, and its plan (PlanAccepted, revision N) replaces those steps; a
+    # refused revision (PlanRefused replan) leaves the plan as it was. At most ``max`` revisions.
+
+    def _start_plan(self, node: Node, emit: Callable[..., None]) -> None:
+        assert node.plan.planner is not None
+        try:
+            inputs = node.plan.inputs.render(self.context(node))
+        except ExpressionError as exc:
+            emit(E.step_failed, node.id, attempt=node.attempt,
+                 error=StepError("ExpressionError", f"inputs: {exc}", False).to_dict())
+            return
+        ref = node.plan.spec.agent_ref
+        emit(E.plan_started, node.id, step=node.key, attempt=node.attempt + 1, agent=ref.name if ref else None,
+             inputs=inputs)
+
+    def _on_plan_started(self, ev: Event) -> None:
+        node_id = str(ev.node)
+        node = self._node(node_id) if node_id in self.plan.steps else self.nodes[node_id]
+        assert node.plan.planner is not None
+        node.phase = RUNNING
+        node.attempt = int(ev.data.get("attempt", 1))
+        node.inputs = ev.data.get("inputs")
+        if node.started_at is None:
+            node.started_at = ev.at
+        node.planning = PlanningState(node.plan.planner, node.inputs)
+        self._active_plans[node.id] = node
+        self._admit(node)
+        self._ask(node, node.planning)
+
+    def _ask(self, node: Node, planning: PlanningState) -> None:
+        """Queue a planning attempt ``NODE/planN``."""
+        planning.asks += 1
+        ask = Node(f"{node.id}/plan{planning.asks}", node.plan, state=node.state)
+        ask.parent = node.id
+        ask.inputs = node.inputs if isinstance(node.inputs, dict) else {"goal": node.inputs}
+        planning.asking = ask
+        self.nodes[ask.id] = ask
+        self._queue.append(ask)
+
+    def _plan_request_context(self, parent: Node, planning: PlanningState, node: Node) -> dict[str, Any]:
+        if node.planned is None:  # a planning attempt
+            context: dict[str, Any] = {"ask": planning.asks, "revision": planning.revision,
+                                       "policy": planning.policy.brief()}
+            if planning.revision:
+                context["results"] = {name: {"phase": n.phase, "output": n.output} for name, n in planning.steps.items()
+                                      if n.phase in TERMINAL}
+                context["remaining"] = [n.planned for n in planning.steps.values() if n.phase == PENDING]
+            return {"planning": context}
+        ref = node.planned.get("agentRef")
+        return {"planned": dict(node.planned), **({"agent": ref["name"]} if isinstance(ref, dict) else {})}
+
+    def _plan_context(self, node: Node) -> dict[str, Any]:
+        """What a step of a plan (or of its fallback) sees: the run's inputs, and its plan's steps by name."""
+        ctx = self.context()
+        parent = self.nodes[str(node.parent)]
+        if parent.planning is not None:
+            steps = dict(self.step_context)
+            steps.update({name: {"phase": n.phase, "output": n.output} for name, n in parent.planning.steps.items()
+                          if n.phase in TERMINAL})
+            ctx["steps"] = steps
+        return ctx
+
+    def _record_plans(self, emit: Callable[..., None]) -> None:
+        for node_id, node in list(self._plans_due.items()):
+            self._plans_due.pop(node_id, None)
+            planning = node.planning
+            if planning is None or node.phase in TERMINAL or planning.due is None:
+                continue
+            ask, planning.due = planning.due, None
+            replan = planning.revision > 0
+            number = int(ask.id.rsplit("/plan", 1)[1])
+            if ask.phase != SUCCEEDED:
+                error = ask.error or StepError("Failed", f"the planning attempt {ask.phase.lower()}")
+                emit(E.plan_refused, node_id, ask=number, replan=replan,
+                     errors=[f"the planning attempt failed: {error.type}: {error.message}"])
+                continue
+            out = ask.output if isinstance(ask.output, dict) else {}
+            if out.get("accepted") is False:
+                errors = [str(e) for e in out.get("errors") or ()][:50] or ["the planner gave no valid plan"]
+                emit(E.plan_refused, node_id, ask=number, replan=replan, errors=errors)
+                continue
+            plan = out.get("plan") if "plan" in out else ask.output
+            started = [name for name, n in planning.steps.items() if n.phase != PENDING]
+            estimate = out.get("estimateUsd")
+            steps, errors = check_plan(plan, planning.policy, done=started,
+                                       estimate_usd=float(estimate) if isinstance(estimate, (int, float)) else None)
+            bodies = [planned_spec(step) for step in steps] if not errors else []
+            for i, body in enumerate(bodies):
+                try:
+                    planned_step_plan(body, node.plan)
+                except (ValueError, PlanError) as exc:
+                    errors.append(f"plan.steps[{i}]: {' '.join(str(exc).split())[:300]}")
+            if errors:
+                emit(E.plan_refused, node_id, ask=number, replan=replan, errors=errors[:50])
+                continue
+            emit(E.plan_accepted, node_id, ask=number, revision=planning.revision + 1, steps=bodies,
+                 estimateUsd=estimate, replaced=[n for n, s in planning.steps.items() if s.phase == PENDING])
+
+    def _on_plan_finished(self, ev: Event) -> None:
+        self._plans_ended.pop(str(ev.node), None)  # a record of what the plan's events already decided
+
+    def _on_plan_accepted(self, ev: Event) -> None:
+        node = self.nodes[str(ev.node)]
+        planning = node.planning
+        if planning is None or node.phase in TERMINAL:
+            return
+        planning.revision = int(ev.data["revision"])
+        planning.holding = False
+        if planning.revision > 1:
+            planning.replans += 1
+        for name in list(ev.data.get("replaced") or ()):  # a revision replaces the steps not started
+            old = planning.steps.pop(name, None)
+            planning.waiting.pop(name, None)
+            if old is not None and old.phase == PENDING:
+                self._terminal(old, SKIPPED, ev.at, f"replaced by plan revision {planning.revision}")
+        for body in ev.data.get("steps") or ():
+            name = str(body["name"])
+            child = Node(f"{node.id}/p{planning.revision}/{name}", planned_step_plan(body, node.plan),
+                         state=node.state)
+            child.parent = node.id
+            child.planned = dict(body)
+            self.nodes[child.id] = child
+            planning.steps[name] = child
+            planning.waiting[name] = {str(d) for d in body.get("dependsOn") or ()}
+        self._release(node, planning, ev.at)
+
+    def _on_plan_refused(self, ev: Event) -> None:
+        node = self.nodes[str(ev.node)]
+        planning = node.planning
+        if planning is None or node.phase in TERMINAL:
+            return
+        errors = [str(e) for e in ev.data.get("errors") or ()]
+        if ev.data.get("replan"):  # a checkpoint's revision was refused: the plan goes on as it was
+            planning.replans += 1
+            planning.holding = False
+            self._release(node, planning, ev.at)
+            return
+        policy = planning.policy
+        machine = self.plan.machines.get(policy.fallback_machine or "")
+        if policy.fallback == "stateMachine" and machine is not None:
+            planning.machine = machine.name
+            self._enter_fallback(node, planning, machine.initial, None, ev.at)
+        elif policy.fallback == "approval" and node.plan.fallback_approval is not None:
+            approval = Node(f"{node.id}/approval", node.plan.fallback_approval, state=node.state)
+            approval.parent = node.id
+            approval.planned = {"name": node.plan.name, "kind": "approval"}
+            self.nodes[approval.id] = approval
+            planning.fallback = approval
+            self._queue.append(approval)
+        else:
+            self._end_plan(node, FAILED, ev.at, StepError(
+                "PlanRefused", f"no valid plan after {policy.repairs} repair(s) and no fallback: "
+                + "; ".join(errors[:10]), retryable=False))
+
+    def _release(self, node: Node, planning: PlanningState, at: float) -> None:
+        """Queue the steps of the plan whose dependencies have all succeeded; end the plan when all have ended."""
+        if planning.holding:
+            return
+        for name, deps in list(planning.waiting.items()):
+            if any(planning.steps[d].phase != SUCCEEDED for d in deps if d in planning.steps):
+                continue
+            del planning.waiting[name]
+            self._queue.append(planning.steps[name])
+        if not planning.waiting and all(n.phase in TERMINAL for n in planning.steps.values()):
+            needed = {d for n in planning.steps.values() for d in (n.planned or {}).get("dependsOn") or ()}
+            node.output = {name: n.output for name, n in planning.steps.items()
+                           if name not in needed and n.phase == SUCCEEDED}
+            self._end_plan(node, SUCCEEDED, at)
+
+    def _plan_child_done(self, node: Node, planning: PlanningState, child: Node, at: float) -> None:
+        if child is planning.asking:
+            if child.phase in TERMINAL:
+                planning.asking = None
+                planning.due = child
+                self._plans_due[node.id] = node
+            return
+        if child is planning.fallback:
+            self._fallback_done(node, planning, child, at)
+            return
+        if child.phase != SUCCEEDED:
+            name = child.id.rsplit("/", 1)[-1]
+            why = child.message or child.phase.lower()
+            self._end_plan(node, FAILED, at, StepError(
+                child.error.type if child.error is not None else "PlanStepFailed",
+                f"step {name} of plan revision {planning.revision} ({child.id}): {why}", retryable=False))
+            return
+        planning.since += 1
+        policy = planning.policy
+        if (policy.replan_every is not None and planning.since >= policy.replan_every
+                and planning.replans < policy.replan_max and planning.waiting):
+            planning.since = 0
+            planning.holding = True  # a checkpoint: the planner answers once nothing of the plan runs
+        if planning.holding:
+            if planning.asking is None and all(n.phase in TERMINAL for name, n in planning.steps.items()
+                                               if name not in planning.waiting):
+                self._ask(node, planning)
+            return
+        self._release(node, planning, at)
+
+    def _enter_fallback(self, node: Node, planning: PlanningState, target: str, last: Node | None,
+                        at: float) -> None:
+        machine = self.plan.machines[str(planning.machine)]
+        state = machine.states[target]
+        visit = planning.visits.get(target, 0) + 1
+        if visit > state.max_visits:
+            self._end_plan(node, FAILED, at, StepError("PlanFallbackFailed", f"fallback {machine.name}: state "
+                           f"{target} would be entered {visit} times, more than its maxVisits {state.max_visits}",
+                           False))
+            return
+        planning.visits[target] = visit
+        planning.path.append(target)
+        if state.step is None:
+            if state.final is not None:
+                self._fallback_final(node, state, last, at)
+            else:
+                self._fallback_transition(node, planning, state, SUCCEEDED, last, at)
+            return
+        visit_node = Node(f"{node.id}/fallback/{target}#{visit}", dataclasses.replace(state.step, name=node.plan.name),
+                          state=node.state)
+        visit_node.parent = node.id
+        visit_node.planned = state.step.spec.dump()
+        self.nodes[visit_node.id] = visit_node
+        planning.fallback = visit_node
+        self._queue.append(visit_node)
+
+    def _fallback_final(self, node: Node, state: StatePlan, last: Node | None, at: float) -> None:
+        output = last.output if last is not None else None
+        if state.final == FAILED:
+            self._end_plan(node, FAILED, at, StepError("PlanFallbackFailed", f"the fallback reached final state "
+                                                       f"{state.name}, which fails", False))
+            return
+        machine = node.planning.machine if node.planning is not None else None
+        node.output = {"fallback": machine, "state": state.name, "output": output}
+        self._end_plan(node, SUCCEEDED, at)
+
+    def _fallback_done(self, node: Node, planning: PlanningState, child: Node, at: float) -> None:
+        planning.fallback = None
+        if planning.machine is None:  # the approval
+            if child.phase == SUCCEEDED:
+                node.output = {"fallback": "approval", "decision": child.output}
+                self._end_plan(node, SUCCEEDED, at)
+            else:
+                self._end_plan(node, FAILED, at, StepError(
+                    child.error.type if child.error else "Rejected",
+                    f"no valid plan, and the fallback approval: {child.message or child.phase.lower()}", False))
+            return
+        state = self.plan.machines[planning.machine].states[planning.path[-1]]
+        if state.final is not None:
+            if child.phase != SUCCEEDED:
+                self._end_plan(node, FAILED, at, StepError("PlanFallbackFailed", f"fallback state {state.name}: "
+                                                           f"{child.message or child.phase.lower()}", False))
+            else:
+                self._fallback_final(node, state, child, at)
+            return
+        self._fallback_transition(node, planning, state, child.phase, child, at)
+
+    def _fallback_transition(self, node: Node, planning: PlanningState, state: StatePlan, phase: str,
+                             last: Node | None, at: float) -> None:
+        on = "error" if phase != SUCCEEDED else "success"
+        ctx = self.context()
+        ctx["output"] = last.output if last is not None else None
+        error = last.error if last is not None else None
+        ctx["error"] = error.to_dict() if error is not None else None
+        for t in state.transitions:
+            if t.on != on:
+                continue
+            try:
+                if t.when is None or t.when.truthy(ctx):
+                    self._enter_fallback(node, planning, t.target, last, at)
+                    return
+            except ExpressionError as exc:
+                self._end_plan(node, FAILED, at, StepError("ExpressionError", f"fallback state {state.name}: "
+                                                           f"transition to {t.target}: {exc}", False))
+                return
+        why = f"state {state.name} {'failed' if on == 'error' else 'succeeded'} and no transition matched"
+        self._end_plan(node, FAILED, at, StepError("PlanFallbackFailed", f"fallback {planning.machine}: {why}", False))
+
+    def _end_plan(self, node: Node, phase: str, at: float, error: StepError | None = None) -> None:
+        """End ``node``'s plan: what of it has not ended stops (running attempts are cancelled), then the node."""
+        self._active_plans.pop(node.id, None)
+        self._plans_due.pop(node.id, None)
+        self._plans_ended[node.id] = node
+        for child in self._descendants(node):
+            if child.phase in TERMINAL:
+                continue
+            if child.phase in (RUNNING, WAITING) and self.stop_reason is None:
+                self._to_cancel[child.id] = "its plan step ended"
+            else:
+                self._terminal(child, CANCELLED, at, "its plan step ended")
+        if phase == FAILED:
+            error = error or StepError("Failed", "the plan failed", retryable=False)
             node.error = error
             node.message = f"{error.type}: {error.message}"
         self._finish_node(node, phase, at)
@@ -960,6 +1299,8 @@ class Run:
                     self._admit_ready(emit)
             elif self.plan.mode == "fsm":
                 self._advance_fsm(emit)
+            if self._plans_due:
+                self._record_plans(emit)
             if not self.suspended and self._queue:
                 self._schedule(now, emit, start, capacity)
             # A step that failed while being scheduled (inputs or an approval message that cannot be rendered)
@@ -970,6 +1311,11 @@ class Run:
                 break
         if self._loops_ended:
             self._record_ended_loops(emit)
+        if self._plans_ended:
+            for node in list(self._plans_ended.values()):
+                emit(E.plan_finished, node.id, attempt=node.attempt, phase=node.phase, output=node.output,
+                     revisions=node.planning.revision if node.planning is not None else 0,
+                     **({"error": node.error.to_dict()} if node.phase == FAILED and node.error is not None else {}))
         self._maybe_finish(emit)
         wake_at = self._wake_at() if self._timers or self.deadline is not None else None
         if not self.finished and not start and not self._running:
@@ -987,7 +1333,7 @@ class Run:
         Called when nothing runs; cheap checks first, the scan of every node last (it finds a waiting one
         at once when the run waits for a human)."""
         if (self.started_at is None or self.suspended or self._retry or self._review or self._ready or self._to_cancel
-                or self._loops_ended):
+                or self._loops_ended or self._plans_due or self._plans_ended):
             return []
         if self._enter is not None or self._transition_from is not None:
             return []
@@ -1050,12 +1396,12 @@ class Run:
         """Cancel everything but exit handlers (run on failure/always), which still run."""
         self._stopping_done = True
         reason = self.reason or "cancelled"
-        for loop_node in list(self._active_loops.values()):  # their turns and calls stop with them
+        for loop_node in list(self._active_loops.values()) + list(self._active_plans.values()):  # their parts too
             cancel.extend(n.id for n in self._descendants(loop_node) if n.phase in (RUNNING, WAITING))
         if self.tree is not None:  # every leaf not finished: running, waiting for a human, retrying or queued
             for node in list(self.nodes.values()):
                 if node.parent is None and node.phase not in TERMINAL:
-                    if node.phase in (RUNNING, WAITING) and node.loop is None:
+                    if node.phase in (RUNNING, WAITING) and node.loop is None and node.planning is None:
                         cancel.append(node.id)
                     emit(E.step_cancelled, node.id, reason=reason)
             self._queue.clear()
@@ -1065,7 +1411,7 @@ class Run:
                 if node.parent is None:
                     cancel.append(node.id)
                     emit(E.step_cancelled, node.id, reason=reason)
-            for node in [n for n in self._active_loops.values() if n.parent is None]:
+            for node in [n for n in (*self._active_loops.values(), *self._active_plans.values()) if n.parent is None]:
                 emit(E.step_cancelled, node.id, reason=reason)
             self._queue.clear()
             self._enter = None
@@ -1199,6 +1545,10 @@ class Run:
             if node.phase != PENDING:
                 queue.popleft()
                 continue
+            if node.plan.kind is StepKind.plan and node.parent is None:  # it runs its planning attempt and plan
+                queue.popleft()
+                self._start_plan(node, emit)
+                continue
             loop = self._loop_of(node)
             if loop is not None:  # the loop's node runs nothing itself: its turns and calls are nodes of their own
                 queue.popleft()
@@ -1207,6 +1557,10 @@ class Run:
             is_approval = node.plan.kind is StepKind.approval
             if node.parent is not None:
                 gate = node.gate if not node.approved else None
+                if node.planned is not None and self.gates and not node.approved and node.plan.kind is StepKind.tool:
+                    ref = node.planned.get("agentRef")
+                    agent = str(ref["name"]) if isinstance(ref, dict) else None
+                    gate = self.gates.get(gate_key(node.key, agent, str(node.planned.get("tool"))))
             else:
                 gate = self.gates.get(node.key) if self.gates and not node.approved else None
             if not is_approval and gate is None and (
@@ -1214,8 +1568,9 @@ class Run:
                     or (capacity is not None and len(start) >= capacity)):
                 return
             queue.popleft()
-            ctx = self.context(node) if node.parent is None and not (
-                node.plan.inputs.is_constant and node.plan.approval_message is None) else None
+            ctx = self._plan_context(node) if node.planned is not None else self.context(node) if (
+                node.parent is None and not (node.plan.inputs.is_constant and node.plan.approval_message is None)
+            ) else None
             if is_approval:
                 try:
                     message = node.plan.approval_message.render(ctx) if node.plan.approval_message and ctx else ""
@@ -1230,7 +1585,7 @@ class Run:
                      deadline=now + timeout if timeout else None)
                 continue
             try:
-                if node.parent is not None:  # a loop's turn (the loop's inputs) or call (the model's arguments)
+                if node.parent is not None and node.planned is None:  # a loop's turn or call, a planning attempt
                     inputs = node.inputs if isinstance(node.inputs, dict) else {}
                 else:
                     inputs = node.plan.inputs.render(ctx) if ctx is not None else node.plan.inputs.render({})
@@ -1296,7 +1651,7 @@ class Run:
         if self.tree is not None:  # every leaf whose last run succeeded, by step name
             return {name: ctx["output"] for name, ctx in self.step_context.items() if ctx["phase"] == SUCCEEDED}
         if self.plan.mode == "fsm":
-            last = next((n for n in reversed(self.nodes.values()) if n.phase == SUCCEEDED), None)
+            last = next((n for n in reversed(self.nodes.values()) if n.phase == SUCCEEDED and n.parent is None), None)
             return {str(last.state): last.output} if last is not None else {}
         return {
             name: st.output

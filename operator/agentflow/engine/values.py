@@ -19,7 +19,10 @@ Node ids: a DAG step is its name (``classify``); a fan-out item is
 the n-th run of a behavior tree's leaf ``name#n``; an agent
 loop's model turn is ``NODE/tN`` and a tool call of that turn ``NODE/tN/call-K``
 (a delegate's loop nests: ``respond/t1/call-2/t1``); a summary that compacts the
-Agent's carried conversation (memory.kind conversation) is ``NODE/sN``.
+Agent's carried conversation (memory.kind conversation) is ``NODE/sN``. A plan step's
+planning attempt is ``NODE/planN``, a step of its plan revision N ``NODE/pN/NAME``, its
+fallback's state visits ``NODE/fallback/STATE#n`` and its fallback approval ``NODE/approval``
+(agentflow.engine.planner).
 
 Wire format: :class:`StepRequest` and :class:`StepResult` travel between processes (the local
 runner's step subprocesses, the operator's step pods) as the JSON objects of their ``to_dict()``;
@@ -50,6 +53,10 @@ class EventType(StrEnum):
     fan_out = "FanOut"  # node (step), data: count
     loop_started = "LoopStarted"  # node, data: step, attempt, agent, inputs, deadline, depth
     loop_finished = "LoopFinished"  # node, data: phase, output, error (optional), turns, toolCalls (a record)
+    plan_started = "PlanStarted"  # node (a plan step's), data: step, attempt, agent, inputs
+    plan_accepted = "PlanAccepted"  # node, data: revision, ask, steps (the plan), estimateUsd, replaced
+    plan_refused = "PlanRefused"  # node, data: ask, errors, replan (a checkpoint's revision: the plan goes on)
+    plan_finished = "PlanFinished"  # node, data: attempt, phase, output, error (optional), revisions (a record)
     run_timed_out = "RunTimedOut"  # data: timeoutSeconds
     run_finished = "RunFinished"  # data: phase, outputs, reason, stuck (optional: the steps a stuck run waited on)
     # Recorded by the driver.
@@ -134,8 +141,9 @@ class StepRequest(NamedTuple):
     """An agent loop's part (agentflow.engine.run): a model turn's ``{agent, turn, messages, tools,
     parallelToolCalls, finalTool, task}`` (and ``history``, the Agent's carried conversation, with memory.kind
     conversation), a tool call's ``{agent, call: {id, name, arguments, kind}}`` or a summary's ``{agent, summary:
-    {previous, messages, maxTokens}}`` (agentflow.engine.conversation). Derived from the journal, never journaled
-    itself."""
+    {previous, messages, maxTokens}}`` (agentflow.engine.conversation); a plan step's planning attempt's
+    ``{planning: {ask, revision, results, remaining}}``, a step of its plan's ``{planned: StepSpec body, agent}``
+    (agentflow.engine.planner). Derived from the journal, never journaled itself."""
 
     @property
     def agent(self) -> str | None:

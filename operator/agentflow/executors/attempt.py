@@ -15,9 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import pydantic
+
 from agentflow.audit.records import AuditEvent, AuditSink
 from agentflow.engine.values import StepError, StepRequest
 from agentflow.llm.chat import ChatClient
+from agentflow.llm.pricing import PriceLookup
 from agentflow.models import Agent, Catalog, StepSpec, WorkflowSpec
 from agentflow.security import SecurityContext
 from agentflow.tools import ToolRunner
@@ -64,6 +67,8 @@ class StepServices:
     security: SecurityContext = dataclasses.field(default_factory=SecurityContext)
     audit: AuditSink | None = None
     clock: Clock = time.time
+    prices: PriceLookup | None = None
+    """What a plan step's cost preflight prices models at (the provider's); None: unpriced (counted as free)."""
     _steps: dict[str, StepSpec | None] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +79,18 @@ class StepServices:
         if step is None:
             raise fail("UnknownStep", f"the workflow has no step or state named {name!r}")
         return step
+
+    def step_for(self, request: StepRequest) -> StepSpec:
+        """The step an attempt runs: a step of a plan (its spec is in the request: agentflow.engine.planner), else
+        the workflow's step the request names."""
+        planned = request.context.get("planned") if request.context else None
+        if planned is None:
+            return self.step(request.step)
+        try:
+            return StepSpec.model_validate(planned)
+        except pydantic.ValidationError as exc:
+            raise fail("InvalidPlannedStep", f"{request.node}: the planned step is not a valid step: "
+                       f"{' '.join(str(exc).split())[:400]}") from exc
 
     def agent(self, step: StepSpec) -> Agent:
         assert step.agent_ref is not None

@@ -18,6 +18,7 @@ from agentflow.models import StepKind
 from .agent_loop import run_tool_call, run_turn
 from .attempt import StepFailure, StepServices, fail
 from .llm_step import run_llm_step
+from .plan_step import run_plan_step
 from .summary import run_summary
 from .tool_step import run_tool_step
 
@@ -67,7 +68,9 @@ class InProcessExecutor:
             ) from None
 
     async def _run(self, request: StepRequest, calls: list[CallRecord], timeout: float | None) -> Any:
-        step = self.services.step(request.step)
+        step = self.services.step_for(request)
+        if request.kind == StepKind.plan.value and step.kind is StepKind.plan:
+            return await run_plan_step(self.services, request, step, calls, timeout)
         if request.context is not None and step.kind is StepKind.llm:  # a part of an agent loop
             if "turn" in request.context and request.kind == StepKind.llm.value:
                 return await run_turn(self.services, request, step, calls, timeout)
@@ -82,5 +85,5 @@ class InProcessExecutor:
         raise fail(
             "UnsupportedStepKind",
             f"step {request.step!r} is a {step.kind.value} step but the request is for kind {request.kind!r}; "
-            "executors run llm and tool steps only",
+            "executors run llm, tool and plan steps only",
         )

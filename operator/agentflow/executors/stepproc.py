@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from agentflow.engine.values import StepError, StepResult
+from agentflow.llm import prices_from_env
 from agentflow.security import RunKeys, SecurityContext
 from agentflow.telemetry import attached, from_env
 from agentflow.tools import ToolRunner
@@ -37,7 +38,8 @@ async def run(text: str, env: Mapping[str, str]) -> StepResult:
         # The parent says how container tools run (it resolved auto into bwrap or off); unsaid: plainly, like
         # ToolRunner's default.
         tools = ToolRunner(container_sandbox=choose_sandbox(env) if env.get(ISOLATION_ENV) else None)
-        executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, tools, SecurityContext(keys=keys)))
+        executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, tools, SecurityContext(keys=keys),
+                                                  prices=prices_from_env(env)))
         with attached(from_env(env)):  # the parent's attempt span (TRACEPARENT): the gateway's spans are its children
             return await executor.execute(request)
     finally:

@@ -123,6 +123,23 @@ def _one(ev: Event, workflow: str, plan: Plan | None) -> KubeEvent | None:
             why = f": {bounded(_error(d), EVENT_PREVIEW_CHARS)}" if d.get("error") else ""
             return KubeEvent("Warning" if d.get("phase") == "Failed" else "Normal", "AgentLoopEnded",
                              f"step {node}: the agent loop ended {str(d.get('phase', '')).lower()} {counts}{why}")
+        case E.plan_started:
+            return KubeEvent("Normal", "PlanStarted", f"step {node}: Agent {d.get('agent')} plans its steps")
+        case E.plan_accepted:
+            count = len(d.get("steps") or ())
+            return KubeEvent("Normal", "PlanAccepted", f"step {node}: plan revision {d.get('revision')} accepted "
+                             f"({count} step(s))")
+        case E.plan_refused:
+            errors = "; ".join(str(e) for e in d.get("errors") or ())
+            then = "the plan goes on unrevised" if d.get("replan") else "the fallback applies"
+            return KubeEvent("Warning", "PlanRefused",
+                             f"step {node}: plan refused ({then}): {bounded(errors, EVENT_PREVIEW_CHARS)}")
+        case E.plan_finished:
+            if d.get("phase") == "Succeeded":
+                return KubeEvent("Normal", "PlanFinished", f"step {node}: the plan succeeded")
+            why = f": {bounded(_error(d), EVENT_PREVIEW_CHARS)}" if d.get("error") else ""
+            return KubeEvent("Warning" if d.get("phase") == "Failed" else "Normal", "PlanEnded",
+                             f"step {node}: the plan ended {str(d.get('phase', '')).lower()}{why}")
         case E.fan_out:
             return KubeEvent("Normal", "FanOut", f"step {node} fans out to {d.get('count', 0)} items")
         case E.approval_requested if d.get("review") is not None:

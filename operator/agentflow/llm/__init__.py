@@ -94,6 +94,21 @@ def offline_provider() -> Provider:
     return Provider(OfflineModel(), approximate_token_counter, no_prices, live=False)
 
 
+def litellm_prices() -> PriceLookup:
+    """litellm's bundled prices per token (the table is loaded, and litellm imported, on the first lookup): what
+    a step pod's plan step prices its plan's cost preflight with, as the gateway prices calls."""
+    table: dict[str, Mapping[str, object]] = {}
+
+    def prices(model: str) -> tuple[float, float] | None:
+        if not table:
+            from . import litellm_upstream
+
+            table.update(litellm_upstream.cost_table())
+        return price_per_token(model, table)
+
+    return prices
+
+
 def litellm_provider(*, api_base: str | None = None, api_key: str | None = None, openai_http: bool = False,
                      environment_key: str | None = None) -> Provider:
     """Real providers through litellm (imported on the first call; its tokenizers and bundled prices).
@@ -103,13 +118,7 @@ def litellm_provider(*, api_base: str | None = None, api_key: str | None = None,
     ``environment_key`` is then this process's OPENAI_API_KEY, sent where litellm would read it."""
     from . import litellm_upstream
 
-    table: dict[str, Mapping[str, object]] = {}
-
-    def prices(model: str) -> tuple[float, float] | None:
-        if not table:
-            table.update(litellm_upstream.cost_table())
-        return price_per_token(model, table)
-
+    prices = litellm_prices()
     upstream: Upstream = litellm_upstream.LiteLLMUpstream(api_base=api_base, api_key=api_key)
     if openai_http:
         from .openai_upstream import ByProvider, OpenAIUpstream
@@ -141,6 +150,15 @@ def provider_from_env(env: Mapping[str, str]) -> Provider:
                             api_key=env.get("AGENTFLOW_API_KEY") or None)
 
 
+def prices_from_env(env: Mapping[str, str]) -> PriceLookup:
+    """The prices of the provider provider_from_env would select, without building it (litellm is imported on
+    the first lookup only): the local runner's step subprocesses price like their parent."""
+    mode = env.get(MODE_ENV, "").strip().lower() or "auto"
+    if mode == "offline" or (mode == "auto" and not provider_configured(env)):
+        return no_prices
+    return litellm_prices()
+
+
 __all__ = [
     "GATEWAY_URL_ENV",
     "MODES",
@@ -169,10 +187,12 @@ __all__ = [
     "close_client",
     "estimate_cost",
     "gateway_base_url",
+    "litellm_prices",
     "litellm_provider",
     "offline_provider",
     "parse_output",
     "price_per_token",
+    "prices_from_env",
     "provider_configured",
     "provider_from_env",
     "render_messages",

@@ -33,6 +33,11 @@ from the request, and are the same for the same messages on every machine
   quotes (``called NAME(``) counts as made: the directed tools are not called again after their turns were
   compacted.
 
+* Told what to answer, it answers that: ``[[answer]]TEXT[[/answer]]`` in the system or user messages is its
+  answer, word for word, whatever the schema (a planning Agent's plan in tests and examples, a valid or a hostile
+  one). Several directives are answers to successive turns: the n-th is its answer when the request holds n-1
+  assistant messages (a repair request after a refused first answer gets the second), the last one thereafter.
+
 Tokens are counted as characters / 4 (cheap and deterministic); cost is 0.
 Select a real provider by setting its API key (see agentflow.llm.make_model_client).
 """
@@ -125,6 +130,11 @@ class OfflineModel:
                                  output_tokens=self._count(arguments), cost_usd=0.0,
                                  latency_ms=(self._clock() - started) * 1000.0, tool_calls=tuple(calls),
                                  finish_reason="tool_calls")
+        directed = directed_answer(request.messages)
+        if directed is not None:
+            return ModelResponse(text=directed, model=OFFLINE_MODEL_NAME, input_tokens=self._count(prompt_text),
+                                 output_tokens=self._count(directed), cost_usd=0.0,
+                                 latency_ms=(self._clock() - started) * 1000.0)
         schema = request.output_schema
         if schema is None and request.wants_json:
             schema = {"type": "object"}
@@ -202,6 +212,19 @@ class OfflineModel:
             )
         value = _Generator(seed, user, output_schema).generate()
         return json.dumps(value, ensure_ascii=False)
+
+
+_ANSWER = re.compile(r"\[\[answer\]\](.*?)\[\[/answer\]\]", re.DOTALL)
+
+
+def directed_answer(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The answer ``[[answer]]TEXT[[/answer]]`` directives in the system and user messages give this turn, if any."""
+    answers = [m.group(1).strip() for message in messages if message.get("role") in ("system", "user")
+               for m in _ANSWER.finditer(_content(message))]
+    if not answers:
+        return None
+    turn = sum(1 for message in messages if message.get("role") == "assistant")
+    return answers[min(turn, len(answers) - 1)]
 
 
 _CALLED = re.compile(r"\bcalled ([A-Za-z0-9_-]+)\(")

@@ -39,6 +39,14 @@ MAX_STATES: Final = 500
 MAX_DEPENDS_ON: Final = MAX_STEPS
 """Entries of one step's dependsOn."""
 MAX_VISITS: Final = 10_000
+MAX_PLAN_STEPS: Final = 50
+"""Steps of one plan a plan step's planner gives (planner.limits.maxSteps, maxDepth; replan.every)."""
+MAX_REPLANS: Final = 10
+"""Revisions of one plan (planner.replan.max)."""
+MAX_PLAN_REPAIRS: Final = 5
+"""Repair requests of one planning call (planner.repairs)."""
+MAX_PLAN_FALLBACKS: Final = 20
+"""State machines a Workflow declares for its plan steps to fall back to (spec.fallbackMachines)."""
 """maxVisits of a state (and the state machine's default)."""
 MAX_FANOUT_ITEMS: Final = 10_000
 """Items one forEach may fan out to (checked when the list is known, at run time) and spec.parallelism."""

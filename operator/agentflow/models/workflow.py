@@ -34,7 +34,7 @@ from .base import (
     ResourceStatus,
 )
 
-TEMPLATE_FIELDS = ("steps", "state_machine", "behavior_tree", "outputs", "input_schema", "retry")
+TEMPLATE_FIELDS = ("steps", "state_machine", "behavior_tree", "fallback_machines", "outputs", "input_schema", "retry")
 """What a WorkflowTemplate gives and a Workflow made from it may not (as their defaults: the API server
 fills those in)."""
 
@@ -51,6 +51,7 @@ class StepKind(str, Enum):
     llm = "llm"
     tool = "tool"
     approval = "approval"
+    plan = "plan"
 
 
 class RunOn(str, Enum):
@@ -134,6 +135,75 @@ class PromptRef(Model):
         return self
 
 
+class PlanLimits(Model):
+    """Bounds a planner's plan is held to; a plan past any of them is refused before any of its steps runs."""
+
+    max_steps: int = Field(default=10, ge=1, le=limits.MAX_PLAN_STEPS)
+    """Most steps in one plan (1 to 50)."""
+    max_depth: int = Field(default=5, ge=1, le=limits.MAX_PLAN_STEPS)
+    """Most steps on one dependsOn chain of the plan (1 to 50)."""
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    """Refuse a plan whose preflight cost estimate (agentflow.cost.estimate, its high end) is above this (USD);
+    absent: no cost limit of its own (budgets still apply to every call)."""
+
+
+class ReplanSpec(Model):
+    """Checkpoints of a plan: the planner sees the results so far and may revise the steps not started yet."""
+
+    every: int = Field(ge=1, le=limits.MAX_PLAN_STEPS)
+    """A checkpoint after every this many finished steps of the plan (1 to 50)."""
+    max: int = Field(default=1, ge=1, le=limits.MAX_REPLANS)
+    """Most revisions of one plan (1 to 10)."""
+
+
+class PlanFallback(Model):
+    """What runs when no valid plan came within the repairs: a state machine of spec.fallbackMachines, or a
+    human decision."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.stateMachine) != has(self.approval)",
+         "message": "a fallback needs exactly one of stateMachine, approval"},
+    ]})
+
+    state_machine: str | None = Field(default=None, min_length=1)
+    """The name of a state machine in spec.fallbackMachines: it runs instead of the plan (nodes STEP/fallback/...)."""
+    approval: ApprovalSpec | None = None
+    """A human decides instead (node STEP/approval); approved, the step succeeds with the decision."""
+
+    @model_validator(mode="after")
+    def _one(self) -> PlanFallback:
+        if (self.state_machine is None) == (self.approval is None):
+            raise ValueError("a fallback needs exactly one of stateMachine, approval")
+        return self
+
+
+PlannedKind = Literal["llm", "tool", "approval"]
+PLANNED_KINDS: tuple[PlannedKind, ...] = ("llm", "tool", "approval")
+
+
+class PlannerSpec(Model):
+    """A plan step's planner: what its Agent (the step's agentRef) may put in a plan, and what happens when it
+    cannot give a valid one. The step's inputs are the goal the planner is given."""
+
+    kinds: list[PlannedKind] = Field(default_factory=lambda: list(PLANNED_KINDS), min_length=1, max_length=3)
+    """The step kinds a plan may hold."""
+    agents: list[str] = Field(default_factory=list, max_length=100)
+    """Agents the plan's llm and tool steps may name (agentRef)."""
+    prompts: list[str] = Field(default_factory=list, max_length=100)
+    """PromptVersions the plan's llm steps may name (promptRef)."""
+    tools: list[str] = Field(default_factory=list, max_length=100)
+    """Tools the plan's tool steps may call; each must also be granted to the step's Agent by a ToolPolicy."""
+    repairs: int = Field(default=1, ge=0, le=limits.MAX_PLAN_REPAIRS)
+    """How often an invalid plan is sent back to the planner with its validation errors (0 to 5)."""
+    replan: ReplanSpec | None = None
+    """Checkpoints where the planner may revise the steps not started yet; absent: the plan runs as accepted."""
+    fallback: PlanFallback | None = None
+    """What runs when no valid plan came; absent: the step fails naming the validation errors."""
+    # last: the field's name shadows the limits module in the class body
+    limits: PlanLimits = Field(default_factory=PlanLimits)
+    """Bounds of a plan: steps, depth, cost."""
+
+
 class StepSpec(Model):
     """One step of a DAG, or the action of a state."""
 
@@ -166,6 +236,14 @@ class StepSpec(Model):
                     "rule": "self.kind == 'approval' || !has(self.approval)",
                     "message": "approval is only allowed on approval steps",
                 },
+                {
+                    "rule": "self.kind != 'plan' || (has(self.agentRef) && has(self.planner))",
+                    "message": "a plan step needs agentRef and planner",
+                },
+                {
+                    "rule": "self.kind == 'plan' || !has(self.planner)",
+                    "message": "planner is only allowed on plan steps",
+                },
             ]
         }
     )
@@ -173,7 +251,7 @@ class StepSpec(Model):
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     """Unique step name (DNS label)."""
     kind: StepKind
-    """llm (an Agent and a prompt), tool, or approval."""
+    """llm (an Agent and a prompt), tool, approval, or plan (an Agent plans steps that then run: planner)."""
     depends_on: list[str] = Field(default_factory=list, max_length=limits.MAX_DEPENDS_ON)
     """Steps that must finish first (DAG mode only). Not an exit handler (runOn failure or always, no
     dependsOn): those run after every other step, so nothing can wait for them."""
@@ -205,9 +283,15 @@ class StepSpec(Model):
     """Overrides of the Agent's model parameters for an llm step."""
     continue_on_failure: bool = False
     """A failure of this step does not fail the workflow."""
+    planner: PlannerSpec | None = None
+    """Settings of a plan step: what its plan may hold, its repairs, checkpoints and fallback."""
 
     @model_validator(mode="after")
     def _kind_fields(self) -> StepSpec:
+        if self.kind is StepKind.plan and (self.agent_ref is None or self.planner is None):
+            raise ValueError("a plan step needs agentRef and planner")
+        if self.kind is not StepKind.plan and self.planner is not None:
+            raise ValueError(f"planner is only allowed on plan steps, not {self.kind.value} steps")
         if self.kind is StepKind.llm and (self.agent_ref is None or self.prompt_ref is None):
             raise ValueError("an llm step needs agentRef and promptRef")
         if self.kind is StepKind.tool and not self.tool:
@@ -405,6 +489,8 @@ class WorkflowSpec(Model):
     """State-machine definition (exclusive with steps and behaviorTree)."""
     behavior_tree: BehaviorNode | None = None
     """The root of a behavior tree (exclusive with steps and stateMachine; at most 2,000 nodes, 32 deep)."""
+    fallback_machines: dict[str, StateMachineSpec] = Field(default_factory=dict, max_length=limits.MAX_PLAN_FALLBACKS)
+    """State machines a plan step may fall back to (planner.fallback.stateMachine), by name (at most 20)."""
     outputs: dict[str, str] = Field(default_factory=dict)
     """Named CEL expressions computed when the run ends (default: outputs of the last steps)."""
     parallelism: int | None = Field(default=None, ge=1, le=limits.MAX_FANOUT_ITEMS)

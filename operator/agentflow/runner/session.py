@@ -305,7 +305,8 @@ def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = Non
             raise SessionError(str(exc)) from exc
         security = SecurityContext(keys=keys, store=LocalTokenMapStore(state_dir))
     return InProcessExecutor(StepServices(bundle.catalog, bundle.workflow.spec, models,
-                                          ToolRunner(container_sandbox=sandbox), security, audit))
+                                          ToolRunner(container_sandbox=sandbox), security, audit,
+                                          prices=provider.prices))
 
 
 def tracing_from_env(env: Mapping[str, str]) -> Tracing:

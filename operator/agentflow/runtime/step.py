@@ -51,7 +51,7 @@ from agentflow.audit.records import AuditSink
 from agentflow.engine.values import StepError, StepRequest, StepResult
 from agentflow.executors import InProcessExecutor, PayloadError, StepServices, load_payload
 from agentflow.executors.access import check_environment, close_access, model_access
-from agentflow.llm import TOKEN_ENV, TOKEN_FILE_ENV, TokenSource, token_source
+from agentflow.llm import TOKEN_ENV, TOKEN_FILE_ENV, TokenSource, litellm_prices, token_source
 from agentflow.security import RunKeys, SecurityContext
 from agentflow.telemetry import attached, from_env
 from agentflow.tools import ToolRunner
@@ -188,7 +188,7 @@ async def _execute(payload: str, env: Mapping[str, str], log: JsonLog, *,
         return _failed("ExecutorError", f"agentflow step: {exc}", False), request.deadline
     try:
         executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, ToolRunner(),
-                                                  security or SecurityContext(), audit))
+                                                  security or SecurityContext(), audit, prices=litellm_prices()))
         started = time.monotonic()
         with attached(from_env(env)):  # TRACEPARENT: the attempt's span, the parent of its gateway and tool calls
             result = encodable_result(await executor.execute(request))

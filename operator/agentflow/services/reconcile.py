@@ -363,7 +363,7 @@ class WorkflowReconciler:
     async def _grant(self, body: Mapping[str, Any], state: RunState, request: StepRequest,
                      catalog: Catalog) -> tuple[ExecutionProfile, bool] | StepError:
         """The profile of ``request``'s pod and whether it gets a NetworkPolicy, or why it may not run."""
-        step = _step_spec(state.plan, request.step)
+        step = _step_spec(state.plan, request)
         agent_name = request.agent or (step.agent_ref.name if step is not None and step.agent_ref else None)
         agent = catalog.agents.get(agent_name) if agent_name else None
         call = request.context.get("call") if request.context else None
@@ -633,9 +633,16 @@ def _owner(body: Mapping[str, Any]) -> Owner:
     return Owner(str(body.get("apiVersion", "agentflow.dev/v1alpha1")), "Workflow", meta["name"], meta["uid"])
 
 
-def _step_spec(plan: Plan, key: str) -> StepSpec | None:
-    """The spec of the DAG step, the state's step or the tree leaf called ``key`` (StepRequest.step)."""
-    step = plan.step_plan(key)
+def _step_spec(plan: Plan, request: StepRequest) -> StepSpec | None:
+    """The spec of the DAG step, the state's step or the tree leaf the request names (StepRequest.step), or of
+    the step of a plan it runs (its spec is in the request: agentflow.engine.planner)."""
+    planned = request.context.get("planned") if request.context else None
+    if planned is not None:
+        try:
+            return StepSpec.model_validate(planned)
+        except ValueError:
+            return None
+    step = plan.step_plan(request.step)
     return step.spec if step is not None else None
 
 

@@ -35,9 +35,11 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 
 from agentflow.engine.plan import AgentLoop, LoopTool, ToolGate
+from agentflow.engine.planner import gate_key
 from agentflow.models import (
     Agent,
     Catalog,
+    LocalRef,
     StepKind,
     StepSpec,
     ToolPolicy,
@@ -241,6 +243,34 @@ def approval_gates(spec: WorkflowSpec, catalog: Catalog) -> dict[str, ToolGate]:
             continue
         if grant.tool.requires_approval:
             gates[key] = ToolGate(grant.tool.name, grant.policy_name, grant.tool.approval_timeout_seconds)
+    gates.update(_plan_gates(spec, catalog))
+    return gates
+
+
+def _plan_gates(spec: WorkflowSpec, catalog: Catalog) -> dict[str, ToolGate]:
+    """Gates of the tools a plan step's plans may call (planner.tools, for each of planner.agents or none) and of
+    its fallback state machine's tool steps, keyed by agentflow.engine.planner.gate_key."""
+    gates: dict[str, ToolGate] = {}
+    for key, step in spec.keyed_steps():
+        if step.kind is not StepKind.plan or step.planner is None:
+            continue
+        uses: set[tuple[str | None, str]] = {(agent, tool) for tool in step.planner.tools
+                                             for agent in (None, *step.planner.agents)}
+        fallback = step.planner.fallback
+        machine = spec.fallback_machines.get(fallback.state_machine or "") if fallback is not None else None
+        for state in machine.states if machine is not None else ():
+            if state.step is not None and state.step.kind is StepKind.tool and state.step.tool:
+                uses.add((state.step.agent_ref.name if state.step.agent_ref else None, state.step.tool))
+        for agent, tool in sorted(uses, key=lambda u: (u[0] or "", u[1])):
+            probe = StepSpec(name=step.name, kind=StepKind.tool, tool=tool,
+                             agent_ref=LocalRef(name=agent) if agent is not None else None)
+            try:
+                grant = decide_tool(probe, catalog)
+            except ToolDenied:
+                continue
+            if grant.tool.requires_approval:
+                gates[gate_key(key, agent, tool)] = ToolGate(grant.tool.name, grant.policy_name,
+                                                             grant.tool.approval_timeout_seconds)
     return gates
 
 

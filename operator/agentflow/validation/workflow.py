@@ -112,8 +112,41 @@ class _WorkflowChecker:
         self.template(step.inputs, [*path, "inputs"], allowed, step_check)
         if step.approval is not None:
             self.template(step.approval.message, [*path, "approval", "message"], allowed, step_check)
+        if step.planner is not None:
+            self.planner(step, path)
         if self.catalog is not None:
             self.references(step, path, self.catalog)
+
+    def planner(self, step: StepSpec, path: PathParts) -> None:
+        """A plan step: its fallback names a state machine of spec.fallbackMachines; what its plans may use exists."""
+        assert step.planner is not None
+        where: PathParts = [*path, "planner"]
+        fallback = step.planner.fallback
+        if fallback is not None and fallback.state_machine is not None \
+                and fallback.state_machine not in self.spec.fallback_machines:
+            known = known_names(self.spec.fallback_machines, "fallbackMachines")
+            self.add([*where, "fallback", "stateMachine"], f"unknown state machine {fallback.state_machine!r} "
+                     f"(declare it in spec.fallbackMachines); {known}")
+        catalog = self.catalog
+        if catalog is None:
+            return
+        for i, name in enumerate(step.planner.agents):
+            if name not in catalog.agents:
+                self.add([*where, "agents", i], f"unknown Agent {name!r}; {known_names(catalog.agents, 'Agents')}")
+        for i, name in enumerate(step.planner.prompts):
+            if name not in catalog.prompts:
+                known = known_names(catalog.prompts, "PromptVersions")
+                self.add([*where, "prompts", i], f"unknown PromptVersion {name!r}; {known}")
+        for i, name in enumerate(step.planner.tools):
+            self.tool_permission(name, None, [*where, "tools", i], catalog)
+
+    def fallback_machines(self) -> None:
+        for name, sm in self.spec.fallback_machines.items():
+            base: PathParts = ["spec", "fallbackMachines", name]
+            for i, state in enumerate(sm.states):
+                if state.step is not None and state.step.kind is StepKind.plan:
+                    self.add([*base, "states", i, "step", "kind"], "a fallback state machine runs no plan steps")
+            self.state_machine(sm, base, outputs=False)
 
     # References to other resources
 
@@ -254,8 +287,9 @@ class _WorkflowChecker:
 
     # State machine
 
-    def state_machine(self, sm: StateMachineSpec) -> None:
-        base: PathParts = ["spec", "stateMachine"]
+    def state_machine(self, sm: StateMachineSpec, at: Sequence[str | int] = ("spec", "stateMachine"), *,
+                      outputs: bool = True) -> None:
+        base: PathParts = list(at)
         first: dict[str, int] = {}
         for i, state in enumerate(sm.states):
             if state.name in first:
@@ -299,7 +333,8 @@ class _WorkflowChecker:
                         "dependsOn is for DAG steps (spec.steps); transitions order a state machine's steps",
                     )
                 self.step(state.step, [*path, "step"], state_check)
-        self.outputs(state_check)
+        if outputs:
+            self.outputs(state_check)
         if sm.initial in first:
             self.reachability(sm, graph, first, base)
         visits = sum(state.max_visits or sm.max_visits for state in sm.states)
@@ -420,6 +455,7 @@ class _WorkflowChecker:
             self.behavior_tree(spec.behavior_tree)
         else:
             self.dag(spec.steps)
+        self.fallback_machines()
         inputs: list[tuple[Any, PathParts]] = [(spec.inputs, ["spec", "inputs"])]
         self.findings.extend(json_value_findings(spec.inputs, ["spec", "inputs"]))
         self.findings.extend(schema_and_instances(spec.input_schema, ["spec", "inputSchema"], inputs))

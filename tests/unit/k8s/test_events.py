@@ -27,7 +27,7 @@ def test_every_event_type_is_told_or_deliberately_silent() -> None:
 
 def test_warnings_are_the_things_that_went_wrong() -> None:
     warnings = {t for t in EventType if any(k.type == "Warning" for k in kubernetes_events([_sample(t)]))}
-    assert warnings == {E.step_failed, E.retry_scheduled, E.step_timed_out, E.run_timed_out}
+    assert warnings == {E.step_failed, E.retry_scheduled, E.step_timed_out, E.run_timed_out, E.plan_refused}
     failed = Event(E.run_finished, None, {"phase": "Failed", "reason": "step a: X: y"})
     assert kubernetes_events([failed], workflow="w") == [("Warning", "Failed", "workflow w failed: step a: X: y")]
     rejected = Event(E.approval_decided, "gate", {"approved": False, "by": "bob"})

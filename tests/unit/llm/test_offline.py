@@ -302,3 +302,19 @@ async def test_a_summary_is_mechanical_and_tools_it_quotes_count_as_called() -> 
     assert model.tool_calls(after) == []  # the summary says it was called: it answers instead
     short = ChatRequest(model="agentflow/offline", messages=asked.messages, max_tokens=5)
     assert len((await model.complete(short)).text) <= 20
+
+
+async def test_an_answer_directive_is_its_answer_turn_by_turn() -> None:
+    """[[answer]]TEXT[[/answer]]: what it answers, whatever the schema; the n-th for the n-th turn, then the last."""
+    system = {"role": "system",
+              "content": "Plan.\n[[answer]]{\"steps\": [\n]]}[[/answer]]\n[[answer]] second [[/answer]]"}
+    fmt = {"type": "json_schema", "json_schema": {"name": "out", "schema": CLASSIFY_SCHEMA}}
+    first = ChatRequest(model="m", messages=(system, {"role": "user", "content": "go"}), response_format=fmt)
+    assert (await OfflineModel().complete(first)).text == '{"steps": [\n]]}'
+    repair = ChatRequest(model="m", messages=(*first.messages, {"role": "assistant", "content": "x"},
+                                              {"role": "user", "content": "fix it"}))
+    assert (await OfflineModel().complete(repair)).text == "second"
+    third = ChatRequest(model="m", messages=(*repair.messages, {"role": "assistant", "content": "y"}))
+    assert (await OfflineModel().complete(third)).text == "second"
+    plain = ChatRequest(model="m", messages=_messages("no directive"), response_format=fmt)
+    jsonschema.validate(json.loads((await OfflineModel().complete(plain)).text), CLASSIFY_SCHEMA)

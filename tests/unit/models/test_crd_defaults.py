@@ -39,6 +39,8 @@ NOT_IN_CRD = {"Workflow:spec.inputs", "Workflow:spec.steps[].inputs", "Workflow:
               "WorkflowTemplate:spec.inputs", "WorkflowTemplate:spec.steps[].inputs",
               "WorkflowTemplate:spec.stateMachine.states[].step.inputs",
               "WorkflowTemplate:spec.behaviorTree.step.inputs",
+              "Workflow:spec.fallbackMachines.*.states[].step.inputs",
+              "WorkflowTemplate:spec.fallbackMachines.*.states[].step.inputs",
               "WorkflowSchedule:spec.inputs",
               "PromptVersion:spec.evaluations.cases[].inputs", "ToolPolicy:spec.tools[].builtin.config"}
 
