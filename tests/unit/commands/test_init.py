@@ -81,11 +81,13 @@ def test_each_template_runs_offline_as_its_readme_says(name: str, tmp_path: Path
         text = (project / manifest).read_text()
         assert "examples/manifests/" not in text  # its comments name the project's files
         assert text == (LIBRARY / name / manifest).read_text().replace("examples/manifests/", "")
-    # What init printed runs from here (validate and the first run; the README covers the rest).
+    # What init printed runs as printed, from here.
     printed = [shlex.split(line) for line in out.splitlines() if line.startswith("  agentflow ")]
-    for argv in printed[:2]:
-        code = main([*argv[1:], "--progress", "lines"] if argv[1] == "run" else argv[1:])
-        assert code in (EXIT_OK, EXIT_WAITING), (argv, capsys.readouterr())
+    assert printed[0] == ["agentflow", "validate", f"my-{name}"]
+    for argv in printed:
+        code = main([*argv[1:], "--progress", "lines"] if argv[1] in ("run", "resume") else argv[1:])
+        expected = EXIT_WAITING if "--no-wait" in argv else EXIT_OK
+        assert code == expected, (argv, capsys.readouterr())
     # The README's offline block, line by line, from the project folder.
     monkeypatch.chdir(project)
     commands = readme_commands(project)
