@@ -13,9 +13,9 @@ from the project folder, as its README's are.
 
 Nothing is overwritten and nothing is left half-written: the files are written and fsynced into a hidden folder
 beside DIR (``.DIR.init-XXXXXXXX``), which is then renamed to DIR in one step. An existing empty DIR (``init .``
-in a new folder) stays the same folder, so the files are moved into it one by one, and taken out again if a move
-fails or init is interrupted. An interrupted init removes the hidden folder; a killed one may leave it behind,
-never a partial new DIR.
+in a new folder) stays the same folder, so the files are staged inside it (``DIR/.init-XXXXXXXX``) and moved up one
+by one, and taken out again if a move fails or init is interrupted. An interrupted init removes the staging
+folder; a killed one may leave it behind, never a partial new DIR.
 
 Errors::
 
@@ -136,26 +136,36 @@ def check_target(target: Path) -> None:
                              "give a new or empty folder")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _fsync_dir(path: Path, *, best_effort: bool = False) -> None:
+    """Make a folder's entries durable; ``best_effort`` once the project is in place (a folder one may not open
+    for reading must not turn a done init into a failed one)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not best_effort:
+            raise
 
 
 def write_project(target: Path, files: dict[str, str]) -> None:
-    """Write ``files`` into a hidden folder beside ``target``, then make it ``target``: a new folder by one rename;
-    into an existing empty one (maybe the shell's working folder, which must stay the same folder) file by file,
-    taking back what was moved if anything fails."""
+    """Write ``files`` into a hidden staging folder, then make it ``target``: a new folder by renaming the staging
+    folder (made beside it); an existing empty one (maybe the shell's working folder, which must stay the same
+    folder) by moving the files out of a staging folder made inside it, taking back what was moved if a move
+    fails."""
     where = f"DIR {str(target)!r}"
     target = Path(os.path.abspath(target))
-    parent = target.parent
+    fill = target.is_dir()
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        if not fill:
+            target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"{where}: cannot create its parent folder {str(parent)!r}: {exc.strerror or exc}") from None
-    staging = parent / f".{target.name}.init-{secrets.token_hex(4)}"
+        raise UsageError(f"{where}: cannot create its parent folder {str(target.parent)!r}: "
+                         f"{exc.strerror or exc}") from None
+    token = secrets.token_hex(4)
+    staging = target / f".init-{token}" if fill else target.parent / f".{target.name}.init-{token}"
     moved: list[Path] = []
     try:
         staging.mkdir()  # mode 0o777 less the umask, as a folder mkdir makes
@@ -165,18 +175,19 @@ def write_project(target: Path, files: dict[str, str]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         _fsync_dir(staging)
-        if target.is_dir():
+        if fill:
             for name in files:
                 if (target / name).exists():  # the folder filled up since it was checked
                     raise FileExistsError(f"{name} appeared in it meanwhile")
             for name in files:
                 os.rename(staging / name, target / name)
                 moved.append(target / name)
-            _fsync_dir(target)
+            moved.clear()
+            staging.rmdir()
+            _fsync_dir(target, best_effort=True)
         else:
             staging.rename(target)
-        _fsync_dir(parent)
-        moved.clear()
+            _fsync_dir(target.parent, best_effort=True)
     except OSError as exc:
         raise UsageError(f"{where}: cannot write it: {exc.strerror or exc}") from None
     finally:

@@ -139,7 +139,8 @@ def test_devops_rejected_rollback_is_told_to_the_agent(capsys: pytest.CaptureFix
 def test_an_empty_folder_is_filled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["init", "empty", "--template", "fraud-detection"]) == EXIT_OK
-    assert (tmp_path / "empty" / "fraud-detection.yaml").is_file()
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == [".gitignore", "README.md",
+                                                                       "fraud-detection.yaml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no staging folder left
 
 
