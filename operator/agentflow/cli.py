@@ -365,6 +365,7 @@ OWN_PARSERS: dict[str, str] = {
     "ui": ".commands.ui",
     "memory": ".commands.memory",
     "prompt": ".commands.prompt",
+    "init": ".commands.init",
 }
 OPERATOR_EXTRA_MODULES = ("asyncpg", "kopf", "kubernetes", "nats")
 INSTALL_OPERATOR_EXTRA = "pip install -e '.[operator]' in the repository"  # as make quickstart installs it
@@ -399,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", default=os.environ.get("AGENTFLOW_STATE_DIR", ".agentflow"),
                         help="where local runs are kept (default .agentflow)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("init", help="create a project folder from a template, runnable offline at once "
+                   "(see: agentflow init --list)", add_help=False)
     sub.add_parser("operator", help="run the Kubernetes operator (see: agentflow operator --help)", add_help=False)
     sub.add_parser("step", help="run one step attempt inside a step pod (used by the operator)", add_help=False)
     sub.add_parser("gateway", help="run the OpenAI-compatible LLM gateway (see: agentflow gateway --help)",

@@ -68,6 +68,26 @@ def test_the_local_runner_walkthrough_runs_as_written(tmp_path: Path, monkeypatc
     assert "audit chain intact" in out
 
 
+def test_starting_a_project_from_a_template_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
+    monkeypatch.delenv("AGENTFLOW_STATE_DIR", raising=False)
+    commands = sh_block("### Starting a project from a template")
+    assert any(c[:2] == ["agentflow", "init"] for c in commands)
+    for command in commands:
+        assert command[0] == "agentflow", command
+        argv = command[1:]
+        if argv[0] in ("run", "resume"):
+            argv += ["--progress", "lines"]
+        code = main(argv)
+        out, err = capsys.readouterr()
+        expected = EXIT_WAITING if "--no-wait" in argv else EXIT_OK
+        assert code == expected, (command, out[-2000:], err[-2000:])
+        if argv[0] == "resume":
+            assert "Succeeded" in out and "triage/t4/call-1" in out, out
+
+
 def test_the_out_of_cluster_operator_command_has_what_it_needs() -> None:
     pytest.importorskip("kopf")
     from agentflow.controller.main import build_parser, gateway_url

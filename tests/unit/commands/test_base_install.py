@@ -42,6 +42,9 @@ LOCAL: list[tuple[list[str], int]] = [
     (["events", "quickstart"], 0),
     (["memory", "list"], 0),
     (["memory", "search", "--agent", "quickstart-agent", "refund"], 0),
+    (["init", "--list"], 0),
+    (["init", "ops", "--template", "devops"], 0),  # the templates are package data, not the repository's
+    (["run", "ops/devops-agent.yaml", "--no-wait", "--progress", "none"], 3),
 ]
 
 # What reaches for the cluster's services: one line naming the extra, exit 2.
