@@ -335,11 +335,11 @@ async def bench(args: argparse.Namespace, targets: list[Target], upstream_root: 
                 return [body_for(f"{nonce}-c{c}-r{k}-{i}") for i in range(size)]
 
             series = await measure(targets, direct, args.requests, c, args.round_size, miss_bodies, args.warmup)
+            shown = len(out)
             out += report(f"\ncache miss path, concurrency {c}: {args.requests} requests per target "
                           f"(+{args.warmup} warm-up, excluded)", series, direct.name)
-            if len(targets) > 1:
-                out.append(ratio_line(series, targets[0].name, targets[1].name))
-            print("\n".join(out[-len(series) - 3:]), flush=True)
+            out += [ratio_line(series, t.name, targets[-1].name) for t in targets[:-1]]
+            print("\n".join(out[shown:]), flush=True)
 
             hot = [body_for(f"{nonce}-hot-c{c}-{j}") for j in range(args.hot_prompts)]
             for t in targets:  # fill both caches
@@ -350,14 +350,14 @@ async def bench(args: argparse.Namespace, targets: list[Target], upstream_root: 
                 return [hot[(k * size + i) % len(hot)] for i in range(size)]
 
             series = await measure(targets, direct, args.requests, c, args.round_size, hit_bodies, args.warmup)
+            shown = len(out)
             calls = await upstream_calls(direct.session, upstream_root)  # type: ignore[arg-type]
             through_gateways = calls - before - (args.requests + args.warmup)  # the direct baseline's own calls
             out += report(f"\ncache hit path, concurrency {c}: {args.requests} requests per target over "
                           f"{args.hot_prompts} prompts (latency = the gateway's own time; upstream calls "
                           f"made by the gateways meanwhile: {through_gateways})", series, direct.name)
-            if len(targets) > 1:
-                out.append(ratio_line(series, targets[0].name, targets[1].name, "latency"))
-            print("\n".join(out[-len(series) - 3:]), flush=True)
+            out += [ratio_line(series, t.name, targets[-1].name, "latency") for t in targets[:-1]]
+            print("\n".join(out[shown:]), flush=True)
         for t in targets:
             if t.ledger_dsn:
                 spent, calls = await ledger_totals(t.ledger_dsn)
@@ -377,7 +377,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels")
     p.add_argument("--upstream-delay-ms", type=float, default=2.0, help="the fake upstream's fixed latency")
     p.add_argument("--hot-prompts", type=int, default=50, help="distinct prompts of the cache-hit phase")
-    p.add_argument("--targets", default="agentflow,litellm", help="gateways to measure: agentflow, litellm")
+    p.add_argument("--targets", default=",".join(TARGETS),
+                   help="gateways to measure: agentflow (thin client), agentflow-litellm, litellm (the proxy)")
     p.add_argument("--litellm", default=DEFAULT_LITELLM,
                    help="the litellm proxy executable (pip install 'litellm[proxy]' into a venv of its own)")
     p.add_argument("--keep", action="store_true", help="keep the working directory (logs, configs)")
@@ -393,8 +394,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--concurrency: levels must be >= 1")
     args.keep = args.keep or args.profile_agentflow
     args.targets = [t.strip() for t in str(args.targets).split(",") if t.strip()]
-    if not args.targets or set(args.targets) - {"agentflow", "litellm"}:
-        p.error(f"--targets: expected a comma-separated subset of agentflow,litellm, got {','.join(args.targets)!r}")
+    if not args.targets or set(args.targets) - set(TARGETS):
+        p.error(f"--targets: expected a comma-separated subset of {','.join(TARGETS)}, got "
+                f"{','.join(args.targets)!r}")
     for name in ("requests", "warmup", "round_size", "hot_prompts"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: must be >= 1")
@@ -424,10 +426,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_http(upstream, f"{upstream_root}/stats")
         targets: list[Target] = []
         setup: list[str] = []
-        if "agentflow" in args.targets:
-            target, lines = start_agentflow(stack, procs, upstream_root, workdir, args.profile_agentflow)
-            targets.append(target)
-            setup += lines
+        for name, upstream_kind in (("agentflow", "openai-http"), ("agentflow-litellm", "litellm")):
+            if name in args.targets:
+                target, lines = start_agentflow(stack, procs, upstream_root, workdir, args.profile_agentflow,
+                                                upstream_kind)
+                targets.append(target)
+                setup += lines
         if "litellm" in args.targets:
             p, url = start_litellm(args.litellm, f"{upstream_root}/v1", workdir)
             procs.append(p)
@@ -457,6 +461,9 @@ def litellm_version(binary: str) -> str:
 
 
 NAMESPACE, WORKFLOW, STEP = "bench", "gateway-bench", "ask"
+TARGETS = ("agentflow", "agentflow-litellm", "litellm")
+"""agentflow: the gateway's thin client for openai/ models (--upstream openai-http); agentflow-litellm: the same
+gateway calling through litellm; litellm: the LiteLLM proxy."""
 AGENTFLOW_BUDGET_USD = 1000.0
 
 
@@ -494,8 +501,9 @@ async def store_attempt(dsn: str, run_uid: str, manifests: str) -> None:
 
 
 def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_root: str, workdir: Path,
-                    profile: bool = False) -> tuple[Target, list[str]]:
-    """``agentflow gateway`` on a throwaway PostgreSQL (attempts + PostgresLedger), Budgets from a file."""
+                    profile: bool = False, upstream_kind: str = "openai-http") -> tuple[Target, list[str]]:
+    """``agentflow gateway --upstream UPSTREAM_KIND`` on a throwaway PostgreSQL (attempts + PostgresLedger),
+    Budgets from a file: ``openai-http`` (the thin aiohttp client for openai/ models) or ``litellm``."""
     import base64
     import uuid
 
@@ -518,18 +526,19 @@ def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_roo
     token = issue_token(key, AttemptClaims(run_uid=run_uid, namespace=NAMESPACE, workflow=WORKFLOW, node=STEP,
                                            attempt=1, expires=time.time() + 86400))
     port = free_port()
-    profiler = ["-m", "cProfile", "-o", str(workdir / "agentflow-gateway.pstats")] if profile else []
-    p = start("agentflow", [sys.executable, *profiler, "-m", "agentflow.cli", "gateway",
-                            "--listen", f"127.0.0.1:{port}", "--postgres-dsn", pg.dsn,
-                            "--token-key-file", str(key_file), "--budgets", str(budgets),
-                            "--model-endpoint", f"{upstream_root}/v1"],
+    profiler = ["-m", "cProfile", "-o", str(workdir / f"agentflow-{upstream_kind}.pstats")] if profile else []
+    p = start(f"agentflow-{upstream_kind}", [sys.executable, *profiler, "-m", "agentflow.cli", "gateway",
+                                             "--listen", f"127.0.0.1:{port}", "--postgres-dsn", pg.dsn,
+                                             "--token-key-file", str(key_file), "--budgets", str(budgets),
+                                             "--model-endpoint", f"{upstream_root}/v1", "--upstream", upstream_kind],
               workdir, {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
                         "OPENAI_API_KEY": "sk-fake-upstream"})
     procs.append(p)
     wait_http(p, f"http://127.0.0.1:{port}/healthz", timeout=120)
-    target = Target("agentflow gateway", f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {token}"},
-                    f"openai/{MODEL}", ledger_dsn=pg.dsn)
-    line = (f"agentflow gateway: `agentflow gateway` (1 process), cache: its response cache (in memory, default "
+    target = Target(f"agentflow gateway ({upstream_kind})", f"http://127.0.0.1:{port}/v1",
+                    {"Authorization": f"Bearer {token}"}, f"openai/{MODEL}", ledger_dsn=pg.dsn)
+    line = (f"agentflow gateway ({upstream_kind}): `agentflow gateway --upstream {upstream_kind}` (1 process), "
+            f"cache: its response cache (in memory, default "
             f"TTL/size); budgets: hard Budget ${AGENTFLOW_BUDGET_USD:.0f}/month (from --budgets FILE) on the "
             f"PostgresLedger (PostgreSQL on loopback): every call reserved before and settled after, in one "
             f"transaction each; auth: attempt token (HMAC) + stored attempt")

@@ -470,3 +470,37 @@ def test_the_content_moderation_behavior_tree_runs_on_the_cluster_like_locally(
                 if p["metadata"]["ownerReferences"][0]["name"] == name}
         loops = {n for n in nodes if any(m.startswith(n + "/") for m in nodes)}
         assert mine == set(nodes) - loops, (mine, nodes)
+
+
+def test_the_support_agent_example_asks_the_mcp_order_server_in_its_step_pod(
+        cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str) -> None:
+    """support-agent.yaml on the cluster (issue 12): the agent loop's order lookup starts the demo MCP server over
+    stdio inside the call's step pod (the runtime image's Python) and its answer is journaled; the delegate's
+    loop and the recording step run too. Without a memory store the memory calls answer that to the model."""
+    import asyncio
+
+    from agentflow.examples.order_server import ORDERS
+    from agentflow.storage import PostgresStore
+
+    namespace = op_namespace
+    cluster.apply(load_manifests(REPO / "examples/manifests/support-agent.yaml", podCleanup="never"), namespace)
+    wf = wait_finished(cluster, namespace, "support-agent", timeout=600)
+    status = wf["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
+    assert status["outputs"]["action"] == "issue-refund"
+
+    async def journal() -> list[Any]:
+        store = await PostgresStore.connect(postgres_dsn)
+        try:
+            return [r.event for r in await store.load_journal(wf["metadata"]["uid"])]
+        finally:
+            await store.close()
+
+    events = asyncio.run(journal())
+    (scheduled,) = [e for e in events
+                    if e.type.value == "StepScheduled" and e.data.get("tool") == "orders__order_status"]
+    assert scheduled.node.startswith("answer/t1/call-") and scheduled.data["inputs"] == {"order": "4411"}
+    (done,) = [e for e in events if e.type.value == "StepSucceeded" and e.node == scheduled.node]
+    assert done.data["output"] == ORDERS["4411"]
+    pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
+    assert scheduled.node in {p["metadata"]["annotations"]["agentflow.dev/node"] for p in pods}
