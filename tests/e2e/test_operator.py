@@ -504,3 +504,25 @@ def test_the_support_agent_example_asks_the_mcp_order_server_in_its_step_pod(
     assert done.data["output"] == ORDERS["4411"]
     pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
     assert scheduled.node in {p["metadata"]["annotations"]["agentflow.dev/node"] for p in pods}
+
+
+def test_the_incident_planner_runs_its_plan_on_the_cluster_like_locally(
+        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:
+    """A plan step (issue 16) on the operator: the planning attempt and each planned step are pods, the plan's
+    nodes and the Workflow's outputs are the local runner's."""
+    namespace = op_namespace
+    example = REPO / "examples/manifests/incident-planner.yaml"
+    cluster.apply(load_manifests(example, podCleanup="never"), namespace)
+    wf = wait_finished(cluster, namespace, "incident-planner", timeout=600)
+    status = wf["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
+    env = {**os.environ, "AGENTFLOW_MODEL_MODE": "offline"}
+    local = subprocess.run([sys.executable, "-m", "agentflow.cli", "--state-dir", str(tmp_path), "run", str(example),
+                            "--json"], capture_output=True, text=True, env=env, check=True, timeout=300)
+    assert status["outputs"] == json.loads(local.stdout)["outputs"]
+    nodes = status["nodes"]
+    planned = {n for n in nodes if n.startswith("respond/p1/")}
+    assert planned and {nodes[n]["phase"] for n in planned} == {"Succeeded"}, nodes
+    pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
+    mine = {p["metadata"]["annotations"]["agentflow.dev/node"] for p in pods}
+    assert planned <= mine and "respond/plan1" in mine and "report" in mine, (mine, sorted(nodes))
