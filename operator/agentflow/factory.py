@@ -76,7 +76,7 @@ class ConfigError(Exception):
 class GatewaySettings:
     """How the gateway is built, from the flags both `agentflow operator` and `agentflow gateway` take."""
 
-    upstream: Literal["litellm", "openai-http", "offline"] = "litellm"
+    upstream: Literal["litellm", "openai-http", "offline"] = "openai-http"
     openai_key: str | None = dataclasses.field(default=None, repr=False)
     """This process's OPENAI_API_KEY (openai-http sends it where litellm would read it from the environment)."""
     cache_ttl: float = 300.0
@@ -99,10 +99,11 @@ def add_gateway_arguments(p: argparse.ArgumentParser, env: Mapping[str, str]) ->
     """The gateway's flags (defaults from AGENTFLOW_GATEWAY_* variables)."""
     p.add_argument("--gateway-upstream", "--upstream", dest="gateway_upstream",
                    choices=["litellm", "openai-http", "offline"],
-                   default=env.get("AGENTFLOW_GATEWAY_UPSTREAM", "litellm"),
-                   help="what the gateway calls: litellm (real providers; keys from Agents' credential Secrets), "
-                        "openai-http (openai/ models over a thin HTTP client, every other provider through litellm) "
-                        "or the offline model (tests, demos)")
+                   default=env.get("AGENTFLOW_GATEWAY_UPSTREAM", "openai-http"),
+                   help="what the gateway calls: openai-http (the default: openai/ models, OpenAI and "
+                        "OpenAI-compatible servers, over a thin HTTP client; every other provider through litellm), "
+                        "litellm (every provider through litellm; keys from Agents' credential Secrets) or the "
+                        "offline model (tests, demos)")
     p.set_defaults(openai_key=env.get("OPENAI_API_KEY") or None)
     p.add_argument("--cache-ttl", type=float, default=float(env.get("AGENTFLOW_GATEWAY_CACHE_TTL", "300")),
                    help="seconds a cached answer is served (0: no cache)")

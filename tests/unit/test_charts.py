@@ -310,7 +310,7 @@ def test_the_gateway_deployment_service_and_the_url_step_pods_get(helm: tuple[st
     assert parsed.listen == "0.0.0.0:8082"
     # With a cluster it checks step pods' projected tokens (TokenReview): no key of the operator's.
     assert parsed.token_key_file is None and parsed.model_endpoints is None
-    assert parsed.gateway_upstream == "litellm" and parsed.cache_ttl == 300 and parsed.cache_size == 10000
+    assert parsed.gateway_upstream == "openai-http" and parsed.cache_ttl == 300 and parsed.cache_size == 10000
     env = {e["name"]: e for e in container["env"]}
     assert env["AGENTFLOW_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "agentflow-postgres", "key": "dsn"}
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]
