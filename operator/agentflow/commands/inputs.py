@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -118,3 +119,21 @@ def stdout_closed() -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     return EXIT_PIPE
+
+
+def run_filter(name: str, run: Callable[[Sequence[str]], int], argv: Sequence[str] | None) -> int:
+    """A text filter's main (``agentflow screen``, ``agentflow redact``): a UsageError is one line naming the
+    command on stderr (exit 2, after what was printed is flushed), a closed stdout stops quietly, Ctrl-C is 130."""
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            stdout_closed()
+        print(f"agentflow {name}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return stdout_closed()
+    except KeyboardInterrupt:
+        return 130

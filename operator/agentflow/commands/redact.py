@@ -31,13 +31,12 @@ from ..security.pii import PresidioDetector, Redaction
 from ..security.vault import RunKeys
 from .inputs import (
     EXIT_OK,
-    EXIT_USAGE,
     Parser,
     UsageError,
     print_jsonl,
     read_text,
     records,
-    stdout_closed,
+    run_filter,
     unit_interval,
 )
 
@@ -111,16 +110,4 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except UsageError as exc:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            stdout_closed()
-        print(f"agentflow redact: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        return stdout_closed()
-    except KeyboardInterrupt:
-        return 130
+    return run_filter("redact", run, argv)

@@ -26,13 +26,12 @@ from ..security.injection import Action, Report, decide, scan
 from .inputs import (
     EXIT_FLAGGED,
     EXIT_OK,
-    EXIT_USAGE,
     Parser,
     UsageError,
     print_jsonl,
     read_text,
     records,
-    stdout_closed,
+    run_filter,
     unit_interval,
 )
 
@@ -100,16 +99,4 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except UsageError as exc:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            stdout_closed()
-        print(f"agentflow screen: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        return stdout_closed()
-    except KeyboardInterrupt:
-        return 130
+    return run_filter("screen", run, argv)
