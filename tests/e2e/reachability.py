@@ -92,6 +92,20 @@ def reaches(cluster: Cluster, namespace: str, pod: str, host: str, port: int, tr
     return any(probe(cluster, namespace, pod, host, port) for _ in range(tries))
 
 
+def eventually_reaches(cluster: Cluster, namespace: str, pod: str, host: str, port: int,
+                       within: float = 90) -> float:
+    """Poll until ``pod`` connects to ``host:port``; the seconds that took. For a path a NetworkPolicy allows
+    while the enforcer is still programming it (a new pod's rules and ipsets are written in more than one sync
+    on a loaded node); a path that stays blocked fails after ``within`` seconds."""
+    start = time.monotonic()
+    while not probe(cluster, namespace, pod, host, port):
+        if time.monotonic() - start > within:
+            raise AssertionError(f"{namespace}/{pod} does not reach {host}:{port} {within:g} s after its "
+                                 "NetworkPolicy allowed it")
+        time.sleep(1)
+    return time.monotonic() - start
+
+
 def eventually_blocked(cluster: Cluster, namespace: str, pod: str, host: str, port: int,
                        within: float = 60) -> float:
     """Poll until ``pod`` can no longer connect to ``host:port``; the seconds that took."""

@@ -25,6 +25,7 @@ from .conftest import Cluster, cluster_setting, fresh_namespace
 from .reachability import (
     HostServer,
     eventually_blocked,
+    eventually_reaches,
     network_policy,
     pod_ip,
     probe,
@@ -102,9 +103,11 @@ def egress_setup(request: pytest.FixtureRequest, local_cluster: Cluster) -> Iter
         setup = EgressSetup(ns, "selected", "control", allowed, other_port, metadata_like, other,
                             pod_ip(cluster, other, "server"))
         setup.selected_ip = pod_ip(cluster, ns, "selected")
-        # The policy existed before the pods, but the enforcer programs a pod once it has an IP:
-        # wait for that (bounded), then every check below runs against the policy in force.
+        # The policy existed before the pods, but the enforcer programs a pod once it has an IP: wait for that
+        # (bounded) on both sides, the port it denies closed and the one it allows open, then every check below
+        # runs against the policy in force.
         eventually_blocked(cluster, ns, "selected", host, other_port.port)
+        eventually_reaches(cluster, ns, "selected", host, allowed.port)
         # Connections made before the policy was in force are not what the tests look at.
         for server in (allowed, other_port, metadata_like):
             server.peers.clear()
