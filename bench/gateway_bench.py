@@ -530,7 +530,8 @@ def start_agentflow(stack: contextlib.ExitStack, procs: list[Proc], upstream_roo
     p = start(f"agentflow-{upstream_kind}", [sys.executable, *profiler, "-m", "agentflow.cli", "gateway",
                                              "--listen", f"127.0.0.1:{port}", "--postgres-dsn", pg.dsn,
                                              "--token-key-file", str(key_file), "--budgets", str(budgets),
-                                             "--model-endpoint", f"{upstream_root}/v1", "--upstream", upstream_kind],
+                                             "--model-endpoint", f"{upstream_root}/v1", "--upstream", upstream_kind,
+                                             "--metrics-listen", f"127.0.0.1:{free_port()}"],
               workdir, {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
                         "OPENAI_API_KEY": "sk-fake-upstream"})
     procs.append(p)
