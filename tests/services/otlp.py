@@ -61,7 +61,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 
 
 class OtlpReceiver:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self._lock = threading.Lock()
@@ -86,8 +86,9 @@ class OtlpReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def wait_for(self, name: str, timeout: float = 10.0) -> None:
@@ -102,8 +103,9 @@ class OtlpReceiver:
 
 
 @contextlib.contextmanager
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
+def otlp_receiver(host: str = "127.0.0.1") -> Iterator[OtlpReceiver]:
+    """A receiver listening on ``host`` (loopback by default; the bridge address for step pods to reach it)."""
+    receiver = OtlpReceiver(host)
     receiver._thread.start()
     try:
         yield receiver

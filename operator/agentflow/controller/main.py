@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import os
 import secrets
@@ -39,12 +40,15 @@ from ..k8s.egress import EgressDenyList
 from ..k8s.kube import KubeClient
 from ..k8s.netpol import NetworkConfig, parse_pod_selector
 from ..k8s.podspec import PodConfig
+from ..k8s.profile import parse_host
 from ..models.limits import MAX_FANOUT_ITEMS
 from ..services.driver import WorkflowDriver
 from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
 from ..services.quality import QualityMetrics
 from ..services.reconcile import DEFAULT_MAX_PARALLEL
+from ..telemetry import TraceSettings
+from ..telemetry.tracing import traces_url
 from . import certs, handlers, webhook
 from .runtime import Memo, new_memo
 
@@ -128,7 +132,42 @@ def build_parser() -> argparse.ArgumentParser:
                    "AGENTFLOW_MAX_PARALLEL); "
                    "a lower spec.parallelism wins; a run keeps the cap it started with")
     add_trace_arguments(p, os.environ)
+    p.add_argument("--step-otlp-endpoint", metavar="URL", default=env("AGENTFLOW_STEP_OTLP_ENDPOINT"),
+                   help="the collector step pods export their own spans to over OTLP/HTTP (the address pods reach "
+                        "it at; /v1/traces is added); their NetworkPolicy allows it. Default: the operator's own "
+                        "endpoint unless that is a loopback address; 'none': pods export nothing (they still pass "
+                        "the trace context on)")
+    p.add_argument("--step-otlp-pods", default=env("AGENTFLOW_STEP_OTLP_PODS"), metavar="NAMESPACE:key=value",
+                   help="the collector's pods by label, allowed to step pods on the collector's port (a collector "
+                        "reached through a Service, or by a name a NetworkPolicy cannot match)")
     return p
+
+
+def step_otlp_endpoint(args: argparse.Namespace, traces: TraceSettings) -> str | None:
+    """The traces URL step pods export to: --step-otlp-endpoint, else the operator's own unless it is on
+    loopback (a pod's loopback is not this machine); None when the operator does not trace or 'none' is given."""
+    if not traces.enabled:
+        return None
+    given = (args.step_otlp_endpoint or "").strip()
+    if given.lower() == "none":
+        return None
+    if given:
+        if not given.startswith(("http://", "https://")) or not urllib.parse.urlsplit(given).hostname:
+            raise SystemExit(f"agentflow operator: --step-otlp-endpoint {given!r}: expected the http(s) URL step "
+                             "pods reach the collector's OTLP/HTTP receiver at, e.g. http://otel-collector."
+                             "observability:4318, or none")
+        return traces_url(given)
+    assert traces.endpoint is not None
+    host = urllib.parse.urlsplit(traces.endpoint).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        log.warning("tracing: the collector %s is on this machine's loopback, which step pods cannot reach: they "
+                    "export no spans of their own (give --step-otlp-endpoint)", traces.endpoint)
+        return None
+    return traces.endpoint
 
 
 def _max_parallel(text: str) -> int:
@@ -157,7 +196,8 @@ def signing_key(path: str | None) -> bytes:
     return key
 
 
-def network_config(args: argparse.Namespace, environ: Mapping[str, str]) -> NetworkConfig:
+def network_config(args: argparse.Namespace, environ: Mapping[str, str],
+                   collector: str | None = None) -> NetworkConfig:
     """The platform's side of step pods' NetworkPolicies, from flags; SystemExit naming a bad one."""
     deny = list(args.egress_deny)
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
@@ -168,12 +208,15 @@ def network_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Netw
         return NetworkConfig(
             callback_pods=parse_pod_selector(args.callback_pods, "--callback-pods") if args.callback_pods else None,
             gateway_pods=parse_pod_selector(args.gateway_pods, "--gateway-pods") if args.gateway_pods else None,
+            collector=parse_host(collector) if collector else None,
+            collector_pods=(parse_pod_selector(args.step_otlp_pods, "--step-otlp-pods")
+                            if collector and args.step_otlp_pods else None),
             deny=EgressDenyList.with_extra(deny))
     except ValueError as exc:
         raise SystemExit(f"agentflow operator: {exc}") from None
 
 
-def _config(args: argparse.Namespace, trace: bool = False) -> PodConfig:
+def _config(args: argparse.Namespace, trace: bool = False, otlp_endpoint: str | None = None) -> PodConfig:
     if not args.postgres_dsn:
         raise SystemExit("agentflow operator: --postgres-dsn (or AGENTFLOW_POSTGRES_DSN) is required")
     if not args.callback_url:
@@ -188,7 +231,7 @@ def _config(args: argparse.Namespace, trace: bool = False) -> PodConfig:
     config = PodConfig(image=args.step_image, callback_url=args.callback_url, gateway_url=gateway_url(args),
                        default_runtime_class=args.runtime_class or None, env=step_env,
                        cpu_request=args.step_cpu_request, memory_request=args.step_memory_request,
-                       token_audience=args.token_audience, trace=trace)
+                       token_audience=args.token_audience, trace=trace, otlp_endpoint=otlp_endpoint)
     return config
 
 
@@ -236,9 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         traces = trace_settings(args, os.environ, "agentflow-operator")
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"agentflow operator: {exc}") from None
-    pod_config = _config(args, trace=traces.enabled)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    network = network_config(args, os.environ)
+    step_traces = step_otlp_endpoint(args, traces)
+    pod_config = _config(args, trace=traces.enabled, otlp_endpoint=step_traces)
+    network = network_config(args, os.environ, collector=step_traces)
     key = signing_key(args.signing_key_file)
     registry = kopf.OperatorRegistry()
     handlers.register(registry)

@@ -27,6 +27,7 @@ from agentflow.llm import (
     token_source,
 )
 from agentflow.models import Catalog, Workflow
+from agentflow.telemetry import Tracing
 
 from .attempt import ModelAccess, OneClient
 
@@ -46,13 +47,15 @@ def check_environment(env: Mapping[str, str]) -> bool:
     return True
 
 
-def model_access(env: Mapping[str, str], workflow: Workflow, catalog: Catalog) -> ModelAccess:
-    """The ModelAccess this environment gives; ValueError naming the variable when it is unusable."""
+def model_access(env: Mapping[str, str], workflow: Workflow, catalog: Catalog, *,
+                 tracing: Tracing | None = None) -> ModelAccess:
+    """The ModelAccess this environment gives; ValueError naming the variable when it is unusable.
+    ``tracing``: where an in-process gateway's spans go (a gateway service records its own)."""
     if check_environment(env):
         token = token_source(env)
         assert token is not None
         return OneClient(GatewayClient(env[GATEWAY_URL_ENV].strip(), token))
-    return local_gateway(workflow, catalog, provider_from_env(env))
+    return local_gateway(workflow, catalog, provider_from_env(env), tracing=tracing)
 
 
 async def close_access(access: ModelAccess) -> None:

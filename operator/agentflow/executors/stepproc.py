@@ -20,7 +20,7 @@ from typing import TextIO
 from agentflow.engine.values import StepError, StepResult
 from agentflow.llm import prices_from_env
 from agentflow.security import RunKeys, SecurityContext
-from agentflow.telemetry import attached, from_env
+from agentflow.telemetry import Tracing, attached, from_env
 from agentflow.tools import ToolRunner
 from agentflow.tools.sandbox import ISOLATION_ENV, SandboxUnavailable, choose_sandbox
 
@@ -34,15 +34,21 @@ async def run(text: str, env: Mapping[str, str]) -> StepResult:
     request, catalog, workflow = load_payload(text)
     keys = RunKeys.from_env(env, env.get("AGENTFLOW_STATE_DIR") or None)
     access = model_access(env, workflow, catalog)
+    # The runner's OTEL_* variables: this process's own spans (an http tool's request) go where the runner's do.
+    tracing, warning = Tracing.for_child(env, "agentflow-step")
+    if warning is not None:
+        print(f"agentflow.executors.stepproc: {warning}", file=sys.stderr)
     try:
         # The parent says how container tools run (it resolved auto into bwrap or off); unsaid: plainly, like
         # ToolRunner's default.
-        tools = ToolRunner(container_sandbox=choose_sandbox(env) if env.get(ISOLATION_ENV) else None)
+        tools = ToolRunner(container_sandbox=choose_sandbox(env) if env.get(ISOLATION_ENV) else None,
+                           tracing=tracing)
         executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, tools, SecurityContext(keys=keys),
                                                   prices=prices_from_env(env)))
         with attached(from_env(env)):  # the parent's attempt span (TRACEPARENT): the gateway's spans are its children
             return await executor.execute(request)
     finally:
+        tracing.shutdown(2.0)
         await close_access(access)
 
 

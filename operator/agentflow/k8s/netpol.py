@@ -10,8 +10,11 @@ egress only to
   annotation below like any granted name; ``gateway_pods`` also allows the gateway's pods by label on its
   port, which is what matches when step pods reach it through a Service: the ipBlock of a ClusterIP
   matches nothing on CNIs that check after kube-proxy's DNAT),
+- the trace collector step pods export their spans to, when there is one (``collector``: an IP/CIDR becomes an
+  ipBlock on its port, a name goes to the annotation below; ``collector_pods`` also allows the collector's pods
+  by label on its port, for a collector reached through a Service, like the gateway),
 - cluster DNS (kube-dns in kube-system, UDP and TCP 53), only when a name must be resolved (the callback,
-  the gateway or a grant given by name) and ``dns`` is not False,
+  the gateway, the collector or a grant given by name) and ``dns`` is not False,
 - the granted hosts that are IPs or CIDRs, as ipBlocks (with their port, or any port), each with the
   platform's denied networks inside it as ``except`` entries (agentflow.k8s.egress: metadata, the API
   server, the cluster's ranges; admission refuses such grants, this holds when it was bypassed).
@@ -47,6 +50,10 @@ class NetworkConfig:
     """(namespace, labels) of the operator pods serving the callback endpoint."""
     gateway_pods: tuple[str, Mapping[str, str]] | None = None
     """(namespace, labels) of the gateway pods."""
+    collector: Egress | None = None
+    """(host, port) of the trace collector step pods export their spans to."""
+    collector_pods: tuple[str, Mapping[str, str]] | None = None
+    """(namespace, labels) of the trace collector's pods."""
     deny: EgressDenyList = dataclasses.field(default_factory=EgressDenyList)
 
 
@@ -99,13 +106,16 @@ def build_network_policy(
     callback_pods: tuple[str, Mapping[str, str]] | None = None,
     gateway: Egress | None = None,
     gateway_pods: tuple[str, Mapping[str, str]] | None = None,
+    collector: Egress | None = None,
+    collector_pods: tuple[str, Mapping[str, str]] | None = None,
     deny: EgressDenyList | None = None,
 ) -> dict[str, Any]:
     """A networking.k8s.io/v1 NetworkPolicy for the pod ``pod_name``, named like it and owned by ``owner``.
 
     ``callback`` is (IP or CIDR, port) of the operator's endpoint; ``callback_pods`` (namespace, labels) also
     allows the operator pods themselves on that port. ``gateway`` (host, port) is the model gateway and
-    ``gateway_pods`` (namespace, labels) its pods. ``deny``: the platform's egress deny-list (default: the
+    ``gateway_pods`` (namespace, labels) its pods; ``collector`` and ``collector_pods`` the same of the trace
+    collector. ``deny``: the platform's egress deny-list (default: the
     built-in one).
     """
     deny = deny if deny is not None else EgressDenyList()
@@ -126,6 +136,18 @@ def build_network_policy(
         egress.append(_rule([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pods_ns}},
                               "podSelector": {"matchLabels": dict(pod_labels)}}], gateway[1]))
     hostnames: list[str] = []
+    if collector is not None:  # the platform's own endpoint, like the gateway: not checked against the deny-list
+        collector_host, collector_port = collector
+        peers: list[dict[str, Any]] = ([{"ipBlock": {"cidr": cidr_of(collector_host)}}]
+                                       if is_ip_or_cidr(collector_host) else [])
+        if collector_pods is not None:
+            pods_ns, pod_labels = collector_pods
+            peers.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": pods_ns}},
+                          "podSelector": {"matchLabels": dict(pod_labels)}})
+        if peers:
+            egress.append(_rule(peers, collector_port))
+        if not is_ip_or_cidr(collector_host):
+            hostnames.append(collector_host if collector_port is None else f"{collector_host}:{collector_port}")
     grants = ((gateway,) if gateway is not None else ()) + tuple(profile.egress)
     for grant_host, grant_port in dict.fromkeys(grants):
         if grant_host != (gateway or ("",))[0] and deny.blocks(grant_host, grant_port):

@@ -50,9 +50,11 @@ TOKEN_DIR: Final = "/var/run/agentflow"
 TOKEN_FILE: Final = f"{TOKEN_DIR}/token"
 MIN_TOKEN_SECONDS: Final = 600
 """The shortest lifetime the kubelet issues a projected token for; it rotates it at 80% of that."""
+OTLP_TRACES_ENV: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+"""Where a step pod exports its own spans (PodConfig.otlp_endpoint)."""
 RESERVED_ENV: Final = frozenset({
     "AGENTFLOW_CALLBACK_URL", "AGENTFLOW_TOKEN", "AGENTFLOW_TOKEN_FILE", "AGENTFLOW_NODE", "AGENTFLOW_ATTEMPT",
-    "AGENTFLOW_IDEMPOTENCY_KEY", "AGENTFLOW_GATEWAY_URL", TRACEPARENT_ENV,
+    "AGENTFLOW_IDEMPOTENCY_KEY", "AGENTFLOW_GATEWAY_URL", TRACEPARENT_ENV, OTLP_TRACES_ENV,
 })
 """Set by the operator; a configured or granted variable of the same name is ignored."""
 
@@ -78,6 +80,9 @@ class PodConfig:
     trace: bool = False
     """Give pods ``TRACEPARENT``: the attempt's span (agentflow.telemetry.ids, derived from the run, node and
     attempt, so the same attempt always gets the same pod), the parent of its gateway and tool calls."""
+    otlp_endpoint: str | None = None
+    """The OTLP/HTTP traces URL step pods export their own spans to (env OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+    their NetworkPolicy allows it); only with ``trace``. None: pods pass the trace context on, export nothing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +132,8 @@ def _env(request: StepRequest, config: PodConfig, extra: Mapping[str, str]) -> l
     if config.trace:
         env.append({"name": TRACEPARENT_ENV,
                     "value": attempt_ids(request.run_id, request.node, request.attempt).traceparent})
+        if config.otlp_endpoint:
+            env.append({"name": OTLP_TRACES_ENV, "value": config.otlp_endpoint})
     merged = {**config.env, **extra}
     env.extend({"name": k, "value": merged[k]} for k in sorted(merged) if k not in RESERVED_ENV)
     return env

@@ -305,7 +305,7 @@ def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = Non
             raise SessionError(str(exc)) from exc
         security = SecurityContext(keys=keys, store=LocalTokenMapStore(state_dir))
     return InProcessExecutor(StepServices(bundle.catalog, bundle.workflow.spec, models,
-                                          ToolRunner(container_sandbox=sandbox), security, audit,
+                                          ToolRunner(container_sandbox=sandbox, tracing=tracing), security, audit,
                                           prices=provider.prices))
 
 

@@ -14,8 +14,13 @@ every model call goes to the AgentFlow gateway with the attempt token as its API
 provider key and the gateway charges the attempt's budgets; a refused call fails the step with a
 non-retryable ``BudgetExceeded``. Without it (an operator with no gateway), an in-process gateway over the
 provider its environment selects; ``AGENTFLOW_MODEL_MODE=offline`` selects the offline model.
-``TRACEPARENT`` (set by an operator that traces) is the attempt's span: the step's gateway calls and HTTP tool
-calls carry it as their ``traceparent`` header.
+``TRACEPARENT`` (set by an operator that traces) is the attempt's span. With ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+(set by an operator given ``--step-otlp-endpoint``) the pod exports spans of its own over OTLP/HTTP, as service
+``agentflow-step``: ``run_step NODE`` (child of the attempt's span: fetching the attempt, running it, delivering
+the result), under it an http tool's request (a CLIENT span named for its method) and, with no gateway service,
+the in-process gateway's model calls. The step's gateway calls and HTTP tool calls carry the current span as their
+``traceparent`` header. Prompts and completions are never recorded in a pod. A collector that cannot be reached
+costs the pod at most ``TRACE_FLUSH_SECONDS`` at its end and never fails the step.
 
 Exit status::
 
@@ -46,6 +51,9 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.trace import Span
 
 from agentflow.audit.records import AuditSink
 from agentflow.engine.values import StepError, StepRequest, StepResult
@@ -53,7 +61,7 @@ from agentflow.executors import InProcessExecutor, PayloadError, StepServices, l
 from agentflow.executors.access import check_environment, close_access, model_access
 from agentflow.llm import TOKEN_ENV, TOKEN_FILE_ENV, TokenSource, litellm_prices, token_source
 from agentflow.security import RunKeys, SecurityContext
-from agentflow.telemetry import attached, from_env
+from agentflow.telemetry import Tracing, attached, fail, from_env, genai
 from agentflow.tools import ToolRunner
 
 from .client import AiohttpTransport, CallbackClient, CallbackError, HttpAuditSink, RetryPolicy, Sleep, Transport
@@ -67,6 +75,9 @@ EXIT_DELIVERED, EXIT_UNDELIVERED, EXIT_CONFIG = 0, 1, 2
 FETCH_PATIENCE_SECONDS = 120.0
 """How long a pod keeps asking for its attempt (an operator restarting, or not yet past recording the pod):
 nothing ran yet, so giving up is safe, but it spends one of the step's tries."""
+TRACE_FLUSH_SECONDS = 2.0
+"""How long a pod waits at its end for its spans to reach the collector."""
+STEP_SERVICE_NAME = "agentflow-step"
 DELIVERY_MIN_SECONDS = 60.0
 """A result is retried at least this long, and without a deadline for this long."""
 
@@ -153,7 +164,8 @@ def _encodable(result: StepResult) -> bool:
 
 async def _execute(payload: str, env: Mapping[str, str], log: JsonLog, *,
                    security: SecurityContext | None = None,
-                   audit: AuditSink | None = None) -> tuple[StepResult, float | None]:
+                   audit: AuditSink | None = None,
+                   tracing: Tracing | None = None) -> tuple[StepResult, float | None]:
     """Run the attempt in ``payload``: its result and deadline; a payload that cannot be read becomes a failed
     StepResult."""
     try:
@@ -182,16 +194,15 @@ async def _execute(payload: str, env: Mapping[str, str], log: JsonLog, *,
         deadlineInSeconds=left,
     )
     try:
-        access = model_access(env, workflow, catalog)
+        access = model_access(env, workflow, catalog, tracing=tracing)
     except ValueError as exc:
         log.error("config.invalid", str(exc))
         return _failed("ExecutorError", f"agentflow step: {exc}", False), request.deadline
     try:
-        executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, ToolRunner(),
+        executor = InProcessExecutor(StepServices(catalog, workflow.spec, access, ToolRunner(tracing=tracing),
                                                   security or SecurityContext(), audit, prices=litellm_prices()))
         started = time.monotonic()
-        with attached(from_env(env)):  # TRACEPARENT: the attempt's span, the parent of its gateway and tool calls
-            result = encodable_result(await executor.execute(request))
+        result = encodable_result(await executor.execute(request))
     finally:
         await close_access(access)
     fields = {
@@ -252,47 +263,81 @@ async def run_step(
     if http is None:
         http = owned = AiohttpTransport(ca_file=env.get(CA_FILE_ENV, "").strip() or None)
     client = CallbackClient(callback_url, source, http, retry=retry, sleep=sleep, log=log, clock=clock)
-    server = urllib.parse.urlsplit(callback_url).netloc
+    tracing, warning = Tracing.for_child(env, STEP_SERVICE_NAME)
+    if warning is not None:
+        log.warning("tracing.invalid", warning)
     try:
-        log.info(
-            "attempt.fetching",
-            f"fetching the attempt from {server}",
-            callbackServer=server,
-            modelAccess="gateway" if gateway else "in-process",
-        )
-        try:
-            payload = await client.fetch_attempt(until=clock() + FETCH_PATIENCE_SECONDS)
-        except CallbackError as exc:
-            log.error("attempt.unavailable", f"{exc}; nothing ran", exitCode=EXIT_UNDELIVERED)
-            return EXIT_UNDELIVERED
-        try:
-            security = SecurityContext(keys=RunKeys.from_env(env))
-        except ValueError as exc:  # a malformed AGENTFLOW_PII_KEY: nothing may run without its redaction key
-            log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
-            return EXIT_CONFIG
-        result, deadline = await _execute(payload, env, log, security=security, audit=HttpAuditSink(client))
-        try:
-            status = await client.post_result(result.to_dict(), until=delivery_deadline(deadline, clock()))
-        except CallbackError as exc:
-            log.error(
-                "result.undelivered",
-                f"the step ran but its result was not delivered: {exc}",
-                ok=result.ok,
-                exitCode=EXIT_UNDELIVERED,
-            )
-            return EXIT_UNDELIVERED
-        stored = "stored" if status == 201 else "already stored"
-        log.info(
-            "result.delivered",
-            f"result delivered ({status} {stored})",
-            status=status,
-            ok=result.ok,
-            exitCode=EXIT_DELIVERED,
-        )
-        return EXIT_DELIVERED
+        # TRACEPARENT: the attempt's span, the parent of this pod's span (and of its gateway and tool calls)
+        with attached(from_env(env)), tracing.span(_span_name(env), _span_attributes(env)) as span:
+            return await _attempt(client, callback_url, env, log, gateway=gateway, clock=clock, tracing=tracing,
+                                  span=span)
     finally:
+        tracing.shutdown(TRACE_FLUSH_SECONDS)
         if owned is not None:
             await owned.close()
+
+
+def _span_name(env: Mapping[str, str]) -> str:
+    node = env.get("AGENTFLOW_NODE", "").strip()
+    return f"run_step {node}" if node else "run_step"
+
+
+def _span_attributes(env: Mapping[str, str]) -> dict[str, Any]:
+    attempt = env.get("AGENTFLOW_ATTEMPT", "").strip()
+    return {genai.NODE: env.get("AGENTFLOW_NODE", "").strip() or None,
+            genai.ATTEMPT: int(attempt) if attempt.isdigit() else None,
+            "k8s.pod.name": env.get("HOSTNAME", "").strip() or None}
+
+
+async def _attempt(client: CallbackClient, callback_url: str, env: Mapping[str, str], log: JsonLog, *,
+                   gateway: bool, clock: Callable[[], float], tracing: Tracing, span: Span) -> int:
+    """Fetch, run, deliver (see run_step); the exit status. ``span``: the pod's, told what happened."""
+    server = urllib.parse.urlsplit(callback_url).netloc
+    log.info(
+        "attempt.fetching",
+        f"fetching the attempt from {server}",
+        callbackServer=server,
+        modelAccess="gateway" if gateway else "in-process",
+    )
+    try:
+        payload = await client.fetch_attempt(until=clock() + FETCH_PATIENCE_SECONDS)
+    except CallbackError as exc:
+        log.error("attempt.unavailable", f"{exc}; nothing ran", exitCode=EXIT_UNDELIVERED)
+        fail(span, "AttemptUnavailable", str(exc))
+        return EXIT_UNDELIVERED
+    span.add_event("attempt fetched")
+    try:
+        security = SecurityContext(keys=RunKeys.from_env(env))
+    except ValueError as exc:  # a malformed AGENTFLOW_PII_KEY: nothing may run without its redaction key
+        log.error("config.invalid", str(exc), exitCode=EXIT_CONFIG)
+        fail(span, "ConfigError", str(exc))
+        return EXIT_CONFIG
+    result, deadline = await _execute(payload, env, log, security=security, audit=HttpAuditSink(client),
+                                      tracing=tracing)
+    if result.error is not None:
+        fail(span, result.error.type, result.error.message)
+    span.add_event("step finished", {"ok": result.ok})
+    try:
+        status = await client.post_result(result.to_dict(), until=delivery_deadline(deadline, clock()))
+    except CallbackError as exc:
+        log.error(
+            "result.undelivered",
+            f"the step ran but its result was not delivered: {exc}",
+            ok=result.ok,
+            exitCode=EXIT_UNDELIVERED,
+        )
+        fail(span, "ResultUndelivered", str(exc))
+        return EXIT_UNDELIVERED
+    stored = "stored" if status == 201 else "already stored"
+    span.add_event("result delivered", {"http.response.status_code": status})
+    log.info(
+        "result.delivered",
+        f"result delivered ({status} {stored})",
+        status=status,
+        ok=result.ok,
+        exitCode=EXIT_DELIVERED,
+    )
+    return EXIT_DELIVERED
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -434,6 +434,7 @@ class WorkflowReconciler:
             policy = build_network_policy(_owner(body), namespace, pod["metadata"]["name"], profile,
                                           callback=self._callback, gateway=self._gateway,
                                           callback_pods=net.callback_pods, gateway_pods=net.gateway_pods,
+                                          collector=net.collector, collector_pods=net.collector_pods,
                                           deny=net.deny)
             await self.kube.apply_network_policy(namespace, policy)
             writes += 1

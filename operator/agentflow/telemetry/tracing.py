@@ -169,6 +169,17 @@ class Tracing:
     def build(cls, settings: TraceSettings, *, redact: Redact | None = None) -> Tracing:
         return cls(settings, redact=redact)
 
+    @classmethod
+    def for_child(cls, env: Mapping[str, str], service_name: str) -> tuple[Tracing, str | None]:
+        """The tracer of a process that runs one attempt (a step pod, a local run's step process) from the
+        standard OTEL_* variables, and a warning when they are unusable (tracing is then off: it never keeps a
+        step from running). Content is never recorded there (AGENTFLOW_TRACE_CONTENT is not honoured)."""
+        try:
+            settings = TraceSettings.from_env(env, content=False, service_name=service_name)
+        except ValueError as exc:
+            return cls.off(), f"{exc}; this process exports no spans"
+        return (cls.build(dataclasses.replace(settings, content=False)) if settings.enabled else cls.off()), None
+
     @property
     def enabled(self) -> bool:
         return self._provider is not None

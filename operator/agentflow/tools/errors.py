@@ -8,8 +8,11 @@ __all__ = ["ToolError"]
 class ToolError(Exception):
     """A tool call failed. ``retryable`` False means retrying the same call cannot help."""
 
-    def __init__(self, type: str, message: str, *, retryable: bool, tool: str = "") -> None:
+    def __init__(self, type: str, message: str, *, retryable: bool, tool: str = "",
+                 http_status: int | None = None) -> None:
+        """``http_status``: the status an http tool answered with, when it answered with an error."""
         super().__init__(message)
+        self.http_status = http_status
         self.type = type
         self.message = message
         self.retryable = retryable

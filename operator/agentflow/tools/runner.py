@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from jsonschema.exceptions import best_match
+from opentelemetry.trace import SpanKind
 
 from agentflow.models import ToolSpec
-from agentflow.telemetry import inject
+from agentflow.telemetry import Tracing, genai, inject
 
 from .builtin import Builtins, BuiltinToolError
 from .errors import ToolError
@@ -152,9 +153,13 @@ class ToolRunner:
         wasm: WasmRunner | None = None,
         container_sandbox: ContainerSandbox | None = None,
         mcp: McpClient | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``wasm``: the wasm runner to use (default: one built on first use). ``container_sandbox``: how
-        container tools run (default: plain subprocesses, as inside a step pod). ``mcp``: the MCP client."""
+        container tools run (default: plain subprocesses, as inside a step pod). ``mcp``: the MCP client.
+        ``tracing``: where an http tool's request span goes (a CLIENT span named for its method, child of the
+        current context, whose ids the request's ``traceparent`` carries); none without it."""
+        self._tracing = tracing if tracing is not None else Tracing.off()
         self.container_sandbox = container_sandbox or ContainerSandbox(None, "no sandbox configured")
         self._clock = clock
         self._sleep = sleep
@@ -279,13 +284,31 @@ class ToolRunner:
             url = f"{url}{'&' if parts.query else '?'}{query}" if query else url
         else:
             body = json.dumps(dict(inputs)).encode("utf-8")
-        # The attempt's trace context (asyncio.to_thread carries it here): the tool's spans join the run's trace.
-        headers = inject({"Content-Type": "application/json", "Accept": "application/json", "Idempotency-Key": key})
-        request = urllib.request.Request(url, data=body, headers=headers, method=spec.method)
+        # The attempt's trace context (asyncio.to_thread carries it here): the request's span is its child, and
+        # the tool's own spans join the run's trace under it (traceparent).
+        with self._tracing.span(spec.method, _http_attributes(tool.name, spec.method, parts),
+                                kind=SpanKind.CLIENT) as span:
+            headers = inject({"Content-Type": "application/json", "Accept": "application/json",
+                              "Idempotency-Key": key})
+            request = urllib.request.Request(url, data=body, headers=headers, method=spec.method)
+            try:
+                raw, status = self._send(tool, request, allowed, timeout)
+            except ToolError as exc:  # the span gets the error's type (Tracing.span)
+                if exc.http_status is not None:
+                    span.set_attribute("http.response.status_code", exc.http_status)
+                raise
+            span.set_attribute("http.response.status_code", status)
+        return _decode_output(raw, tool.name, allow_text=True)
+
+    def _send(self, tool: ToolSpec, request: urllib.request.Request, allowed: set[str],
+              timeout: float) -> tuple[bytes, int]:
+        """Send ``request``: the body (at most MAX_OUTPUT_BYTES + 1 read) and the status; ToolError."""
+        spec = tool.http
+        assert spec is not None
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _GuardedRedirects(allowed, tool.name))
         try:
             with opener.open(request, timeout=timeout) as response:
-                raw = response.read(MAX_OUTPUT_BYTES + 1)
+                return response.read(MAX_OUTPUT_BYTES + 1), int(response.status)
         except urllib.error.HTTPError as exc:
             retryable = exc.code in (408, 425, 429) or exc.code >= 500
             detail = exc.read(300).decode("utf-8", "replace")
@@ -294,6 +317,7 @@ class ToolRunner:
                 f"tool {tool.name!r}: {spec.method} {spec.url} returned HTTP {exc.code}: {detail}",
                 retryable=retryable,
                 tool=tool.name,
+                http_status=exc.code,
             ) from exc
         except urllib.error.URLError as exc:
             raise ToolError(
@@ -309,7 +333,6 @@ class ToolRunner:
                 retryable=True,
                 tool=tool.name,
             ) from exc
-        return _decode_output(raw, tool.name, allow_text=True)
 
     async def _container(self, tool: ToolSpec, inputs: Mapping[str, Any], key: str) -> Any:
         spec = tool.container
@@ -356,6 +379,16 @@ class ToolRunner:
             raise ToolError(exc.type, f"tool {tool.name!r}: {exc.message}", retryable=exc.retryable,
                             tool=tool.name) from exc
         return _decode_output(stdout, tool.name, allow_text=False)
+
+
+def _http_attributes(tool: str, method: str, parts: urllib.parse.SplitResult) -> dict[str, Any]:
+    """An http tool request's span attributes (OpenTelemetry HTTP client conventions): never the query string
+    (inputs of GET/DELETE tools travel there) nor credentials in the URL."""
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    shown = f"[{host}]" if ":" in host else host
+    return {"http.request.method": method, "server.address": host, "server.port": port,
+            "url.full": f"{parts.scheme}://{shown}:{port}{parts.path or '/'}", genai.TOOL_NAME: tool}
 
 
 def _decode_output(raw: bytes, tool: str, *, allow_text: bool) -> Any:

@@ -43,3 +43,26 @@ def test_the_signing_key_is_read_and_must_be_long(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="cannot read it"):
         signing_key(str(tmp_path / "missing"))
     assert len(signing_key(None)) == 32 and signing_key(None) != signing_key(None)
+
+
+def test_step_pods_export_to_the_step_collector_or_the_operators_unless_it_is_on_loopback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from agentflow.controller.main import step_otlp_endpoint
+    from agentflow.telemetry import TraceSettings
+
+    traced = TraceSettings(endpoint="http://otel.observability:4318/v1/traces")
+    assert step_otlp_endpoint(args(), traced) == "http://otel.observability:4318/v1/traces"
+    assert step_otlp_endpoint(args("--step-otlp-endpoint", "http://10.0.0.9:4318"), traced) == \
+        "http://10.0.0.9:4318/v1/traces"
+    assert step_otlp_endpoint(args("--step-otlp-endpoint", "none"), traced) is None
+    assert step_otlp_endpoint(args("--step-otlp-endpoint", "http://10.0.0.9:4318"), TraceSettings()) is None
+    assert step_otlp_endpoint(args(), TraceSettings(endpoint="http://127.0.0.1:4318/v1/traces")) is None
+    assert "step pods cannot reach" in caplog.text
+    with pytest.raises(SystemExit, match="--step-otlp-endpoint 'collector:4318'"):
+        step_otlp_endpoint(args("--step-otlp-endpoint", "collector:4318"), traced)
+    config = network_config(args("--step-otlp-pods", "observability:app=otel"), {},
+                            collector="http://otel.observability:4318/v1/traces")
+    assert config.collector == ("otel.observability", 4318)
+    assert config.collector_pods == ("observability", {"app": "otel"})
+    with pytest.raises(SystemExit, match="--step-otlp-pods 'otel'"):
+        network_config(args("--step-otlp-pods", "otel"), {}, collector="http://10.0.0.9:4318/v1/traces")

@@ -47,7 +47,8 @@ def request(d: Mapping[str, Any]) -> StepRequest:
 def config(d: Mapping[str, Any]) -> PodConfig:
     snake = {"imagePullPolicy": "image_pull_policy", "callbackUrl": "callback_url",
              "defaultRuntimeClass": "default_runtime_class", "cpuRequest": "cpu_request", "cpuLimit": "cpu_limit",
-             "memoryRequest": "memory_request", "memoryLimit": "memory_limit", "runAsUser": "run_as_user"}
+             "memoryRequest": "memory_request", "memoryLimit": "memory_limit", "runAsUser": "run_as_user",
+             "otlpEndpoint": "otlp_endpoint"}
     return PodConfig(**{snake.get(k, k): v for k, v in d.items()})
 
 

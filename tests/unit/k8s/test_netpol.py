@@ -103,3 +103,22 @@ def test_the_policy_is_owned_by_the_workflow() -> None:
     policy = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8443))
     (ref,) = policy["metadata"]["ownerReferences"]
     assert ref["uid"] == "uid-1" and ref["controller"] is True
+
+
+def test_the_trace_collector_is_allowed_by_address_or_pods_and_by_name_through_the_annotation() -> None:
+    by_ip = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8081),
+                                 collector=("10.96.0.30", 4318))
+    assert by_ip["spec"]["egress"][1] == {"to": [{"ipBlock": {"cidr": "10.96.0.30/32"}}],
+                                          "ports": [{"protocol": "TCP", "port": 4318}]}
+    assert len(by_ip["spec"]["egress"]) == 2 and "annotations" not in by_ip["metadata"]  # no DNS for an address
+    pods = ("observability", {"app.kubernetes.io/name": "otel-collector"})
+    by_name = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8081),
+                                   collector=("otel.observability", 4318), collector_pods=pods)
+    egress = by_name["spec"]["egress"]
+    assert {"to": [dns_peer()], "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]} in egress
+    assert {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "otel-collector"}}}],
+            "ports": [{"protocol": "TCP", "port": 4318}]} in egress
+    assert by_name["metadata"]["annotations"][names.EGRESS_HOSTS_ANNOTATION] == "otel.observability:4318"
+    without = build_network_policy(OWNER, "ns", "p", ExecutionProfile(), callback=("10.0.0.1", 8081))
+    assert len(without["spec"]["egress"]) == 1  # no collector, no rule
