@@ -32,9 +32,11 @@ Measured:
      apiserver_request_total delta for write verbs (everything, node leases included).
      Target: <= 10 per step. TokenRequests (the bench's) and TokenReviews (the operator's) are
      `create` calls that store nothing: listed in the breakdown, not counted as writes.
-  4. with --traces compare: the chain phase with the operator's trace exporter off and on
-     (--otlp-endpoint a loopback OTLP/HTTP receiver, tests/services/otlp.py, in a process of its
-     own), step-to-step latency side by side. Target (issue 13): at most +10 % at p50.
+  4. with --traces compare: the chain phase with the operator's observability off and on: on is the
+     trace exporter (--otlp-endpoint a loopback OTLP/HTTP receiver, tests/services/otlp.py, in a
+     process of its own) and, unless --no-events, event publishing (--nats-url a loopback nats-server
+     with JetStream, tests/services/nats.py: the outbox written with each journal append, the
+     publisher sending it); step-to-step latency side by side. Target (issue 13): at most +10 % at p50.
 
 Usage (as root, after `bash tests/e2e/cluster/build.sh kubernetes etcd kwok`):
   python bench/operator_bench.py [--chains 10] [--chain-steps 6] [--workflows 60] [--nodes 4]
@@ -704,6 +706,7 @@ class OperatorRunner:
     kubeconfig: Path
     dsn: str
     otlp_url: str | None
+    nats_url: str | None = None
     tracing: bool = False
     metrics_url: str = ""
     name: str = ""
@@ -719,6 +722,8 @@ class OperatorRunner:
             if not self.otlp_url:
                 raise RuntimeError("tracing on needs the OTLP receiver")
             argv += ["--otlp-endpoint", self.otlp_url]
+            if self.nats_url:  # and the event stream: outbox rows with each journal append, published to NATS
+                argv += ["--nats-url", self.nats_url]
         self.name = "operator-traced" if tracing else "operator"
         self.procs.start(self.name, argv, cwd=REPO, env=env)
         self.tracing = tracing
@@ -808,7 +813,7 @@ def report(figures: dict[str, ChainFigures], single: PhaseResult, lat: dict[str,
         print(f"step-to-step from result{', tracing ' + mode if tagged else ''}, ms: min {min(fr):.0f}, "
               f"mean {statistics.mean(fr):.0f}, max {max(fr):.0f}")
     if "off" in figures and "on" in figures:
-        compare(figures["off"], figures["on"], args.rounds)
+        compare(figures["off"], figures["on"], args.rounds, args.events)
     if spans:
         print(spans)
     for phase in phases:
@@ -821,8 +826,9 @@ def report(figures: dict[str, ChainFigures], single: PhaseResult, lat: dict[str,
           "pod's phase; the bench writes the Succeeded status right after the result, as a fast kubelet would.")
 
 
-def compare(off: ChainFigures, on: ChainFigures, rounds: int) -> None:
-    """Step-to-step latency with the operator's trace exporter off and on, side by side (issue 13: <= +10 % p50)."""
+def compare(off: ChainFigures, on: ChainFigures, rounds: int, events: bool) -> None:
+    """Step-to-step latency with the operator's trace exporter (and event publishing) off and on, side by side
+    (issue 13: <= +10 % p50)."""
     def change(a: float, b: float) -> str:
         return f"{(b - a) / a * 100:+.1f} %" if a else "n/a"
 
@@ -840,7 +846,9 @@ def compare(off: ChainFigures, on: ChainFigures, rounds: int) -> None:
             rows.append((f"{label}, {name}", f"{va:.1f} ms", f"{vb:.1f} ms", change(va, vb), *target))
     va, vb = writes(off), writes(on)
     rows.append(("operator API writes per step (metric)", f"{va:.2f}", f"{vb:.2f}", change(va, vb), "", None))
-    print(f"\ntracing off vs on (the operator exporting over OTLP/HTTP to a loopback receiver), {rounds} round(s) "
+    what = ("exporting spans over OTLP/HTTP to a loopback receiver and publishing events to a loopback "
+            "nats-server" if events else "exporting spans over OTLP/HTTP to a loopback receiver")
+    print(f"\ntracing off vs on (on: the operator {what}), {rounds} round(s) "
           f"(off on, on off, ...), {len(off.from_result)} / {len(on.from_result)} samples:")
     width = max(len(r[0]) for r in rows)
     print(f"{'figure':<{width}}  {'off':>9}  {'on':>9}  {'change':>9}  {'target':<9}  ok")
@@ -873,6 +881,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", choices=["off", "on", "compare"], default="off",
                         help="the operator's trace exporter: off; on (--otlp-endpoint a loopback OTLP/HTTP receiver); "
                              "compare: the chain phase with it off and on, side by side")
+    parser.add_argument("--no-events", dest="events", action="store_false",
+                        help="tracing on without event publishing (by default on also publishes events to a "
+                             "loopback nats-server)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="chain phases per tracing setting; with compare, in the order off on, on off, off on ...")
     parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
@@ -906,8 +917,13 @@ def main(argv: list[str] | None = None) -> int:
                             cwd=REPO)
                 wait_until("the OTLP receiver", lambda: url_file.read_text().startswith("http"), 30, procs)
                 otlp_url = url_file.read_text().strip()
-            with running_postgres() as pg:
-                operator = OperatorRunner(procs, plane.kubeconfig("agentflow-operator"), pg.dsn, otlp_url)
+            with running_postgres() as pg, contextlib.ExitStack() as stack:
+                nats_url = None
+                if "on" in modes and args.events:
+                    from tests.services.nats import running_nats
+
+                    nats_url = stack.enter_context(running_nats()).url
+                operator = OperatorRunner(procs, plane.kubeconfig("agentflow-operator"), pg.dsn, otlp_url, nats_url)
                 operator.start(modes[0] == "on")
                 print(f"control plane, PostgreSQL and operator up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
 
