@@ -82,6 +82,15 @@ class TokenReview:
     error: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccessDecision:
+    """What the API server's authorizers say of a SubjectAccessReview: allowed or not, and their words."""
+
+    allowed: bool
+    reason: str = ""
+    error: str = ""
+
+
 class Kube(Protocol):
     """The Kubernetes API calls AgentFlow makes (KubeClient; agentflow.testing.FakeKube in tests)."""
 
@@ -105,6 +114,7 @@ class Kube(Protocol):
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> bool: ...
     async def delete_secret(self, namespace: str, name: str) -> None: ...
     async def review_token(self, token: str, audiences: Sequence[str]) -> TokenReview: ...
+    async def review_access(self, review: Mapping[str, Any]) -> AccessDecision: ...
     def close(self) -> None: ...
 
 
@@ -396,3 +406,16 @@ class KubeClient:
 
         return TokenReview(bool(status.get("authenticated")), username, namespace, first("pod-name"),
                            first("pod-uid"), str(status.get("error", "")))
+
+    # -- authorization (agentflow.services.approvals: may this user approve, a custom RBAC verb)
+
+    async def review_access(self, review: Mapping[str, Any]) -> AccessDecision:
+        """Ask the API server's authorizers (RBAC) a SubjectAccessReview: may that user do that?"""
+        from kubernetes import client
+
+        api = client.AuthorizationV1Api(self.api_client)
+        result: Any = await self._call("create subjectaccessreview", api.create_subject_access_review, dict(review),
+                                       _preload_content=False)
+        status = json.loads(result.data).get("status") or {}
+        return AccessDecision(bool(status.get("allowed")) and not status.get("denied"),
+                              str(status.get("reason", "")), str(status.get("evaluationError", "")))
