@@ -254,7 +254,7 @@ def test_the_personas_grant_what_their_table_says_and_nothing_more(helm: tuple[s
         key = ("ClusterRole", f"{RELEASE}-{persona}")
         assert _rules(objects, key) == expected[persona], persona
         labels = objects[key]["metadata"]["labels"]
-        assert labels["agentflow.dev/persona"] == persona
+        assert labels["agentflow.dev/persona"] == persona and labels["app.kubernetes.io/component"] == "persona"
         assert not any(label.startswith("rbac.authorization.k8s.io/aggregate-to-") for label in labels), labels
     # Only the approver may approve; no persona reads Secrets, writes ToolPolicies or escalates.
     approvers = [p for p in PERSONAS if ("agentflow.dev", "workflows/approval", "*") in _rules(
