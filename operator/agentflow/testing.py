@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .audit.records import AuditEvent
 from .engine.journal import Record
 from .engine.run import Run
-from .k8s.kube import AccessDecision, Conflict, Forbidden, KubeError, NotFound, TokenReview
+from .k8s.kube import RBAC_HINT, AccessDecision, Conflict, Forbidden, KubeError, NotFound, TokenReview
 from .services import approvals
 from .storage.attempts import AttemptPod
 from .storage.errors import JournalConflict
@@ -492,11 +492,10 @@ class RbacKube:
 
     def _check(self, verb: str, plural: str, namespace: str, name: str = "") -> None:
         if (verb, plural) not in self.grants:
-            what = f'{plural}.agentflow.dev \\"{name}\\"' if name else f"{plural}.agentflow.dev"
-            body = (f'{{"kind":"Status","message":"{what} is forbidden: User \\"{self.user}\\" cannot {verb} '
-                    f'resource \\"{plural}\\" in API group \\"agentflow.dev\\" in the namespace '
-                    f'\\"{namespace}\\"","reason":"Forbidden","code":403}}')
-            raise Forbidden(f"{verb} {plural}/{name}: 403 Forbidden {body}", 403)
+            what = f'{plural}.agentflow.dev "{name}"' if name else f"{plural}.agentflow.dev"
+            said = (f'{what} is forbidden: User "{self.user}" cannot {verb} resource "{plural}" in API group '
+                    f'"agentflow.dev" in the namespace "{namespace}"')  # as KubeClient words a 403 (status_message)
+            raise Forbidden(f"{verb} {plural}/{name}: 403 Forbidden: {said}{RBAC_HINT}", 403)
 
     async def whoami(self) -> str:
         await asyncio.sleep(0)
