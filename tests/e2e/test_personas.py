@@ -39,6 +39,7 @@ from .admission import admission_operator, drain
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
 from .test_console_rbac import _call, console  # noqa: F401 (fixture)
 from .test_operator import REPO, Operator, crds, free_port  # noqa: F401 (fixture)
+from .test_operator_admission import wait_phase
 from .test_operator_incluster import helm, run_helm  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -250,17 +251,6 @@ def served(cluster: Cluster, postgres_dsn: str, tenancy: Tenancy,
         finally:  # a glob: admission_operator leaves the draining to us (the finalizers need the operator)
             for ns in (tenancy.team, tenancy.other):
                 drain(cluster, ns, op)
-
-
-def wait_phase(cluster: Cluster, namespace: str, name: str, phase: str, timeout: float = 120) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def reached() -> bool:
-        seen.update(cluster.get_json("workflows.agentflow.dev", name, "-n", namespace))
-        return (seen.get("status") or {}).get("phase") == phase
-
-    cluster.wait_until(f"workflow {namespace}/{name} to be {phase}", reached, timeout=timeout)
-    return seen
 
 
 def test_a_runner_cannot_approve_even_named_an_approver_and_the_approver_can(
