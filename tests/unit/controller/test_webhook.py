@@ -450,9 +450,9 @@ async def test_kopf_stamps_an_approval_with_the_requesting_user_or_refuses_a_non
     memo = kopf.Memo()
     memo.driver = memo_with(kube).driver
 
-    async def answer(user: dict[str, Any]) -> dict[str, Any]:
+    async def answer(user: dict[str, Any], obj: dict[str, Any] = new) -> dict[str, Any]:
         request: dict[str, Any] = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "r2", "operation": "UPDATE", "userInfo": user, "object": new, "oldObject": old,
+            "uid": "r2", "operation": "UPDATE", "userInfo": user, "object": obj, "oldObject": old,
             "resource": {"group": "agentflow.dev", "version": "v1alpha1", "resource": "workflows"}}}
         response = await serve_admission_request(
             cast(Request, request), webhook=HandlerId("approve-workflows"), settings=OperatorSettings(),
@@ -462,6 +462,10 @@ async def test_kopf_stamps_an_approval_with_the_requesting_user_or_refuses_a_non
 
     ci = {"username": "system:serviceaccount:team-a:ci", "uid": "u-ci", "groups": ["system:serviceaccounts"],
           "extra": {"authentication.kubernetes.io/pod-name": ["ci-0"]}}
+    cancelled = copy.deepcopy(old)
+    cancelled["spec"]["cancel"] = True
+    assert (await answer(ci, cancelled))["allowed"] is True  # no decision in it: RBAC's patch was enough
+    assert kube.access_reviews == []  # and the API server was not asked
     refused = await answer(ci)  # may patch the Workflow (the API server let the request through), not approve
     assert refused["allowed"] is False and refused["status"]["code"] == 403
     assert "RBAC does not grant the verb 'approve' on workflows/approval" in refused["status"]["message"]
