@@ -243,7 +243,7 @@ def _cluster_steer(args: argparse.Namespace, cancel: bool) -> int:
         print(f"agentflow {args.command}: --by is for local runs; on a cluster the decision names the Kubernetes "
               "user of your kubeconfig (the operator's admission webhook records it)", file=sys.stderr)
         return EXIT_USAGE
-    from .k8s.kube import KubeClient  # without the operator extra: main says which to install
+    from .k8s.kube import KubeClient, user_words  # without the operator extra: main says which to install
     from .services import approvals
 
     async def act() -> tuple[str, dict[str, Any]]:
@@ -259,8 +259,11 @@ def _cluster_steer(args: argparse.Namespace, cancel: bool) -> int:
 
     try:
         namespace, patch = asyncio.run(act())
-    except (approvals.ApprovalError, approvals.KubeError) as exc:
+    except approvals.ApprovalError as exc:
         print(f"agentflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except approvals.KubeError as exc:  # as the user of the kubeconfig: their RBAC, or the webhook, refused
+        print(f"agentflow {args.command}: {user_words(exc)}", file=sys.stderr)
         return EXIT_USAGE
     where = f"workflow {namespace}/{args.run}"
     if args.json:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .audit.records import AuditEvent
 from .engine.journal import Record
 from .engine.run import Run
-from .k8s.kube import Conflict, Forbidden, KubeError, NotFound, TokenReview
+from .k8s.kube import RBAC_HINT, AccessDecision, Conflict, Forbidden, KubeError, NotFound, TokenReview
 from .services import approvals
 from .storage.attempts import AttemptPod
 from .storage.errors import JournalConflict
@@ -77,6 +77,10 @@ class FakeKube:
         self.tokens: dict[str, TokenReview] = {}
         """What ``review_token`` answers for each token (see :meth:`pod_token`); any other is refused."""
         self.reviews = 0
+        self.grants: set[tuple[str, str, str, str]] = set()
+        """What ``review_access`` allows: (user or group, namespace, verb, "resource/subresource"); :meth:`grant`."""
+        self.access_reviews: list[dict[str, Any]] = []  # the SubjectAccessReviews asked, in order
+        self.access_error: KubeError | None = None  # what review_access raises, when set
         self.fail_creates = 0
         self.create_error: KubeError | None = None  # what the next fail_creates pod creations raise
         self.closed = False
@@ -269,6 +273,25 @@ class FakeKube:
         if review is None or (review.pod_name and review.pod_name not in self.pods):
             return TokenReview(False, error="invalid bearer token")
         return review
+
+    # -- authorization
+
+    def grant(self, subject: str, namespace: str, verb: str, resource: str) -> None:
+        """Let a user (or every member of a group) do ``verb`` on ``resource`` ("workflows/approval") there."""
+        self.grants.add((subject, namespace, verb, resource))
+
+    async def review_access(self, review: Mapping[str, Any]) -> AccessDecision:
+        await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
+        self.access_reviews.append(copy.deepcopy(dict(review)))
+        if self.access_error is not None:
+            raise self.access_error
+        spec = review.get("spec") or {}
+        attrs = spec.get("resourceAttributes") or {}
+        resource = "/".join(p for p in (attrs.get("resource"), attrs.get("subresource")) if p)
+        for subject in (spec.get("user"), *(spec.get("groups") or [])):
+            if (subject, attrs.get("namespace"), attrs.get("verb"), resource) in self.grants:
+                return AccessDecision(True, f"granted to {subject}")
+        return AccessDecision(False)
 
     def close(self) -> None:
         self.closed = True
@@ -469,11 +492,10 @@ class RbacKube:
 
     def _check(self, verb: str, plural: str, namespace: str, name: str = "") -> None:
         if (verb, plural) not in self.grants:
-            what = f'{plural}.agentflow.dev \\"{name}\\"' if name else f"{plural}.agentflow.dev"
-            body = (f'{{"kind":"Status","message":"{what} is forbidden: User \\"{self.user}\\" cannot {verb} '
-                    f'resource \\"{plural}\\" in API group \\"agentflow.dev\\" in the namespace '
-                    f'\\"{namespace}\\"","reason":"Forbidden","code":403}}')
-            raise Forbidden(f"{verb} {plural}/{name}: 403 Forbidden {body}", 403)
+            what = f'{plural}.agentflow.dev "{name}"' if name else f"{plural}.agentflow.dev"
+            said = (f'{what} is forbidden: User "{self.user}" cannot {verb} resource "{plural}" in API group '
+                    f'"agentflow.dev" in the namespace "{namespace}"')  # as KubeClient words a 403 (status_message)
+            raise Forbidden(f"{verb} {plural}/{name}: 403 Forbidden: {said}{RBAC_HINT}", 403)
 
     async def whoami(self) -> str:
         await asyncio.sleep(0)

@@ -1,6 +1,7 @@
 """The cluster console on a real API server: each person acts with their own token, and RBAC decides.
 
-Two ServiceAccounts in a fresh namespace: `viewer` may get/list Workflows, `approver` may also patch them. The
+Two ServiceAccounts in a fresh namespace: `viewer` may get/list Workflows, `approver` may also patch them and
+`approve` workflows/approval (what the operator's approval webhook asks RBAC, when one runs). The
 console (`agentflow ui --cluster`, its kubeconfig used only for the API server's address and CA) approves a
 waiting step for the approver, and shows the viewer RBAC's refusal in the API server's words, over HTTP and on
 the page in Debian's Chromium.
@@ -32,11 +33,13 @@ CHROMIUM = os.environ.get("AGENTFLOW_CHROMIUM", "/usr/bin/chromium")
 def _rbac(namespace: str) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for name, verbs in (("viewer", ["get", "list"]), ("approver", ["get", "list", "patch"])):
+        rules = [{"apiGroups": ["agentflow.dev"], "resources": ["workflows"], "verbs": verbs}]
+        if name == "approver":
+            rules.append({"apiGroups": ["agentflow.dev"], "resources": ["workflows/approval"], "verbs": ["approve"]})
         objects += [
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-             "metadata": {"name": f"workflows-{name}", "namespace": namespace},
-             "rules": [{"apiGroups": ["agentflow.dev"], "resources": ["workflows"], "verbs": verbs}]},
+             "metadata": {"name": f"workflows-{name}", "namespace": namespace}, "rules": rules},
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
              "metadata": {"name": f"workflows-{name}", "namespace": namespace},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"workflows-{name}"},

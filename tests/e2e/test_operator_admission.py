@@ -262,11 +262,13 @@ def test_only_an_approver_may_decide_and_a_request_cannot_make_itself_one(
     ns, name = steer_namespace, "release"
     wf = gated(name)
     wf["spec"]["steps"][0]["approval"]["approvers"] = ["release-managers", "carol"]
-    # Users and a service account of the namespace allowed to change Workflows there (RBAC), nothing more.
+    # Users and a service account of the namespace allowed to change Workflows there and to approve (RBAC's
+    # approve on workflows/approval), nothing more: the step's approvers narrow who of them decides.
     cluster.apply([
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "workflow-editors"},
          "rules": [{"apiGroups": ["agentflow.dev"], "resources": ["workflows"],
-                    "verbs": ["get", "list", "patch", "update"]}]},
+                    "verbs": ["get", "list", "patch", "update"]},
+                   {"apiGroups": ["agentflow.dev"], "resources": ["workflows/approval"], "verbs": ["approve"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "workflow-editors"},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "workflow-editors"},
          "subjects": [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"},

@@ -219,10 +219,60 @@ def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
         ("apiextensions.k8s.io", "customresourcedefinitions", "*"): {"list", "watch"},
         # The callback server checks step pods' projected tokens (then gets the pod: above).
         ("authentication.k8s.io", "tokenreviews", "*"): {"create"},
+        # The approval webhook asks RBAC whether the requesting user may approve (workflows/approval).
+        ("authorization.k8s.io", "subjectaccessreviews", "*"): {"create"},
     }
     assert grants == expected
     without_webhook = _rules(render(helm, "--set", "webhook.enabled=false"))
-    assert without_webhook == {k: v for k, v in expected.items() if k[0] != "admissionregistration.k8s.io"}
+    assert without_webhook == {k: v for k, v in expected.items()
+                               if k[0] not in ("admissionregistration.k8s.io", "authorization.k8s.io")}
+
+
+PERSONAS = ("viewer", "runner", "approver", "prompt-author", "budget-admin")
+KINDS = ("workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates", "workflowschedules")
+
+
+def test_the_personas_grant_what_their_table_says_and_nothing_more(helm: tuple[str, Path]) -> None:
+    objects = render(helm)
+    read = {("agentflow.dev", k, "*"): {"get", "list", "watch"} for k in KINDS}
+    write = {"create", "update", "patch", "delete"}
+
+    def plus(extra: dict[tuple[str, str, str], set[str]]) -> dict[tuple[str, str, str], set[str]]:
+        return {**read, **{k: read.get(k, set()) | v for k, v in extra.items()}}
+
+    expected = {
+        "viewer": read,
+        "runner": plus({("agentflow.dev", "workflows", "*"): write,
+                        ("agentflow.dev", "workflowschedules", "*"): write}),
+        "approver": plus({("agentflow.dev", "workflows", "*"): {"patch"},
+                          ("agentflow.dev", "workflows/approval", "*"): {"approve"}}),
+        "prompt-author": plus({("agentflow.dev", "promptversions", "*"): write,
+                               ("agentflow.dev", "agents", "*"): write}),
+        "budget-admin": plus({("agentflow.dev", "budgets", "*"): write}),
+    }
+    for persona in PERSONAS:
+        key = ("ClusterRole", f"{RELEASE}-{persona}")
+        assert _rules(objects, key) == expected[persona], persona
+        labels = objects[key]["metadata"]["labels"]
+        assert labels["agentflow.dev/persona"] == persona and labels["app.kubernetes.io/component"] == "persona"
+        assert not any(label.startswith("rbac.authorization.k8s.io/aggregate-to-") for label in labels), labels
+    # Only the approver may approve; no persona reads Secrets, writes ToolPolicies or escalates.
+    approvers = [p for p in PERSONAS if ("agentflow.dev", "workflows/approval", "*") in _rules(
+        objects, ("ClusterRole", f"{RELEASE}-{p}"))]
+    assert approvers == ["approver"]
+    for persona in PERSONAS:
+        for (group, resource, _), verbs in _rules(objects, ("ClusterRole", f"{RELEASE}-{persona}")).items():
+            assert group == "agentflow.dev" and "*" not in verbs and resource != "secrets"
+            assert resource != "toolpolicies" or verbs == {"get", "list", "watch"}
+
+    aggregated = render(helm, "--set", "personas.aggregateToDefaultRoles=true")
+    into = {p: {k.removeprefix("rbac.authorization.k8s.io/aggregate-to-")
+                for k in aggregated[("ClusterRole", f"{RELEASE}-{p}")]["metadata"]["labels"]
+                if k.startswith("rbac.authorization.k8s.io/aggregate-to-")} for p in PERSONAS}
+    assert into == {"viewer": {"view"}, "runner": {"edit"}, "approver": {"admin"}, "prompt-author": {"edit"},
+                    "budget-admin": set()}
+    off = render(helm, "--set", "personas.create=false")
+    assert not any(key == ("ClusterRole", f"{RELEASE}-{p}") for key in off for p in PERSONAS)
 
 
 def test_values_change_the_rendering(helm: tuple[str, Path]) -> None:
@@ -394,7 +444,8 @@ def test_gateway_rbac_reads_budgets_agents_secrets_and_pods_only(helm: tuple[str
         assert binding["subjects"] == subject
     assert {k for k in scoped if k[0] in ("Role", "RoleBinding") and k[1].startswith(GATEWAY)} == {
         (kind, f"{GATEWAY}@{ns}") for kind in ("Role", "RoleBinding") for ns in ("team-a", "team-b")}
-    without_rbac = render(helm, "--set", "gateway.enabled=true", "--set", "rbac.create=false")
+    without_rbac = render(helm, "--set", "gateway.enabled=true", "--set", "rbac.create=false",
+                          "--set", "personas.create=false")  # the users' roles have a switch of their own
     assert not [k for k in without_rbac if k[0] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
 
 
@@ -707,6 +758,7 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
            for w in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")},
         **{("admissionregistration.k8s.io", w, "agentflow.dev"): {"get", "patch"}
            for w in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")},
+        ("authorization.k8s.io", "subjectaccessreviews", "*"): {"create"},
     }, "cluster-wide: only what is cluster-scoped (the Budget status loop lists each watched namespace)"
     kinds = ["workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
              "workflowschedules"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -30,7 +29,7 @@ from ..engine.journal import Record
 from ..engine.plan import Plan, PlanError, compile_plan
 from ..engine.run import Run
 from ..engine.values import Event
-from ..k8s.kube import ApiServer, Kube, KubeClient, KubeError, NotFound
+from ..k8s.kube import ApiServer, Kube, KubeClient, KubeError, NotFound, user_words
 from ..k8s.kube import Forbidden as KubeForbidden
 from ..models import ManifestError, Workflow
 from ..models.manifests import parse_resource
@@ -49,8 +48,6 @@ __all__ = ["ClusterRunSource", "UserKube", "status_views"]
 PLURAL = "workflows"
 POLL_SECONDS = 1.0
 _WHOAMI_TTL = 60.0
-# The API server's Status message in the error's text (which may cut it short: then up to the cut).
-_API_MESSAGE = re.compile(r'"message":\s*"((?:[^"\\]|\\.)*)')
 
 
 def _ref(ref: str) -> tuple[str, str]:
@@ -62,11 +59,7 @@ def _ref(ref: str) -> tuple[str, str]:
 
 def _kube_error(exc: KubeError, user: str, what: str) -> Exception:
     """The console's error for a refused or failed API call, in the API server's own words."""
-    said = _API_MESSAGE.search(str(exc))
-    if said:
-        words = said.group(1).replace('\\"', '"').rstrip("\\")
-    else:
-        words = str(exc).replace(" (check the operator's RBAC)", "")
+    words = user_words(exc)  # KubeClient keeps the Status message of the API server (k8s.kube.status_message)
     if isinstance(exc, KubeForbidden) or exc.status in (401, 403):
         if exc.status == 401:
             return Unauthorized(f"the API server does not accept your token ({words}): sign in again")

@@ -56,7 +56,9 @@ from the budget ledger (none, or unreachable: hard budgets fail closed, see
 
 Approvals (``services.approvals.stamp``), a mutating webhook (``approve-workflows.agentflow.dev``, CREATE
 and UPDATE of Workflows): a request that sets an approve/reject annotation is checked against the step's
-approvers with the requesting user's identity (admission ``userInfo``), refused when not allowed, and the
+approvers with the requesting user's identity (admission ``userInfo``), and RBAC is asked (a
+SubjectAccessReview) whether that user may ``approve`` ``workflows/approval`` in the namespace, since the
+annotation itself takes only ``patch``, which runners hold to cancel; refused when not allowed, and the
 annotation is rewritten to name that user and signed, so the reconciler knows who really decided.
 """
 
@@ -284,14 +286,20 @@ async def _check_credentials(body: Mapping[str, Any], namespace: str, memo: Any,
 
 
 def _approver(secret: bytes) -> Callable[..., Any]:
-    def stamp_approvals(body: kopf.Body, old: kopf.Body | None, userinfo: Mapping[str, Any],
-                        patch: kopf.Patch, subresource: str | None, **_: Any) -> None:
-        """Who decides is who asks: the annotation is rewritten to name the requesting user, and signed."""
+    async def stamp_approvals(body: kopf.Body, old: kopf.Body | None, userinfo: Mapping[str, Any],
+                              namespace: str | None, patch: kopf.Patch, subresource: str | None, memo: Any,
+                              **_: Any) -> None:
+        """Who decides is who asks, if RBAC lets them approve: the annotation is rewritten to name the
+        requesting user, and signed."""
         if subresource:
             return
+        username = str(userinfo.get("username") or "")
         try:
-            stamped = approvals.stamp(secret, body, old, str(userinfo.get("username") or ""),
-                                      [str(g) for g in userinfo.get("groups") or []])
+            if not approvals.requested(body, old):
+                return
+            name = str((body.get("metadata") or {}).get("name") or "")
+            await approvals.authorize(memo.driver.reconciler.kube, namespace or "", name, userinfo)
+            stamped = approvals.stamp(secret, body, old, username, [str(g) for g in userinfo.get("groups") or []])
         except approvals.ApprovalError as exc:
             raise kopf.AdmissionError(str(exc), code=FORBIDDEN) from None
         for key, value in stamped.items():

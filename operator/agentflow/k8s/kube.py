@@ -54,17 +54,38 @@ class Invalid(KubeError):
     retryable = False
 
 
+RBAC_HINT = " (check the operator's RBAC)"
+"""Appended to a 401/403: the operator's own calls are refused by its RBAC; :func:`user_words` drops it."""
+_STATUS_MESSAGE_CHARS = 1000
+
+
+def status_message(body: str) -> str:
+    """What the API server said: the ``message`` of its Status body (a webhook's refusal, RBAC's verdict in
+    full), else the start of the body."""
+    try:
+        said = json.loads(body).get("message") if body else None
+    except (ValueError, AttributeError):
+        said = None
+    return str(said)[:_STATUS_MESSAGE_CHARS] if said else body[:300]
+
+
+def user_words(exc: KubeError) -> str:
+    """An error as shown to a person acting with their own credentials (the CLI, the console): the API
+    server's words, without the hint meant for the operator's RBAC."""
+    return str(exc).removesuffix(RBAC_HINT)
+
+
 def _translate(exc: Exception, what: str) -> KubeError:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", "") or type(exc).__name__
     body = getattr(exc, "body", "") or ""
-    message = f"{what}: {status or ''} {reason} {body[:300]}".strip()
+    message = f"{what}: {status or ''} {reason}: {status_message(body)}".strip().removesuffix(":")
     if status == 404:
         return NotFound(message, status)
     if status == 409:
         return Conflict(message, status)
     if status in (401, 403):
-        return Forbidden(f"{message} (check the operator's RBAC)", status)
+        return Forbidden(f"{message}{RBAC_HINT}", status)
     if status in (400, 422):
         return Invalid(message, status)
     return KubeError(message, status)
@@ -79,6 +100,15 @@ class TokenReview:
     namespace: str = ""
     pod_name: str = ""
     pod_uid: str = ""
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccessDecision:
+    """What the API server's authorizers say of a SubjectAccessReview: allowed or not, and their words."""
+
+    allowed: bool
+    reason: str = ""
     error: str = ""
 
 
@@ -105,6 +135,7 @@ class Kube(Protocol):
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> bool: ...
     async def delete_secret(self, namespace: str, name: str) -> None: ...
     async def review_token(self, token: str, audiences: Sequence[str]) -> TokenReview: ...
+    async def review_access(self, review: Mapping[str, Any]) -> AccessDecision: ...
     def close(self) -> None: ...
 
 
@@ -396,3 +427,16 @@ class KubeClient:
 
         return TokenReview(bool(status.get("authenticated")), username, namespace, first("pod-name"),
                            first("pod-uid"), str(status.get("error", "")))
+
+    # -- authorization (agentflow.services.approvals: may this user approve, a custom RBAC verb)
+
+    async def review_access(self, review: Mapping[str, Any]) -> AccessDecision:
+        """Ask the API server's authorizers (RBAC) a SubjectAccessReview: may that user do that?"""
+        from kubernetes import client
+
+        api = client.AuthorizationV1Api(self.api_client)
+        result: Any = await self._call("create subjectaccessreview", api.create_subject_access_review, dict(review),
+                                       _preload_content=False)
+        status = json.loads(result.data).get("status") or {}
+        return AccessDecision(bool(status.get("allowed")) and not status.get("denied"),
+                              str(status.get("reason", "")), str(status.get("evaluationError", "")))

@@ -6,6 +6,10 @@
       decision_patch(node, approved, reason)                      agentflow.dev/approve|reject   (pure)
     cancel(kube, namespace, workflow)                             spec.cancel = true
       cancel_patch()                                                                              (pure)
+    requested(body, old)                                          the decisions a request sets        (pure)
+    authorize(kube, namespace, workflow, userinfo)                the admission webhook: may this user approve at all
+      access_review(namespace, workflow, userinfo)                  the SubjectAccessReview it asks   (pure)
+      refusal(username, namespace, workflow, decision)              the refusal's message             (pure)
     stamp(key, body, old, username, groups)                       the admission webhook: who decided  (pure)
     verified(key, uid, decision)                                  the reconciler: was it stamped      (pure)
 
@@ -35,13 +39,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..k8s import names
-from ..k8s.kube import Kube, KubeError, NotFound
+from ..k8s.kube import GROUP, AccessDecision, Kube, KubeError, NotFound
 from .errors import ApprovalError
 
-__all__ = ["ApprovalError", "KubeError", "approvers_of", "cancel", "cancel_patch", "check_decidable", "decide",
-           "decision_patch", "may_decide", "signature", "stamp", "verified"]
+__all__ = ["APPROVAL_SUBRESOURCE", "APPROVE_VERB", "AccessDecision", "ApprovalError", "KubeError", "access_review",
+           "approvers_of", "authorize", "cancel", "cancel_patch", "check_decidable", "decide", "decision_patch",
+           "may_decide", "refusal", "requested", "signature", "stamp", "verified"]
 
 PLURAL = "workflows"
+APPROVE_VERB = "approve"
+APPROVAL_SUBRESOURCE = "approval"
+"""``approve`` on ``workflows/approval``: what RBAC must grant whoever decides (there is no such endpoint)."""
 _STEP_OF = re.compile(r"(\[\d+\]|#\d+)$")
 FINISHED = ("Succeeded", "Failed", "Cancelled")
 
@@ -88,26 +96,80 @@ def may_decide(approvers: Sequence[str], username: str, groups: Sequence[str]) -
     return not approvers or any(a == username or a in groups for a in approvers)
 
 
+def requested(body: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[tuple[str, names.ApprovalAnnotation]]:
+    """The approve/reject annotations this request sets or changes, parsed; ApprovalError when one is malformed.
+
+    Annotations the request left as they were are not decisions of this request.
+    """
+    new = (body.get("metadata") or {}).get("annotations") or {}
+    before = ((old or {}).get("metadata") or {}).get("annotations") or {}
+    out = []
+    for annotation in (names.APPROVE_ANNOTATION, names.REJECT_ANNOTATION):
+        value = new.get(annotation)
+        if not value or value == before.get(annotation):
+            continue
+        try:
+            out.append((annotation, names.parse_decision(annotation, value)))
+        except ValueError as exc:
+            raise ApprovalError(str(exc)) from None
+    return out
+
+
+def access_review(namespace: str, workflow: str, userinfo: Mapping[str, Any]) -> dict[str, Any]:
+    """The SubjectAccessReview asking whether the admission request's user (``userInfo``: username, uid, groups,
+    extra) may ``approve`` ``workflows/approval`` of ``workflow`` in ``namespace``."""
+    attributes = {"namespace": namespace, "verb": APPROVE_VERB, "group": GROUP, "resource": PLURAL,
+                  "subresource": APPROVAL_SUBRESOURCE}
+    if workflow:
+        attributes["name"] = workflow
+    spec: dict[str, Any] = {"user": str(userinfo.get("username") or ""),
+                            "groups": [str(g) for g in userinfo.get("groups") or []],
+                            "resourceAttributes": attributes}
+    if userinfo.get("uid"):
+        spec["uid"] = str(userinfo["uid"])
+    extra = userinfo.get("extra") or {}
+    if extra:
+        spec["extra"] = {str(k): [str(v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in extra.items()}
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+
+
+def refusal(username: str, namespace: str, workflow: str, decision: AccessDecision) -> str | None:
+    """Why ``username`` may not decide steps of ``workflow`` (None: they may), and what grants it."""
+    if decision.allowed:
+        return None
+    said = "; ".join(w for w in (decision.reason, decision.error) if w)
+    return (f"{username or 'an anonymous user'} may not approve or reject steps of workflow {namespace}/{workflow}: "
+            f"RBAC does not grant the verb {APPROVE_VERB!r} on {PLURAL}/{APPROVAL_SUBRESOURCE} ({GROUP}) in "
+            f"namespace {namespace}{f' ({said})' if said else ''}. A cluster admin grants it with "
+            f"`kubectl create rolebinding NAME --clusterrole=agentflow-approver --user={username or 'USER'} "
+            f"-n {namespace}` (the chart's approver ClusterRole)")
+
+
+async def authorize(kube: Kube, namespace: str, workflow: str, userinfo: Mapping[str, Any]) -> None:
+    """ApprovalError unless RBAC lets the request's user approve steps of ``workflow``; an authorizer that
+    cannot answer refuses too (fail closed), saying so."""
+    try:
+        decision = await kube.review_access(access_review(namespace, workflow, userinfo))
+    except KubeError as exc:
+        raise ApprovalError(f"cannot check whether {userinfo.get('username')} may approve steps of workflow "
+                            f"{namespace}/{workflow}, so the decision is refused: {exc}") from None
+    message = refusal(str(userinfo.get("username") or ""), namespace, workflow, decision)
+    if message is not None:
+        raise ApprovalError(message)
+
+
 def stamp(secret: bytes, body: Mapping[str, Any], old: Mapping[str, Any] | None, username: str,
           groups: Sequence[str]) -> dict[str, str]:
     """The approve/reject annotations this request sets, rewritten to name ``username`` and signed.
 
     Raises ApprovalError (the webhook refuses the request with its message) when the user is not among the
     step's approvers or the value is malformed. Annotations the request did not change are left alone.
+    Whether RBAC lets the user decide at all is :func:`authorize`'s question, asked before.
     """
     meta = body.get("metadata") or {}
     uid = str(meta.get("uid") or "")
-    new = meta.get("annotations") or {}
-    before = ((old or {}).get("metadata") or {}).get("annotations") or {}
     out: dict[str, str] = {}
-    for annotation in (names.APPROVE_ANNOTATION, names.REJECT_ANNOTATION):
-        value = new.get(annotation)
-        if not value or value == before.get(annotation):
-            continue
-        try:
-            decision = names.parse_decision(annotation, value)
-        except ValueError as exc:
-            raise ApprovalError(str(exc)) from None
+    for annotation, decision in requested(body, old):
         # The approvers before this request: a request may not add its own user to them and decide at once.
         approvers = approvers_of((old or body).get("spec") or {}, decision.node)
         if not may_decide(approvers, username, groups):

@@ -422,6 +422,7 @@ async def test_an_agent_may_name_only_a_secret_that_opts_in_as_a_model_credentia
 
 
 async def test_kopf_stamps_an_approval_with_the_requesting_user_or_refuses_a_non_approver() -> None:
+    """RBAC's approve verb first (a SubjectAccessReview with the request's userInfo), then the step's approvers."""
     from kopf._cogs.configs.configuration import OperatorSettings
     from kopf._cogs.structs.ephemera import AnyMemo
     from kopf._cogs.structs.ids import HandlerId
@@ -444,18 +445,37 @@ async def test_kopf_stamps_an_approval_with_the_requesting_user_or_refuses_a_non
            "spec": {"steps": [{"name": "gate", "kind": "approval", "approval": {"approvers": ["release"]}}]}}
     new = copy.deepcopy(old)
     new["metadata"]["annotations"][names.APPROVE_ANNOTATION] = '{"node": "gate", "by": "release-bot"}'
+    kube = FakeKube()
+    kube.grant("release", NAMESPACE, "approve", "workflows/approval")
+    memo = kopf.Memo()
+    memo.driver = memo_with(kube).driver
 
-    async def answer(user: dict[str, Any]) -> dict[str, Any]:
+    async def answer(user: dict[str, Any], obj: dict[str, Any] = new) -> dict[str, Any]:
         request: dict[str, Any] = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "r2", "operation": "UPDATE", "userInfo": user, "object": new, "oldObject": old,
+            "uid": "r2", "operation": "UPDATE", "userInfo": user, "object": obj, "oldObject": old,
             "resource": {"group": "agentflow.dev", "version": "v1alpha1", "resource": "workflows"}}}
         response = await serve_admission_request(
             cast(Request, request), webhook=HandlerId("approve-workflows"), settings=OperatorSettings(),
-            memories=ResourceMemories(), memobase=AnyMemo(kopf.Memo()), registry=registry, insights=insights,
+            memories=ResourceMemories(), memobase=AnyMemo(memo), registry=registry, insights=insights,
             indices=indexers.indices)
         return dict(response["response"])
 
-    refused = await answer({"username": "system:serviceaccount:team-a:ci", "groups": ["system:serviceaccounts"]})
+    ci = {"username": "system:serviceaccount:team-a:ci", "uid": "u-ci", "groups": ["system:serviceaccounts"],
+          "extra": {"authentication.kubernetes.io/pod-name": ["ci-0"]}}
+    cancelled = copy.deepcopy(old)
+    cancelled["spec"]["cancel"] = True
+    assert (await answer(ci, cancelled))["allowed"] is True  # no decision in it: RBAC's patch was enough
+    assert kube.access_reviews == []  # and the API server was not asked
+    refused = await answer(ci)  # may patch the Workflow (the API server let the request through), not approve
+    assert refused["allowed"] is False and refused["status"]["code"] == 403
+    assert "RBAC does not grant the verb 'approve' on workflows/approval" in refused["status"]["message"]
+    assert kube.access_reviews[-1]["spec"] == {
+        "user": ci["username"], "uid": "u-ci", "groups": ci["groups"], "extra": ci["extra"],
+        "resourceAttributes": {"namespace": NAMESPACE, "verb": "approve", "group": "agentflow.dev",
+                               "resource": "workflows", "subresource": "approval", "name": "ship"}}
+
+    kube.grant(ci["username"], NAMESPACE, "approve", "workflows/approval")  # an approver, yet not this step's
+    refused = await answer(ci)
     assert refused["allowed"] is False and refused["status"]["code"] == 403
     assert "may not decide step gate" in refused["status"]["message"]
 

@@ -105,7 +105,7 @@ def test_someone_who_is_not_an_approver_is_refused_even_claiming_to_be_one() -> 
         approvals.stamp(KEY, body, None, "mallory", ["system:serviceaccounts:team-a"])
 
 
-def test_a_step_without_approvers_may_be_decided_by_anyone_who_may_patch() -> None:
+def test_a_step_without_approvers_may_be_decided_by_anyone_rbac_lets_approve() -> None:
     stamped = approvals.stamp(KEY, annotated(names.APPROVE_ANNOTATION, "open"), None, "system:serviceaccount:a:b", [])
     assert names.APPROVE_ANNOTATION in stamped
 
@@ -139,3 +139,69 @@ def test_a_request_cannot_add_its_user_to_the_approvers_and_decide_at_once() -> 
     after["spec"] = {"steps": [{"name": "gate", "kind": "approval", "approval": {"approvers": ["mallory"]}}]}
     with pytest.raises(approvals.ApprovalError, match="mallory may not decide"):
         approvals.stamp(KEY, after, before, "mallory", [])
+
+
+# -- who may approve at all: RBAC's custom verb, asked with a SubjectAccessReview
+
+ALICE = {"username": "alice", "uid": "u-1", "groups": ["runners", "system:authenticated"]}
+
+
+def test_requested_lists_only_the_decisions_a_request_sets_or_changes() -> None:
+    body = annotated(names.APPROVE_ANNOTATION, "gate")
+    body["metadata"]["annotations"][names.REJECT_ANNOTATION] = "open"
+    assert [(k, d.node) for k, d in approvals.requested(body, None)] == [
+        (names.APPROVE_ANNOTATION, "gate"), (names.REJECT_ANNOTATION, "open")]
+    assert approvals.requested(body, body) == []
+    assert approvals.requested({"metadata": {"annotations": {"other": "x"}}}, None) == []
+    with pytest.raises(approvals.ApprovalError, match="names no node"):
+        approvals.requested(annotated(names.APPROVE_ANNOTATION, "{}"), None)
+
+
+def test_the_access_review_asks_for_the_approve_verb_as_the_requesting_user() -> None:
+    userinfo = {**ALICE, "extra": {"scopes": ["a", "b"], "single": "x"}}
+    review = approvals.access_review("team-a", "ship", userinfo)
+    assert review == {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": "alice", "uid": "u-1", "groups": ["runners", "system:authenticated"],
+        "extra": {"scopes": ["a", "b"], "single": ["x"]},
+        "resourceAttributes": {"namespace": "team-a", "verb": "approve", "group": "agentflow.dev",
+                               "resource": "workflows", "subresource": "approval", "name": "ship"}}}
+    bare = approvals.access_review("team-a", "", {"username": "bob"})["spec"]
+    assert bare == {"user": "bob", "groups": [], "resourceAttributes": {
+        "namespace": "team-a", "verb": "approve", "group": "agentflow.dev", "resource": "workflows",
+        "subresource": "approval"}}
+
+
+def test_the_refusal_names_the_verb_the_namespace_and_the_role_that_grants_it() -> None:
+    assert approvals.refusal("alice", "team-a", "ship", approvals.AccessDecision(True)) is None
+    message = approvals.refusal("alice", "team-a", "ship", approvals.AccessDecision(False, "no RBAC rule"))
+    assert message is not None
+    assert "alice may not approve or reject steps of workflow team-a/ship" in message
+    assert "verb 'approve' on workflows/approval" in message and "(no RBAC rule)" in message
+    assert "--clusterrole=agentflow-approver --user=alice -n team-a" in message
+
+
+async def test_authorize_lets_a_granted_user_or_group_decide_and_refuses_the_rest() -> None:
+    kube = testing.FakeKube()
+    with pytest.raises(approvals.ApprovalError, match="alice may not approve"):
+        await approvals.authorize(kube, "team-a", "ship", ALICE)
+    kube.grant("approvers", "team-a", "approve", "workflows/approval")
+    with pytest.raises(approvals.ApprovalError, match="alice may not approve"):
+        await approvals.authorize(kube, "team-a", "ship", ALICE)
+    await approvals.authorize(kube, "team-a", "ship", {**ALICE, "groups": ["approvers"]})
+    kube.grant("alice", "team-b", "approve", "workflows/approval")  # another namespace's grant counts not here
+    with pytest.raises(approvals.ApprovalError):
+        await approvals.authorize(kube, "team-a", "ship", ALICE)
+    kube.grant("alice", "team-a", "patch", "workflows")  # patch (what cancels) is not approve
+    with pytest.raises(approvals.ApprovalError):
+        await approvals.authorize(kube, "team-a", "ship", ALICE)
+    kube.grant("alice", "team-a", "approve", "workflows/approval")
+    await approvals.authorize(kube, "team-a", "ship", ALICE)
+    assert len(kube.access_reviews) == 6
+
+
+async def test_an_authorizer_that_cannot_answer_refuses_the_decision() -> None:
+    kube = testing.FakeKube()
+    kube.grant("alice", "team-a", "approve", "workflows/approval")
+    kube.access_error = approvals.KubeError("create subjectaccessreview: cannot reach the API server")
+    with pytest.raises(approvals.ApprovalError, match=r"cannot check whether alice may approve.*refused.*cannot reach"):
+        await approvals.authorize(kube, "team-a", "ship", ALICE)
