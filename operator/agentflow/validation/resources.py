@@ -21,6 +21,7 @@ from agentflow.models import (
     Workflow,
     WorkflowSchedule,
     WorkflowTemplate,
+    WorkflowTrigger,
 )
 from agentflow.models.cron import CronError, parse_cron
 from agentflow.models.manifests import Resource
@@ -29,6 +30,7 @@ from agentflow.prompts.compose import composition_findings
 from .findings import CEL_NAMES, Finding, PathParts, known_names, strings_in
 from .schemas import schema_and_instances
 from .templates import resolve_workflow, template_input_findings
+from .triggers import trigger_findings
 from .values import json_value_findings
 from .workflow import check_workflow
 
@@ -186,6 +188,8 @@ def check_resource(resource: Resource, catalog: Catalog | None = None) -> list[F
         return check_workflow(resource.spec, catalog)
     if isinstance(resource, WorkflowSchedule):
         return _check_schedule(resource, catalog)
+    if isinstance(resource, WorkflowTrigger):
+        return trigger_findings(resource, catalog)
     if isinstance(resource, PromptVersion):
         return _check_prompt(resource, catalog)
     if isinstance(resource, ToolPolicy):
