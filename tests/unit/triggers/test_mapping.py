@@ -127,10 +127,11 @@ def test_the_model_refuses_long_names_and_a_missing_scheme() -> None:
     with pytest.raises(ManifestError, match="at most 46 characters"):
         parse_resource({"apiVersion": "agentflow.dev/v1alpha1", "kind": "WorkflowTrigger",
                         "metadata": {"name": "t" * 47},
-                        "spec": {"workflowTemplateRef": {"name": "x"}, "auth": {"bearer": {"secretRef": {"name": "s"}}}}})
+                        "spec": {"workflowTemplateRef": {"name": "x"},
+                                 "auth": {"bearer": {"secretRef": {"name": "s"}}}}})
     with pytest.raises(ManifestError, match="exactly one of hmac, slack, bearer"):
-        parse_resource({"apiVersion": "agentflow.dev/v1alpha1", "kind": "WorkflowTrigger", "metadata": {"name": "t"},
-                        "spec": {"workflowTemplateRef": {"name": "x"}, "auth": {}}})
+        parse_resource({"apiVersion": "agentflow.dev/v1alpha1", "kind": "WorkflowTrigger",
+                        "metadata": {"name": "t"}, "spec": {"workflowTemplateRef": {"name": "x"}, "auth": {}}})
 
 
 def test_a_delivery_always_gets_the_same_workflow_name_and_body() -> None:
