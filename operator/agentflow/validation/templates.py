@@ -16,7 +16,8 @@ from agentflow.models import Workflow, WorkflowSpec, WorkflowTemplate
 from .findings import Finding, known_names
 from .schemas import schema_and_instances
 
-__all__ = ["declared_inputs", "resolve_spec", "resolve_workflow", "template_input_findings", "unknown_input_findings"]
+__all__ = ["declared_inputs", "resolve_spec", "resolve_workflow", "template_input_findings", "unknown_input_findings",
+           "unknown_template"]
 
 _RUN_CONTROLS = ("cancel", "suspend", "budget_ref", "parallelism", "timeout_seconds", "pod_cleanup")
 """What a Workflow made from a template may set besides its inputs (overriding the template's)."""
@@ -60,6 +61,12 @@ def unknown_input_findings(template: WorkflowTemplate, names: Iterable[str],
                            f"{declared}") for key in sorted(set(names) - known)]
 
 
+def unknown_template(name: str, templates: Mapping[str, WorkflowTemplate]) -> Finding:
+    """The finding of a ``spec.workflowTemplateRef`` (of a Workflow, schedule or trigger) naming no template."""
+    return (["spec", "workflowTemplateRef", "name"],
+            f"unknown WorkflowTemplate {name!r}; {known_names(templates, 'WorkflowTemplates')}")
+
+
 def resolve_spec(spec: WorkflowSpec, template: WorkflowTemplate) -> WorkflowSpec:
     """The template's spec with the Workflow's inputs over its defaults and the Workflow's run controls."""
     update: dict[str, Any] = {"inputs": {**template.spec.inputs, **spec.inputs}}
@@ -77,8 +84,7 @@ def resolve_workflow(workflow: Workflow, templates: Mapping[str, WorkflowTemplat
         return workflow, []
     template = templates.get(ref.name)
     if template is None:
-        known = known_names(templates, "WorkflowTemplates")
-        return None, [(["spec", "workflowTemplateRef", "name"], f"unknown WorkflowTemplate {ref.name!r}; {known}")]
+        return None, [unknown_template(ref.name, templates)]
     findings = template_input_findings(template, workflow.spec.inputs)
     if findings:
         return None, findings

@@ -21,8 +21,8 @@ from agentflow.engine.expressions import Expression, ExpressionError, compile_ex
 from agentflow.models import Catalog, WorkflowTrigger, WorkflowTriggerSpec
 from agentflow.models.trigger import DEFAULT_DELIVERY_HEADERS
 
-from .findings import CEL_NAMES, Finding, PathParts, known_names
-from .templates import unknown_input_findings
+from .findings import CEL_NAMES, Finding, PathParts
+from .templates import unknown_input_findings, unknown_template
 from .values import json_value_findings
 
 __all__ = ["TRIGGER_ROOTS", "CompiledTrigger", "Delivery", "MappingError", "TriggerSpecError", "compile_trigger",
@@ -164,9 +164,7 @@ def trigger_findings(trigger: WorkflowTrigger, catalog: Catalog | None) -> list[
     if catalog is not None:
         template = catalog.templates.get(spec.workflow_template_ref.name)
         if template is None:
-            known = known_names(catalog.templates, "WorkflowTemplates")
-            findings.append((["spec", "workflowTemplateRef", "name"],
-                             f"unknown WorkflowTemplate {spec.workflow_template_ref.name!r}; {known}"))
+            findings.append(unknown_template(spec.workflow_template_ref.name, catalog.templates))
         else:
             findings.extend(unknown_input_findings(template, spec.inputs))
     return findings
