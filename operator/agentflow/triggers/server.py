@@ -32,6 +32,7 @@ import asyncio
 import collections
 import fnmatch
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -58,6 +59,8 @@ RETRY_AFTER_SECONDS = 5
 TRIGGERS, WORKFLOWS, TEMPLATES = "workflowtriggers", "workflows", "workflowtemplates"
 NOT_AUTHENTICATED = "not authenticated: sign the body with the trigger's key (see its spec.auth)"
 Clock = Callable[[], float]
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class _ApiError(Exception):
@@ -242,17 +245,21 @@ class TriggerServer:
     async def _trigger(self, namespace: str, name: str) -> WorkflowTrigger:
         """The trigger, or the 401 every other failure to authenticate gets (it may not exist; it may be in a
         namespace this operator does not serve, or be invalid: the log says which)."""
+        if not (_NAMESPACE.fullmatch(namespace) and _NAME.fullmatch(name)):
+            log.info("trigger %r/%r: refused: not a namespace and a resource name", namespace[:80], name[:80])
+            raise _unauthenticated()
         if not self._served(namespace):
             log.info("trigger %s/%s: refused: the operator does not watch namespace %s", namespace, name, namespace)
             raise _unauthenticated()
         try:
             body = await self._cache.get(("t", namespace, name),
                                          lambda: self._kube.get_resource(TRIGGERS, namespace, name))
-        except NotFound:
-            log.info("trigger %s/%s: refused: no such WorkflowTrigger", namespace, name)
-            raise _unauthenticated() from None
         except KubeError as exc:
-            raise self._unavailable(exc) from None
+            if exc.retryable:
+                raise self._unavailable(exc) from None
+            log.info("trigger %s/%s: refused: %s", namespace, name,
+                     "no such WorkflowTrigger" if isinstance(exc, NotFound) else exc)  # RBAC: not served here
+            raise _unauthenticated() from None
         try:
             trigger = parse_resource(body)
         except ManifestError as exc:

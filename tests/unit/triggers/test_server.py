@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
-from agentflow.k8s.kube import KubeError
+from agentflow.k8s.kube import Forbidden, KubeError
 from agentflow.k8s.trigger import workflow_name
 from agentflow.testing import FakeKube
 from agentflow.triggers.auth import sign_hmac, sign_slack
@@ -115,7 +115,7 @@ async def test_a_replay_after_an_operator_restart_starts_nothing(served: Any) ->
 
 @pytest.mark.parametrize("case", ["bad signature", "other key", "no signature", "unknown trigger",
                                   "unknown namespace", "no secret", "unlabelled secret", "no key in secret",
-                                  "invalid trigger"])
+                                  "invalid trigger", "not a name", "forbidden"])
 async def test_every_failure_to_authenticate_looks_the_same(served: Any, case: str) -> None:
     kube, url, _ = served
     raw, headers = signed(ISSUE)
@@ -138,6 +138,13 @@ async def test_every_failure_to_authenticate_looks_the_same(served: Any, case: s
         kube.add_secret(secret(token=KEY))
     elif case == "invalid trigger":
         kube.resources[("workflowtriggers", "team", "issues")]["spec"]["auth"] = {}
+    elif case == "not a name":
+        path = "/v1/triggers/Team/issues%2F..%2Fx"
+    elif case == "forbidden":  # RBAC: a namespace the operator's Role does not cover
+        async def refused(*args: Any) -> Any:
+            raise Forbidden("get workflowtriggers/issues: 403 (check the operator's RBAC)", 403)
+
+        kube.get_resource = refused
     status, answer = await post(url, raw, headers, path)
     assert (status, answer) == (401, {"error": NOT_AUTHENTICATED})
     assert workflows(kube) == []
