@@ -136,6 +136,8 @@ class TriggerServer:
         self._max_body = max_body_bytes
         self._slots = asyncio.Semaphore(max_in_flight)
         self._cache = _Cache(cache_seconds, time.monotonic)
+        self._reported: dict[tuple[str, str], str] = {}
+        """The configuration problem last written on each trigger's status."""
         self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
         self.app.router.add_get("/healthz", self._healthz)
@@ -285,9 +287,15 @@ class TriggerServer:
         if problem is not None:
             where = f"spec.auth: {problem}"
             log.warning("trigger %s/%s: refused: %s", namespace, trigger.metadata.name, where)
-            if (trigger.status is None or trigger.status.message != where):  # written once, not per request
+            key = (namespace, trigger.metadata.name)
+            shown = trigger.status.message if trigger.status is not None else None
+            if where not in (shown, self._reported.get(key)):  # written once, not per request (the body may be
+                self._reported[key] = where                     # a cached one, its status not yet updated)
+                while len(self._reported) > 1024:
+                    self._reported.pop(next(iter(self._reported)))
                 await self._patch_status(namespace, trigger.metadata.name, {"message": where})
             raise _unauthenticated()
+        self._reported.pop((namespace, trigger.metadata.name), None)
         return str(secret["data"][ref.key]).strip().encode("utf-8")
 
     async def _template(self, namespace: str, trigger: WorkflowTrigger) -> WorkflowTemplate:

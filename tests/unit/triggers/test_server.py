@@ -150,14 +150,26 @@ async def test_every_failure_to_authenticate_looks_the_same(served: Any, case: s
     assert workflows(kube) == []
 
 
-async def test_a_secret_problem_goes_on_the_triggers_status_once(served: Any) -> None:
-    kube, url, _ = served
+@pytest.mark.parametrize("cache_seconds", [0, 60])
+async def test_a_secret_problem_goes_on_the_triggers_status_once(cache_seconds: float) -> None:
+    kube = cluster()
+    server = TriggerServer(kube, clock=lambda: NOW, cache_seconds=cache_seconds)
+    await server.start("127.0.0.1", 0)
+    try:
+        await secret_problem_once(kube, f"http://127.0.0.1:{server.port}", cache_seconds)
+    finally:
+        await server.stop()
+
+
+async def secret_problem_once(kube: FakeKube, url: str, cache_seconds: float) -> None:
     kube.add_secret(secret(labelled=False))
     for _ in range(3):
         assert (await post(url, *signed(ISSUE)))[0] == 401
     message = kube.resources[("workflowtriggers", "team", "issues")]["status"]["message"]
     assert message.startswith("spec.auth: Secret team/gh is not a trigger key: it lacks the label")
     assert kube.statuses == [{"message": message}]  # not a write per unauthenticated request
+    if cache_seconds:
+        return  # the Secret is remembered for a while: a fixed one counts after cache_seconds
     kube.add_secret(secret())
     assert (await post(url, *signed(ISSUE)))[0] == 201
     assert kube.resources[("workflowtriggers", "team", "issues")]["status"]["message"] is None
