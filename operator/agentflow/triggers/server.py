@@ -209,10 +209,9 @@ class TriggerServer:
         template = await self._template(namespace, trigger)
         findings = template_input_findings(template, delivery.inputs, ("inputs",))
         if findings:
-            path, message = findings[0]
-            where = ".".join(str(p) for p in path)
-            await self._status(namespace, trigger, delivery.id, "Refused", message=f"{where}: {message}")
-            raise _ApiError(422, f"{where}: {message}")
+            text = "; ".join(f"{'.'.join(str(p) for p in path)}: {message}" for path, message in findings)
+            await self._status(namespace, trigger, delivery.id, "Refused", message=text)
+            raise _ApiError(422, text)
         body = workflow_body(trigger, delivery.id, delivery.inputs, namespace)
         workflow = body["metadata"]["name"]
         created = await self._api(self._kube.create_resource(WORKFLOWS, namespace, body), "create the Workflow")

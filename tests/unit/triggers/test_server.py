@@ -338,3 +338,11 @@ async def test_unknown_names_are_cached_briefly() -> None:
     finally:
         await server.stop()
     assert reads == ["nope"]
+
+
+async def test_every_input_the_schema_refuses_is_named(served: Any) -> None:
+    kube, url, _ = served
+    status, answer = await post(url, *signed({"action": "opened", "issue": {"number": "7", "title": "t" * 41}}))
+    assert status == 422 and "inputs.number: " in answer["error"] and "inputs.title: " in answer["error"]
+    last = kube.resources[("workflowtriggers", "team", "issues")]["status"]["lastDelivery"]
+    assert last["outcome"] == "Refused" and last["message"] == answer["error"]
