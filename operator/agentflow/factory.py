@@ -9,6 +9,7 @@ Entry points (``agentflow operator``, ``agentflow gateway``) read their flags in
                                 policy, cache, router, metrics, the audit chain): built on first use, then shared
     factory.gateway_server()    the OpenAI-compatible server over it, authenticating attempt tokens
     factory.callback_server()   the server step pods fetch attempts from and post results to
+    factory.trigger_server()    with a cluster: the server WorkflowTriggers' deliveries are posted to
     factory.reconciler(config)  the Workflow reconciler (its journal appends metered when given the Metrics)
     factory.event_publisher()   with ``events`` (``--nats-url``): the publisher draining the outbox to NATS
                                 JetStream, poked by every journal append that wrote the outbox
@@ -26,7 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +61,7 @@ from .services.quality import QualityMetrics, QualityWatch
 from .services.reconcile import DEFAULT_MAX_PARALLEL, WorkflowReconciler
 from .storage.database import Database
 from .telemetry import TraceSettings, Tracing
+from .triggers.server import TriggerServer
 
 __all__ = ["ConfigError", "Factory", "GatewaySettings", "add_gateway_arguments", "add_trace_arguments",
            "gateway_settings", "trace_settings"]
@@ -285,6 +287,12 @@ class Factory:
 
     def callback_server(self, on_result: Callable[[Any], Any] | None = None) -> CallbackServer:
         return CallbackServer(self.db.store, self.authenticator(), on_result=on_result, audit=self.db.audit)
+
+    def trigger_server(self, namespaces: Sequence[str] = ()) -> TriggerServer:
+        """The server starting runs of WorkflowTriggers, in ``namespaces`` (names or globs; empty: all)."""
+        if self.kube is None:
+            raise ConfigError("the trigger server needs a Kubernetes client")
+        return TriggerServer(self.kube, namespaces=namespaces)
 
     def reconciler(self, pod_config: PodConfig, metrics: Metrics | None = None, *,
                    network: NetworkConfig | None = None, signing_key: bytes | None = None,

@@ -202,7 +202,7 @@ def _rules(objects: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str] 
 def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
     grants = _rules(render(helm))
     kinds = ["workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
-             "workflowschedules"]
+             "workflowschedules", "workflowtriggers"]
     webhooks = ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
     expected = {
         **{("agentflow.dev", k, "*"): {"get", "list", "watch", "patch"} for k in kinds},
@@ -686,6 +686,29 @@ def test_credential_secret_check_adds_secrets_get_only_when_on(helm: tuple[str, 
     assert "--webhook-check-secrets" not in _container(off, RELEASE)["args"] and secrets(_rules(off)) is None
 
 
+def test_triggers_are_off_by_default_and_on_add_the_flag_the_port_and_secrets_get(helm: tuple[str, Path]) -> None:
+    """Off: no --trigger-listen, no port, no Secrets. On: the flag the operator parses, a container and a
+    Service port named triggers, and get on Secrets where the namespaced rules are (each watched namespace's
+    Role when there are some, never cluster-wide then)."""
+    default = render(helm)
+    assert _operator_args(_container(default, RELEASE)).trigger_listen == ""
+    assert "triggers" not in [p["name"] for p in default[("Service", RELEASE)]["spec"]["ports"]]
+    assert _rules(default).get(("", "secrets", "*")) is None
+
+    on = render(helm, "--set", "triggers.enabled=true", "--set", "triggers.port=8093")
+    container = _container(on, RELEASE)
+    assert _operator_args(container).trigger_listen == "0.0.0.0:8093"
+    assert {"name": "triggers", "containerPort": 8093, "protocol": "TCP"} in container["ports"]
+    assert {"name": "triggers", "port": 8093, "targetPort": "triggers", "protocol": "TCP"} in \
+        on[("Service", RELEASE)]["spec"]["ports"]
+    assert _rules(on).keys() - _rules(default).keys() == {("", "secrets", "*")}
+    assert _rules(on)[("", "secrets", "*")] == {"get"}
+
+    scoped = render(helm, "--set", "triggers.enabled=true", "--set", "watchNamespaces={team-a}")
+    assert _rules(scoped).get(("", "secrets", "*")) is None
+    assert _rules(scoped, ("Role", f"{RELEASE}@team-a"))[("", "secrets", "*")] == {"get"}
+
+
 def test_model_endpoints_are_a_config_map_both_read(helm: tuple[str, Path]) -> None:
     from agentflow.commands.gateway import build_parser as gateway_parser
     from agentflow.gateway.endpoints import EndpointPolicy
@@ -761,7 +784,7 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
         ("authorization.k8s.io", "subjectaccessreviews", "*"): {"create"},
     }, "cluster-wide: only what is cluster-scoped (the Budget status loop lists each watched namespace)"
     kinds = ["workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
-             "workflowschedules"]
+             "workflowschedules", "workflowtriggers"]
     for ns in ("team-a", "team-b"):
         role = _rules(objects, ("Role", f"{RELEASE}@{ns}"))
         assert role == {

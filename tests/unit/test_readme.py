@@ -100,3 +100,46 @@ def test_the_out_of_cluster_operator_command_has_what_it_needs() -> None:
     assert args.gateway_listen and gateway_url(args) == "http://address:8082"
     assert args.webhook_host == "ADDRESS" and args.webhook_listen
     assert args.signing_key_file == "signing.key"
+
+
+async def test_the_trigger_curl_example_works_as_written() -> None:
+    """The README's signed delivery, run by bash with openssl and curl against the trigger server (FakeKube holds
+    the example's template and trigger in team-a and the labelled Secret): 201 and a run, then the same command
+    again: 200, duplicate, still one run."""
+    import asyncio
+    import json
+    import shutil
+
+    from agentflow.loader import load_documents
+    from agentflow.testing import FakeKube
+    from agentflow.triggers.server import TriggerServer
+
+    if not (shutil.which("curl") and shutil.which("openssl") and shutil.which("bash")):
+        pytest.skip("needs bash, curl and openssl")
+    start = README.index("A delivery, signed as GitHub signs one")
+    body = README[README.index("```sh\n", start) + len("```sh\n"):]
+    script = body[:body.index("```")]
+    kube = FakeKube(secrets=[{"metadata": {"name": "digest-webhook", "namespace": "team-a",
+                                           "labels": {"agentflow.dev/trigger": "true"}},
+                              "stringData": {"secret": "it's a secret"}}])
+    for doc in load_documents([ROOT / "examples" / "manifests" / "scheduled-digest.yaml"]):
+        if doc.body["kind"] in ("WorkflowTemplate", "WorkflowTrigger"):
+            kube.add_resource({**doc.body, "metadata": {**doc.body["metadata"], "namespace": "team-a"}})
+    server = TriggerServer(kube)
+    await server.start("127.0.0.1", 0)
+    env = {"PATH": "/usr/bin:/bin", "KEY": "it's a secret", "TRIGGERS": f"http://127.0.0.1:{server.port}"}
+    answers = []
+    try:
+        for _ in range(2):
+            proc = await asyncio.create_subprocess_exec("bash", "-euo", "pipefail", "-c", script, env=env,
+                                                        stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.PIPE)
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            answers.append(json.loads(out))
+    finally:
+        await server.stop()
+    assert answers[0]["started"] is True and answers[0]["workflow"].startswith("digest-on-release-"), answers
+    assert answers[1]["duplicate"] is True and answers[1]["workflow"] == answers[0]["workflow"], answers
+    [run] = [o for (plural, _, _), o in kube.resources.items() if plural == "workflows"]
+    assert run["spec"]["inputs"] == {"topic": "release v1.4.0"}

@@ -4,7 +4,8 @@ Everything is built at startup from flags and environment and closed at
 cleanup: the Kubernetes client, the PostgreSQL pool, the callback server the
 step pods talk to, the metrics endpoint and, with --nats-url, the events
 publisher (a task draining the outbox to NATS JetStream: it never holds up
-startup or a run when NATS is away).
+startup or a run when NATS is away) and, with --trigger-listen, the endpoint
+WorkflowTriggers' deliveries are posted to.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-url", default=env("AGENTFLOW_GATEWAY_URL"),
                    help="URL step pods reach the gateway at (default: the --callback-url host, the "
                         "--gateway-listen port)")
+    p.add_argument("--trigger-listen", default=env("AGENTFLOW_TRIGGER_LISTEN", ""),
+                   help="address the WorkflowTrigger endpoint listens on, e.g. 0.0.0.0:8083: POST "
+                        "/v1/triggers/NAMESPACE/NAME starts a run per authenticated delivery (default '': off)")
     add_gateway_arguments(p, os.environ)
     add_events_arguments(p, os.environ)
     p.add_argument("--step-env", action="append", default=[], metavar="KEY=VALUE",
@@ -279,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         traces = trace_settings(args, os.environ, "agentflow-operator")
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"agentflow operator: {exc}") from None
+    if args.trigger_listen and not args.trigger_listen.rpartition(":")[2].isdigit():
+        raise SystemExit(f"agentflow operator: --trigger-listen {args.trigger_listen!r}: expected HOST:PORT")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     step_traces = step_otlp_endpoint(args, traces)
     pod_config = _config(args, trace=traces.enabled, otlp_endpoint=step_traces)
@@ -347,6 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             memo.gateway = factory.gateway_server()
             host, _, port = args.gateway_listen.rpartition(":")
             await memo.gateway.start(host.strip("[]") or "0.0.0.0", int(port))
+        if args.trigger_listen:
+            memo.triggers = factory.trigger_server(args.namespace)
+            host, _, port = args.trigger_listen.rpartition(":")
+            await memo.triggers.start(host.strip("[]") or "0.0.0.0", int(port))
+            log.info("serving WorkflowTriggers on %s", args.trigger_listen)
         start_http_server(args.metrics_port, registry=metrics.registry)
         if traces.enabled:
             log.info("exporting traces over OTLP/HTTP to %s", traces.endpoint)
@@ -356,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def cleanup(memo: Memo, **_: Any) -> None:
         await handlers.stop_budget_sync(memo)
         await stop_events(memo)
+        if memo.triggers is not None:
+            await memo.triggers.stop()
         if memo.gateway is not None:
             await memo.gateway.stop()
         if memo.callback is not None:

@@ -13,6 +13,7 @@ from ..factory import Factory
 from ..gateway.server import GatewayServer
 from ..services.budgets import BudgetStatusSync
 from ..services.driver import WorkflowDriver
+from ..triggers.server import TriggerServer
 
 
 class Memo(kopf.Memo):
@@ -22,6 +23,7 @@ class Memo(kopf.Memo):
     driver: WorkflowDriver
     callback: CallbackServer | None
     gateway: GatewayServer | None
+    triggers: TriggerServer | None
     budget_sync: BudgetStatusSync | None
     budget_sync_task: asyncio.Task[None] | None
     budget_sync_stopped: asyncio.Event
@@ -42,6 +44,7 @@ def new_memo() -> Memo:
     memo.factory = None
     memo.callback = None
     memo.gateway = None
+    memo.triggers = None
     memo.budget_sync = None
     memo.budget_sync_task = None
     memo.events_task = None

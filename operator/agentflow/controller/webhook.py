@@ -87,7 +87,7 @@ from .handlers import GROUP, KINDS, VERSION, catalog_for
 
 __all__ = ["PLURALS", "ReferencePolicy", "Verdict", "admission_message", "register_admission", "review"]
 
-PLURALS = ("workflows", *KINDS, "workflowschedules")
+PLURALS = ("workflows", *KINDS, "workflowschedules", "workflowtriggers")
 """The resources the webhook validates (all of group agentflow.dev, version v1alpha1)."""
 
 ReferencePolicy = Literal["warn", "reject"]

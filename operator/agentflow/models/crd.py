@@ -50,6 +50,7 @@ from .budget import Budget
 from .prompt import PromptVersion
 from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
+from .trigger import WorkflowTrigger
 from .workflow import Workflow
 
 CATEGORY = "agentflow"
@@ -202,6 +203,18 @@ KINDS: tuple[Kind, ...] = (
             Column("Suspend", ".spec.suspend", "boolean"),
             Column("Last", ".status.lastScheduleTime", description="Last slot a run was started for."),
             Column("Next", ".status.nextScheduleTime", description="Next slot."),
+            AGE,
+        ),
+    ),
+    Kind(
+        WorkflowTrigger,
+        "workflowtriggers",
+        ("afwtr",),
+        (
+            Column("Template", ".spec.workflowTemplateRef.name", description="The WorkflowTemplate it starts."),
+            Column("Suspend", ".spec.suspend", "boolean"),
+            Column("Last", ".status.lastDelivery.outcome", description="What the last delivery did."),
+            Column("Workflow", ".status.lastDelivery.workflow", description="The run of the last delivery."),
             AGE,
         ),
     ),

@@ -21,9 +21,11 @@ from .budget import Budget
 from .prompt import PromptVersion
 from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
+from .trigger import WorkflowTrigger
 from .workflow import Workflow
 
-Resource: TypeAlias = Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
+Resource: TypeAlias = (Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
+                       | WorkflowTrigger)
 
 KINDS: dict[str, type[Model]] = {
     "Workflow": Workflow,
@@ -33,6 +35,7 @@ KINDS: dict[str, type[Model]] = {
     "ToolPolicy": ToolPolicy,
     "WorkflowTemplate": WorkflowTemplate,
     "WorkflowSchedule": WorkflowSchedule,
+    "WorkflowTrigger": WorkflowTrigger,
 }
 
 PathPart = str | int

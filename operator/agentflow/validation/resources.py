@@ -21,6 +21,7 @@ from agentflow.models import (
     Workflow,
     WorkflowSchedule,
     WorkflowTemplate,
+    WorkflowTrigger,
 )
 from agentflow.models.cron import CronError, parse_cron
 from agentflow.models.manifests import Resource
@@ -28,7 +29,8 @@ from agentflow.prompts.compose import composition_findings
 
 from .findings import CEL_NAMES, Finding, PathParts, known_names, strings_in
 from .schemas import schema_and_instances
-from .templates import resolve_workflow, template_input_findings
+from .templates import resolve_workflow, template_input_findings, unknown_template
+from .triggers import trigger_findings
 from .values import json_value_findings
 from .workflow import check_workflow
 
@@ -168,9 +170,7 @@ def _check_schedule(schedule: WorkflowSchedule, catalog: Catalog | None) -> list
     if catalog is not None:
         template = catalog.templates.get(spec.workflow_template_ref.name)
         if template is None:
-            known = known_names(catalog.templates, "WorkflowTemplates")
-            findings.append((["spec", "workflowTemplateRef", "name"],
-                             f"unknown WorkflowTemplate {spec.workflow_template_ref.name!r}; {known}"))
+            findings.append(unknown_template(spec.workflow_template_ref.name, catalog.templates))
         else:
             findings.extend(template_input_findings(template, spec.inputs))
     return findings
@@ -186,6 +186,8 @@ def check_resource(resource: Resource, catalog: Catalog | None = None) -> list[F
         return check_workflow(resource.spec, catalog)
     if isinstance(resource, WorkflowSchedule):
         return _check_schedule(resource, catalog)
+    if isinstance(resource, WorkflowTrigger):
+        return trigger_findings(resource, catalog)
     if isinstance(resource, PromptVersion):
         return _check_prompt(resource, catalog)
     if isinstance(resource, ToolPolicy):

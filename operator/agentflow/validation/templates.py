@@ -8,7 +8,7 @@ template is given, never fetched. Its findings name the Workflow's fields (``spe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agentflow.models import Workflow, WorkflowSpec, WorkflowTemplate
@@ -16,13 +16,16 @@ from agentflow.models import Workflow, WorkflowSpec, WorkflowTemplate
 from .findings import Finding, known_names
 from .schemas import schema_and_instances
 
-__all__ = ["resolve_spec", "resolve_workflow", "template_input_findings"]
+__all__ = ["declared_inputs", "resolve_spec", "resolve_workflow", "template_input_findings", "unknown_input_findings",
+           "unknown_template"]
 
 _RUN_CONTROLS = ("cancel", "suspend", "budget_ref", "parallelism", "timeout_seconds", "pod_cleanup")
 """What a Workflow made from a template may set besides its inputs (overriding the template's)."""
 
 
-def _declared(spec: WorkflowSpec) -> tuple[set[str], bool]:
+def declared_inputs(spec: WorkflowSpec) -> tuple[set[str], bool]:
+    """The input names a template declares (its defaults and inputSchema's properties), and whether its schema
+    takes others (additionalProperties not false)."""
     known = set(spec.inputs)
     schema = spec.input_schema or {}
     properties = schema.get("properties")
@@ -35,13 +38,7 @@ def template_input_findings(template: WorkflowTemplate, inputs: Mapping[str, Any
                             path: tuple[str, ...] = ("spec", "inputs")) -> list[Finding]:
     """Why these inputs do not fit the template: names it does not declare, and its inputSchema (over the
     template's defaults with the inputs on top)."""
-    findings: list[Finding] = []
-    known, open_schema = _declared(template.spec)
-    if not open_schema:
-        names = ", ".join(sorted(known)) or "none"
-        for key in sorted(set(inputs) - known):
-            findings.append(([*path, key], f"WorkflowTemplate {template.metadata.name!r} has no input {key!r}; "
-                                           f"it declares: {names}"))
+    findings = unknown_input_findings(template, inputs, path)
     merged = {**template.spec.inputs, **inputs}
     if template.spec.input_schema is not None:
         where = f"WorkflowTemplate {template.metadata.name!r} spec.inputSchema"
@@ -51,6 +48,23 @@ def template_input_findings(template: WorkflowTemplate, inputs: Mapping[str, Any
             else:
                 findings.append((fpath, f"{message} ({where})"))
     return findings
+
+
+def unknown_input_findings(template: WorkflowTemplate, names: Iterable[str],
+                           path: tuple[str, ...] = ("spec", "inputs")) -> list[Finding]:
+    """Input names the template does not declare (none when its inputSchema takes any)."""
+    known, open_schema = declared_inputs(template.spec)
+    if open_schema:
+        return []
+    declared = ", ".join(sorted(known)) or "none"
+    return [([*path, key], f"WorkflowTemplate {template.metadata.name!r} has no input {key!r}; it declares: "
+                           f"{declared}") for key in sorted(set(names) - known)]
+
+
+def unknown_template(name: str, templates: Mapping[str, WorkflowTemplate]) -> Finding:
+    """The finding of a ``spec.workflowTemplateRef`` (of a Workflow, schedule or trigger) naming no template."""
+    return (["spec", "workflowTemplateRef", "name"],
+            f"unknown WorkflowTemplate {name!r}; {known_names(templates, 'WorkflowTemplates')}")
 
 
 def resolve_spec(spec: WorkflowSpec, template: WorkflowTemplate) -> WorkflowSpec:
@@ -70,8 +84,7 @@ def resolve_workflow(workflow: Workflow, templates: Mapping[str, WorkflowTemplat
         return workflow, []
     template = templates.get(ref.name)
     if template is None:
-        known = known_names(templates, "WorkflowTemplates")
-        return None, [(["spec", "workflowTemplateRef", "name"], f"unknown WorkflowTemplate {ref.name!r}; {known}")]
+        return None, [unknown_template(ref.name, templates)]
     findings = template_input_findings(template, workflow.spec.inputs)
     if findings:
         return None, findings

@@ -1,0 +1,174 @@
+"""WorkflowTrigger: an HTTP endpoint that starts a run of a WorkflowTemplate for each authenticated delivery.
+
+The operator serves every trigger at ``POST /v1/triggers/NAMESPACE/NAME`` on its trigger port
+(``--trigger-listen``, off by default; :mod:`agentflow.triggers.server`). A delivery is authenticated with a key
+kept in a Secret of the trigger's own namespace (one of three schemes, exactly one per trigger)::
+
+    auth.hmac     GitHub style: HEADER = PREFIX + hex(HMAC(key, body)), e.g. X-Hub-Signature-256: sha256=...
+    auth.slack    Slack style (signing secret v0): X-Slack-Signature = v0= + hex(HMAC-SHA256(key,
+                  "v0:" + X-Slack-Request-Timestamp + ":" + body)), the timestamp within maxSkewSeconds of now
+    auth.bearer   Authorization: Bearer KEY
+
+then mapped to the run's inputs with CEL over ``body`` (the parsed JSON, or the fields of a form-encoded body) and
+``headers`` (names lower-cased). The run's Workflow is named from the delivery id (``NAME-HASH``), so a delivery
+posted again (a retry, a replay of a captured request) finds its Workflow and starts nothing; that holds across
+operator restarts and replicas because it lives in the API server, for as long as the Workflow exists.
+
+A Secret used by a trigger must carry the label ``agentflow.dev/trigger: "true"`` (as model credentials carry
+``agentflow.dev/credential``): whoever may create a WorkflowTrigger cannot make the operator use any other Secret
+of the namespace, and never one of another namespace (a reference has no namespace).
+
+Not implemented: NATS subjects as a trigger source (the events stream publishes runs' journals; it does not
+deliver outside events), and so there is no field for it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import API_VERSION, LocalRef, Model, ObjectMeta, ResourceStatus
+
+TRIGGER_LABEL = "agentflow.dev/trigger"
+"""On a Workflow a WorkflowTrigger created: the trigger's name. On a Secret: "true" lets triggers use it."""
+DELIVERY_ANNOTATION = "agentflow.dev/delivery-id"
+"""On a Workflow a WorkflowTrigger created: the delivery id it was started for."""
+
+TRIGGER_NAME_MAX = 46
+"""A WorkflowTrigger's name is at most 46 characters: its Workflows are named NAME-HASH (17 more, 63 in all)."""
+DEFAULT_DELIVERY_HEADERS = ("x-github-delivery", "x-gitlab-event-uuid", "x-request-id", "idempotency-key")
+"""Where a delivery's id is looked for, in order, when spec.deliveryId is not set."""
+
+
+class TriggerSecretRef(Model):
+    """A key of a Secret in the trigger's namespace (labelled agentflow.dev/trigger: "true")."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Secret name."""
+    key: str = Field(default="secret", min_length=1, max_length=253)
+    """Key inside the Secret."""
+
+
+class HmacAuth(Model):
+    """GitHub-style signatures: a header holding PREFIX + hex(HMAC(key, raw body))."""
+
+    secret_ref: TriggerSecretRef
+    """The shared key."""
+    header: str = Field(default="X-Hub-Signature-256", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9-]+$")
+    """The header carrying the signature."""
+    algorithm: Literal["sha256", "sha512"] = "sha256"
+    """The HMAC's hash."""
+    prefix: str = Field(default="sha256=", max_length=32)
+    """What comes before the hex digest in the header (empty: the digest alone)."""
+
+
+class SlackAuth(Model):
+    """Slack-style signatures (signing secret, version v0): the body signed with a timestamp that must be recent,
+    so that a captured request cannot be replayed after maxSkewSeconds even with a new delivery id."""
+
+    secret_ref: TriggerSecretRef
+    """The signing secret."""
+    signature_header: str = Field(default="X-Slack-Signature", min_length=1, max_length=128,
+                                  pattern=r"^[A-Za-z0-9-]+$")
+    """The header carrying v0=HEX."""
+    timestamp_header: str = Field(default="X-Slack-Request-Timestamp", min_length=1, max_length=128,
+                                  pattern=r"^[A-Za-z0-9-]+$")
+    """The header carrying the Unix time the request was signed at."""
+    max_skew_seconds: int = Field(default=300, ge=1, le=3600)
+    """How far the timestamp may be from the operator's clock."""
+
+
+class BearerAuth(Model):
+    """A shared token: Authorization: Bearer TOKEN."""
+
+    secret_ref: TriggerSecretRef
+    """The token."""
+
+
+class TriggerAuth(Model):
+    """How a delivery is authenticated: exactly one of hmac, slack, bearer."""
+
+    hmac: HmacAuth | None = None
+    """GitHub-style HMAC of the body."""
+    slack: SlackAuth | None = None
+    """Slack-style v0 signature with a timestamp."""
+    bearer: BearerAuth | None = None
+    """A bearer token."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TriggerAuth:
+        given = [name for name in ("hmac", "slack", "bearer") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of hmac, slack, bearer (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def secret_ref(self) -> TriggerSecretRef:
+        scheme = self.hmac or self.slack or self.bearer
+        assert scheme is not None  # the validator above
+        return scheme.secret_ref
+
+
+class WorkflowTriggerSpec(Model):
+    """What a delivery starts, and how it is authenticated and read."""
+
+    workflow_template_ref: LocalRef
+    """The WorkflowTemplate each run is made from."""
+    auth: TriggerAuth
+    """How a delivery is authenticated (checked before the body is parsed)."""
+    inputs: dict[str, str] = Field(default_factory=dict, max_length=100)
+    """Input name -> CEL expression over ``body`` and ``headers`` giving its value; the inputs are then checked
+    against the template's inputSchema (its defaults fill the rest)."""
+    when: str | None = Field(default=None, max_length=4096)
+    """CEL condition over ``body`` and ``headers``; false: the delivery is accepted (202) and starts no run."""
+    delivery_id: str | None = Field(default=None, max_length=4096)
+    """CEL expression over ``body`` and ``headers`` giving the delivery's id (a string or a number; a replay
+    gives the same). Default: the first of the headers X-GitHub-Delivery, X-Gitlab-Event-UUID, X-Request-Id,
+    Idempotency-Key. A delivery without an id is refused (400): it could not be told from its replays."""
+    suspend: bool = False
+    """True: deliveries are refused (503) and start nothing."""
+
+
+class LastDelivery(Model):
+    """The last authenticated delivery."""
+
+    id: str
+    """Its delivery id."""
+    time: str
+    """RFC 3339 time it was received."""
+    outcome: Literal["Started", "Duplicate", "Filtered", "Refused"]
+    """Started a run, found the run of an earlier post, was filtered out by ``when``, or was refused (bad
+    mapping or inputs)."""
+    workflow: str | None = None
+    """The run it started or found."""
+    message: str = ""
+    """Why it was refused."""
+
+
+class WorkflowTriggerStatus(ResourceStatus):
+    """Observed state of a WorkflowTrigger (written by the trigger server)."""
+
+    path: str | None = None
+    """The URL path deliveries are posted to: /v1/triggers/NAMESPACE/NAME."""
+    last_delivery: LastDelivery | None = None
+    """The last authenticated delivery."""
+    message: str | None = None
+    """A configuration problem that makes every delivery fail (its Secret missing or not labelled)."""
+
+
+class WorkflowTrigger(Model):
+    """An HTTP endpoint creating Workflows from a WorkflowTemplate for authenticated deliveries."""
+
+    api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
+    kind: Literal["WorkflowTrigger"] = "WorkflowTrigger"
+    metadata: ObjectMeta
+    spec: WorkflowTriggerSpec
+    status: WorkflowTriggerStatus | None = None
+
+    @model_validator(mode="after")
+    def _short_name(self) -> WorkflowTrigger:
+        if len(self.metadata.name) > TRIGGER_NAME_MAX:
+            raise ValueError(f"metadata.name: at most {TRIGGER_NAME_MAX} characters (its Workflows are named "
+                             "NAME-HASH)")
+        return self
