@@ -41,6 +41,7 @@ from ..k8s.netpol import NetworkConfig, parse_pod_selector
 from ..k8s.podspec import PodConfig
 from ..models.limits import MAX_FANOUT_ITEMS
 from ..services.driver import WorkflowDriver
+from ..services.evaluations import EvaluationSync
 from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
 from ..services.quality import QualityMetrics
@@ -288,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         previews=args.status_previews == "masked",
                                                         max_parallel=args.max_parallel, quality=quality), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
+        memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         if events_config is not None:
             publisher = factory.event_publisher()
             memo.events_stopped = asyncio.Event()

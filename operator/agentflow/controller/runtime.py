@@ -13,6 +13,7 @@ from ..factory import Factory
 from ..gateway.server import GatewayServer
 from ..services.budgets import BudgetStatusSync
 from ..services.driver import WorkflowDriver
+from ..services.evaluations import EvaluationSync
 
 
 class Memo(kopf.Memo):
@@ -23,6 +24,7 @@ class Memo(kopf.Memo):
     callback: CallbackServer | None
     gateway: GatewayServer | None
     budget_sync: BudgetStatusSync | None
+    evaluations: EvaluationSync | None
     budget_sync_task: asyncio.Task[None] | None
     budget_sync_stopped: asyncio.Event
     events_task: asyncio.Task[None] | None
@@ -43,6 +45,7 @@ def new_memo() -> Memo:
     memo.callback = None
     memo.gateway = None
     memo.budget_sync = None
+    memo.evaluations = None
     memo.budget_sync_task = None
     memo.events_task = None
     memo.wakeups = {}

@@ -228,10 +228,12 @@ def case_result(case: EvaluationCase, suite: EvaluationSuite, answer: Outcome, j
     ``judged[i]`` the judge's answer for judge assertion ``i``, ``baseline`` and ``compared`` the other
     version's answer and the pairwise judge's (None when not run). A judge that failed fails its assertion;
     a baseline that failed is a win, a comparison that failed a tie."""
-    spent = {"cost_usd": cost_usd, "tokens": input_tokens + output_tokens, "latency_ms": latency_ms,
-             "input_tokens": input_tokens, "output_tokens": output_tokens}
+    def result(error: str | None, verdicts: tuple[Verdict, ...], pairwise: str | None) -> CaseResult:
+        return CaseResult(case.name, answer.output, error, verdicts, cost_usd, input_tokens + output_tokens,
+                          latency_ms, pairwise, input_tokens, output_tokens)
+
     if answer.error is not None:
-        return CaseResult(case.name, answer.output, answer.error, (), **spent)
+        return result(answer.error, (), None)
     verdicts: list[Verdict] = []
     for i, assertion in enumerate(case.assertions):
         if assertion.judge is None:
@@ -248,7 +250,7 @@ def case_result(case: EvaluationCase, suite: EvaluationSuite, answer: Outcome, j
             pairwise = "tie"
         else:
             pairwise = pairwise_outcome(compared.output, pairwise_swapped(case.name))
-    return CaseResult(case.name, answer.output, None, tuple(verdicts), pairwise=pairwise, **spent)
+    return result(None, tuple(verdicts), pairwise)
 
 
 def summarize(prompt: PromptVersion, suite: EvaluationSuite, cases: Sequence[CaseResult]) -> SuiteResult:
