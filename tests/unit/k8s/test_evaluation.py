@@ -10,30 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agentflow.engine.journal import Record
 from agentflow.engine.values import Event, EventType
 from agentflow.k8s import evaluation as ev
-from agentflow.models import Catalog, PromptVersion, Workflow, parse_resource
-from agentflow.runner import evaluate, session
-from agentflow.runner.store import RunStore
-
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "manifests" / "prompt-rollout.yaml"
+from agentflow.models import PromptVersion, Workflow
+from agentflow.runner import evaluate
+from services.evaluations import EXAMPLE, FAILING, catalog, run_as_workflow
 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
-
-
-def catalog(text: str | None = None) -> Catalog:
-    out = Catalog()
-    for doc in yaml.safe_load_all(text if text is not None else EXAMPLE.read_text()):
-        if doc and doc.get("kind") != "Workflow":
-            doc.setdefault("metadata", {}).setdefault("uid", f"uid-{doc['metadata']['name']}")
-            out.add(parse_resource(doc))  # type: ignore[arg-type]
-    return out
 
 
 def test_the_workflow_pins_the_version_and_judges_after_each_case() -> None:
@@ -90,18 +78,6 @@ def test_the_judge_prompts_are_named_by_their_content() -> None:
         assert not ev.same_spec(edited, prompt)
 
 
-def run_as_workflow(cat: Catalog, name: str, state: Path) -> list[Record]:
-    """The evaluation Workflow driven to its end by the local runner; its journal."""
-    body = ev.workflow_body(cat.prompts[name], "default", "")
-    workflow = Workflow.model_validate(body)
-    full = Catalog(dict(cat.agents), {**cat.prompts, **ev.judge_prompts()}, dict(cat.policies), dict(cat.budgets))
-    bundle = session.Bundle(workflow, full, "")
-    run_dir = session.create_run(RunStore(state), bundle, [])
-    executor = session.make_executor(bundle, "inprocess", {"AGENTFLOW_MODEL_MODE": "offline"}, state_dir=state)
-    asyncio.run(session.drive(run_dir, bundle, executor))
-    return run_dir.read_records()
-
-
 @pytest.mark.parametrize("name", ["ticket-triage-v1", "ticket-triage-v2"])
 def test_the_workflow_concludes_what_the_local_command_does(tmp_path: Path, name: str) -> None:
     cat = catalog()
@@ -119,7 +95,7 @@ def test_the_workflow_concludes_what_the_local_command_does(tmp_path: Path, name
 
 
 def test_a_failing_suite_fails_with_the_threshold_missed(tmp_path: Path) -> None:
-    cat = catalog(EXAMPLE.read_text().replace("output.category == 'billing'", "output.category == 'shipping'"))
+    cat = catalog(EXAMPLE.read_text().replace(*FAILING))
     result = ev.conclude(cat.prompts["ticket-triage-v1"], run_as_workflow(cat, "ticket-triage-v1", tmp_path))
     assert not result.passed and result.failures == ("pass rate 50.00% is below minPassRate 100.00%",)
     status = ev.evaluation_status("Failed", workflow="w", trigger="", started_at="t0", result=result,

@@ -11,28 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from agentflow.k8s import evaluation as ev
 from agentflow.services.evaluations import EvaluationSync
 from agentflow.testing import FakeKube, MemoryStore
+from services.evaluations import EXAMPLE, FAILING, catalog, prompt_body, run_as_workflow
 
-from ..k8s.test_evaluation import EXAMPLE, catalog, run_as_workflow
-
-NS = "team-a"
+NS = "team-a"  # prompt_body's
 
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
-
-
-def prompt_body(name: str, text: str | None = None) -> dict[str, Any]:
-    for doc in yaml.safe_load_all(text if text is not None else EXAMPLE.read_text()):
-        if doc and doc["kind"] == "PromptVersion" and doc["metadata"]["name"] == name:
-            doc["metadata"].update(namespace=NS, uid=f"uid-{name}")
-            return dict(doc)
-    raise AssertionError(name)
 
 
 def sync(kube: FakeKube, store: MemoryStore, name: str) -> dict[str, Any] | None:
@@ -70,7 +60,7 @@ def test_created_runs_concludes_and_stores_once(tmp_path: Path) -> None:
 
 
 def test_a_failing_suite_is_failed_with_the_threshold(tmp_path: Path) -> None:
-    text = EXAMPLE.read_text().replace("output.category == 'billing'", "output.category == 'shipping'")
+    text = EXAMPLE.read_text().replace(*FAILING)
     kube, store = FakeKube(prompt_body("ticket-triage-v1", text)), MemoryStore()
     workflow = (sync(kube, store, "ticket-triage-v1") or {})["workflow"]
     finish(kube, store, workflow, run_as_workflow(catalog(text), "ticket-triage-v1", tmp_path))
