@@ -3,6 +3,7 @@
 ::
 
     agentflow prompt eval NAME -f MANIFESTS [-f ...] [--json] [--parallel 4]
+    agentflow prompt eval NAME --cluster [-n NS] [--kubeconfig PATH] [--timeout 1800] [--no-wait] [--json]
     agentflow prompt status FAMILY_OR_NAME -f MANIFESTS [--json]
 
 ``eval`` reads the PromptVersion and the Agents (and Budgets) it needs from files or folders (as
@@ -12,7 +13,14 @@ per case and repairs, as an llm step without an agent loop: an Agent's tools and
 table (or JSON) and stores the results in ``STATE_DIR/evals/NAME/``. ``status`` shows a family's versions,
 the rollout split (agentflow.prompts.rollout) and each version's newest stored results.
 
-Exit codes: 0 the suite passed (status: shown), 1 the suite failed its thresholds, 2 bad input.
+``eval --cluster`` asks the operator to run the PromptVersion's suite again on the cluster: it sets the annotation
+agentflow.dev/evaluate to a new value (your kubeconfig's user needs patch on promptversions), waits for
+status.evaluation to be final for it, and prints it (per-case results are in the operator's PostgreSQL:
+agentflow_evaluation_cases). The operator runs the suite as a Workflow of step pods
+(agentflow.services.evaluations); nothing runs on this machine.
+
+Exit codes: 0 the suite passed (status: shown; eval --cluster --no-wait: asked for), 1 the suite failed its
+thresholds (on the cluster also: Error, or not final within --timeout), 2 bad input.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +43,7 @@ from ..runner import evaluate
 from ..runner.session import SessionError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+WAIT_SECONDS = 1800.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "show where a prompt family's rollout stands.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-f", "--filename", dest="files", action="append", required=True, metavar="PATH",
+    def common(p: argparse.ArgumentParser, files_required: bool = True) -> None:
+        p.add_argument("-f", "--filename", dest="files", action="append", required=files_required, metavar="PATH",
                        help="a manifest file or folder (repeat for several), as kubectl -f")
         p.add_argument("--state-dir", default=os.environ.get("AGENTFLOW_STATE_DIR", ".agentflow"),
                        help="where results are kept (default .agentflow)")
@@ -52,7 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="run a PromptVersion's evaluation suite (exit 1 when it fails)")
     e.add_argument("name", help="the PromptVersion")
     e.add_argument("--parallel", type=int, default=4, help="cases at once (default 4)")
-    common(e)
+    e.add_argument("--cluster", action="store_true", help="run it on the cluster: the operator runs the suite "
+                   "again as step pods (no -f); prints status.evaluation")
+    e.add_argument("-n", "--namespace", help="with --cluster: the PromptVersion's namespace (default: the "
+                   "current context's)")
+    e.add_argument("--kubeconfig", help="with --cluster: the cluster's kubeconfig (default: KUBECONFIG, "
+                   "~/.kube/config)")
+    e.add_argument("--timeout", type=float, default=WAIT_SECONDS, metavar="SECONDS",
+                   help=f"with --cluster: how long to wait for the verdict (default {WAIT_SECONDS:.0f})")
+    e.add_argument("--no-wait", action="store_true", help="with --cluster: ask for the run and return")
+    common(e, files_required=False)
     s = sub.add_parser("status", help="a family's versions, its rollout split and their newest results")
     s.add_argument("name", help="a prompt family (spec.prompt) or one of its PromptVersions")
     common(s)
@@ -76,6 +96,12 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return cmd_eval_cluster(args)
+    if args.namespace or args.kubeconfig or args.no_wait:
+        raise SessionError("--namespace, --kubeconfig and --no-wait are for --cluster")
+    if not args.files:
+        raise SessionError("-f: give the manifests holding the PromptVersion and its Agents (or --cluster)")
     if args.parallel < 1:
         raise SessionError("--parallel: give 1 or more")
     catalog = _catalog(args)
@@ -108,6 +134,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"suite {'PASSED' if result.passed else 'FAILED'}" +
           ("" if result.passed else ": " + "; ".join(result.failures)) + f"  (stored: {path})")
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def cmd_eval_cluster(args: argparse.Namespace) -> int:
+    if args.files:
+        raise SessionError("-f is for local runs: with --cluster the operator evaluates the PromptVersion in the "
+                           "cluster")
+    if args.timeout <= 0:
+        raise SessionError("--timeout: give a number of seconds above 0")
+    from ..k8s.kube import KubeClient, KubeError  # without the operator extra: main says which to install
+    from ..services import evaluations
+
+    trigger = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+
+    async def act() -> tuple[str, str, dict[str, Any] | None]:
+        kube, context_namespace = KubeClient.from_kubeconfig(args.kubeconfig)
+        namespace = args.namespace or context_namespace
+        try:
+            workflow = await evaluations.request(kube, namespace, args.name, trigger)
+            if args.no_wait:
+                return namespace, workflow, None
+            return namespace, workflow, await evaluations.wait(kube, namespace, args.name, trigger,
+                                                               timeout=args.timeout, sleep=asyncio.sleep,
+                                                               clock=time.monotonic)
+        finally:
+            kube.close()
+
+    try:
+        namespace, workflow, status = asyncio.run(act())
+    except (evaluations.EvaluationRequestError, KubeError) as exc:
+        raise SessionError(str(exc)) from None
+    where = f"PromptVersion {namespace}/{args.name}"
+    if status is None:
+        if args.json:
+            _print_json({"namespace": namespace, "name": args.name, "trigger": trigger, "workflow": workflow})
+        else:
+            print(f"{where}: evaluation {trigger} requested; the operator runs it as Workflow {workflow}")
+        return EXIT_OK
+    if args.json:
+        _print_json({"namespace": namespace, "name": args.name, **status})
+    else:
+        print(f"{where}: evaluation {status.get('phase')} (Workflow {status.get('workflow') or workflow})")
+        if status.get("cases") is not None:
+            win = f", win rate {status['winRate']:.0%}" if status.get("winRate") is not None else ""
+            print(f"pass rate {status['passRate']:.0%} ({status['passedCases']}/{status['cases']}), mean score "
+                  f"{status['meanScore']:.3f}{win}, {status['inputTokens']}+{status['outputTokens']} tokens, "
+                  f"${status['costUsd']:.6f}, p50 latency {status['latencyP50Seconds']:.3f} s")
+        if status.get("message"):
+            print(status["message"])
+    return EXIT_OK if status.get("phase") == "Passed" else EXIT_FAILED
 
 
 def _family(catalog: Catalog, name: str) -> tuple[str, list[PromptVersion]]:

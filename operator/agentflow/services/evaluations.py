@@ -35,7 +35,7 @@ from ..k8s.kube import Kube, KubeError, NotFound
 from ..models import ManifestError, PromptVersion, parse_resource
 from ..prompts.suite import SuiteResult
 
-__all__ = ["HISTORY", "EvaluationStore", "EvaluationSync"]
+__all__ = ["HISTORY", "EvaluationRequestError", "EvaluationStore", "EvaluationSync", "request", "wait"]
 
 log = logging.getLogger("agentflow.evaluations")
 
@@ -164,3 +164,45 @@ def _owned(body: Mapping[str, Any], prompt: PromptVersion) -> bool:
         return False
     owners: Sequence[Mapping[str, Any]] = meta.get("ownerReferences") or []
     return any(o.get("uid") == prompt.metadata.uid for o in owners)
+
+
+# --------------------------------------------------------------------------- `agentflow prompt eval --cluster`
+
+
+class EvaluationRequestError(Exception):
+    """An evaluation cannot be asked for (no such PromptVersion, no suite); the message says which."""
+
+
+async def request(kube: Kube, namespace: str, name: str, trigger: str) -> str:
+    """Ask the operator to run PromptVersion ``name``'s suite again (the annotation set to ``trigger``, a value it
+    never had): the name of the evaluation Workflow that will run it."""
+    try:
+        body = await kube.get_resource(PROMPTS, namespace, name)
+    except NotFound:
+        raise EvaluationRequestError(f"no PromptVersion {name!r} in namespace {namespace!r}") from None
+    try:
+        prompt = parse_resource(body)
+    except ManifestError as exc:
+        raise EvaluationRequestError(f"PromptVersion {namespace}/{name} is invalid: {exc}") from None
+    if not isinstance(prompt, PromptVersion) or prompt.spec.evaluations is None:
+        raise EvaluationRequestError(f"PromptVersion {namespace}/{name} has no spec.evaluations: nothing to run")
+    patch = {"metadata": {"annotations": {ev.EVALUATE_ANNOTATION: trigger}}}
+    await kube.patch_resource(PROMPTS, namespace, name, patch)
+    return ev.workflow_name(prompt, trigger)
+
+
+async def wait(kube: Kube, namespace: str, name: str, trigger: str, *, timeout: float,
+               sleep: Callable[[float], Any], clock: Callable[[], float], interval: float = 2.0) -> dict[str, Any]:
+    """status.evaluation once it is final for ``trigger`` (or as it stands when ``timeout`` seconds are over:
+    phase Pending when the operator has not taken the request up yet)."""
+    deadline = clock() + timeout
+    while True:
+        body = await kube.get_resource(PROMPTS, namespace, name)
+        status = dict((body.get("status") or {}).get("evaluation") or {})
+        mine = status.get("trigger") == trigger
+        if mine and status.get("phase") in ev.FINAL_PHASES:
+            return status
+        if clock() >= deadline:
+            return status if mine else {"phase": "Pending", "trigger": trigger,
+                                        "message": "the operator has not taken the request up yet"}
+        await sleep(interval)
