@@ -4,6 +4,7 @@ EvaluationSync concludes it from there, stores the verdict and its cases once, a
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,40 @@ async def test_an_evaluation_is_concluded_from_the_journal_and_stored_once(
     await store.delete_run(uid)
     assert await store.evaluations(namespace, name) == [] and await store.evaluation_cases(uid) == []
     assert ev.EVALUATION_LABEL in workflow["metadata"]["labels"]
+
+
+def test_cases_from_the_operators_runs(postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`agentflow prompt cases --postgres-dsn -n NS --run WORKFLOW`: a run of the prompt-rollout example (the local
+    runner) stored as the operator stores runs; its triage step's inputs become a case."""
+    from agentflow.cli import main
+    from agentflow.runner.store import RunStore
+    from agentflow.storage.attempts import AttemptPod
+
+    assert main(["--state-dir", str(tmp_path), "run", str(EXAMPLE), "--input", "ticket=refund me", "--json"]) == 0
+    capsys.readouterr()
+    (info,) = RunStore(tmp_path).list_runs()
+    run = RunStore(tmp_path).open(info.run_id)
+    namespace, uid = f"team-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+
+    async def store_it() -> None:
+        async with await PostgresStore.connect(postgres_dsn) as pg:
+            await pg.migrate()
+            await pg.append(uid, run.read_records())
+            await pg.put_attempt(uid, "triage", 1, {"request": {}, "manifests": run.manifests_yaml,
+                                                    "workflow": "prompt-rollout"},
+                                 pod=AttemptPod(namespace, "prompt-rollout", f"prompt-rollout-{uid[:8]}-triage-1"))
+
+    import asyncio
+
+    asyncio.run(store_it())
+    version = run.meta["prompts"]["triage"]["name"]
+    code = main(["prompt", "cases", version, "--postgres-dsn", postgres_dsn, "-n", namespace, "--run",
+                 "prompt-rollout", "--json", "--expect-output"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    (case,) = json.loads(out.out)["cases"]
+    assert case["name"] == "prompt-rollout/triage" and case["inputs"] == {"ticket": "refund me"}
+    assert case["assertions"][0]["equals"]["category"]
+    code = main(["prompt", "cases", version, "--postgres-dsn", postgres_dsn, "-n", f"other-{namespace}", "--run",
+                 "prompt-rollout"])
+    assert code == 2 and "no run of Workflow 'prompt-rollout'" in capsys.readouterr().err

@@ -5,6 +5,8 @@
     agentflow prompt eval NAME -f MANIFESTS [-f ...] [--json] [--parallel 4]
     agentflow prompt eval NAME --cluster [-n NS] [--kubeconfig PATH] [--timeout 1800] [--no-wait] [--json]
     agentflow prompt status FAMILY_OR_NAME -f MANIFESTS [--json]
+    agentflow prompt cases NAME --run RUN [--run ...] [--step STEP] [--expect-output] [--state-dir DIR |
+                           --postgres-dsn DSN -n NS] [--json]
 
 ``eval`` reads the PromptVersion and the Agents (and Budgets) it needs from files or folders (as
 ``kubectl -f``), runs every case through the same executor and gateway as ``agentflow run`` (the offline
@@ -18,6 +20,11 @@ agentflow.dev/evaluate to a new value (your kubeconfig's user needs patch on pro
 status.evaluation to be final for it, and prints it (per-case results are in the operator's PostgreSQL:
 agentflow_evaluation_cases). The operator runs the suite as a Workflow of step pods
 (agentflow.services.evaluations); nothing runs on this machine.
+
+``cases`` turns past runs' inputs into evaluation cases (agentflow.prompts.cases): the inputs of the steps that
+rendered PromptVersion NAME (or --step) in each run, local runs from the state dir or, with --postgres-dsn, the
+operator's runs of Workflow RUN in namespace -n (its newest run by that name), printed as YAML to paste under
+spec.evaluations.cases of the next version.
 
 Exit codes: 0 the suite passed (status: shown; eval --cluster --no-wait: asked for), 1 the suite failed its
 thresholds (on the cluster also: Error, or not final within --timeout), 2 bad input.
@@ -73,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"with --cluster: how long to wait for the verdict (default {WAIT_SECONDS:.0f})")
     e.add_argument("--no-wait", action="store_true", help="with --cluster: ask for the run and return")
     common(e, files_required=False)
+    c = sub.add_parser("cases", help="evaluation cases from past runs' inputs (YAML for spec.evaluations.cases)")
+    c.add_argument("name", help="the PromptVersion whose steps' inputs become cases")
+    c.add_argument("--run", dest="runs", action="append", required=True, metavar="RUN",
+                   help="a local run id (unique prefix, or latest), or with --postgres-dsn a Workflow's name; repeat")
+    c.add_argument("--step", dest="steps", action="append", metavar="STEP",
+                   help="take these steps' inputs (default: the llm steps that rendered NAME); repeat")
+    c.add_argument("--expect-output", action="store_true",
+                   help="add an equals assertion of the output each step produced then (regression cases)")
+    c.add_argument("--state-dir", default=os.environ.get("AGENTFLOW_STATE_DIR", ".agentflow"),
+                   help="where local runs are (default .agentflow)")
+    c.add_argument("--postgres-dsn", default=os.environ.get("AGENTFLOW_POSTGRES_DSN"), metavar="DSN",
+                   help="read the operator's runs from this PostgreSQL (default AGENTFLOW_POSTGRES_DSN) instead")
+    c.add_argument("-n", "--namespace", help="with --postgres-dsn: the runs' namespace")
+    c.add_argument("--json", action="store_true", help="print JSON")
     s = sub.add_parser("status", help="a family's versions, its rollout split and their newest results")
     s.add_argument("name", help="a prompt family (spec.prompt) or one of its PromptVersions")
     common(s)
@@ -185,6 +206,78 @@ def cmd_eval_cluster(args: argparse.Namespace) -> int:
     return EXIT_OK if status.get("phase") == "Passed" else EXIT_FAILED
 
 
+def _workflow_of(manifests: str, where: str) -> Workflow:
+    import yaml
+
+    try:
+        bodies = [b for b in yaml.safe_load_all(manifests) if isinstance(b, dict) and b.get("kind") == "Workflow"]
+        return Workflow.model_validate(bodies[0])
+    except (yaml.YAMLError, IndexError, ValueError) as exc:
+        raise SessionError(f"{where}: the manifests it ran with hold no valid Workflow ({exc})") from None
+
+
+async def _stored_runs(args: argparse.Namespace) -> list[tuple[str, list[Any], str]]:
+    """(run, journal records, manifests) of each --run: local runs, or the operator's in PostgreSQL."""
+    if args.postgres_dsn is None:
+        from ..runner.store import RunStore, StoreError
+
+        store = RunStore(Path(args.state_dir))
+        out = []
+        for ref in args.runs:
+            try:
+                run = store.resolve(ref)
+            except StoreError as exc:
+                raise SessionError(f"--run {ref}: {exc}") from None
+            out.append((run.run_id, run.read_records(), run.manifests_yaml))
+        return out
+    if not args.namespace:
+        raise SessionError("-n/--namespace: give the namespace of the runs (with --postgres-dsn)")
+    from ..storage import PostgresStore, StorageError
+
+    try:
+        async with await PostgresStore.connect(args.postgres_dsn, max_size=2) as pg:
+            out = []
+            for ref in args.runs:
+                found = await pg.recent_runs(args.namespace, limit=1, workflow=ref)
+                if not found:
+                    raise SessionError(f"--run {ref}: no run of Workflow {ref!r} in namespace {args.namespace!r} "
+                                       "in the operator's PostgreSQL (only runs that started a step pod are kept)")
+                out.append((ref, await pg.load_journal(found[0].run_uid), found[0].manifests))
+            return out
+    except StorageError as exc:
+        raise SessionError(f"--postgres-dsn: {exc}") from None
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    from ..models import EvaluationCase
+    from ..prompts.cases import prompt_steps, recorded_prompts, run_cases
+
+    if args.namespace and args.postgres_dsn is None:
+        raise SessionError("-n/--namespace is for the operator's runs: give --postgres-dsn too")
+    cases: list[dict[str, Any]] = []
+    for run, records, manifests in asyncio.run(_stored_runs(args)):
+        steps = set(args.steps or ()) or prompt_steps(_workflow_of(manifests, f"run {run}"), args.name,
+                                                       recorded_prompts(records))
+        if not steps:
+            raise SessionError(f"run {run}: no llm step rendered PromptVersion {args.name!r}; name one with --step")
+        found = run_cases(run, records, steps, expect_output=args.expect_output)
+        if not found:
+            raise SessionError(f"run {run}: step(s) {', '.join(sorted(steps))} never ran")
+        cases.extend(found)
+    for i, case in enumerate(cases):
+        try:
+            EvaluationCase.model_validate(case)
+        except ValueError as exc:
+            raise SessionError(f"case {case['name']} (cases[{i}]) is not a valid case: {exc}") from None
+    if args.json:
+        _print_json({"cases": cases})
+    else:
+        import yaml
+
+        print(yaml.safe_dump({"cases": cases}, sort_keys=False, allow_unicode=True), end="")
+    return EXIT_OK
+
+
 def _family(catalog: Catalog, name: str) -> tuple[str, list[PromptVersion]]:
     family = catalog.prompts[name].spec.prompt if name in catalog.prompts else name
     versions = [p for p in catalog.prompts.values() if p.spec.prompt == family]
@@ -232,7 +325,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(cmd_eval(args) if args.command == "eval" else cmd_status(args))
+        command = {"eval": cmd_eval, "cases": cmd_cases, "status": cmd_status}[args.command]
+        return int(command(args))
     except ManifestError as exc:
         for p in exc.problems:
             print(p, file=sys.stderr)
