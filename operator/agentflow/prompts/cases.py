@@ -71,7 +71,8 @@ def run_cases(run: str, records: Sequence[Record], steps: Collection[str], *,
             continue
         if event.type in (EventType.step_scheduled, EventType.loop_started) and event.data.get("step") in steps:
             inputs.setdefault(event.node, event.data.get("inputs") or {})  # a retry gets the same inputs
-        elif (event.type == EventType.step_succeeded and event.node in inputs) or (event.type == EventType.loop_finished and event.node in inputs and event.data.get("phase") == "Succeeded"):
+        elif event.node in inputs and (event.type == EventType.step_succeeded or (
+                event.type == EventType.loop_finished and event.data.get("phase") == "Succeeded")):
             outputs[event.node] = event.data.get("output")
     cases: list[dict[str, Any]] = []
     for node, given in inputs.items():
