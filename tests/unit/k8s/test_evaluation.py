@@ -14,8 +14,9 @@ import pytest
 from agentflow.engine.journal import Record
 from agentflow.engine.values import Event, EventType
 from agentflow.k8s import evaluation as ev
-from agentflow.models import PromptVersion, Workflow
+from agentflow.models import Catalog, PromptVersion, Workflow
 from agentflow.runner import evaluate
+from agentflow.validation import check_workflow
 from services.evaluations import EXAMPLE, FAILING, catalog, run_as_workflow
 
 
@@ -39,7 +40,11 @@ def test_the_workflow_pins_the_version_and_judges_after_each_case() -> None:
     assert steps[judges[0]]["promptRef"]["name"] in ev.judge_prompts()
     assert steps["case-0-pairwise"]["dependsOn"] == ["case-0", "case-0-baseline"]
     assert steps["case-0-baseline"]["promptRef"] == {"name": "ticket-triage-v1"}
-    Workflow.model_validate(body)
+    # what the reconciler checks before it runs a Workflow: nothing to refuse, nothing missing in the namespace
+    spec = Workflow.model_validate(body).spec
+    cat = catalog()
+    full = Catalog(dict(cat.agents), {**cat.prompts, **ev.judge_prompts()}, dict(cat.policies), dict(cat.budgets))
+    assert check_workflow(spec, None) == [] and check_workflow(spec, full, grants=False) == []
 
 
 def test_case_inputs_are_values_never_templates() -> None:
