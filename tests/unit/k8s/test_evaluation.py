@@ -14,7 +14,7 @@ import pytest
 from agentflow.engine.journal import Record
 from agentflow.engine.values import Event, EventType
 from agentflow.k8s import evaluation as ev
-from agentflow.models import Catalog, PromptVersion, Workflow
+from agentflow.models import Catalog, LocalRef, PromptVersion, Workflow
 from agentflow.runner import evaluate
 from agentflow.validation import check_workflow
 from services.evaluations import EXAMPLE, FAILING, catalog, run_as_workflow
@@ -141,3 +141,16 @@ def test_status_of_an_error_clears_the_numbers() -> None:
     status = ev.evaluation_status("Error", workflow=None, trigger="x", started_at=None, message="why")
     assert status["evaluation"]["phase"] == "Error" and status["evaluation"]["passRate"] is None
     assert PromptVersion.model_fields["status"] is not None
+
+
+def test_the_suites_budget_is_the_workflows_and_the_local_runs() -> None:
+    cat = catalog()
+    prompt = cat.prompts["ticket-triage-v1"]
+    suite = prompt.spec.evaluations
+    assert suite is not None
+    budgeted = prompt.model_copy(update={"spec": prompt.spec.model_copy(update={"evaluations": suite.model_copy(
+        update={"budget_ref": LocalRef(name="evals")})})})
+    assert ev.workflow_body(budgeted, "ns", "")["spec"]["budgetRef"] == {"name": "evals"}
+    cat.prompts["ticket-triage-v1"] = budgeted
+    with pytest.raises(evaluate.SessionError, match="refers to evals, not in the manifests"):
+        evaluate.eval_bundle(cat, "ticket-triage-v1")
