@@ -4,7 +4,7 @@ One idempotent ``sync`` per PromptVersion, called by kopf watch events of the Pr
 evaluation Workflows (agentflow.controller.handlers)::
 
     PromptVersion with spec.evaluations, trigger T = annotation agentflow.dev/evaluate ("" at creation)
-      status.evaluation already final for T's Workflow      -> nothing
+      status.evaluation already final for T                 -> nothing (only a new T runs it again)
       the suite cannot run on the cluster (EvaluationError)  -> Error, the field named
       the built-in judge prompts (when the suite has a judge): created when missing; one of that name with
       another spec                                          -> Error (never used)
@@ -76,7 +76,8 @@ class EvaluationSync:
         trigger = str((meta.get("annotations") or {}).get(ev.EVALUATE_ANNOTATION, ""))
         wanted = ev.workflow_name(prompt, trigger)
         current = dict((body.get("status") or {}).get("evaluation") or {})
-        if current.get("workflow") == wanted and current.get("phase") in ev.FINAL_PHASES:
+        if current.get("phase") in ev.FINAL_PHASES and current.get("trigger", "") == trigger and (
+                current.get("workflow") in (wanted, None)):  # None: an Error before any Workflow (the spec's)
             return None
         status = await self._evaluate(prompt, namespace, trigger, wanted, current)
         if {k: v for k, v in status.items() if v is not None} != {k: v for k, v in current.items() if v is not None}:
@@ -110,7 +111,7 @@ class EvaluationSync:
         if not ev.same_workflow(observed, built):
             return status("Error", finished_at=_now(self.clock),
                           message=f"Workflow {wanted} exists and is not this PromptVersion's evaluation (another spec "
-                                  "or owner): delete it, or set a new agentflow.dev/evaluate value")
+                                  "or owner): run the evaluation again (a new agentflow.dev/evaluate value)")
         started = started or (observed.get("metadata") or {}).get("creationTimestamp")
         if not ev.finished(observed):
             return status("Running")
@@ -142,8 +143,8 @@ class EvaluationSync:
                 await self.kube.create_resource(PROMPTS, namespace, ev.prompt_body(prompt, namespace))
                 continue
             if not ev.same_spec(observed, prompt):
-                return (f"PromptVersion {name} is not AgentFlow's built-in judge prompt (another spec): delete it; "
-                        "the operator creates it again")
+                return (f"PromptVersion {name} is not AgentFlow's built-in judge prompt (another spec): delete it "
+                        "(the operator creates it again) and run the evaluation again")
         return None
 
     async def _prune(self, namespace: str, prompt: PromptVersion, keep: str) -> None:

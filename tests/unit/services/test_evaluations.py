@@ -105,6 +105,13 @@ def test_a_judge_prompt_with_another_spec_is_never_used() -> None:
     status = sync(kube, store, "ticket-triage-v2") or {}
     assert status["phase"] == "Error" and f"PromptVersion {name} is not AgentFlow's built-in judge" in status["message"]
     assert not [k for k in kube.resources if k[0] == "workflows"]
+    assert sync(kube, store, "ticket-triage-v2") is None
+    # deleted, and asked again: the operator makes the real one and runs the suite
+    del kube.resources[("promptversions", NS, name)]
+    asyncio.run(kube.patch_resource("promptversions", NS, "ticket-triage-v2",
+                                    {"metadata": {"annotations": {ev.EVALUATE_ANNOTATION: "again"}}}))
+    assert (sync(kube, store, "ticket-triage-v2") or {})["phase"] == "Pending"
+    assert ev.same_spec(kube.resources[("promptversions", NS, name)], judge)
 
 
 def test_a_workflow_squatting_the_name_is_an_error() -> None:
@@ -126,6 +133,7 @@ def test_a_suite_too_big_for_the_cluster_is_an_error_naming_the_field() -> None:
     status = sync(kube, store, "ticket-triage-v2") or {}
     assert status["phase"] == "Error" and status["message"].startswith("spec.evaluations.cases:")
     assert status["workflow"] is None
+    assert sync(kube, store, "ticket-triage-v2") is None  # final: its own status change writes nothing more
 
 
 def test_a_prompt_without_a_suite_is_left_alone() -> None:
