@@ -41,6 +41,7 @@ from .telemetry import TraceSettings, Tracing
 if TYPE_CHECKING:
     from .events.settings import StreamSettings
     from .events.wire import EventMessage
+    from .prompts.suite import SuiteResult
     from .storage.outbox import Claim, EventSource, OutboxRow, OutboxStats
 
 __all__ = ["SIGNING_KEY", "FakeKube", "MemoryAuditSink", "MemoryOutbox", "MemoryStore", "MemoryStream", "RbacKube",
@@ -313,6 +314,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.journals: dict[str, list[Record]] = {}
+        self.evaluations: dict[str, dict[str, Any]] = {}  # by run uid: where, and SuiteResult.to_dict()
         self.attempts: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.results: dict[tuple[str, str, int], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], tuple[str, str, int, str, str | None]] = {}
@@ -383,9 +385,16 @@ class MemoryStore:
     async def delete_run(self, run_uid: str) -> None:
         self._check()
         self.journals.pop(run_uid, None)
+        self.evaluations.pop(run_uid, None)
         for table in (self.attempts, self.results):
             for key in [k for k in table if k[0] == run_uid]:
                 del table[key]
+
+    async def put_evaluation(self, run_uid: str, namespace: str, workflow: str, trigger: str,
+                             result: SuiteResult) -> None:
+        self._check()
+        self.evaluations.setdefault(run_uid, {"namespace": namespace, "workflow": workflow, "trigger": trigger,
+                                              **result.to_dict()})
 
 
 @dataclasses.dataclass

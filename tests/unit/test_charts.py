@@ -208,6 +208,8 @@ def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
         **{("agentflow.dev", k, "*"): {"get", "list", "watch", "patch"} for k in kinds},
         **{("agentflow.dev", f"{k}/status", "*"): {"get", "patch", "update"} for k in kinds},
         ("agentflow.dev", "workflows", "*"): {"get", "list", "watch", "patch", "create", "delete"},  # schedules
+        # evaluations: the built-in judge prompts
+        ("agentflow.dev", "promptversions", "*"): {"get", "list", "watch", "patch", "create"},
         ("", "pods", "*"): {"get", "list", "watch", "create", "delete"},
         ("networking.k8s.io", "networkpolicies", "*"): {"get", "create", "delete"},
         ("", "events", "*"): {"create", "patch"},
@@ -791,6 +793,7 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
             **{("agentflow.dev", k, "*"): {"get", "list", "watch", "patch"} for k in kinds},
             **{("agentflow.dev", f"{k}/status", "*"): {"get", "patch", "update"} for k in kinds},
             ("agentflow.dev", "workflows", "*"): {"get", "list", "watch", "patch", "create", "delete"},
+            ("agentflow.dev", "promptversions", "*"): {"get", "list", "watch", "patch", "create"},
             ("", "pods", "*"): {"get", "list", "watch", "create", "delete"},
             ("networking.k8s.io", "networkpolicies", "*"): {"get", "create", "delete"},
             ("", "events", "*"): {"create", "patch"},

@@ -3,7 +3,10 @@
 ::
 
     agentflow prompt eval NAME -f MANIFESTS [-f ...] [--json] [--parallel 4]
+    agentflow prompt eval NAME --cluster [-n NS] [--kubeconfig PATH] [--timeout 1800] [--no-wait] [--json]
     agentflow prompt status FAMILY_OR_NAME -f MANIFESTS [--json]
+    agentflow prompt cases NAME --run RUN [--run ...] [--step STEP] [--expect-output] [--state-dir DIR |
+                           --postgres-dsn DSN -n NS] [--json]
 
 ``eval`` reads the PromptVersion and the Agents (and Budgets) it needs from files or folders (as
 ``kubectl -f``), runs every case through the same executor and gateway as ``agentflow run`` (the offline
@@ -12,7 +15,19 @@ per case and repairs, as an llm step without an agent loop: an Agent's tools and
 table (or JSON) and stores the results in ``STATE_DIR/evals/NAME/``. ``status`` shows a family's versions,
 the rollout split (agentflow.prompts.rollout) and each version's newest stored results.
 
-Exit codes: 0 the suite passed (status: shown), 1 the suite failed its thresholds, 2 bad input.
+``eval --cluster`` asks the operator to run the PromptVersion's suite again on the cluster: it sets the annotation
+agentflow.dev/evaluate to a new value (your kubeconfig's user needs patch on promptversions), waits for
+status.evaluation to be final for it, and prints it (per-case results are in the operator's PostgreSQL:
+agentflow_evaluation_cases). The operator runs the suite as a Workflow of step pods
+(agentflow.services.evaluations); nothing runs on this machine.
+
+``cases`` turns past runs' inputs into evaluation cases (agentflow.prompts.cases): the inputs of the steps that
+rendered PromptVersion NAME (or --step) in each run, local runs from the state dir or, with --postgres-dsn, the
+operator's runs of Workflow RUN in namespace -n (its newest run by that name), printed as YAML to paste under
+spec.evaluations.cases of the next version.
+
+Exit codes: 0 the suite passed (status: shown; eval --cluster --no-wait: asked for), 1 the suite failed its
+thresholds (on the cluster also: Error, or not final within --timeout), 2 bad input.
 """
 
 from __future__ import annotations
@@ -21,7 +36,9 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +50,7 @@ from ..runner import evaluate
 from ..runner.session import SessionError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+WAIT_SECONDS = 1800.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "show where a prompt family's rollout stands.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-f", "--filename", dest="files", action="append", required=True, metavar="PATH",
+    def common(p: argparse.ArgumentParser, files_required: bool = True) -> None:
+        p.add_argument("-f", "--filename", dest="files", action="append", required=files_required, metavar="PATH",
                        help="a manifest file or folder (repeat for several), as kubectl -f")
         p.add_argument("--state-dir", default=os.environ.get("AGENTFLOW_STATE_DIR", ".agentflow"),
                        help="where results are kept (default .agentflow)")
@@ -52,7 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="run a PromptVersion's evaluation suite (exit 1 when it fails)")
     e.add_argument("name", help="the PromptVersion")
     e.add_argument("--parallel", type=int, default=4, help="cases at once (default 4)")
-    common(e)
+    e.add_argument("--cluster", action="store_true", help="run it on the cluster: the operator runs the suite "
+                   "again as step pods (no -f); prints status.evaluation")
+    e.add_argument("-n", "--namespace", help="with --cluster: the PromptVersion's namespace (default: the "
+                   "current context's)")
+    e.add_argument("--kubeconfig", help="with --cluster: the cluster's kubeconfig (default: KUBECONFIG, "
+                   "~/.kube/config)")
+    e.add_argument("--timeout", type=float, default=WAIT_SECONDS, metavar="SECONDS",
+                   help=f"with --cluster: how long to wait for the verdict (default {WAIT_SECONDS:.0f})")
+    e.add_argument("--no-wait", action="store_true", help="with --cluster: ask for the run and return")
+    common(e, files_required=False)
+    c = sub.add_parser("cases", help="evaluation cases from past runs' inputs (YAML for spec.evaluations.cases)")
+    c.add_argument("name", help="the PromptVersion whose steps' inputs become cases")
+    c.add_argument("--run", dest="runs", action="append", required=True, metavar="RUN",
+                   help="a local run id (unique prefix, or latest), or with --postgres-dsn a Workflow's name; repeat")
+    c.add_argument("--step", dest="steps", action="append", metavar="STEP",
+                   help="take these steps' inputs (default: the llm steps that rendered NAME); repeat")
+    c.add_argument("--expect-output", action="store_true",
+                   help="add an equals assertion of the output each step produced then (regression cases)")
+    c.add_argument("--state-dir", default=os.environ.get("AGENTFLOW_STATE_DIR", ".agentflow"),
+                   help="where local runs are (default .agentflow)")
+    c.add_argument("--postgres-dsn", default=os.environ.get("AGENTFLOW_POSTGRES_DSN"), metavar="DSN",
+                   help="read the operator's runs from this PostgreSQL (default AGENTFLOW_POSTGRES_DSN) instead")
+    c.add_argument("-n", "--namespace", help="with --postgres-dsn: the runs' namespace")
+    c.add_argument("--json", action="store_true", help="print JSON")
     s = sub.add_parser("status", help="a family's versions, its rollout split and their newest results")
     s.add_argument("name", help="a prompt family (spec.prompt) or one of its PromptVersions")
     common(s)
@@ -76,6 +117,12 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return cmd_eval_cluster(args)
+    if args.namespace or args.kubeconfig or args.no_wait:
+        raise SessionError("--namespace, --kubeconfig and --no-wait are for --cluster")
+    if not args.files:
+        raise SessionError("-f: give the manifests holding the PromptVersion and its Agents (or --cluster)")
     if args.parallel < 1:
         raise SessionError("--parallel: give 1 or more")
     catalog = _catalog(args)
@@ -108,6 +155,127 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"suite {'PASSED' if result.passed else 'FAILED'}" +
           ("" if result.passed else ": " + "; ".join(result.failures)) + f"  (stored: {path})")
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def cmd_eval_cluster(args: argparse.Namespace) -> int:
+    if args.files:
+        raise SessionError("-f is for local runs: with --cluster the operator evaluates the PromptVersion in the "
+                           "cluster")
+    if args.timeout <= 0:
+        raise SessionError("--timeout: give a number of seconds above 0")
+    from ..k8s.kube import KubeClient, KubeError  # without the operator extra: main says which to install
+    from ..services import evaluations
+
+    trigger = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
+
+    async def act() -> tuple[str, str, dict[str, Any] | None]:
+        kube, context_namespace = KubeClient.from_kubeconfig(args.kubeconfig)
+        namespace = args.namespace or context_namespace
+        try:
+            workflow = await evaluations.request(kube, namespace, args.name, trigger)
+            if args.no_wait:
+                return namespace, workflow, None
+            return namespace, workflow, await evaluations.wait(kube, namespace, args.name, trigger,
+                                                               timeout=args.timeout, sleep=asyncio.sleep,
+                                                               clock=time.monotonic)
+        finally:
+            kube.close()
+
+    try:
+        namespace, workflow, status = asyncio.run(act())
+    except (evaluations.EvaluationRequestError, KubeError) as exc:
+        raise SessionError(str(exc)) from None
+    where = f"PromptVersion {namespace}/{args.name}"
+    if status is None:
+        if args.json:
+            _print_json({"namespace": namespace, "name": args.name, "trigger": trigger, "workflow": workflow})
+        else:
+            print(f"{where}: evaluation {trigger} requested; the operator runs it as Workflow {workflow}")
+        return EXIT_OK
+    if args.json:
+        _print_json({"namespace": namespace, "name": args.name, **status})
+    else:
+        print(f"{where}: evaluation {status.get('phase')} (Workflow {status.get('workflow') or workflow})")
+        if status.get("cases") is not None:
+            win = f", win rate {status['winRate']:.0%}" if status.get("winRate") is not None else ""
+            print(f"pass rate {status['passRate']:.0%} ({status['passedCases']}/{status['cases']}), mean score "
+                  f"{status['meanScore']:.3f}{win}, {status['inputTokens']}+{status['outputTokens']} tokens, "
+                  f"${status['costUsd']:.6f}, p50 latency {status['latencyP50Seconds']:.3f} s")
+        if status.get("message"):
+            print(status["message"])
+    return EXIT_OK if status.get("phase") == "Passed" else EXIT_FAILED
+
+
+def _workflow_of(manifests: str, where: str) -> Workflow:
+    import yaml
+
+    try:
+        bodies = [b for b in yaml.safe_load_all(manifests) if isinstance(b, dict) and b.get("kind") == "Workflow"]
+        return Workflow.model_validate(bodies[0])
+    except (yaml.YAMLError, IndexError, ValueError) as exc:
+        raise SessionError(f"{where}: the manifests it ran with hold no valid Workflow ({exc})") from None
+
+
+async def _stored_runs(args: argparse.Namespace) -> list[tuple[str, list[Any], str]]:
+    """(run, journal records, manifests) of each --run: local runs, or the operator's in PostgreSQL."""
+    if args.postgres_dsn is None:
+        from ..runner.store import RunStore, StoreError
+
+        store = RunStore(Path(args.state_dir))
+        out = []
+        for ref in args.runs:
+            try:
+                run = store.resolve(ref)
+            except StoreError as exc:
+                raise SessionError(f"--run {ref}: {exc}") from None
+            out.append((run.run_id, run.read_records(), run.manifests_yaml))
+        return out
+    if not args.namespace:
+        raise SessionError("-n/--namespace: give the namespace of the runs (with --postgres-dsn)")
+    from ..storage import PostgresStore, StorageError
+
+    try:
+        async with await PostgresStore.connect(args.postgres_dsn, max_size=2) as pg:
+            out = []
+            for ref in args.runs:
+                found = await pg.recent_runs(args.namespace, limit=1, workflow=ref)
+                if not found:
+                    raise SessionError(f"--run {ref}: no run of Workflow {ref!r} in namespace {args.namespace!r} "
+                                       "in the operator's PostgreSQL (only runs that started a step pod are kept)")
+                out.append((ref, await pg.load_journal(found[0].run_uid), found[0].manifests))
+            return out
+    except StorageError as exc:
+        raise SessionError(f"--postgres-dsn: {exc}") from None
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    from ..models import EvaluationCase
+    from ..prompts.cases import prompt_steps, recorded_prompts, run_cases
+
+    if args.namespace and args.postgres_dsn is None:
+        raise SessionError("-n/--namespace is for the operator's runs: give --postgres-dsn too")
+    cases: list[dict[str, Any]] = []
+    for run, records, manifests in asyncio.run(_stored_runs(args)):
+        steps = set(args.steps or ()) or prompt_steps(_workflow_of(manifests, f"run {run}"), args.name,
+                                                       recorded_prompts(records))
+        if not steps:
+            raise SessionError(f"run {run}: no llm step rendered PromptVersion {args.name!r}; name one with --step")
+        found = run_cases(run, records, steps, expect_output=args.expect_output)
+        if not found:
+            raise SessionError(f"run {run}: step(s) {', '.join(sorted(steps))} never ran")
+        cases.extend(found)
+    for i, case in enumerate(cases):
+        try:
+            EvaluationCase.model_validate(case)
+        except ValueError as exc:
+            raise SessionError(f"case {case['name']} (cases[{i}]) is not a valid case: {exc}") from None
+    if args.json:
+        _print_json({"cases": cases})
+    else:
+        import yaml
+
+        print(yaml.safe_dump({"cases": cases}, sort_keys=False, allow_unicode=True), end="")
+    return EXIT_OK
 
 
 def _family(catalog: Catalog, name: str) -> tuple[str, list[PromptVersion]]:
@@ -157,7 +325,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(cmd_eval(args) if args.command == "eval" else cmd_status(args))
+        command = {"eval": cmd_eval, "cases": cmd_cases, "status": cmd_status}[args.command]
+        return int(command(args))
     except ManifestError as exc:
         for p in exc.problems:
             print(p, file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from ..k8s import names
+from ..k8s import evaluation, names
 from ..k8s.kube import KubeError
 from ..models import Catalog
 from ..services.budgets import BudgetStatusSync
@@ -28,6 +28,7 @@ from ..services.errors import InvalidWorkflow
 from ..services.metrics import Metrics
 from ..services.resources import check_dependent
 from ..services.schedules import ScheduleSync
+from ..storage.errors import StorageError
 from .runtime import Memo
 
 log = logging.getLogger("agentflow.handlers")
@@ -97,6 +98,25 @@ def register(registry: kopf.OperatorRegistry) -> None:
     for plural, kind in KINDS.items():
         _readiness(registry, plural, kind)
 
+    @kopf.on.event(GROUP, VERSION, "promptversions", registry=registry, id="promptversions-evaluation")
+    async def evaluate(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
+        if type != "DELETED":  # its evaluation Workflows go with it (owner references), their rows with them
+            await _sync_evaluation(memo, body)
+
+    @kopf.on.event(GROUP, VERSION, "workflows", registry=registry, id="evaluation-workflows",
+                   labels={evaluation.EVALUATION_LABEL: kopf.PRESENT})
+    async def evaluation_changed(*, body: kopf.Body, memo: Memo, namespace: str | None, **_: Any) -> None:
+        name = (body.metadata.annotations or {}).get(evaluation.PROMPT_ANNOTATION)
+        if memo.evaluations is None or namespace is None or not name:
+            return
+        try:
+            prompt = await memo.evaluations.kube.get_resource("promptversions", namespace, name)
+        except KubeError as exc:  # gone (its Workflows follow it), or the API is away: its next event retries
+            log.info("evaluation Workflow %s/%s: PromptVersion %s not read: %s", namespace, body.metadata.name,
+                     name, exc)
+            return
+        await _sync_evaluation(memo, prompt)
+
     @kopf.timer(GROUP, VERSION, "workflowschedules", registry=registry, interval=SCHEDULE_INTERVAL_SECONDS,
                 idle=None)
     async def schedule(*, body: kopf.Body, memo: Memo, logger: Any, **_: Any) -> None:
@@ -105,6 +125,17 @@ def register(registry: kopf.OperatorRegistry) -> None:
             await ScheduleSync(memo.driver.reconciler.kube).sync(body, now)
         except KubeError as exc:  # the next tick tries again: slots are named, nothing starts twice
             logger.warning("schedule not synced: %s", exc)
+
+
+async def _sync_evaluation(memo: Memo, body: Mapping[str, Any]) -> None:
+    """A PromptVersion's evaluation (agentflow.services.evaluations); what fails is retried by its next event."""
+    if memo.evaluations is None:
+        return
+    meta = body.get("metadata") or {}
+    try:
+        await memo.evaluations.sync(body)
+    except (KubeError, StorageError) as exc:
+        log.warning("evaluation of PromptVersion %s/%s not synced: %s", meta.get("namespace"), meta.get("name"), exc)
 
 
 def _index(registry: kopf.OperatorRegistry, plural: str) -> None:

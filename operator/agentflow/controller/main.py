@@ -44,6 +44,7 @@ from ..k8s.podspec import PodConfig
 from ..k8s.profile import parse_host
 from ..models.limits import MAX_FANOUT_ITEMS
 from ..services.driver import WorkflowDriver
+from ..services.evaluations import EvaluationSync
 from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
 from ..services.quality import QualityMetrics
@@ -338,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         previews=args.status_previews == "masked",
                                                         max_parallel=args.max_parallel, quality=quality), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
+        memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         if events_config is not None:
             publisher = factory.event_publisher()
             memo.events_stopped = asyncio.Event()

@@ -13,6 +13,7 @@ from ..factory import Factory
 from ..gateway.server import GatewayServer
 from ..services.budgets import BudgetStatusSync
 from ..services.driver import WorkflowDriver
+from ..services.evaluations import EvaluationSync
 from ..triggers.server import TriggerServer
 
 
@@ -25,6 +26,7 @@ class Memo(kopf.Memo):
     gateway: GatewayServer | None
     triggers: TriggerServer | None
     budget_sync: BudgetStatusSync | None
+    evaluations: EvaluationSync | None
     budget_sync_task: asyncio.Task[None] | None
     budget_sync_stopped: asyncio.Event
     events_task: asyncio.Task[None] | None
@@ -46,6 +48,7 @@ def new_memo() -> Memo:
     memo.gateway = None
     memo.triggers = None
     memo.budget_sync = None
+    memo.evaluations = None
     memo.budget_sync_task = None
     memo.events_task = None
     memo.wakeups = {}

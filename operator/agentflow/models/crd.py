@@ -160,6 +160,10 @@ KINDS: tuple[Kind, ...] = (
             Column("Version", ".spec.version", description="Version label."),
             Column("Role", ".status.rollout.role", description="stable, candidate or inactive in its family."),
             Column("Weight", ".status.rollout.weight", "integer", "Percent of the family's runs it gets."),
+            Column("Eval", ".status.evaluation.phase", description="Its evaluation suite on the cluster: Pending, "
+                   "Running, Passed, Failed or Error."),
+            Column("Pass Rate", ".status.evaluation.passRate", "number", "Share of the suite's cases that passed."),
+            Column("Score", ".status.evaluation.meanScore", "number", "Mean score of the suite's cases (0 to 1)."),
             READY_COLUMN,
             AGE,
         ),

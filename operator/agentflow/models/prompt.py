@@ -155,7 +155,11 @@ class Judge(Model):
 class EvaluationSuite(Model):
     """The evaluation suite `agentflow prompt eval` runs: every case through the same executor and gateway as a
     run's llm step (the offline model without a provider key), then its assertions; the suite passes when
-    the pass rate (and mean score, and pairwise win rate, when set) reach their minimums."""
+    the pass rate (and mean score, and pairwise win rate, when set) reach their minimums.
+
+    On a cluster the operator runs it as a Workflow of its own (agentflow.k8s.evaluation): one llm step per
+    case, judge and pairwise steps after it, each a sandboxed step pod whose calls go through the gateway
+    and count against Budgets like any run's."""
 
     agent_ref: LocalRef
     """The Agent the cases run with (its model and instructions, as a step with this agentRef would)."""
@@ -167,6 +171,10 @@ class EvaluationSuite(Model):
     """Lowest mean of the cases' scores (a case's score is the mean of its assertions' scores)."""
     judge: Judge | None = None
     """The judge, for judge assertions and pairwise comparison."""
+    budget_ref: LocalRef | None = None
+    """A Budget the suite's calls count against besides those whose scope covers them (the evaluation Workflow's
+    spec.budgetRef on a cluster, the synthetic run's locally). On a cluster every Budget of the namespace whose
+    workflowSelector matches the evaluation Workflow's labels (agentflow.dev/evaluation: NAME) counts too."""
 
     @model_validator(mode="after")
     def _judged(self) -> EvaluationSuite:
@@ -221,8 +229,10 @@ class PromptVersionSpec(Model):
     output_schema: dict[str, JSONValue] | None = None
     """JSON Schema the model's output must satisfy (the output is parsed as JSON when given)."""
     evaluations: EvaluationSuite | None = None
-    """The evaluation suite `agentflow prompt eval NAME -f MANIFESTS` runs locally (cases, assertions, judge,
-    thresholds; results in the state dir). Nothing runs it on the cluster yet."""
+    """The evaluation suite (cases, assertions, judge, thresholds). `agentflow prompt eval NAME -f MANIFESTS` runs
+    it locally (results in the state dir); on a cluster the operator runs it when the PromptVersion is created
+    and again whenever the annotation agentflow.dev/evaluate gets a new value (`agentflow prompt eval NAME
+    --cluster`), as a Workflow of sandboxed step pods; results in PostgreSQL and on status.evaluation."""
     canary: Canary | None = None
     """Makes this version its family's candidate for a share of runs (see Canary)."""
 
@@ -242,11 +252,49 @@ class PromptRollout(Model):
     """The family's candidate PromptVersion, if any."""
 
 
+class EvaluationStatus(Model):
+    """The newest evaluation of the suite on the cluster (agentflow.services.evaluations), kept by the operator."""
+
+    phase: Literal["Pending", "Running", "Passed", "Failed", "Error"]
+    """Pending (its Workflow created), Running, Passed or Failed (the suite against its thresholds), Error (it
+    could not be run or concluded: message says why)."""
+    workflow: str | None = None
+    """The evaluation Workflow (label agentflow.dev/evaluation: this PromptVersion's name)."""
+    trigger: str = ""
+    """The agentflow.dev/evaluate annotation value it ran for ("" for the run at creation)."""
+    pass_rate: float | None = None
+    """Share of the cases that passed."""
+    mean_score: float | None = None
+    """Mean of the cases' scores (0 to 1)."""
+    win_rate: float | None = None
+    """With judge.pairwiseAgainst: the share of cases this version won (ties count half)."""
+    cases: int | None = None
+    """Cases run."""
+    passed_cases: int | None = None
+    """Cases that passed."""
+    cost_usd: float | None = None
+    """What the suite's model calls cost (cases, judges, the other version), US dollars."""
+    input_tokens: int | None = None
+    """Prompt tokens of those calls."""
+    output_tokens: int | None = None
+    """Completion tokens of those calls."""
+    latency_p50_seconds: float | None = None
+    """Median latency of a case (its calls' latencies summed)."""
+    started_at: str | None = None
+    """When the evaluation Workflow was created."""
+    finished_at: str | None = None
+    """When the evaluation concluded."""
+    message: str | None = None
+    """The thresholds missed, or why it could not run."""
+
+
 class PromptVersionStatus(ResourceStatus):
     """Observed state of a PromptVersion."""
 
     rollout: PromptRollout | None = None
     """Its place in the family's rollout."""
+    evaluation: EvaluationStatus | None = None
+    """The newest evaluation of its suite on the cluster."""
 
 
 class PromptVersion(Model):

@@ -12,22 +12,29 @@ edited to say yes):
 A case passes when its attempt succeeded (the output met the outputSchema) and every assertion passed;
 its score is the mean of its assertions' scores (1 with none; 0 when the attempt failed). The suite passes
 when the pass rate, the mean score and the pairwise win rate (ties count half) reach the minimums it sets.
+
+Both drivers conclude a case with :func:`case_result` from the :class:`Outcome` of each of its attempts: the
+local one (agentflow.runner.evaluate) as the attempts end, the operator (agentflow.k8s.evaluation) from the
+journal of the evaluation Workflow whose steps they were. Values are written into the judge's prompts as
+the engine writes any value into text (agentflow.engine.templates.stringify), so a judge reads the same
+prompt whichever driver asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentflow.models import EvaluationSuite, PromptVersion
+from agentflow.engine.templates import stringify
+from agentflow.models import EvaluationCase, EvaluationSuite, PromptVersion
 
-from .assertions import Verdict
+from .assertions import Verdict, check
 
 __all__ = [
-    "JUDGE_SCHEMA", "PAIRWISE_SCHEMA", "CaseResult", "SuiteResult", "judge_inputs", "judge_prompt",
+    "JUDGE_SCHEMA", "PAIRWISE_SCHEMA", "CaseResult", "Outcome", "SuiteResult", "case_result", "judge_inputs",
+    "judge_prompt",
     "judge_verdict", "pairwise_inputs", "pairwise_outcome", "pairwise_prompt", "pairwise_swapped", "summarize",
 ]
 
@@ -76,7 +83,7 @@ def pairwise_prompt(name: str) -> PromptVersion:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return stringify(value)
 
 
 def judge_inputs(rubric: str, inputs: Mapping[str, Any], output: Any) -> dict[str, str]:
@@ -124,6 +131,8 @@ class CaseResult:
     tokens: int
     latency_ms: float
     pairwise: str | None = None  # win, loss or tie against judge.pairwiseAgainst
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def passed(self) -> bool:
@@ -176,9 +185,23 @@ class SuiteResult:
         return sum(c.tokens for c in self.cases)
 
     @property
+    def input_tokens(self) -> int:
+        return sum(c.input_tokens for c in self.cases)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(c.output_tokens for c in self.cases)
+
+    @property
     def latency_ms(self) -> float:
         """Mean latency of a case (its calls' latencies summed)."""
         return sum(c.latency_ms for c in self.cases) / len(self.cases) if self.cases else 0.0
+
+    @property
+    def latency_p50_ms(self) -> float:
+        """Median latency of a case (its calls' latencies summed; the lower middle of an even count)."""
+        ordered = sorted(c.latency_ms for c in self.cases)
+        return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +211,46 @@ class SuiteResult:
             "costUsd": round(self.cost_usd, 6), "tokens": self.tokens, "meanLatencyMs": round(self.latency_ms, 1),
             "failures": list(self.failures), "cases": [c.to_dict() for c in self.cases],
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How one attempt of a case ended: its output, or why it failed."""
+
+    output: Any = None
+    error: str | None = None
+
+
+def case_result(case: EvaluationCase, suite: EvaluationSuite, answer: Outcome, judged: Mapping[int, Outcome],
+                baseline: Outcome | None, compared: Outcome | None, *, cost_usd: float, input_tokens: int,
+                output_tokens: int, latency_ms: float) -> CaseResult:
+    """A case concluded from its attempts: ``answer`` (the case's own; its error is the case's error),
+    ``judged[i]`` the judge's answer for judge assertion ``i``, ``baseline`` and ``compared`` the other
+    version's answer and the pairwise judge's (None when not run). A judge that failed fails its assertion;
+    a baseline that failed is a win, a comparison that failed a tie."""
+    def result(error: str | None, verdicts: tuple[Verdict, ...], pairwise: str | None) -> CaseResult:
+        return CaseResult(case.name, answer.output, error, verdicts, cost_usd, input_tokens + output_tokens,
+                          latency_ms, pairwise, input_tokens, output_tokens)
+
+    if answer.error is not None:
+        return result(answer.error, (), None)
+    verdicts: list[Verdict] = []
+    for i, assertion in enumerate(case.assertions):
+        if assertion.judge is None:
+            verdicts.append(check(assertion, answer.output, case.inputs))
+            continue
+        judge = judged.get(i, Outcome(error="it did not run"))
+        verdicts.append(judge_verdict(judge.output, assertion.judge.min_score) if judge.error is None else
+                        Verdict("judge", False, 0.0, f"the judge failed: {judge.error}"))
+    pairwise: str | None = None
+    if suite.judge is not None and suite.judge.pairwise_against is not None:
+        if baseline is None or baseline.error is not None:
+            pairwise = "win"  # the other version failed the case outright
+        elif compared is None or compared.error is not None:
+            pairwise = "tie"
+        else:
+            pairwise = pairwise_outcome(compared.output, pairwise_swapped(case.name))
+    return result(None, tuple(verdicts), pairwise)
 
 
 def summarize(prompt: PromptVersion, suite: EvaluationSuite, cases: Sequence[CaseResult]) -> SuiteResult:

@@ -24,7 +24,6 @@ from typing import Any
 from ..engine.values import CallRecord, Executor, StepRequest, StepResult
 from ..models import Catalog, EvaluationCase, EvaluationSuite, PromptVersion, Workflow
 from ..prompts import suite as suites
-from ..prompts.assertions import Verdict, check
 from .session import Bundle, SessionError, make_executor
 
 CASE, JUDGE, PAIRWISE, BASELINE = "case", "judge", "pairwise", "baseline"
@@ -52,10 +51,15 @@ def eval_bundle(catalog: Catalog, name: str) -> tuple[Bundle, PromptVersion, Eva
             steps.append(_step(BASELINE, suite.agent_ref.name, suite.judge.pairwise_against.name))
     missing = sorted({s["agentRef"]["name"] for s in steps} - set(catalog.agents)) + sorted(
         {s["promptRef"]["name"] for s in steps} - set(prompts))
+    if suite.budget_ref is not None and suite.budget_ref.name not in catalog.budgets:
+        missing.append(suite.budget_ref.name)
     if missing:
         raise SessionError(f"PromptVersion {name!r} spec.evaluations refers to {', '.join(missing)}, not in the "
                            "manifests: give the files or folders holding them with -f")
-    workflow = Workflow.model_validate({"metadata": {"name": f"eval.{name}"[:253]}, "spec": {"steps": steps}})
+    spec: dict[str, Any] = {"steps": steps}
+    if suite.budget_ref is not None:
+        spec["budgetRef"] = {"name": suite.budget_ref.name}
+    workflow = Workflow.model_validate({"metadata": {"name": f"eval.{name}"[:253]}, "spec": spec})
     bundle = Bundle(workflow, Catalog(dict(catalog.agents), prompts, dict(catalog.policies),
                                       dict(catalog.budgets)), "")
     return bundle, prompt, suite
@@ -65,9 +69,17 @@ def _step(name: str, agent: str, prompt: str) -> dict[str, Any]:
     return {"name": name, "kind": "llm", "agentRef": {"name": agent}, "promptRef": {"name": prompt}}
 
 
-def _spent(calls: tuple[CallRecord, ...]) -> tuple[float, int, float]:
-    return (sum(c.cost_usd for c in calls), sum(c.input_tokens + c.output_tokens for c in calls),
-            sum(c.latency_ms for c in calls))
+def _spent(calls: tuple[CallRecord, ...]) -> dict[str, Any]:
+    return {"cost_usd": sum(c.cost_usd for c in calls), "input_tokens": sum(c.input_tokens for c in calls),
+            "output_tokens": sum(c.output_tokens for c in calls), "latency_ms": sum(c.latency_ms for c in calls)}
+
+
+def _outcome(result: StepResult, *, full: bool) -> suites.Outcome:
+    """An attempt's outcome; ``full``: its error as TYPE: MESSAGE (a case's own), else the message."""
+    if result.error is None:
+        return suites.Outcome(result.output)
+    return suites.Outcome(result.output, f"{result.error.type}: {result.error.message}" if full
+                          else result.error.message)
 
 
 class SuiteRun:
@@ -89,38 +101,33 @@ class SuiteRun:
     async def case(self, case: EvaluationCase) -> suites.CaseResult:
         result = await self._attempt(CASE, case.name, case.inputs)
         calls = list(result.calls)
-        verdicts: list[Verdict] = []
-        pairwise: str | None = None
+        judged: dict[int, suites.Outcome] = {}
+        baseline = compared = None
         if result.error is None:
             for i, assertion in enumerate(case.assertions):
-                if assertion.judge is None:
-                    verdicts.append(check(assertion, result.output, case.inputs))
-                    continue
-                judged = await self._attempt(JUDGE, f"{case.name}/judge{i}", suites.judge_inputs(
-                    assertion.judge.rubric, case.inputs, result.output))
-                calls.extend(judged.calls)
-                verdicts.append(suites.judge_verdict(judged.output, assertion.judge.min_score)
-                                if judged.error is None else
-                                Verdict("judge", False, 0.0, f"the judge failed: {judged.error.message}"))
-            pairwise = await self._pairwise(case, result.output, calls)
+                if assertion.judge is not None:
+                    judge = await self._attempt(JUDGE, f"{case.name}/judge{i}", suites.judge_inputs(
+                        assertion.judge.rubric, case.inputs, result.output))
+                    calls.extend(judge.calls)
+                    judged[i] = _outcome(judge, full=False)
+            baseline, compared = await self._pairwise(case, result.output, calls)
         self.models.update(c.name for c in calls if c.kind == "llm")
-        cost, tokens, latency = _spent(tuple(calls))
-        error = f"{result.error.type}: {result.error.message}" if result.error is not None else None
-        return suites.CaseResult(case.name, result.output, error, tuple(verdicts), cost, tokens, latency, pairwise)
+        return suites.case_result(case, self.suite, _outcome(result, full=True), judged, baseline, compared,
+                                  **_spent(tuple(calls)))
 
-    async def _pairwise(self, case: EvaluationCase, output: Any, calls: list[CallRecord]) -> str | None:
+    async def _pairwise(self, case: EvaluationCase, output: Any, calls: list[CallRecord]
+                        ) -> tuple[suites.Outcome | None, suites.Outcome | None]:
         judge = self.suite.judge
         if judge is None or judge.pairwise_against is None:
-            return None
+            return None, None
         other = await self._attempt(BASELINE, f"{case.name}/baseline", case.inputs)
         calls.extend(other.calls)
         if other.error is not None:
-            return "win"  # the other version failed the case outright
-        swapped = suites.pairwise_swapped(case.name)
+            return _outcome(other, full=False), None
         compared = await self._attempt(PAIRWISE, f"{case.name}/pairwise", suites.pairwise_inputs(
-            judge.criteria, case.inputs, output, other.output, swapped))
+            judge.criteria, case.inputs, output, other.output, suites.pairwise_swapped(case.name)))
         calls.extend(compared.calls)
-        return suites.pairwise_outcome(compared.output, swapped) if compared.error is None else "tie"
+        return _outcome(other, full=False), _outcome(compared, full=False)
 
     async def run(self) -> suites.SuiteResult:
         cases = await asyncio.gather(*(self.case(c) for c in self.suite.cases))

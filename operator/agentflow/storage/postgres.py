@@ -14,6 +14,10 @@ What the operator keeps here, so that nothing is lost when a pod or the operator
                              was built with ``outbox=True``, deleted once published (agentflow.storage.outbox)
     agentflow_event_runs     the last Workflow phase put in the outbox per run: a transition is a phase that
                              differs from it
+    agentflow_evaluations    a PromptVersion's evaluation on the cluster, one row per evaluation Workflow (its run
+                             uid): the verdict, rates, cost, tokens, latency (agentflow.services.evaluations)
+    agentflow_evaluation_cases  its cases, one row each: passed, score, spend, and the case's whole result (json:
+                             output, each assertion's verdict, the pairwise outcome); both go with the Workflow
     agentflow_schema_version the migrations applied (:meth:`PostgresStore.migrate`)
 
 The store is built by the caller (``await PostgresStore.connect(dsn)``) and closed by it; nothing
@@ -53,6 +57,7 @@ from .errors import InvalidValue, JournalConflict, StorageError, StorageUnavaila
 from .migrations import Migration, Schema, migrate
 
 if TYPE_CHECKING:
+    from ..prompts.suite import SuiteResult
     from .outbox import EventSource
 
 __all__ = [
@@ -153,6 +158,53 @@ _MIGRATIONS: tuple[Migration, ...] = (
         (
             "CREATE INDEX IF NOT EXISTS agentflow_attempts_namespace ON agentflow_attempts "
             "(namespace, created_at DESC) WHERE namespace IS NOT NULL",
+        ),
+    ),
+)
+
+_MIGRATIONS += (
+    (
+        5,
+        "PromptVersion evaluations on the cluster: the verdict and its cases",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_evaluations (
+                run_uid text PRIMARY KEY,
+                namespace text NOT NULL,
+                prompt text NOT NULL,
+                workflow text NOT NULL,
+                trigger text NOT NULL,
+                passed boolean NOT NULL,
+                pass_rate double precision NOT NULL,
+                mean_score double precision NOT NULL,
+                win_rate double precision,
+                cost_usd double precision NOT NULL,
+                input_tokens bigint NOT NULL,
+                output_tokens bigint NOT NULL,
+                latency_p50_ms double precision NOT NULL,
+                failures json NOT NULL,
+                finished_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            "CREATE INDEX IF NOT EXISTS agentflow_evaluations_prompt ON agentflow_evaluations "
+            "(namespace, prompt, finished_at DESC)",
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_evaluation_cases (
+                run_uid text NOT NULL,
+                position integer NOT NULL CHECK (position >= 0),
+                name text NOT NULL,
+                passed boolean NOT NULL,
+                score double precision NOT NULL,
+                cost_usd double precision NOT NULL,
+                input_tokens bigint NOT NULL,
+                output_tokens bigint NOT NULL,
+                latency_ms double precision NOT NULL,
+                pairwise text,
+                error text,
+                result json NOT NULL,
+                CONSTRAINT agentflow_evaluation_cases_pkey PRIMARY KEY (run_uid, position)
+            )
+            """,
         ),
     ),
 )
@@ -505,8 +557,55 @@ class PostgresStore:
         """Forget the run: its journal, attempts and results, in one transaction."""
         async with self._connection(f"delete run {run_uid!r}", run_uid) as conn, conn.transaction():
             # Its outbox rows stay: what was recorded is still published (nothing lost), then they go.
-            for table in ("agentflow_journal", "agentflow_attempts", "agentflow_step_results", "agentflow_event_runs"):
+            for table in ("agentflow_journal", "agentflow_attempts", "agentflow_step_results", "agentflow_event_runs",
+                          "agentflow_evaluations", "agentflow_evaluation_cases"):
                 await conn.execute(f"DELETE FROM {table} WHERE run_uid = $1", run_uid)
+
+    # ----------------------------------------------------------------------- evaluations
+
+    async def put_evaluation(self, run_uid: str, namespace: str, workflow: str, trigger: str,
+                             result: SuiteResult) -> None:
+        """Store an evaluation's verdict and its cases, once (a second call for the same run changes nothing)."""
+        what = f"store the evaluation of PromptVersion {result.prompt!r} (Workflow {workflow!r})"
+        async with self._connection(what, run_uid) as conn, conn.transaction():
+            stored = await conn.fetchval(
+                "INSERT INTO agentflow_evaluations (run_uid, namespace, prompt, workflow, trigger, passed, pass_rate,"
+                " mean_score, win_rate, cost_usd, input_tokens, output_tokens, latency_p50_ms, failures) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                run_uid, namespace, result.prompt, workflow, trigger, result.passed, result.pass_rate,
+                result.mean_score, result.win_rate, result.cost_usd, result.input_tokens, result.output_tokens,
+                result.latency_p50_ms, list(result.failures),
+            )
+            if stored is not True:
+                return
+            await conn.executemany(
+                "INSERT INTO agentflow_evaluation_cases (run_uid, position, name, passed, score, cost_usd,"
+                " input_tokens, output_tokens, latency_ms, pairwise, error, result) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                [(run_uid, i, c.name, c.passed, c.score, c.cost_usd, c.input_tokens, c.output_tokens, c.latency_ms,
+                  c.pairwise, c.error, c.to_dict()) for i, c in enumerate(result.cases)],
+            )
+
+    async def evaluations(self, namespace: str, prompt: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """A PromptVersion's stored evaluations, newest first (camelCase keys, as on status.evaluation)."""
+        async with self._connection(f"list the evaluations of PromptVersion {namespace}/{prompt}") as conn:
+            rows = await conn.fetch(
+                "SELECT run_uid, workflow, trigger, passed, pass_rate, mean_score, win_rate, cost_usd, input_tokens,"
+                " output_tokens, latency_p50_ms, failures, finished_at FROM agentflow_evaluations "
+                "WHERE namespace = $1 AND prompt = $2 ORDER BY finished_at DESC LIMIT $3",
+                namespace, prompt, limit,
+            )
+        return [{"runUid": r[0], "workflow": r[1], "trigger": r[2], "passed": r[3], "passRate": r[4],
+                 "meanScore": r[5], "winRate": r[6], "costUsd": r[7], "inputTokens": r[8], "outputTokens": r[9],
+                 "latencyP50Ms": r[10], "failures": r[11], "finishedAt": r[12].isoformat()} for r in rows]
+
+    async def evaluation_cases(self, run_uid: str) -> list[dict[str, Any]]:
+        """An evaluation's cases in the suite's order: each case's whole result (CaseResult.to_dict())."""
+        async with self._connection(f"read the evaluation cases of run {run_uid!r}", run_uid) as conn:
+            rows = await conn.fetch(
+                "SELECT result FROM agentflow_evaluation_cases WHERE run_uid = $1 ORDER BY position", run_uid)
+        return [value for (raw,) in rows if (value := _as_object(raw, "an evaluation case")) is not None]
 
 
 async def _write_outbox(conn: Any, run_uid: str, rows: Sequence[tuple[Any, ...]], last: Record,
