@@ -38,7 +38,8 @@ CHART = REPO / "charts" / "agentflow"
 OPERATOR_IMAGE = os.environ.get("AGENTFLOW_E2E_OPERATOR_IMAGE", "localhost/agentflow-operator:dev")
 WEBHOOK_CONFIG = "agentflow.dev"
 KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,budgets.agentflow.dev," \
-        "toolpolicies.agentflow.dev,workflowschedules.agentflow.dev,workflowtemplates.agentflow.dev"
+        "toolpolicies.agentflow.dev,workflowschedules.agentflow.dev,workflowtemplates.agentflow.dev," \
+        "promptrollouts.agentflow.dev"
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ log = logging.getLogger("agentflow.handlers")
 
 GROUP, VERSION = "agentflow.dev", "v1alpha1"
 KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget",
-         "workflowtemplates": "WorkflowTemplate"}
+         "workflowtemplates": "WorkflowTemplate", "promptrollouts": "PromptRollout"}
 SCHEDULE_INTERVAL_SECONDS = 10.0
 """How often each WorkflowSchedule is looked at (a slot starts at most this late)."""
 
@@ -132,7 +132,7 @@ def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
         catalog = catalog_for(namespace, indices)
         kube = memo.driver.reconciler.kube
         for other in KINDS:
-            if other == "budgets":  # their whole status, Ready included, is BudgetStatusSync's
+            if other in ("budgets", "promptrollouts"):  # their whole status is BudgetStatusSync's, RolloutSync's
                 continue
             for body in list(indices[other].get(namespace, [])):
                 status = check_dependent(body, catalog, memo.clock())

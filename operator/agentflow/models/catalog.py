@@ -12,6 +12,7 @@ import dataclasses
 from .agent import Agent
 from .budget import Budget
 from .prompt import PromptVersion
+from .rollout import PromptRollout
 from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy, ToolSpec
 
@@ -24,9 +25,10 @@ class Catalog:
     budgets: dict[str, Budget] = dataclasses.field(default_factory=dict)
     templates: dict[str, WorkflowTemplate] = dataclasses.field(default_factory=dict)
     schedules: dict[str, WorkflowSchedule] = dataclasses.field(default_factory=dict)
+    rollouts: dict[str, PromptRollout] = dataclasses.field(default_factory=dict)
 
     def add(self, resource: Agent | PromptVersion | ToolPolicy | Budget | WorkflowTemplate | WorkflowSchedule
-            ) -> None:
+            | PromptRollout) -> None:
         table: dict[str, object] = {
             "Agent": self.agents,
             "PromptVersion": self.prompts,
@@ -34,6 +36,7 @@ class Catalog:
             "Budget": self.budgets,
             "WorkflowTemplate": self.templates,
             "WorkflowSchedule": self.schedules,
+            "PromptRollout": self.rollouts,
         }[resource.kind]  # type: ignore[assignment]
         table[resource.metadata.name] = resource
 

@@ -19,11 +19,13 @@ from .agent import Agent
 from .base import API_VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
+from .rollout import PromptRollout
 from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .workflow import Workflow
 
-Resource: TypeAlias = Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
+Resource: TypeAlias = (Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
+                       | PromptRollout)
 
 KINDS: dict[str, type[Model]] = {
     "Workflow": Workflow,
@@ -33,6 +35,7 @@ KINDS: dict[str, type[Model]] = {
     "ToolPolicy": ToolPolicy,
     "WorkflowTemplate": WorkflowTemplate,
     "WorkflowSchedule": WorkflowSchedule,
+    "PromptRollout": PromptRollout,
 }
 
 PathPart = str | int

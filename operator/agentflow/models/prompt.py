@@ -227,7 +227,7 @@ class PromptVersionSpec(Model):
     """Makes this version its family's candidate for a share of runs (see Canary)."""
 
 
-class PromptRollout(Model):
+class RolloutPlace(Model):
     """Where this version stands in its family's rollout (agentflow.prompts.rollout), kept by the operator."""
 
     family: str
@@ -245,7 +245,7 @@ class PromptRollout(Model):
 class PromptVersionStatus(ResourceStatus):
     """Observed state of a PromptVersion."""
 
-    rollout: PromptRollout | None = None
+    rollout: RolloutPlace | None = None
     """Its place in the family's rollout."""
 
 

@@ -82,7 +82,8 @@ def _rollout(prompt: PromptVersion, catalog: Catalog) -> tuple[dict[str, Any] | 
     """The version's place in its family's rollout (status.rollout), or the problem of the family's state."""
     family = prompt.spec.prompt
     try:
-        state = rollout_of(family, {**catalog.prompts, prompt.metadata.name: prompt}.values())
+        state = rollout_of(family, {**catalog.prompts, prompt.metadata.name: prompt}.values(),
+                           catalog.rollouts.values())
     except RolloutError as exc:
         return None, f"spec.canary: {exc}"
     name = prompt.metadata.name

@@ -219,13 +219,13 @@ def test_an_update_changing_the_spec_is_validated() -> None:
 # -- the kopf handlers
 
 
-def test_handlers_cover_the_seven_kinds_on_create_and_update_without_side_effects() -> None:
+def test_handlers_cover_the_eight_kinds_on_create_and_update_without_side_effects() -> None:
     registry = kopf.OperatorRegistry()
     register_admission(registry)
     found = {str(h.id): h for h in registry._webhooks.get_all_handlers() if str(h.id) != "budget-workflows"}
     assert set(found) == {f"validate-{plural}" for plural in PLURALS}
     assert set(PLURALS) == {"workflows", "agents", "promptversions", "toolpolicies", "budgets", "workflowtemplates",
-                            "workflowschedules"}
+                            "workflowschedules", "promptrollouts"}
     for handler in found.values():
         assert list(handler.operations or []) == ["CREATE", "UPDATE"]
         assert handler.side_effects is False and not handler.ignore_failures and not handler.persistent

@@ -343,7 +343,7 @@ def test_cli_writes_then_checks(
     assert crds.main(["--check", "--out", str(out)]) == 1
     assert "is missing" in capsys.readouterr().err
     assert crds.main(["--out", str(out)]) == 0
-    assert len(list(out.glob("*.agentflow.dev.yaml"))) == 7
+    assert len(list(out.glob("*.agentflow.dev.yaml"))) == 8
     assert crds.main(["--check", "--out", str(out)]) == 0
     assert crds.write(out) == [], "rewriting identical files must change nothing"
 
