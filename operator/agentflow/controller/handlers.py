@@ -28,6 +28,7 @@ from ..services.errors import InvalidWorkflow
 from ..services.metrics import Metrics
 from ..services.resources import check_dependent
 from ..services.schedules import ScheduleSync
+from ..storage.errors import StorageError
 from .runtime import Memo
 
 log = logging.getLogger("agentflow.handlers")
@@ -37,6 +38,8 @@ KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "
          "workflowtemplates": "WorkflowTemplate", "promptrollouts": "PromptRollout"}
 SCHEDULE_INTERVAL_SECONDS = 10.0
 """How often each WorkflowSchedule is looked at (a slot starts at most this late)."""
+ROLLOUT_INTERVAL_SECONDS = 10.0
+"""How often each PromptRollout is looked at (a step passed is acted on at most this late)."""
 
 
 def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -105,6 +108,16 @@ def register(registry: kopf.OperatorRegistry) -> None:
             await ScheduleSync(memo.driver.reconciler.kube).sync(body, now)
         except KubeError as exc:  # the next tick tries again: slots are named, nothing starts twice
             logger.warning("schedule not synced: %s", exc)
+
+
+    @kopf.timer(GROUP, VERSION, "promptrollouts", registry=registry, interval=ROLLOUT_INTERVAL_SECONDS, idle=None)
+    async def rollout(*, body: kopf.Body, memo: Memo, logger: Any, **_: Any) -> None:
+        if memo.rollouts is None:
+            return
+        try:
+            await memo.rollouts.sync(body)
+        except (KubeError, StorageError) as exc:  # the next tick looks again: the evidence is in the journal
+            logger.warning("rollout not synced: %s", exc)
 
 
 def _index(registry: kopf.OperatorRegistry, plural: str) -> None:

@@ -288,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         previews=args.status_previews == "masked",
                                                         max_parallel=args.max_parallel, quality=quality), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
+        memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))
         if events_config is not None:
             publisher = factory.event_publisher()
             memo.events_stopped = asyncio.Event()

@@ -375,6 +375,37 @@ class PostgresStore:
         return [StoredRun(str(run_uid), str(name or ""), str(manifests or ""))
                 for run_uid, name, manifests in rows]
 
+    async def family_runs(self, namespace: str, family: str, *, since: float, types: Sequence[str],
+                          limit: int) -> list[tuple[str, list[Record]]]:
+        """The runs of ``namespace`` (runs that started a step pod there) whose RunStarted, at or after ``since``
+        (seconds), recorded a choice of prompt family ``family`` (agentflow.prompts.rollout), the newest ``limit``;
+        each with its records of ``types`` (RunStarted always first), oldest first: a PromptRollout's evidence
+        (agentflow.services.canary), read back after an operator restart like anything else here."""
+        async with self._connection(f"list the runs of prompt family {family!r} in namespace {namespace!r}") as conn:
+            rows = await conn.fetch(
+                "WITH runs AS ("
+                "  SELECT j.run_uid, (j.record->>'at')::float8 AS at FROM agentflow_journal j"
+                "  WHERE j.seq = 0 AND j.type = 'RunStarted' AND (j.record->>'at')::float8 >= $3"
+                "    AND json_typeof(j.record->'data'->'prompts') = 'object'"
+                "    AND EXISTS (SELECT 1 FROM json_each(j.record->'data'->'prompts') p"
+                "                WHERE json_typeof(p.value) = 'object' AND p.value->>'family' = $2)"
+                "    AND EXISTS (SELECT 1 FROM agentflow_attempts a WHERE a.run_uid = j.run_uid AND a.namespace = $1)"
+                "  ORDER BY at DESC LIMIT $5) "
+                "SELECT r.run_uid, j.seq, j.record FROM runs r JOIN agentflow_journal j ON j.run_uid = r.run_uid "
+                "WHERE j.seq = 0 OR j.type = ANY($4::text[]) ORDER BY r.at, r.run_uid, j.seq",
+                namespace, family, since, list(types), limit,
+            )
+        out: list[tuple[str, list[Record]]] = []
+        for run_uid, seq, raw in rows:
+            if not out or out[-1][0] != run_uid:
+                out.append((str(run_uid), []))
+            try:
+                out[-1][1].append(Record.from_dict(raw))
+            except JournalError as e:
+                raise StorageError(f"journal of run {run_uid!r}: the row with seq {seq} is not a journal record "
+                                   f"({e}); it was edited outside AgentFlow: restore it from a backup") from None
+        return out
+
     async def append(self, run_uid: str, records: Sequence[Record], source: EventSource | None = None) -> None:
         """Append records, all or none, fenced: they must continue exactly the stored head.
 
