@@ -315,6 +315,24 @@ class MemoryStore:
         if records:
             self.sources.setdefault(run_uid, []).append(source)
 
+    async def family_runs(self, namespace: str, family: str, *, since: float, types: Sequence[str],
+                          limit: int) -> list[tuple[str, list[Record]]]:
+        """PostgresStore.family_runs over the journals kept here (a run's namespace: its appends' EventSource)."""
+        self._check()
+        found: list[tuple[float, str]] = []
+        for uid, records in self.journals.items():
+            first = records[0] if records else None
+            if first is None or first.event.type.value != "RunStarted" or first.event.at < since:
+                continue
+            if not any(s is not None and s.namespace == namespace for s in self.sources.get(uid, [])):
+                continue
+            prompts = first.event.data.get("prompts") or {}
+            if any(isinstance(c, Mapping) and c.get("family") == family for c in prompts.values()):
+                found.append((first.event.at, uid))
+        chosen = sorted(sorted(found, reverse=True)[:limit])
+        return [(uid, [r for r in self.journals[uid] if r.seq == 0 or r.event.type.value in types])
+                for _, uid in chosen]
+
     async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any], *,
                           pod: AttemptPod | None = None) -> None:
         self._check()

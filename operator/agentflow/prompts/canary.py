@@ -46,7 +46,7 @@ from typing import Any, Literal
 from agentflow.models.rollout import RELATIVE_SIGNALS, OnlineGate, PromptRolloutSpec
 
 __all__ = ["Decision", "EvaluationState", "GateResult", "RolloutState", "Sample", "VersionStats", "alpha_of",
-           "decide", "evaluation_gate", "student_sf", "test_gate"]
+           "decide", "evaluation_gate", "student_sf", "gate_verdict"]
 
 Action = Literal["Wait", "Start", "Advance", "Promote", "Rollback", "Pause", "Fail"]
 TERMINAL = frozenset({"Promoted", "RolledBack", "Failed", "Paused"})
@@ -229,7 +229,7 @@ def alpha_of(spec: PromptRolloutSpec) -> float:
     return (1.0 - spec.confidence) / (len(spec.steps) * max(1, len(spec.online_gates)))
 
 
-def test_gate(gate: OnlineGate, candidate: Sample, stable: Sample, min_samples: int, alpha: float) -> GateResult:
+def gate_verdict(gate: OnlineGate, candidate: Sample, stable: Sample, min_samples: int, alpha: float) -> GateResult:
     """One gate's verdict: Wait below ``min_samples`` samples of either version, else Fail when the one-sided
     test rejects "candidate no worse than maxDegradation" at ``alpha``, else Pass."""
     delta, signal = gate.max_degradation, gate.signal
@@ -339,7 +339,7 @@ def decide(spec: PromptRolloutSpec, state: RolloutState, now: float, evaluation:
     if short:
         return Decision("Wait", "Progressing", i, step.weight, "CollectingRuns", f"{where}: {', '.join(short)}")
     alpha = alpha_of(spec)
-    gates = tuple(test_gate(g, candidate.signals.get(g.signal, Sample()), stable.signals.get(g.signal, Sample()),
+    gates = tuple(gate_verdict(g, candidate.signals.get(g.signal, Sample()), stable.signals.get(g.signal, Sample()),
                             spec.min_samples, alpha) for g in spec.online_gates)
     failed = [g for g in gates if g.verdict == "Fail"]
     if failed:
