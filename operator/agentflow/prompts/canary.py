@@ -45,8 +45,19 @@ from typing import Any, Literal
 
 from agentflow.models.rollout import RELATIVE_SIGNALS, OnlineGate, PromptRolloutSpec
 
-__all__ = ["Decision", "EvaluationState", "GateResult", "RolloutState", "Sample", "VersionStats", "alpha_of",
-           "decide", "evaluation_gate", "student_sf", "gate_verdict"]
+__all__ = [
+    "Decision",
+    "EvaluationState",
+    "GateResult",
+    "RolloutState",
+    "Sample",
+    "VersionStats",
+    "alpha_of",
+    "decide",
+    "evaluation_gate",
+    "gate_verdict",
+    "student_sf",
+]
 
 Action = Literal["Wait", "Start", "Advance", "Promote", "Rollback", "Pause", "Fail"]
 TERMINAL = frozenset({"Promoted", "RolledBack", "Failed", "Paused"})

@@ -19,9 +19,9 @@ from agentflow.prompts.canary import (
     alpha_of,
     decide,
     evaluation_gate,
+    gate_verdict,
     normal_sf,
     student_sf,
-    gate_verdict,
 )
 
 
