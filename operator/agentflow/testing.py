@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .audit.records import AuditEvent
 from .engine.journal import Record
 from .engine.run import Run
+from .engine.values import Event, EventType
 from .k8s.kube import Conflict, Forbidden, KubeError, NotFound, TokenReview
 from .services import approvals
 from .storage.attempts import AttemptPod
@@ -582,3 +583,26 @@ def recording_tracing(*, content: bool = False, redact: Any = None,
     recorded = RecordedSpans()
     settings = TraceSettings(content=content, url_template=url_template)
     return Tracing(settings, exporter=recorded.exporter, redact=redact, batch=False), recorded
+
+
+def prompt_run_events(version: str, *, at: float = 100.0, family: str = "t", schema_failure: bool = False,
+               cost: float = 0.01, score: float | None = None, finished: bool = True,
+               reason: str = "candidate") -> list[Event]:
+    """The journal events of a run whose llm step ``a`` followed prompt ``family``'s rollout and got ``version``:
+    one attempt, answered (or its answer broke the outputSchema), and a step ``b`` of another kind (PromptRollout
+    tests: agentflow.quality.versions, agentflow.services.canary)."""
+    choice = {"family": family, "name": version, "version": "1", "reason": reason, "bucket": 3}
+    end = (Event(EventType.step_failed, "a", {"attempt": 1, "error": {"type": "InvalidModelOutput", "message": "x"}},
+                 at + 2.0) if schema_failure else
+           Event(EventType.step_succeeded, "a", {"attempt": 1, "output": {}, **({"score": score} if score is not None
+                                                                       else {})}, at + 2.0))
+    events = [Event(EventType.run_started, None, {"workflow": "w", "prompts": {"a": choice}}, at),
+              Event(EventType.step_scheduled, "a", {"step": "a", "kind": "llm", "attempt": 1}, at + 0.5),
+              Event(EventType.cost_recorded, "a", {"call": {"kind": "llm", "cost_usd": cost}}, at + 1.0),
+              Event(EventType.step_scheduled, "b", {"step": "b", "kind": "tool", "attempt": 1}, at + 0.5),
+              Event(EventType.cost_recorded, "b", {"call": {"kind": "llm", "cost_usd": 5.0}}, at + 1.0),  # not t's
+              end]
+    if finished:
+        phase = "Failed" if schema_failure else "Succeeded"
+        events.append(Event(EventType.run_finished, None, {"phase": phase}, at + 3.0))
+    return events

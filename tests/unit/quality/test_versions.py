@@ -2,36 +2,8 @@
 
 from __future__ import annotations
 
-from agentflow.engine.journal import Journal, Record
-from agentflow.engine.values import Event, EventType
 from agentflow.quality.versions import run_sample
-
-E = EventType
-
-
-def run_events(version: str, *, at: float = 100.0, family: str = "t", schema_failure: bool = False,
-               cost: float = 0.01, score: float | None = None, finished: bool = True,
-               reason: str = "candidate") -> list[Event]:
-    """A run whose family step ``a`` got ``version``: one attempt, answered (or broken against the schema)."""
-    choice = {"family": family, "name": version, "version": "1", "reason": reason, "bucket": 3}
-    end = (Event(E.step_failed, "a", {"attempt": 1, "error": {"type": "InvalidModelOutput", "message": "x"}},
-                 at + 2.0) if schema_failure else
-           Event(E.step_succeeded, "a", {"attempt": 1, "output": {}, **({"score": score} if score is not None
-                                                                       else {})}, at + 2.0))
-    events = [Event(E.run_started, None, {"workflow": "w", "prompts": {"a": choice}}, at),
-              Event(E.step_scheduled, "a", {"step": "a", "kind": "llm", "attempt": 1}, at + 0.5),
-              Event(E.cost_recorded, "a", {"call": {"kind": "llm", "cost_usd": cost}}, at + 1.0),
-              Event(E.step_scheduled, "b", {"step": "b", "kind": "tool", "attempt": 1}, at + 0.5),
-              Event(E.cost_recorded, "b", {"call": {"kind": "llm", "cost_usd": 5.0}}, at + 1.0),  # not the family's
-              end]
-    if finished:
-        events.append(Event(E.run_finished, None, {"phase": "Failed" if schema_failure else "Succeeded"}, at + 3.0))
-    return events
-
-
-def records(events: list[Event]) -> list[Record]:
-    journal = Journal()
-    return [journal.append(e) for e in events]
+from agentflow.testing import prompt_run_events as run_events
 
 
 def test_a_run_gives_samples_of_its_version() -> None:

@@ -11,8 +11,7 @@ from agentflow.engine.journal import Journal
 from agentflow.services.canary import RolloutSync
 from agentflow.storage.outbox import EventSource
 from agentflow.testing import FakeKube, MemoryAuditSink, MemoryStore
-
-from ..quality.test_versions import run_events
+from agentflow.testing import prompt_run_events as run_events
 
 NS = "team"
 
