@@ -38,11 +38,13 @@ def rollout(namespace: str, family: str) -> dict[str, Any]:
 
 
 async def add_run(store: PostgresStore, namespace: str, family: str, version: str, at: float,
-                  schema_failure: bool = False) -> str:
+                  schema_failure: bool = False, nul: bool = False) -> str:
     uid = f"run-{uuid.uuid4()}"
     journal = Journal()
-    await store.append(uid, [journal.append(e) for e in run_events(version, at=at, family=family,
-                                                                    schema_failure=schema_failure)])
+    events = run_events(version, at=at, family=family, schema_failure=schema_failure)
+    if nul:  # an input PostgreSQL's JSON operators cannot read back as text
+        events[0] = events[0]._replace(data={**events[0].data, "inputs": {"ticket": "a\u0000b"}})
+    await store.append(uid, [journal.append(e) for e in events])
     await store.put_attempt(uid, "a", 1, {"request": {}}, pod=AttemptPod(namespace, "w", f"{uid}-a", uid, "a", 1))
     return uid
 
@@ -53,13 +55,18 @@ async def test_family_runs_reads_a_namespaces_runs_of_a_family(store: PostgresSt
     first = await add_run(store, ns, family, "v1", at=200.0)
     second = await add_run(store, ns, family, "v2", at=300.0, schema_failure=True)
     await add_run(store, "elsewhere", family, "v1", at=250.0)  # another namespace
-    await add_run(store, ns, "other-family", "v1", at=250.0)
+    await add_run(store, ns, "other-family", "v1", at=250.0, nul=True)
+    await add_run(store, "elsewhere", family, "v1", at=260.0, nul=True)
     got = await store.family_runs(ns, family, since=150.0, types=TYPES, limit=100)
     assert [uid for uid, _ in got] == [first, second]  # oldest first, from ``since``
+    with_nul = await add_run(store, ns, family, "v1", at=400.0, nul=True)
+    got = await store.family_runs(ns, family, since=150.0, types=TYPES, limit=100)
+    assert [uid for uid, _ in got] == [first, second, with_nul]
+    assert got[2][1][0].event.data["inputs"] == {"ticket": "a\u0000b"}
     records = got[1][1]
     assert [r.event.type.value for r in records] == ["RunStarted", "StepScheduled", "CostRecorded",
                                                      "StepScheduled", "CostRecorded", "StepFailed", "RunFinished"]
-    assert [uid for uid, _ in await store.family_runs(ns, family, since=0.0, types=TYPES, limit=1)] == [second]
+    assert [uid for uid, _ in await store.family_runs(ns, family, since=0.0, types=TYPES, limit=1)] == [with_nul]
     assert old not in {uid for uid, _ in await store.family_runs(ns, family, since=150.0, types=TYPES, limit=9)}
     only_start = await store.family_runs(ns, family, since=0.0, types=(), limit=9)
     assert all(len(rs) == 1 and rs[0].seq == 0 for _, rs in only_start)
