@@ -150,11 +150,14 @@ class GateResult:
     test: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"signal": self.signal, "verdict": self.verdict, "candidateSamples": self.candidate_samples,
+        """The wire form (status.gates[], the audit record): unknown numbers left out, as the API server would
+        prune a null."""
+        out = {"signal": self.signal, "verdict": self.verdict, "candidateSamples": self.candidate_samples,
                 "stableSamples": self.stable_samples, "candidate": _round(self.candidate),
                 "stable": _round(self.stable), "maxDegradation": self.max_degradation,
                 "statistic": _round(self.statistic), "pValue": _round(self.p_value), "alpha": _round(self.alpha),
                 "test": self.test}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -175,7 +178,7 @@ class Decision:
 
 
 def _round(v: float | None) -> float | None:
-    return None if v is None or math.isnan(v) else (v if math.isinf(v) else round(v, 6))
+    return None if v is None or not math.isfinite(v) else round(v, 6)  # JSON has no NaN or infinity
 
 
 # --------------------------------------------------------------------------- distributions

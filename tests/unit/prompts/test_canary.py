@@ -199,3 +199,13 @@ def test_bad_specs_name_the_field(over: dict[str, Any], field: str, message: str
         spec(**over)
     errors = info.value.errors()
     assert any(".".join(str(p) for p in e["loc"]).startswith(field) and message in e["msg"] for e in errors), errors
+
+
+def test_the_wire_form_has_no_null_or_infinity() -> None:
+    exact = gate_verdict(OnlineGate(signal="latencySeconds"), Sample.of([2.0] * 30), Sample.of([1.0] * 30), 20, 0.05)
+    assert exact.statistic == math.inf
+    wire = exact.to_dict()
+    assert "statistic" not in wire and wire["pValue"] == 0.0 and wire["verdict"] == "Fail"
+    waiting = gate_verdict(OnlineGate(signal="judgeScore"), Sample(), Sample(), 20, 0.05).to_dict()
+    assert set(waiting) == {"signal", "verdict", "candidateSamples", "stableSamples", "maxDegradation", "alpha",
+                            "test"}
