@@ -186,7 +186,8 @@ class EvaluationSuite(Model):
 class Canary(Model):
     """This version as its family's candidate: ``weight`` percent of the runs whose steps refer to the family
     (promptRef.family) get it, chosen per run by a hash of the run id and the family (agentflow.prompts.rollout);
-    the others get the baseline. One candidate per family. Nothing changes the weight by itself (no gates)."""
+    the others get the baseline. One candidate per family. Nothing changes the weight by itself (no gates): a
+    PromptRollout (agentflow.models.rollout) is the gated way, and a family has one or the other."""
 
     baseline: LocalRef
     """The family's stable PromptVersion (same spec.prompt), which takes the rest of the runs."""
