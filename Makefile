@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install tools services quickstart test test-unit test-e2e test-browser lint crds crds-check bench bench-loop \
-	bench-events bench-traces bench-console bench-drift console console-check browser cluster-up cluster-down images clean
+	bench-events bench-traces bench-console bench-drift bench-canary console console-check browser cluster-up cluster-down images clean
 
 help:
 	@echo "make quickstart   install and run the quickstart workflow locally (no cluster, no API key)"
@@ -120,6 +120,9 @@ bench-traces: install
 
 bench-drift: install
 	$(BIN)/python bench/drift_bench.py
+
+bench-canary: install
+	$(BIN)/python bench/canary_bench.py
 bench-console: install browser
 	$(BIN)/python bench/console_bench.py
 

@@ -54,6 +54,7 @@ from .memory.postgres import PostgresMemoryStore
 from .models import Budget
 from .security.identity import Authenticate, SignedTokens
 from .security.pii import text_redactor
+from .services.canary import RolloutSync
 from .services.gateway import AttemptAuthenticator, KubeBudgets, KubeCredentials
 from .services.identity import TOKEN_AUDIENCE, PodIdentity
 from .services.metrics import MeteredStore, Metrics
@@ -321,6 +322,13 @@ class Factory:
         if self.kube is None:
             raise ConfigError("the quality watch needs a Kubernetes client")
         return QualityWatch(self.kube, metrics, reporting_instance=reporting_instance)
+
+    def rollout_sync(self, clock: Callable[[], float], *, reporting_instance: str = "") -> RolloutSync:
+        """PromptRollouts' decisions: the evidence from the journal in PostgreSQL, decisions to the audit chain."""
+        if self.kube is None:
+            raise ConfigError("the rollout sync needs a Kubernetes client")
+        return RolloutSync(self.kube, self.db.store, audit=self.db.audit, clock=clock,
+                           reporting_instance=reporting_instance)
 
     def event_publisher(self) -> OutboxPublisher:
         """The outbox publisher (built once; its metrics on ``registry``). ConfigError when events are off."""

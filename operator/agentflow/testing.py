@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .audit.records import AuditEvent
 from .engine.journal import Record
 from .engine.run import Run
+from .engine.values import Event, EventType
 from .k8s.kube import RBAC_HINT, AccessDecision, Conflict, Forbidden, KubeError, NotFound, TokenReview
 from .services import approvals
 from .storage.attempts import AttemptPod
@@ -96,7 +97,8 @@ class FakeKube:
     def plural(kind: str) -> str:
         return {"Workflow": "workflows", "Agent": "agents", "PromptVersion": "promptversions",
                 "ToolPolicy": "toolpolicies", "Budget": "budgets", "WorkflowTemplate": "workflowtemplates",
-                "WorkflowSchedule": "workflowschedules", "WorkflowTrigger": "workflowtriggers"}[kind]
+                "WorkflowSchedule": "workflowschedules", "WorkflowTrigger": "workflowtriggers",
+                "PromptRollout": "promptrollouts"}[kind]
 
     def add_resource(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -339,6 +341,24 @@ class MemoryStore:
         journal.extend(records)
         if records:
             self.sources.setdefault(run_uid, []).append(source)
+
+    async def family_runs(self, namespace: str, family: str, *, since: float, types: Sequence[str],
+                          limit: int) -> list[tuple[str, list[Record]]]:
+        """PostgresStore.family_runs over the journals kept here (a run's namespace: its appends' EventSource)."""
+        self._check()
+        found: list[tuple[float, str]] = []
+        for uid, records in self.journals.items():
+            first = records[0] if records else None
+            if first is None or first.event.type.value != "RunStarted" or first.event.at < since:
+                continue
+            if not any(s is not None and s.namespace == namespace for s in self.sources.get(uid, [])):
+                continue
+            prompts = first.event.data.get("prompts") or {}
+            if any(isinstance(c, Mapping) and c.get("family") == family for c in prompts.values()):
+                found.append((first.event.at, uid))
+        chosen = sorted(sorted(found, reverse=True)[:limit])
+        return [(uid, [r for r in self.journals[uid] if r.seq == 0 or r.event.type.value in types])
+                for _, uid in chosen]
 
     async def put_attempt(self, run_uid: str, node: str, attempt: int, payload: Mapping[str, Any], *,
                           pod: AttemptPod | None = None) -> None:
@@ -595,3 +615,26 @@ def recording_tracing(*, content: bool = False, redact: Any = None,
     recorded = RecordedSpans()
     settings = TraceSettings(content=content, url_template=url_template)
     return Tracing(settings, exporter=recorded.exporter, redact=redact, batch=False), recorded
+
+
+def prompt_run_events(version: str, *, at: float = 100.0, family: str = "t", schema_failure: bool = False,
+               cost: float = 0.01, score: float | None = None, finished: bool = True,
+               reason: str = "candidate") -> list[Event]:
+    """The journal events of a run whose llm step ``a`` followed prompt ``family``'s rollout and got ``version``:
+    one attempt, answered (or its answer broke the outputSchema), and a step ``b`` of another kind (PromptRollout
+    tests: agentflow.quality.versions, agentflow.services.canary)."""
+    choice = {"family": family, "name": version, "version": "1", "reason": reason, "bucket": 3}
+    end = (Event(EventType.step_failed, "a", {"attempt": 1, "error": {"type": "InvalidModelOutput", "message": "x"}},
+                 at + 2.0) if schema_failure else
+           Event(EventType.step_succeeded, "a", {"attempt": 1, "output": {}, **({"score": score} if score is not None
+                                                                       else {})}, at + 2.0))
+    events = [Event(EventType.run_started, None, {"workflow": "w", "prompts": {"a": choice}}, at),
+              Event(EventType.step_scheduled, "a", {"step": "a", "kind": "llm", "attempt": 1}, at + 0.5),
+              Event(EventType.cost_recorded, "a", {"call": {"kind": "llm", "cost_usd": cost}}, at + 1.0),
+              Event(EventType.step_scheduled, "b", {"step": "b", "kind": "tool", "attempt": 1}, at + 0.5),
+              Event(EventType.cost_recorded, "b", {"call": {"kind": "llm", "cost_usd": 5.0}}, at + 1.0),  # not t's
+              end]
+    if finished:
+        phase = "Failed" if schema_failure else "Succeeded"
+        events.append(Event(EventType.run_finished, None, {"phase": phase}, at + 3.0))
+    return events

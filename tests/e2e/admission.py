@@ -30,7 +30,7 @@ from .test_operator import Operator, free_port
 CONFIG = "agentflow.dev"  # the configurations kopf manages (settings.admission.managed)
 KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,toolpolicies.agentflow.dev," \
         "budgets.agentflow.dev,workflowschedules.agentflow.dev,workflowtemplates.agentflow.dev," \
-        "workflowtriggers.agentflow.dev"
+        "workflowtriggers.agentflow.dev,promptrollouts.agentflow.dev"
 
 
 def webhooks(cluster: Cluster) -> list[dict[str, Any]] | None:

@@ -39,7 +39,7 @@ OPERATOR_IMAGE = os.environ.get("AGENTFLOW_E2E_OPERATOR_IMAGE", "localhost/agent
 WEBHOOK_CONFIG = "agentflow.dev"
 KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,budgets.agentflow.dev," \
         "toolpolicies.agentflow.dev,workflowschedules.agentflow.dev,workflowtemplates.agentflow.dev," \
-        "workflowtriggers.agentflow.dev"
+        "workflowtriggers.agentflow.dev,promptrollouts.agentflow.dev"
 
 
 @contextlib.contextmanager

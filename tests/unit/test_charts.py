@@ -202,7 +202,7 @@ def _rules(objects: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str] 
 def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
     grants = _rules(render(helm))
     kinds = ["workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
-             "workflowschedules", "workflowtriggers"]
+             "workflowschedules", "workflowtriggers", "promptrollouts"]
     webhooks = ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"]
     expected = {
         **{("agentflow.dev", k, "*"): {"get", "list", "watch", "patch"} for k in kinds},
@@ -786,7 +786,7 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
         ("authorization.k8s.io", "subjectaccessreviews", "*"): {"create"},
     }, "cluster-wide: only what is cluster-scoped (the Budget status loop lists each watched namespace)"
     kinds = ["workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
-             "workflowschedules", "workflowtriggers"]
+             "workflowschedules", "workflowtriggers", "promptrollouts"]
     for ns in ("team-a", "team-b"):
         role = _rules(objects, ("Role", f"{RELEASE}@{ns}"))
         assert role == {

@@ -7,13 +7,18 @@
     agentflow prompt status FAMILY_OR_NAME -f MANIFESTS [--json]
     agentflow prompt cases NAME --run RUN [--run ...] [--step STEP] [--expect-output] [--state-dir DIR |
                            --postgres-dsn DSN -n NS] [--json]
+    agentflow prompt status FAMILY_OR_NAME -n NAMESPACE [--kubeconfig PATH] [--json]
 
 ``eval`` reads the PromptVersion and the Agents (and Budgets) it needs from files or folders (as
 ``kubectl -f``), runs every case through the same executor and gateway as ``agentflow run`` (the offline
 model ``agentflow/offline`` without a provider key: NOT a real model; a real provider with one; one model call
 per case and repairs, as an llm step without an agent loop: an Agent's tools and delegates are not offered), prints a
 table (or JSON) and stores the results in ``STATE_DIR/evals/NAME/``. ``status`` shows a family's versions,
-the rollout split (agentflow.prompts.rollout) and each version's newest stored results.
+the rollout split (agentflow.prompts.rollout) and each version's newest stored results; with ``-n`` (or
+``--kubeconfig``) it reads the family's PromptVersions and PromptRollout from the cluster instead, and the
+evaluation each version has there (status.evaluation). When a PromptRollout rolls the family out, ``status``
+explains it: phase, step, weight, each online gate's numbers (samples, candidate and stable values, the test's
+statistic and p-value against its level) and the last decision (agentflow.prompts.canary).
 
 ``eval --cluster`` asks the operator to run the PromptVersion's suite again on the cluster: it sets the annotation
 agentflow.dev/evaluate to a new value (your kubeconfig's user needs patch on promptversions), waits for
@@ -44,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..loader import file_roots_from_env, validate_paths
-from ..models import Catalog, ManifestError, PromptVersion, Workflow
+from ..models import Catalog, ManifestError, PromptRollout, PromptVersion, Workflow
 from ..prompts.assertions import describe
 from ..runner import evaluate
 from ..runner.session import SessionError
@@ -96,7 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
     s = sub.add_parser("status", help="a family's versions, its rollout split and their newest results")
     s.add_argument("name", help="a prompt family (spec.prompt) or one of its PromptVersions")
-    common(s)
+    s.add_argument("--namespace", "-n", help="read the family from this namespace of the cluster (instead of -f)")
+    s.add_argument("--kubeconfig", help="the cluster's kubeconfig (default: KUBECONFIG, ~/.kube/config); implies "
+                   "the cluster, in the namespace of the current context unless --namespace")
+    common(s, files_required=False)
     return parser
 
 
@@ -287,38 +295,129 @@ def _family(catalog: Catalog, name: str) -> tuple[str, list[PromptVersion]]:
     return family, versions
 
 
+def _cluster_catalog(args: argparse.Namespace) -> tuple[Catalog, dict[str, dict[str, Any]], str]:
+    """The namespace's PromptVersions and PromptRollouts (the raw PromptVersions too: their status.evaluation)."""
+    from ..k8s.kube import KubeClient, KubeError  # the operator extra; main says which to install
+    from ..models import parse_resource
+
+    async def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+        kube, context_namespace = KubeClient.from_kubeconfig(args.kubeconfig)
+        namespace = args.namespace or context_namespace
+        try:
+            return (await kube.list_resources("promptversions", namespace),
+                    await kube.list_resources("promptrollouts", namespace), namespace)
+        finally:
+            kube.close()
+
+    try:
+        versions, rollouts, namespace = asyncio.run(read())
+    except KubeError as exc:
+        raise SessionError(f"cannot read the cluster: {exc}") from None
+    catalog = Catalog()
+    raw: dict[str, dict[str, Any]] = {}
+    for body in [*versions, *rollouts]:
+        try:
+            resource = parse_resource(body)
+        except ManifestError:  # an invalid one says why on its own status
+            continue
+        catalog.add(resource)  # type: ignore[arg-type]
+        raw[f"{body.get('kind')}/{resource.metadata.name}"] = body
+    return catalog, raw, namespace
+
+
+def _evaluation_text(row: dict[str, Any]) -> str:
+    ev = row.get("eval")
+    if ev is None:
+        return "not evaluated"
+    if "evalId" not in ev:  # the cluster's status.evaluation
+        numbers = ", ".join(f"{k} {ev[k]:.3g}" for k in ("passRate", "meanScore") if isinstance(ev.get(k), float | int))
+        return f"{ev.get('phase', 'Pending')}" + (f": {numbers}" if numbers else "")
+    return (f"{'passed' if ev['passed'] else 'FAILED'}: pass rate {ev['passRate']:.0%}, mean score "
+            f"{ev['meanScore']:.3f}" + (f", win rate {ev['winRate']:.0%}" if ev.get("winRate") is not None else "")
+            + f" ({ev['evalId']})")
+
+
+def rollout_lines(rollout: PromptRollout) -> list[str]:
+    """The explanation of a PromptRollout, with the numbers (its status as the operator wrote it)."""
+    spec, status = rollout.spec, rollout.status
+    lines = [f"PromptRollout {rollout.metadata.name}: {spec.stable} -> {spec.candidate}, steps "
+             + ", ".join(f"{s.weight}% (minRuns {s.min_runs}" + (f", pause {s.pause_seconds}s" if s.pause_seconds
+                                                                   else "") + ")" for s in spec.steps)
+             + f"; onFailure {spec.on_failure}, confidence {spec.confidence:g}, minSamples {spec.min_samples}"]
+    if status is None or status.phase is None or status.observed_generation != rollout.metadata.generation:
+        lines.append("  not looked at by the operator yet (candidate weight 0)")
+        return lines
+    step = "" if status.step_index is None else f", step {status.step_index + 1} of {len(spec.steps)}"
+    lines.append(f"  phase {status.phase}{step}, candidate weight {status.weight or 0}%, runs this step: candidate "
+                 f"{status.candidate_runs or 0}, stable {status.stable_runs or 0}")
+    if status.gates:
+        lines.append(f"  {'GATE':<18} {'VERDICT':<7} {'CANDIDATE':>12} {'STABLE':>12} {'MAX':>6} {'STAT':>8} "
+                     f"{'P':>8} {'ALPHA':>7}  TEST")
+        for g in status.gates:
+            def num(v: float | None) -> str:
+                return "-" if v is None else f"{v:.4g}"
+            lines.append(f"  {g.signal:<18} {g.verdict:<7} {num(g.candidate) + f' n={g.candidate_samples}':>12} "
+                         f"{num(g.stable) + f' n={g.stable_samples}':>12} {g.max_degradation:>6g} "
+                         f"{num(g.statistic):>8} {num(g.p_value):>8} {num(g.alpha):>7}  {g.test}")
+    elif spec.online_gates:
+        lines.append("  gates: not tested yet (a step's gates are tested when it has its runs)")
+    else:
+        lines.append("  no online gates: steps advance on minRuns and pauseSeconds")
+    if status.last_decision is not None:
+        d = status.last_decision
+        lines.append(f"  last decision {d.action} at {d.at} ({d.reason}): {d.message}")
+    current = next((c for c in status.conditions if c.type == "Rollout"), None)
+    if current is not None and status.last_decision is not None and current.message != status.last_decision.message:
+        lines.append(f"  now: {current.message}")
+    return lines
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from ..prompts.rollout import RolloutError, rollout_of
 
-    catalog = _catalog(args)
+    cluster = bool(args.namespace or args.kubeconfig)
+    if cluster == bool(args.files):
+        raise SessionError("give the manifests (-f) or the cluster (-n NAMESPACE / --kubeconfig), one of them")
+    raw: dict[str, dict[str, Any]] = {}
+    where = "local"
+    if cluster:
+        catalog, raw, namespace = _cluster_catalog(args)
+        where = f"namespace {namespace}"
+    else:
+        catalog = _catalog(args)
     family, versions = _family(catalog, args.name)
+    rollouts = [r for _, r in sorted(catalog.rollouts.items()) if r.spec.prompt == family]
     try:
-        rollout = rollout_of(family, versions)
+        rollout = rollout_of(family, versions, rollouts)
     except RolloutError as exc:
         raise SessionError(str(exc)) from None
     rows: list[dict[str, Any]] = []
     for p in sorted(versions, key=lambda p: p.metadata.name):
-        stored = evaluate.latest(args.state_dir, p.metadata.name)
-        rows.append({
-            "name": p.metadata.name, "version": p.spec.version, "role": rollout.role(p.metadata.name),
-            "weight": rollout.weight(p.metadata.name),
-            "eval": None if stored is None else {k: stored.get(k) for k in (
-                "evalId", "passed", "passRate", "meanScore", "winRate", "costUsd", "tokens", "failures")},
-        })
+        if cluster:
+            ev = (raw.get(f"PromptVersion/{p.metadata.name}", {}).get("status") or {}).get("evaluation")
+            evaluation = {k: ev.get(k) for k in ("phase", "passRate", "meanScore", "message")} if isinstance(
+                ev, dict) else None
+        else:
+            stored = evaluate.latest(args.state_dir, p.metadata.name)
+            evaluation = None if stored is None else {k: stored.get(k) for k in (
+                "evalId", "passed", "passRate", "meanScore", "winRate", "costUsd", "tokens", "failures")}
+        rows.append({"name": p.metadata.name, "version": p.spec.version, "role": rollout.role(p.metadata.name),
+                     "weight": rollout.weight(p.metadata.name), "eval": evaluation})
     if args.json:
         _print_json({"family": family, "stable": rollout.stable, "candidate": rollout.candidate,
-                     "candidateWeight": rollout.candidate_weight, "versions": rows})
+                     "candidateWeight": rollout.candidate_weight, "versions": rows,
+                     "rollout": None if not rollouts else rollouts[0].model_dump(mode="json", by_alias=True,
+                                                                                  exclude_none=True)})
         return EXIT_OK
-    print(f"prompt family {family}: stable {rollout.stable}" + (
+    print(f"prompt family {family} ({where}): stable {rollout.stable}" + (
         f", candidate {rollout.candidate} at {rollout.candidate_weight}% of runs" if rollout.candidate else ""))
-    print(f"{'PROMPTVERSION':<32} {'VERSION':<10} {'ROLE':<10} {'WEIGHT':>6}  EVALUATION (newest local)")
+    print(f"{'PROMPTVERSION':<32} {'VERSION':<10} {'ROLE':<10} {'WEIGHT':>6}  EVALUATION "
+          + ("(status.evaluation)" if cluster else "(newest local)"))
     for r in rows:
-        ev = r["eval"]
-        summary = "not evaluated" if ev is None else (
-            f"{'passed' if ev['passed'] else 'FAILED'}: pass rate {ev['passRate']:.0%}, mean score "
-            f"{ev['meanScore']:.3f}" + (f", win rate {ev['winRate']:.0%}" if ev.get("winRate") is not None else "")
-            + f" ({ev['evalId']})")
-        print(f"{r['name'][:32]:<32} {r['version'][:10]:<10} {r['role']:<10} {r['weight']:>5}%  {summary}")
+        print(f"{r['name'][:32]:<32} {r['version'][:10]:<10} {r['role']:<10} {r['weight']:>5}%  "
+              f"{_evaluation_text(r)}")
+    for line in rollout_lines(rollouts[0]) if rollouts else []:
+        print(line)
     return EXIT_OK
 
 

@@ -35,9 +35,11 @@ log = logging.getLogger("agentflow.handlers")
 
 GROUP, VERSION = "agentflow.dev", "v1alpha1"
 KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget",
-         "workflowtemplates": "WorkflowTemplate"}
+         "workflowtemplates": "WorkflowTemplate", "promptrollouts": "PromptRollout"}
 SCHEDULE_INTERVAL_SECONDS = 10.0
 """How often each WorkflowSchedule is looked at (a slot starts at most this late)."""
+ROLLOUT_INTERVAL_SECONDS = 10.0
+"""How often each PromptRollout is looked at (a step passed is acted on at most this late)."""
 
 
 def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -126,6 +128,15 @@ def register(registry: kopf.OperatorRegistry) -> None:
         except KubeError as exc:  # the next tick tries again: slots are named, nothing starts twice
             logger.warning("schedule not synced: %s", exc)
 
+    @kopf.timer(GROUP, VERSION, "promptrollouts", registry=registry, interval=ROLLOUT_INTERVAL_SECONDS, idle=None)
+    async def rollout(*, body: kopf.Body, memo: Memo, logger: Any, **_: Any) -> None:
+        if memo.rollouts is None:
+            return
+        try:
+            await memo.rollouts.sync(body)
+        except (KubeError, StorageError) as exc:  # the next tick looks again: the evidence is in the journal
+            logger.warning("rollout not synced: %s", exc)
+
 
 async def _sync_evaluation(memo: Memo, body: Mapping[str, Any]) -> None:
     """A PromptVersion's evaluation (agentflow.services.evaluations); what fails is retried by its next event."""
@@ -163,7 +174,7 @@ def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
         catalog = catalog_for(namespace, indices)
         kube = memo.driver.reconciler.kube
         for other in KINDS:
-            if other == "budgets":  # their whole status, Ready included, is BudgetStatusSync's
+            if other in ("budgets", "promptrollouts"):  # their whole status is BudgetStatusSync's, RolloutSync's
                 continue
             for body in list(indices[other].get(namespace, [])):
                 status = check_dependent(body, catalog, memo.clock())

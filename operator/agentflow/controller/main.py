@@ -340,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         max_parallel=args.max_parallel, quality=quality), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
         memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
+        memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))
         if events_config is not None:
             publisher = factory.event_publisher()
             memo.events_stopped = asyncio.Event()

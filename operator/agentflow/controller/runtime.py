@@ -12,6 +12,7 @@ from ..callback.server import CallbackServer
 from ..factory import Factory
 from ..gateway.server import GatewayServer
 from ..services.budgets import BudgetStatusSync
+from ..services.canary import RolloutSync
 from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..triggers.server import TriggerServer
@@ -27,6 +28,8 @@ class Memo(kopf.Memo):
     triggers: TriggerServer | None
     budget_sync: BudgetStatusSync | None
     evaluations: EvaluationSync | None
+    rollouts: RolloutSync | None
+    """PromptRollouts' decisions (None: no PostgreSQL journal to count runs from, e.g. some tests)."""
     budget_sync_task: asyncio.Task[None] | None
     budget_sync_stopped: asyncio.Event
     events_task: asyncio.Task[None] | None
@@ -49,6 +52,7 @@ def new_memo() -> Memo:
     memo.triggers = None
     memo.budget_sync = None
     memo.evaluations = None
+    memo.rollouts = None
     memo.budget_sync_task = None
     memo.events_task = None
     memo.wakeups = {}

@@ -239,12 +239,13 @@ def _validator(references: ReferencePolicy, platform: PlatformPolicy | None) -> 
         toolpolicies: kopf.Index[Any, Any],
         budgets: kopf.Index[Any, Any],
         workflowtemplates: kopf.Index[Any, Any],
+        promptrollouts: kopf.Index[Any, Any],
         **_: Any,
     ) -> None:
         if subresource:
             return
         indices = {"agents": agents, "promptversions": promptversions, "toolpolicies": toolpolicies,
-                   "budgets": budgets, "workflowtemplates": workflowtemplates}
+                   "budgets": budgets, "workflowtemplates": workflowtemplates, "promptrollouts": promptrollouts}
         catalog = catalog_for(namespace, indices) if namespace else None
         verdict = review(body, catalog, operation=operation, old=old, references=references, platform=platform,
                          namespace=namespace)

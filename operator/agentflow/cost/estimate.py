@@ -272,7 +272,7 @@ class _Estimator:
         name = ref.name
         if ref.family is not None:  # a family's estimate is its stable version's (or the pinned one's)
             try:
-                name = planned_version(ref.family, ref.version, self.catalog.prompts)
+                name = planned_version(ref.family, ref.version, self.catalog.prompts, self.catalog.rollouts)
             except RolloutError as exc:
                 raise EstimateError(f"{where}.promptRef: {exc}") from None
         prompt = self.catalog.prompts.get(name or "")

@@ -12,6 +12,7 @@ import dataclasses
 from .agent import Agent
 from .budget import Budget
 from .prompt import PromptVersion
+from .rollout import PromptRollout
 from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy, ToolSpec
 from .trigger import WorkflowTrigger
@@ -26,9 +27,10 @@ class Catalog:
     templates: dict[str, WorkflowTemplate] = dataclasses.field(default_factory=dict)
     schedules: dict[str, WorkflowSchedule] = dataclasses.field(default_factory=dict)
     triggers: dict[str, WorkflowTrigger] = dataclasses.field(default_factory=dict)
+    rollouts: dict[str, PromptRollout] = dataclasses.field(default_factory=dict)
 
     def add(self, resource: Agent | PromptVersion | ToolPolicy | Budget | WorkflowTemplate | WorkflowSchedule
-            | WorkflowTrigger) -> None:
+            | WorkflowTrigger | PromptRollout) -> None:
         table: dict[str, object] = {
             "Agent": self.agents,
             "PromptVersion": self.prompts,
@@ -37,6 +39,7 @@ class Catalog:
             "WorkflowTemplate": self.templates,
             "WorkflowSchedule": self.schedules,
             "WorkflowTrigger": self.triggers,
+            "PromptRollout": self.rollouts,
         }[resource.kind]  # type: ignore[assignment]
         table[resource.metadata.name] = resource
 

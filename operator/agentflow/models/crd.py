@@ -48,6 +48,7 @@ from .agent import Agent
 from .base import GROUP, VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
+from .rollout import PromptRollout
 from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .trigger import WorkflowTrigger
@@ -219,6 +220,20 @@ KINDS: tuple[Kind, ...] = (
             Column("Suspend", ".spec.suspend", "boolean"),
             Column("Last", ".status.lastDelivery.outcome", description="What the last delivery did."),
             Column("Workflow", ".status.lastDelivery.workflow", description="The run of the last delivery."),
+            AGE,
+        ),
+    ),
+    Kind(
+        PromptRollout,
+        "promptrollouts",
+        ("afpr",),
+        (
+            Column("Prompt", ".spec.prompt", description="Prompt family."),
+            Column("Stable", ".spec.stable", description="The family's stable PromptVersion."),
+            Column("Candidate", ".spec.candidate", description="The PromptVersion rolled out."),
+            Column("Weight", ".status.weight", "integer", "Percent of the family's runs the candidate gets."),
+            Column("Phase", ".status.phase", description="Where the rollout stands."),
+            Column("Message", ".status.lastDecision.message", priority=1),
             AGE,
         ),
     ),

@@ -19,13 +19,14 @@ from .agent import Agent
 from .base import API_VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
+from .rollout import PromptRollout
 from .template import WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .trigger import WorkflowTrigger
 from .workflow import Workflow
 
 Resource: TypeAlias = (Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
-                       | WorkflowTrigger)
+                       | WorkflowTrigger | PromptRollout)
 
 KINDS: dict[str, type[Model]] = {
     "Workflow": Workflow,
@@ -36,6 +37,7 @@ KINDS: dict[str, type[Model]] = {
     "WorkflowTemplate": WorkflowTemplate,
     "WorkflowSchedule": WorkflowSchedule,
     "WorkflowTrigger": WorkflowTrigger,
+    "PromptRollout": PromptRollout,
 }
 
 PathPart = str | int

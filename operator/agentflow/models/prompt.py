@@ -194,7 +194,8 @@ class EvaluationSuite(Model):
 class Canary(Model):
     """This version as its family's candidate: ``weight`` percent of the runs whose steps refer to the family
     (promptRef.family) get it, chosen per run by a hash of the run id and the family (agentflow.prompts.rollout);
-    the others get the baseline. One candidate per family. Nothing changes the weight by itself (no gates)."""
+    the others get the baseline. One candidate per family. Nothing changes the weight by itself (no gates): a
+    PromptRollout (agentflow.models.rollout) is the gated way, and a family has one or the other."""
 
     baseline: LocalRef
     """The family's stable PromptVersion (same spec.prompt), which takes the rest of the runs."""
@@ -237,7 +238,7 @@ class PromptVersionSpec(Model):
     """Makes this version its family's candidate for a share of runs (see Canary)."""
 
 
-class PromptRollout(Model):
+class RolloutPlace(Model):
     """Where this version stands in its family's rollout (agentflow.prompts.rollout), kept by the operator."""
 
     family: str
@@ -291,7 +292,7 @@ class EvaluationStatus(Model):
 class PromptVersionStatus(ResourceStatus):
     """Observed state of a PromptVersion."""
 
-    rollout: PromptRollout | None = None
+    rollout: RolloutPlace | None = None
     """Its place in the family's rollout."""
     evaluation: EvaluationStatus | None = None
     """The newest evaluation of its suite on the cluster."""

@@ -2,11 +2,24 @@
 
 A family is the PromptVersions with the same ``spec.prompt``. Its rollout state is read from them:
 
+    a PromptRollout (agentflow.models.rollout) with spec.prompt = the family:
+        Promoted                      stable = its candidate, every run gets it
+        any other phase               stable = its spec.stable, candidate = its spec.candidate at
+                                      status.weight: the weight the operator has reached (0 before the
+                                      operator has looked at this generation of the spec, WaitingForEvaluation,
+                                      RolledBack, Failed), never a weight from the spec itself
     one version with spec.canary      candidate = it, stable = its canary.baseline (in the same family),
                                       candidate weight = canary.weight (percent of runs)
     none                              stable = the highest spec.version (numeric parts compared as numbers:
                                       1.10 > 1.9 > 1), every run gets it
-    several                           RolloutError: one candidate at a time
+    several candidates, or a canary   RolloutError naming them: one candidate at a time
+    and a PromptRollout, or two
+    PromptRollouts
+
+A PromptRollout holds its outcome only while it exists: deleted, the family is back to the rules below it (the
+highest version is stable), so a rolled-back candidate that is also the highest version would get the runs
+again. Keep the RolledBack PromptRollout (or delete the candidate PromptVersion); after a promotion, the
+candidate is normally the highest version anyway.
 
 A run's bucket is the first 8 bytes of SHA-256("RUN_ID/FAMILY") mod 100; buckets below the weight get the
 candidate. The same run id always gets the same version, and a run's choice is recorded when it starts
@@ -21,11 +34,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agentflow.models import PromptVersion, StepSpec, Workflow
+from agentflow.models import PromptRollout, PromptVersion, StepSpec, Workflow
 
 __all__ = [
     "Choice", "Rollout", "RolloutError", "bind", "bucket", "choices_for", "choose", "family_steps",
-    "planned_version", "recorded", "resolve", "rollout_of", "version_key",
+    "planned_version", "recorded", "resolve", "rollout_of", "rollout_weight", "version_key",
 ]
 
 _PART = re.compile(r"\d+|[^\d.\-_+]+")
@@ -57,12 +70,43 @@ class Rollout:
         return 100 - self.candidate_weight if name == self.stable else 0
 
 
-def rollout_of(family: str, versions: Iterable[PromptVersion]) -> Rollout:
-    """The rollout state of ``family`` from its PromptVersions (others in ``versions`` are ignored)."""
+def rollout_weight(rollout: PromptRollout) -> int:
+    """The candidate's weight the operator has reached for this generation of the rollout's spec (0 when its
+    status is of another generation, or missing)."""
+    status = rollout.status
+    if status is None or status.weight is None or status.observed_generation != rollout.metadata.generation:
+        return 0
+    return status.weight
+
+
+def _from_rollout(family: str, rollout: PromptRollout, names: set[str]) -> Rollout:
+    where = f"PromptRollout {rollout.metadata.name!r}"
+    for field, name in (("stable", rollout.spec.stable), ("candidate", rollout.spec.candidate)):
+        if name not in names:
+            raise RolloutError(f"{where} spec.{field}: {name!r} is not a PromptVersion of family {family!r}")
+    status = rollout.status
+    current = status is not None and status.observed_generation == rollout.metadata.generation
+    if current and status is not None and status.phase == "Promoted":
+        return Rollout(family, rollout.spec.candidate)
+    return Rollout(family, rollout.spec.stable, rollout.spec.candidate, rollout_weight(rollout))
+
+
+def rollout_of(family: str, versions: Iterable[PromptVersion], rollouts: Iterable[PromptRollout] = ()) -> Rollout:
+    """The rollout state of ``family`` from its PromptVersions and PromptRollouts (others are ignored)."""
     members = sorted((p for p in versions if p.spec.prompt == family), key=lambda p: p.metadata.name)
     if not members:
         raise RolloutError(f"no PromptVersion has spec.prompt {family!r}")
     canaries = [p for p in members if p.spec.canary is not None]
+    active = sorted((r for r in rollouts if r.spec.prompt == family), key=lambda r: r.metadata.name)
+    if len(active) > 1:
+        names = ", ".join(r.metadata.name for r in active)
+        raise RolloutError(f"prompt family {family!r} has {len(active)} PromptRollouts ({names}): one at a time")
+    if active and canaries:
+        raise RolloutError(f"prompt family {family!r} has both PromptVersion {canaries[0].metadata.name!r} with "
+                           f"spec.canary and PromptRollout {active[0].metadata.name!r}: remove spec.canary (a new "
+                           "PromptVersion without it) or the PromptRollout")
+    if active:
+        return _from_rollout(family, active[0], {p.metadata.name for p in members})
     if len(canaries) > 1:
         names = ", ".join(p.metadata.name for p in canaries)
         raise RolloutError(f"prompt family {family!r} has {len(canaries)} candidates ({names}): spec.canary on one "
@@ -116,7 +160,8 @@ def choose(rollout: Rollout, run_id: str, prompts: Mapping[str, PromptVersion]) 
     return Choice(rollout.family, name, prompts[name].spec.version, reason, b)
 
 
-def resolve(family: str, version: str | None, run_id: str, prompts: Mapping[str, PromptVersion]) -> Choice:
+def resolve(family: str, version: str | None, run_id: str, prompts: Mapping[str, PromptVersion],
+            rollouts: Mapping[str, PromptRollout] | None = None) -> Choice:
     """A family reference's PromptVersion for a run: the pinned ``version`` when given, else the rollout's."""
     if version is not None:
         for name, p in sorted(prompts.items()):
@@ -125,15 +170,16 @@ def resolve(family: str, version: str | None, run_id: str, prompts: Mapping[str,
         have = sorted((p.spec.version for p in prompts.values() if p.spec.prompt == family), key=version_key)
         raise RolloutError(f"prompt family {family!r} has no version {version!r}; versions: "
                            f"{', '.join(have) or 'none'}")
-    return choose(rollout_of(family, prompts.values()), run_id, prompts)
+    return choose(rollout_of(family, prompts.values(), (rollouts or {}).values()), run_id, prompts)
 
 
-def planned_version(family: str, version: str | None, prompts: Mapping[str, PromptVersion]) -> str:
+def planned_version(family: str, version: str | None, prompts: Mapping[str, PromptVersion],
+                    rollouts: Mapping[str, PromptRollout] | None = None) -> str:
     """The PromptVersion a plan counts on before any run id exists (cost estimates): the pinned version, else
     the stable one. RolloutError when there is none."""
     if version is not None:
         return resolve(family, version, "", prompts).name
-    return rollout_of(family, prompts.values()).stable
+    return rollout_of(family, prompts.values(), (rollouts or {}).values()).stable
 
 
 def family_steps(workflow: Workflow) -> list[StepSpec]:
@@ -145,7 +191,8 @@ def family_steps(workflow: Workflow) -> list[StepSpec]:
 
 
 def choices_for(workflow: Workflow, prompts: Mapping[str, PromptVersion], run_id: str,
-                recorded: Mapping[str, Choice] | None = None) -> dict[str, Choice]:
+                recorded: Mapping[str, Choice] | None = None,
+                rollouts: Mapping[str, PromptRollout] | None = None) -> dict[str, Choice]:
     """The PromptVersion of each family step of run ``run_id``, by step name: what the run recorded when it
     started (``recorded``, RunStarted ``prompts``), else decided now. RolloutError when a family cannot be."""
     out: dict[str, Choice] = {}
@@ -153,7 +200,8 @@ def choices_for(workflow: Workflow, prompts: Mapping[str, PromptVersion], run_id
         ref = step.prompt_ref
         assert ref is not None and ref.family is not None
         kept = (recorded or {}).get(step.name)
-        out[step.name] = kept if kept is not None else resolve(ref.family, ref.version, run_id, prompts)
+        out[step.name] = kept if kept is not None else resolve(ref.family, ref.version, run_id, prompts,
+                                                                             rollouts)
     return out
 
 

@@ -175,7 +175,8 @@ def bind_prompts(bundle: Bundle, run_id: str, recorded: Mapping[str, Choice] | N
     (agentflow.prompts.rollout: ``recorded`` choices kept, the others decided from the run id), its manifests
     re-written so that the run's stored manifests, step subprocesses and resumes read the same version."""
     try:
-        choices = choices_for(bundle.workflow, bundle.catalog.prompts, run_id, recorded)
+        choices = choices_for(bundle.workflow, bundle.catalog.prompts, run_id, recorded,
+                              bundle.catalog.rollouts)
     except RolloutError as exc:
         raise SessionError(f"Workflow {bundle.workflow.metadata.name!r}: {exc}") from None
     if not choices:

@@ -195,7 +195,7 @@ class WorkflowReconciler:
         # the rollout gives its uid (agentflow.prompts.rollout); the workflow is bound to it for the step pods.
         started = records[0].event.data if records and records[0].event.type is EventType.run_started else {}
         try:
-            choices = choices_for(workflow, catalog.prompts, uid, recorded(started))
+            choices = choices_for(workflow, catalog.prompts, uid, recorded(started), catalog.rollouts)
         except RolloutError as exc:
             raise MissingReferences(f"spec: promptRef: {exc}") from None
         workflow = bind(workflow, choices)

@@ -3,7 +3,9 @@
 The same validation `agentflow validate` runs, plus references to things
 that must exist in the namespace (an Agent's tools in some ToolPolicy, a
 canary's baseline PromptVersion), and a PromptVersion's place in its family's rollout (``status.rollout``: role,
-weight, the family's stable and candidate versions; a family with two candidates is an invalid spec).
+weight, the family's stable and candidate versions, from spec.canary or the family's PromptRollout and the weight
+it reached; a family with two candidates, or a canary and a PromptRollout, is an invalid spec). PromptRollouts'
+own status is agentflow.services.canary's.
 For kstatus (Flux, `kubectl wait`)::
 
     valid                 Ready=True                                   Current
@@ -82,7 +84,8 @@ def _rollout(prompt: PromptVersion, catalog: Catalog) -> tuple[dict[str, Any] | 
     """The version's place in its family's rollout (status.rollout), or the problem of the family's state."""
     family = prompt.spec.prompt
     try:
-        state = rollout_of(family, {**catalog.prompts, prompt.metadata.name: prompt}.values())
+        state = rollout_of(family, {**catalog.prompts, prompt.metadata.name: prompt}.values(),
+                           catalog.rollouts.values())
     except RolloutError as exc:
         return None, f"spec.canary: {exc}"
     name = prompt.metadata.name

@@ -427,6 +427,39 @@ class PostgresStore:
         return [StoredRun(str(run_uid), str(name or ""), str(manifests or ""))
                 for run_uid, name, manifests in rows]
 
+    async def family_runs(self, namespace: str, family: str, *, since: float, types: Sequence[str],
+                          limit: int) -> list[tuple[str, list[Record]]]:
+        """The runs of ``namespace`` (runs that started a step pod there) whose RunStarted, at or after ``since``
+        (seconds), recorded a choice of prompt family ``family`` (agentflow.prompts.rollout), the newest ``limit``,
+        oldest first; each with its records of ``types`` (RunStarted always first): a PromptRollout's evidence
+        (agentflow.services.canary), read back after an operator restart like anything else here.
+
+        The records are read as stored and looked into here, not with PostgreSQL's JSON operators: those parse
+        the whole text and refuse a record holding ``\\u0000`` (a run's input may), which would let one run stop
+        every rollout's look. Candidates are the namespace's runs with an attempt created since ``since`` less
+        ``FAMILY_RUNS_SLACK`` seconds (the attempts index; clocks of the operator and PostgreSQL may differ)."""
+        what = f"list the runs of prompt family {family!r} in namespace {namespace!r}"
+        async with self._connection(what) as conn:
+            starts = await conn.fetch(
+                "SELECT j.run_uid, j.record FROM agentflow_journal j WHERE j.seq = 0 AND j.run_uid IN ("
+                "  SELECT DISTINCT run_uid FROM agentflow_attempts WHERE namespace = $1"
+                "    AND created_at >= to_timestamp($2))",
+                namespace, since - FAMILY_RUNS_SLACK,
+            )
+            chosen = sorted(((r.event.at, uid) for uid, r in ((str(u), _record(u, 0, raw)) for u, raw in starts)
+                             if r.event.type.value == "RunStarted" and r.event.at >= since
+                             and _chose_family(r.event.data, family)), reverse=True)[:limit]
+            runs = [uid for _, uid in sorted(chosen)]
+            rows = await conn.fetch(
+                "SELECT run_uid, seq, record FROM agentflow_journal WHERE run_uid = ANY($1::text[]) "
+                "AND (seq = 0 OR type = ANY($2::text[])) ORDER BY run_uid, seq",
+                runs, list(types),
+            ) if runs else []
+        by_run: dict[str, list[Record]] = {uid: [] for uid in runs}
+        for run_uid, seq, raw in rows:
+            by_run[str(run_uid)].append(_record(run_uid, seq, raw))
+        return [(uid, by_run[uid]) for uid in runs]
+
     async def append(self, run_uid: str, records: Sequence[Record], source: EventSource | None = None) -> None:
         """Append records, all or none, fenced: they must continue exactly the stored head.
 
@@ -630,6 +663,24 @@ async def _write_outbox(conn: Any, run_uid: str, rows: Sequence[tuple[Any, ...]]
         [r[1] for r in rows], [r[2] for r in rows], [r[5] for r in rows],
         source.phase, last.seq, float(last.event.at),
     )
+
+
+FAMILY_RUNS_SLACK = 300.0
+"""Seconds before a rollout's start whose attempts are still looked at (the PostgreSQL and operator clocks)."""
+
+
+def _record(run_uid: Any, seq: Any, raw: Any) -> Record:
+    try:
+        return Record.from_dict(raw)
+    except JournalError as e:
+        raise StorageError(f"journal of run {run_uid!r}: the row with seq {seq} is not a journal record ({e}); "
+                           "it was edited outside AgentFlow: restore it from a backup") from None
+
+
+def _chose_family(data: Mapping[str, Any], family: str) -> bool:
+    prompts = data.get("prompts")
+    return isinstance(prompts, Mapping) and any(isinstance(c, Mapping) and c.get("family") == family
+                                                for c in prompts.values())
 
 
 def _check_chain(run_uid: str, records: Sequence[Record]) -> None:

@@ -16,6 +16,7 @@ from agentflow.models import (
     Agent,
     Catalog,
     EvaluationSuite,
+    PromptRollout,
     PromptVersion,
     ToolPolicy,
     Workflow,
@@ -176,6 +177,33 @@ def _check_schedule(schedule: WorkflowSchedule, catalog: Catalog | None) -> list
     return findings
 
 
+def _check_rollout(rollout: PromptRollout, catalog: Catalog | None) -> list[Finding]:
+    """A PromptRollout's versions are PromptVersions of its family, and the family has no other rollout."""
+    if catalog is None:
+        return []
+    spec = rollout.spec
+    findings: list[Finding] = []
+    for field, name in (("stable", spec.stable), ("candidate", spec.candidate)):
+        version = catalog.prompts.get(name)
+        if version is None:
+            known = known_names([n for n, p in catalog.prompts.items() if p.spec.prompt == spec.prompt],
+                                f"PromptVersions of family {spec.prompt!r}")
+            findings.append((["spec", field], f"unknown PromptVersion {name!r}; {known}"))
+        elif version.spec.prompt != spec.prompt:
+            findings.append((["spec", field], f"PromptVersion {name!r} is of family {version.spec.prompt!r}, not "
+                                              f"spec.prompt {spec.prompt!r}"))
+    others = sorted(n for n, r in catalog.rollouts.items()
+                    if r.spec.prompt == spec.prompt and n != rollout.metadata.name)
+    if others:
+        findings.append((["spec", "prompt"], f"prompt family {spec.prompt!r} is rolled out by PromptRollout "
+                                             f"{others[0]!r} already (one PromptRollout per family)"))
+    canaries = sorted(n for n, p in catalog.prompts.items() if p.spec.prompt == spec.prompt and p.spec.canary)
+    if canaries:
+        findings.append((["spec", "prompt"], f"PromptVersion {canaries[0]!r} of family {spec.prompt!r} has "
+                                             "spec.canary: a family has a fixed canary or a PromptRollout, not both"))
+    return findings
+
+
 def check_resource(resource: Resource, catalog: Catalog | None = None) -> list[Finding]:
     """Every problem of one typed resource beyond what its model checks; paths relative to its body."""
     if isinstance(resource, Workflow):
@@ -190,6 +218,8 @@ def check_resource(resource: Resource, catalog: Catalog | None = None) -> list[F
         return trigger_findings(resource, catalog)
     if isinstance(resource, PromptVersion):
         return _check_prompt(resource, catalog)
+    if isinstance(resource, PromptRollout):
+        return _check_rollout(resource, catalog)
     if isinstance(resource, ToolPolicy):
         return _check_policy(resource)
     if isinstance(resource, Agent):

@@ -174,9 +174,9 @@ class _WorkflowChecker:
             return
         try:
             if version is not None:
-                resolve(family, version, "", catalog.prompts)
+                resolve(family, version, "", catalog.prompts, catalog.rollouts)
             else:
-                rollout_of(family, catalog.prompts.values())
+                rollout_of(family, catalog.prompts.values(), catalog.rollouts.values())
         except RolloutError as exc:
             self.add([*path, "version" if version is not None else "family"], str(exc))
 

@@ -74,3 +74,72 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     only_prompts.write_text("---".join(d for d in EXAMPLE.read_text().split("---") if "kind: PromptVersion" in d))
     code, _, err = run(capsys, "eval", "ticket-triage-v1", "-f", str(only_prompts), "--state-dir", str(tmp_path))
     assert code == 2 and "spec.evaluations.agentRef.name: unknown Agent 'triage-agent'" in err
+
+
+ROLLOUT = """
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: PromptRollout
+metadata: {name: triage-rollout, generation: 1}
+spec:
+  prompt: ticket-triage
+  stable: ticket-triage-v1
+  candidate: ticket-triage-v2
+  steps: [{weight: 10, minRuns: 20}, {weight: 50, minRuns: 50}]
+  onlineGates: [{signal: schemaFailureRate, maxDegradation: 0.02}]
+status:
+  observedGeneration: 1
+  phase: RolledBack
+  stepIndex: 0
+  weight: 0
+  candidateRuns: 24
+  stableRuns: 210
+  gates:
+    - {signal: schemaFailureRate, verdict: Fail, candidateSamples: 120, stableSamples: 1100, candidate: 0.2,
+       stable: 0.1, maxDegradation: 0.02, statistic: 2.31, pValue: 0.0104, alpha: 0.025,
+       test: one-sided two-proportion z (Agresti-Caffo)}
+  lastDecision: {action: Rollback, reason: GateFailed, at: "2026-12-06T10:00:00Z",
+                 message: "step 1 of 2 at 10%: rolled back: schemaFailureRate fail"}
+"""
+
+
+def with_rollout(tmp_path: Path) -> Path:
+    text = EXAMPLE.read_text()
+    docs = [d for d in text.split("\n---\n")]
+    docs = [d.replace("  canary:\n    baseline: {name: ticket-triage-v1}\n    weight: 20\n", "") for d in docs]
+    path = tmp_path / "m.yaml"
+    path.write_text("\n---\n".join(docs) + ROLLOUT)
+    return path
+
+
+def test_status_explains_a_rollout_with_its_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifests = with_rollout(tmp_path)
+    assert "canary:" not in manifests.read_text()
+    code, out, err = run(capsys, "status", "ticket-triage", "-f", str(manifests), "--state-dir", str(tmp_path))
+    assert code == 0, err
+    assert "candidate ticket-triage-v2 at 0% of runs" in out
+    assert "PromptRollout triage-rollout: ticket-triage-v1 -> ticket-triage-v2, steps 10% (minRuns 20), 50% " \
+           "(minRuns 50)" in out
+    assert "phase RolledBack, step 1 of 2, candidate weight 0%, runs this step: candidate 24, stable 210" in out
+    line = next(x for x in out.splitlines() if x.strip().startswith("schemaFailureRate"))
+    assert line.split()[:8] == ["schemaFailureRate", "Fail", "0.2", "n=120", "0.1", "n=1100", "0.02", "2.31"]
+    assert "0.0104" in line and "0.025" in line and "Agresti-Caffo" in line
+    assert "last decision Rollback at 2026-12-06T10:00:00Z (GateFailed)" in out
+    code, out, _ = run(capsys, "status", "ticket-triage", "-f", str(manifests), "--state-dir", str(tmp_path),
+                       "--json")
+    body = json.loads(out)
+    assert body["rollout"]["status"]["gates"][0]["pValue"] == 0.0104 and body["candidateWeight"] == 0
+
+
+def test_status_reads_the_manifests_or_the_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "status", "ticket-triage")
+    assert code == 2 and "give the manifests (-f) or the cluster (-n NAMESPACE / --kubeconfig)" in err
+    code, _, err = run(capsys, "status", "ticket-triage", "-f", str(EXAMPLE), "-n", "team")
+    assert code == 2 and "one of them" in err
+    # the example has a fixed canary: a PromptRollout of the same family is an error naming both
+    both = tmp_path / "both.yaml"
+    both.write_text(EXAMPLE.read_text() + ROLLOUT)
+    code, _, err = run(capsys, "status", "ticket-triage", "-f", str(both), "--state-dir", str(tmp_path))
+    assert code == 2 and "ticket-triage-v2" in err and "triage-rollout" in err
+    code, _, err = run(capsys, "status", "ticket-triage", "--kubeconfig", str(tmp_path / "none"))
+    assert code == 2 and "cannot read the cluster: cannot use the kubeconfig" in err

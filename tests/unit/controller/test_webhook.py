@@ -225,7 +225,7 @@ def test_handlers_cover_the_eight_kinds_on_create_and_update_without_side_effect
     found = {str(h.id): h for h in registry._webhooks.get_all_handlers() if str(h.id) != "budget-workflows"}
     assert set(found) == {f"validate-{plural}" for plural in PLURALS}
     assert set(PLURALS) == {"workflows", "agents", "promptversions", "toolpolicies", "budgets", "workflowtemplates",
-                            "workflowschedules", "workflowtriggers"}
+                            "workflowschedules", "workflowtriggers", "promptrollouts"}
     for handler in found.values():
         assert list(handler.operations or []) == ["CREATE", "UPDATE"]
         assert handler.side_effects is False and not handler.ignore_failures and not handler.persistent

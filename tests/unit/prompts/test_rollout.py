@@ -12,7 +12,7 @@ from agentflow.engine.plan import compile_plan
 from agentflow.engine.run import Run
 from agentflow.engine.values import EventType
 from agentflow.k8s.status import workflow_status
-from agentflow.models import Catalog, PromptVersion, Workflow
+from agentflow.models import Catalog, PromptRollout, PromptVersion, Workflow
 from agentflow.prompts.rollout import (
     Choice,
     RolloutError,
@@ -155,3 +155,69 @@ def test_a_local_run_gets_its_version_and_keeps_it(tmp_path: Path) -> None:
     assert step.prompt_ref is not None and step.prompt_ref.name == "ticket-triage-v2"
     assert again.prompts["triage"].reason == "candidate"
     assert session.load_run(store.open(run_id)).prompts["triage"]["name"] == "ticket-triage-v2"
+
+
+def prompt_rollout(name: str = "t-rollout", weight: int | None = 30, phase: str = "Progressing",
+                   generation: int = 2, observed: int = 2, **spec: Any) -> PromptRollout:
+    body: dict[str, Any] = {"metadata": {"name": name, "generation": generation},
+                            "spec": {"prompt": "t", "stable": "t-v1", "candidate": "t-v2",
+                                     "steps": [{"weight": 10}, {"weight": 50}], **spec}}
+    if weight is not None:
+        body["status"] = {"observedGeneration": observed, "phase": phase, "weight": weight}
+    return PromptRollout.model_validate(body)
+
+
+def test_a_prompt_rollout_gives_the_weight_the_operator_reached() -> None:
+    versions = family(None).values()
+    r = rollout_of("t", versions, [prompt_rollout(weight=30)])
+    assert (r.stable, r.candidate, r.candidate_weight) == ("t-v1", "t-v2", 30)
+    # the spec's steps are not a weight: before the operator wrote one for this generation, the candidate gets 0
+    assert rollout_of("t", versions, [prompt_rollout(weight=None)]).candidate_weight == 0
+    assert rollout_of("t", versions, [prompt_rollout(weight=50, observed=1)]).candidate_weight == 0
+    assert rollout_of("t", versions, [prompt_rollout(weight=0, phase="RolledBack")]).candidate_weight == 0
+    promoted = rollout_of("t", versions, [prompt_rollout(weight=100, phase="Promoted")])
+    assert (promoted.stable, promoted.candidate) == ("t-v2", None)
+    # without the rollout, the highest version is stable again (a rolled-back candidate would come back)
+    assert rollout_of("t", versions).stable == "t-v2"
+    # a rollout of another family changes nothing here
+    other = prompt_rollout(prompt="o", stable="other", candidate="other-2")
+    assert rollout_of("t", versions, [other]).candidate is None
+
+
+def test_runs_follow_the_rollout_weight() -> None:
+    prompts = family(None)
+    rollouts = {"t-rollout": prompt_rollout(weight=30)}
+    got = [resolve("t", None, f"run-{i}", prompts, rollouts) for i in range(400)]
+    share = sum(c.name == "t-v2" for c in got) / len(got)
+    assert 0.22 < share < 0.38 and all(c.reason == ("candidate" if c.name == "t-v2" else "stable") for c in got)
+    wf = workflow({"family": "t"})
+    assert choices_for(wf, prompts, "run-1", None, rollouts)["a"] == resolve("t", None, "run-1", prompts, rollouts)
+    assert planned_version("t", None, prompts, rollouts) == "t-v1"
+
+
+def test_a_rollout_and_a_canary_or_two_rollouts_are_errors_naming_both() -> None:
+    with pytest.raises(RolloutError, match=r"both PromptVersion 't-v2' with spec.canary and PromptRollout "
+                                           r"'t-rollout'"):
+        rollout_of("t", family(20).values(), [prompt_rollout()])
+    with pytest.raises(RolloutError, match=r"2 PromptRollouts \(a, b\): one at a time"):
+        rollout_of("t", family(None).values(), [prompt_rollout("a"), prompt_rollout("b")])
+    with pytest.raises(RolloutError, match=r"PromptRollout 't-rollout' spec.candidate: 'nope' is not a "
+                                           r"PromptVersion of family 't'"):
+        rollout_of("t", family(None).values(), [prompt_rollout(candidate="nope")])
+
+
+def test_validation_checks_a_rollouts_versions() -> None:
+    catalog = Catalog()
+    for p in family(None).values():
+        catalog.add(p)
+    good = prompt_rollout()
+    catalog.add(good)
+    assert check_resource(good, catalog) == []
+    assert check_resource(good, None) == []
+    bad = prompt_rollout("second", candidate="other")
+    found = dict((".".join(map(str, path)), msg) for path, msg in check_resource(bad, catalog))
+    assert "is of family 'o', not spec.prompt 't'" in found["spec.candidate"]
+    assert "rolled out by PromptRollout 't-rollout' already" in found["spec.prompt"]
+    missing = prompt_rollout("t-rollout", stable="t-v0")
+    assert "unknown PromptVersion 't-v0'; PromptVersions of family 't': t-v1, t-v2" in dict(
+        (".".join(map(str, p)), m) for p, m in check_resource(missing, catalog))["spec.stable"]
