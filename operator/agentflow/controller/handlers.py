@@ -6,7 +6,9 @@ module has no effect and tests can build an operator of their own.
 Workflows are driven by one kopf daemon each: it reconciles, then sleeps
 until the engine's next timer or until something about the run changes (its
 own watch events, its pods' events, a result posted by a step pod), which
-poke it through ``memo.wakeups``. Nothing here writes to the API by itself:
+poke it through ``memo.wakeups``; once the run finished, the same daemon waits
+for its TTL (services.retention) and deletes it, and the DELETED watch event
+collects its rows. Nothing here writes to the API by itself:
 kopf daemons and on.event handlers keep no progress annotations.
 """
 
@@ -72,10 +74,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
         uid = str(body.metadata.uid)
         wakeup = memo.wakeups.setdefault(uid, asyncio.Event())
         try:
-            await memo.driver.drive(body, lambda: catalog_for(str(body.metadata.namespace), indices), wakeup,
-                                    stopped)
-        except InvalidWorkflow as exc:
-            logger.error("workflow cannot run: %s", exc)
+            try:
+                await memo.driver.drive(body, lambda: catalog_for(str(body.metadata.namespace), indices), wakeup,
+                                        stopped)
+            except InvalidWorkflow as exc:
+                logger.error("workflow cannot run: %s", exc)
+            await memo.retention.expire(body, wakeup, stopped)  # finished: kept until its TTL passes, if any
         finally:
             memo.wakeups.pop(uid, None)
 
@@ -83,9 +87,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def workflow_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
         uid = str(body.metadata.uid)
         memo.poke(uid)
-        if type == "DELETED":  # its pods go with it (owner references); its journal and results go here
-            memo.driver.reconciler.forget(uid)
-            await memo.driver.reconciler.store.delete_run(uid)
+        if type == "DELETED":  # its pods go with it (owner references); its rows go here (services.retention)
+            await memo.retention.collect(uid)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
     def pod_changed(*, body: kopf.Body, memo: Memo, **_: Any) -> None:

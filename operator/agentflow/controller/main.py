@@ -39,12 +39,15 @@ from ..k8s.egress import EgressDenyList
 from ..k8s.kube import KubeClient
 from ..k8s.netpol import NetworkConfig, parse_pod_selector
 from ..k8s.podspec import PodConfig
+from ..k8s.retention import parse_ttl_flag
+from ..models import RunTtl
 from ..models.limits import MAX_FANOUT_ITEMS
 from ..services.driver import WorkflowDriver
 from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
 from ..services.quality import QualityMetrics
 from ..services.reconcile import DEFAULT_MAX_PARALLEL
+from ..services.retention import RunRetention
 from . import certs, handlers, webhook
 from .runtime import Memo, new_memo
 
@@ -127,8 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"step pods one Workflow runs at once (default {DEFAULT_MAX_PARALLEL}, "
                    "AGENTFLOW_MAX_PARALLEL); "
                    "a lower spec.parallelism wins; a run keeps the cap it started with")
+    p.add_argument("--ttl-seconds-after-finished", type=_ttl, metavar="SECONDS|PHASE=SECONDS,...",
+                   default=env("AGENTFLOW_TTL_SECONDS_AFTER_FINISHED", ""),
+                   help="delete finished Workflows this long after they finished, and collect their journal, "
+                        "results and call log (the audit chain stays): N for every phase, or per phase, e.g. "
+                        "succeeded=3600,failed=604800,cancelled=3600 (a phase not named is kept). A Workflow's "
+                        "spec.ttlSecondsAfterFinished replaces it. Default '': kept until deleted")
+    p.add_argument("--no-orphan-sweep", action="store_true",
+                   default=env("AGENTFLOW_ORPHAN_SWEEP", "on") == "off",
+                   help="do not collect, at start and hourly, the rows of runs whose Workflow no longer exists "
+                        "(needed only when two clusters' operators share one database; env "
+                        "AGENTFLOW_ORPHAN_SWEEP=off)")
     add_trace_arguments(p, os.environ)
     return p
+
+
+def _ttl(text: str) -> RunTtl:
+    try:
+        return parse_ttl_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _max_parallel(text: str) -> int:
@@ -228,6 +249,19 @@ async def stop_events(memo: Memo, timeout: float = 10.0) -> None:
     memo.events_task = None
 
 
+async def stop_sweep(memo: Memo, timeout: float = 10.0) -> None:
+    """At cleanup: stop the orphan sweep (a sweep cut short collected whole batches or nothing)."""
+    task = memo.sweep_task
+    if task is None:
+        return
+    memo.sweep_stopped.set()
+    try:
+        await asyncio.wait_for(task, timeout)
+    except TimeoutError:
+        log.warning("the orphan sweep did not stop within %.0fs; cancelled", timeout)
+    memo.sweep_task = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -288,6 +322,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         previews=args.status_previews == "masked",
                                                         max_parallel=args.max_parallel, quality=quality), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
+        reconciler = memo.driver.reconciler
+
+        def forget(run_uid: str) -> None:  # what this process keeps of a run whose Workflow is gone
+            reconciler.forget(run_uid)
+            metrics.forget(run_uid)
+            quality.forget(run_uid)
+
+        default_ttl = args.ttl_seconds_after_finished
+        memo.retention = RunRetention(reconciler.kube, factory.db.store,
+                                      default=default_ttl if default_ttl != RunTtl() else None,
+                                      namespaces=args.namespace, forget=forget)
+        if not args.no_orphan_sweep:
+            memo.sweep_stopped = asyncio.Event()
+            memo.sweep_task = asyncio.create_task(memo.retention.run(memo.sweep_stopped), name="orphan-sweep")
         if events_config is not None:
             publisher = factory.event_publisher()
             memo.events_stopped = asyncio.Event()
@@ -311,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Memo, **_: Any) -> None:
         await handlers.stop_budget_sync(memo)
+        await stop_sweep(memo)
         await stop_events(memo)
         if memo.gateway is not None:
             await memo.gateway.stop()

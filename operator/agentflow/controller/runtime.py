@@ -13,6 +13,7 @@ from ..factory import Factory
 from ..gateway.server import GatewayServer
 from ..services.budgets import BudgetStatusSync
 from ..services.driver import WorkflowDriver
+from ..services.retention import RunRetention
 
 
 class Memo(kopf.Memo):
@@ -27,6 +28,9 @@ class Memo(kopf.Memo):
     budget_sync_stopped: asyncio.Event
     events_task: asyncio.Task[None] | None
     events_stopped: asyncio.Event
+    retention: RunRetention
+    sweep_task: asyncio.Task[None] | None
+    sweep_stopped: asyncio.Event
     wakeups: dict[str, asyncio.Event]
     clock: Callable[[], float]
 
@@ -45,6 +49,7 @@ def new_memo() -> Memo:
     memo.budget_sync = None
     memo.budget_sync_task = None
     memo.events_task = None
+    memo.sweep_task = None
     memo.wakeups = {}
     memo.clock = time.time
     return memo
