@@ -135,6 +135,7 @@ async def test_the_sweep_collects_runs_whose_workflow_is_gone_and_nothing_else(d
 
     watching_a = RunRetention(kube, db.store, namespaces=["team-a"], forget=forgotten.append)
     assert sorted(await watching_a.orphans()) == [gone]
+    assert await RunRetention(kube, db.store, namespaces=["team-*, !team-b"]).orphans() == [gone]  # kopf's globs
     await watching_a.sweep()
     assert forgotten == [gone]
     assert (await rows(db, gone))["agentflow_journal"] == 0

@@ -6,6 +6,7 @@
     expiry(body, default) -> Expiry | None                 when it may be deleted; None: kept (or not finished)
     parse_ttl_flag(text) -> RunTtl                         agentflow operator --ttl-seconds-after-finished
     expired_event(workflow, expiry, now) -> Event body     the Normal TTLExpired Event posted before deleting
+    watched(namespace, patterns)                           whether --namespace patterns (kopf's globs) cover it
 
 Which TTL applies, first found: the Workflow's ``spec.ttlSecondsAfterFinished``; for a Workflow made from a
 WorkflowTemplate, the one of the spec it was resolved to (``status.templateSpec``: the template's, as it was
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,7 +35,8 @@ from .events import event_body
 from .podspec import Owner
 from .status import rfc3339
 
-__all__ = ["FINISHED", "Expiry", "expired_event", "expiry", "parse_ttl_flag", "run_ttl"]
+__all__ = ["FINISHED", "Expiry", "expired_event", "expiry", "parse_ttl_flag", "plain_namespaces", "run_ttl",
+           "watched"]
 
 FINISHED = frozenset({Phase.succeeded.value, Phase.failed.value, Phase.cancelled.value})
 SOURCE_SPEC = "spec.ttlSecondsAfterFinished"
@@ -157,3 +161,32 @@ def expired_event(workflow: Mapping[str, Any], expired: Expiry, now: float) -> d
     message = (f"deleting the workflow: {expired.describe()}; its journal, results and call log are collected, "
                "its audit records kept")
     return event_body(owner, meta["namespace"], "Normal", "TTLExpired", message, rfc3339(now))
+
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def plain_namespaces(patterns: Sequence[str]) -> bool:
+    """Whether every --namespace is a namespace's name (listed one by one), not a glob (listed cluster-wide)."""
+    return all(_NAMESPACE.match(p) for p in patterns)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """kopf's namespace pattern (kopf._cogs.structs.references.match_namespace): comma-separated globs, ``!`` ones
+    exclude; a first exclusive glob implies a ``*`` before it; a later inclusive glob re-includes only what the
+    first one matched."""
+    globs = [g.strip() for g in pattern.split(",")]
+    if not globs or globs[0].startswith("!"):
+        globs.insert(0, "*")
+    matches = first = fnmatch.fnmatchcase(name, globs[0])
+    for glob in globs[1:]:
+        if glob.startswith("!"):
+            matches = matches and not fnmatch.fnmatchcase(name, glob.lstrip("!"))
+        else:
+            matches = matches or (first and fnmatch.fnmatchcase(name, glob))
+    return matches
+
+
+def watched(namespace: str, patterns: Sequence[str]) -> bool:
+    """Whether an operator started with ``--namespace`` ``patterns`` watches ``namespace`` (none: every one)."""
+    return not patterns or any(_matches(namespace, p) for p in patterns)

@@ -14,7 +14,7 @@
                                     (deleted while the operator was down, a collection that failed, a step pod
                                     posting after the delete). Rows are read FIRST, Workflows listed AFTER; a list
                                     that fails collects nothing; an operator watching some namespaces collects only
-                                    runs known to be in them
+                                    runs known to be in them (kopf's namespace globs understood)
 
 Collection is best effort at the DELETED event (a failure is logged; the next sweep collects it). The sweep
 assumes one operator installation per database: two clusters' operators sharing one database would each see
@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..k8s.kube import Kube, KubeError
-from ..k8s.retention import Expiry, expired_event, expiry
+from ..k8s.retention import Expiry, expired_event, expiry, plain_namespaces, watched
 from ..k8s.status import rfc3339
 from ..models import RunTtl
 from ..storage.errors import StorageError
@@ -138,17 +138,16 @@ class RunRetention:
         """The runs with rows whose Workflow does not exist; SweepAborted when the Workflows cannot all be seen."""
         stored = await self.rows.runs()  # FIRST: a run with rows now has a Workflow created before now
         try:
-            if self.namespaces:
+            if self.namespaces and plain_namespaces(self.namespaces):
                 listed = [body for ns in self.namespaces for body in await self.kube.list_resources(WORKFLOWS, ns)]
-            else:
+            else:  # every namespace, or globs (kopf's patterns): the whole cluster's, judged by pattern below
                 listed = await self.kube.list_resources_all(WORKFLOWS)
         except KubeError as exc:
             raise SweepAborted(f"the Workflows could not be listed ({exc}); nothing is collected on a partial "
                                "view") from None
         alive = {str((body.get("metadata") or {}).get("uid")) for body in listed}
-        watched = set(self.namespaces)
         return [ref.run_uid for ref in stored if ref.run_uid not in alive
-                and (not watched or (ref.namespace is not None and ref.namespace in watched))]
+                and (not self.namespaces or (ref.namespace is not None and watched(ref.namespace, self.namespaces)))]
 
     async def sweep(self) -> Collected:
         """Collect the rows of every run whose Workflow is gone (see :meth:`orphans`)."""

@@ -14,7 +14,9 @@ from agentflow.k8s.retention import (
     expired_event,
     expiry,
     parse_ttl_flag,
+    plain_namespaces,
     run_ttl,
+    watched,
 )
 from agentflow.models import ManifestError, RunTtl, Workflow, WorkflowTemplate, parse_resource
 from agentflow.validation.templates import resolve_spec
@@ -156,3 +158,23 @@ def test_the_event_says_why() -> None:
     assert "finished Failed at 2026-12-01T10:00:00Z; spec.ttlSecondsAfterFinished keeps a Failed run 90s" in \
         event["message"]
     assert event["involvedObject"]["uid"] == "u-1"
+
+
+@pytest.mark.parametrize(("namespace", "patterns", "expected"), [
+    ("team-a", [], True),
+    ("team-a", ["team-a", "team-b"], True),
+    ("team-c", ["team-a", "team-b"], False),
+    ("e2e-op-1", ["e2e-op*"], True),
+    ("myapp-pr-123", ["myapp-*, !*-pr-*, *pr-123"], True),
+    ("myapp-pr-456", ["myapp-*, !*-pr-*, *pr-123"], False),
+    ("otherapp-pr-123", ["myapp-*, !*-pr-*, *pr-123"], False),
+    ("kube-system", ["!kube-*"], False),
+    ("default", ["!kube-*"], True),
+])
+def test_the_namespaces_an_operator_watches_are_kopfs_patterns(namespace: str, patterns: list[str],
+                                                                expected: bool) -> None:
+    assert watched(namespace, patterns) is expected
+
+
+def test_only_plain_names_are_listed_one_by_one() -> None:
+    assert plain_namespaces(["team-a", "b1"]) and not plain_namespaces(["team-a", "e2e-*"])
