@@ -5,12 +5,10 @@ nothing else (namespaces not watched, namespaces not known, a listing that fails
 from __future__ import annotations
 
 import datetime as dt
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 
 from agentflow.audit.records import AuditEvent
@@ -30,26 +28,14 @@ MARCH = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-async def db(postgres_dsn: str) -> AsyncIterator[Database]:
-    """A database of its own, every schema migrated: the sweep judges every run in it."""
-    name = f"agentflow_retention_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    parts = urllib.parse.urlsplit(postgres_dsn)
-    db = await Database.connect(urllib.parse.urlunsplit(parts._replace(path=f"/{name}")), max_size=4, outbox=True)
+async def db(own_dsn: str) -> AsyncIterator[Database]:
+    """A database of its own, every schema migrated, events on: the sweep judges every run in it."""
+    db = await Database.connect(own_dsn, max_size=4, outbox=True)
     try:
         await db.migrate()
         yield db
     finally:
         await db.close()
-        admin = await asyncpg.connect(postgres_dsn)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
 
 
 BUDGET = BudgetLine("budget-uid", "team-a", "monthly", MARCH, None, 100.0, None, True)

@@ -30,7 +30,7 @@ from ..services.errors import InvalidWorkflow
 from ..services.metrics import Metrics
 from ..services.resources import check_dependent
 from ..services.schedules import ScheduleSync
-from .runtime import Memo
+from .runtime import Memo, stop_task
 
 log = logging.getLogger("agentflow.handlers")
 
@@ -167,12 +167,5 @@ def start_budget_sync(memo: Memo, ledger: Any, *, namespaces: list[str] | None, 
 
 async def stop_budget_sync(memo: Memo, timeout: float = 10.0) -> None:
     """At cleanup: stop the loop started by :func:`start_budget_sync` (a no-op if none runs)."""
-    task = memo.budget_sync_task
-    if task is None:
-        return
-    memo.budget_sync_stopped.set()
-    try:
-        await asyncio.wait_for(task, timeout)
-    except TimeoutError:  # wait_for cancelled it
-        log.warning("the budget status sync did not stop within %.0fs; cancelled", timeout)
+    await stop_task(memo.budget_sync_task, memo.budget_sync_stopped, "the budget status sync", timeout)
     memo.budget_sync_task = None

@@ -49,7 +49,7 @@ from ..services.quality import QualityMetrics
 from ..services.reconcile import DEFAULT_MAX_PARALLEL
 from ..services.retention import RunRetention
 from . import certs, handlers, webhook
-from .runtime import Memo, new_memo
+from .runtime import Memo, new_memo, stop_task
 
 log = logging.getLogger("agentflow.operator")
 
@@ -238,28 +238,9 @@ def in_cluster_server(environ: Mapping[str, str]) -> str | None:
 
 async def stop_events(memo: Memo, timeout: float = 10.0) -> None:
     """At cleanup: stop the events publisher (what it has not published stays in the outbox for the next one)."""
-    task = memo.events_task
-    if task is None:
-        return
-    memo.events_stopped.set()
-    try:
-        await asyncio.wait_for(task, timeout)
-    except TimeoutError:  # a publish still waiting for NATS: cancelled, its round rolls back
-        log.warning("the events publisher did not stop within %.0fs; cancelled", timeout)
+    # a publish still waiting for NATS past the timeout is cancelled: its round rolls back
+    await stop_task(memo.events_task, memo.events_stopped, "the events publisher", timeout)
     memo.events_task = None
-
-
-async def stop_sweep(memo: Memo, timeout: float = 10.0) -> None:
-    """At cleanup: stop the orphan sweep (a sweep cut short collected whole batches or nothing)."""
-    task = memo.sweep_task
-    if task is None:
-        return
-    memo.sweep_stopped.set()
-    try:
-        await asyncio.wait_for(task, timeout)
-    except TimeoutError:
-        log.warning("the orphan sweep did not stop within %.0fs; cancelled", timeout)
-    memo.sweep_task = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Memo, **_: Any) -> None:
         await handlers.stop_budget_sync(memo)
-        await stop_sweep(memo)
+        # a sweep cut short has collected whole batches (one transaction each) or nothing
+        await stop_task(memo.sweep_task, memo.sweep_stopped, "the orphan sweep")
         await stop_events(memo)
         if memo.gateway is not None:
             await memo.gateway.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -50,6 +51,21 @@ def new_memo() -> Memo:
     memo.budget_sync_task = None
     memo.events_task = None
     memo.sweep_task = None
+    memo.budget_sync_stopped = asyncio.Event()
+    memo.events_stopped = asyncio.Event()
+    memo.sweep_stopped = asyncio.Event()
     memo.wakeups = {}
     memo.clock = time.time
     return memo
+
+
+async def stop_task(task: asyncio.Task[None] | None, stopped: asyncio.Event, what: str, timeout: float = 10.0) -> None:
+    """At cleanup: set ``stopped`` and wait for the background ``task`` (cancelled past ``timeout``); no task: a
+    no-op."""
+    if task is None:
+        return
+    stopped.set()
+    try:
+        await asyncio.wait_for(task, timeout)
+    except TimeoutError:  # wait_for cancelled it
+        logging.getLogger("agentflow.operator").warning("%s did not stop within %.0fs; cancelled", what, timeout)
