@@ -16,6 +16,7 @@ from agentflow.engine.journal import Journal
 from agentflow.engine.values import Event, EventType
 from agentflow.k8s.kube import KubeError
 from agentflow.services.retention import RunRetention, SweepAborted
+from agentflow.storage.attempts import AttemptPod
 from agentflow.storage.database import Database
 from agentflow.storage.ledger import BudgetLine, LlmCall
 from agentflow.storage.outbox import EventSource
@@ -152,3 +153,16 @@ async def test_a_step_pod_posting_after_the_delete_leaves_an_orphan_the_sweep_co
     assert [r.run_uid for r in await db.store.runs()] == [uid]
     await RunRetention(FakeKube(), db.store).sweep()
     assert await db.store.runs() == []
+
+
+async def test_runs_older_than_the_runs_table_get_their_namespace_from_their_pods(db: Database) -> None:
+    uid = str(uuid.uuid4())
+    await db.store.append(uid, Journal().extend([Event(E.run_started, None, {}, 1.0)]))  # no source: not named
+    await db.store.put_attempt(uid, "a", 1, {"x": 1}, pod=AttemptPod("team-c", "wf", "wf-a-1"))
+    async with db.pool.acquire() as conn:  # as a database migrated before version 5 was
+        await conn.execute("DELETE FROM agentflow_runs")
+        await conn.execute("DELETE FROM agentflow_schema_version WHERE version = 5")
+    await db.migrate()
+    async with db.pool.acquire() as conn:
+        assert await conn.fetch("SELECT namespace, workflow FROM agentflow_runs WHERE run_uid = $1", uid) == [
+            ("team-c", "wf")]
