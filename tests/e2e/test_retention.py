@@ -51,7 +51,7 @@ def gone(cluster: Cluster, namespace: str, name: str) -> bool:
 
 def test_a_finished_workflow_past_its_ttl_is_deleted_and_its_rows_collected(
         cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str) -> None:  # noqa: F811
-    docs = load_manifests(QUICKSTART, ttlSecondsAfterFinished={"succeeded": 8})
+    docs = load_manifests(QUICKSTART, ttlSecondsAfterFinished={"succeeded": 20})
     cluster.apply(docs, op_namespace)
     name = next(d["metadata"]["name"] for d in docs if d["kind"] == "Workflow")
     wf = wait_finished(cluster, op_namespace, name)
@@ -61,7 +61,7 @@ def test_a_finished_workflow_past_its_ttl_is_deleted_and_its_rows_collected(
     journal, results = stored(postgres_dsn, uid)
     assert journal > 0 and results > 0
 
-    seen: dict[str, Any] = {}
+    seen: dict[str, Any] = {"expiresAt": status.get("expiresAt")}
 
     def deleted() -> bool:
         if gone(cluster, op_namespace, name):
@@ -71,12 +71,12 @@ def test_a_finished_workflow_past_its_ttl_is_deleted_and_its_rows_collected(
             seen["expiresAt"] = current["expiresAt"]
         return False
 
-    cluster.wait_until(f"workflow {name} to be deleted after its TTL", deleted, timeout=90, every=1)
+    cluster.wait_until(f"workflow {name} to be deleted after its TTL", deleted, timeout=120, every=1)
     assert seen.get("expiresAt"), "status.expiresAt was never shown"
     cluster.wait_until("its rows to be collected", lambda: stored(postgres_dsn, uid) == (0, 0), timeout=30)
     events = cluster.get_json("events", "-n", op_namespace, "--field-selector", f"involvedObject.uid={uid}")["items"]
     expired = [e for e in events if e["reason"] == "TTLExpired"]
-    assert expired and "spec.ttlSecondsAfterFinished keeps a Succeeded run 8s" in expired[0]["message"]
+    assert expired and "spec.ttlSecondsAfterFinished keeps a Succeeded run 20s" in expired[0]["message"]
 
 
 def approval_workflow(name: str) -> dict[str, Any]:
