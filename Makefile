@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install tools services quickstart test test-unit test-e2e test-browser lint crds crds-check bench bench-loop \
-	bench-events bench-traces bench-console bench-drift bench-canary console console-check browser cluster-up cluster-down images clean
+	bench-events bench-retention bench-traces bench-console bench-drift bench-canary console console-check browser cluster-up cluster-down images clean
 
 help:
 	@echo "make quickstart   install and run the quickstart workflow locally (no cluster, no API key)"
@@ -114,6 +114,9 @@ bench-loop: install
 
 bench-events: install services
 	$(BIN)/python bench/events_bench.py
+
+bench-retention: install services
+	$(BIN)/python bench/retention_bench.py
 
 bench-traces: install
 	$(BIN)/python bench/trace_bench.py

@@ -37,6 +37,7 @@ from .k8s.kube import RBAC_HINT, AccessDecision, Conflict, Forbidden, KubeError,
 from .services import approvals
 from .storage.attempts import AttemptPod
 from .storage.errors import JournalConflict
+from .storage.retention import Collected, RunRef
 from .telemetry import TraceSettings, Tracing
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class FakeKube:
         self.access_error: KubeError | None = None  # what review_access raises, when set
         self.fail_creates = 0
         self.create_error: KubeError | None = None  # what the next fail_creates pod creations raise
+        self.list_error: KubeError | None = None  # what listing AgentFlow resources raises while set
         self.closed = False
         for body in resources:
             self.add_resource(body)
@@ -181,11 +183,15 @@ class FakeKube:
 
     async def list_resources(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
+        if self.list_error is not None:
+            raise self.list_error
         return [copy.deepcopy(o) for (p, ns, _), o in sorted(self.resources.items()) if p == plural
                 and ns == namespace]
 
     async def list_resources_all(self, plural: str) -> list[dict[str, Any]]:
         await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
+        if self.list_error is not None:
+            raise self.list_error
         return [copy.deepcopy(o) for (p, _, _), o in sorted(self.resources.items()) if p == plural]
 
     def _bump(self, obj: dict[str, Any]) -> None:
@@ -233,8 +239,11 @@ class FakeKube:
         self.resources_created.append(f"{plural}/{key[2]}")
         return True
 
-    async def delete_resource(self, plural: str, namespace: str, name: str) -> None:
+    async def delete_resource(self, plural: str, namespace: str, name: str, *, uid: str | None = None) -> None:
         await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
+        found = self.resources.get((plural, namespace, name))
+        if found is not None and uid is not None and (found.get("metadata") or {}).get("uid") != uid:
+            return  # the precondition fails: another object of that name
         if self.resources.pop((plural, namespace, name), None) is not None:
             self.resources_deleted.append(f"{plural}/{name}")
 
@@ -402,13 +411,35 @@ class MemoryStore:
         self._check()
         return {(n, a): copy.deepcopy(r) for (u, n, a), r in self.results.items() if u == run_uid}
 
-    async def delete_run(self, run_uid: str) -> None:
+    async def delete_run(self, run_uid: str) -> Collected:
+        return await self.collect([run_uid])
+
+    async def collect(self, run_uids: Sequence[str]) -> Collected:
+        """Forget the runs (PostgresStore.collect's twin: rows deleted, by table)."""
         self._check()
-        self.journals.pop(run_uid, None)
-        self.evaluations.pop(run_uid, None)
-        for table in (self.attempts, self.results):
-            for key in [k for k in table if k[0] == run_uid]:
-                del table[key]
+        out = Collected({"agentflow_journal": 0, "agentflow_attempts": 0, "agentflow_step_results": 0})
+        for run_uid in run_uids:
+            out.rows["agentflow_journal"] += len(self.journals.pop(run_uid, []))
+            self.sources.pop(run_uid, None)
+            self.evaluations.pop(run_uid, None)
+            for name, table in (("agentflow_attempts", self.attempts), ("agentflow_step_results", self.results)):
+                for key in [k for k in table if k[0] == run_uid]:
+                    del table[key]
+                    out.rows[name] += 1
+            for pod in [p for p, found in self.pods.items() if found[0] == run_uid]:
+                del self.pods[pod]
+        return out
+
+    async def runs(self) -> list[RunRef]:
+        """Every run with rows, with its namespace when known (from its appends or its pods)."""
+        self._check()
+        uids = set(self.journals) | {k[0] for k in self.attempts} | {k[0] for k in self.results}
+        namespaces = {found[0]: ns for (ns, _), found in self.pods.items()}
+        for uid, sources in self.sources.items():
+            first = next((s for s in sources if s is not None), None)
+            if first is not None:
+                namespaces[uid] = first.namespace
+        return [RunRef(uid, namespaces.get(uid)) for uid in sorted(uids)]
 
     async def put_evaluation(self, run_uid: str, namespace: str, workflow: str, trigger: str,
                              result: SuiteResult) -> None:

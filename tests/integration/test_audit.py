@@ -7,8 +7,6 @@ import itertools
 import json
 import subprocess
 import sys
-import urllib.parse
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,21 +36,9 @@ def event(i: int, namespace: str = "team-a", writer: int = 0) -> AuditEvent:
 
 
 @pytest.fixture
-async def audit_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+def audit_dsn(own_dsn: str) -> str:
     """A database of its own: the audit chain is one per database."""
-    name = f"agentflow_audit_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    parts = urllib.parse.urlsplit(postgres_dsn)
-    yield urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    return own_dsn
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
@@ -52,16 +52,9 @@ async def test_migrate_is_idempotent_and_concurrent_safe(store: PostgresStore, p
 
 
 @pytest.fixture
-async def empty_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+def empty_dsn(own_dsn: str) -> str:
     """A new, empty database on the session's server, dropped afterwards."""
-    name = f"empty_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    return own_dsn
 
 
 async def test_an_unmigrated_database_says_to_migrate(empty_dsn: str) -> None:

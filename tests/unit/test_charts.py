@@ -662,6 +662,27 @@ def test_status_previews(helm: tuple[str, Path]) -> None:
     assert _operator_args(_container(objects, RELEASE)).status_previews == "none"
 
 
+def test_retention(helm: tuple[str, Path]) -> None:
+    """The chart's default TTL per phase reaches the operator's parser; null keeps a phase; the sweep off."""
+    from agentflow.models import RunTtl
+
+    args = _operator_args(_container(render(helm), RELEASE))
+    assert args.ttl_seconds_after_finished == RunTtl(succeeded=604800, failed=1209600, cancelled=604800)
+    assert not args.no_orphan_sweep
+    objects = render(helm, "--set", "retention.ttlSecondsAfterFinished.failed=null",
+                     "--set", "retention.ttlSecondsAfterFinished.succeeded=60", "--set", "retention.orphanSweep=false")
+    args = _operator_args(_container(objects, RELEASE))
+    assert args.ttl_seconds_after_finished == RunTtl(succeeded=60, cancelled=604800)
+    assert args.no_orphan_sweep
+    kept = render(helm, "--set-json", 'retention.ttlSecondsAfterFinished={"succeeded":null,"failed":null,'
+                  '"cancelled":null}')
+    assert not any(a.startswith("--ttl-seconds-after-finished") for a in _container(kept, RELEASE)["args"])
+    binary, charts = helm
+    refused = run(binary, "template", RELEASE, str(charts / "agentflow"), *REQUIRED,
+                  "--set", "retention.ttlSecondsAfterFinished.failed=-1", ok=False)
+    assert refused.returncode != 0 and "ttlSecondsAfterFinished" in refused.stderr
+
+
 def test_credential_secret_check_adds_secrets_get_only_when_on(helm: tuple[str, Path]) -> None:
     """Off (the default): no --webhook-check-secrets and no Secrets in the operator's RBAC (the gateway refuses
     an unlabelled Secret at call time). On: the flag, and get on Secrets where the operator's namespaced rules

@@ -6,7 +6,9 @@ module has no effect and tests can build an operator of their own.
 Workflows are driven by one kopf daemon each: it reconciles, then sleeps
 until the engine's next timer or until something about the run changes (its
 own watch events, its pods' events, a result posted by a step pod), which
-poke it through ``memo.wakeups``. Nothing here writes to the API by itself:
+poke it through ``memo.wakeups``; once the run finished, the same daemon waits
+for its TTL (services.retention) and deletes it, and the DELETED watch event
+collects its rows. Nothing here writes to the API by itself:
 kopf daemons and on.event handlers keep no progress annotations.
 """
 
@@ -29,7 +31,7 @@ from ..services.metrics import Metrics
 from ..services.resources import check_dependent
 from ..services.schedules import ScheduleSync
 from ..storage.errors import StorageError
-from .runtime import Memo
+from .runtime import Memo, stop_task
 
 log = logging.getLogger("agentflow.handlers")
 
@@ -75,10 +77,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
         uid = str(body.metadata.uid)
         wakeup = memo.wakeups.setdefault(uid, asyncio.Event())
         try:
-            await memo.driver.drive(body, lambda: catalog_for(str(body.metadata.namespace), indices), wakeup,
-                                    stopped)
-        except InvalidWorkflow as exc:
-            logger.error("workflow cannot run: %s", exc)
+            try:
+                await memo.driver.drive(body, lambda: catalog_for(str(body.metadata.namespace), indices), wakeup,
+                                        stopped)
+            except InvalidWorkflow as exc:
+                logger.error("workflow cannot run: %s", exc)
+            await memo.retention.expire(body, wakeup, stopped)  # finished: kept until its TTL passes, if any
         finally:
             memo.wakeups.pop(uid, None)
 
@@ -86,9 +90,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def workflow_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
         uid = str(body.metadata.uid)
         memo.poke(uid)
-        if type == "DELETED":  # its pods go with it (owner references); its journal and results go here
-            memo.driver.reconciler.forget(uid)
-            await memo.driver.reconciler.store.delete_run(uid)
+        if type == "DELETED":  # its pods go with it (owner references); its rows go here (services.retention)
+            await memo.retention.collect(uid)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
     def pod_changed(*, body: kopf.Body, memo: Memo, **_: Any) -> None:
@@ -206,12 +209,5 @@ def start_budget_sync(memo: Memo, ledger: Any, *, namespaces: list[str] | None, 
 
 async def stop_budget_sync(memo: Memo, timeout: float = 10.0) -> None:
     """At cleanup: stop the loop started by :func:`start_budget_sync` (a no-op if none runs)."""
-    task = memo.budget_sync_task
-    if task is None:
-        return
-    memo.budget_sync_stopped.set()
-    try:
-        await asyncio.wait_for(task, timeout)
-    except TimeoutError:  # wait_for cancelled it
-        log.warning("the budget status sync did not stop within %.0fs; cancelled", timeout)
+    await stop_task(memo.budget_sync_task, memo.budget_sync_stopped, "the budget status sync", timeout)
     memo.budget_sync_task = None

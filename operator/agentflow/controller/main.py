@@ -42,6 +42,8 @@ from ..k8s.kube import KubeClient
 from ..k8s.netpol import NetworkConfig, parse_pod_selector
 from ..k8s.podspec import PodConfig
 from ..k8s.profile import parse_host
+from ..k8s.retention import parse_ttl_flag
+from ..models import RunTtl
 from ..models.limits import MAX_FANOUT_ITEMS
 from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
@@ -49,10 +51,11 @@ from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
 from ..services.quality import QualityMetrics
 from ..services.reconcile import DEFAULT_MAX_PARALLEL
+from ..services.retention import RunRetention
 from ..telemetry import TraceSettings
 from ..telemetry.tracing import traces_url
 from . import certs, handlers, webhook
-from .runtime import Memo, new_memo
+from .runtime import Memo, new_memo, stop_task
 
 log = logging.getLogger("agentflow.operator")
 
@@ -136,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"step pods one Workflow runs at once (default {DEFAULT_MAX_PARALLEL}, "
                    "AGENTFLOW_MAX_PARALLEL); "
                    "a lower spec.parallelism wins; a run keeps the cap it started with")
+    p.add_argument("--ttl-seconds-after-finished", type=_ttl, metavar="SECONDS|PHASE=SECONDS,...",
+                   default=env("AGENTFLOW_TTL_SECONDS_AFTER_FINISHED", ""),
+                   help="delete finished Workflows this long after they finished, and collect their journal, "
+                        "results and call log (the audit chain stays): N for every phase, or per phase, e.g. "
+                        "succeeded=3600,failed=604800,cancelled=3600 (a phase not named is kept). A Workflow's "
+                        "spec.ttlSecondsAfterFinished replaces it. Default '': kept until deleted")
+    p.add_argument("--no-orphan-sweep", action="store_true",
+                   default=env("AGENTFLOW_ORPHAN_SWEEP", "on") == "off",
+                   help="do not collect, at start and hourly, the rows of runs whose Workflow no longer exists "
+                        "(needed only when two clusters' operators share one database; env "
+                        "AGENTFLOW_ORPHAN_SWEEP=off)")
     add_trace_arguments(p, os.environ)
     p.add_argument("--step-otlp-endpoint", metavar="URL", default=env("AGENTFLOW_STEP_OTLP_ENDPOINT"),
                    help="the collector step pods export their own spans to over OTLP/HTTP (the address pods reach "
@@ -173,6 +187,13 @@ def step_otlp_endpoint(args: argparse.Namespace, traces: TraceSettings) -> str |
                     "export no spans of their own (give --step-otlp-endpoint)", traces.endpoint)
         return None
     return traces.endpoint
+
+
+def _ttl(text: str) -> RunTtl:
+    try:
+        return parse_ttl_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _max_parallel(text: str) -> int:
@@ -265,14 +286,8 @@ def in_cluster_server(environ: Mapping[str, str]) -> str | None:
 
 async def stop_events(memo: Memo, timeout: float = 10.0) -> None:
     """At cleanup: stop the events publisher (what it has not published stays in the outbox for the next one)."""
-    task = memo.events_task
-    if task is None:
-        return
-    memo.events_stopped.set()
-    try:
-        await asyncio.wait_for(task, timeout)
-    except TimeoutError:  # a publish still waiting for NATS: cancelled, its round rolls back
-        log.warning("the events publisher did not stop within %.0fs; cancelled", timeout)
+    # a publish still waiting for NATS past the timeout is cancelled: its round rolls back
+    await stop_task(memo.events_task, memo.events_stopped, "the events publisher", timeout)
     memo.events_task = None
 
 
@@ -341,6 +356,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
         memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))
+        reconciler = memo.driver.reconciler
+
+        def forget(run_uid: str) -> None:  # what this process keeps of a run whose Workflow is gone
+            reconciler.forget(run_uid)
+            metrics.forget(run_uid)
+            quality.forget(run_uid)
+
+        default_ttl = args.ttl_seconds_after_finished
+        memo.retention = RunRetention(reconciler.kube, factory.db.store,
+                                      default=default_ttl if default_ttl != RunTtl() else None,
+                                      namespaces=args.namespace, forget=forget)
+        if not args.no_orphan_sweep:
+            memo.sweep_stopped = asyncio.Event()
+            memo.sweep_task = asyncio.create_task(memo.retention.run(memo.sweep_stopped), name="orphan-sweep")
         if events_config is not None:
             publisher = factory.event_publisher()
             memo.events_stopped = asyncio.Event()
@@ -369,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Memo, **_: Any) -> None:
         await handlers.stop_budget_sync(memo)
+        # a sweep cut short has collected whole batches (one transaction each) or nothing
+        await stop_task(memo.sweep_task, memo.sweep_stopped, "the orphan sweep")
         await stop_events(memo)
         if memo.triggers is not None:
             await memo.triggers.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from ..services.budgets import BudgetStatusSync
 from ..services.canary import RolloutSync
 from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
+from ..services.retention import RunRetention
 from ..triggers.server import TriggerServer
 
 
@@ -34,6 +36,9 @@ class Memo(kopf.Memo):
     budget_sync_stopped: asyncio.Event
     events_task: asyncio.Task[None] | None
     events_stopped: asyncio.Event
+    retention: RunRetention
+    sweep_task: asyncio.Task[None] | None
+    sweep_stopped: asyncio.Event
     wakeups: dict[str, asyncio.Event]
     clock: Callable[[], float]
 
@@ -55,6 +60,22 @@ def new_memo() -> Memo:
     memo.rollouts = None
     memo.budget_sync_task = None
     memo.events_task = None
+    memo.sweep_task = None
+    memo.budget_sync_stopped = asyncio.Event()
+    memo.events_stopped = asyncio.Event()
+    memo.sweep_stopped = asyncio.Event()
     memo.wakeups = {}
     memo.clock = time.time
     return memo
+
+
+async def stop_task(task: asyncio.Task[None] | None, stopped: asyncio.Event, what: str, timeout: float = 10.0) -> None:
+    """At cleanup: set ``stopped`` and wait for the background ``task`` (cancelled past ``timeout``); no task: a
+    no-op."""
+    if task is None:
+        return
+    stopped.set()
+    try:
+        await asyncio.wait_for(task, timeout)
+    except TimeoutError:  # wait_for cancelled it
+        logging.getLogger("agentflow.operator").warning("%s did not stop within %.0fs; cancelled", what, timeout)

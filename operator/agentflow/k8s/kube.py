@@ -129,7 +129,7 @@ class Kube(Protocol):
                               resource_version: str) -> bool: ...
     async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
     async def create_resource(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool: ...
-    async def delete_resource(self, plural: str, namespace: str, name: str) -> None: ...
+    async def delete_resource(self, plural: str, namespace: str, name: str, *, uid: str | None = None) -> None: ...
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any]: ...
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str: ...
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> bool: ...
@@ -334,10 +334,20 @@ class KubeClient:
             return False
         return True
 
-    async def delete_resource(self, plural: str, namespace: str, name: str) -> None:
-        with contextlib.suppress(NotFound):
+    async def delete_resource(self, plural: str, namespace: str, name: str, *, uid: str | None = None) -> None:
+        """Delete one (gone already: nothing to do). ``uid``: only that object (a precondition): one of the same
+        name created since is another object and stays (the API server answers Conflict; nothing to do either)."""
+        if uid is None:
+            with contextlib.suppress(NotFound):
+                await self._call(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
+                                 GROUP, VERSION, namespace, plural, name)
+            return
+        from kubernetes import client
+
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        with contextlib.suppress(NotFound, Conflict):
             await self._call(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
-                             GROUP, VERSION, namespace, plural, name)
+                             GROUP, VERSION, namespace, plural, name, body=options)
 
     # -- Budgets (agentflow.services.budgets)
 

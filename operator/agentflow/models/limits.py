@@ -30,6 +30,8 @@ MAX_BACKOFF_FACTOR: Final = 10.0
 """Retry backoff: the multiplier per attempt."""
 MAX_RETRIES: Final = 100
 """retry.limit."""
+MAX_TTL_SECONDS: Final = 3650 * DAY
+"""How long a finished Workflow is kept (spec.ttlSecondsAfterFinished, the operator's default): ten years."""
 
 # Sizes of a Workflow.
 MAX_STEPS: Final = 2_000

@@ -63,9 +63,10 @@ class WorkflowScheduleSpec(Model):
     starting_deadline_seconds: int | None = Field(default=None, ge=0, le=31_536_000)
     """A slot not started this many seconds after its time is missed (none: started however late)."""
     successful_jobs_history_limit: int = Field(default=3, ge=0, le=1000)
-    """Succeeded Workflows kept; older ones are deleted."""
+    """Succeeded Workflows kept; older ones are deleted (the template's ttlSecondsAfterFinished, or the operator's
+    default, may delete them sooner: whichever comes first)."""
     failed_jobs_history_limit: int = Field(default=1, ge=0, le=1000)
-    """Failed or cancelled Workflows kept; older ones are deleted."""
+    """Failed or cancelled Workflows kept; older ones are deleted (or sooner by their TTL)."""
     suspend: bool = False
     """Set to true to start no new runs (runs already started go on)."""
 

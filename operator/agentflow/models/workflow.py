@@ -459,6 +459,29 @@ class BehaviorNode(Model):
         return self
 
 
+class RunTtl(Model):
+    """How long a finished Workflow is kept, per phase it finished in, before the operator deletes it (and
+    collects its journal, results and call log; the audit chain stays). Like a Job's ttlSecondsAfterFinished,
+    per phase as Argo's ttlStrategy (secondsAfterSuccess/Failure): a failed run is often kept longer to look
+    into. Per phase rather than one number with Argo's secondsAfterCompletion beside it: a phase that is not
+    named is kept, so ``{succeeded: 3600}`` deletes only the runs that succeeded.
+
+    Given on the Workflow (or its WorkflowTemplate), it replaces the operator's default as a whole
+    (agentflow operator --ttl-seconds-after-finished, the chart's retention.ttlSecondsAfterFinished), as Argo's
+    ttlStrategy replaces the controller's: ``{}`` keeps this run whatever the default says."""
+
+    succeeded: int | None = Field(default=None, ge=0, le=limits.MAX_TTL_SECONDS)
+    """Seconds a Succeeded run is kept after it finished (0: deleted at once; absent: kept)."""
+    failed: int | None = Field(default=None, ge=0, le=limits.MAX_TTL_SECONDS)
+    """Seconds a Failed run is kept after it finished (an invalid spec's too)."""
+    cancelled: int | None = Field(default=None, ge=0, le=limits.MAX_TTL_SECONDS)
+    """Seconds a Cancelled run is kept after it finished."""
+
+    def seconds(self, phase: str) -> int | None:
+        """The TTL of a run that finished in ``phase`` (Succeeded, Failed, Cancelled); None: kept."""
+        return {"Succeeded": self.succeeded, "Failed": self.failed, "Cancelled": self.cancelled}.get(phase)
+
+
 class WorkflowSpec(Model):
     """Desired state of a Workflow run."""
 
@@ -477,7 +500,8 @@ class WorkflowSpec(Model):
 
     workflow_template_ref: LocalRef | None = None
     """The WorkflowTemplate (same namespace) this run is made from: give only inputs (and run controls such as
-    cancel, suspend, budgetRef, parallelism, timeoutSeconds, podCleanup); the template gives the rest."""
+    cancel, suspend, budgetRef, parallelism, timeoutSeconds, podCleanup, ttlSecondsAfterFinished); the template
+    gives the rest."""
     inputs: dict[str, JSONValue] = Field(default_factory=dict)
     """Inputs of the run (at most 256 KiB as JSON). `agentflow run --input KEY=VALUE` overrides one; KEY must
     be one of these or a property of inputSchema when the Workflow declares any."""
@@ -509,6 +533,9 @@ class WorkflowSpec(Model):
     """Set to true to stop scheduling new steps until set back to false."""
     pod_cleanup: Literal["onSuccess", "always", "never"] = "onSuccess"
     """When finished step pods are deleted (keep on failure by default)."""
+    ttl_seconds_after_finished: RunTtl | None = None
+    """How long the finished Workflow is kept, per phase, before the operator deletes it and collects its rows
+    (absent: the operator's default, --ttl-seconds-after-finished; without one, kept until deleted)."""
 
     @model_validator(mode="after")
     def _one_shape(self) -> WorkflowSpec:
@@ -666,6 +693,9 @@ class WorkflowStatus(ResourceStatus):
     """The WorkflowTemplate the run was resolved from (spec.workflowTemplateRef), as it was then."""
     template_spec: dict[str, JSONValue] | None = None
     """The spec the run was resolved to from its template: later edits of the template do not change it."""
+    expires_at: str | None = None
+    """RFC 3339 time the operator deletes this finished Workflow (spec.ttlSecondsAfterFinished, its template's
+    or the operator's default); absent: kept."""
 
 
 class Workflow(Model):

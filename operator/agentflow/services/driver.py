@@ -211,12 +211,17 @@ class WorkflowDriver:
 
     @staticmethod
     async def _sleep(wakeup: asyncio.Event, stopped: Stopped, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not stopped and not wakeup.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            try:
-                await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, 1.0))
-            except TimeoutError:
-                continue
+        await nap(wakeup, stopped, seconds)
+
+
+async def nap(wakeup: asyncio.Event, stopped: Stopped, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``wakeup`` is set or ``stopped`` turns true (looked at every second)."""
+    deadline = time.monotonic() + seconds
+    while not stopped and not wakeup.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout=min(remaining, 1.0))
+        except TimeoutError:
+            continue

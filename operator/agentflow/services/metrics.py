@@ -54,6 +54,7 @@ from ..engine.values import EventType
 from ..k8s.status import workflow_phase
 from ..storage.attempts import AttemptPod
 from ..storage.outbox import EventSource
+from ..storage.retention import Collected
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ class _Store(Protocol):
     async def set_pod_uid(self, run_uid: str, node: str, attempt: int, pod_uid: str) -> None: ...
     async def attempt_of_pod(self, namespace: str, pod: str) -> AttemptPod | None: ...
     async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]: ...
-    async def delete_run(self, run_uid: str) -> None: ...
+    async def delete_run(self, run_uid: str) -> Collected: ...
 
 
 class AppendObserver(Protocol):
@@ -311,8 +312,12 @@ class MeteredStore:
     async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]:
         return await self.store.get_results(run_uid)
 
-    async def delete_run(self, run_uid: str) -> None:
-        await self.store.delete_run(run_uid)
+    async def delete_run(self, run_uid: str) -> Collected:
+        self.forget(run_uid)
+        return await self.store.delete_run(run_uid)
+
+    def forget(self, run_uid: str) -> None:
+        """Drop what the metrics and the observers keep of a run (its Workflow is gone)."""
         self.metrics.forget(run_uid)
         for observer in self.observers:
             observer.forget(run_uid)

@@ -62,6 +62,7 @@ from ..models.manifests import format_path
 from ..prompts.rollout import RolloutError, bind, choices_for, recorded
 from ..storage.attempts import AttemptPod
 from ..storage.outbox import EventSource
+from ..storage.retention import Collected
 from ..telemetry import RunTrace, Tracing, run_ids, steps_of
 from ..validation import check_workflow
 from ..validation.grants import (
@@ -97,7 +98,7 @@ class JournalStore(Protocol):
     async def set_pod_uid(self, run_uid: str, node: str, attempt: int, pod_uid: str) -> None: ...
     async def attempt_of_pod(self, namespace: str, pod: str) -> AttemptPod | None: ...
     async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]: ...
-    async def delete_run(self, run_uid: str) -> None: ...
+    async def delete_run(self, run_uid: str) -> Collected: ...
 
 
 @dataclasses.dataclass

@@ -120,6 +120,15 @@ _MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
             "CREATE INDEX IF NOT EXISTS agentflow_llm_calls_at ON agentflow_llm_calls (at)",
         ),
     ),
+    (
+        2,
+        "a run's calls and reservations, collected with the run (agentflow.storage.retention)",
+        (
+            "CREATE INDEX IF NOT EXISTS agentflow_llm_calls_run ON agentflow_llm_calls (run_uid)",
+            "CREATE INDEX IF NOT EXISTS agentflow_budget_reservations_run "
+            "ON agentflow_budget_reservations (split_part(reference, '/', 1))",
+        ),
+    ),
 )
 
 SCHEMA: Final = Schema("budget ledger", "agentflow_ledger_schema_version", _MIGRATIONS)

@@ -14,6 +14,8 @@ What the operator keeps here, so that nothing is lost when a pod or the operator
                              was built with ``outbox=True``, deleted once published (agentflow.storage.outbox)
     agentflow_event_runs     the last Workflow phase put in the outbox per run: a transition is a phase that
                              differs from it
+    agentflow_runs           the namespace and Workflow of each run, written with its first record (what the
+                             startup sweep of agentflow.storage.retention goes by)
     agentflow_evaluations    a PromptVersion's evaluation on the cluster, one row per evaluation Workflow (its run
                              uid): the verdict, rates, cost, tokens, latency (agentflow.services.evaluations)
     agentflow_evaluation_cases  its cases, one row each: passed, score, spend, and the case's whole result (json:
@@ -55,6 +57,7 @@ from ..engine.journal import GENESIS, JournalError, Record
 from .attempts import AttemptPod, StoredRun
 from .errors import InvalidValue, JournalConflict, StorageError, StorageUnavailable
 from .migrations import Migration, Schema, migrate
+from .retention import Collected, RunRef, collect_runs, orphan_candidates
 
 if TYPE_CHECKING:
     from ..prompts.suite import SuiteResult
@@ -160,11 +163,32 @@ _MIGRATIONS: tuple[Migration, ...] = (
             "(namespace, created_at DESC) WHERE namespace IS NOT NULL",
         ),
     ),
+    (
+        5,
+        "runs name their Workflow: the startup sweep collects only runs of the namespaces it watches",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_runs (
+                run_uid text PRIMARY KEY,
+                namespace text NOT NULL,
+                workflow text NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            "INSERT INTO agentflow_runs (run_uid, namespace, workflow, created_at) "
+            "SELECT DISTINCT ON (run_uid) run_uid, namespace, coalesce(workflow, ''), created_at "
+            "FROM agentflow_attempts WHERE namespace IS NOT NULL ORDER BY run_uid, created_at "
+            "ON CONFLICT DO NOTHING",
+            "INSERT INTO agentflow_runs (run_uid, namespace, workflow, created_at) "
+            "SELECT DISTINCT ON (run_uid) run_uid, namespace, workflow, created_at FROM agentflow_outbox "
+            "ORDER BY run_uid, created_at ON CONFLICT DO NOTHING",
+        ),
+    ),
 )
 
 _MIGRATIONS += (
     (
-        5,
+        6,
         "PromptVersion evaluations on the cluster: the verdict and its cases",
         (
             """
@@ -495,6 +519,9 @@ class PostgresStore:
                 "VALUES ($1, $2, $3, $4, $5, $6::text::json)",
                 rows,
             )
+            if first.seq == 0 and source is not None:
+                await conn.execute("INSERT INTO agentflow_runs (run_uid, namespace, workflow) VALUES ($1, $2, $3) "
+                                   "ON CONFLICT DO NOTHING", run_uid, source.namespace, source.workflow)
             if events is not None:
                 await _write_outbox(conn, run_uid, rows, records[-1], events)
         if events is not None and self.on_outbox is not None:
@@ -586,13 +613,22 @@ class PostgresStore:
             results[(node, attempt)] = value
         return results
 
-    async def delete_run(self, run_uid: str) -> None:
-        """Forget the run: its journal, attempts and results, in one transaction."""
-        async with self._connection(f"delete run {run_uid!r}", run_uid) as conn, conn.transaction():
+    async def delete_run(self, run_uid: str) -> Collected:
+        """Collect the run (its Workflow is gone): journal, attempts, results, call log, in one transaction;
+        never its audit records or its Budgets' spend (agentflow.storage.retention). Rows deleted, by table."""
+        return await self.collect([run_uid])
+
+    async def collect(self, run_uids: Sequence[str]) -> Collected:
+        """Collect the runs ``run_uids`` in one transaction (see :meth:`delete_run`)."""
+        what = f"collect {len(run_uids)} run(s)" if len(run_uids) != 1 else f"collect run {run_uids[0]!r}"
+        async with self._connection(what) as conn, conn.transaction():
             # Its outbox rows stay: what was recorded is still published (nothing lost), then they go.
-            for table in ("agentflow_journal", "agentflow_attempts", "agentflow_step_results", "agentflow_event_runs",
-                          "agentflow_evaluations", "agentflow_evaluation_cases"):
-                await conn.execute(f"DELETE FROM {table} WHERE run_uid = $1", run_uid)
+            return await collect_runs(conn, run_uids)
+
+    async def runs(self) -> list[RunRef]:
+        """Every run with rows, with its namespace when known (the startup sweep's first read)."""
+        async with self._connection("list the stored runs") as conn:
+            return await orphan_candidates(conn)
 
     # ----------------------------------------------------------------------- evaluations
 

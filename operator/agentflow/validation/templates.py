@@ -19,7 +19,8 @@ from .schemas import schema_and_instances
 __all__ = ["declared_inputs", "resolve_spec", "resolve_workflow", "template_input_findings", "unknown_input_findings",
            "unknown_template"]
 
-_RUN_CONTROLS = ("cancel", "suspend", "budget_ref", "parallelism", "timeout_seconds", "pod_cleanup")
+_RUN_CONTROLS = ("cancel", "suspend", "budget_ref", "parallelism", "timeout_seconds", "pod_cleanup",
+                 "ttl_seconds_after_finished")
 """What a Workflow made from a template may set besides its inputs (overriding the template's)."""
 
 
