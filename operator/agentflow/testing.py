@@ -91,7 +91,7 @@ class FakeKube:
     def plural(kind: str) -> str:
         return {"Workflow": "workflows", "Agent": "agents", "PromptVersion": "promptversions",
                 "ToolPolicy": "toolpolicies", "Budget": "budgets", "WorkflowTemplate": "workflowtemplates",
-                "WorkflowSchedule": "workflowschedules"}[kind]
+                "WorkflowSchedule": "workflowschedules", "ClusterWorkflowTemplate": "clusterworkflowtemplates"}[kind]
 
     def add_resource(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]

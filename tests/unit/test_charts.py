@@ -219,6 +219,7 @@ def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
         ("apiextensions.k8s.io", "customresourcedefinitions", "*"): {"list", "watch"},
         # The callback server checks step pods' projected tokens (then gets the pod: above).
         ("authentication.k8s.io", "tokenreviews", "*"): {"create"},
+        ("agentflow.dev", "clusterworkflowtemplates", "*"): {"get", "list", "watch"},  # read, never written
     }
     assert grants == expected
     without_webhook = _rules(render(helm, "--set", "webhook.enabled=false"))
@@ -703,6 +704,7 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
         ("apiextensions.k8s.io", "customresourcedefinitions", "*"): {"list", "watch"},
         ("", "namespaces", "*"): {"list", "watch"},
         ("authentication.k8s.io", "tokenreviews", "*"): {"create"},
+        ("agentflow.dev", "clusterworkflowtemplates", "*"): {"get", "list", "watch"},
         **{("admissionregistration.k8s.io", w, "*"): {"create"}
            for w in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")},
         **{("admissionregistration.k8s.io", w, "agentflow.dev"): {"get", "patch"}

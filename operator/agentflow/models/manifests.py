@@ -19,11 +19,12 @@ from .agent import Agent
 from .base import API_VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
-from .template import WorkflowSchedule, WorkflowTemplate
+from .template import ClusterWorkflowTemplate, WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .workflow import Workflow
 
-Resource: TypeAlias = Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
+Resource: TypeAlias = (Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
+                       | ClusterWorkflowTemplate)
 
 KINDS: dict[str, type[Model]] = {
     "Workflow": Workflow,
@@ -33,6 +34,7 @@ KINDS: dict[str, type[Model]] = {
     "ToolPolicy": ToolPolicy,
     "WorkflowTemplate": WorkflowTemplate,
     "WorkflowSchedule": WorkflowSchedule,
+    "ClusterWorkflowTemplate": ClusterWorkflowTemplate,
 }
 
 PathPart = str | int

@@ -120,10 +120,12 @@ def _bundle(loaded: Sequence[Any], workflow_name: str | None, inputs: Mapping[st
     if workflow.spec.workflow_template_ref is not None:
         # Made from a template: run the resolved Workflow (the template's spec with its inputs); the run's
         # manifests.yaml holds the resolved spec, so an edit of the template file never changes this run.
-        resolved, findings = resolve_workflow(workflow, catalog.templates)
+        resolved, findings = resolve_workflow(workflow, catalog)
         if resolved is None:
             raise ManifestError([Problem(where, format_path(path), message) for path, message in findings])
-        annotations = {**workflow.metadata.annotations, TEMPLATE_ANNOTATION: workflow.spec.workflow_template_ref.name}
+        ref = workflow.spec.workflow_template_ref
+        made_from = ref.name if ref.kind == "WorkflowTemplate" else f"{ref.kind}/{ref.name}"
+        annotations = {**workflow.metadata.annotations, TEMPLATE_ANNOTATION: made_from}
         workflow = resolved.model_copy(update={"metadata": workflow.metadata.model_copy(
             update={"annotations": annotations})})
     if inputs:

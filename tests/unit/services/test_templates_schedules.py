@@ -48,7 +48,8 @@ async def test_a_workflow_from_a_template_runs_and_records_the_template_it_ran()
     assert outcome is not None and outcome.phase == "Succeeded"
     assert [node for node, _ in c.executions] == ["draft"]
     status = c.kube.resources[("workflows", "team", "wf")]["status"]
-    assert status["workflowTemplate"] == {"name": "digest", "uid": "t-1", "generation": 3, "resourceVersion": "77"}
+    assert status["workflowTemplate"] == {"name": "digest", "kind": "WorkflowTemplate", "uid": "t-1", "generation": 3,
+                                          "resourceVersion": "77"}
     assert status["templateSpec"]["inputs"] == {"topic": "upgrades"}
 
 
