@@ -13,44 +13,24 @@ get on the template's kind) in the namespace, nothing more.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..k8s.kube import Forbidden, Invalid, Kube, KubeClient, KubeError, NotFound
-from ..models import API_VERSION, AnyTemplate, ManifestError, TemplateKind, TemplateRef, parse_resource
+from ..models import AnyTemplate, ManifestError, TemplateKind, parse_resource
 from ..models.template import ClusterWorkflowTemplate, WorkflowTemplate
 from ..services import approvals
 from ..validation.templates import template_input_findings
+from .bodies import check_body, run_name, template_ref, workflow_body
 from .errors import ClientError, RunNotFound, RunRefused, TemplateNotFound, from_admission, from_findings
 from .handle import RunHandle
 from .runs import RunResult, result_of_status
 
-__all__ = ["AsyncClient", "run_name", "workflow_body"]
+__all__ = ["AsyncClient"]
 
 _PLURALS = {"WorkflowTemplate": "workflowtemplates", "ClusterWorkflowTemplate": "clusterworkflowtemplates"}
 _SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-NAME_PREFIX_MAX = 40
-"""A generated run name is at most this much of the template's name, a dash and 6 hex digits."""
-
-
-def run_name(template: str) -> str:
-    """A new run's name: the template's, a dash and 6 random hex digits."""
-    return f"{template[:NAME_PREFIX_MAX].rstrip('-.')}-{secrets.token_hex(3)}"
-
-
-def workflow_body(ref: TemplateRef, inputs: Mapping[str, Any], name: str, namespace: str,
-                  labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The Workflow of one run of a template: the reference and the inputs, nothing else."""
-    template_ref: dict[str, Any] = {"name": ref.name}
-    if ref.kind != "WorkflowTemplate":
-        template_ref["kind"] = ref.kind
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-    if labels:
-        metadata["labels"] = dict(labels)
-    return {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": metadata,
-            "spec": {"workflowTemplateRef": template_ref, "inputs": dict(inputs)}}
 
 
 def _connect(kubeconfig: str | None, namespace: str | None) -> tuple[KubeClient, str]:
@@ -102,7 +82,7 @@ class AsyncClient:
 
     async def template(self, name: str, kind: TemplateKind = "WorkflowTemplate") -> AnyTemplate:
         """The template a run would be made from; TemplateNotFound, or ClientError when it cannot be read."""
-        ref = _ref(name, kind)
+        ref = template_ref(name, kind)
         plural = _PLURALS[ref.kind]
         where = "the cluster" if ref.kind == "ClusterWorkflowTemplate" else f"namespace {self.namespace}"
         try:
@@ -127,17 +107,13 @@ class AsyncClient:
         the template's name and 6 random hex digits). TemplateNotFound, InputError (the field named), RunRefused
         (the webhook, RBAC, or a run of that name exists)."""
         inputs = dict(inputs or {})
-        ref = _ref(template, kind)
+        ref = template_ref(template, kind)
         found = await self.template(ref.name, ref.kind)
         findings = template_input_findings(found, inputs)
         if findings:
             raise from_findings(findings, template=ref.name, kind=ref.kind)
         body = workflow_body(ref, inputs, name or run_name(ref.name), self.namespace, labels)
-        try:
-            parse_resource(body)
-        except ManifestError as exc:
-            raise from_findings([(p.path.split("."), p.message) for p in exc.problems], template=ref.name,
-                                kind=ref.kind) from None
+        check_body(body)
         try:
             created = await self.kube.create_resource("workflows", self.namespace, body)
         except (Invalid, Forbidden) as exc:
@@ -175,10 +151,3 @@ class AsyncClient:
         except KubeError as exc:
             raise ClientError(f"cannot cancel Workflow {self.namespace}/{run}: {exc}") from None
 
-
-def _ref(name: str, kind: str) -> TemplateRef:
-    if kind not in _PLURALS:
-        raise ValueError(f"kind: expected WorkflowTemplate or ClusterWorkflowTemplate, got {kind!r}")
-    if not name:
-        raise ValueError("template: a template's name is required")
-    return TemplateRef(name=name, kind=kind)

@@ -23,9 +23,10 @@ from typing import Any
 
 from ..engine.plan import Plan
 from ..engine.run import Run
-from ..models import ManifestError, TemplateKind, TemplateRef
+from ..models import ManifestError, TemplateKind
 from ..runner import session
 from ..runner.store import RunDir, RunStore, StoreError
+from .bodies import check_body, template_ref, workflow_body
 from .errors import ClientError, RunNotFound, from_findings
 from .handle import RunHandle
 from .runs import RunResult, result_of_run
@@ -79,8 +80,7 @@ class AsyncLocalClient:
             task.cancel()
         for task in self._tasks.values():
             with contextlib.suppress(BaseException):
-                await task
-        self._tasks.clear()
+                await task  # kept: a handle's next look says its run is no longer driven
 
     async def start(self, template: str, inputs: Mapping[str, Any] | None = None, *, name: str | None = None,
                     kind: TemplateKind = "WorkflowTemplate") -> RunHandle:
@@ -88,12 +88,9 @@ class AsyncLocalClient:
         the run id). ``name`` is the Workflow's (default: the template's); the run id adds the time and 4 hex
         digits. TemplateNotFound, InputError (the field named), ClientError (the manifests do not validate)."""
         inputs = dict(inputs or {})
-        if kind not in ("WorkflowTemplate", "ClusterWorkflowTemplate"):
-            raise ValueError(f"kind: expected WorkflowTemplate or ClusterWorkflowTemplate, got {kind!r}")
-        if not template:
-            raise ValueError("template: a template's name is required")
-        ref = TemplateRef(name=template, kind=kind)
+        ref = template_ref(template, kind)
         workflow = name or template
+        check_body(workflow_body(ref, inputs, workflow))
         try:
             bundle = await asyncio.to_thread(session.template_bundle, self.manifests, ref, inputs, workflow)
             run_id = session.new_run_id(workflow)
@@ -136,14 +133,15 @@ class AsyncLocalClient:
                 raise ClientError(f"run {run}: its manifests do not load: {exc}") from None
             self._runs[run] = (run_dir, session.plan_of(bundle))
         run_dir, plan = self._runs[run]
+        task = self._tasks.get(run)
+        stopped = task is not None and task.done()  # before the read: a run that ends during it is read finished
         try:
             records = await asyncio.to_thread(run_dir.read_records)
             state = Run.resume(plan, run_dir.run_id, [r.event for r in records])
         except StoreError as exc:
             raise ClientError(str(exc)) from None
         result = result_of_run(state)
-        task = self._tasks.get(run)
-        if task is not None and task.done() and not result.finished:
+        if task is not None and stopped and not result.finished:
             problem = None if task.cancelled() else task.exception()
             why = "it was stopped" if problem is None else f"{type(problem).__name__}: {problem}"
             raise ClientError(f"run {run} is no longer driven ({why}); its journal is kept: agentflow resume {run}")
