@@ -100,3 +100,25 @@ def test_the_out_of_cluster_operator_command_has_what_it_needs() -> None:
     assert args.gateway_listen and gateway_url(args) == "http://address:8082"
     assert args.webhook_host == "ADDRESS" and args.webhook_listen
     assert args.signing_key_file == "signing.key"
+
+
+def python_blocks(after: str) -> list[str]:
+    """The ```python blocks of the section that starts with ``after`` (up to the next ## heading)."""
+    start = README.index(after)
+    end = README.find("\n## ", start + len(after))
+    section = README[start:end if end != -1 else None]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_application_client_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    local, cluster = python_blocks("## Use it from an application")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
+    exec(compile(local, "README.md (Use it from an application)", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert "refused: inputs.topic: 'db' is too short" in out, out
+    assert "run Running -> Succeeded" in out and "database upgrades for leadership" in out, out
+    assert (tmp_path / ".agentflow" / "runs").is_dir()
+    compile(cluster, "README.md (cluster)", "exec")  # needs a cluster to run: the e2e test runs the same calls

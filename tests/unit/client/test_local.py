@@ -107,7 +107,7 @@ async def test_bad_inputs_and_unknown_templates_are_named_before_a_run_is_create
         assert str(missing.value) == "unknown WorkflowTemplate 'digets'; WorkflowTemplates: digest"
         with pytest.raises(TemplateNotFound, match="remove kind"):  # asked as a cluster one: the namespaced one hinted
             await client.start("digest", {}, kind="ClusterWorkflowTemplate")
-        with pytest.raises(ValueError, match="^name: 'Digest Now' is not a Workflow name"):
+        with pytest.raises(ValueError, match=r"^name: 'Digest Now' is not a Workflow name"):
             await client.start("digest", {}, name="Digest Now")
         with pytest.raises(RunNotFound):
             await client.get("nope")
