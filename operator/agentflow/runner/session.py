@@ -149,6 +149,11 @@ def load_bundle(paths: Sequence[str | Path], workflow_name: str | None = None,
 
     ``file_roots``: folders besides each manifest's own that the files it names may be in (agentflow.loader).
     """
+    return _bundle(_load(paths, file_roots), workflow_name, inputs or {}, ", ".join(str(p) for p in paths))
+
+
+def _load(paths: Sequence[str | Path], file_roots: Sequence[str | Path]) -> list[LoadedResource]:
+    """The manifests, validated, their module files inlined; ManifestError with every problem."""
     loaded, problems = validate_paths(paths, file_roots)
     if problems:
         raise ManifestError(problems)
@@ -158,7 +163,7 @@ def load_bundle(paths: Sequence[str | Path], workflow_name: str | None = None,
     loaded, problems = inline_module_files(loaded)
     if problems:
         raise ManifestError(problems)
-    return _bundle(loaded, workflow_name, inputs or {}, ", ".join(str(p) for p in paths))
+    return loaded
 
 
 def template_bundle(paths: Sequence[str | Path], ref: TemplateRef, inputs: Mapping[str, Any], name: str,
@@ -168,12 +173,7 @@ def template_bundle(paths: Sequence[str | Path], ref: TemplateRef, inputs: Mappi
     PromptVersions, ToolPolicies, Budgets) is its catalog. ManifestError with every problem, on the new
     Workflow's fields (``spec.workflowTemplateRef.name``, ``spec.inputs.KEY``, ``metadata.name``)."""
     where = f"Workflow/{name}"
-    loaded, problems = validate_paths(paths, file_roots)
-    if problems:
-        raise ManifestError(problems)
-    loaded, problems = inline_module_files(loaded)
-    if problems:
-        raise ManifestError(problems)
+    loaded = _load(paths, file_roots)
     body = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"name": name},
             "spec": {"workflowTemplateRef": ref.dump(), "inputs": dict(inputs)}}
     doc = Document(where, body, {})
