@@ -145,7 +145,7 @@ async def test_a_schedule_of_a_cluster_template_starts_runs_naming_its_kind() ->
     status = c.kube.resources[("workflows", "team", "wf")]["status"]
     assert status["workflowTemplate"] == {"name": "shared", "kind": "ClusterWorkflowTemplate", "uid": "c-1"}
     assert status["templateSpec"]["inputs"] == {"topic": "alerts"}
-    with pytest.raises(MissingReferences, match="unknown ClusterWorkflowTemplate 'shared'.*there is a Workflow"
+    with pytest.raises(MissingReferences, match=r"unknown ClusterWorkflowTemplate 'shared'.*there is a Workflow"
                                                 "Template 'shared'"):
         await Cluster().reconciler.reconcile(workflow(created["spec"]), with_template(
             {**TEMPLATE, "metadata": {**TEMPLATE["metadata"], "name": "shared"}}))
