@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..engine.plan import Plan
 from ..engine.run import Run
-from ..models import ManifestError, TemplateKind
+from ..engine.values import Executor
+from ..models import ManifestError, TemplateKind, TemplateRef
 from ..runner import session
 from ..runner.store import RunDir, RunStore, StoreError
 from .bodies import check_body, template_ref, workflow_body
@@ -32,8 +33,6 @@ from .handle import RunHandle
 from .runs import RunResult, result_of_run
 
 __all__ = ["AsyncLocalClient"]
-
-log = logging.getLogger(__name__)
 
 
 class AsyncLocalClient:
@@ -91,12 +90,8 @@ class AsyncLocalClient:
         ref = template_ref(template, kind)
         workflow = name or template
         check_body(workflow_body(ref, inputs, workflow))
-        try:
-            bundle = await asyncio.to_thread(session.template_bundle, self.manifests, ref, inputs, workflow)
-            run_id = session.new_run_id(workflow)
-            bundle = session.bind_prompts(bundle, run_id)
-            executor = session.make_executor(bundle, self.executor, self.env, state_dir=self.state_dir)
-            run_dir = session.create_run(self.store, bundle, self.manifests, run_id=run_id)
+        try:  # file reads, validation and the run directory's fsyncs: off the event loop
+            run_dir, bundle, executor = await asyncio.to_thread(self._create, ref, inputs, workflow)
         except ManifestError as exc:
             mine = [p for p in exc.problems if p.source == f"Workflow/{workflow}"]
             if mine:
@@ -105,9 +100,23 @@ class AsyncLocalClient:
             raise ClientError(f"the manifests do not validate:\n{exc}") from None
         except (session.SessionError, StoreError) as exc:
             raise ClientError(str(exc)) from None
+        run_id = run_dir.run_id
         self._runs[run_id] = (self.store.open(run_id), session.plan_of(bundle))
         self._tasks[run_id] = asyncio.create_task(session.drive(run_dir, bundle, executor), name=f"drive {run_id}")
         return RunHandle(run_id, self)
+
+    def _create(self, ref: TemplateRef, inputs: Mapping[str, Any], workflow: str
+                ) -> tuple[RunDir, session.Bundle, Executor]:
+        """The run's bundle (the template resolved with the inputs), its executor and its directory, as
+        ``agentflow run`` makes them (the sandbox's warnings kept in its meta.json)."""
+        bundle = session.template_bundle(self.manifests, ref, inputs, workflow)
+        run_id = session.new_run_id(workflow)
+        bundle = session.bind_prompts(bundle, run_id)
+        env = os.environ if self.env is None else self.env
+        sandbox = session.container_sandbox(bundle, env)
+        executor = session.make_executor(bundle, self.executor, env, state_dir=self.state_dir, sandbox=sandbox)
+        warnings = session.run_warnings(bundle, sandbox)
+        return session.create_run(self.store, bundle, self.manifests, warnings, run_id=run_id), bundle, executor
 
     async def get(self, name: str) -> RunHandle:
         """The handle of a run in the state directory: its id, a unique prefix of it, or ``latest``."""
