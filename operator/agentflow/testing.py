@@ -100,13 +100,18 @@ class FakeKube:
         return {"Workflow": "workflows", "Agent": "agents", "PromptVersion": "promptversions",
                 "ToolPolicy": "toolpolicies", "Budget": "budgets", "WorkflowTemplate": "workflowtemplates",
                 "WorkflowSchedule": "workflowschedules", "WorkflowTrigger": "workflowtriggers",
-                "PromptRollout": "promptrollouts"}[kind]
+                "PromptRollout": "promptrollouts", "ClusterWorkflowTemplate": "clusterworkflowtemplates"}[kind]
+
+    CLUSTER_SCOPED = frozenset({"clusterworkflowtemplates"})
+    """Plurals kept under namespace "" (cluster-scoped kinds)."""
 
     def add_resource(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         obj = copy.deepcopy(dict(body))
         obj["metadata"].setdefault("resourceVersion", "1")
-        self.resources[(self.plural(body["kind"]), meta.get("namespace", "default"), meta["name"])] = obj
+        plural = self.plural(body["kind"])
+        namespace = "" if plural in self.CLUSTER_SCOPED else meta.get("namespace", "default")
+        self.resources[(plural, namespace, meta["name"])] = obj
 
     def add_secret(self, body: Mapping[str, Any]) -> None:
         """A Secret with ``stringData`` or decoded ``data``."""
@@ -180,6 +185,9 @@ class FakeKube:
         if obj is None:
             raise NotFound(f"get {plural}/{name}: 404", 404)
         return copy.deepcopy(obj)
+
+    async def get_cluster_resource(self, plural: str, name: str) -> dict[str, Any]:
+        return await self.get_resource(plural, "", name)
 
     async def list_resources(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does

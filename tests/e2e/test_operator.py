@@ -117,7 +117,7 @@ def step_images(cluster: Cluster) -> None:
 def crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     for crd in ("workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
-                "workflowschedules", "workflowtriggers", "promptrollouts"):
+                "workflowschedules", "workflowtriggers", "promptrollouts", "clusterworkflowtemplates"):
         # polled, not `kubectl wait`: that fails at once on a CRD whose status has no conditions yet
         def established(crd: str = crd) -> bool:
             obj = cluster.get_json(f"crd/{crd}.agentflow.dev")

@@ -37,7 +37,8 @@ def test_a_workflow_from_a_template_runs_like_locally_and_pins_the_template(
     assert status["phase"] == "Succeeded", status
     assert status["outputs"] == local_outputs(EXAMPLE, tmp_path)
     template = cluster.get_json("workflowtemplates.agentflow.dev", "digest", "-n", op_namespace)
-    assert status["workflowTemplate"] == {"name": "digest", "uid": template["metadata"]["uid"],
+    assert status["workflowTemplate"] == {"name": "digest", "kind": "WorkflowTemplate",
+                                          "uid": template["metadata"]["uid"],
                                           "generation": template["metadata"]["generation"],
                                           "resourceVersion": status["workflowTemplate"]["resourceVersion"]}
     assert status["templateSpec"]["inputs"]["topic"] == "database upgrades"

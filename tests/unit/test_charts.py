@@ -223,6 +223,7 @@ def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
         ("authentication.k8s.io", "tokenreviews", "*"): {"create"},
         # The approval webhook asks RBAC whether the requesting user may approve (workflows/approval).
         ("authorization.k8s.io", "subjectaccessreviews", "*"): {"create"},
+        ("agentflow.dev", "clusterworkflowtemplates", "*"): {"get", "list", "watch"},  # read, never written
     }
     assert grants == expected
     without_webhook = _rules(render(helm, "--set", "webhook.enabled=false"))
@@ -800,6 +801,7 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
         ("apiextensions.k8s.io", "customresourcedefinitions", "*"): {"list", "watch"},
         ("", "namespaces", "*"): {"list", "watch"},
         ("authentication.k8s.io", "tokenreviews", "*"): {"create"},
+        ("agentflow.dev", "clusterworkflowtemplates", "*"): {"get", "list", "watch"},
         **{("admissionregistration.k8s.io", w, "*"): {"create"}
            for w in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")},
         **{("admissionregistration.k8s.io", w, "agentflow.dev"): {"get", "patch"}

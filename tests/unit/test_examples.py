@@ -34,7 +34,7 @@ def load(name: str) -> tuple[Workflow, Catalog]:
     for r in loaded:
         if not isinstance(r.resource, Workflow):
             catalog.add(r.resource)
-    resolved, findings = resolve_workflow(workflows[0], catalog.templates)  # a Workflow made from a template
+    resolved, findings = resolve_workflow(workflows[0], catalog)  # a Workflow made from a template
     assert resolved is not None, findings
     return resolved, catalog
 

@@ -143,3 +143,25 @@ async def test_the_trigger_curl_example_works_as_written() -> None:
     assert answers[1]["duplicate"] is True and answers[1]["workflow"] == answers[0]["workflow"], answers
     [run] = [o for (plural, _, _), o in kube.resources.items() if plural == "workflows"]
     assert run["spec"]["inputs"] == {"topic": "release v1.4.0"}
+
+
+def python_blocks(after: str) -> list[str]:
+    """The ```python blocks of the section that starts with ``after`` (up to the next ## heading)."""
+    start = README.index(after)
+    end = README.find("\n## ", start + len(after))
+    section = README[start:end if end != -1 else None]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_application_client_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    local, cluster = python_blocks("## Use it from an application")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
+    exec(compile(local, "README.md (Use it from an application)", "exec"), {"__name__": "__readme__"})
+    out = capsys.readouterr().out
+    assert "refused: inputs.topic: 'db' is too short" in out, out
+    assert "run Running -> Succeeded" in out and "database upgrades for leadership" in out, out
+    assert (tmp_path / ".agentflow" / "runs").is_dir()
+    compile(cluster, "README.md (cluster)", "exec")  # needs a cluster to run: the e2e test runs the same calls

@@ -38,6 +38,12 @@ log = logging.getLogger("agentflow.handlers")
 GROUP, VERSION = "agentflow.dev", "v1alpha1"
 KINDS = {"agents": "Agent", "promptversions": "PromptVersion", "toolpolicies": "ToolPolicy", "budgets": "Budget",
          "workflowtemplates": "WorkflowTemplate", "promptrollouts": "PromptRollout"}
+"""The namespaced kinds a Workflow refers to: indexed by namespace, Ready kept current."""
+CLUSTER_KINDS = {"clusterworkflowtemplates": "ClusterWorkflowTemplate"}
+"""The cluster-scoped kinds a Workflow refers to: indexed under None (no Ready: what a ClusterWorkflowTemplate
+names is checked per namespace, when a Workflow made from it is admitted and reconciled)."""
+INDEXED = (*KINDS, *CLUSTER_KINDS)
+"""Every kopf index, by id (the handlers that build a Catalog take them all)."""
 SCHEDULE_INTERVAL_SECONDS = 10.0
 """How often each WorkflowSchedule is looked at (a slot starts at most this late)."""
 ROLLOUT_INTERVAL_SECONDS = 10.0
@@ -55,11 +61,12 @@ def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 
 def catalog_for(namespace: str, indices: dict[str, kopf.Index[Any, Any]]) -> Catalog:
+    """What a Workflow of ``namespace`` can refer to: that namespace's resources and the cluster-scoped ones."""
     catalog = Catalog()
     from ..models import parse_resource
 
-    for plural in KINDS:
-        for body in indices[plural].get(namespace, []):
+    for plural in INDEXED:
+        for body in indices[plural].get(namespace if plural in KINDS else None, []):
             try:
                 catalog.add(parse_resource(body))  # type: ignore[arg-type]
             except Exception:  # an invalid one is reported on its own status; skip it here
@@ -68,12 +75,12 @@ def catalog_for(namespace: str, indices: dict[str, kopf.Index[Any, Any]]) -> Cat
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    for plural in KINDS:
+    for plural in INDEXED:
         _index(registry, plural)
 
     @kopf.daemon(GROUP, VERSION, "workflows", registry=registry, cancellation_timeout=30.0)
     async def drive(*, body: kopf.Body, memo: Memo, stopped: Any, logger: Any, **kwargs: Any) -> None:
-        indices = {plural: kwargs[plural] for plural in KINDS}  # kopf passes indices by their ids
+        indices = {plural: kwargs[plural] for plural in INDEXED}  # kopf passes indices by their ids
         uid = str(body.metadata.uid)
         wakeup = memo.wakeups.setdefault(uid, asyncio.Event())
         try:
@@ -155,7 +162,7 @@ async def _sync_evaluation(memo: Memo, body: Mapping[str, Any]) -> None:
 def _index(registry: kopf.OperatorRegistry, plural: str) -> None:
     @kopf.index(GROUP, VERSION, plural, registry=registry, id=plural)
     def index(*, body: kopf.Body, namespace: str | None, **_: Any) -> dict[str | None, dict[str, Any]]:
-        return {namespace: dict(body)}
+        return {namespace: dict(body)}  # None for a cluster-scoped kind
 
 
 def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
@@ -173,7 +180,7 @@ def _readiness(registry: kopf.OperatorRegistry, plural: str, kind: str) -> None:
             return
         if plural == "budgets" and memo.budget_sync is not None:
             memo.budget_sync.poke()  # a Budget changed: its status now rather than at the next round
-        indices = {p: kwargs[p] for p in KINDS}
+        indices = {p: kwargs[p] for p in INDEXED}
         catalog = catalog_for(namespace, indices)
         kube = memo.driver.reconciler.kube
         for other in KINDS:

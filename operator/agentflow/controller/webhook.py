@@ -83,11 +83,11 @@ from ..services.admission import CostMeter, admit
 from ..services.platform import PlatformPolicy
 from ..validation import validate_body
 from ..validation.templates import resolve_workflow
-from .handlers import GROUP, KINDS, VERSION, catalog_for
+from .handlers import CLUSTER_KINDS, GROUP, INDEXED, KINDS, VERSION, catalog_for
 
 __all__ = ["PLURALS", "ReferencePolicy", "Verdict", "admission_message", "register_admission", "review"]
 
-PLURALS = ("workflows", *KINDS, "workflowschedules", "workflowtriggers")
+PLURALS = ("workflows", *KINDS, "workflowschedules", "workflowtriggers", *CLUSTER_KINDS)
 """The resources the webhook validates (all of group agentflow.dev, version v1alpha1)."""
 
 ReferencePolicy = Literal["warn", "reject"]
@@ -214,9 +214,9 @@ async def check_budgets(
         return
     if not isinstance(workflow, Workflow):
         return
-    indices = {p: kwargs[p] for p in KINDS}
+    indices = {p: kwargs[p] for p in INDEXED}
     catalog = catalog_for(namespace, indices)
-    resolved, _ = resolve_workflow(workflow, catalog.templates)  # the cost of what the template makes it
+    resolved, _ = resolve_workflow(workflow, catalog)  # the cost of what the template makes it
     if resolved is None:  # left to validate-workflows (an unknown template, inputs that do not fit)
         return
     verdict = await budget_verdict(resolved, namespace, catalog, memo, created=operation == "CREATE")
@@ -240,12 +240,14 @@ def _validator(references: ReferencePolicy, platform: PlatformPolicy | None) -> 
         budgets: kopf.Index[Any, Any],
         workflowtemplates: kopf.Index[Any, Any],
         promptrollouts: kopf.Index[Any, Any],
+        clusterworkflowtemplates: kopf.Index[Any, Any],
         **_: Any,
     ) -> None:
         if subresource:
             return
         indices = {"agents": agents, "promptversions": promptversions, "toolpolicies": toolpolicies,
-                   "budgets": budgets, "workflowtemplates": workflowtemplates, "promptrollouts": promptrollouts}
+                   "budgets": budgets, "workflowtemplates": workflowtemplates, "promptrollouts": promptrollouts,
+                   "clusterworkflowtemplates": clusterworkflowtemplates}
         catalog = catalog_for(namespace, indices) if namespace else None
         verdict = review(body, catalog, operation=operation, old=old, references=references, platform=platform,
                          namespace=namespace)

@@ -190,7 +190,11 @@ def workflow_body(schedule: WorkflowSchedule, slot: dt.datetime, namespace: str)
     if meta.uid:
         metadata["ownerReferences"] = [{"apiVersion": schedule.api_version, "kind": schedule.kind, "name": meta.name,
                                         "uid": meta.uid, "controller": True, "blockOwnerDeletion": True}]
-    spec: dict[str, Any] = {"workflowTemplateRef": {"name": schedule.spec.workflow_template_ref.name}}
+    ref = schedule.spec.workflow_template_ref
+    template_ref: dict[str, Any] = {"name": ref.name}
+    if ref.kind != "WorkflowTemplate":  # the default is left out, as a person writes it
+        template_ref["kind"] = ref.kind
+    spec: dict[str, Any] = {"workflowTemplateRef": template_ref}
     if schedule.spec.inputs:
         spec["inputs"] = dict(schedule.spec.inputs)
     return {"apiVersion": schedule.api_version, "kind": "Workflow", "metadata": metadata, "spec": spec}

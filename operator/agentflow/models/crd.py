@@ -38,7 +38,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
@@ -49,7 +49,7 @@ from .base import GROUP, VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
 from .rollout import PromptRollout
-from .template import WorkflowSchedule, WorkflowTemplate
+from .template import ClusterWorkflowTemplate, WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .trigger import WorkflowTrigger
 from .workflow import Workflow
@@ -119,6 +119,7 @@ class Kind:
     plural: str
     short_names: tuple[str, ...]
     columns: tuple[Column, ...]
+    scope: Literal["Namespaced", "Cluster"] = "Namespaced"
 
     @property
     def kind(self) -> str:
@@ -197,6 +198,13 @@ KINDS: tuple[Kind, ...] = (
         "workflowtemplates",
         ("afwt",),
         (AGE,),
+    ),
+    Kind(
+        ClusterWorkflowTemplate,
+        "clusterworkflowtemplates",
+        ("afcwt",),
+        (AGE,),
+        scope="Cluster",
     ),
     Kind(
         WorkflowSchedule,
@@ -402,7 +410,7 @@ def build_crd(kind: Kind) -> dict[str, Any]:
         "metadata": {"name": kind.crd_name, "labels": {"app.kubernetes.io/part-of": "agentflow"}},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "names": {
                 "kind": kind.kind,
                 "listKind": f"{kind.kind}List",

@@ -20,13 +20,14 @@ from .base import API_VERSION, Model
 from .budget import Budget
 from .prompt import PromptVersion
 from .rollout import PromptRollout
-from .template import WorkflowSchedule, WorkflowTemplate
+from .template import ClusterWorkflowTemplate, WorkflowSchedule, WorkflowTemplate
 from .toolpolicy import ToolPolicy
 from .trigger import WorkflowTrigger
 from .workflow import Workflow
 
 Resource: TypeAlias = (Workflow | Agent | PromptVersion | Budget | ToolPolicy | WorkflowTemplate | WorkflowSchedule
-                       | WorkflowTrigger | PromptRollout)
+                       | WorkflowTrigger | PromptRollout
+                       | ClusterWorkflowTemplate)
 
 KINDS: dict[str, type[Model]] = {
     "Workflow": Workflow,
@@ -38,6 +39,7 @@ KINDS: dict[str, type[Model]] = {
     "WorkflowSchedule": WorkflowSchedule,
     "WorkflowTrigger": WorkflowTrigger,
     "PromptRollout": PromptRollout,
+    "ClusterWorkflowTemplate": ClusterWorkflowTemplate,
 }
 
 PathPart = str | int

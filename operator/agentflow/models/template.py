@@ -1,6 +1,12 @@
-"""WorkflowTemplate and WorkflowSchedule: reusable Workflow definitions, and cron schedules creating runs of them.
+"""WorkflowTemplate, ClusterWorkflowTemplate and WorkflowSchedule: reusable Workflow definitions, and cron schedules
+creating runs of them.
 
 A Workflow with ``spec.workflowTemplateRef`` gives only inputs (and run controls); the template gives the rest.
+``workflowTemplateRef.kind`` says which kind: a WorkflowTemplate of the Workflow's namespace (the default) or a
+ClusterWorkflowTemplate, cluster-scoped, written by the platform's admins and usable from every namespace. A cluster
+template names Agents, PromptVersions, ToolPolicies and Budgets by name only: they are looked up in the namespace of
+the Workflow that uses it, never anywhere else, so a tenant gets nothing through it that its namespace does not
+hold.
 :func:`agentflow.validation.templates.resolve_workflow` turns such a Workflow into the full one (the same function
 for ``agentflow validate``/``run``, the admission webhook and the reconciler). The operator records the template it
 resolved (``status.workflowTemplate``: name, uid, generation, resourceVersion) and the spec it resolved to
@@ -13,11 +19,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import API_VERSION, JSONValue, LocalRef, Model, ObjectMeta, ResourceStatus
-from .workflow import WorkflowSpec
+from .base import API_VERSION, JSONValue, Model, ObjectMeta, ResourceStatus
+from .workflow import TemplateRef, WorkflowSpec
 
 TEMPLATE_ANNOTATION = "agentflow.dev/workflow-template"
-"""On a Workflow the local runner resolved from a template: the template's name."""
+"""On a Workflow the local runner resolved from a template: the template's name (ClusterWorkflowTemplate/NAME for a
+cluster template)."""
 SCHEDULE_LABEL = "agentflow.dev/schedule"
 """On a Workflow a WorkflowSchedule created: the schedule's name."""
 SCHEDULED_TIME_ANNOTATION = "agentflow.dev/scheduled-time"
@@ -27,21 +34,40 @@ SCHEDULE_NAME_MAX = 52
 """A WorkflowSchedule's name is at most 52 characters: its Workflows are named NAME-MINUTES (11 more)."""
 
 
-class WorkflowTemplate(Model):
-    """A reusable Workflow definition: a Workflow spec (steps, state machine or behavior tree) and the input
-    schema its runs' inputs must satisfy (spec.inputs are the defaults)."""
+class _Template(Model):
+    """What both template kinds hold."""
 
-    api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
-    kind: Literal["WorkflowTemplate"] = "WorkflowTemplate"
     metadata: ObjectMeta
     spec: WorkflowSpec
     status: ResourceStatus | None = None
 
     @model_validator(mode="after")
-    def _not_a_reference(self) -> WorkflowTemplate:
+    def _not_a_reference(self) -> _Template:
         if self.spec.workflow_template_ref is not None:
-            raise ValueError("spec.workflowTemplateRef: a WorkflowTemplate cannot refer to another template")
+            raise ValueError(f"spec.workflowTemplateRef: a {type(self).__name__} cannot refer to another template")
         return self
+
+
+class WorkflowTemplate(_Template):
+    """A reusable Workflow definition: a Workflow spec (steps, state machine or behavior tree) and the input
+    schema its runs' inputs must satisfy (spec.inputs are the defaults)."""
+
+    api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
+    kind: Literal["WorkflowTemplate"] = "WorkflowTemplate"
+
+
+class ClusterWorkflowTemplate(_Template):
+    """A reusable Workflow definition for every namespace (cluster-scoped; written by the platform's admins): a
+    Workflow spec and the input schema its runs' inputs must satisfy. The Agents, PromptVersions, ToolPolicies and
+    Budgets it names are those of the namespace of each Workflow made from it. It has no Ready condition: what it
+    refers to is checked per namespace, when a Workflow is admitted and reconciled."""
+
+    api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
+    kind: Literal["ClusterWorkflowTemplate"] = "ClusterWorkflowTemplate"
+
+
+AnyTemplate = WorkflowTemplate | ClusterWorkflowTemplate
+"""Either template kind."""
 
 
 class WorkflowScheduleSpec(Model):
@@ -53,8 +79,8 @@ class WorkflowScheduleSpec(Model):
     time_zone: str = "UTC"
     """IANA time zone the schedule is read in (for example Europe/Berlin). A time skipped by a DST change runs
     at the first instant after the gap; a time repeated by one runs once (its first occurrence)."""
-    workflow_template_ref: LocalRef
-    """The WorkflowTemplate each run is made from."""
+    workflow_template_ref: TemplateRef
+    """The WorkflowTemplate (same namespace) or ClusterWorkflowTemplate (kind) each run is made from."""
     inputs: dict[str, JSONValue] = Field(default_factory=dict)
     """Inputs of each run (checked against the template's inputSchema)."""
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"

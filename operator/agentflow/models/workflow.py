@@ -482,6 +482,22 @@ class RunTtl(Model):
         return {"Succeeded": self.succeeded, "Failed": self.failed, "Cancelled": self.cancelled}.get(phase)
 
 
+TemplateKind = Literal["WorkflowTemplate", "ClusterWorkflowTemplate"]
+
+
+class TemplateRef(Model):
+    """A reference to a WorkflowTemplate (same namespace) or a ClusterWorkflowTemplate (cluster-wide).
+
+    Either way the namespaced objects the template names (Agents, PromptVersions, ToolPolicies, Budgets) are
+    those of the referring Workflow's namespace."""
+
+    name: str = Field(min_length=1)
+    """Name of the template."""
+    kind: TemplateKind = "WorkflowTemplate"
+    """WorkflowTemplate (the default: one of this namespace) or ClusterWorkflowTemplate (written by the platform's
+    admins, usable from every namespace)."""
+
+
 class WorkflowSpec(Model):
     """Desired state of a Workflow run."""
 
@@ -498,10 +514,10 @@ class WorkflowSpec(Model):
         }
     )
 
-    workflow_template_ref: LocalRef | None = None
-    """The WorkflowTemplate (same namespace) this run is made from: give only inputs (and run controls such as
-    cancel, suspend, budgetRef, parallelism, timeoutSeconds, podCleanup, ttlSecondsAfterFinished); the template
-    gives the rest."""
+    workflow_template_ref: TemplateRef | None = None
+    """The WorkflowTemplate (same namespace) or ClusterWorkflowTemplate (kind) this run is made from: give only
+    inputs (and run controls such as cancel, suspend, budgetRef, parallelism, timeoutSeconds, podCleanup,
+    ttlSecondsAfterFinished); the template gives the rest."""
     inputs: dict[str, JSONValue] = Field(default_factory=dict)
     """Inputs of the run (at most 256 KiB as JSON). `agentflow run --input KEY=VALUE` overrides one; KEY must
     be one of these or a property of inputSchema when the Workflow declares any."""
@@ -650,10 +666,12 @@ class PromptChoice(Model):
 
 
 class TemplateRecord(Model):
-    """Which WorkflowTemplate a Workflow was resolved from, as it was then."""
+    """Which WorkflowTemplate or ClusterWorkflowTemplate a Workflow was resolved from, as it was then."""
 
     name: str
-    """The WorkflowTemplate."""
+    """The template."""
+    kind: TemplateKind = "WorkflowTemplate"
+    """WorkflowTemplate or ClusterWorkflowTemplate."""
     uid: str | None = None
     """Its metadata.uid."""
     generation: int | None = None

@@ -25,9 +25,9 @@ from ..llm import provider_from_env
 from ..loader import load_documents, referenced_file_problems, validate_paths
 from ..memory.local import SqliteMemoryStore
 from ..memory.local import default_path as default_memory_path
-from ..models import Catalog, ManifestError, Problem, ToolSpec, Workflow
+from ..models import API_VERSION, Catalog, ManifestError, Problem, TemplateRef, ToolSpec, Workflow
 from ..models.limits import MAX_FANOUT_ITEMS
-from ..models.manifests import Document, format_path, parse_yaml, parse_yaml_value
+from ..models.manifests import Document, LoadedResource, format_path, parse_resource, parse_yaml, parse_yaml_value
 from ..models.template import TEMPLATE_ANNOTATION
 from ..prompts.rollout import Choice, RolloutError, bind, choices_for
 from ..security import LocalTokenMapStore, RunKeys, SecurityContext
@@ -120,10 +120,12 @@ def _bundle(loaded: Sequence[Any], workflow_name: str | None, inputs: Mapping[st
     if workflow.spec.workflow_template_ref is not None:
         # Made from a template: run the resolved Workflow (the template's spec with its inputs); the run's
         # manifests.yaml holds the resolved spec, so an edit of the template file never changes this run.
-        resolved, findings = resolve_workflow(workflow, catalog.templates)
+        resolved, findings = resolve_workflow(workflow, catalog)
         if resolved is None:
             raise ManifestError([Problem(where, format_path(path), message) for path, message in findings])
-        annotations = {**workflow.metadata.annotations, TEMPLATE_ANNOTATION: workflow.spec.workflow_template_ref.name}
+        ref = workflow.spec.workflow_template_ref
+        made_from = ref.name if ref.kind == "WorkflowTemplate" else f"{ref.kind}/{ref.name}"
+        annotations = {**workflow.metadata.annotations, TEMPLATE_ANNOTATION: made_from}
         workflow = resolved.model_copy(update={"metadata": workflow.metadata.model_copy(
             update={"annotations": annotations})})
     if inputs:
@@ -147,6 +149,11 @@ def load_bundle(paths: Sequence[str | Path], workflow_name: str | None = None,
 
     ``file_roots``: folders besides each manifest's own that the files it names may be in (agentflow.loader).
     """
+    return _bundle(_load(paths, file_roots), workflow_name, inputs or {}, ", ".join(str(p) for p in paths))
+
+
+def _load(paths: Sequence[str | Path], file_roots: Sequence[str | Path]) -> list[LoadedResource]:
+    """The manifests, validated, their module files inlined; ManifestError with every problem."""
     loaded, problems = validate_paths(paths, file_roots)
     if problems:
         raise ManifestError(problems)
@@ -156,7 +163,22 @@ def load_bundle(paths: Sequence[str | Path], workflow_name: str | None = None,
     loaded, problems = inline_module_files(loaded)
     if problems:
         raise ManifestError(problems)
-    return _bundle(loaded, workflow_name, inputs or {}, ", ".join(str(p) for p in paths))
+    return loaded
+
+
+def template_bundle(paths: Sequence[str | Path], ref: TemplateRef, inputs: Mapping[str, Any], name: str,
+                    file_roots: Sequence[str | Path] = ()) -> Bundle:
+    """A Bundle of a new Workflow ``name`` made from the template ``ref`` names in these manifests, with ``inputs``
+    (what agentflow.client starts): the manifests' own Workflows are left out, the rest (templates, Agents,
+    PromptVersions, ToolPolicies, Budgets) is its catalog. ManifestError with every problem, on the new
+    Workflow's fields (``spec.workflowTemplateRef.name``, ``spec.inputs.KEY``, ``metadata.name``)."""
+    where = f"Workflow/{name}"
+    loaded = _load(paths, file_roots)
+    body = {"apiVersion": API_VERSION, "kind": "Workflow", "metadata": {"name": name},
+            "spec": {"workflowTemplateRef": ref.dump(), "inputs": dict(inputs)}}
+    doc = Document(where, body, {})
+    workflow = LoadedResource(parse_resource(body, doc), doc)
+    return _bundle([*(r for r in loaded if not isinstance(r.resource, Workflow)), workflow], name, {}, where)
 
 
 def bundle_of(run_dir: RunDir) -> Bundle:

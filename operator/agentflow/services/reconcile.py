@@ -217,7 +217,7 @@ class WorkflowReconciler:
         return state
 
     async def _from_template(self, body: Mapping[str, Any], workflow: Workflow, catalog: Catalog) -> Workflow:
-        """A Workflow naming a WorkflowTemplate: the spec it was resolved to when it was first seen (its status
+        """A Workflow naming a (Cluster)WorkflowTemplate: the spec it was resolved to when it was first seen (its status
         keeps it: later edits of the template do not change this run), else resolved now and recorded first."""
         ref = workflow.spec.workflow_template_ref
         if ref is None:
@@ -228,14 +228,15 @@ class WorkflowReconciler:
                 return workflow.model_copy(update={"spec": WorkflowSpec.model_validate(pinned)})
             except ValidationError as exc:
                 raise InvalidWorkflow(f"status.templateSpec: {exc}") from None
-        resolved, findings = resolve_workflow(workflow, catalog.templates)
-        if resolved is None:
+        resolved, findings = resolve_workflow(workflow, catalog)
+        template = catalog.template(ref)
+        if resolved is None or template is None:
             message = "; ".join(f"{format_path(path)}: {msg}" for path, msg in findings)
-            if ref.name not in catalog.templates:  # kubectl apply of a folder: the template may come
+            if template is None:  # kubectl apply of a folder: the template may come
                 raise MissingReferences(message)
             raise InvalidWorkflow(message)
-        meta = catalog.templates[ref.name].metadata
-        record = TemplateRecord(name=ref.name, uid=meta.uid, generation=meta.generation,
+        meta = template.metadata
+        record = TemplateRecord(name=ref.name, kind=ref.kind, uid=meta.uid, generation=meta.generation,
                                 resource_version=meta.resource_version)
         await self.kube.patch_status("workflows", str(body["metadata"]["namespace"]), str(body["metadata"]["name"]),
                                      {"workflowTemplate": record.dump(), "templateSpec": resolved.spec.dump()})

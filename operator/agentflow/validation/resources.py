@@ -15,6 +15,7 @@ from agentflow.engine.templates import compile_template
 from agentflow.models import (
     Agent,
     Catalog,
+    ClusterWorkflowTemplate,
     EvaluationSuite,
     PromptRollout,
     PromptVersion,
@@ -148,12 +149,12 @@ def _check_from_template(workflow: Workflow, catalog: Catalog | None) -> list[Fi
     """A Workflow naming a WorkflowTemplate: its inputs against the template, then the resolved spec."""
     if catalog is None:  # no templates to resolve against: only what stands on its own
         return json_value_findings(workflow.spec.inputs, ["spec", "inputs"])
-    resolved, findings = resolve_workflow(workflow, catalog.templates)
+    resolved, findings = resolve_workflow(workflow, catalog)
     if resolved is None:
         return findings
-    name = workflow.spec.workflow_template_ref.name if workflow.spec.workflow_template_ref else ""
-    return [(path, f"{message} (from WorkflowTemplate {name!r})") for path, message in
-            check_workflow(resolved.spec, catalog)]
+    ref = workflow.spec.workflow_template_ref
+    source = f"{ref.kind} {ref.name!r}" if ref else ""
+    return [(path, f"{message} (from {source})") for path, message in check_workflow(resolved.spec, catalog)]
 
 
 def _check_schedule(schedule: WorkflowSchedule, catalog: Catalog | None) -> list[Finding]:
@@ -169,9 +170,9 @@ def _check_schedule(schedule: WorkflowSchedule, catalog: Catalog | None) -> list
         findings.append((["spec", "timeZone"], f"unknown time zone {spec.time_zone!r}; use an IANA name such as "
                                                "Europe/Berlin or UTC"))
     if catalog is not None:
-        template = catalog.templates.get(spec.workflow_template_ref.name)
+        template = catalog.template(spec.workflow_template_ref)
         if template is None:
-            findings.append(unknown_template(spec.workflow_template_ref.name, catalog.templates))
+            findings.append(unknown_template(spec.workflow_template_ref, catalog))
         else:
             findings.extend(template_input_findings(template, spec.inputs))
     return findings
@@ -212,6 +213,10 @@ def check_resource(resource: Resource, catalog: Catalog | None = None) -> list[F
         return check_workflow(resource.spec, catalog)
     if isinstance(resource, WorkflowTemplate):
         return check_workflow(resource.spec, catalog)
+    if isinstance(resource, ClusterWorkflowTemplate):
+        # What it names is looked up in each namespace that uses it, when that Workflow is checked: a catalog of
+        # one namespace (or of the manifests beside it) says nothing about the others.
+        return check_workflow(resource.spec, None)
     if isinstance(resource, WorkflowSchedule):
         return _check_schedule(resource, catalog)
     if isinstance(resource, WorkflowTrigger):

@@ -1,9 +1,12 @@
-"""Workflows made from a WorkflowTemplate: resolving ``spec.workflowTemplateRef`` into the full Workflow.
+"""Workflows made from a template: resolving ``spec.workflowTemplateRef`` into the full Workflow.
 
 :func:`resolve_workflow` is the one resolution, used by ``agentflow validate`` and ``agentflow run`` (templates
-from the manifests given), the admission webhook and the reconciler (templates of the namespace). Pure: the
-template is given, never fetched. Its findings name the Workflow's fields (``spec.inputs.topic``,
-``spec.workflowTemplateRef.name``).
+from the manifests given), the admission webhook and the reconciler (the namespace's WorkflowTemplates and the
+cluster's ClusterWorkflowTemplates), and the application client (agentflow.client). Pure: the templates are given
+in a Catalog, never fetched. ``workflowTemplateRef.kind`` picks the table: a WorkflowTemplate is never found under
+ClusterWorkflowTemplate or the other way round. Its findings name the Workflow's fields (``spec.inputs.topic``,
+``spec.workflowTemplateRef.name``). What the resolved spec names (Agents, Budgets...) is checked against the
+same Catalog, the Workflow's own namespace, whichever kind the template is.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agentflow.models import Workflow, WorkflowSpec, WorkflowTemplate
+from agentflow.models import AnyTemplate, Catalog, TemplateRef, Workflow, WorkflowSpec
 
 from .findings import Finding, known_names
 from .schemas import schema_and_instances
@@ -35,14 +38,14 @@ def declared_inputs(spec: WorkflowSpec) -> tuple[set[str], bool]:
     return known, schema.get("additionalProperties", False) is not False
 
 
-def template_input_findings(template: WorkflowTemplate, inputs: Mapping[str, Any],
+def template_input_findings(template: AnyTemplate, inputs: Mapping[str, Any],
                             path: tuple[str, ...] = ("spec", "inputs")) -> list[Finding]:
     """Why these inputs do not fit the template: names it does not declare, and its inputSchema (over the
     template's defaults with the inputs on top)."""
     findings = unknown_input_findings(template, inputs, path)
     merged = {**template.spec.inputs, **inputs}
     if template.spec.input_schema is not None:
-        where = f"WorkflowTemplate {template.metadata.name!r} spec.inputSchema"
+        where = f"{template.kind} {template.metadata.name!r} spec.inputSchema"
         for fpath, message in schema_and_instances(template.spec.input_schema, ["<schema>"], [(merged, [*path])]):
             if fpath and fpath[0] == "<schema>":
                 findings.append(([*path], f"{where} is not valid: {message}"))
@@ -51,24 +54,18 @@ def template_input_findings(template: WorkflowTemplate, inputs: Mapping[str, Any
     return findings
 
 
-def unknown_input_findings(template: WorkflowTemplate, names: Iterable[str],
+def unknown_input_findings(template: AnyTemplate, names: Iterable[str],
                            path: tuple[str, ...] = ("spec", "inputs")) -> list[Finding]:
     """Input names the template does not declare (none when its inputSchema takes any)."""
     known, open_schema = declared_inputs(template.spec)
     if open_schema:
         return []
     declared = ", ".join(sorted(known)) or "none"
-    return [([*path, key], f"WorkflowTemplate {template.metadata.name!r} has no input {key!r}; it declares: "
+    return [([*path, key], f"{template.kind} {template.metadata.name!r} has no input {key!r}; it declares: "
                            f"{declared}") for key in sorted(set(names) - known)]
 
 
-def unknown_template(name: str, templates: Mapping[str, WorkflowTemplate]) -> Finding:
-    """The finding of a ``spec.workflowTemplateRef`` (of a Workflow, schedule or trigger) naming no template."""
-    return (["spec", "workflowTemplateRef", "name"],
-            f"unknown WorkflowTemplate {name!r}; {known_names(templates, 'WorkflowTemplates')}")
-
-
-def resolve_spec(spec: WorkflowSpec, template: WorkflowTemplate) -> WorkflowSpec:
+def resolve_spec(spec: WorkflowSpec, template: AnyTemplate) -> WorkflowSpec:
     """The template's spec with the Workflow's inputs over its defaults and the Workflow's run controls."""
     update: dict[str, Any] = {"inputs": {**template.spec.inputs, **spec.inputs}}
     for field in _RUN_CONTROLS:
@@ -77,15 +74,25 @@ def resolve_spec(spec: WorkflowSpec, template: WorkflowTemplate) -> WorkflowSpec
     return template.spec.model_copy(update=update)
 
 
-def resolve_workflow(workflow: Workflow, templates: Mapping[str, WorkflowTemplate]
-                     ) -> tuple[Workflow | None, list[Finding]]:
+def unknown_template(ref: TemplateRef, catalog: Catalog) -> Finding:
+    """The finding of a workflowTemplateRef that names no template of its kind (the other kind's name hinted)."""
+    other = "WorkflowTemplate" if ref.kind == "ClusterWorkflowTemplate" else "ClusterWorkflowTemplate"
+    hint = ""
+    if ref.name in catalog.templates_of(other):
+        field = "remove kind" if other == "WorkflowTemplate" else f"set kind: {other}"
+        hint = f" (there is a {other} {ref.name!r}: {field})"
+    known = known_names(catalog.templates_of(ref.kind), f"{ref.kind}s")
+    return ["spec", "workflowTemplateRef", "name"], f"unknown {ref.kind} {ref.name!r}{hint}; {known}"
+
+
+def resolve_workflow(workflow: Workflow, catalog: Catalog) -> tuple[Workflow | None, list[Finding]]:
     """The full Workflow (itself when it names no template), or None and why not (findings on its fields)."""
     ref = workflow.spec.workflow_template_ref
     if ref is None:
         return workflow, []
-    template = templates.get(ref.name)
+    template = catalog.template(ref)
     if template is None:
-        return None, [unknown_template(ref.name, templates)]
+        return None, [unknown_template(ref, catalog)]
     findings = template_input_findings(template, workflow.spec.inputs)
     if findings:
         return None, findings

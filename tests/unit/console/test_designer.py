@@ -80,6 +80,6 @@ def test_oversized_manifests_are_refused_with_a_hint() -> None:
 def test_schemas_are_the_crds_openapi_schemas() -> None:
     schemas = designer.schemas()
     assert set(schemas) == {"Workflow", "Agent", "PromptVersion", "Budget", "ToolPolicy", "WorkflowTemplate",
-                            "WorkflowSchedule", "WorkflowTrigger", "PromptRollout"}
+                            "WorkflowSchedule", "WorkflowTrigger", "PromptRollout", "ClusterWorkflowTemplate"}
     step = schemas["Workflow"]["properties"]["spec"]["properties"]["steps"]["items"]
     assert {"name", "kind", "dependsOn", "agentRef"} <= set(step["properties"])

@@ -92,11 +92,13 @@ def catalog_of(bodies: list[dict[str, Any]]) -> Catalog:
 
 
 def indices_of(bodies: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """What the operator's kopf indices hold: per kind, the bodies by namespace."""
-    indices: dict[str, dict[str, list[dict[str, Any]]]] = {plural: {} for plural in handlers.KINDS}
+    """What the operator's kopf indices hold: per kind, the bodies by namespace (None: cluster-scoped kinds)."""
+    indices: dict[str | None, Any] = {plural: {} for plural in handlers.INDEXED}
+    kinds = {**handlers.KINDS, **handlers.CLUSTER_KINDS}
     for body in bodies:
-        plural = {kind: plural for plural, kind in handlers.KINDS.items()}[body["kind"]]
-        indices[plural].setdefault(NAMESPACE, []).append(body)
+        plural = {kind: plural for plural, kind in kinds.items()}[body["kind"]]
+        key = None if plural in handlers.CLUSTER_KINDS else NAMESPACE
+        indices[plural].setdefault(key, []).append(body)
     return indices
 
 
@@ -225,7 +227,7 @@ def test_handlers_cover_the_eight_kinds_on_create_and_update_without_side_effect
     found = {str(h.id): h for h in registry._webhooks.get_all_handlers() if str(h.id) != "budget-workflows"}
     assert set(found) == {f"validate-{plural}" for plural in PLURALS}
     assert set(PLURALS) == {"workflows", "agents", "promptversions", "toolpolicies", "budgets", "workflowtemplates",
-                            "workflowschedules", "workflowtriggers", "promptrollouts"}
+                            "workflowschedules", "workflowtriggers", "promptrollouts", "clusterworkflowtemplates"}
     for handler in found.values():
         assert list(handler.operations or []) == ["CREATE", "UPDATE"]
         assert handler.side_effects is False and not handler.ignore_failures and not handler.persistent
@@ -487,3 +489,72 @@ async def test_kopf_stamps_an_approval_with_the_requesting_user_or_refuses_a_non
     decision = names.parse_decision(names.APPROVE_ANNOTATION, value)
     assert decision.by == "carol" and "release" in decision.groups
     assert approvals.verified(SIGNING_KEY, "uid-9", decision)
+
+
+# -- ClusterWorkflowTemplates: resolved through the reference, with the Workflow's own namespace
+
+CLUSTER_TEMPLATE: dict[str, Any] = {
+    "apiVersion": API, "kind": "ClusterWorkflowTemplate", "metadata": {"name": "shared"},
+    "spec": {"inputSchema": {"type": "object", "properties": {"topic": {"type": "string"}},
+                             "additionalProperties": False},
+             "steps": [{"name": "a", "kind": "llm", "agentRef": {"name": "writer"}, "promptRef": {"name": "p1"}}]},
+}
+
+
+def from_cluster_template(**inputs: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "Workflow", "metadata": {"name": "run", "namespace": NAMESPACE},
+            "spec": {"workflowTemplateRef": {"name": "shared", "kind": "ClusterWorkflowTemplate"}, "inputs": inputs}}
+
+
+def test_a_workflow_from_a_cluster_template_is_checked_against_its_own_namespace() -> None:
+    fn = handler_fns()["validate-workflows"]
+    supporting = [with_namespace(b) for b in docs(SUPPORTING)]
+    assert call(fn, from_cluster_template(topic="x"), indices_of([CLUSTER_TEMPLATE, *supporting])) == []
+    # The same Agent and PromptVersion in another namespace are not this Workflow's: named, with the template.
+    elsewhere = indices_of([CLUSTER_TEMPLATE, *supporting])
+    for plural in handlers.KINDS:
+        elsewhere[plural]["other"] = elsewhere[plural].pop(NAMESPACE, [])
+    warnings = call(fn, from_cluster_template(topic="x"), elsewhere)
+    assert "spec.steps[0].agentRef.name: unknown Agent 'writer'; there are no Agents (from ClusterWorkflowTemplate " \
+           "'shared')" in warnings
+    rejecting = kopf.OperatorRegistry()
+    register_admission(rejecting, references="reject")
+    strict = next(h.fn for h in rejecting._webhooks.get_all_handlers() if str(h.id) == "validate-workflows")
+    with pytest.raises(kopf.AdmissionError) as caught:
+        call(strict, from_cluster_template(topic="x", colour="red"), indices_of([CLUSTER_TEMPLATE, *supporting]))
+    assert "- spec.inputs.colour: ClusterWorkflowTemplate 'shared' has no input 'colour'" in str(caught.value)
+
+
+def test_a_cluster_template_is_validated_at_admission_without_a_namespace() -> None:
+    fn = handler_fns()["validate-clusterworkflowtemplates"]
+    assert call(fn, copy.deepcopy(CLUSTER_TEMPLATE), indices_of([])) == []  # its Agent is each namespace's concern
+    broken = copy.deepcopy(CLUSTER_TEMPLATE)
+    broken["spec"]["outputs"] = {"x": "steps.nope.output"}
+    with pytest.raises(kopf.AdmissionError) as caught:
+        call(fn, broken, indices_of([]))
+    assert "ClusterWorkflowTemplate/shared" in str(caught.value) and "spec.outputs.x" in str(caught.value)
+
+
+async def test_the_cost_preflight_goes_through_a_cluster_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    """budget-workflows estimates what the cluster template makes of the Workflow, on its namespace's Budgets."""
+    from types import SimpleNamespace
+
+    from agentflow.controller import webhook
+    from agentflow.services.admission import CostMeter
+    from agentflow.storage.memory_ledger import MemoryLedger
+    from agentflow.testing import FakeKube
+
+    monkeypatch.setattr(webhook, "cost_meter", lambda: CostMeter(count_tokens=lambda model, messages: 1000,
+                                                                 prices=lambda model: (1.0, 2.0)))
+    budget = {"apiVersion": API, "kind": "Budget", "metadata": {"name": "tight", "namespace": NAMESPACE},
+              "spec": {"limits": {"usd": 5.0}, "enforcement": "hard", "period": "monthly"}}
+    indices = indices_of([CLUSTER_TEMPLATE, budget, *[with_namespace(b) for b in docs(SUPPORTING)]])
+    memo = SimpleNamespace(driver=SimpleNamespace(reconciler=SimpleNamespace(kube=FakeKube())),
+                           factory=SimpleNamespace(db=SimpleNamespace(ledger=MemoryLedger())), ledger_problem=None)
+    warnings: list[str] = []
+    with pytest.raises(kopf.AdmissionError) as caught:
+        await webhook.check_budgets(body=kopf.Body(cast(kopf.RawBody, from_cluster_template(topic="x"))), old=None,
+                                    namespace=NAMESPACE, operation="CREATE", subresource=None, warnings=warnings,
+                                    memo=memo, **indices)
+    assert "Workflow/run: estimated cost $" in str(caught.value) and f"Budget {NAMESPACE}/tight (hard)" in str(
+        caught.value)

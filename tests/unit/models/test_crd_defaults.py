@@ -42,6 +42,9 @@ NOT_IN_CRD = {"Workflow:spec.inputs", "Workflow:spec.steps[].inputs", "Workflow:
               "Workflow:spec.fallbackMachines.*.states[].step.inputs",
               "WorkflowTemplate:spec.fallbackMachines.*.states[].step.inputs",
               "WorkflowSchedule:spec.inputs",
+              *(f"ClusterWorkflowTemplate:spec.{p}" for p in (
+                  "inputs", "steps[].inputs", "stateMachine.states[].step.inputs", "behaviorTree.step.inputs",
+                  "fallbackMachines.*.states[].step.inputs")),
               "PromptVersion:spec.evaluations.cases[].inputs", "ToolPolicy:spec.tools[].builtin.config"}
 
 

@@ -343,7 +343,7 @@ def test_cli_writes_then_checks(
     assert crds.main(["--check", "--out", str(out)]) == 1
     assert "is missing" in capsys.readouterr().err
     assert crds.main(["--out", str(out)]) == 0
-    assert len(list(out.glob("*.agentflow.dev.yaml"))) == 8
+    assert len(list(out.glob("*.agentflow.dev.yaml"))) == len(crd.KINDS) == 10
     assert crds.main(["--check", "--out", str(out)]) == 0
     assert crds.write(out) == [], "rewriting identical files must change nothing"
 
@@ -365,7 +365,8 @@ def test_crd_identity_and_versions(kind: crd.Kind) -> None:
     assert body["apiVersion"] == "apiextensions.k8s.io/v1"
     assert body["metadata"]["name"] == f"{kind.plural}.{GROUP}"
     spec = body["spec"]
-    assert spec["group"] == GROUP and spec["scope"] == "Namespaced"
+    cluster_scoped = {"ClusterWorkflowTemplate"}  # read by Workflows of every namespace
+    assert spec["group"] == GROUP and spec["scope"] == ("Cluster" if kind.kind in cluster_scoped else "Namespaced")
     assert spec["names"]["kind"] == kind.kind
     assert spec["names"]["singular"] == kind.kind.lower()
     assert spec["names"]["categories"] == ["agentflow"]

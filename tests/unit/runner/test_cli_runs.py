@@ -428,3 +428,27 @@ def test_a_behavior_tree_run_waits_resumes_and_replays_without_calls(workdir: Pa
     code, report = cli(capsys, "replay", result["runId"], "--json")
     assert code == 0, report
     assert report["samePathAndOutputs"] is True
+
+
+def test_run_and_validate_a_workflow_made_from_a_cluster_template(workdir: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The local runner reads ClusterWorkflowTemplates from the files given, as the operator does from the cluster:
+    the kind of the reference picks the template, and its inputs are checked against that template's schema."""
+    digest = (Path(__file__).resolve().parents[3] / "examples" / "manifests" / "scheduled-digest.yaml").read_text()
+    shared = digest.replace("kind: WorkflowTemplate\n", "kind: ClusterWorkflowTemplate\n").replace(
+        "workflowTemplateRef: {name: digest}", "workflowTemplateRef: {name: digest, kind: ClusterWorkflowTemplate}")
+    assert shared.count("ClusterWorkflowTemplate") == 3  # the template, the run and the schedule
+    (workdir / "shared.yaml").write_text(shared)
+    code, result = cli(capsys, "run", "shared.yaml", "--workflow", "digest-now", "--json")
+    assert code == 0, result
+    assert result["phase"] == "Succeeded" and set(result["outputs"]) == {"digest"}
+    assert "database upgrades" in json.dumps(result["outputs"])
+    # The same manifests with the default kind find no WorkflowTemplate: named, with the cluster one hinted.
+    (workdir / "wrong.yaml").write_text(shared.replace(
+        "workflowTemplateRef: {name: digest, kind: ClusterWorkflowTemplate}\n  inputs:\n    topic: database",
+        "workflowTemplateRef: {name: digest}\n  inputs:\n    topic: database"))
+    code, result = cli(capsys, "validate", "wrong.yaml", "--json")
+    assert code == 2
+    [problem] = result["problems"]
+    assert problem["path"] == "spec.workflowTemplateRef.name"
+    assert problem["message"].startswith("unknown WorkflowTemplate 'digest' (there is a ClusterWorkflowTemplate")

@@ -48,7 +48,8 @@ async def test_a_workflow_from_a_template_runs_and_records_the_template_it_ran()
     assert outcome is not None and outcome.phase == "Succeeded"
     assert [node for node, _ in c.executions] == ["draft"]
     status = c.kube.resources[("workflows", "team", "wf")]["status"]
-    assert status["workflowTemplate"] == {"name": "digest", "uid": "t-1", "generation": 3, "resourceVersion": "77"}
+    assert status["workflowTemplate"] == {"name": "digest", "kind": "WorkflowTemplate", "uid": "t-1", "generation": 3,
+                                          "resourceVersion": "77"}
     assert status["templateSpec"]["inputs"] == {"topic": "upgrades"}
 
 
@@ -118,6 +119,36 @@ async def test_a_schedule_starts_each_slot_once_even_across_restarts() -> None:
     kube.resources[("workflowschedules", "team", "hourly")].pop("status")  # even with its status lost
     await ScheduleSync(kube).sync(await current(kube), at(1, 30))
     assert kube.resources_created == ["workflows/hourly-29453820"]
+
+
+async def test_a_schedule_of_a_cluster_template_starts_runs_naming_its_kind() -> None:
+    """The run a schedule starts names the ClusterWorkflowTemplate; the reconciler resolves it, with the Agents and
+    ToolPolicies of the schedule's namespace (the catalog), and records the kind."""
+    kube = FakeKube(schedule_body(workflowTemplateRef={"name": "shared", "kind": "ClusterWorkflowTemplate"}))
+    await ScheduleSync(kube).sync(await current(kube), at(1))
+    created = kube.resources[("workflows", "team", "hourly-29453820")]
+    assert created["spec"]["workflowTemplateRef"] == {"name": "shared", "kind": "ClusterWorkflowTemplate"}
+    c = Cluster()
+    shared = {**TEMPLATE, "kind": "ClusterWorkflowTemplate", "metadata": {"name": "shared", "uid": "c-1"}}
+    namespace = catalog()
+    namespace.add(parse_resource(shared))  # type: ignore[arg-type]
+    body = workflow(created["spec"])
+    c.kube.add_resource(body)
+    outcome = None
+    for _ in range(20):
+        outcome = await c.reconciler.reconcile(body, namespace)
+        if outcome.finished:
+            break
+        c.kubelet()
+        c.now += 1.0
+    assert outcome is not None and outcome.phase == "Succeeded"
+    status = c.kube.resources[("workflows", "team", "wf")]["status"]
+    assert status["workflowTemplate"] == {"name": "shared", "kind": "ClusterWorkflowTemplate", "uid": "c-1"}
+    assert status["templateSpec"]["inputs"] == {"topic": "alerts"}
+    with pytest.raises(MissingReferences, match=r"unknown ClusterWorkflowTemplate 'shared'.*there is a Workflow"
+                                                "Template 'shared'"):
+        await Cluster().reconciler.reconcile(workflow(created["spec"]), with_template(
+            {**TEMPLATE, "metadata": {**TEMPLATE["metadata"], "name": "shared"}}))
 
 
 async def test_replace_cancels_the_running_one_and_history_is_bounded() -> None:
