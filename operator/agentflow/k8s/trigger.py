@@ -48,7 +48,8 @@ def workflow_body(trigger: WorkflowTrigger, delivery_id: str, inputs: Mapping[st
     if meta.uid:
         metadata["ownerReferences"] = [{"apiVersion": trigger.api_version, "kind": trigger.kind, "name": meta.name,
                                         "uid": meta.uid, "controller": True, "blockOwnerDeletion": True}]
-    spec: dict[str, Any] = {"workflowTemplateRef": {"name": trigger.spec.workflow_template_ref.name}}
+    spec: dict[str, Any] = {"workflowTemplateRef": trigger.spec.workflow_template_ref.model_dump(by_alias=True,
+                                                                                              exclude_defaults=True)}
     if inputs:
         spec["inputs"] = dict(inputs)
     return {"apiVersion": trigger.api_version, "kind": "Workflow", "metadata": metadata, "spec": spec}

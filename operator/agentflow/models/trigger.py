@@ -28,7 +28,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import API_VERSION, LocalRef, Model, ObjectMeta, ResourceStatus
+from .base import API_VERSION, Model, ObjectMeta, ResourceStatus
+from .workflow import TemplateRef
 
 TRIGGER_LABEL = "agentflow.dev/trigger"
 """On a Workflow a WorkflowTrigger created: the trigger's name. On a Secret: "true" lets triggers use it."""
@@ -113,8 +114,9 @@ class TriggerAuth(Model):
 class WorkflowTriggerSpec(Model):
     """What a delivery starts, and how it is authenticated and read."""
 
-    workflow_template_ref: LocalRef
-    """The WorkflowTemplate each run is made from."""
+    workflow_template_ref: TemplateRef
+    """The template each run is made from: a WorkflowTemplate of the trigger's namespace (the default kind) or a
+    ClusterWorkflowTemplate (kind); its Agents, PromptVersions and Budgets are the trigger's namespace's."""
     auth: TriggerAuth
     """How a delivery is authenticated (checked before the body is parsed)."""
     inputs: dict[str, str] = Field(default_factory=dict, max_length=100)

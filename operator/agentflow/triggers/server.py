@@ -43,7 +43,14 @@ from aiohttp import web
 
 from ..k8s.kube import Kube, KubeError, NotFound
 from ..k8s.trigger import delivery_of, delivery_status, secret_problem, workflow_body
-from ..models import ManifestError, WorkflowTemplate, WorkflowTrigger, parse_resource
+from ..models import (
+    AnyTemplate,
+    ClusterWorkflowTemplate,
+    ManifestError,
+    WorkflowTemplate,
+    WorkflowTrigger,
+    parse_resource,
+)
 from ..validation.templates import template_input_findings
 from ..validation.triggers import MappingError, TriggerSpecError, compile_trigger
 from .auth import Unauthenticated, verify
@@ -57,6 +64,7 @@ MAX_DELIVERY_BYTES = 2**20
 commits a run would not read; Slack's are a few KiB)."""
 RETRY_AFTER_SECONDS = 5
 TRIGGERS, WORKFLOWS, TEMPLATES = "workflowtriggers", "workflows", "workflowtemplates"
+CLUSTER_TEMPLATES = "clusterworkflowtemplates"
 NOT_AUTHENTICATED = "not authenticated: sign the body with the trigger's key (see its spec.auth)"
 Clock = Callable[[], float]
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -297,18 +305,19 @@ class TriggerServer:
         self._reported.pop((namespace, trigger.metadata.name), None)
         return str(secret["data"][ref.key]).strip().encode("utf-8")
 
-    async def _template(self, namespace: str, trigger: WorkflowTrigger) -> WorkflowTemplate:
-        ref = trigger.spec.workflow_template_ref.name
+    async def _template(self, namespace: str, trigger: WorkflowTrigger) -> AnyTemplate:
+        ref = trigger.spec.workflow_template_ref
+        cluster = ref.kind == "ClusterWorkflowTemplate"
+        shown = ref.name if cluster else f"{namespace}/{ref.name}"
         try:
-            body = await self._api(self._kube.get_resource(TEMPLATES, namespace, ref), "read the WorkflowTemplate")
+            body = await self._api(self._kube.get_cluster_resource(CLUSTER_TEMPLATES, ref.name) if cluster
+                                   else self._kube.get_resource(TEMPLATES, namespace, ref.name), f"read the {ref.kind}")
             template = parse_resource(body)
         except NotFound:
-            raise _ApiError(422, f"spec.workflowTemplateRef.name: WorkflowTemplate {namespace}/{ref} does not "
-                                 "exist") from None
+            raise _ApiError(422, f"spec.workflowTemplateRef.name: {ref.kind} {shown} does not exist") from None
         except ManifestError as exc:
-            raise _ApiError(422, f"spec.workflowTemplateRef.name: WorkflowTemplate {namespace}/{ref} is "
-                                 f"invalid: {exc}") from None
-        assert isinstance(template, WorkflowTemplate)
+            raise _ApiError(422, f"spec.workflowTemplateRef.name: {ref.kind} {shown} is invalid: {exc}") from None
+        assert isinstance(template, WorkflowTemplate | ClusterWorkflowTemplate)
         return template
 
     # ----------------------------------------------------------------------- writing

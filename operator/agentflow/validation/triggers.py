@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentflow.engine.expressions import Expression, ExpressionError, compile_expression
-from agentflow.models import Catalog, TemplateRef, WorkflowTrigger, WorkflowTriggerSpec
+from agentflow.models import Catalog, WorkflowTrigger, WorkflowTriggerSpec
 from agentflow.models.trigger import DEFAULT_DELIVERY_HEADERS
 
 from .findings import CEL_NAMES, Finding, PathParts
@@ -162,9 +162,9 @@ def trigger_findings(trigger: WorkflowTrigger, catalog: Catalog | None) -> list[
         except TriggerSpecError as exc:
             findings.append((_path(field), str(exc).partition(": ")[2]))
     if catalog is not None:
-        template = catalog.templates.get(spec.workflow_template_ref.name)
+        template = catalog.template(spec.workflow_template_ref)
         if template is None:
-            findings.append(unknown_template(TemplateRef(name=spec.workflow_template_ref.name), catalog))
+            findings.append(unknown_template(spec.workflow_template_ref, catalog))
         else:
             findings.extend(unknown_input_findings(template, spec.inputs))
     return findings

@@ -437,7 +437,7 @@ def test_run_and_validate_a_workflow_made_from_a_cluster_template(workdir: Path,
     digest = (Path(__file__).resolve().parents[3] / "examples" / "manifests" / "scheduled-digest.yaml").read_text()
     shared = digest.replace("kind: WorkflowTemplate\n", "kind: ClusterWorkflowTemplate\n").replace(
         "workflowTemplateRef: {name: digest}", "workflowTemplateRef: {name: digest, kind: ClusterWorkflowTemplate}")
-    assert shared.count("ClusterWorkflowTemplate") == 3  # the template, the run and the schedule
+    assert shared.count("ClusterWorkflowTemplate") == 4  # the template, the run, the schedule and the trigger
     (workdir / "shared.yaml").write_text(shared)
     code, result = cli(capsys, "run", "shared.yaml", "--workflow", "digest-now", "--json")
     assert code == 0, result
