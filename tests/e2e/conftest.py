@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,4 +172,59 @@ def fresh_namespace(cluster: Cluster, prefix: str = "") -> Iterator[str]:
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace for one test (see fresh_namespace)."""
     with fresh_namespace(cluster) as name:
+        yield name
+
+
+# --------------------------------------------------------------------------- the session's operator
+# Defined here, once: a fixture imported into several test modules is a fixture of each of them, and a
+# session-scoped one then runs once per module, so several operators would drive the same namespaces at once.
+
+OPERATOR_PREFIX = "op-"
+"""The namespaces of the session's operator (``operator``, ``op_namespace``)."""
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def step_images(cluster: Cluster) -> None:
+    if cluster.local:
+        subprocess.run(["bash", str(REPO / "tests/e2e/cluster/images.sh"), "--only", "project"], check=True,
+                       timeout=3600)
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    for crd in ("workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
+                "workflowschedules", "workflowtriggers", "promptrollouts", "clusterworkflowtemplates"):
+        # polled, not `kubectl wait`: that fails at once on a CRD whose status has no conditions yet
+        def established(crd: str = crd) -> bool:
+            obj = cluster.get_json(f"crd/{crd}.agentflow.dev")
+            return any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in (obj.get("status") or {}).get("conditions") or [])
+
+        cluster.wait_until(f"CRD {crd}.agentflow.dev to be Established", established, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The session's operator (test_operator.Operator), watching the ``op-`` namespaces; modules that stop and
+    start it (the kill tests, retention) stop the only one."""
+    from .test_operator import Operator
+
+    host = cluster.host_address
+    if not host:
+        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by "
+                    "KUBECONFIG")
+    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("operator") / "operator.log",
+                  ["--namespace", f"{SESSION_PREFIX}{OPERATOR_PREFIX}*"])
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def op_namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace the session's operator watches."""
+    with fresh_namespace(cluster, OPERATOR_PREFIX) as name:
         yield name

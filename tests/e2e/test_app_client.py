@@ -21,8 +21,6 @@ from .test_operator import (  # noqa: F401
     Operator,
     crds,
     load_manifests,
-    op_namespace,
-    operator,
     step_images,
 )
 
@@ -50,7 +48,7 @@ async def follow(client: AsyncClient, template: str, kind: str) -> tuple[str, li
 
 
 def test_a_run_started_by_the_client_streams_and_gives_the_local_runs_outputs(
-        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:
     cluster.apply(supporting(), op_namespace)
 
     async def scenario() -> tuple[str, list[RunEvent], Any]:
@@ -68,11 +66,11 @@ def test_a_run_started_by_the_client_streams_and_gives_the_local_runs_outputs(
     assert any(e.kind == "step" and e.step == "draft" and e.phase == "Succeeded" for e in events)
     created = cluster.get_json("workflows.agentflow.dev", "-n", op_namespace)["items"]
     assert [w["metadata"]["name"] for w in created] == [name]  # the refused inputs created nothing
-    assert created[0]["spec"]["workflowTemplateRef"] == {"name": "digest"}
+    assert created[0]["spec"]["workflowTemplateRef"] == {"name": "digest", "kind": "WorkflowTemplate"}
 
 
 def test_a_cluster_template_runs_with_the_agents_of_the_workflows_namespace(
-        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:
     docs = supporting()
     template = next(d for d in docs if d["kind"] == "WorkflowTemplate")
     shared = copy.deepcopy(template)

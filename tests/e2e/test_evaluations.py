@@ -25,8 +25,6 @@ from .test_operator import (  # noqa: F401
     REPO,
     Operator,
     crds,
-    op_namespace,
-    operator,
     step_images,
     wait_finished,
 )
@@ -42,6 +40,7 @@ def resources(text: str) -> list[dict[str, Any]]:
 
 
 def local_eval(text: str, name: str, tmp: Path) -> dict[str, Any]:
+    tmp.mkdir(parents=True, exist_ok=True)
     manifests = tmp / "manifests.yaml"
     manifests.write_text(text)
     env = {**os.environ, "AGENTFLOW_MODEL_MODE": "offline"}
@@ -79,7 +78,7 @@ def journal(dsn: str, uid: str) -> list[Any]:
 
 @pytest.mark.parametrize("failing", [False, True], ids=["passing", "failing"])
 def test_a_created_prompt_version_is_evaluated_in_step_pods_like_locally(
-        cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str, tmp_path: Path,  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str, tmp_path: Path,
         failing: bool) -> None:
     text = EXAMPLE.read_text().replace(*FAILING) if failing else EXAMPLE.read_text()
     cluster.apply(resources(text), op_namespace)
@@ -111,7 +110,7 @@ def test_a_created_prompt_version_is_evaluated_in_step_pods_like_locally(
     assert "EVAL" in table and "PASS RATE" in table and ("Failed" if failing else "Passed") in table
 
 
-def test_the_cli_runs_it_again(cluster: Cluster, operator: Operator, op_namespace: str) -> None:  # noqa: F811
+def test_the_cli_runs_it_again(cluster: Cluster, operator: Operator, op_namespace: str) -> None:
     cluster.apply(resources(EXAMPLE.read_text()), op_namespace)
     first = wait_evaluated(cluster, op_namespace, "ticket-triage-v1")
     out = subprocess.run([sys.executable, "-m", "agentflow.cli", "prompt", "eval", "ticket-triage-v1", "--cluster",

@@ -19,18 +19,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
+from .conftest import OPERATOR_PREFIX, SESSION_PREFIX, Cluster, crds, fresh_namespace, step_images  # noqa: F401
 
 # The session's host-process operator watches only namespaces with this prefix (other tests start
 # operators of their own, which must not share runs with it).
-OPERATOR_PREFIX = "op-"
 
 pytestmark = pytest.mark.e2e
 
@@ -106,54 +105,12 @@ class Operator:
                 self.kill()
 
 
-@pytest.fixture(scope="session")
-def step_images(cluster: Cluster) -> None:
-    if cluster.local:
-        subprocess.run(["bash", str(REPO / "tests/e2e/cluster/images.sh"), "--only", "project"], check=True,
-                       timeout=3600)
-
-
-@pytest.fixture(scope="session")
-def crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    for crd in ("workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
-                "workflowschedules", "workflowtriggers", "promptrollouts", "clusterworkflowtemplates"):
-        # polled, not `kubectl wait`: that fails at once on a CRD whose status has no conditions yet
-        def established(crd: str = crd) -> bool:
-            obj = cluster.get_json(f"crd/{crd}.agentflow.dev")
-            return any(c.get("type") == "Established" and c.get("status") == "True"
-                       for c in (obj.get("status") or {}).get("conditions") or [])
-
-        cluster.wait_until(f"CRD {crd}.agentflow.dev to be Established", established, timeout=60)
-
-
-@pytest.fixture(scope="session")
-def operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    host = cluster.host_address
-    if not host:
-        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by "
-                    "KUBECONFIG")
-    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("operator") / "operator.log",
-                  ["--namespace", f"{SESSION_PREFIX}{OPERATOR_PREFIX}*"])  # this module's namespaces only
-    op.start()
-    yield op
-    op.stop()
-
-
 def load_manifests(path: Path, **spec_overrides: Any) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     for d in docs:
         if d["kind"] == "Workflow":
             d["spec"].update(spec_overrides)
     return docs
-
-
-@pytest.fixture
-def op_namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh namespace the session's operator watches."""
-    with fresh_namespace(cluster, OPERATOR_PREFIX) as name:
-        yield name
 
 
 def wait_finished(cluster: Cluster, namespace: str, name: str, timeout: float = 300) -> dict[str, Any]:

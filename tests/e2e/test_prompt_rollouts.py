@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from .conftest import Cluster
-from .test_operator import REPO, Operator, crds, op_namespace, operator, step_images  # noqa: F401
+from .test_operator import REPO, Operator, crds, step_images  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -119,9 +119,10 @@ def drive(cluster: Cluster, ns: str, until: set[str], batches: int = 6, per_batc
 
 
 def chosen(cluster: Cluster, ns: str) -> dict[str, str]:
-    """Each run's PromptVersion of the family (status.prompts: what RunStarted recorded)."""
+    """Each run's PromptVersion of the family (status.prompts: what RunStarted recorded); the operator's
+    evaluation runs (label agentflow.dev/evaluation: a version pinned by name, no family choice) left out."""
     out = {}
-    for item in cluster.get_json("workflows.agentflow.dev", "-n", ns)["items"]:
+    for item in cluster.get_json("workflows.agentflow.dev", "-n", ns, "-l", "!agentflow.dev/evaluation")["items"]:
         prompts = (item.get("status") or {}).get("prompts") or {}
         out[item["metadata"]["name"]] = str((prompts.get("triage") or {}).get("name"))
     return out
@@ -141,7 +142,7 @@ def prompt_status(cluster: Cluster, ns: str) -> str:
 
 
 def test_a_good_candidate_is_promoted_to_all_runs(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
     ns = op_namespace
     cluster.apply([*BASE, version("triage-v2", "2"), rollout("triage-v2")], ns)
     status = wait_phase(cluster, ns, {"Progressing"})
@@ -161,7 +162,7 @@ def test_a_good_candidate_is_promoted_to_all_runs(
 
 
 def test_a_worse_candidate_is_rolled_back_automatically(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
     ns = op_namespace
     cluster.apply([*BASE, version("triage-v3", "3", broken=True), rollout("triage-v3")], ns)
     wait_phase(cluster, ns, {"Progressing"})
@@ -184,7 +185,7 @@ def test_a_worse_candidate_is_rolled_back_automatically(
 
 
 def test_a_candidate_that_failed_its_evaluation_never_gets_traffic(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
     ns = op_namespace
     cluster.apply([*BASE, version("triage-v4", "4", suite=True), rollout("triage-v4", required=True)], ns)
     status = wait_phase(cluster, ns, {"WaitingForEvaluation", "Failed"})

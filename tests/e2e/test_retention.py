@@ -19,8 +19,6 @@ from .test_operator import (  # noqa: F401
     Operator,
     crds,
     load_manifests,
-    op_namespace,
-    operator,
     step_images,
     wait_finished,
 )
@@ -50,7 +48,7 @@ def gone(cluster: Cluster, namespace: str, name: str) -> bool:
 
 
 def test_a_finished_workflow_past_its_ttl_is_deleted_and_its_rows_collected(
-        cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str) -> None:
     docs = load_manifests(QUICKSTART, ttlSecondsAfterFinished={"succeeded": 20})
     cluster.apply(docs, op_namespace)
     name = next(d["metadata"]["name"] for d in docs if d["kind"] == "Workflow")
@@ -85,7 +83,7 @@ def approval_workflow(name: str) -> dict[str, Any]:
 
 
 def test_rows_of_a_workflow_deleted_while_the_operator_was_down_are_collected_at_start(
-        cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str) -> None:
     cluster.apply([approval_workflow("deleted-meanwhile"), approval_workflow("still-here")], op_namespace)
     uids: dict[str, str] = {}
 

@@ -17,8 +17,6 @@ from .test_operator import (  # noqa: F401
     crds,
     load_manifests,
     local_outputs,
-    op_namespace,
-    operator,
     step_images,
     wait_finished,
 )
@@ -29,7 +27,7 @@ EXAMPLE = REPO / "examples/manifests/scheduled-digest.yaml"
 
 
 def test_a_workflow_from_a_template_runs_like_locally_and_pins_the_template(
-        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str, tmp_path: Path) -> None:
     docs = [d for d in load_manifests(EXAMPLE) if d["kind"] != "WorkflowSchedule"]
     cluster.apply(docs, op_namespace)
     wf = wait_finished(cluster, op_namespace, "digest-now")
@@ -45,7 +43,7 @@ def test_a_workflow_from_a_template_runs_like_locally_and_pins_the_template(
 
 
 def test_a_schedule_starts_one_run_per_slot_and_shows_it(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:  # noqa: F811
+        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
     docs: list[dict[str, Any]] = []
     for doc in load_manifests(EXAMPLE):
         if doc["kind"] == "Workflow":

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from .conftest import Cluster
-from .test_operator import RUNTIME_IMAGE, Operator, crds, op_namespace, operator, step_images  # noqa: F401
+from .test_operator import RUNTIME_IMAGE, Operator, crds, step_images  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +60,7 @@ def impostor(url: str) -> dict[str, Any]:
 
 
 def test_a_tenants_pod_with_an_agentflow_token_gets_no_attempt_and_posts_no_result(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:  # noqa: F811 (fixtures)
+        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
     ns = op_namespace
     cluster.apply(impostor(f"http://{operator.host}:{operator.port}"), ns)
 
