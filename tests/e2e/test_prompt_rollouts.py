@@ -1,16 +1,16 @@
 """Canary rollouts gated on evidence, on a real cluster: a PromptRollout moves a prompt family's runs from its
 stable PromptVersion to a candidate step by step, on what the runs' journals in PostgreSQL say.
 
-The operator of test_operator.py runs the steps with the offline model (``AGENTFLOW_MODEL_MODE=offline``, the
-fake provider of the e2e tier: deterministic, no key, no network). Its answers are valid against the outputSchema
-unless told what to answer: the worse candidate's prompt tells it to answer text that is not JSON
-(``[[answer]]...[[/answer]]``, also on the repair requests), so every attempt of that version breaks the schema.
+The model is a recording OpenAI-compatible fake provider on this machine (``RecordingProvider``): step pods call
+it through the operator's gateway (``--gateway-listen``, the Agent's ``apiBase`` and key Secret), and it keeps
+every request it receives. It answers the triage schema's JSON, except for a prompt carrying ``WORSE``: then
+for four tickets in five (by a hash of the ticket) text that is not JSON, on the request and on every repair,
+so that version's runs fail the schema more often.
 
     good candidate        evaluationGate.required false (no suite); schemaFailureRate equal -> Promoted, 100 %
-    worse candidate       schemaFailureRate 100 % vs 0 % -> RolledBack automatically, weight 0
-    failed evaluation     a suite whose assertion cannot hold; status.evaluation Failed (written by the operator's
-                          evaluation runs when they exist, else by this test, as they would) -> Failed, and no run
-                          ever gets the candidate
+    worse candidate       schemaFailureRate ~80 % vs 0 % -> RolledBack automatically, weight 0
+    failed evaluation     a suite whose assertion cannot hold, run by the operator as step pods through the
+                          gateway: status.evaluation Failed -> the rollout Failed, and no run gets the candidate
 
 Small numbers keep the wall time low: one step at 50 %, minRuns 3, minSamples 3, confidence 0.9. Each decision
 is also an Event, and ``agentflow prompt status FAMILY -n NS`` explains it with the numbers. Not run in the unit
@@ -19,30 +19,119 @@ tier (pytest -m e2e, a cluster).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from .conftest import Cluster
-from .test_operator import REPO, Operator, crds, step_images  # noqa: F401
+from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
+from .test_operator import REPO, Operator, crds, free_port, step_images  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
 API = "agentflow.dev/v1alpha1"
+PREFIX = "pro-"  # this module's namespaces; its operator watches only these
+WORSE = "Answer in a friendly sentence."
+BAD_ANSWER = "I think it is billing, probably."
+
+
+class RecordingProvider:
+    """An OpenAI-compatible chat completions server (POST /v1/chat/completions) that records each request."""
+
+    def __init__(self, host: str) -> None:
+        self.requests: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                with lock:
+                    provider.requests.append(body)
+                content = provider.answer(body.get("messages") or [])
+                data = json.dumps({
+                    "id": f"chatcmpl-{len(provider.requests)}", "object": "chat.completion",
+                    "created": int(time.time()), "model": body.get("model", "gpt-4o-mini"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def answer(messages: list[dict[str, Any]]) -> str:
+        text = "\n".join(str(m.get("content", "")) for m in messages)
+        ticket = text.partition("Ticket: ")[2].partition("\n")[0]
+        if WORSE in text and int(hashlib.sha256(ticket.encode()).hexdigest(), 16) % 5 != 0:
+            return BAD_ANSWER
+        return json.dumps({"category": "billing"})
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def provider(cluster: Cluster) -> Iterator[RecordingProvider]:
+    if not cluster.host_address:
+        pytest.skip("pods must reach this machine: set AGENTFLOW_E2E_HOST_ADDRESS for a cluster given by KUBECONFIG")
+    server = RecordingProvider(cluster.host_address)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def rollout_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+                     provider: RecordingProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    host = cluster.host_address
+    assert host
+    gateway_port = free_port(host)
+    op = Operator(cluster, postgres_dsn, host, tmp_path_factory.mktemp("rollouts") / "operator.log",
+                  ["--namespace", f"{SESSION_PREFIX}{PREFIX}*", "--step-env", "AGENTFLOW_MODEL_MODE=live",
+                   "--gateway-listen", f"{host}:{gateway_port}", "--gateway-url", f"http://{host}:{gateway_port}",
+                   "--model-endpoint", provider.base_url])
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def ns(cluster: Cluster, rollout_operator: Operator) -> Iterator[str]:
+    with fresh_namespace(cluster, PREFIX) as name:
+        yield name
 OUTPUT_SCHEMA = {"type": "object", "required": ["category"],
                  "properties": {"category": {"type": "string", "enum": ["billing", "technical", "other"]}}}
 
 
-def version(name: str, label: str, *, broken: bool = False, suite: bool = False) -> dict[str, Any]:
-    messages = [{"role": "system", "content": f"Classify the ticket ({label})."},
+def version(name: str, label: str, *, worse: bool = False, suite: bool = False) -> dict[str, Any]:
+    messages = [{"role": "system", "content": f"Classify the ticket ({label}). Answer JSON."},
                 {"role": "user", "content": "Ticket: ${{ inputs.ticket }}"}]
-    if broken:  # the offline model answers this, word for word, to the request and to every repair request
-        messages[0]["content"] += " [[answer]]I think it is billing, probably.[[/answer]]"
+    if worse:  # the provider then answers text for most tickets, to the request and to every repair request
+        messages[0]["content"] += " " + WORSE
     spec: dict[str, Any] = {"prompt": "triage", "version": label, "messages": messages,
                             "inputSchema": {"type": "object", "required": ["ticket"],
                                             "properties": {"ticket": {"type": "string"}}},
@@ -63,17 +152,24 @@ def rollout(candidate: str, *, required: bool = False) -> dict[str, Any]:
                      "minSamples": 3, "confidence": 0.9, "onFailure": "Rollback"}}
 
 
-BASE = [
-    {"apiVersion": API, "kind": "Agent", "metadata": {"name": "triage-agent"},
-     "spec": {"role": "support triage", "instructions": "Classify tickets.",
-              "model": {"name": "openai/gpt-4o-mini", "temperature": 0, "maxTokens": 200}}},
-    version("triage-v1", "1"),
-]
+def base(provider: RecordingProvider) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "provider-key", "labels": {"agentflow.dev/credential": "true"}},
+         "stringData": {"api-key": "sk-e2e-rollouts"}},
+        {"apiVersion": API, "kind": "Agent", "metadata": {"name": "triage-agent"},
+         "spec": {"role": "support triage", "instructions": "Classify tickets.",
+                  "model": {"name": "openai/gpt-4o-mini", "temperature": 0, "maxTokens": 200,
+                            "apiBase": provider.base_url,
+                            "credentialsSecretRef": {"name": "provider-key", "key": "api-key"}},
+                  "pii": {"redact": False}}},
+        version("triage-v1", "1"),
+    ]
 
 
 def workflow(name: str) -> dict[str, Any]:
     return {"apiVersion": API, "kind": "Workflow", "metadata": {"name": name},
-            "spec": {"inputs": {"ticket": "I was charged twice, please refund"},
+            "spec": {"inputs": {"ticket": f"{name}: I was charged twice, please refund"},
                      "steps": [{"name": "triage", "kind": "llm", "agentRef": {"name": "triage-agent"},
                                 "promptRef": {"family": "triage"}, "inputs": {"ticket": "${{ inputs.ticket }}"},
                                 "retry": {"limit": 0}}]}}
@@ -141,10 +237,8 @@ def prompt_status(cluster: Cluster, ns: str) -> str:
     return proc.stdout
 
 
-def test_a_good_candidate_is_promoted_to_all_runs(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
-    ns = op_namespace
-    cluster.apply([*BASE, version("triage-v2", "2"), rollout("triage-v2")], ns)
+def test_a_good_candidate_is_promoted_to_all_runs(cluster: Cluster, provider: RecordingProvider, ns: str) -> None:
+    cluster.apply([*base(provider), version("triage-v2", "2"), rollout("triage-v2")], ns)
     status = wait_phase(cluster, ns, {"Progressing"})
     assert status["weight"] == 50
     status = drive(cluster, ns, {"Promoted", "RolledBack"})
@@ -161,21 +255,23 @@ def test_a_good_candidate_is_promoted_to_all_runs(
     assert "phase Promoted" in shown and "schemaFailureRate" in shown and "Pass" in shown
 
 
-def test_a_worse_candidate_is_rolled_back_automatically(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
-    ns = op_namespace
-    cluster.apply([*BASE, version("triage-v3", "3", broken=True), rollout("triage-v3")], ns)
+def test_a_worse_candidate_is_rolled_back_automatically(cluster: Cluster, provider: RecordingProvider,
+                                                        ns: str) -> None:
+    cluster.apply([*base(provider), version("triage-v3", "3", worse=True), rollout("triage-v3")], ns)
     wait_phase(cluster, ns, {"Progressing"})
     status = drive(cluster, ns, {"Promoted", "RolledBack"})
     assert (status["phase"], status["weight"]) == ("RolledBack", 0), status
     gate = status["gates"][0]
-    assert gate["verdict"] == "Fail" and gate["candidate"] == 1.0 and gate["stable"] == 0.0
+    assert gate["verdict"] == "Fail" and gate["candidate"] > 0.5 and gate["stable"] == 0.0
     assert gate["pValue"] < gate["alpha"]
     assert "RolloutRolledBack" in events(cluster, ns)
     runs = chosen(cluster, ns)
     failed = {i["metadata"]["name"]: i["status"]["phase"]
               for i in cluster.get_json("workflows.agentflow.dev", "-n", ns)["items"]}
-    assert all(failed[n] == "Failed" for n, v in runs.items() if v == "triage-v3")  # the schema broke each time
+    assert any(failed[n] == "Failed" for n, v in runs.items() if v == "triage-v3")  # the schema broke
+    assert all(failed[n] == "Succeeded" for n, v in runs.items() if v == "triage-v1")
+    # every call reached the provider through the gateway: the candidate's prompt and its repairs are recorded
+    assert any(WORSE in json.dumps(r["messages"]) for r in provider.requests)
     cluster.apply([workflow(f"after-{i}") for i in range(4)], ns)
     cluster.wait_until("the runs after the rollback",
                        lambda: finished(cluster, ns, [f"after-{i}" for i in range(4)]), timeout=300)
@@ -184,24 +280,16 @@ def test_a_worse_candidate_is_rolled_back_automatically(
     assert "phase RolledBack" in shown and "rolled back: schemaFailureRate fail" in shown
 
 
-def test_a_candidate_that_failed_its_evaluation_never_gets_traffic(
-        cluster: Cluster, operator: Operator, op_namespace: str) -> None:
-    ns = op_namespace
-    cluster.apply([*BASE, version("triage-v4", "4", suite=True), rollout("triage-v4", required=True)], ns)
+def test_a_candidate_that_failed_its_evaluation_never_gets_traffic(cluster: Cluster, provider: RecordingProvider,
+                                                                  ns: str) -> None:
+    cluster.apply([*base(provider), version("triage-v4", "4", suite=True), rollout("triage-v4", required=True)], ns)
     status = wait_phase(cluster, ns, {"WaitingForEvaluation", "Failed"})
     assert status["weight"] == 0
-    cluster.apply([workflow(f"early-{i}") for i in range(4)], ns)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and rollout_status(cluster, ns).get("phase") != "Failed":
-        pv = cluster.get_json("promptversions.agentflow.dev", "triage-v4", "-n", ns)
-        if not ((pv.get("status") or {}).get("evaluation") or {}).get("phase"):
-            # no evaluation runner on this cluster: write the result its suite has (the assertion cannot hold)
-            cluster.kubectl("patch", "promptversions.agentflow.dev", "triage-v4", "-n", ns, "--subresource=status",
-                            "--type=merge", "-p", json.dumps({"status": {"evaluation": {
-                                "phase": "Failed", "passRate": 0.0, "message": "1 of 1 cases failed"}}}))
-        time.sleep(3)
-    status = wait_phase(cluster, ns, {"Failed"})
+    cluster.apply([workflow(f"early-{i}") for i in range(4)], ns)  # runs while the suite runs: none may get it
+    status = wait_phase(cluster, ns, {"Failed"}, timeout=600)  # the operator's evaluation: its case as a pod
     assert (status["weight"], status["lastDecision"]["reason"]) == (0, "EvaluationFailed"), status
+    pv = cluster.get_json("promptversions.agentflow.dev", "triage-v4", "-n", ns)
+    assert pv["status"]["evaluation"]["phase"] == "Failed" and pv["status"]["evaluation"]["passRate"] == 0
     cluster.wait_until("the early runs", lambda: finished(cluster, ns, [f"early-{i}" for i in range(4)]),
                        timeout=300)
     cluster.apply([workflow(f"late-{i}") for i in range(4)], ns)
