@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agentflow.k8s.names import pod_name
 from agentflow.storage import PostgresStore
 from services.evaluations import EXAMPLE, FAILING
 
@@ -76,6 +77,18 @@ def journal(dsn: str, uid: str) -> list[Any]:
     return asyncio.run(load())
 
 
+def case_pods(dsn: str, namespace: str, workflow: str, nodes: list[str]) -> dict[str, Any]:
+    """What the operator recorded of each node's first attempt's pod (None: no pod was made for it)."""
+    async def load() -> dict[str, Any]:
+        store = await PostgresStore.connect(dsn)
+        try:
+            return {n: await store.attempt_of_pod(namespace, pod_name(workflow, n, 1)) for n in nodes}
+        finally:
+            await store.close()
+
+    return asyncio.run(load())
+
+
 @pytest.mark.parametrize("failing", [False, True], ids=["passing", "failing"])
 def test_a_created_prompt_version_is_evaluated_in_step_pods_like_locally(
         cluster: Cluster, operator: Operator, op_namespace: str, postgres_dsn: str, tmp_path: Path,
@@ -99,9 +112,10 @@ def test_a_created_prompt_version_is_evaluated_in_step_pods_like_locally(
         assert wf["metadata"]["labels"]["agentflow.dev/evaluation"] == name
         assert wf["metadata"]["ownerReferences"][0]["kind"] == "PromptVersion"
         events = journal(postgres_dsn, wf["metadata"]["uid"])
-        started = {e.node: e.data for e in events if e.type.value == "StepStarted"}
-        assert {f"case-{i}" for i in range(status["cases"])} <= set(started)
-        assert all(data.get("pod") for data in started.values())
+        cases = [f"case-{i}" for i in range(status["cases"])]
+        assert set(cases) <= {e.node for e in events if e.type.value == "StepScheduled"}
+        pods = case_pods(postgres_dsn, op_namespace, status["workflow"], cases)
+        assert all(p is not None and p.pod_uid and p.ended for p in pods.values()), pods
     judges = cluster.get_json("promptversions.agentflow.dev", "-n", op_namespace,
                               "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
     assert sorted(j["metadata"]["name"].rsplit("-", 1)[0] for j in judges) == ["agentflow-judge",
