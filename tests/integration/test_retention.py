@@ -97,7 +97,8 @@ async def test_a_deleted_run_is_collected_and_the_record_kept(db: Database) -> N
 
     assert collected.rows == {"agentflow_journal": 3, "agentflow_attempts": 1, "agentflow_step_results": 1,
                               "agentflow_event_runs": 1, "agentflow_runs": 1, "agentflow_llm_calls": 2,
-                              "agentflow_budget_reservations": 2}
+                              "agentflow_budget_reservations": 2, "agentflow_evaluations": 0,
+                              "agentflow_evaluation_cases": 0}  # not an evaluation run: none of those
     assert await rows(db, gone) == {"agentflow_journal": 0, "agentflow_attempts": 0, "agentflow_step_results": 0,
                                     "agentflow_event_runs": 0, "agentflow_runs": 0, "agentflow_llm_calls": 0,
                                     "reservations": 1,  # the held one still holds money until settled or expired
@@ -161,7 +162,7 @@ async def test_runs_older_than_the_runs_table_get_their_namespace_from_their_pod
     await db.store.put_attempt(uid, "a", 1, {"x": 1}, pod=AttemptPod("team-c", "wf", "wf-a-1"))
     async with db.pool.acquire() as conn:  # as a database migrated before version 5 was
         await conn.execute("DELETE FROM agentflow_runs")
-        await conn.execute("DELETE FROM agentflow_schema_version WHERE version = 5")
+        await conn.execute("DELETE FROM agentflow_schema_version WHERE version >= 5")
     await db.migrate()
     async with db.pool.acquire() as conn:
         assert await conn.fetch("SELECT namespace, workflow FROM agentflow_runs WHERE run_uid = $1", uid) == [
