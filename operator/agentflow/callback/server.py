@@ -49,6 +49,7 @@ from ..audit.events import AuditEventError, pod_event_from_dict, rfc3339
 from ..audit.records import AuditEvent, AuditSink
 from ..engine.canonical import canonical_json
 from ..engine.values import CallRecord, StepResult
+from ..listener import Listener
 from ..security.identity import AttemptEnded, Authenticate, AuthError
 from ..security.tokens import AttemptClaims
 from ..storage import InvalidValue, StorageError, StorageUnavailable
@@ -212,39 +213,25 @@ class CallbackServer:
         self._max_audit_events = max_audit_events
         self._max_per_attempt = max_events_per_attempt
         self._events_seen: collections.OrderedDict[tuple[str, str, int], int] = collections.OrderedDict()
-        self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/v1/attempt", self._get_attempt)
         self.app.router.add_post("/v1/attempt/result", self._post_result)
         self.app.router.add_post("/v1/attempt/audit", self._post_audit)
+        self._listener = Listener(self.app, "the callback server")
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0 picks a free one: read ``.port``)."""
-        if self._runner is not None:
-            raise RuntimeError("the callback server is already started")
-        runner = web.AppRunner(self.app, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as e:
-            await runner.cleanup()
-            raise OSError(e.errno, f"the callback server cannot listen on {host}:{port}: {e.strerror}") from e
-        self._runner = runner
+        await self._listener.start(host, port)
 
     @property
     def port(self) -> int:
         """The port it listens on (after start)."""
-        if self._runner is None or not self._runner.addresses:
-            raise RuntimeError("the callback server is not started: call start() first")
-        port: int = self._runner.addresses[0][1]
-        return port
+        return self._listener.port
 
     async def stop(self) -> None:
         """Stop listening and finish in-flight requests. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._listener.stop()
 
     # ----------------------------------------------------------------------- handlers
 

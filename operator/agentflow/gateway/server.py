@@ -51,6 +51,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..listener import Listener
 from ..llm.chat import ModelError
 from ..memory import InvalidMemory, MemoryStoreError
 from ..security.identity import AttemptEnded, AuthError
@@ -136,7 +137,6 @@ class GatewayServer:
         self.memory = memory if memory is not None else GatewayMemory(self.embeddings, tracing=gateway.tracing)
         self._authenticate = authenticate
         self._clock = clock
-        self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[_errors, _trace_context], client_max_size=max_body_bytes)
         self.app[_MAX_BODY] = max_body_bytes
         self.app.router.add_post("/v1/chat/completions", self._chat)
@@ -144,30 +144,20 @@ class GatewayServer:
         self.app.router.add_post("/v1/agentflow/memory/{function}", self._memory)
         self.app.router.add_get("/v1/models", self._models)
         self.app.router.add_get("/healthz", self._healthz)
+        self._listener = Listener(self.app, "the gateway server", access_log=False)
 
     async def start(self, host: str, port: int) -> None:
-        if self._runner is not None:
-            raise RuntimeError("the gateway server is already started")
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as e:
-            await runner.cleanup()
-            raise OSError(e.errno, f"the gateway cannot listen on {host}:{port}: {e.strerror}") from e
-        self._runner = runner
+        """Listen on host:port (port 0 picks a free one: read ``.port``)."""
+        await self._listener.start(host, port)
 
     @property
     def port(self) -> int:
-        if self._runner is None or not self._runner.addresses:
-            raise RuntimeError("the gateway server is not started: call start() first")
-        port: int = self._runner.addresses[0][1]
-        return port
+        """The port it listens on (after start)."""
+        return self._listener.port
 
     async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        """Stop listening and finish in-flight requests. Safe to call twice."""
+        await self._listener.stop()
 
     # ----------------------------------------------------------------------------------------- handlers
 

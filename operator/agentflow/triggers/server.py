@@ -43,6 +43,7 @@ from aiohttp import web
 
 from ..k8s.kube import Kube, KubeError, NotFound
 from ..k8s.trigger import delivery_of, delivery_status, secret_problem, workflow_body
+from ..listener import Listener
 from ..models import (
     AnyTemplate,
     ClusterWorkflowTemplate,
@@ -146,36 +147,23 @@ class TriggerServer:
         self._cache = _Cache(cache_seconds, time.monotonic)
         self._reported: dict[tuple[str, str], str] = {}
         """The configuration problem last written on each trigger's status."""
-        self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[_json_errors], client_max_size=max_body_bytes)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_post("/v1/triggers/{namespace}/{name}", self._deliver)
+        self._listener = Listener(self.app, "the trigger server")
 
     async def start(self, host: str, port: int) -> None:
         """Listen on host:port (port 0 picks a free one: read ``.port``)."""
-        if self._runner is not None:
-            raise RuntimeError("the trigger server is already started")
-        runner = web.AppRunner(self.app, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as e:
-            await runner.cleanup()
-            raise OSError(e.errno, f"the trigger server cannot listen on {host}:{port}: {e.strerror}") from e
-        self._runner = runner
+        await self._listener.start(host, port)
 
     @property
     def port(self) -> int:
-        if self._runner is None or not self._runner.addresses:
-            raise RuntimeError("the trigger server is not started: call start() first")
-        port: int = self._runner.addresses[0][1]
-        return port
+        """The port it listens on (after start)."""
+        return self._listener.port
 
     async def stop(self) -> None:
         """Stop listening and finish in-flight requests. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._listener.stop()
 
     # ----------------------------------------------------------------------- handlers
 
