@@ -84,8 +84,10 @@ class OnlineGate(Model):
 
     signal: RolloutSignal
     """schemaFailureRate (attempts whose answer broke the outputSchema), stepFailureRate (attempts that
-    failed or timed out), judgeScore (the score a step's result carries, 0..1: lower is worse), costPerRun
-    (US dollars of the family's steps in a run), latencySeconds (an attempt, scheduled to end)."""
+    failed or timed out), judgeScore (the score a step's result carries, 0..1: lower is worse; NOT produced
+    yet: no shipped executor or online judge puts a score on a step's result, so a judgeScore gate gets no
+    samples and its rollout waits at its first step), costPerRun (US dollars of the family's steps in a run),
+    latencySeconds (an attempt, scheduled to end)."""
     max_degradation: float = Field(default=0.0, ge=0, le=100)
     """How much worse the candidate may be before the gate fails: absolute for the rates and judgeScore
     (0.05 = 5 points), a fraction of the stable mean for costPerRun and latencySeconds (0.2 = 20 %)."""
