@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
-from .test_operator import REPO, Operator, crds, free_port, step_images  # noqa: F401 (fixtures)
+from .test_operator import REPO, Operator, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -144,7 +144,7 @@ def operator_help() -> str:
 
 
 @pytest.fixture(scope="module")
-def gateway_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+def gateway_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
                      upstream: HoldingUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     host = cluster.host_address
     if not host:

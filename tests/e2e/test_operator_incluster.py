@@ -30,7 +30,7 @@ import pytest
 from services import postgres
 
 from .conftest import Cluster, cluster_setting
-from .test_operator import REPO, crds, free_port, load_manifests, local_outputs, step_images, wait_finished  # noqa: F401
+from .test_operator import REPO, free_port, load_manifests, local_outputs, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -141,7 +141,7 @@ def pod_logs(cluster: Cluster, namespace: str, pod: str) -> str:
 
 
 def test_two_replicas_from_the_chart_run_the_quickstart_and_only_one_acts(
-        cluster: Cluster, crds: None, step_images: None, helm: tuple[str, Path], namespace: str,  # noqa: F811
+        cluster: Cluster, crds: None, step_images: None, helm: tuple[str, Path], namespace: str,
         tmp_path: Path) -> None:
     host = cluster.host_address
     if not host:
