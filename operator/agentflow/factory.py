@@ -234,11 +234,13 @@ def notify_config(args: argparse.Namespace, env: Mapping[str, str]) -> NotifyCon
         if args.smtp_starttls and args.smtp_tls:
             raise ConfigError("--smtp-starttls and --smtp-tls exclude each other: STARTTLS upgrades a plain "
                               "connection, --smtp-tls starts with TLS")
+        username = args.smtp_username or env.get("AGENTFLOW_SMTP_USERNAME") or None
         password = env.get("AGENTFLOW_SMTP_PASSWORD") or None
-        if (args.smtp_username is None) != (password is None):
-            raise ConfigError("--smtp-username and AGENTFLOW_SMTP_PASSWORD go together: give both or neither")
+        if (username is None) != (password is None):
+            raise ConfigError("--smtp-username (or AGENTFLOW_SMTP_USERNAME) and AGENTFLOW_SMTP_PASSWORD go together: "
+                              "give both or neither")
         smtp = SmtpSettings(args.smtp_host, args.smtp_port, args.smtp_from, starttls=args.smtp_starttls,
-                            tls=args.smtp_tls, username=args.smtp_username, password=password)
+                            tls=args.smtp_tls, username=username, password=password)
     return NotifyConfig(NotifySettings(console_url=console, webhook_hosts=hosts), smtp)
 
 
