@@ -5,8 +5,9 @@
     WorkflowReconciler.reconcile -> ApprovalNotifier.observe(body, run, records) -> the next send's time (its wake_at)
         waiting(run, records)          the approval nodes that wait and have approval.notify: since = the journal's
                                        ApprovalRequested time (the same after a restart), message, approvers, deadline
-        done                           the outcomes recorded in PostgreSQL (agentflow_notifications), read once per
-                                       run and process, then kept up to date in memory
+        done                           the outcomes recorded in PostgreSQL (agentflow_notifications): kept in memory,
+                                       read again whenever something looks due (another replica may have driven
+                                       the run meanwhile), so a quiet pass costs no query
         notify.plan.due(...)           PURE: what is due now and not done
         one task per send              never awaited by the reconcile: delivery cannot block or fail the run
             recipients                 e-mails (notify.emails, else the approvers that are e-mail addresses); the
@@ -43,7 +44,7 @@ from ..k8s.status import rfc3339
 from ..models.notify import ApprovalNotify, NotifyTarget, is_email
 from ..notify.delivery import DeliveryError, Mailer, WebhookPoster
 from ..notify.message import Notice, render
-from ..notify.plan import Channel, Send, Wait, due
+from ..notify.plan import Channel, Plan, Send, Wait, due
 from ..storage.errors import StorageError
 from .gateway import CREDENTIAL_LABEL
 
@@ -150,6 +151,8 @@ class ApprovalNotifier:
         self._done: dict[str, set[tuple[str, str]]] = {}
         self._inflight: dict[str, set[tuple[str, str]]] = {}
         self._waiting: dict[str, set[str]] = {}
+        self._unrecorded: dict[str, set[tuple[str, str]]] = {}
+        """Sent, but PostgreSQL refused the record: not sent again by this process."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def observe(self, body: Mapping[str, Any], run: Run, records: Sequence[Record]) -> float | None:
@@ -161,36 +164,55 @@ class ApprovalNotifier:
         except Exception:  # a bug here must not fail the reconcile
             log.exception("approval notifications of %s", uid)
             return None
-        self._waiting[uid] = {w.node for w in waits}
         if not waits:
+            self.forget(uid)  # sends in flight stop at their next try
             return None
-        done = self._done.get(uid)
-        if done is None:
-            try:
-                done = self._done[uid] = await self.store.notifications_done(uid)
-            except StorageError as exc:
-                log.warning("approval notifications of %s wait for PostgreSQL: %s", uid, exc)
-                return self.clock() + STORAGE_RETRY_SECONDS
+        self._waiting[uid] = {w.node for w in waits}
         inflight = self._inflight.setdefault(uid, set())
         now = self.clock()
+        plans = self._plans(uid, waits, now, inflight)
+        if plans is None or any(plan.sends for _, plan in plans):
+            # Something looks due: read what is recorded (another replica may have driven this run meanwhile).
+            try:
+                self._done[uid] = await self.store.notifications_done(uid) | self._unrecorded.get(uid, set())
+            except StorageError as exc:
+                log.warning("approval notifications of %s wait for PostgreSQL: %s", uid, exc)
+                return now + STORAGE_RETRY_SECONDS
+            plans = self._plans(uid, waits, now, inflight)
+            assert plans is not None
         next_at: float | None = None
-        for w in waits:
-            plan = due(plan_wait(w), now, {key for node, key in done if node == w.node})
+        for w, plan in plans:
             if plan.next_at is not None:
                 next_at = plan.next_at if next_at is None else min(next_at, plan.next_at)
             for send in plan.sends:
-                if (w.node, send.key) in inflight:
-                    continue
                 inflight.add((w.node, send.key))
                 task = asyncio.create_task(self._deliver(body, w, send), name=f"notify {uid} {w.node} {send.key}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         return next_at
 
+    def _plans(self, uid: str, waits: Sequence[Waiting], now: float,
+               inflight: set[tuple[str, str]]) -> list[tuple[Waiting, Plan]] | None:
+        """Each wait's plan against what this process knows is done, sends in flight left out; None when it
+        knows nothing of the run yet."""
+        done = self._done.get(uid)
+        if done is None:
+            return None
+        out = []
+        for w in waits:
+            plan = due(plan_wait(w), now, {key for node, key in done if node == w.node})
+            sends = tuple(send for send in plan.sends if (w.node, send.key) not in inflight)
+            out.append((w, Plan(sends, plan.next_at)))
+        return out
+
     def forget(self, run_uid: str) -> None:
-        """The run's Workflow is gone: drop what is kept of it (its sends in flight stop at their next try)."""
+        """The run finished or its Workflow is gone: drop what is kept of it (its sends in flight stop at their
+        next try)."""
         self._done.pop(run_uid, None)
         self._waiting.pop(run_uid, None)
+        self._unrecorded.pop(run_uid, None)
+        if not self._inflight.get(run_uid, True):
+            del self._inflight[run_uid]
 
     async def drain(self) -> None:
         """Wait for the sends in flight (tests; a graceful stop)."""
@@ -215,6 +237,7 @@ class ApprovalNotifier:
                 await self.store.record_notification(uid, w.node, send.key, outcome, detail)
             except StorageError as exc:  # sent and not recorded: a restart may send it again (at least once)
                 log.warning("could not record notification %s of %s in %s: %s", send.key, w.node, uid, exc)
+                self._unrecorded.setdefault(uid, set()).add((w.node, send.key))
             if uid in self._done:
                 self._done[uid].add((w.node, send.key))
             await self._event(body, outcome, w, send, detail)

@@ -64,7 +64,7 @@ def failed(kube: FakeKube) -> list[str]:
 
 async def test_an_outcome_that_cannot_be_recorded_is_still_not_sent_twice_by_this_process() -> None:
     s = Setup()
-    body = workflow({"message": "ok?", "notify": {"webhookSecretRef": {"name": "hook"}}})
+    body = workflow({"message": "ok?", "notify": {"webhookSecretRef": {"name": "hook"}, "remindEvery": "1h"}})
 
     async def broken(*args: Any, **kwargs: Any) -> bool:
         raise StorageUnavailable("PostgreSQL went away")
@@ -72,11 +72,13 @@ async def test_an_outcome_that_cannot_be_recorded_is_still_not_sent_twice_by_thi
     s.store.record_notification = broken  # type: ignore[method-assign]
     await s.reconcile(body)
     await s.reconcile(body)
-    s.now += 3600
+    s.now += 3600  # the reminder is due: what is recorded is read again, and the unrecorded notice still counts
+    await s.reconcile(body)
     await s.reconcile(body)
     assert s.kube.statuses[-1]["phase"] == "Waiting"
-    [message] = failed(s.kube)  # hooks.example.com is not on the allowlist: refused for good, said once
-    assert "not on the operator's allowlist" in message
+    messages = failed(s.kube)  # hooks.example.com is not on the allowlist: refused for good, each said once
+    assert len(messages) == 2 and "approval notification for ask" in messages[0]
+    assert "approval reminder 1 for ask" in messages[1] and "not on the operator's allowlist" in messages[1]
     await s.notifier.close()
 
 
