@@ -1028,8 +1028,9 @@ def test_notifications_values_reach_the_operators_flags_and_env(helm: tuple[str,
     default = _container(render(helm), RELEASE)
     config = notify_config(operator_parser().parse_args(default["args"][1:]), {})
     assert config.smtp is None and config.settings.console_url is None
-    assert config.settings.webhook_hosts == ("hooks.slack.com",)
+    assert config.settings.webhook_hosts == ()  # no webhooks by default: the operator reads no Secrets
     assert not [e for e in default["env"] if e["name"].startswith("AGENTFLOW_SMTP")]
+    assert _rules(render(helm)).get(("", "secrets", "*")) is None
 
     objects = render(helm, "--set-string", "notifications.consoleUrl=https://agentflow.example.com",
                      "--set-string", "notifications.smtp.host=smtp.example.com",
@@ -1047,6 +1048,11 @@ def test_notifications_values_reach_the_operators_flags_and_env(helm: tuple[str,
     assert config.smtp is not None and (config.smtp.host, config.smtp.port, config.smtp.sender) == (
         "smtp.example.com", 587, "agentflow@example.com")
     assert config.smtp.starttls and not config.smtp.tls and config.smtp.username == "u"
+    # webhook hosts named: get on Secrets where the namespaced rules are (to read a tenant's webhook Secret)
+    assert _rules(objects)[("", "secrets", "*")] == {"get"}
+    scoped = render(helm, "--set", "notifications.webhookHosts={hooks.slack.com}", "--set", "watchNamespaces={team-a}")
+    assert _rules(scoped).get(("", "secrets", "*")) is None
+    assert _rules(scoped, ("Role", f"{RELEASE}@team-a"))[("", "secrets", "*")] == {"get"}
 
 
 @pytest.mark.parametrize(("options", "message"), [

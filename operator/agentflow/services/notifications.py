@@ -284,6 +284,9 @@ class ApprovalNotifier:
             return f"e-mail to {len(recipients)} recipient(s)"
         ref = target.webhook_secret_ref
         assert ref is not None
+        if not self.settings.webhook_hosts:  # before reading any Secret: the operator may not be allowed to
+            raise DeliveryError("the operator allows no webhook hosts (--notify-webhook-hosts, the chart's "
+                                "notifications.webhookHosts)", retryable=False)
         url = await self._webhook_url(str(body["metadata"]["namespace"]), ref.name, ref.key)
         await self.poster.post(url, rendered.payload)
         return f"webhook of Secret {ref.name} (key {ref.key})"

@@ -127,3 +127,13 @@ async def test_approvals_without_notify_send_nothing() -> None:
     assert s.kube.statuses[-1]["phase"] == "Waiting" and outcome.wake_at is None
     assert not s.store.notifications and not failed(s.kube)
     await s.notifier.close()
+
+
+async def test_with_no_webhook_host_allowed_no_secret_is_even_read() -> None:
+    s = Setup(hosts=())
+    body = workflow({"message": "ok?", "notify": {"webhookSecretRef": {"name": "hook"}}})
+    await s.reconcile(body)
+    await s.reconcile(body)
+    [message] = failed(s.kube)
+    assert "allows no webhook hosts" in message and not s.kube.secret_reads
+    await s.notifier.close()
