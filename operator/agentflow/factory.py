@@ -11,6 +11,7 @@ Entry points (``agentflow operator``, ``agentflow gateway``) read their flags in
     factory.callback_server()   the server step pods fetch attempts from and post results to
     factory.trigger_server()    with a cluster: the server WorkflowTriggers' deliveries are posted to
     factory.reconciler(config)  the Workflow reconciler (its journal appends metered when given the Metrics)
+    factory.notifier(config)    the approval notifier (SMTP relay, webhook allowlist, console URL): to reconciler()
     factory.event_publisher()   with ``events`` (``--nats-url``): the publisher draining the outbox to NATS
                                 JetStream, poked by every journal append that wrote the outbox
     factory.tracing             with ``traces`` (``--otlp-endpoint`` or OTEL_EXPORTER_OTLP_ENDPOINT): the spans of
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -52,12 +55,15 @@ from .llm import Provider, litellm_provider, offline_provider
 from .memory import HashingEmbedder, MemoryStoreError, StoredEpisodes
 from .memory.postgres import PostgresMemoryStore
 from .models import Budget
+from .models.notify import is_email
+from .notify.delivery import Mailer, SmtpSettings, WebhookPoster
 from .security.identity import Authenticate, SignedTokens
 from .security.pii import text_redactor
 from .services.canary import RolloutSync
 from .services.gateway import AttemptAuthenticator, KubeBudgets, KubeCredentials
 from .services.identity import TOKEN_AUDIENCE, PodIdentity
 from .services.metrics import MeteredStore, Metrics
+from .services.notifications import DEFAULT_WEBHOOK_HOSTS, ApprovalNotifier, NotifySettings
 from .services.quality import QualityMetrics, QualityWatch
 from .services.reconcile import DEFAULT_MAX_PARALLEL, WorkflowReconciler
 from .storage.database import Database
@@ -69,6 +75,9 @@ __all__ = ["ConfigError", "Factory", "GatewaySettings", "add_gateway_arguments",
 
 TRACE_FLUSH_SECONDS = 2.0
 """How long closing waits for the last spans to reach the collector (an unreachable one: no longer)."""
+
+
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*|\[?[0-9a-f:.]+\]?")
 
 
 class ConfigError(Exception):
@@ -169,6 +178,72 @@ def add_trace_arguments(p: argparse.ArgumentParser, env: Mapping[str, str]) -> N
                         "(agentflow.security.pii); off by default")
 
 
+def _on(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_notify_arguments(p: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """The flags of approval notifications (agentflow.services.notifications). The SMTP password is read from
+    AGENTFLOW_SMTP_PASSWORD only (a flag would show in the process list); the chart sets it from a Secret."""
+    p.add_argument("--console-url", metavar="URL", default=env.get("AGENTFLOW_CONSOLE_URL") or None,
+                   help="the console's external URL (https://agentflow.example.com): notifications link to a run's "
+                        "page there")
+    p.add_argument("--smtp-host", default=env.get("AGENTFLOW_SMTP_HOST") or None,
+                   help="the SMTP relay approval e-mails go through (default: none; e-mail notifications then fail "
+                        "with an Event saying so)")
+    p.add_argument("--smtp-port", type=int, default=int(env.get("AGENTFLOW_SMTP_PORT") or 587))
+    p.add_argument("--smtp-from", default=env.get("AGENTFLOW_SMTP_FROM") or None, metavar="ADDRESS",
+                   help="the From address of approval e-mails")
+    p.add_argument("--smtp-starttls", action="store_true", default=_on(env.get("AGENTFLOW_SMTP_STARTTLS")),
+                   help="upgrade the SMTP connection with STARTTLS (the relay must offer it)")
+    p.add_argument("--smtp-tls", action="store_true", default=_on(env.get("AGENTFLOW_SMTP_TLS")),
+                   help="implicit TLS from the first byte (port 465)")
+    p.add_argument("--smtp-username", default=env.get("AGENTFLOW_SMTP_USERNAME") or None,
+                   help="log in to the relay as this user, with the password in AGENTFLOW_SMTP_PASSWORD")
+    p.add_argument("--notify-webhook-hosts", default=env.get("AGENTFLOW_NOTIFY_WEBHOOK_HOSTS",
+                                                              ",".join(DEFAULT_WEBHOOK_HOSTS)),
+                   metavar="HOST,...", help="the only hosts approval webhooks are posted to (tenants name the URL "
+                   "in a Secret); exact host names, comma-separated (default: hooks.slack.com; '' for none)")
+
+
+@dataclasses.dataclass(frozen=True)
+class NotifyConfig:
+    settings: NotifySettings
+    smtp: SmtpSettings | None
+
+
+def notify_config(args: argparse.Namespace, env: Mapping[str, str]) -> NotifyConfig:
+    """Settings from the flags of :func:`add_notify_arguments`; ConfigError naming the flag at fault."""
+    console = args.console_url
+    if console is not None:
+        parts = urllib.parse.urlsplit(console)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(f"--console-url: {console!r} is not an http(s) URL without a query or fragment "
+                              "(https://agentflow.example.com)")
+    hosts = tuple(h.strip().lower() for h in (args.notify_webhook_hosts or "").split(",") if h.strip())
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise ConfigError(f"--notify-webhook-hosts: {host!r} is not a host name (no scheme, port or path)")
+    smtp = None
+    if args.smtp_host:
+        if not 0 < args.smtp_port < 65536:
+            raise ConfigError(f"--smtp-port: {args.smtp_port} is not a TCP port")
+        if not args.smtp_from or not is_email(args.smtp_from):
+            raise ConfigError(f"--smtp-from: {args.smtp_from!r} is not a plain e-mail address; the relay needs a "
+                              "From address")
+        if args.smtp_starttls and args.smtp_tls:
+            raise ConfigError("--smtp-starttls and --smtp-tls exclude each other: STARTTLS upgrades a plain "
+                              "connection, --smtp-tls starts with TLS")
+        username = args.smtp_username or env.get("AGENTFLOW_SMTP_USERNAME") or None
+        password = env.get("AGENTFLOW_SMTP_PASSWORD") or None
+        if (username is None) != (password is None):
+            raise ConfigError("--smtp-username (or AGENTFLOW_SMTP_USERNAME) and AGENTFLOW_SMTP_PASSWORD go together: "
+                              "give both or neither")
+        smtp = SmtpSettings(args.smtp_host, args.smtp_port, args.smtp_from, starttls=args.smtp_starttls,
+                            tls=args.smtp_tls, username=username, password=password)
+    return NotifyConfig(NotifySettings(console_url=console, webhook_hosts=hosts), smtp)
+
+
 def trace_settings(args: argparse.Namespace, env: Mapping[str, str], service_name: str) -> TraceSettings:
     """Settings from parsed flags and the OTEL_* variables; ConfigError naming the setting at fault."""
     try:
@@ -209,6 +284,7 @@ class Factory:
         self._authenticate: Authenticate | None = None
         self._publisher: OutboxPublisher | None = None
         self._memory: PostgresMemoryStore | None = None
+        self._notifier: ApprovalNotifier | None = None
 
     @classmethod
     async def create(cls, *, dsn: str, key: bytes | None = None, kube: Kube | None = None,
@@ -295,10 +371,22 @@ class Factory:
             raise ConfigError("the trigger server needs a Kubernetes client")
         return TriggerServer(self.kube, namespaces=namespaces)
 
+    def notifier(self, config: NotifyConfig, *, reporting_instance: str = "") -> ApprovalNotifier:
+        """The approval notifier (built once; closed with the factory): give it to :meth:`reconciler`."""
+        if self.kube is None:
+            raise ConfigError("approval notifications need a Kubernetes client")
+        if self._notifier is None:
+            mailer = Mailer(config.smtp) if config.smtp is not None else None
+            self._notifier = ApprovalNotifier(self.kube, self.db.store, config.settings, mailer=mailer,
+                                              poster=WebhookPoster(config.settings.webhook_hosts),
+                                              reporting_instance=reporting_instance)
+        return self._notifier
+
     def reconciler(self, pod_config: PodConfig, metrics: Metrics | None = None, *,
                    network: NetworkConfig | None = None, signing_key: bytes | None = None,
                    previews: bool = True, max_parallel: int | None = DEFAULT_MAX_PARALLEL,
-                   quality: QualityWatch | None = None) -> WorkflowReconciler:
+                   quality: QualityWatch | None = None,
+                   notifier: ApprovalNotifier | None = None) -> WorkflowReconciler:
         """The Workflow reconciler: with ``metrics``, what its journal appends record is counted (steps,
         durations, tokens and cost: agentflow.services.metrics); ``network`` the platform's side of step pods'
         NetworkPolicies, ``signing_key`` the key approval decisions are stamped with by the admission webhook
@@ -312,7 +400,8 @@ class Factory:
         reconciler = WorkflowReconciler(self.kube, store, pod_config, network=network, signing_key=signing_key,
                                         previews=previews, audit=self.db.audit, max_parallel=max_parallel,
                                         tracing=self.tracing,
-                                        trace_url_template=self.trace_settings.url_template)
+                                        trace_url_template=self.trace_settings.url_template,
+                                        notifier=notifier)
         if quality is not None and metrics is not None:
             quality.follow(reconciler.runs)
         return reconciler
@@ -348,6 +437,8 @@ class Factory:
 
     async def close(self) -> None:
         self.tracing.shutdown(TRACE_FLUSH_SECONDS)
+        if self._notifier is not None:
+            await self._notifier.close()
         if self._publisher is not None:
             await self._publisher.close()
         if self._gateway is not None:

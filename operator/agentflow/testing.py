@@ -340,6 +340,8 @@ class MemoryStore:
         self.pod_uids: dict[tuple[str, str, int], str] = {}
         self.sources: dict[str, list[EventSource | None]] = {}
         """The EventSource given with each append, per run."""
+        self.notifications: dict[tuple[str, str, str], tuple[str, str]] = {}
+        """(run uid, node, key) -> (outcome, detail) of approval notifications."""
         self.fail: Exception | None = None
 
     def _check(self) -> None:
@@ -419,6 +421,17 @@ class MemoryStore:
         self._check()
         return {(n, a): copy.deepcopy(r) for (u, n, a), r in self.results.items() if u == run_uid}
 
+    async def notifications_done(self, run_uid: str) -> set[tuple[str, str]]:
+        self._check()
+        return {(n, k) for (u, n, k) in self.notifications if u == run_uid}
+
+    async def record_notification(self, run_uid: str, node: str, key: str, outcome: str, detail: str = "") -> bool:
+        self._check()
+        if (run_uid, node, key) in self.notifications:
+            return False
+        self.notifications[(run_uid, node, key)] = (outcome, detail)
+        return True
+
     async def delete_run(self, run_uid: str) -> Collected:
         return await self.collect([run_uid])
 
@@ -430,6 +443,8 @@ class MemoryStore:
             out.rows["agentflow_journal"] += len(self.journals.pop(run_uid, []))
             self.sources.pop(run_uid, None)
             self.evaluations.pop(run_uid, None)
+            for sent in [k for k in self.notifications if k[0] == run_uid]:
+                del self.notifications[sent]
             for name, table in (("agentflow_attempts", self.attempts), ("agentflow_step_results", self.results)):
                 for key in [k for k in table if k[0] == run_uid]:
                     del table[key]

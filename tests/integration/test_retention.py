@@ -98,7 +98,8 @@ async def test_a_deleted_run_is_collected_and_the_record_kept(db: Database) -> N
     assert collected.rows == {"agentflow_journal": 3, "agentflow_attempts": 1, "agentflow_step_results": 1,
                               "agentflow_event_runs": 1, "agentflow_runs": 1, "agentflow_llm_calls": 2,
                               "agentflow_budget_reservations": 2, "agentflow_evaluations": 0,
-                              "agentflow_evaluation_cases": 0}  # not an evaluation run: none of those
+                              "agentflow_evaluation_cases": 0,  # not an evaluation run: none of those
+                              "agentflow_notifications": 0}  # and no approval that notified
     assert await rows(db, gone) == {"agentflow_journal": 0, "agentflow_attempts": 0, "agentflow_step_results": 0,
                                     "agentflow_event_runs": 0, "agentflow_runs": 0, "agentflow_llm_calls": 0,
                                     "reservations": 1,  # the held one still holds money until settled or expired

@@ -1019,3 +1019,52 @@ def test_agents_memory_store_is_off_by_default_and_given_to_the_operator_and_the
     given = memory_env(render(helm, "--set", "memory.existingSecret=agent-memory", "--set", "gateway.enabled=true"))
     assert len(given) == 2 and all(e["valueFrom"]["secretKeyRef"] == {"name": "agent-memory", "key": "dsn"}
                                    for e in given)
+
+
+def test_notifications_values_reach_the_operators_flags_and_env(helm: tuple[str, Path]) -> None:
+    from agentflow.controller.main import build_parser as operator_parser
+    from agentflow.factory import notify_config
+
+    default = _container(render(helm), RELEASE)
+    config = notify_config(operator_parser().parse_args(default["args"][1:]), {})
+    assert config.smtp is None and config.settings.console_url is None
+    assert config.settings.webhook_hosts == ()  # no webhooks by default: the operator reads no Secrets
+    assert not [e for e in default["env"] if e["name"].startswith("AGENTFLOW_SMTP")]
+    assert _rules(render(helm)).get(("", "secrets", "*")) is None
+
+    objects = render(helm, "--set-string", "notifications.consoleUrl=https://agentflow.example.com",
+                     "--set-string", "notifications.smtp.host=smtp.example.com",
+                     "--set-string", "notifications.smtp.from=agentflow@example.com",
+                     "--set", "notifications.smtp.existingSecret=smtp-login",
+                     "--set", "notifications.webhookHosts={hooks.slack.com,chat.example.com}")
+    container = _container(objects, RELEASE)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AGENTFLOW_SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "smtp-login", "key": "password"}
+    assert env["AGENTFLOW_SMTP_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "smtp-login", "key": "username"}
+    config = notify_config(operator_parser().parse_args(container["args"][1:]),
+                           {"AGENTFLOW_SMTP_USERNAME": "u", "AGENTFLOW_SMTP_PASSWORD": "p"})
+    assert config.settings.console_url == "https://agentflow.example.com"
+    assert config.settings.webhook_hosts == ("hooks.slack.com", "chat.example.com")
+    assert config.smtp is not None and (config.smtp.host, config.smtp.port, config.smtp.sender) == (
+        "smtp.example.com", 587, "agentflow@example.com")
+    assert config.smtp.starttls and not config.smtp.tls and config.smtp.username == "u"
+    # webhook hosts named: get on Secrets where the namespaced rules are (to read a tenant's webhook Secret)
+    assert _rules(objects)[("", "secrets", "*")] == {"get"}
+    scoped = render(helm, "--set", "notifications.webhookHosts={hooks.slack.com}", "--set", "watchNamespaces={team-a}")
+    assert _rules(scoped).get(("", "secrets", "*")) is None
+    assert _rules(scoped, ("Role", f"{RELEASE}@team-a"))[("", "secrets", "*")] == {"get"}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--set-string", "notifications.smtp.host=smtp.example.com"], "notifications.smtp.from is required"),
+    (["--set-string", "notifications.smtp.host=smtp.example.com", "--set-string",
+      "notifications.smtp.from=a@example.com", "--set", "notifications.smtp.tls=true"], "exclude each other"),
+    (["--set-string", "notifications.consoleUrl=agentflow.example.com"], "notifications.consoleUrl: Does not match"),
+    (["--set", "notifications.webhookHosts={https://hooks.slack.com}"], "notifications.webhookHosts.0: Does not"),
+    (["--set", "notifications.smtp.port=0"], "notifications.smtp.port: Must be greater than or equal to 1"),
+])
+def test_helm_rejects_bad_notifications_values_naming_them(helm: tuple[str, Path], options: list[str],
+                                                           message: str) -> None:
+    binary, charts = helm
+    out = run(binary, "template", RELEASE, str(charts / "agentflow"), *REQUIRED, *options, ok=False)
+    assert out.returncode != 0 and message in out.stderr, out.stderr

@@ -33,8 +33,10 @@ from ..factory import (
     ConfigError,
     Factory,
     add_gateway_arguments,
+    add_notify_arguments,
     add_trace_arguments,
     gateway_settings,
+    notify_config,
     trace_settings,
 )
 from ..k8s.egress import EgressDenyList
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(needed only when two clusters' operators share one database; env "
                         "AGENTFLOW_ORPHAN_SWEEP=off)")
     add_trace_arguments(p, os.environ)
+    add_notify_arguments(p, os.environ)
     p.add_argument("--step-otlp-endpoint", metavar="URL", default=env("AGENTFLOW_STEP_OTLP_ENDPOINT"),
                    help="the collector step pods export their own spans to over OTLP/HTTP (the address pods reach "
                         "it at; /v1/traces is added); their NetworkPolicy allows it. Default: the operator's own "
@@ -297,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway_config = gateway_settings(args)
         events_config = events_settings(args)
         traces = trace_settings(args, os.environ, "agentflow-operator")
+        notify = notify_config(args, os.environ)
     except (ConfigError, ValueError) as exc:
         raise SystemExit(f"agentflow operator: {exc}") from None
     if args.trigger_listen and not args.trigger_listen.rpartition(":")[2].isdigit():
@@ -348,11 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             dsn=args.postgres_dsn, kube=KubeClient.from_environment(args.kubeconfig), gateway=gateway_config,
             registry=metrics.registry, token_audience=args.token_audience, events=events_config,
             traces=traces)
+        notifier = factory.notifier(notify, reporting_instance=os.environ.get("POD_ID", ""))
         quality = factory.quality_watch(QualityMetrics(metrics.registry),
                                         reporting_instance=os.environ.get("POD_ID", ""))
         memo.driver = WorkflowDriver(factory.reconciler(pod_config, metrics, network=network, signing_key=key,
                                                         previews=args.status_previews == "masked",
-                                                        max_parallel=args.max_parallel, quality=quality), metrics)
+                                                        max_parallel=args.max_parallel, quality=quality,
+                                                        notifier=notifier), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
         memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))
@@ -362,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reconciler.forget(run_uid)
             metrics.forget(run_uid)
             quality.forget(run_uid)
+            notifier.forget(run_uid)
 
         default_ttl = args.ttl_seconds_after_finished
         memo.retention = RunRetention(reconciler.kube, factory.db.store,

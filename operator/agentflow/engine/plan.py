@@ -258,7 +258,7 @@ def _step_plan(step: StepSpec, spec: WorkflowSpec, dependents: tuple[str, ...], 
         approval = step.planner.fallback.approval
         fallback = _step_plan(StepSpec(name=step.name, kind=StepKind.approval, approval=ApprovalSpec(
             message=approval.message or f"step {step.name}: no valid plan came; approve to go on without one",
-            approvers=approval.approvers, timeout_seconds=approval.timeout_seconds)), spec, (),
+            approvers=approval.approvers, timeout_seconds=approval.timeout_seconds, notify=approval.notify)), spec, (),
             f"{where}.planner.fallback.approval")
     return StepPlan(
         name=step.name,

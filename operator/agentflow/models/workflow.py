@@ -33,6 +33,7 @@ from .base import (
     ObjectMeta,
     ResourceStatus,
 )
+from .notify import ApprovalNotify, is_email
 
 TEMPLATE_FIELDS = ("steps", "state_machine", "behavior_tree", "fallback_machines", "outputs", "input_schema", "retry")
 """What a WorkflowTemplate gives and a Workflow made from it may not (as their defaults: the API server
@@ -95,6 +96,23 @@ class ApprovalSpec(Model):
     """Who may decide (user or group names); empty = anyone allowed to approve."""
     timeout_seconds: float | None = Field(default=None, gt=0, le=limits.MAX_RUN_TIMEOUT_SECONDS)
     """Reject automatically when nobody decides within this time (seconds, at most 90 days)."""
+    notify: ApprovalNotify | None = None
+    """Notify the approvers (e-mail, a Slack-compatible webhook) when the step starts waiting, remind them and
+    escalate to a second group (agentflow.models.notify). On a cluster only: the local runner asks in the terminal."""
+
+    @model_validator(mode="after")
+    def _notify(self) -> ApprovalSpec:
+        notify = self.notify
+        if notify is None:
+            return self
+        if notify.empty and not any(is_email(a) for a in self.approvers):
+            raise ValueError("notify names no recipient: give notify.emails or notify.webhookSecretRef (or approvers "
+                             "that are e-mail addresses)")
+        after = notify.escalate_after_seconds
+        if after is not None and self.timeout_seconds is not None and after >= self.timeout_seconds:
+            raise ValueError(f"notify.escalateAfter ({notify.escalate_after}) is not before timeoutSeconds "
+                             f"({self.timeout_seconds:g}): the step is rejected before anyone would be escalated to")
+        return self
 
 
 class ModelParams(Model):

@@ -6,6 +6,8 @@
     record    append the decision's events to the journal (fenced by sequence number)
     act       store each attempt's payload, create its pod (deterministic name: never twice),
               delete pods to cancel or clean up, write status and Kubernetes Events
+    notify    approval notifications due (agentflow.services.notifications: sent in the background, their
+              next time is a wake-up)
 
 Tool steps (issue 6): before anything is created, the grant is decided
 (agentflow.validation.grants.decide_tool, the same decision the executor makes).
@@ -78,6 +80,7 @@ from ..validation.grants import (
 from ..validation.templates import resolve_workflow
 from . import approvals
 from .errors import InvalidWorkflow, MissingReferences
+from .notifications import ApprovalNotifier
 
 log = logging.getLogger("agentflow.reconcile")
 
@@ -152,8 +155,9 @@ class WorkflowReconciler:
                  clock: Callable[[], float] = time.time,
                  audit: AuditSink | None = None, quota_ttl: float = QUOTA_TTL_SECONDS,
                  max_parallel: int | None = DEFAULT_MAX_PARALLEL, tracing: Tracing | None = None,
-                 trace_url_template: str | None = None) -> None:
+                 trace_url_template: str | None = None, notifier: ApprovalNotifier | None = None) -> None:
         self.kube = kube
+        self.notifier = notifier
         self.store = store
         self.pod_config = pod_config
         self.network = network or NetworkConfig()
@@ -562,6 +566,10 @@ class WorkflowReconciler:
                     log.warning("could not record event %s on %s/%s: %s", reason, namespace, name, exc)
         else:
             wake_at = None
+        if self.notifier is not None:  # in the background: never blocks or fails the run
+            notify_at = await self.notifier.observe(body, run, state.journal.records)
+            if notify_at is not None and not run.finished:
+                wake_at = notify_at if wake_at is None else min(wake_at, notify_at)
         writes += await self._cleanup(body, state, pods)
         trace = state.trace.trace_hex if state.trace is not None else None
         status = workflow_status(run, now=self.clock(), generation=meta.get("generation"), previews=self.previews,

@@ -20,6 +20,9 @@ What the operator keeps here, so that nothing is lost when a pod or the operator
                              uid): the verdict, rates, cost, tokens, latency (agentflow.services.evaluations)
     agentflow_evaluation_cases  its cases, one row each: passed, score, spend, and the case's whole result (json:
                              output, each assertion's verdict, the pairwise outcome); both go with the Workflow
+    agentflow_notifications  the outcome of each approval notification (run, node, key: notify|remind-K|escalate
+                             and its channel): sent, or failed for good; what keeps a restarted operator from
+                             sending one twice (agentflow.services.notifications)
     agentflow_schema_version the migrations applied (:meth:`PostgresStore.migrate`)
 
 The store is built by the caller (``await PostgresStore.connect(dsn)``) and closed by it; nothing
@@ -227,6 +230,26 @@ _MIGRATIONS += (
                 error text,
                 result json NOT NULL,
                 CONSTRAINT agentflow_evaluation_cases_pkey PRIMARY KEY (run_uid, position)
+            )
+            """,
+        ),
+    ),
+)
+
+_MIGRATIONS += (
+    (
+        7,
+        "Approval notifications: the outcome of each send (agentflow.services.notifications)",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS agentflow_notifications (
+                run_uid text NOT NULL,
+                node text NOT NULL,
+                key text NOT NULL,
+                outcome text NOT NULL CHECK (outcome IN ('sent', 'failed')),
+                detail text NOT NULL DEFAULT '',
+                recorded_at timestamptz NOT NULL DEFAULT now(),
+                CONSTRAINT agentflow_notifications_pkey PRIMARY KEY (run_uid, node, key)
             )
             """,
         ),
@@ -629,6 +652,22 @@ class PostgresStore:
         """Every run with rows, with its namespace when known (the startup sweep's first read)."""
         async with self._connection("list the stored runs") as conn:
             return await orphan_candidates(conn)
+
+    # ----------------------------------------------------------------------- approval notifications
+
+    async def notifications_done(self, run_uid: str) -> set[tuple[str, str]]:
+        """The (node, key) of every approval notification of the run whose outcome is recorded."""
+        async with self._connection(f"read the notifications of run {run_uid!r}", run_uid) as conn:
+            rows = await conn.fetch("SELECT node, key FROM agentflow_notifications WHERE run_uid = $1", run_uid)
+        return {(str(r[0]), str(r[1])) for r in rows}
+
+    async def record_notification(self, run_uid: str, node: str, key: str, outcome: str, detail: str = "") -> bool:
+        """Record a notification's outcome (``sent`` or ``failed``) once; False when it was already recorded."""
+        async with self._connection(f"record notification {key} of {node} in run {run_uid!r}", run_uid) as conn:
+            stored = await conn.fetchval(
+                "INSERT INTO agentflow_notifications (run_uid, node, key, outcome, detail) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT DO NOTHING RETURNING true", run_uid, node, key, outcome, detail[:2000])
+        return stored is True
 
     # ----------------------------------------------------------------------- evaluations
 

@@ -11,6 +11,7 @@ One transaction per batch of runs (:func:`collect_runs`, called by ``PostgresSto
     agentflow_runs                  its row                                 which namespace/Workflow it was
     agentflow_evaluations,          the verdict and cases of an evaluation  they describe that Workflow's run
     agentflow_evaluation_cases      Workflow (agentflow.services.evaluations)
+    agentflow_notifications         every row                               what its approvals' notifications did
     agentflow_llm_calls             every row of the run                    the call log (cost reports, calibration
                                                                             read it: they cover the runs kept)
     agentflow_budget_reservations   the run's settled, released, expired    a held one still holds money: it is
@@ -42,7 +43,7 @@ from typing import Any
 __all__ = ["Collected", "RunRef", "collect_runs", "orphan_candidates"]
 
 RUN_TABLES = ("agentflow_journal", "agentflow_attempts", "agentflow_step_results", "agentflow_event_runs",
-              "agentflow_runs", "agentflow_evaluations", "agentflow_evaluation_cases")
+              "agentflow_runs", "agentflow_evaluations", "agentflow_evaluation_cases", "agentflow_notifications")
 """The journal schema's tables keyed by run uid: a run with a row in any of them is the operator's."""
 
 

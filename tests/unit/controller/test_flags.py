@@ -66,3 +66,39 @@ def test_step_pods_export_to_the_step_collector_or_the_operators_unless_it_is_on
     assert config.collector_pods == ("observability", {"app": "otel"})
     with pytest.raises(SystemExit, match="--step-otlp-pods 'otel'"):
         network_config(args("--step-otlp-pods", "otel"), {}, collector="http://10.0.0.9:4318/v1/traces")
+
+
+def test_notification_flags_build_the_smtp_relay_and_the_allowlist() -> None:
+    from agentflow.factory import notify_config
+
+    config = notify_config(args("--console-url", "https://agentflow.example.com/", "--smtp-host", "smtp.example.com",
+                                "--smtp-port", "465", "--smtp-tls", "--smtp-from", "agentflow@example.com",
+                                "--smtp-username", "relay", "--notify-webhook-hosts", "Hooks.Slack.com, chat.x.io"),
+                           {"AGENTFLOW_SMTP_PASSWORD": "pw"})
+    assert config.settings.console_url == "https://agentflow.example.com/"
+    assert config.settings.webhook_hosts == ("hooks.slack.com", "chat.x.io")
+    assert config.smtp is not None and config.smtp.tls and not config.smtp.starttls
+    assert (config.smtp.port, config.smtp.username, config.smtp.password) == (465, "relay", "pw")
+    off = notify_config(args(), {})
+    assert off.smtp is None and off.settings.webhook_hosts == ("hooks.slack.com",)
+    assert notify_config(args("--notify-webhook-hosts", ""), {}).settings.webhook_hosts == ()
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["--console-url", "agentflow.example.com"], {}, "--console-url"),
+    (["--console-url", "https://x.example.com/?a=1"], {}, "--console-url"),
+    (["--notify-webhook-hosts", "https://hooks.slack.com"], {}, "--notify-webhook-hosts"),
+    (["--notify-webhook-hosts", "hooks.slack.com/path"], {}, "--notify-webhook-hosts"),
+    (["--smtp-host", "smtp.x.io"], {}, "--smtp-from"),
+    (["--smtp-host", "smtp.x.io", "--smtp-from", "Agent <a@x.io>"], {}, "--smtp-from"),
+    (["--smtp-host", "smtp.x.io", "--smtp-from", "a@x.io", "--smtp-port", "0"], {}, "--smtp-port"),
+    (["--smtp-host", "smtp.x.io", "--smtp-from", "a@x.io", "--smtp-tls", "--smtp-starttls"], {}, "exclude each other"),
+    (["--smtp-host", "smtp.x.io", "--smtp-from", "a@x.io", "--smtp-username", "u"], {}, "AGENTFLOW_SMTP_PASSWORD"),
+    (["--smtp-host", "smtp.x.io", "--smtp-from", "a@x.io"], {"AGENTFLOW_SMTP_PASSWORD": "p"}, "--smtp-username"),
+])
+def test_bad_notification_flags_are_refused_naming_the_flag(argv: list[str], env: dict[str, str],
+                                                            message: str) -> None:
+    from agentflow.factory import ConfigError, notify_config
+
+    with pytest.raises(ConfigError, match=message):
+        notify_config(args(*argv), env)

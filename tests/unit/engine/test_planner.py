@@ -112,6 +112,17 @@ def test_a_fallback_approval_waits_for_a_human() -> None:
     assert run.nodes["respond"].output["decision"]["by"] == "oncall"
 
 
+def test_a_fallback_approval_keeps_its_notify_settings() -> None:
+    text = FLOW.replace("fallback: {stateMachine: manual}",
+                        "fallback: {approval: {message: decide, notify: {emails: [oncall@example.com], "
+                        "remindEvery: 1h}}}")
+    h = Harness(plan(text), planner({"accepted": False, "errors": ["bad"]}))
+    h.run_until_blocked()
+    approval = h.run.nodes["respond/approval"].plan.spec.approval
+    assert approval is not None and approval.notify is not None  # what agentflow.services.notifications reads
+    assert approval.notify.emails == ["oncall@example.com"] and approval.notify.remind_every == "1h"
+
+
 def test_a_plan_over_the_cost_limit_is_refused_before_any_step_runs() -> None:
     h = Harness(plan(FLOW), planner(accepted(GOOD, estimate=5.0)))
     h.run_until_blocked()
