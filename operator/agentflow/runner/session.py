@@ -25,7 +25,17 @@ from ..llm import provider_from_env
 from ..loader import load_documents, referenced_file_problems, validate_paths
 from ..memory.local import SqliteMemoryStore
 from ..memory.local import default_path as default_memory_path
-from ..models import API_VERSION, Catalog, ManifestError, Problem, StepKind, TemplateRef, ToolSpec, Workflow, WorkflowSpec
+from ..models import (
+    API_VERSION,
+    Catalog,
+    ManifestError,
+    Problem,
+    StepKind,
+    TemplateRef,
+    ToolSpec,
+    Workflow,
+    WorkflowSpec,
+)
 from ..models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_FANOUT_ITEMS
 from ..models.manifests import Document, LoadedResource, format_path, parse_resource, parse_yaml, parse_yaml_value
 from ..models.template import TEMPLATE_ANNOTATION

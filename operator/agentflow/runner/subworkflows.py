@@ -39,7 +39,7 @@ from ..models import ManifestError, StepKind
 from ..models.limits import DEFAULT_WORKFLOW_DEPTH
 from ..telemetry import Tracing
 from . import session
-from .loop import LocalRun
+from .loop import DEFAULT_MAX_PARALLEL, LocalRun
 from .store import RunDir, RunStore
 
 PARENT_RUN_ANNOTATION = "agentflow.dev/parent-run"
@@ -64,7 +64,7 @@ class SubWorkflowExecutor:
 
     def __init__(self, inner: Executor, bundle: session.Bundle, child_executor: ExecutorFactory, *,
                  state_dir: str | Path | None = None, depth: int = 0, max_depth: int = DEFAULT_WORKFLOW_DEPTH,
-                 max_parallel: int | None = None, tracing: Tracing | None = None,
+                 max_parallel: int | None = DEFAULT_MAX_PARALLEL, tracing: Tracing | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.inner = inner
         self.bundle = bundle
@@ -74,8 +74,10 @@ class SubWorkflowExecutor:
         self.max_parallel = max_parallel
         self.tracing = tracing
         self.clock = clock
-        self._temporary = tempfile.mkdtemp(prefix="agentflow-children-") if state_dir is None else None
-        self.store = RunStore(Path(state_dir if state_dir is not None else self._temporary))
+        self._temporary: str | None = None
+        if state_dir is None:
+            self._temporary = state_dir = tempfile.mkdtemp(prefix="agentflow-children-")
+        self.store = RunStore(Path(state_dir))
 
     async def execute(self, request: StepRequest) -> StepResult:
         if request.kind != StepKind.workflow.value:

@@ -22,8 +22,17 @@ from agentflow.models import AnyTemplate, Catalog, StepSpec, TemplateRef, Workfl
 from .findings import Finding, PathParts, known_names
 from .schemas import schema_and_instances
 
-__all__ = ["declared_inputs", "resolve_spec", "resolve_workflow", "template_cycle_findings", "template_input_findings",
-           "spec_steps", "unknown_input_findings", "unknown_template", "workflow_step_findings"]
+__all__ = [
+    "declared_inputs",
+    "resolve_spec",
+    "resolve_workflow",
+    "spec_steps",
+    "template_cycle_findings",
+    "template_input_findings",
+    "unknown_input_findings",
+    "unknown_template",
+    "workflow_step_findings",
+]
 
 _RUN_CONTROLS = ("cancel", "suspend", "budget_ref", "parallelism", "timeout_seconds", "pod_cleanup",
                  "ttl_seconds_after_finished")
