@@ -26,6 +26,7 @@ the step's) includes the child's.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
@@ -65,11 +66,11 @@ def child_body(parent: Mapping[str, Any], request: StepRequest, ref: TemplateRef
     """The child Workflow of ``request`` (a workflow step's attempt) of the Workflow ``parent``, at ``depth``."""
     meta = parent["metadata"]
     owner = Owner(str(parent.get("apiVersion", "agentflow.dev/v1alpha1")), "Workflow", meta["name"], meta["uid"])
-    spec: dict[str, Any] = {"workflowTemplateRef": ref.dump(), "inputs": dict(request.inputs)}
+    spec: dict[str, Any] = {"workflowTemplateRef": ref.dump(), "inputs": copy.deepcopy(dict(request.inputs))}
     parent_spec = parent.get("spec") or {}
     for field in ("budgetRef", "podCleanup"):
         if parent_spec.get(field) is not None:
-            spec[field] = parent_spec[field]
+            spec[field] = copy.deepcopy(parent_spec[field])
     return {
         "apiVersion": "agentflow.dev/v1alpha1",
         "kind": "Workflow",

@@ -166,12 +166,12 @@ def template_cycle_findings(spec: WorkflowSpec, catalog: Catalog | None, own: Te
     ``own`` itself is seen. Static: a cycle that a ``when`` would end at run time is refused too (the depth
     limit is what stops cycles admission cannot see, made by templates created later)."""
     graph: dict[str, list[str]] = {}
+    if own is not None:  # first: a cycle through it is told from it
+        graph[_key(own)] = [_key(r) for _, r in _step_refs(spec)]
     if catalog is not None:
         for kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"):
             for template in catalog.templates_of(kind).values():
-                graph[f"{kind}/{template.metadata.name}"] = [_key(r) for _, r in _step_refs(template.spec)]
-    if own is not None:
-        graph[_key(own)] = [_key(r) for _, r in _step_refs(spec)]
+                graph.setdefault(f"{kind}/{template.metadata.name}", [_key(r) for _, r in _step_refs(template.spec)])
     findings: list[Finding] = []
     for path, ref in _step_refs(spec):
         below = reachable(graph, [_key(ref)])
