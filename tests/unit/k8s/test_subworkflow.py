@@ -56,7 +56,8 @@ def test_depth_comes_from_the_label_and_a_bad_label_is_an_error() -> None:
 
 def test_the_status_shows_each_steps_latest_child_and_none_when_none_was_made() -> None:
     nodes = {"seen": (1, "Running", None), "done": (1, "Succeeded", None),
-             "retry": (2, "Retrying", "SubWorkflowFailed"), "stopped": (1, "Cancelled", None), "deep": (1, "Failed", "WorkflowDepthExceeded"),
+             "retry": (2, "Retrying", "SubWorkflowFailed"),
+             "stopped": (1, "Cancelled", None), "deep": (1, "Failed", "WorkflowDepthExceeded"),
              "new": (1, "Running", None), "never": (0, "Pending", None)}
     got = subworkflow.child_statuses(nodes, "wf", {"seen": "Waiting"})
     assert got == {
