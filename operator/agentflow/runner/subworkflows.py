@@ -11,8 +11,9 @@ makes a child run per attempt, with the same engine, in the same state directory
         Succeeded -> StepResult(output = the child's outputs, calls = one CallRecord kind "workflow": its cost)
         Failed    -> SubWorkflowFailed (retryable: the step's retry policy runs a new child per attempt)
         Cancelled -> SubWorkflowCancelled (not retried)
-    parent cancelled (its task cancelled) -> CancelRequested posted to the child's inbox, the child driven to its
-        end (its attempts stopped), then the cancellation goes on
+    parent cancels the step (its cancel or timeout journaled, then its task cancelled) -> CancelRequested posted
+        to the child's inbox, the child driven to its end (its attempts stopped), then the cancellation goes on;
+        the parent's driver stopping (Ctrl-C) leaves the child as it is: `agentflow resume` of the parent resumes it
 
 The child's model calls go through a gateway built for the child's bundle over the same Provider and Budgets of
 the same manifests. Depth: a child run carries its depth (agentflow.dev/depth); a workflow step of a run at
@@ -40,7 +41,7 @@ from ..models.limits import DEFAULT_WORKFLOW_DEPTH
 from ..telemetry import Tracing
 from . import session
 from .loop import DEFAULT_MAX_PARALLEL, LocalRun
-from .store import RunDir, RunStore
+from .store import RunDir, RunStore, StoreError
 
 PARENT_RUN_ANNOTATION = "agentflow.dev/parent-run"
 PARENT_NODE_ANNOTATION = "agentflow.dev/parent-node"
@@ -100,9 +101,30 @@ class SubWorkflowExecutor:
         try:
             child = await self._drive(run_dir)
         except asyncio.CancelledError:
-            await self._cancel(run_dir, request)
+            if self._stopped(request):  # the parent cancelled the step; else the process stops: resumed later
+                await self._cancel(run_dir, request)
             raise
         return _result(run_id, child)
+
+    def _stopped(self, request: StepRequest) -> bool:
+        """Whether the parent's journal ended this attempt (StepCancelled, StepTimedOut: the engine's cancel, which
+        is journaled before the attempt's task is cancelled), rather than its driver stopping (Ctrl-C, an error:
+        the parent resumes later and its child with it). A parent outside this store (the children's temporary
+        folder) cannot be resumed with its children: they are cancelled."""
+        try:
+            records = self.store.open(request.run_id).read_records()
+        except StoreError:
+            return True
+        ended = False
+        for record in records:
+            event = record.event
+            if event.node != request.node:
+                continue
+            if event.type is EventType.step_scheduled:
+                ended = False
+            elif event.type in (EventType.step_cancelled, EventType.step_timed_out):
+                ended = True
+        return ended
 
     def _open(self, run_id: str, request: StepRequest, ref: Any) -> RunDir:
         """The child's run directory: the one this attempt made before (a resumed parent), else a new one."""
