@@ -12,10 +12,12 @@ parent (``ownerReferences``, controller: deleting the parent deletes it) and lab
     agentflow.dev/depth           1 + the parent's depth (a Workflow without the label is at depth 0)
     app.kubernetes.io/managed-by  agentflow
 
-and annotated with the exact node id (``agentflow.dev/node``) and the attempt's idempotency key. Its spec is the
+besides the parent's own labels but agentflow.dev/ ones (a Budget's workflowSelector picks the parent's runs
+and its children alike; a schedule's or a trigger's label is not copied: the child is not their run), and
+annotated with the exact node id (``agentflow.dev/node``) and the attempt's idempotency key. Its spec is the
 template reference, the attempt's rendered inputs and the parent's budgetRef and podCleanup: the child's model
-calls are charged like any call of that namespace (the gateway picks Budgets by the calling step's namespace and
-Agent, and a budgetRef), the same Budgets as the parent's.
+calls are charged like any call of that namespace (the gateway picks Budgets by the namespace, the Workflow's
+labels, the Agent and the budgetRef: agentflow.cost.scope), the same Budgets as the parent's.
 
 The end of a child (:func:`child_events`): Succeeded -> StepSucceeded with its status.outputs; Failed ->
 StepFailed SubWorkflowFailed (retryable: the step's retry policy makes a new child for the next attempt);
@@ -78,6 +80,7 @@ def child_body(parent: Mapping[str, Any], request: StepRequest, ref: TemplateRef
             "name": child_name(meta["name"], request.node, request.attempt),
             "namespace": meta["namespace"],
             "labels": {
+                **{k: v for k, v in (meta.get("labels") or {}).items() if not k.startswith("agentflow.dev/")},
                 PARENT_LABEL: names.label_value(meta["name"]),
                 PARENT_RUN_LABEL: names.label_value(str(meta["uid"])),
                 names.STEP_LABEL: names.label_value(request.step),

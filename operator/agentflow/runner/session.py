@@ -43,6 +43,8 @@ from ..prompts.rollout import Choice, RolloutError, bind, choices_for
 from ..security import LocalTokenMapStore, RunKeys, SecurityContext
 from ..security.pii import text_redactor
 from ..storage.audit_file import JsonlAuditLog
+from ..storage.ledger import BudgetLedger
+from ..storage.memory_ledger import MemoryLedger
 from ..telemetry import TraceSettings, Tracing
 from ..tools.runner import ToolRunner
 from ..tools.sandbox import ISOLATION_ENV, ContainerSandbox, SandboxUnavailable, choose_sandbox
@@ -194,14 +196,16 @@ def template_bundle(paths: Sequence[str | Path], ref: TemplateRef, inputs: Mappi
 def child_bundle(parent: Bundle, ref: TemplateRef, inputs: Mapping[str, Any], name: str,
                  annotations: Mapping[str, str]) -> Bundle:
     """The Bundle of a workflow step's child run: a new Workflow ``name`` made from the template ``ref`` names in
-    the parent's catalog (the same manifests), with ``inputs`` and the parent's budgetRef. ManifestError with
+    the parent's catalog (the same manifests), with ``inputs``, the parent's budgetRef and its labels (but
+    agentflow.dev/ ones): the Budgets that count the parent's calls count the child's. ManifestError with
     every problem, on the child's fields (``spec.inputs.KEY``, ``spec.workflowTemplateRef.name``)."""
     where = f"Workflow/{name}"
     spec: dict[str, Any] = {"workflowTemplateRef": ref.dump(), "inputs": dict(inputs)}
     if parent.workflow.spec.budget_ref is not None:
         spec["budgetRef"] = parent.workflow.spec.budget_ref.dump()
+    labels = {k: v for k, v in parent.workflow.metadata.labels.items() if not k.startswith("agentflow.dev/")}
     body = {"apiVersion": API_VERSION, "kind": "Workflow",
-            "metadata": {"name": name, "annotations": dict(annotations)}, "spec": spec}
+            "metadata": {"name": name, "labels": labels, "annotations": dict(annotations)}, "spec": spec}
     doc = Document(where, body, {})
     catalog = parent.catalog
     resources = [r for table in (catalog.agents, catalog.prompts, catalog.policies, catalog.budgets, catalog.templates,
@@ -322,7 +326,7 @@ def run_warnings(bundle: Bundle, sandbox: ContainerSandbox) -> list[str]:
 def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = None,
                   state_dir: str | Path | None = None, sandbox: ContainerSandbox | None = None,
                   tracing: Tracing | None = None, *, depth: int = 0,
-                  max_depth: int = DEFAULT_WORKFLOW_DEPTH) -> Executor:
+                  max_depth: int = DEFAULT_WORKFLOW_DEPTH, ledger: BudgetLedger | None = None) -> Executor:
     """The executor of a local run. Every model call goes through an in-process Gateway (the Budgets of the
     manifests on a MemoryLedger, the response cache, the router) over the Provider the environment selects,
     like a step pod's calls go through the operator's gateway. ``inprocess``: attempts run in this process;
@@ -334,15 +338,18 @@ def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = Non
     ``tracing``: the gateway's spans (model calls, budget reservations, memory operations) go there.
 
     A Workflow with workflow steps gets a SubWorkflowExecutor around that executor: each attempt of one runs its
-    template as a child run (agentflow.runner.subworkflows), ``depth`` deep (this run's), at most ``max_depth``."""
-    inner = _executor(bundle, kind, os.environ if env is None else env, state_dir, sandbox, tracing)
+    template as a child run (agentflow.runner.subworkflows), ``depth`` deep (this run's), at most ``max_depth``.
+    ``ledger``: the Budgets' spend (a new MemoryLedger without one); a child run's gateway shares its parent's,
+    so a Budget counts the parent's and the children's calls together."""
+    ledger = MemoryLedger() if ledger is None else ledger
+    inner = _executor(bundle, kind, os.environ if env is None else env, state_dir, sandbox, tracing, ledger)
     if not has_workflow_steps(bundle.workflow.spec):
         return inner
     from .subworkflows import SubWorkflowExecutor
 
     def child(child_bundle: Bundle, child_depth: int) -> Executor:
         return make_executor(child_bundle, kind, env, state_dir, sandbox, tracing, depth=child_depth,
-                             max_depth=max_depth)
+                             max_depth=max_depth, ledger=ledger)
 
     return SubWorkflowExecutor(inner, bundle, child, state_dir=state_dir, depth=depth, max_depth=max_depth,
                                tracing=tracing)
@@ -354,7 +361,7 @@ def has_workflow_steps(spec: WorkflowSpec) -> bool:
 
 
 def _executor(bundle: Bundle, kind: str, env: Mapping[str, str], state_dir: str | Path | None,
-              sandbox: ContainerSandbox | None, tracing: Tracing | None) -> Executor:
+              sandbox: ContainerSandbox | None, tracing: Tracing | None, ledger: BudgetLedger) -> Executor:
     """make_executor's executor of the attempts of every kind but workflow steps."""
     if sandbox is None:
         sandbox = container_sandbox(bundle, env)
@@ -370,7 +377,8 @@ def _executor(bundle: Bundle, kind: str, env: Mapping[str, str], state_dir: str 
         memory_file = default_memory_path(Path(state_dir))
         memory = {"memory_store": lambda embedder: SqliteMemoryStore(memory_file, embedder, audit=audit),
                   "episodes": LocalEpisodes(RunStore(Path(state_dir)))}
-    models = local_gateway(bundle.workflow, bundle.catalog, provider, audit=audit, tracing=tracing, **memory)
+    models = local_gateway(bundle.workflow, bundle.catalog, provider, ledger=ledger, audit=audit, tracing=tracing,
+                           **memory)
     if kind == "subprocess":  # the children run container tools as decided here, not by probing again
         return SubprocessExecutor(bundle.manifests_yaml, bundle.workflow.metadata.name,
                                   gateway=LoopbackGateway(models), env={**env, ISOLATION_ENV: sandbox.mode})

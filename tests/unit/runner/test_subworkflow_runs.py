@@ -48,7 +48,7 @@ spec:
 ---
 apiVersion: agentflow.dev/v1alpha1
 kind: Workflow
-metadata: {name: parent}
+metadata: {name: parent, labels: {team: reports}}
 spec:
   inputs: {topic: hello}
   steps:
@@ -121,6 +121,7 @@ async def test_a_workflow_step_runs_its_template_as_a_child_run_with_outputs_and
     assert finished["type"] == "RunFinished" and finished["data"]["outputs"] == {"said": "hello world"}
     manifests = (state / "runs" / child / "manifests.yaml").read_text()
     assert f"agentflow.dev/parent-run: {run.run_id}" in manifests and "agentflow.dev/depth: '1'" in manifests
+    assert "team: reports" in manifests  # the parent's labels: Budgets selecting its runs select the child
 
 
 async def test_a_failed_child_is_retried_with_a_new_child_per_attempt(tmp_path: Path) -> None:
