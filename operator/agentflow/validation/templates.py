@@ -23,6 +23,7 @@ from .findings import Finding, PathParts, known_names
 from .schemas import schema_and_instances
 
 __all__ = [
+    "CYCLE",
     "declared_inputs",
     "resolve_spec",
     "resolve_workflow",
@@ -146,6 +147,10 @@ def spec_steps(spec: WorkflowSpec) -> Iterator[tuple[PathParts, StepSpec]]:
         yield [*where, "step"], leaf
 
 
+CYCLE = "workflow steps run templates in a cycle"
+"""How a cycle finding begins (the admission webhook refuses these whatever its reference policy)."""
+
+
 def _key(ref: TemplateRef) -> str:
     return f"{ref.kind}/{ref.name}"
 
@@ -177,6 +182,6 @@ def template_cycle_findings(spec: WorkflowSpec, catalog: Catalog | None, own: Te
         below = reachable(graph, [_key(ref)])
         cycles = find_cycles({node: [n for n in graph[node] if n in below] for node in graph if node in below})
         if cycles:
-            findings.append((path, f"workflow steps run templates in a cycle ({format_cycle(cycles[0])}), which "
-                                   "would nest child Workflows until the depth limit; break the cycle"))
+            findings.append((path, f"{CYCLE} ({format_cycle(cycles[0])}), which would nest child Workflows until "
+                                   "the depth limit; break the cycle"))
     return findings
