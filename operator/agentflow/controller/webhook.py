@@ -82,8 +82,7 @@ from ..services import approvals
 from ..services.admission import CostMeter, admit
 from ..services.platform import PlatformPolicy
 from ..validation import validate_body
-from ..validation.templates import CYCLE
-from ..validation.templates import resolve_workflow
+from ..validation.templates import CYCLE, resolve_workflow
 from .handlers import CLUSTER_KINDS, GROUP, INDEXED, KINDS, VERSION, catalog_for
 
 __all__ = ["PLURALS", "ReferencePolicy", "Verdict", "admission_message", "register_admission", "review"]
