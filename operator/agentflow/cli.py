@@ -20,7 +20,7 @@ from typing import Any
 
 from .engine.history import diff, history, where_they_differ
 from .models import ManifestError
-from .models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_WORKFLOW_DEPTH
+from .models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_WORKFLOW_DEPTH, workflow_depth
 from .runner import session
 from .runner.loop import RunStuck
 from .runner.progress import Progress, print_summary, summary
@@ -76,14 +76,11 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _workflow_depth(text: str) -> int:
-    """--max-workflow-depth: a whole number from 0 to MAX_WORKFLOW_DEPTH."""
+    """--max-workflow-depth (agentflow.models.limits.workflow_depth)."""
     try:
-        depth = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= depth <= MAX_WORKFLOW_DEPTH:
-        raise argparse.ArgumentTypeError(f"{depth} is out of range; give 0 to {MAX_WORKFLOW_DEPTH}")
-    return depth
+        return workflow_depth(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _executor(bundle: session.Bundle, args: argparse.Namespace,

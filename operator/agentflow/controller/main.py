@@ -44,7 +44,7 @@ from ..k8s.podspec import PodConfig
 from ..k8s.profile import parse_host
 from ..k8s.retention import parse_ttl_flag
 from ..models import RunTtl
-from ..models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_FANOUT_ITEMS, MAX_WORKFLOW_DEPTH
+from ..models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_FANOUT_ITEMS, MAX_WORKFLOW_DEPTH, workflow_depth
 from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..services.metrics import Metrics, driven_runs
@@ -202,13 +202,11 @@ def _ttl(text: str) -> RunTtl:
 
 
 def _workflow_depth(text: str) -> int:
+    """--max-workflow-depth (agentflow.models.limits.workflow_depth)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of levels, got {text!r}") from None
-    if not 0 <= value <= MAX_WORKFLOW_DEPTH:
-        raise argparse.ArgumentTypeError(f"{value} is out of range; give 0 to {MAX_WORKFLOW_DEPTH}")
-    return value
+        return workflow_depth(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _max_parallel(text: str) -> int:

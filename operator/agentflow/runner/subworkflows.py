@@ -40,7 +40,7 @@ from ..models import ManifestError, StepKind
 from ..models.limits import DEFAULT_WORKFLOW_DEPTH
 from ..telemetry import Tracing
 from . import session
-from .loop import DEFAULT_MAX_PARALLEL, LocalRun
+from .loop import DEFAULT_MAX_PARALLEL
 from .store import RunDir, RunStore, StoreError
 
 PARENT_RUN_ANNOTATION = "agentflow.dev/parent-run"
@@ -138,15 +138,8 @@ class SubWorkflowExecutor:
 
     async def _drive(self, run_dir: RunDir) -> Run:
         bundle = session.bundle_of(run_dir)
-        executor = self.child_executor(bundle, self.depth + 1)
-        local = LocalRun(run_dir, session.plan_of(bundle, self.max_parallel), executor,
-                         seed=int(run_dir.meta.get("seed", 0)), clock=self.clock, tracing=self.tracing)
-        try:
-            return await local.drive()
-        finally:
-            close = getattr(executor, "aclose", None)
-            if close is not None:
-                await close()
+        return await session.drive(run_dir, bundle, self.child_executor(bundle, self.depth + 1),
+                                   max_parallel=self.max_parallel, tracing=self.tracing)
 
     async def _cancel(self, run_dir: RunDir, request: StepRequest) -> None:
         """Cancel the child of a cancelled attempt: its inbox gets the cancel, and it is driven to its end (the

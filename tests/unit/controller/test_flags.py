@@ -66,3 +66,13 @@ def test_step_pods_export_to_the_step_collector_or_the_operators_unless_it_is_on
     assert config.collector_pods == ("observability", {"app": "otel"})
     with pytest.raises(SystemExit, match="--step-otlp-pods 'otel'"):
         network_config(args("--step-otlp-pods", "otel"), {}, collector="http://10.0.0.9:4318/v1/traces")
+
+
+def test_the_workflow_depth_defaults_to_five_and_a_bad_value_names_the_flag(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert args().max_workflow_depth == 5
+    assert args("--max-workflow-depth", "2").max_workflow_depth == 2
+    for bad in ("51", "-1", "deep"):
+        with pytest.raises(SystemExit):
+            args("--max-workflow-depth", bad)
+        assert "--max-workflow-depth" in capsys.readouterr().err
