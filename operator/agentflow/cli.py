@@ -20,6 +20,7 @@ from typing import Any
 
 from .engine.history import diff, history, where_they_differ
 from .models import ManifestError
+from .models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_WORKFLOW_DEPTH, workflow_depth
 from .runner import session
 from .runner.loop import RunStuck
 from .runner.progress import Progress, print_summary, summary
@@ -74,6 +75,14 @@ def _env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def _workflow_depth(text: str) -> int:
+    """--max-workflow-depth (agentflow.models.limits.workflow_depth)."""
+    try:
+        return workflow_depth(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _executor(bundle: session.Bundle, args: argparse.Namespace,
               tracing: Tracing | None = None) -> tuple[Any, list[str]]:
     """The run's executor and the warnings to say once (printed here to stderr)."""
@@ -83,7 +92,8 @@ def _executor(bundle: session.Bundle, args: argparse.Namespace,
     for warning in warnings:
         print(f"agentflow: warning: {warning}", file=sys.stderr)
     return session.make_executor(bundle, args.executor, env, state_dir=args.state_dir, sandbox=sandbox,
-                                 tracing=tracing), warnings
+                                 tracing=tracing,
+                                 max_depth=getattr(args, "max_workflow_depth", DEFAULT_WORKFLOW_DEPTH)), warnings
 
 
 def _finish(run: Any, args: argparse.Namespace, warnings: Sequence[str] = ()) -> int:
@@ -442,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-parallel", metavar="N", help="at most N attempts at once (default: "
                        "AGENTFLOW_MAX_PARALLEL, else 32; a lower spec.parallelism wins; a resumed run keeps the "
                        "cap it started with)")
+        p.add_argument("--max-workflow-depth", metavar="N", type=_workflow_depth, default=DEFAULT_WORKFLOW_DEPTH,
+                       help=f"how deep workflow steps may nest child runs (default {DEFAULT_WORKFLOW_DEPTH}; at most "
+                            f"{MAX_WORKFLOW_DEPTH}): a workflow step of a run this deep fails instead of starting one")
 
     def files_under(p: argparse.ArgumentParser) -> None:
         p.add_argument("--allow-files-under", action="append", metavar="DIR",

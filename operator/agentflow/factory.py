@@ -55,6 +55,7 @@ from .llm import Provider, litellm_provider, offline_provider
 from .memory import HashingEmbedder, MemoryStoreError, StoredEpisodes
 from .memory.postgres import PostgresMemoryStore
 from .models import Budget
+from .models.limits import DEFAULT_WORKFLOW_DEPTH
 from .models.notify import is_email
 from .notify.delivery import Mailer, SmtpSettings, WebhookPoster
 from .security.identity import Authenticate, SignedTokens
@@ -386,12 +387,14 @@ class Factory:
                    network: NetworkConfig | None = None, signing_key: bytes | None = None,
                    previews: bool = True, max_parallel: int | None = DEFAULT_MAX_PARALLEL,
                    quality: QualityWatch | None = None,
-                   notifier: ApprovalNotifier | None = None) -> WorkflowReconciler:
+                   notifier: ApprovalNotifier | None = None,
+                   max_workflow_depth: int = DEFAULT_WORKFLOW_DEPTH) -> WorkflowReconciler:
         """The Workflow reconciler: with ``metrics``, what its journal appends record is counted (steps,
         durations, tokens and cost: agentflow.services.metrics); ``network`` the platform's side of step pods'
         NetworkPolicies, ``signing_key`` the key approval decisions are stamped with by the admission webhook
         (None: every decision by annotation is refused), ``previews`` whether status shows masked output
-        previews, ``max_parallel`` the step pods one Workflow runs at once; ``quality`` (with ``metrics``) is shown
+        previews, ``max_parallel`` the step pods one Workflow runs at once, ``max_workflow_depth`` how deep workflow
+        steps nest child Workflows; ``quality`` (with ``metrics``) is shown
         every append and follows the reconciler's runs (agentflow.services.quality)."""
         if self.kube is None:
             raise ConfigError("the reconciler needs a Kubernetes client")
@@ -399,7 +402,7 @@ class Factory:
         store = self.db.store if metrics is None else MeteredStore(self.db.store, metrics, observers)
         reconciler = WorkflowReconciler(self.kube, store, pod_config, network=network, signing_key=signing_key,
                                         previews=previews, audit=self.db.audit, max_parallel=max_parallel,
-                                        tracing=self.tracing,
+                                        tracing=self.tracing, max_workflow_depth=max_workflow_depth,
                                         trace_url_template=self.trace_settings.url_template,
                                         notifier=notifier)
         if quality is not None and metrics is not None:

@@ -5,7 +5,7 @@ module has no effect and tests can build an operator of their own.
 
 Workflows are driven by one kopf daemon each: it reconciles, then sleeps
 until the engine's next timer or until something about the run changes (its
-own watch events, its pods' events, a result posted by a step pod), which
+own watch events, its pods' events, its child Workflows' events, a result posted by a step pod), which
 poke it through ``memo.wakeups``; once the run finished, the same daemon waits
 for its TTL (services.retention) and deletes it, and the DELETED watch event
 collects its rows. Nothing here writes to the API by itself:
@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from ..k8s import evaluation, names
+from ..k8s import evaluation, names, subworkflow
 from ..k8s.kube import KubeError
 from ..models import Catalog
 from ..services.budgets import BudgetStatusSync
@@ -97,6 +97,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
     async def workflow_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
         uid = str(body.metadata.uid)
         memo.poke(uid)
+        parent = (body.metadata.labels or {}).get(subworkflow.PARENT_RUN_LABEL)
+        if parent:  # a workflow step's child: its parent looks at it (k8s.subworkflow); a poke only wakes a driver
+            memo.poke(parent)
         if type == "DELETED":  # its pods go with it (owner references); its rows go here (services.retention)
             await memo.retention.collect(uid)
 

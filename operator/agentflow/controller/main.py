@@ -46,7 +46,7 @@ from ..k8s.podspec import PodConfig
 from ..k8s.profile import parse_host
 from ..k8s.retention import parse_ttl_flag
 from ..models import RunTtl
-from ..models.limits import MAX_FANOUT_ITEMS
+from ..models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_FANOUT_ITEMS, MAX_WORKFLOW_DEPTH, workflow_depth
 from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..services.metrics import Metrics, driven_runs
@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"step pods one Workflow runs at once (default {DEFAULT_MAX_PARALLEL}, "
                    "AGENTFLOW_MAX_PARALLEL); "
                    "a lower spec.parallelism wins; a run keeps the cap it started with")
+    p.add_argument("--max-workflow-depth", type=_workflow_depth, metavar="N",
+                   default=env("AGENTFLOW_MAX_WORKFLOW_DEPTH", str(DEFAULT_WORKFLOW_DEPTH)),
+                   help=f"how deep workflow steps nest child Workflows (default {DEFAULT_WORKFLOW_DEPTH}, "
+                   f"AGENTFLOW_MAX_WORKFLOW_DEPTH; at most {MAX_WORKFLOW_DEPTH}): a workflow step of a Workflow this "
+                   "deep fails instead of making a child, so a template that runs itself stops there")
     p.add_argument("--ttl-seconds-after-finished", type=_ttl, metavar="SECONDS|PHASE=SECONDS,...",
                    default=env("AGENTFLOW_TTL_SECONDS_AFTER_FINISHED", ""),
                    help="delete finished Workflows this long after they finished, and collect their journal, "
@@ -195,6 +200,14 @@ def step_otlp_endpoint(args: argparse.Namespace, traces: TraceSettings) -> str |
 def _ttl(text: str) -> RunTtl:
     try:
         return parse_ttl_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _workflow_depth(text: str) -> int:
+    """--max-workflow-depth (agentflow.models.limits.workflow_depth)."""
+    try:
+        return workflow_depth(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -358,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         memo.driver = WorkflowDriver(factory.reconciler(pod_config, metrics, network=network, signing_key=key,
                                                         previews=args.status_previews == "masked",
                                                         max_parallel=args.max_parallel, quality=quality,
-                                                        notifier=notifier), metrics)
+                                                        notifier=notifier,
+                                                        max_workflow_depth=args.max_workflow_depth), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
         memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))

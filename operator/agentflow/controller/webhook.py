@@ -82,7 +82,7 @@ from ..services import approvals
 from ..services.admission import CostMeter, admit
 from ..services.platform import PlatformPolicy
 from ..validation import validate_body
-from ..validation.templates import resolve_workflow
+from ..validation.templates import CYCLE, resolve_workflow
 from .handlers import CLUSTER_KINDS, GROUP, INDEXED, KINDS, VERSION, catalog_for
 
 __all__ = ["PLURALS", "ReferencePolicy", "Verdict", "admission_message", "register_admission", "review"]
@@ -165,7 +165,8 @@ def review(
                 return Verdict(allowed=False, message=admission_message(refused))
     if not problems:
         return Verdict(allowed=True)
-    if references == "reject" or catalog is None:
+    if references == "reject" or catalog is None or any(p.message.startswith(CYCLE) for p in problems):
+        # a cycle of templates is refused whatever the reference policy: it would nest runs until the depth limit
         return Verdict(allowed=False, message=admission_message(problems))
     # Problems found only with the catalog are the unknown references: the rest stand on their own.
     intrinsic = {(p.path, p.message) for p in validate_body(body, None)}
@@ -249,6 +250,8 @@ def _validator(references: ReferencePolicy, platform: PlatformPolicy | None) -> 
                    "budgets": budgets, "workflowtemplates": workflowtemplates, "promptrollouts": promptrollouts,
                    "clusterworkflowtemplates": clusterworkflowtemplates}
         catalog = catalog_for(namespace, indices) if namespace else None
+        if catalog is None and body.get("kind") == "ClusterWorkflowTemplate":  # its cycles through the others
+            catalog = catalog_for("", indices)
         verdict = review(body, catalog, operation=operation, old=old, references=references, platform=platform,
                          namespace=namespace)
         warnings.extend(verdict.warnings)

@@ -492,8 +492,11 @@ class _Estimator:
             return self._tool_step(step, kind, multiplicity, basis, notes)
         if step.kind is StepKind.plan:
             return self._plan_step(step, kind, multiplicity, basis, notes)
+        if step.kind is StepKind.workflow:
+            notes.append("a workflow step: the cost of its child Workflows is not in this estimate (on a cluster the "
+                         "admission webhook's budget check estimates each child when it is created)")
         if step.kind is not StepKind.llm:
-            notes.append("no model calls")
+            notes.append("no model calls of its own" if step.kind is StepKind.workflow else "no model calls")
             return StepEstimate(step.name, kind, None, None, multiplicity, basis, Range.exact(1), ZERO, ZERO, ZERO,
                                 ZERO, assumptions=tuple(notes))
         agent, prompt = self._refs(step, where)

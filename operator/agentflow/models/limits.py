@@ -49,6 +49,22 @@ MAX_PLAN_REPAIRS: Final = 5
 """Repair requests of one planning call (planner.repairs)."""
 MAX_PLAN_FALLBACKS: Final = 20
 """State machines a Workflow declares for its plan steps to fall back to (spec.fallbackMachines)."""
+DEFAULT_WORKFLOW_DEPTH: Final = 5
+"""How deep workflow steps nest by default: a run at depth 5 (its parent's parent's ... parent at depth 0) may
+start no child (agentflow operator --max-workflow-depth, agentflow run --max-workflow-depth)."""
+MAX_WORKFLOW_DEPTH: Final = 50
+"""The most either flag may allow."""
+
+
+def workflow_depth(text: str) -> int:
+    """--max-workflow-depth's value: a whole number from 0 to MAX_WORKFLOW_DEPTH; ValueError saying what is wrong."""
+    try:
+        depth = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number of levels, got {text!r}") from None
+    if not 0 <= depth <= MAX_WORKFLOW_DEPTH:
+        raise ValueError(f"{depth} is out of range; give 0 to {MAX_WORKFLOW_DEPTH}")
+    return depth
 """maxVisits of a state (and the state machine's default)."""
 MAX_FANOUT_ITEMS: Final = 10_000
 """Items one forEach may fan out to (checked when the list is known, at run time) and spec.parallelism."""

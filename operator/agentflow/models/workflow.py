@@ -53,6 +53,7 @@ class StepKind(str, Enum):
     tool = "tool"
     approval = "approval"
     plan = "plan"
+    workflow = "workflow"
 
 
 class RunOn(str, Enum):
@@ -222,6 +223,22 @@ class PlannerSpec(Model):
     """Bounds of a plan: steps, depth, cost."""
 
 
+TemplateKind = Literal["WorkflowTemplate", "ClusterWorkflowTemplate"]
+
+
+class TemplateRef(Model):
+    """A reference to a WorkflowTemplate (same namespace) or a ClusterWorkflowTemplate (cluster-wide).
+
+    Either way the namespaced objects the template names (Agents, PromptVersions, ToolPolicies, Budgets) are
+    those of the referring Workflow's namespace."""
+
+    name: str = Field(min_length=1)
+    """Name of the template."""
+    kind: TemplateKind = "WorkflowTemplate"
+    """WorkflowTemplate (the default: one of this namespace) or ClusterWorkflowTemplate (written by the platform's
+    admins, usable from every namespace)."""
+
+
 class StepSpec(Model):
     """One step of a DAG, or the action of a state."""
 
@@ -262,6 +279,14 @@ class StepSpec(Model):
                     "rule": "self.kind == 'plan' || !has(self.planner)",
                     "message": "planner is only allowed on plan steps",
                 },
+                {
+                    "rule": "self.kind != 'workflow' || (has(self.workflowTemplateRef) && !has(self.agentRef))",
+                    "message": "a workflow step needs workflowTemplateRef and has no agentRef",
+                },
+                {
+                    "rule": "self.kind == 'workflow' || !has(self.workflowTemplateRef)",
+                    "message": "workflowTemplateRef is only allowed on workflow steps",
+                },
             ]
         }
     )
@@ -269,7 +294,9 @@ class StepSpec(Model):
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     """Unique step name (DNS label)."""
     kind: StepKind
-    """llm (an Agent and a prompt), tool, approval, or plan (an Agent plans steps that then run: planner)."""
+    """llm (an Agent and a prompt), tool, approval, plan (an Agent plans steps that then run: planner), or
+    workflow (a child Workflow made from workflowTemplateRef with this step's inputs; its outputs are the step's
+    output)."""
     depends_on: list[str] = Field(default_factory=list, max_length=limits.MAX_DEPENDS_ON)
     """Steps that must finish first (DAG mode only). Not an exit handler (runOn failure or always, no
     dependsOn): those run after every other step, so nothing can wait for them."""
@@ -303,9 +330,19 @@ class StepSpec(Model):
     """A failure of this step does not fail the workflow."""
     planner: PlannerSpec | None = None
     """Settings of a plan step: what its plan may hold, its repairs, checkpoints and fallback."""
+    workflow_template_ref: TemplateRef | None = None
+    """The template a workflow step runs as a child Workflow (the same reference as spec.workflowTemplateRef:
+    a WorkflowTemplate of this namespace or a ClusterWorkflowTemplate), one child per attempt, in this
+    namespace. The step's inputs are the child's inputs (checked against the template's inputSchema); the
+    child's outputs are the step's output, its cost is added to this run's; cancelling this run cancels it."""
 
     @model_validator(mode="after")
     def _kind_fields(self) -> StepSpec:
+        if self.kind is StepKind.workflow and (self.workflow_template_ref is None or self.agent_ref is not None):
+            raise ValueError("a workflow step needs workflowTemplateRef and has no agentRef (the child's steps name "
+                             "their own Agents)")
+        if self.kind is not StepKind.workflow and self.workflow_template_ref is not None:
+            raise ValueError(f"workflowTemplateRef is only allowed on workflow steps, not {self.kind.value} steps")
         if self.kind is StepKind.plan and (self.agent_ref is None or self.planner is None):
             raise ValueError("a plan step needs agentRef and planner")
         if self.kind is not StepKind.plan and self.planner is not None:
@@ -500,22 +537,6 @@ class RunTtl(Model):
         return {"Succeeded": self.succeeded, "Failed": self.failed, "Cancelled": self.cancelled}.get(phase)
 
 
-TemplateKind = Literal["WorkflowTemplate", "ClusterWorkflowTemplate"]
-
-
-class TemplateRef(Model):
-    """A reference to a WorkflowTemplate (same namespace) or a ClusterWorkflowTemplate (cluster-wide).
-
-    Either way the namespaced objects the template names (Agents, PromptVersions, ToolPolicies, Budgets) are
-    those of the referring Workflow's namespace."""
-
-    name: str = Field(min_length=1)
-    """Name of the template."""
-    kind: TemplateKind = "WorkflowTemplate"
-    """WorkflowTemplate (the default: one of this namespace) or ClusterWorkflowTemplate (written by the platform's
-    admins, usable from every namespace)."""
-
-
 class WorkflowSpec(Model):
     """Desired state of a Workflow run."""
 
@@ -649,6 +670,15 @@ class Phase(str, Enum):
     cancelled = "Cancelled"
 
 
+class ChildWorkflow(Model):
+    """The child Workflow of a workflow step's latest attempt."""
+
+    name: str
+    """The child Workflow (in the same namespace)."""
+    phase: str
+    """Its phase as last seen: Pending, Running, Waiting, Suspended, Succeeded, Failed or Cancelled."""
+
+
 class NodeStatus(Model):
     """Status of one step (or fan-out item, or state visit)."""
 
@@ -668,6 +698,8 @@ class NodeStatus(Model):
     """The first characters of the output."""
     output_ref: str | None = None
     """Where the full output is kept."""
+    workflow: ChildWorkflow | None = None
+    """A workflow step's child Workflow (its latest attempt's)."""
 
 
 class PromptChoice(Model):

@@ -172,6 +172,7 @@ class LocalRun:
             self.run = run
             tasks: dict[asyncio.Task[StepResult], StepRequest] = {}
             by_node: dict[str, asyncio.Task[StepResult]] = {}
+            stopping: set[asyncio.Task[StepResult]] = set()
 
             def start(requests: Sequence[StepRequest]) -> list[Event]:
                 """Tasks for ``requests`` (they run at the next await, after the caller journaled their
@@ -201,6 +202,8 @@ class LocalRun:
                         if task is not None:
                             task.cancel()
                             tasks.pop(task, None)
+                            stopping.add(task)  # awaited before the run returns: it may clean up (a child run)
+                            task.add_done_callback(stopping.discard)
                     if decision.finished:
                         return run
                     if not tasks:  # (the scan of every node only when nothing runs)
@@ -232,4 +235,4 @@ class LocalRun:
                 for task in tasks:
                     task.cancel()
                 with contextlib.suppress(BaseException):
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await asyncio.gather(*tasks, *stopping, return_exceptions=True)

@@ -25,21 +25,33 @@ from ..llm import provider_from_env
 from ..loader import load_documents, referenced_file_problems, validate_paths
 from ..memory.local import SqliteMemoryStore
 from ..memory.local import default_path as default_memory_path
-from ..models import API_VERSION, Catalog, ManifestError, Problem, TemplateRef, ToolSpec, Workflow
-from ..models.limits import MAX_FANOUT_ITEMS
+from ..models import (
+    API_VERSION,
+    Catalog,
+    ManifestError,
+    Problem,
+    StepKind,
+    TemplateRef,
+    ToolSpec,
+    Workflow,
+    WorkflowSpec,
+)
+from ..models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_FANOUT_ITEMS
 from ..models.manifests import Document, LoadedResource, format_path, parse_resource, parse_yaml, parse_yaml_value
 from ..models.template import TEMPLATE_ANNOTATION
 from ..prompts.rollout import Choice, RolloutError, bind, choices_for
 from ..security import LocalTokenMapStore, RunKeys, SecurityContext
 from ..security.pii import text_redactor
 from ..storage.audit_file import JsonlAuditLog
+from ..storage.ledger import BudgetLedger
+from ..storage.memory_ledger import MemoryLedger
 from ..telemetry import TraceSettings, Tracing
 from ..tools.runner import ToolRunner
 from ..tools.sandbox import ISOLATION_ENV, ContainerSandbox, SandboxUnavailable, choose_sandbox
 from ..tools.wasm import inline_module_files
 from ..validation import validate_documents
 from ..validation.grants import ToolDenied, agent_loops, approval_gates, decide_tool, tool_steps
-from ..validation.templates import resolve_workflow
+from ..validation.templates import resolve_workflow, spec_steps
 from .episodes import LocalEpisodes
 from .loop import DEFAULT_MAX_PARALLEL, LocalRun, Observer, check_inbox_event
 from .store import RunDir, RunStore
@@ -181,6 +193,28 @@ def template_bundle(paths: Sequence[str | Path], ref: TemplateRef, inputs: Mappi
     return _bundle([*(r for r in loaded if not isinstance(r.resource, Workflow)), workflow], name, {}, where)
 
 
+def child_bundle(parent: Bundle, ref: TemplateRef, inputs: Mapping[str, Any], name: str,
+                 annotations: Mapping[str, str]) -> Bundle:
+    """The Bundle of a workflow step's child run: a new Workflow ``name`` made from the template ``ref`` names in
+    the parent's catalog (the same manifests), with ``inputs``, the parent's budgetRef and its labels (but
+    agentflow.dev/ ones): the Budgets that count the parent's calls count the child's. ManifestError with
+    every problem, on the child's fields (``spec.inputs.KEY``, ``spec.workflowTemplateRef.name``)."""
+    where = f"Workflow/{name}"
+    spec: dict[str, Any] = {"workflowTemplateRef": ref.dump(), "inputs": dict(inputs)}
+    if parent.workflow.spec.budget_ref is not None:
+        spec["budgetRef"] = parent.workflow.spec.budget_ref.dump()
+    labels = {k: v for k, v in parent.workflow.metadata.labels.items() if not k.startswith("agentflow.dev/")}
+    body = {"apiVersion": API_VERSION, "kind": "Workflow",
+            "metadata": {"name": name, "labels": labels, "annotations": dict(annotations)}, "spec": spec}
+    doc = Document(where, body, {})
+    catalog = parent.catalog
+    resources = [r for table in (catalog.agents, catalog.prompts, catalog.policies, catalog.budgets, catalog.templates,
+                                 catalog.schedules, catalog.triggers, catalog.rollouts, catalog.cluster_templates)
+                 for r in table.values()]
+    loaded = [LoadedResource(r, Document(where, {}, {})) for r in resources]
+    return _bundle([*loaded, LoadedResource(parse_resource(body, doc), doc)], name, {}, where)
+
+
 def bundle_of(run_dir: RunDir) -> Bundle:
     """The manifests a run was started with (its family steps bound to the versions it got)."""
     name = run_dir.meta.get("workflow")
@@ -291,7 +325,8 @@ def run_warnings(bundle: Bundle, sandbox: ContainerSandbox) -> list[str]:
 
 def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = None,
                   state_dir: str | Path | None = None, sandbox: ContainerSandbox | None = None,
-                  tracing: Tracing | None = None) -> Executor:
+                  tracing: Tracing | None = None, *, depth: int = 0,
+                  max_depth: int = DEFAULT_WORKFLOW_DEPTH, ledger: BudgetLedger | None = None) -> Executor:
     """The executor of a local run. Every model call goes through an in-process Gateway (the Budgets of the
     manifests on a MemoryLedger, the response cache, the router) over the Provider the environment selects,
     like a step pod's calls go through the operator's gateway. ``inprocess``: attempts run in this process;
@@ -300,8 +335,34 @@ def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = Non
     With ``state_dir``, PII tokens use the state directory's key (AGENTFLOW_PII_KEY wins) and the run's sealed
     token map, and model calls, policy decisions, redactions and injection findings go to its audit chain
     (AUDIT_FILE). ``sandbox``: how container tools run (default: :func:`container_sandbox` of ``env``).
-    ``tracing``: the gateway's spans (model calls, budget reservations, memory operations) go there."""
-    env = os.environ if env is None else env
+    ``tracing``: the gateway's spans (model calls, budget reservations, memory operations) go there.
+
+    A Workflow with workflow steps gets a SubWorkflowExecutor around that executor: each attempt of one runs its
+    template as a child run (agentflow.runner.subworkflows), ``depth`` deep (this run's), at most ``max_depth``.
+    ``ledger``: the Budgets' spend (a new MemoryLedger without one); a child run's gateway shares its parent's,
+    so a Budget counts the parent's and the children's calls together."""
+    ledger = MemoryLedger() if ledger is None else ledger
+    inner = _executor(bundle, kind, os.environ if env is None else env, state_dir, sandbox, tracing, ledger)
+    if not has_workflow_steps(bundle.workflow.spec):
+        return inner
+    from .subworkflows import SubWorkflowExecutor
+
+    def child(child_bundle: Bundle, child_depth: int) -> Executor:
+        return make_executor(child_bundle, kind, env, state_dir, sandbox, tracing, depth=child_depth,
+                             max_depth=max_depth, ledger=ledger)
+
+    return SubWorkflowExecutor(inner, bundle, child, state_dir=state_dir, depth=depth, max_depth=max_depth,
+                               tracing=tracing)
+
+
+def has_workflow_steps(spec: WorkflowSpec) -> bool:
+    """Whether any step of ``spec`` (DAG, states, tree leaves, fallback machines) is a workflow step."""
+    return any(step.kind is StepKind.workflow for _, step in spec_steps(spec))
+
+
+def _executor(bundle: Bundle, kind: str, env: Mapping[str, str], state_dir: str | Path | None,
+              sandbox: ContainerSandbox | None, tracing: Tracing | None, ledger: BudgetLedger) -> Executor:
+    """make_executor's executor of the attempts of every kind but workflow steps."""
     if sandbox is None:
         sandbox = container_sandbox(bundle, env)
     if kind not in ("inprocess", "subprocess"):
@@ -316,7 +377,8 @@ def make_executor(bundle: Bundle, kind: str, env: Mapping[str, str] | None = Non
         memory_file = default_memory_path(Path(state_dir))
         memory = {"memory_store": lambda embedder: SqliteMemoryStore(memory_file, embedder, audit=audit),
                   "episodes": LocalEpisodes(RunStore(Path(state_dir)))}
-    models = local_gateway(bundle.workflow, bundle.catalog, provider, audit=audit, tracing=tracing, **memory)
+    models = local_gateway(bundle.workflow, bundle.catalog, provider, ledger=ledger, audit=audit, tracing=tracing,
+                           **memory)
     if kind == "subprocess":  # the children run container tools as decided here, not by probing again
         return SubprocessExecutor(bundle.manifests_yaml, bundle.workflow.metadata.name,
                                   gateway=LoopbackGateway(models), env={**env, ISOLATION_ENV: sandbox.mode})

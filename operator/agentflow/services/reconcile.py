@@ -43,9 +43,9 @@ from ..engine.plan import Plan, compile_plan
 from ..engine.run import Run
 from ..engine.values import Event, EventType, StepError, StepRequest
 from ..executors.payload import attempt_payload
-from ..k8s import names, podspec
+from ..k8s import names, podspec, subworkflow
 from ..k8s.events import event_body, kubernetes_events
-from ..k8s.kube import Kube, KubeError
+from ..k8s.kube import Forbidden, Invalid, Kube, KubeError, NotFound
 from ..k8s.netpol import NetworkConfig, build_network_policy
 from ..k8s.podspec import Owner, PodConfig, build_step_pod
 from ..k8s.profile import Egress, ExecutionProfile, compile_profile, parse_host
@@ -60,6 +60,7 @@ from ..models import (
     WorkflowSpec,
     parse_resource,
 )
+from ..models.limits import DEFAULT_WORKFLOW_DEPTH
 from ..models.manifests import format_path
 from ..prompts.rollout import RolloutError, bind, choices_for, recorded
 from ..storage.attempts import AttemptPod
@@ -77,7 +78,7 @@ from ..validation.grants import (
     decide_tool,
     loop_call_ref,
 )
-from ..validation.templates import resolve_workflow
+from ..validation.templates import resolve_workflow, template_input_findings, unknown_template
 from . import approvals
 from .errors import InvalidWorkflow, MissingReferences
 from .notifications import ApprovalNotifier
@@ -155,7 +156,8 @@ class WorkflowReconciler:
                  clock: Callable[[], float] = time.time,
                  audit: AuditSink | None = None, quota_ttl: float = QUOTA_TTL_SECONDS,
                  max_parallel: int | None = DEFAULT_MAX_PARALLEL, tracing: Tracing | None = None,
-                 trace_url_template: str | None = None, notifier: ApprovalNotifier | None = None) -> None:
+                 trace_url_template: str | None = None, notifier: ApprovalNotifier | None = None,
+                 max_workflow_depth: int = DEFAULT_WORKFLOW_DEPTH) -> None:
         self.kube = kube
         self.notifier = notifier
         self.store = store
@@ -169,6 +171,7 @@ class WorkflowReconciler:
         self.max_parallel = max_parallel
         self.tracing = tracing if tracing is not None and tracing.enabled else None
         self.trace_url_template = trace_url_template
+        self.max_workflow_depth = max_workflow_depth
         self.runs: dict[str, RunState] = {}
         self._quotas: dict[str, _Quota] = {}
         callback_host, callback_port = parse_host(pod_config.callback_url)
@@ -252,7 +255,8 @@ class WorkflowReconciler:
     # ------------------------------------------------------------- observe
 
     def _observed_events(self, body: Mapping[str, Any], state: RunState, results: Mapping[tuple[str, int], Any],
-                         pods: Sequence[Mapping[str, Any]]) -> list[Event]:
+                         pods: Sequence[Mapping[str, Any]],
+                         children: Mapping[str, Mapping[str, Any]] | None = None) -> list[Event]:
         run = state.run
         now = self.clock()
         spec = body.get("spec", {})
@@ -270,6 +274,21 @@ class WorkflowReconciler:
                 continue
             out.extend(_result_events(node_id, attempt, result, now))
             running.pop(node_id)
+        for node_id, child in sorted((children or {}).items()):  # workflow steps: their children's ends
+            node = running.get(node_id)
+            if node is None:
+                continue
+            if not subworkflow.is_child_of(child, str(body["metadata"]["uid"]), node_id, node.attempt):
+                out.append(Event(EventType.step_failed, node_id, {"attempt": node.attempt, "error": StepError(
+                    "WorkflowConflict", f"Workflow {child['metadata'].get('name')} exists but is not the child the "
+                    f"operator made for attempt {node.attempt} of {node_id}: it was left alone and the attempt "
+                    "failed; delete that Workflow and re-run", retryable=False).to_dict()}, now))
+                running.pop(node_id)
+                continue
+            ended = subworkflow.child_events(node_id, node.attempt, child, now)
+            if ended:
+                out.extend(ended)
+                running.pop(node_id)
         for pod in pods:
             meta = pod.get("metadata", {})
             pod_node = str((meta.get("annotations") or {}).get(names.NODE_ANNOTATION))
@@ -421,6 +440,8 @@ class WorkflowReconciler:
     async def _start(self, body: Mapping[str, Any], state: RunState, request: StepRequest,
                      catalog: Catalog) -> tuple[int, Event | None]:
         """Create the attempt's NetworkPolicy and pod: (API writes, None), or (0, the StepFailed of a denial)."""
+        if request.kind == StepKind.workflow.value:
+            return await self._start_child(body, state, request, catalog)
         meta = body["metadata"]
         uid, namespace = meta["uid"], meta["namespace"]
         granted = await self._grant(body, state, request, catalog)
@@ -449,6 +470,56 @@ class WorkflowReconciler:
             await self.store.set_pod_uid(uid, request.node, request.attempt, created)
             state.recorded.add(pod_name)
         return writes + (1 if created is not None else 0), None
+
+    async def _start_child(self, body: Mapping[str, Any], state: RunState, request: StepRequest,
+                           catalog: Catalog) -> tuple[int, Event | None]:
+        """Create the attempt's child Workflow in this namespace (k8s.subworkflow): (API writes, None), or (0, the
+        StepFailed of a child that may not be made: too deep, an unknown template, inputs it does not take, or
+        one the API server refuses)."""
+        def failed(kind: str, message: str) -> tuple[int, Event]:
+            return 0, Event(EventType.step_failed, request.node, {"attempt": request.attempt, "error": StepError(
+                kind, f"step {request.step!r}: {message}", retryable=False).to_dict()}, self.clock())
+
+        step = _step_spec(state.plan, request)
+        ref = step.workflow_template_ref if step is not None else None
+        if ref is None:
+            return failed("UnsupportedStepKind", "not a workflow step")
+        try:
+            depth = subworkflow.depth_of(body) + 1
+        except ValueError as exc:
+            return failed("WorkflowDepthExceeded", f"{exc}; this run's depth is unknown, so it starts no child")
+        if depth > self.max_workflow_depth:
+            return failed("WorkflowDepthExceeded", f"a child would be at depth {depth}, deeper than workflow steps "
+                          f"may nest (agentflow operator --max-workflow-depth {self.max_workflow_depth}); a template "
+                          "that runs itself through workflow steps never ends")
+        template = catalog.template(ref)
+        if template is None:
+            return failed("UnknownTemplate", unknown_template(ref, catalog, ("workflowTemplateRef",))[1])
+        findings = template_input_findings(template, request.inputs, ("inputs",))
+        if findings:
+            return failed("InvalidInputs", "; ".join(f"{format_path(p)}: {m}" for p, m in findings))
+        child = subworkflow.child_body(body, request, ref, depth)
+        try:
+            created = await self.kube.create_resource(PLURAL, str(body["metadata"]["namespace"]), child)
+        except (Invalid, Forbidden) as exc:  # the admission webhook or RBAC refuses it: retrying changes nothing
+            return failed("ChildRefused", f"the API server refuses its child Workflow "
+                          f"{child['metadata']['name']}: {exc}")
+        return (1 if created else 0), None
+
+    async def _children(self, namespace: str, name: str, requests: Sequence[StepRequest]
+                        ) -> dict[str, dict[str, Any]]:
+        """The child Workflows of the running attempts of workflow steps, by node (absent: not made yet, or
+        deleted: made again)."""
+        out: dict[str, dict[str, Any]] = {}
+        for request in requests:
+            if request.kind != StepKind.workflow.value:
+                continue
+            try:
+                out[request.node] = await self.kube.get_resource(
+                    PLURAL, namespace, subworkflow.child_name(name, request.node, request.attempt))
+            except NotFound:
+                continue
+        return out
 
     async def _foreign(self, namespace: str, request: StepRequest, pod: Mapping[str, Any]) -> Event | None:
         """The StepFailed of an attempt whose pod name is taken by a pod that is not the one recorded for it;
@@ -492,9 +563,11 @@ class WorkflowReconciler:
         run = state.run
         pods = await self.kube.list_pods(namespace, f"{names.RUN_LABEL}={names.label_value(uid)}")
         waiting_reason = None
+        children: dict[str, dict[str, Any]] = {}
         if not run.finished:
             results = await self.store.get_results(uid)
-            observed = self._observed_events(body, state, results, pods)
+            children = await self._children(namespace, name, run.in_flight())
+            observed = self._observed_events(body, state, results, pods, children)
             await self._audit_approvals(body, state, observed)
             await self._record(uid, state, observed, apply=True)
             notices, state.notices = state.notices, []
@@ -505,6 +578,12 @@ class WorkflowReconciler:
             existing = {p["metadata"]["name"]: p for p in pods}
             denied: list[Event] = []
             for request in run.in_flight():
+                if request.kind == StepKind.workflow.value:  # a child Workflow, not a pod
+                    if request.node not in children:
+                        w, failure = await self._start(body, state, request, catalog)
+                        writes += w
+                        denied.extend([failure] if failure else [])
+                    continue
                 pod_name = names.pod_name(name, request.node, request.attempt)
                 if pod_name not in existing:
                     w, failure = await self._start(body, state, request, catalog)
@@ -529,18 +608,22 @@ class WorkflowReconciler:
                 await self._record(uid, state, decision.events, apply=False)
                 all_events.extend(decision.events)
                 quota = self._quotas.get(namespace) if capacity is not None else None
+                pods_started = [r for r in decision.start if r.kind != StepKind.workflow.value]  # children: no pod
                 if quota is not None:
-                    quota.running += len(decision.start)  # taken before the awaits below: no overshoot
+                    quota.running += len(pods_started)  # taken before the awaits below: no overshoot
                 denied = []
                 for request in decision.start:
                     w, failure = await self._start(body, state, request, catalog)
                     writes += w
                     if failure is not None:
                         denied.append(failure)
-                        if quota is not None:
+                        if quota is not None and request.kind != StepKind.workflow.value:
                             quota.running -= 1
                 for node_id in decision.cancel:
                     node = run.nodes[node_id]
+                    if node.plan.kind is StepKind.workflow and node.parent is None:  # its child is cancelled
+                        writes += await self._cancel_child(namespace, name, node_id, node.attempt)
+                        continue
                     pod_name = names.pod_name(name, node_id, node.attempt)
                     await self.kube.delete_pod(namespace, pod_name)
                     await self.kube.delete_network_policy(namespace, pod_name)
@@ -577,11 +660,22 @@ class WorkflowReconciler:
                                  trace_url=trace_url(self.trace_url_template, trace))
         if waiting_reason is not None and not run.finished:
             _quota_status(status, run, waiting_reason)
+        _child_status(status, run, name, children)
         if status != state.last_status:
             await self.kube.patch_status(PLURAL, namespace, name, status)
             state.last_status = status
             writes += 1
         return Outcome(run.phase, run.finished, wake_at, writes, len(state.journal))
+
+    async def _cancel_child(self, namespace: str, name: str, node: str, attempt: int) -> int:
+        """Cancel an attempt's child Workflow (spec.cancel, as `agentflow cancel` does); one gone or never made
+        needs nothing."""
+        try:
+            await self.kube.patch_resource(PLURAL, namespace, subworkflow.child_name(name, node, attempt),
+                                           approvals.cancel_patch())
+        except NotFound:
+            return 0
+        return 1
 
     async def _audit_approvals(self, body: Mapping[str, Any], state: RunState, observed: Sequence[Event]) -> None:
         """An ``approval`` audit event per decision, before it is journaled (a failed append is retried)."""
@@ -655,6 +749,18 @@ def _step_spec(plan: Plan, request: StepRequest) -> StepSpec | None:
             return None
     step = plan.step_plan(request.step)
     return step.spec if step is not None else None
+
+
+def _child_status(status: dict[str, Any], run: Run, name: str, children: Mapping[str, Mapping[str, Any]]) -> None:
+    """``nodes[NODE].workflow`` (name, phase) of the workflow steps' nodes the status lists."""
+    nodes = status.get("nodes") or {}
+    steps = {nid: (n.attempt, n.phase, n.error.type if n.error is not None else None)
+             for nid, n in run.nodes.items() if nid in nodes and n.plan.kind is StepKind.workflow and n.parent is None}
+    if not steps:
+        return
+    observed = {nid: subworkflow.child_phase(c) for nid, c in children.items()}
+    for nid, child in subworkflow.child_statuses(steps, name, observed).items():
+        nodes[nid]["workflow"] = child
 
 
 def _quota_status(status: dict[str, Any], run: Run, reason: str) -> None:

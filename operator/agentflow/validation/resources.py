@@ -19,6 +19,7 @@ from agentflow.models import (
     EvaluationSuite,
     PromptRollout,
     PromptVersion,
+    TemplateRef,
     ToolPolicy,
     Workflow,
     WorkflowSchedule,
@@ -31,7 +32,7 @@ from agentflow.prompts.compose import composition_findings
 
 from .findings import CEL_NAMES, Finding, PathParts, known_names, strings_in
 from .schemas import schema_and_instances
-from .templates import resolve_workflow, template_input_findings, unknown_template
+from .templates import resolve_workflow, template_cycle_findings, template_input_findings, unknown_template
 from .triggers import trigger_findings
 from .values import json_value_findings
 from .workflow import check_workflow
@@ -154,7 +155,8 @@ def _check_from_template(workflow: Workflow, catalog: Catalog | None) -> list[Fi
         return findings
     ref = workflow.spec.workflow_template_ref
     source = f"{ref.kind} {ref.name!r}" if ref else ""
-    return [(path, f"{message} (from {source})") for path, message in check_workflow(resolved.spec, catalog)]
+    findings = check_workflow(resolved.spec, catalog) + template_cycle_findings(resolved.spec, catalog, ref)
+    return [(path, f"{message} (from {source})") for path, message in findings]
 
 
 def _check_schedule(schedule: WorkflowSchedule, catalog: Catalog | None) -> list[Finding]:
@@ -210,13 +212,17 @@ def check_resource(resource: Resource, catalog: Catalog | None = None) -> list[F
     if isinstance(resource, Workflow):
         if resource.spec.workflow_template_ref is not None:
             return _check_from_template(resource, catalog)
-        return check_workflow(resource.spec, catalog)
+        return check_workflow(resource.spec, catalog) + template_cycle_findings(resource.spec, catalog)
     if isinstance(resource, WorkflowTemplate):
-        return check_workflow(resource.spec, catalog)
+        own = TemplateRef(name=resource.metadata.name, kind=resource.kind)
+        return check_workflow(resource.spec, catalog) + template_cycle_findings(resource.spec, catalog, own)
     if isinstance(resource, ClusterWorkflowTemplate):
         # What it names is looked up in each namespace that uses it, when that Workflow is checked: a catalog of
-        # one namespace (or of the manifests beside it) says nothing about the others.
-        return check_workflow(resource.spec, None)
+        # one namespace (or of the manifests beside it) says nothing about the others. Its cycles through
+        # cluster templates are the same in every namespace.
+        own = TemplateRef(name=resource.metadata.name, kind=resource.kind)
+        cluster = Catalog(cluster_templates=dict(catalog.cluster_templates)) if catalog is not None else None
+        return check_workflow(resource.spec, None) + template_cycle_findings(resource.spec, cluster, own)
     if isinstance(resource, WorkflowSchedule):
         return _check_schedule(resource, catalog)
     if isinstance(resource, WorkflowTrigger):

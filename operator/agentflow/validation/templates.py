@@ -11,16 +11,29 @@ same Catalog, the Workflow's own namespace, whichever kind the template is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from agentflow.models import AnyTemplate, Catalog, TemplateRef, Workflow, WorkflowSpec
+from agentflow.engine.expressions import ExpressionError
+from agentflow.engine.graph import find_cycles, format_cycle, reachable
+from agentflow.engine.templates import compile_template
+from agentflow.models import AnyTemplate, Catalog, StepSpec, TemplateRef, Workflow, WorkflowSpec, tree_leaves
 
-from .findings import Finding, known_names
+from .findings import Finding, PathParts, known_names
 from .schemas import schema_and_instances
 
-__all__ = ["declared_inputs", "resolve_spec", "resolve_workflow", "template_input_findings", "unknown_input_findings",
-           "unknown_template"]
+__all__ = [
+    "CYCLE",
+    "declared_inputs",
+    "resolve_spec",
+    "resolve_workflow",
+    "spec_steps",
+    "template_cycle_findings",
+    "template_input_findings",
+    "unknown_input_findings",
+    "unknown_template",
+    "workflow_step_findings",
+]
 
 _RUN_CONTROLS = ("cancel", "suspend", "budget_ref", "parallelism", "timeout_seconds", "pod_cleanup",
                  "ttl_seconds_after_finished")
@@ -39,7 +52,7 @@ def declared_inputs(spec: WorkflowSpec) -> tuple[set[str], bool]:
 
 
 def template_input_findings(template: AnyTemplate, inputs: Mapping[str, Any],
-                            path: tuple[str, ...] = ("spec", "inputs")) -> list[Finding]:
+                            path: tuple[str | int, ...] = ("spec", "inputs")) -> list[Finding]:
     """Why these inputs do not fit the template: names it does not declare, and its inputSchema (over the
     template's defaults with the inputs on top)."""
     findings = unknown_input_findings(template, inputs, path)
@@ -55,7 +68,7 @@ def template_input_findings(template: AnyTemplate, inputs: Mapping[str, Any],
 
 
 def unknown_input_findings(template: AnyTemplate, names: Iterable[str],
-                           path: tuple[str, ...] = ("spec", "inputs")) -> list[Finding]:
+                           path: tuple[str | int, ...] = ("spec", "inputs")) -> list[Finding]:
     """Input names the template does not declare (none when its inputSchema takes any)."""
     known, open_schema = declared_inputs(template.spec)
     if open_schema:
@@ -74,15 +87,17 @@ def resolve_spec(spec: WorkflowSpec, template: AnyTemplate) -> WorkflowSpec:
     return template.spec.model_copy(update=update)
 
 
-def unknown_template(ref: TemplateRef, catalog: Catalog) -> Finding:
-    """The finding of a workflowTemplateRef that names no template of its kind (the other kind's name hinted)."""
+def unknown_template(ref: TemplateRef, catalog: Catalog,
+                     path: tuple[str | int, ...] = ("spec", "workflowTemplateRef")) -> Finding:
+    """The finding of a workflowTemplateRef (at ``path``) that names no template of its kind (the other kind's
+    name hinted)."""
     other = "WorkflowTemplate" if ref.kind == "ClusterWorkflowTemplate" else "ClusterWorkflowTemplate"
     hint = ""
     if ref.name in catalog.templates_of(other):
         field = "remove kind" if other == "WorkflowTemplate" else f"set kind: {other}"
         hint = f" (there is a {other} {ref.name!r}: {field})"
     known = known_names(catalog.templates_of(ref.kind), f"{ref.kind}s")
-    return ["spec", "workflowTemplateRef", "name"], f"unknown {ref.kind} {ref.name!r}{hint}; {known}"
+    return [*path, "name"], f"unknown {ref.kind} {ref.name!r}{hint}; {known}"
 
 
 def resolve_workflow(workflow: Workflow, catalog: Catalog) -> tuple[Workflow | None, list[Finding]]:
@@ -97,3 +112,76 @@ def resolve_workflow(workflow: Workflow, catalog: Catalog) -> tuple[Workflow | N
     if findings:
         return None, findings
     return workflow.model_copy(update={"spec": resolve_spec(workflow.spec, template)}), []
+
+
+def workflow_step_findings(step: StepSpec, path: Sequence[str | int], catalog: Catalog) -> list[Finding]:
+    """A workflow step's template exists (of its kind), declares the step's input names, and takes its inputs
+    when they are all constant (inputs with ${{ }} are checked by the child's admission when it is made)."""
+    ref = step.workflow_template_ref
+    if ref is None:
+        return []
+    template = catalog.template(ref)
+    if template is None:
+        return [unknown_template(ref, catalog, (*path, "workflowTemplateRef"))]
+    where = (*path, "inputs")
+    try:
+        constant = compile_template(step.inputs).is_constant
+    except ExpressionError:  # said by the expression checks, on the same field
+        constant = False
+    if constant:
+        return template_input_findings(template, step.inputs, where)
+    return unknown_input_findings(template, step.inputs, where)
+
+
+def spec_steps(spec: WorkflowSpec) -> Iterator[tuple[PathParts, StepSpec]]:
+    """(path, step) of every step of a spec: DAG steps, states' steps, behavior tree leaves, fallback machines'."""
+    for i, step in enumerate(spec.steps):
+        yield ["spec", "steps", i], step
+    machines = [(["spec", "stateMachine"], spec.state_machine)] if spec.state_machine is not None else []
+    machines += [(["spec", "fallbackMachines", name], sm) for name, sm in spec.fallback_machines.items()]
+    for base, sm in machines:
+        for i, state in enumerate(sm.states):
+            if state.step is not None:
+                yield [*base, "states", i, "step"], state.step
+    for where, leaf in tree_leaves(spec.behavior_tree):
+        yield [*where, "step"], leaf
+
+
+CYCLE = "workflow steps run templates in a cycle"
+"""How a cycle finding begins (the admission webhook refuses these whatever its reference policy)."""
+
+
+def _key(ref: TemplateRef) -> str:
+    return f"{ref.kind}/{ref.name}"
+
+
+def _step_refs(spec: WorkflowSpec) -> Iterator[tuple[PathParts, TemplateRef]]:
+    """(path of the reference, reference) of every workflow step of a spec, in spec order."""
+    for path, step in spec_steps(spec):
+        if step.workflow_template_ref is not None:
+            yield [*path, "workflowTemplateRef", "name"], step.workflow_template_ref
+
+
+def template_cycle_findings(spec: WorkflowSpec, catalog: Catalog | None, own: TemplateRef | None = None
+                            ) -> list[Finding]:
+    """Workflow steps that run templates in a cycle: ``own`` (the template this spec is, None for a Workflow)
+    or the templates of ``catalog`` its workflow steps lead to, calling themselves again. One finding per step
+    of this spec from which a cycle is reachable, on its reference, naming the cycle. A template the catalog
+    does not hold ends the search there (reported as unknown elsewhere); without a catalog only a step naming
+    ``own`` itself is seen. Static: a cycle that a ``when`` would end at run time is refused too (the depth
+    limit is what stops cycles admission cannot see, made by templates created later)."""
+    graph: dict[str, list[str]] = {}
+    if own is not None:  # first: a cycle through it is told from it
+        graph[_key(own)] = [_key(r) for _, r in _step_refs(spec)]
+    if catalog is not None:
+        for kind in ("WorkflowTemplate", "ClusterWorkflowTemplate"):
+            for template in catalog.templates_of(kind).values():
+                graph.setdefault(f"{kind}/{template.metadata.name}", [_key(r) for _, r in _step_refs(template.spec)])
+    findings: list[Finding] = []
+    for path, ref in _step_refs(spec):
+        below = reachable(graph, [_key(ref)])
+        cycles = find_cycles({node: [n for n in graph[node] if n in below] for node in graph if node in below})
+        if cycles:
+            findings.append((path, f"{CYCLE} ({format_cycle(cycles[0])}), which would nest child Workflows until "
+                                   "the depth limit; break the cycle"))
+    return findings

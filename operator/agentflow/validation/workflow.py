@@ -36,6 +36,7 @@ from agentflow.prompts.rollout import RolloutError, resolve, rollout_of
 
 from .findings import CEL_NAMES, Finding, PathParts, StepCheck, known_names, strings_in
 from .schemas import schema_and_instances
+from .templates import workflow_step_findings
 from .values import json_value_findings
 
 __all__ = ["check_workflow"]
@@ -165,6 +166,8 @@ class _WorkflowChecker:
             self.family(ref.family, ref.version, [*path, "promptRef"], catalog)
         if step.kind is StepKind.tool and step.tool:
             self.tool_permission(step.tool, agent, [*path, "tool"], catalog)
+        if step.kind is StepKind.workflow:
+            self.findings.extend(workflow_step_findings(step, path, catalog))
 
     def family(self, family: str, version: str | None, path: PathParts, catalog: Catalog) -> None:
         if not any(p.spec.prompt == family for p in catalog.prompts.values()):

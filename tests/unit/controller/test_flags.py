@@ -102,3 +102,13 @@ def test_bad_notification_flags_are_refused_naming_the_flag(argv: list[str], env
 
     with pytest.raises(ConfigError, match=message):
         notify_config(args(*argv), env)
+
+
+def test_the_workflow_depth_defaults_to_five_and_a_bad_value_names_the_flag(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert args().max_workflow_depth == 5
+    assert args("--max-workflow-depth", "2").max_workflow_depth == 2
+    for bad in ("51", "-1", "deep"):
+        with pytest.raises(SystemExit):
+            args("--max-workflow-depth", bad)
+        assert "--max-workflow-depth" in capsys.readouterr().err

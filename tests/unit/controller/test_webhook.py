@@ -558,3 +558,28 @@ async def test_the_cost_preflight_goes_through_a_cluster_template(monkeypatch: p
                                     memo=memo, **indices)
     assert "Workflow/run: estimated cost $" in str(caught.value) and f"Budget {NAMESPACE}/tight (hard)" in str(
         caught.value)
+
+
+def template_body(name: str, calls: str, kind: str = "WorkflowTemplate") -> dict[str, Any]:
+    return {"apiVersion": API, "kind": kind, "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"steps": [{"name": "sub", "kind": "workflow",
+                                "workflowTemplateRef": {"name": calls, "kind": kind}}]}}
+
+
+def test_a_cycle_of_templates_is_rejected_even_where_unknown_references_only_warn() -> None:
+    first = template_body("a", "b")
+    catalog = Catalog()
+    verdict = review(first, catalog)  # b is not there yet: an unknown reference, a warning
+    assert verdict.allowed and "unknown WorkflowTemplate 'b'" in verdict.warnings[0]
+    resource = parse_resource(first)
+    catalog.add(resource)  # type: ignore[arg-type]
+    verdict = review(template_body("b", "a"), catalog)  # closes the cycle: refused, on the field
+    assert not verdict.allowed and verdict.message is not None
+    assert "spec.steps[0].workflowTemplateRef.name: workflow steps run templates in a cycle (WorkflowTemplate/b " \
+           "-> WorkflowTemplate/a -> WorkflowTemplate/b)" in verdict.message
+
+
+def test_a_cluster_template_calling_itself_is_rejected() -> None:
+    verdict = review(template_body("shared", "shared", "ClusterWorkflowTemplate"), None)
+    assert not verdict.allowed and verdict.message is not None
+    assert "ClusterWorkflowTemplate/shared -> ClusterWorkflowTemplate/shared" in verdict.message

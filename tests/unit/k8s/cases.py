@@ -12,6 +12,8 @@ kinds::
     events          input: run; expected: [[type, reason, message], ...]
     statusPatch     input: builder (stalled, invalidSpec or missingReferences) and its arguments: current (the
                     status now, for stalled), reason, message (or missing), now, generation, previous
+    childWorkflow   input: parent (a Workflow body), request, ref (a workflowTemplateRef), depth; expected: the child
+                    Workflow of k8s.subworkflow.child_body
     driftPatch      input: current (an Agent's status), alarms [{namespace, agent, prompt, signal, baseline, current,
                     since}], now; expected: the patch of k8s.drift.drifting_status (null: nothing to write)
 
@@ -29,7 +31,8 @@ from agentflow.k8s.events import kubernetes_events
 from agentflow.k8s.netpol import build_network_policy
 from agentflow.k8s.podspec import ExecutionProfile, Owner, PodConfig, build_step_pod, profile_for
 from agentflow.k8s.status import invalid_spec_status, missing_references_status, stalled_status, workflow_status
-from agentflow.models import Agent, StepSpec, ToolPolicy, ToolSpec
+from agentflow.k8s.subworkflow import child_body
+from agentflow.models import Agent, StepSpec, TemplateRef, ToolPolicy, ToolSpec
 from agentflow.quality import Alarm, Subject
 
 from .runs import drive
@@ -113,4 +116,6 @@ def build(kind: str, i: Mapping[str, Any]) -> Any:
         alarms = [Alarm(Subject(a["namespace"], a["agent"], a["prompt"]), a["signal"], a["baseline"], a["current"],
                         a["since"]) for a in i.get("alarms") or ()]
         return drifting_status(i.get("current") or {}, alarms, now=i["now"])
+    if kind == "childWorkflow":
+        return child_body(i["parent"], request(i["request"]), TemplateRef.model_validate(i["ref"]), i["depth"])
     raise ValueError(f"unknown case kind {kind!r}")

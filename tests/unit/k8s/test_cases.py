@@ -28,7 +28,8 @@ FILES = sorted(CASES.glob("*.yaml"))
 
 def test_there_are_cases_of_every_kind() -> None:
     kinds = {yaml.safe_load(f.read_text())["kind"] for f in FILES}
-    assert kinds == {"pod", "profile", "networkPolicy", "status", "events", "statusPatch", "driftPatch"}
+    assert kinds == {"pod", "profile", "networkPolicy", "status", "events", "statusPatch", "driftPatch",
+                     "childWorkflow"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])

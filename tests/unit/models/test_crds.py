@@ -459,7 +459,7 @@ def test_free_form_fields_preserve_unknown_fields() -> None:
 
 def test_enums_defaults_and_bounds() -> None:
     wf = schema_of("Workflow")
-    assert at(wf, "spec.steps[].kind")["enum"] == ["llm", "tool", "approval", "plan"]
+    assert at(wf, "spec.steps[].kind")["enum"] == ["llm", "tool", "approval", "plan", "workflow"]
     assert at(wf, "status.phase")["enum"][0] == "Pending"
     assert at(wf, "spec.podCleanup")["enum"] == ["onSuccess", "always", "never"]
     assert "Defaults to 2.0." in at(wf, "spec.retry.backoff.factor")["description"]
