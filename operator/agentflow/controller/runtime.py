@@ -17,6 +17,7 @@ from ..services.canary import RolloutSync
 from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..services.retention import RunRetention
+from ..services.shards import Everything, Ownership, ShardMembership
 from ..triggers.server import TriggerServer
 
 
@@ -41,6 +42,16 @@ class Memo(kopf.Memo):
     sweep_stopped: asyncio.Event
     wakeups: dict[str, asyncio.Event]
     clock: Callable[[], float]
+    shards: Ownership
+    """Which Workflows (and schedules, rollouts) this replica acts on: all (Everything) unless --shards auto."""
+    membership: ShardMembership | None
+    membership_task: asyncio.Task[None] | None
+    membership_stopped: asyncio.Event
+
+    def poke_all(self) -> None:
+        """Wake every Workflow's daemon in this process (the shard membership changed)."""
+        for event in self.wakeups.values():
+            event.set()
 
     def poke(self, run_uid: str) -> None:
         """Wake the daemon driving this run, if there is one in this process."""
@@ -66,6 +77,10 @@ def new_memo() -> Memo:
     memo.sweep_stopped = asyncio.Event()
     memo.wakeups = {}
     memo.clock = time.time
+    memo.shards = Everything()
+    memo.membership = None
+    memo.membership_task = None
+    memo.membership_stopped = asyncio.Event()
     return memo
 
 
