@@ -430,13 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       default=default_ttl if default_ttl != RunTtl() else None,
                                       namespaces=args.namespace, forget=forget)
         if args.shards == "auto":
-            memo.membership = ShardMembership(kube, args.shard_namespace, args.replica_id, group=args.shard_group,
+            # a client of its own, renewing in a thread of its own (a busy event loop must not miss renewals)
+            memo.membership = ShardMembership(KubeClient.from_environment(args.kubeconfig), args.shard_namespace,
+                                              args.replica_id, group=args.shard_group,
                                               duration=args.shard_lease_seconds, renew=args.shard_renew_seconds,
                                               on_change=memo.poke_all)
             memo.shards = memo.membership
-            memo.membership_stopped = asyncio.Event()
-            memo.membership_task = asyncio.create_task(memo.membership.run(memo.membership_stopped),
-                                                       name="shard-membership")
+            memo.membership.start()
             log.info("sharding: replica %s, Leases %s=%s in %s (duration %ds, renewed every %gs)", args.replica_id,
                      GROUP_LABEL, args.shard_group, args.shard_namespace, args.shard_lease_seconds,
                      args.shard_renew_seconds)
@@ -473,8 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Memo, **_: Any) -> None:
         if memo.membership is not None:  # leave first: the others take this replica's share at their next round
-            await stop_task(memo.membership_task, memo.membership_stopped, "the shard membership")
             await memo.membership.stop()
+            memo.membership.leases.close()
         await handlers.stop_budget_sync(memo)
         # a sweep cut short has collected whole batches (one transaction each) or nothing
         await stop_task(memo.sweep_task, memo.sweep_stopped, "the orphan sweep")

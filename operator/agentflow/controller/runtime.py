@@ -45,8 +45,6 @@ class Memo(kopf.Memo):
     shards: Ownership
     """Which Workflows (and schedules, rollouts) this replica acts on: all (Everything) unless --shards auto."""
     membership: ShardMembership | None
-    membership_task: asyncio.Task[None] | None
-    membership_stopped: asyncio.Event
 
     def poke_all(self) -> None:
         """Wake every Workflow's daemon in this process (the shard membership changed)."""
@@ -79,8 +77,6 @@ def new_memo() -> Memo:
     memo.clock = time.time
     memo.shards = Everything()
     memo.membership = None
-    memo.membership_task = None
-    memo.membership_stopped = asyncio.Event()
     return memo
 
 

@@ -3,12 +3,19 @@
 The decisions are pure (agentflow.k8s.shards: rendezvous hashing of a Workflow's uid over the live members,
 the newcomer's wait, the self-fence); this module does the I/O and wires them into the operator::
 
-    ShardMembership.run (a task at startup)      every renew seconds: patch (or create) this replica's Lease,
-                                                  list the group's, Membership.observe/completed; when the view
-                                                  changes (a member came or went, this replica turned active or
-                                                  inactive): on_change(), which wakes every Workflow's daemon
-    ShardMembership.stop (cleanup)                leave: act on nothing, wake the daemons, delete the Lease, so
-                                                  the others take over at their next round (not a lease later)
+    ShardMembership.start (at startup)           a thread of its own with its own event loop: every renew
+                                                  seconds patch (or create) this replica's Lease, list the group's,
+                                                  Membership.observe/completed; when the view changes (a member came
+                                                  or went, this replica turned active or inactive): on_change() on
+                                                  the operator's loop, which wakes every Workflow's daemon
+    ShardMembership.stop (cleanup)                stop the thread; leave: act on nothing, wake the daemons, delete the
+                                                  Lease, so the others take over at their next round (not a lease
+                                                  later)
+
+Why a thread: the renewals must not depend on the operator's event loop, which a burst of reconciles keeps busy
+(plans compiled, journals hashed, every API call queued on the same default thread pool). Renewing from that loop,
+a busy replica missed its self-fence deadline and dropped all its work every few seconds under load. ``owns`` is
+read from the operator's loop: Membership's fields are replaced whole (a float, a new dict), never mutated in place.
     while_owned(ownership, uid, wakeup, stopped, work)
                                                   the Workflow's kopf daemon on EVERY replica: waits until this
                                                   replica owns the uid, runs ``work`` (drive, then the TTL) with a
@@ -27,6 +34,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -88,6 +96,9 @@ class ShardMembership:
         self.name = lease_name(group, replica)
         self.selector = f"{GROUP_LABEL}={group}"
         self._view = View(False, ())
+        self._main: asyncio.AbstractEventLoop | None = None  # where on_change runs (set by start)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def view(self) -> View:
@@ -125,25 +136,40 @@ class ShardMembership:
             log.info("shards: replica %s %s, members %s (was %s, %s)", self.replica,
                      "active" if view.active else "not active", ", ".join(view.members) or "none",
                      "active" if before.active else "not active", ", ".join(before.members) or "none")
-            self.on_change()
+            if self._main is not None and self._main is not _running_loop():
+                self._main.call_soon_threadsafe(self.on_change)
+            else:
+                self.on_change()
 
-    async def run(self, stopped: asyncio.Event) -> None:
+    async def run(self, stopped: threading.Event) -> None:
         """Rounds every ``renew`` seconds until ``stopped``; a failed one is logged and the next tries again (past
         the self-fence this replica acts on nothing until a round gets through)."""
+        loop = asyncio.get_running_loop()
         while not stopped.is_set():
             try:
                 await self.round()
             except KubeError as exc:
                 log.warning("shards: lease round of %s failed (%s); %s", self.replica, exc,
                             "still active" if self._view.active else "acting on nothing")
-            try:
-                await asyncio.wait_for(stopped.wait(), self.renew)
-            except TimeoutError:
-                continue
+            except Exception:  # a bug must not end the renewals silently: the replica would fence itself
+                log.exception("shards: lease round of %s failed unexpectedly", self.replica)
+            await loop.run_in_executor(None, stopped.wait, self.renew)
 
-    async def stop(self) -> None:
-        """A graceful stop: act on nothing from now on, wake the daemons, delete the Lease (best effort: else
-        the others take over when it expires)."""
+    def start(self) -> None:
+        """Renew in a thread of its own (its own event loop); on_change runs on the calling loop."""
+        self._main = asyncio.get_running_loop()
+        self._stop.clear()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.run(self._stop)), name="agentflow-shards",
+                                        daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """A graceful stop: end the renewals, act on nothing from now on, wake the daemons, delete the Lease (best
+        effort: else the others take over when it expires)."""
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+            self._thread = None
         self.membership.leave()
         self._look()
         try:
@@ -151,6 +177,13 @@ class ShardMembership:
         except KubeError as exc:
             log.warning("shards: lease %s/%s not deleted (the others wait until it expires): %s", self.namespace,
                         self.name, exc)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _OrLost:
@@ -182,5 +215,6 @@ async def while_owned(ownership: Ownership, key: str, wakeup: asyncio.Event, sto
         await work(stop)
         if stopped or ownership.owns(key):
             return
-        log.info("shards: %s moved to another replica; stopped acting on it", key)
+        log.info("shards: %s is no longer this replica's (moved to another, or this one stopped acting); let go",
+                 key)
         lost()

@@ -4,6 +4,7 @@ while its replica owns it; the --shards flags."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -105,18 +106,32 @@ async def test_a_replica_cut_off_from_the_api_acts_on_nothing_before_the_others_
     assert not a.view.active
 
 
-async def test_the_run_loop_renews_until_stopped_and_survives_a_failed_round() -> None:
+async def test_renewals_run_in_a_thread_of_their_own_and_tell_the_operators_loop() -> None:
     kube = FakeKube()
-    a = ShardMembership(kube, NS, "op-a", duration=10, renew=0.01)
-    kube.lease_error = KubeError("away")
-    stopped = asyncio.Event()
-    task = asyncio.create_task(a.run(stopped))
-    await asyncio.sleep(0.05)
-    kube.lease_error = None
-    await asyncio.sleep(0.05)
-    assert (NS, "agentflow-op-a") in kube.leases
-    stopped.set()
-    await asyncio.wait_for(task, 1.0)
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    calls: list[asyncio.AbstractEventLoop] = []
+
+    def on_change() -> None:
+        calls.append(asyncio.get_running_loop())
+        changed.set()
+
+    a = ShardMembership(kube, NS, "op-a", duration=1, renew=0.05, on_change=on_change)
+    kube.lease_error = KubeError("away")  # a failed round: logged, the next one tries again
+    a.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert (NS, "agentflow-op-a") not in kube.leases and not a.view.active
+        kube.lease_error = None
+        await asyncio.wait_for(changed.wait(), 5.0)  # active a lease duration after its first round
+        assert a.view.active and a.owns("uid-1") and calls and all(c is loop for c in calls)
+        # the operator's loop blocked (a burst of CPU-bound reconciles): the renewals go on meanwhile
+        renewed = kube.leases[(NS, "agentflow-op-a")]["spec"]["renewTime"]
+        time.sleep(0.3)
+        assert kube.leases[(NS, "agentflow-op-a")]["spec"]["renewTime"] != renewed and a.owns("uid-1")
+    finally:
+        await a.stop()
+    assert (NS, "agentflow-op-a") not in kube.leases and not a.owns("uid-1")
 
 
 class Flag:
