@@ -1146,12 +1146,17 @@ def scaleout(args: argparse.Namespace) -> int:
             scaleout_report(rounds, failover, args)
         except Exception:
             if not args.keep:
-                for log in sorted((root / "logs").glob("*.log")):
-                    print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
+                show_logs(root)
             raise
         finally:
             procs.stop()
     return 0
+
+
+def show_logs(root: Path) -> None:
+    """The tail of every process's log (a bench that failed without --keep: the directory goes)."""
+    for log in sorted((root / "logs").glob("*.log")):
+        print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
 
 
 def replica_counts(text: str) -> list[int]:
@@ -1267,8 +1272,7 @@ def main(argv: list[str] | None = None) -> int:
             report(figures, single, lat, args, spans)
         except Exception:
             if not args.keep:
-                for log in sorted((root / "logs").glob("*.log")):
-                    print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
+                show_logs(root)
             raise
         finally:
             procs.stop()

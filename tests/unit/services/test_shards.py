@@ -17,6 +17,8 @@ from agentflow.services.retention import RunRetention
 from agentflow.services.shards import Everything, ShardMembership, while_owned
 from agentflow.testing import FakeKube, MemoryStore
 
+from .test_driver import Stop
+
 NS = "agentflow-system"
 KEYS = [f"uid-{i}" for i in range(200)]
 
@@ -134,14 +136,6 @@ async def test_renewals_run_in_a_thread_of_their_own_and_tell_the_operators_loop
     assert (NS, "agentflow-op-a") not in kube.leases and not a.owns("uid-1")
 
 
-class Flag:
-    def __init__(self) -> None:
-        self.set = False
-
-    def __bool__(self) -> bool:
-        return self.set
-
-
 class Switch:
     """An ownership turned on and off by the test."""
 
@@ -153,7 +147,7 @@ class Switch:
 
 
 async def test_a_daemon_acts_only_while_owned_and_picks_up_a_moved_workflow_at_once() -> None:
-    ownership, wakeup, stopped = Switch(False), asyncio.Event(), Flag()
+    ownership, wakeup, stopped = Switch(False), asyncio.Event(), Stop()
     runs: list[str] = []
     lost: list[str] = []
     release = asyncio.Event()
@@ -183,7 +177,7 @@ async def test_a_daemon_acts_only_while_owned_and_picks_up_a_moved_workflow_at_o
 
 
 async def test_kopfs_stop_ends_a_waiting_daemon() -> None:
-    stopped, wakeup = Flag(), asyncio.Event()
+    stopped, wakeup = Stop(), asyncio.Event()
 
     async def work(stop: Any) -> None:
         raise AssertionError("never owned")
