@@ -142,12 +142,13 @@ class Membership:
             seen[str(holder)] = _Seen(str(renewed), since, duration)
         self._seen = seen
 
-    def completed(self, started: float) -> None:
+    def completed(self, started: float, *, created: bool = False) -> None:
         """A round that started at ``started`` renewed this replica's Lease and listed the group's (in that order).
-        After a gap longer than the lease duration (the others dropped it meanwhile) it is a newcomer again."""
+        It is a newcomer again after a gap longer than the lease duration, or when the round had to create its
+        Lease (``created``: someone deleted it, and the others dropped this replica meanwhile)."""
         if self._left:
             return
-        if self._joined is None or self._round is None or started - self._round >= self.duration:
+        if created or self._joined is None or self._round is None or started - self._round >= self.duration:
             self._joined = started
         self._round = started
 

@@ -115,6 +115,7 @@ class ShardMembership:
         started = self.clock()
         try:
             now = micro_time(self.wall())
+            created = False
             try:
                 await self.leases.patch_lease(self.namespace, self.name,
                                               renew_patch(self.replica, duration=self.duration, now=now))
@@ -123,9 +124,10 @@ class ShardMembership:
                 if not await self.leases.create_lease(self.namespace, body):
                     raise KubeError(f"lease {self.namespace}/{self.name}: created by someone else meanwhile; "
                                     "renewed at the next round") from None
+                created = True
             listed = await self.leases.list_leases(self.namespace, self.selector)
             self.membership.observe(listed, self.clock())
-            self.membership.completed(started)
+            self.membership.completed(started, created=created)
         finally:
             self._look()
 

@@ -89,6 +89,23 @@ async def test_a_newcomer_waits_and_the_others_let_go_first() -> None:
     assert all(b.owns(k) for k in wins_b) and not any(a.owns(k) for k in wins_b)
 
 
+async def test_a_replica_whose_lease_was_deleted_is_a_newcomer_again() -> None:
+    kube, clock = FakeKube(), Clock()
+    a, b = replica(kube, "op-a", clock), replica(kube, "op-b", clock)
+    for _ in range(6):
+        await tick(clock, a, b)
+    assert a.owns(KEYS[0]) != b.owns(KEYS[0])
+    del kube.leases[(NS, "agentflow-op-b")]  # kubectl delete lease: op-a drops op-b at its next round
+    await tick(clock, a, b, seconds=0.5)  # op-a lists first and takes everything; op-b writes its Lease again
+    assert all(a.owns(k) for k in KEYS) and not any(b.owns(k) for k in KEYS)
+    for _ in range(4):
+        await tick(clock, a, b)
+    assert not any(b.owns(k) for k in KEYS)  # waits a lease duration, as a newcomer
+    for _ in range(2):
+        await tick(clock, b, a)
+    assert all(a.owns(k) != b.owns(k) for k in KEYS)
+
+
 async def test_a_replica_cut_off_from_the_api_acts_on_nothing_before_the_others_take_over() -> None:
     kube, clock = FakeKube(), Clock()
     a = replica(kube, "op-a", clock)
