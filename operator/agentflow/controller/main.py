@@ -4,8 +4,9 @@ Everything is built at startup from flags and environment and closed at
 cleanup: the Kubernetes client, the PostgreSQL pool, the callback server the
 step pods talk to, the metrics endpoint and, with --nats-url, the events
 publisher (a task draining the outbox to NATS JetStream: it never holds up
-startup or a run when NATS is away) and, with --trigger-listen, the endpoint
-WorkflowTriggers' deliveries are posted to.
+startup or a run when NATS is away), with --trigger-listen, the endpoint
+WorkflowTriggers' deliveries are posted to and, with --shards auto, the shard membership (a thread renewing this
+replica's Lease and reading the others': agentflow.services.shards), left first at cleanup.
 """
 
 from __future__ import annotations
@@ -405,9 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.admission.server = certs.webhook_server(listen.strip("[]") or "0.0.0.0", int(port),
                                                              args.webhook_host, folder)
             settings.admission.managed = "agentflow.dev"
-        kube = KubeClient.from_environment(args.kubeconfig)
         memo.factory = factory = await Factory.create(
-            dsn=args.postgres_dsn, kube=kube, gateway=gateway_config,
+            dsn=args.postgres_dsn, kube=KubeClient.from_environment(args.kubeconfig), gateway=gateway_config,
             registry=metrics.registry, token_audience=args.token_audience, events=events_config,
             traces=traces)
         quality = factory.quality_watch(QualityMetrics(metrics.registry),
