@@ -6,7 +6,8 @@ step pods talk to, the metrics endpoint and, with --nats-url, the events
 publisher (a task draining the outbox to NATS JetStream: it never holds up
 startup or a run when NATS is away), with --trigger-listen, the endpoint
 WorkflowTriggers' deliveries are posted to and, with --shards auto, the shard membership (a thread renewing this
-replica's Lease and reading the others': agentflow.services.shards), left first at cleanup.
+replica's Lease and reading the others': agentflow.services.shards), left first at cleanup, and the LISTEN for
+results other replicas stored (agentflow.storage.notices).
 """
 
 from __future__ import annotations
@@ -437,6 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               on_change=memo.poke_all)
             memo.shards = memo.membership
             memo.membership.start()
+            # a result may be posted to another replica (a Service as the callback URL): it NOTIFYs, this one pokes
+            factory.db.store.notify_results = True
+            memo.notices_stopped = asyncio.Event()
+            memo.notices_task = asyncio.create_task(factory.db.notices.run(memo.notices_stopped, memo.poke),
+                                                    name="result-notices")
             log.info("sharding: replica %s, Leases %s=%s in %s (duration %ds, renewed every %gs)", args.replica_id,
                      GROUP_LABEL, args.shard_group, args.shard_namespace, args.shard_lease_seconds,
                      args.shard_renew_seconds)
@@ -475,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if memo.membership is not None:  # leave first: the others take this replica's share at their next round
             await memo.membership.stop()
             memo.membership.leases.close()
+            await stop_task(memo.notices_task, memo.notices_stopped, "the result notices")
         await handlers.stop_budget_sync(memo)
         # a sweep cut short has collected whole batches (one transaction each) or nothing
         await stop_task(memo.sweep_task, memo.sweep_stopped, "the orphan sweep")

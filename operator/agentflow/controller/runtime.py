@@ -45,6 +45,9 @@ class Memo(kopf.Memo):
     shards: Ownership
     """Which Workflows (and schedules, rollouts) this replica acts on: all (Everything) unless --shards auto."""
     membership: ShardMembership | None
+    notices_task: asyncio.Task[None] | None
+    """--shards auto: results stored by other replicas poke the runs here (agentflow.storage.notices)."""
+    notices_stopped: asyncio.Event
 
     def poke_all(self) -> None:
         """Wake every Workflow's daemon in this process (the shard membership changed)."""
@@ -77,6 +80,8 @@ def new_memo() -> Memo:
     memo.clock = time.time
     memo.shards = Everything()
     memo.membership = None
+    memo.notices_task = None
+    memo.notices_stopped = asyncio.Event()
     return memo
 
 
