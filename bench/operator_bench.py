@@ -900,6 +900,7 @@ class ScaleFigures:
     workflows: int
     seconds: float
     by_replica: dict[str, int]  # steps run, by the replica that created the pod
+    cpu: dict[str, float]  # CPU seconds (user + system) each replica's process used during the burst
 
     @property
     def per_minute(self) -> float:
@@ -940,6 +941,19 @@ class ShardedOperators:
 
     def kill(self, rid: str) -> None:
         self.procs.kill(self.replicas.pop(rid).name)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) of each replica's process so far, from /proc (0 when it is gone)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        pids = {name: proc.pid for name, proc in self.procs.procs}
+        out = {}
+        for rid, runner in self.replicas.items():
+            try:
+                fields = Path(f"/proc/{pids[runner.name]}/stat").read_text().rpartition(")")[2].split()
+                out[rid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+            except (KeyError, OSError, IndexError, ValueError):
+                out[rid] = 0.0
+        return out
 
     def stop(self) -> None:
         for runner in self.replicas.values():
@@ -996,12 +1010,14 @@ async def scale_round(plane: ControlPlane, operators: ShardedOperators, ns: str,
         bench.watchers = [asyncio.create_task(bench.kubelet.watch_pods()),
                           asyncio.create_task(bench.kubelet.watch_workflows())]
         bodies = [chain_workflow(f"burst-{i}", 1) for i in range(workflows)]
+        cpu_before = operators.cpu_seconds()
         started = await burst(bench, bodies)
         await bench.wait_done([b["metadata"]["name"] for b in bodies])
         seconds = max(bench.kubelet.workflows_done.values()) - started
+        cpu = {rid: used - cpu_before.get(rid, 0.0) for rid, used in operators.cpu_seconds().items()}
         urls = {r.callback_url: rid for rid, r in operators.replicas.items()}
         by_replica = {urls.get(url, url): n for url, n in bench.kubelet.by_callback.items()}
-        return ScaleFigures(len(operators.replicas), workflows, seconds, by_replica)
+        return ScaleFigures(len(operators.replicas), workflows, seconds, by_replica, cpu)
     finally:
         for task in bench.watchers:
             task.cancel()
@@ -1091,10 +1107,11 @@ def scaleout_report(rounds: list[ScaleFigures], failover: FailoverFigures | None
           f"{os.getloadavg()[0]:.1f} at the end")
     base = rounds[0].per_minute if rounds else 0.0
     print(f"{'replicas':>8}  {'wf/min':>8}  {'seconds':>8}  {'vs ' + str(rounds[0].replicas) + ' replica(s)':>16}  "
-          "steps run per replica")
+          f"{'operator CPU s':>14}  steps run per replica (CPU s)")
     for r in rounds:
-        share = ", ".join(f"{k} {v}" for k, v in sorted(r.by_replica.items()))
-        print(f"{r.replicas:>8}  {r.per_minute:>8.0f}  {r.seconds:>8.1f}  {r.per_minute / base:>15.2f}x  {share}")
+        share = ", ".join(f"{k} {v} ({r.cpu.get(k, 0.0):.1f})" for k, v in sorted(r.by_replica.items()))
+        print(f"{r.replicas:>8}  {r.per_minute:>8.0f}  {r.seconds:>8.1f}  {r.per_minute / base:>15.2f}x  "
+              f"{sum(r.cpu.values()):>14.1f}  {share}")
     if failover is None:
         return
     f = failover
