@@ -114,7 +114,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         run = (body.metadata.labels or {}).get(names.RUN_LABEL)
         if run:
             memo.poke(run)
-        memo.driver.metrics.observe_pod(body)
+        if not run or memo.shards.owns(run):  # sharded: one replica counts each pod (the label is the run's uid)
+            memo.driver.metrics.observe_pod(body)
 
     for plural, kind in KINDS.items():
         _readiness(registry, plural, kind)
