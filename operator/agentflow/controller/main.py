@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", choices=["off", "auto"], default=env("AGENTFLOW_SHARDS", "off"),
                    help="auto: every replica acts, each on the Workflows (and WorkflowSchedules, PromptRollouts) it "
                         "owns by rendezvous hashing of their uid over the live replicas, which hold a Lease each in "
-                        "--shard-namespace; a dead replica's share moves within a lease duration. off (default): "
-                        "this process acts on everything (alone, or under --peering)")
+                        "--shard-namespace; a dead replica's share moves after a lease duration and a renewal. "
+                        "off (default): this process acts on everything (alone, or under --peering)")
     p.add_argument("--replica-id", default=env("POD_NAME") or socket.gethostname(),
                    help="this replica's name among the shards (default: POD_NAME, else the host name); unique")
     p.add_argument("--shard-namespace", default=env("POD_NAMESPACE", ""),
