@@ -211,6 +211,7 @@ def run_quickstarts(cluster: Cluster, namespace: str, tag: str, count: int, tmp_
         copy["metadata"]["name"] = f"{workflow['metadata']['name']}-{tag}{i}"
         copies.append(copy)
     cluster.apply(others + copies, namespace)
+    (tmp_path / tag).mkdir(exist_ok=True)
     expected = local_outputs(example, tmp_path / tag)
     uids = {}
     for copy in copies:
@@ -264,14 +265,16 @@ def check_quickstart(cluster: Cluster, namespace: str, release: str, tmp_path: P
         log = pod_logs(cluster, namespace, pod)
         assert ("POST /v1/attempt/result " in log) == (pod in acted), (pod, acted, log[-3000:])
 
-    # One replica goes (a rollout, a node drained): it deletes its Lease as it stops, the other takes every run
-    # until the Deployment's new pod has waited its lease duration; nothing is left behind or run twice.
+    # One replica goes (a rollout, a node drained): it deletes its Lease as it stops, and the other takes every run
+    # until the Deployment's new pod has waited its lease duration, then hands it its share (runs move mid-way, at
+    # a reconcile's boundary); nothing is left behind or run twice.
     gone = names[0]
     cluster.kubectl("delete", "pod", gone, "-n", namespace, "--wait=true", "--timeout=120s", timeout=150)
     assert gone not in leases(cluster, namespace, release)
     uids_b = run_quickstarts(cluster, namespace, "b", 4, tmp_path)
     made_b = creators(cluster, namespace, release, uids_b)
-    assert all(len(made_b[name]) == 1 and gone not in made_b[name] for name in uids_b), made_b
+    alive = {p["metadata"]["name"] for p in operator_pods(cluster, namespace, release)}
+    assert all(made_b[name] and made_b[name] <= alive for name in uids_b), (made_b, alive)
     step_pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
     nodes = [(p["metadata"]["labels"].get("agentflow.dev/run"), p["metadata"]["annotations"].get("agentflow.dev/node"))
              for p in step_pods]
