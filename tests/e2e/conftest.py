@@ -42,6 +42,19 @@ def cluster_setting(name: str) -> str:
     return out.stdout
 
 
+RETRYABLE_VERBS = frozenset({"get", "apply", "wait", "describe", "logs", "api-resources", "version"})
+TRANSIENT = ("Unable to connect to the server", "TLS handshake timeout", "connection refused",
+             "i/o timeout", "http2: client connection lost", "etcdserver: request timed out",
+             "the server was unable to return a response in the time allotted",
+             "the server is currently unable to handle the request", "net/http: request canceled")
+
+
+def transient_failure(args: tuple[str, ...], stderr: str) -> bool:
+    """A failure of the connection or of the API server's storage, on a verb safe to repeat."""
+    verb = next((a for a in args if not a.startswith("-")), "")
+    return verb in RETRYABLE_VERBS and any(t in stderr for t in TRANSIENT)
+
+
 @dataclass
 class Cluster:
     kubeconfig: str
@@ -54,13 +67,21 @@ class Cluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        """Run kubectl. A request that never reached the API server, or that it could not answer in time (a
+        loaded node: TLS handshake timeouts, a refused connection while it restarts, etcd timeouts), is tried
+        again up to three times when the verb is one that repeating cannot change the outcome of (get, apply,
+        wait, ...); anything else is reported as it is."""
+        for attempt in range(4):
+            proc = subprocess.run(
+                [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            if proc.returncode == 0 or attempt == 3 or not transient_failure(args, proc.stderr):
+                break
+            time.sleep(2 * (attempt + 1))
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}"
@@ -193,7 +214,7 @@ def step_images(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     for crd in ("workflows", "agents", "promptversions", "budgets", "toolpolicies", "workflowtemplates",
                 "workflowschedules", "workflowtriggers", "promptrollouts", "clusterworkflowtemplates"):
         # polled, not `kubectl wait`: that fails at once on a CRD whose status has no conditions yet

@@ -16,12 +16,10 @@ import pytest
 from agentflow.client import AsyncClient, InputError, LocalClient, RunEvent, TemplateNotFound
 
 from .conftest import Cluster
-from .test_operator import (  # noqa: F401
+from .test_operator import (
     REPO,
     Operator,
-    crds,
     load_manifests,
-    step_images,
 )
 
 pytestmark = pytest.mark.e2e

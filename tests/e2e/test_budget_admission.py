@@ -20,7 +20,7 @@ import pytest
 
 from .admission import admission_operator
 from .conftest import Cluster
-from .test_operator import Operator, crds, step_images  # noqa: F401 (fixtures)
+from .test_operator import Operator
 from .test_operator_admission import API, write
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,7 @@ def budget_namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def budget_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+def budget_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
                     budget_namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     with admission_operator(cluster, postgres_dsn, tmp_path_factory.mktemp("budget-admission") / "operator.log",
                             budget_namespace) as op:

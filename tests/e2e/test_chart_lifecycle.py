@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from .conftest import Cluster, cluster_setting, fresh_namespace
-from .test_operator import REPO, crds, load_manifests, step_images, wait_finished  # noqa: F401
+from .test_operator import REPO, load_manifests, wait_finished
 from .test_operator_incluster import (
     KINDS,
     WEBHOOK_CONFIG,

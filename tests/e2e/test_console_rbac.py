@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from .conftest import Cluster, fresh_namespace
-from .test_operator import REPO, crds  # noqa: F401 (fixture)
+from .test_operator import REPO
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("AGENTFLOW_CHROMIUM", "/usr/bin/chromium")
@@ -82,7 +82,7 @@ def _call(url: str, token: str | None, body: dict[str, Any] | None = None) -> tu
         return e.code, json.load(e)
 
 
-def test_rbac_decides_who_may_approve_from_the_console(cluster: Cluster, crds: None,  # noqa: F811
+def test_rbac_decides_who_may_approve_from_the_console(cluster: Cluster, crds: None,
                                                        console: str) -> None:
     with fresh_namespace(cluster, "console-") as ns:
         cluster.apply(_rbac(ns))

@@ -22,11 +22,9 @@ from agentflow.storage import PostgresStore
 from services.evaluations import EXAMPLE, FAILING
 
 from .conftest import Cluster
-from .test_operator import (  # noqa: F401
+from .test_operator import (
     REPO,
     Operator,
-    crds,
-    step_images,
     wait_finished,
 )
 

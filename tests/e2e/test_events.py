@@ -24,7 +24,7 @@ from agentflow.storage import PostgresStore
 from services.nats import NatsServer, NatsUnavailable, running_nats
 
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
-from .test_operator import REPO, CountingServer, Operator, counting_workflow, crds, step_images, wait_finished  # noqa: F401
+from .test_operator import REPO, CountingServer, Operator, counting_workflow, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def nats_host() -> Iterator[NatsServer]:
 
 
 @pytest.fixture(scope="module")
-def events_operator(cluster: Cluster, crds: None, step_images: None,  # noqa: F811
+def events_operator(cluster: Cluster, crds: None, step_images: None,
                     postgres_dsn: str, nats_host: NatsServer,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     host = cluster.host_address

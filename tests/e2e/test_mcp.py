@@ -15,7 +15,7 @@ import pytest
 from services.mcp_server import McpServer, running_mcp_server
 
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
-from .test_operator import Operator, crds, step_images, wait_finished  # noqa: F401 (fixtures)
+from .test_operator import Operator, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ PREFIX = "mcp-"
 
 
 @pytest.fixture(scope="module")
-def mcp_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+def mcp_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """An operator of this module's own, watching only its namespaces."""
     if not cluster.host_address:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import OPERATOR_PREFIX, SESSION_PREFIX, Cluster, crds, fresh_namespace, step_images  # noqa: F401
+from .conftest import OPERATOR_PREFIX, SESSION_PREFIX, Cluster, fresh_namespace  # noqa: F401
 
 # The session's host-process operator watches only namespaces with this prefix (other tests start
 # operators of their own, which must not share runs with it).

@@ -29,7 +29,7 @@ import yaml
 
 from .admission import KINDS, admission_operator, drain, webhooks
 from .conftest import Cluster
-from .test_operator import REPO, Operator, crds, free_port, step_images, wait_finished  # noqa: F401 (fixtures)
+from .test_operator import REPO, Operator, free_port, wait_finished  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +93,7 @@ def steer_namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def admitting_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+def admitting_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
                        steer_namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     with admission_operator(cluster, postgres_dsn, tmp_path_factory.mktemp("admission") / "operator.log",
                             steer_namespace, ["--webhook-references", "warn"]) as op:

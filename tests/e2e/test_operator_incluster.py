@@ -31,7 +31,7 @@ import pytest
 from services import postgres
 
 from .conftest import Cluster, cluster_setting
-from .test_operator import REPO, crds, free_port, load_manifests, local_outputs, step_images, wait_finished  # noqa: F401
+from .test_operator import REPO, free_port, load_manifests, local_outputs, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -135,7 +135,7 @@ def pod_logs(cluster: Cluster, namespace: str, pod: str) -> str:
 
 
 def test_two_replicas_from_the_chart_share_the_quickstarts_and_take_over_from_each_other(
-        cluster: Cluster, crds: None, step_images: None, helm: tuple[str, Path], namespace: str,  # noqa: F811
+        cluster: Cluster, crds: None, step_images: None, helm: tuple[str, Path], namespace: str,
         tmp_path: Path) -> None:
     host = cluster.host_address
     if not host:

@@ -38,7 +38,7 @@ import yaml
 from .admission import admission_operator, drain
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
 from .test_console_rbac import _call, console  # noqa: F401 (fixture)
-from .test_operator import REPO, Operator, crds, free_port  # noqa: F401 (fixture)
+from .test_operator import REPO, Operator, free_port
 from .test_operator_admission import wait_phase
 from .test_operator_incluster import helm, run_helm  # noqa: F401 (fixture)
 

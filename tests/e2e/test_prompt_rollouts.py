@@ -4,11 +4,13 @@ stable PromptVersion to a candidate step by step, on what the runs' journals in 
 The model is a recording OpenAI-compatible fake provider on this machine (``RecordingProvider``): step pods call
 it through the operator's gateway (``--gateway-listen``, the Agent's ``apiBase`` and key Secret), and it keeps
 every request it receives. It answers the triage schema's JSON, except for a prompt carrying ``WORSE``: then
-for four tickets in five (by a hash of the ticket) text that is not JSON, on the request and on every repair,
-so that version's runs fail the schema more often.
+text that is not JSON, on the request and on every repair, so that every run of that version fails the schema.
+(With four tickets in five failing, minSamples 3 let an unlucky split promote it at p = 0.106 > alpha 0.1: the
+gate is built to bound false rollbacks, and a candidate only somewhat worse needs more samples than this test
+can afford to be caught every time; bench/canary_bench.py measures that rate.)
 
     good candidate        evaluationGate.required false (no suite); schemaFailureRate equal -> Promoted, 100 %
-    worse candidate       schemaFailureRate ~80 % vs 0 % -> RolledBack automatically, weight 0
+    worse candidate       schemaFailureRate 100 % vs 0 % -> RolledBack automatically, weight 0
     failed evaluation     a suite whose assertion cannot hold, run by the operator as step pods through the
                           gateway: status.evaluation Failed -> the rollout Failed, and no run gets the candidate
 
@@ -19,7 +21,6 @@ tier (pytest -m e2e, a cluster).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ from typing import Any
 import pytest
 
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
-from .test_operator import REPO, Operator, crds, free_port, step_images  # noqa: F401
+from .test_operator import REPO, Operator, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -80,8 +81,7 @@ class RecordingProvider:
     @staticmethod
     def answer(messages: list[dict[str, Any]]) -> str:
         text = "\n".join(str(m.get("content", "")) for m in messages)
-        ticket = text.partition("Ticket: ")[2].partition("\n")[0]
-        if WORSE in text and int(hashlib.sha256(ticket.encode()).hexdigest(), 16) % 5 != 0:
+        if WORSE in text:
             return BAD_ANSWER
         return json.dumps({"category": "billing"})
 
@@ -105,7 +105,7 @@ def provider(cluster: Cluster) -> Iterator[RecordingProvider]:
 
 
 @pytest.fixture(scope="module")
-def rollout_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+def rollout_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
                      provider: RecordingProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     host = cluster.host_address
     assert host

@@ -14,12 +14,10 @@ import pytest
 from agentflow.storage import PostgresStore
 
 from .conftest import Cluster
-from .test_operator import (  # noqa: F401
+from .test_operator import (
     REPO,
     Operator,
-    crds,
     load_manifests,
-    step_images,
     wait_finished,
 )
 

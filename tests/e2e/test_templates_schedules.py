@@ -11,13 +11,11 @@ from typing import Any
 import pytest
 
 from .conftest import Cluster
-from .test_operator import (  # noqa: F401
+from .test_operator import (
     REPO,
     Operator,
-    crds,
     load_manifests,
     local_outputs,
-    step_images,
     wait_finished,
 )
 

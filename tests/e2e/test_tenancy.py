@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from .conftest import Cluster
-from .test_operator import RUNTIME_IMAGE, Operator, crds, step_images  # noqa: F401
+from .test_operator import RUNTIME_IMAGE, Operator
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ import pytest
 
 from .admission import admission_operator
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
-from .test_operator import REPO, CountingServer, Operator, crds, step_images, wait_finished  # noqa: F401 (fixtures)
+from .test_operator import REPO, CountingServer, Operator, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ PREFIX = "tp-"
 
 
 @pytest.fixture(scope="module")
-def policy_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+def policy_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     """An operator of this module's own, watching only its namespaces, with its webhooks (approvals are
     stamped by them)."""

@@ -20,7 +20,7 @@ from agentflow.telemetry import attempt_ids, genai, parse_traceparent, run_ids, 
 from services.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
-from .test_operator import Operator, counting_workflow, crds, free_port, step_images, wait_finished  # noqa: F401
+from .test_operator import Operator, counting_workflow, free_port, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +69,7 @@ def receiver(cluster: Cluster) -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def traced_operator(cluster: Cluster, crds: None, step_images: None,  # noqa: F811
+def traced_operator(cluster: Cluster, crds: None, step_images: None,
                     postgres_dsn: str, receiver: OtlpReceiver,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     host = cluster.host_address

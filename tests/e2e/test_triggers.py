@@ -17,13 +17,11 @@ from typing import Any
 import pytest
 
 from .conftest import SESSION_PREFIX, Cluster, fresh_namespace
-from .test_operator import (  # noqa: F401
+from .test_operator import (
     REPO,
     Operator,
-    crds,
     free_port,
     load_manifests,
-    step_images,
     wait_finished,
 )
 
@@ -35,7 +33,7 @@ KEY = b"e2e-trigger-key"
 
 
 @pytest.fixture(scope="module")
-def trigger_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,  # noqa: F811
+def trigger_operator(cluster: Cluster, crds: None, step_images: None, postgres_dsn: str,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Operator, int]]:
     host = cluster.host_address
     if not host:

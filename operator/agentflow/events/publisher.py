@@ -4,11 +4,12 @@
     task = asyncio.create_task(publisher.run(stopped))     # every replica may run one
     publisher.poke()                                        # something was appended: drain now
 
-One round (:meth:`OutboxPublisher.drain`): claim the oldest rows under the outbox lease (only one replica
-publishes at a time; see agentflow.storage.outbox), publish each run's rows one after the other in sequence
-order, waiting for each ack (runs side by side, up to ``concurrency``), mark each acked row, and delete them
-when the round ends. The first failure of a run stops that run for the round (its later rows wait, so the
-stream never holds a run's record after a gap); the other runs go on.
+A poke starts a round ``linger`` (0.1 s) later, gathering the appends made meanwhile; a round that took a full
+batch is followed by the next at once. One round (:meth:`OutboxPublisher.drain`): claim the oldest rows under the
+outbox lease (only one replica publishes at a time; see agentflow.storage.outbox), publish each run's rows one
+after the other in sequence order, waiting for each ack (runs side by side, up to ``concurrency``), mark each acked
+row, and delete them when the round ends. The first failure of a run stops that run for the round (its later rows
+wait, so the stream never holds a run's record after a gap); the other runs go on.
 
 NATS down or slow never blocks a run: the reconciler only writes the outbox (in its journal transaction);
 this loop backs off (``backoff_initial`` doubling to ``backoff_max``) and catches up from the outbox when NATS
@@ -107,6 +108,10 @@ class PublisherSettings:
     """Runs published side by side in a round (each run's rows one after the other)."""
     idle: float = 1.0
     """Seconds between rounds when there was nothing to do (a poke starts one sooner)."""
+    linger: float = 0.1
+    """Seconds a poke waits before its round starts, so that the appends of one reconcile, and of the runs
+    reconciled meanwhile, go out in one round: rounds stay few under load and happen after the reconcile that
+    poked has made its next request (the event latency this adds is at most this)."""
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     stats_every: float = 2.0
@@ -155,9 +160,12 @@ class Round:
     published: int = 0
     failures: list[EventsError] = dataclasses.field(default_factory=list)
 
+    batch: int = 0
+
     @property
     def full(self) -> bool:
-        return self.leased and not self.failures and self.claimed > 0
+        """The round took as many rows as it may: more are likely waiting (the next round starts at once)."""
+        return self.leased and not self.failures and self.claimed >= self.batch > 0
 
 
 _KIND_ORDER = {"journal": 0, "phase": 1}
@@ -194,7 +202,7 @@ class OutboxPublisher:
         """One round: claim, publish in order, mark. EventsError when NATS cannot be used at all (nothing
         claimed then), StorageError when PostgreSQL fails (nothing marked: it is published again)."""
         sink = await self._ready_sink()
-        result = Round()
+        result = Round(batch=self.settings.batch)
         async with self.outbox.claim(self.settings.batch) as claim:
             if claim is None:
                 return result
@@ -284,6 +292,8 @@ class OutboxPublisher:
             waiters.append(asyncio.ensure_future(self._poked.wait()))
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            if self._poked.is_set() and not stopped.is_set() and self.settings.linger > 0:
+                await asyncio.wait([waiters[0]], timeout=self.settings.linger)
         finally:
             for w in waiters:
                 w.cancel()
