@@ -139,6 +139,15 @@ class Processes:
         self.procs = [(n, p) for n, p in self.procs if name is not None and n != name]
 
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the process ``name`` (a crash: no cleanup of its own) and forget it."""
+        for pname, proc in self.procs:
+            if pname == name and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.procs = [(n, p) for n, p in self.procs if n != name]
+
+
 def wait_until(what: str, check: Any, timeout: float, procs: Processes) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -381,6 +390,11 @@ class Kubelet:
         self.retried = 0  # callback calls answered 503/429 and tried again
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.tasks: set[asyncio.Task[None]] = set()
+        self.fallbacks: list[str] = []
+        """Other replicas' callback URLs (--replicas): tried when the pod's one refuses connections, as a Service in
+        front of the replicas would (a step pod of a killed replica reaches another)."""
+        self.redirected = 0  # callback calls sent to a fallback
+        self.by_callback: collections.Counter[str] = collections.Counter()  # steps run per creating replica
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -436,7 +450,17 @@ class Kubelet:
         (agentflow.runtime.client: after Retry-After; a pod's token is refused until the reconciler has recorded
         the pod's uid)."""
         for _ in range(60):
-            async with self.http.request(method, url, json=body, headers=auth) as resp:
+            try:
+                resp = await self.http.request(method, url, json=body, headers=auth)
+            except aiohttp.ClientConnectionError:  # refused, or the replica died mid-call
+                elsewhere = [f for f in self.fallbacks if not url.startswith(f)]
+                if not elsewhere:
+                    raise
+                self.redirected += 1
+                base = "/".join(url.split("/", 3)[:3])
+                url = elsewhere[0] + url[len(base):]
+                continue
+            async with resp:
                 if resp.status in (200, 201):
                     await resp.read()
                     return
@@ -456,6 +480,7 @@ class Kubelet:
             env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
             auth = {"Authorization": f"Bearer {await self._projected_token(pod)}"}
             url = env["AGENTFLOW_CALLBACK_URL"].rstrip("/")
+            self.by_callback[url] += 1
             await self._callback("GET", f"{url}/v1/attempt", auth)
             result = {"output": {"step": times.node, "ok": True}, "calls": []}
             await self._callback("POST", f"{url}/v1/attempt/result", auth, result)
@@ -710,6 +735,9 @@ class OperatorRunner:
     tracing: bool = False
     metrics_url: str = ""
     name: str = ""
+    extra_args: list[str] = dataclasses.field(default_factory=list)  # e.g. --shards auto (the --replicas phase)
+    label: str = "operator"  # the process's name (its log: logs/LABEL.log)
+    callback_url: str = ""
 
     def start(self, tracing: bool) -> None:
         callback, metrics = free_port(), free_port()
@@ -717,14 +745,15 @@ class OperatorRunner:
         argv = [sys.executable, "-m", "agentflow.cli", "operator", "--kubeconfig", str(self.kubeconfig),
                 "--postgres-dsn", self.dsn, "--callback-listen", f"127.0.0.1:{callback}",
                 "--callback-url", f"http://127.0.0.1:{callback}", "--step-image", "localhost/agentflow-runtime:dev",
-                "--metrics-port", str(metrics)]
+                "--metrics-port", str(metrics), *self.extra_args]
         if tracing:
             if not self.otlp_url:
                 raise RuntimeError("tracing on needs the OTLP receiver")
             argv += ["--otlp-endpoint", self.otlp_url]
             if self.nats_url:  # and the event stream: outbox rows with each journal append, published to NATS
                 argv += ["--nats-url", self.nats_url]
-        self.name = "operator-traced" if tracing else "operator"
+        self.name = f"{self.label}-traced" if tracing else self.label
+        self.callback_url = f"http://127.0.0.1:{callback}"
         self.procs.start(self.name, argv, cwd=REPO, env=env)
         self.tracing = tracing
         self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
@@ -857,6 +886,307 @@ def compare(off: ChainFigures, on: ChainFigures, rounds: int, events: bool) -> N
         print(f"{label:<{width}}  {a:>9}  {b:>9}  {ch:>9}  {target:<9}  {mark}")
 
 
+# --------------------------------------------------------------------------- scale-out (--replicas, issue 17)
+
+LEASE_NAMESPACE = "agentflow-system"
+"""Where the sharded replicas keep their Leases (--shard-namespace)."""
+
+
+@dataclasses.dataclass
+class ScaleFigures:
+    """One burst of single-step workflows on ``replicas`` sharded operators."""
+
+    replicas: int
+    workflows: int
+    seconds: float
+    by_replica: dict[str, int]  # steps run, by the replica that created the pod
+    cpu: dict[str, float]  # CPU seconds (user + system) each replica's process used during the burst
+
+    @property
+    def per_minute(self) -> float:
+        return self.workflows / self.seconds * 60
+
+
+@dataclasses.dataclass
+class FailoverFigures:
+    """A burst of chains during which one replica was killed (SIGKILL) and its Workflows taken over."""
+
+    replicas: int
+    workflows: int
+    steps: int
+    victim_unfinished: int  # the killed replica's Workflows not finished when it died
+    takeover: list[float]  # per such Workflow: seconds from the kill to its first progress on another replica
+    scheduled: int  # StepScheduled records of the burst in the journal
+    twice: int  # (run, node, attempt) scheduled more than once: a step started twice
+    pods_seen: int  # step pods the bench saw
+    pod_creates: collections.Counter[int]  # the operator's pod creates in the audit log, by response code
+    redirected: int  # callback calls of the killed replica's pods sent to another replica
+
+
+class ShardedOperators:
+    """N `agentflow operator --shards auto` host processes (ports of their own, replica ids ``op-ROUND-I``)."""
+
+    def __init__(self, procs: Processes, kubeconfig: Path, dsn: str, lease_seconds: int) -> None:
+        self.procs, self.kubeconfig, self.dsn, self.lease_seconds = procs, kubeconfig, dsn, lease_seconds
+        self.replicas: dict[str, OperatorRunner] = {}
+
+    def start(self, count: int, round_: int) -> None:
+        for i in range(count):
+            rid = f"op-{round_}-{i}"
+            runner = OperatorRunner(self.procs, self.kubeconfig, self.dsn, None, label=f"operator-{rid}", extra_args=[
+                "--shards", "auto", "--replica-id", rid, "--shard-namespace", LEASE_NAMESPACE,
+                "--shard-lease-seconds", str(self.lease_seconds)])
+            runner.start(False)
+            self.replicas[rid] = runner
+
+    def kill(self, rid: str) -> None:
+        self.procs.kill(self.replicas.pop(rid).name)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) of each replica's process so far, from /proc (0 when it is gone)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        pids = {name: proc.pid for name, proc in self.procs.procs}
+        out = {}
+        for rid, runner in self.replicas.items():
+            try:
+                fields = Path(f"/proc/{pids[runner.name]}/stat").read_text().rpartition(")")[2].split()
+                out[rid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+            except (KeyError, OSError, IndexError, ValueError):
+                out[rid] = 0.0
+        return out
+
+    def stop(self) -> None:
+        for runner in self.replicas.values():
+            runner.stop()
+        self.replicas.clear()
+
+    @property
+    def callback_urls(self) -> list[str]:
+        return [r.callback_url for r in self.replicas.values()]
+
+
+async def wait_active(api: Api, members: list[str], lease_seconds: int, timeout: float) -> None:
+    """Until every member holds a Lease, then one lease duration more (a newcomer's wait) and a renewal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leases = await api.call("GET", f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases")
+        holders = {(item.get("spec") or {}).get("holderIdentity") for item in leases.get("items", [])}
+        if set(members) <= holders:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"replicas without a Lease after {timeout:.0f}s: {sorted(set(members) - holders)}")
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(lease_seconds + 3.0)
+
+
+async def prepare_namespace(api: Api, ns: str) -> None:
+    await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
+    await api.call("POST", f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": "default"}})
+    await api.call("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/toolpolicies", TOOL_POLICY)
+
+
+async def burst(bench: Bench, bodies: list[dict[str, Any]]) -> float:
+    """Create ``bodies`` at once (16 in flight); the time of the first create."""
+    sem = asyncio.Semaphore(16)
+    started = time.perf_counter()
+
+    async def one(body: dict[str, Any]) -> None:
+        async with sem:
+            await bench.create_workflow(body)
+
+    await asyncio.gather(*(one(b) for b in bodies))
+    return started
+
+
+async def scale_round(plane: ControlPlane, operators: ShardedOperators, ns: str, workflows: int,
+                      timeout: float) -> ScaleFigures:
+    """``workflows`` single-step workflows at once: first create to the last one Succeeded."""
+    first = next(iter(operators.replicas.values()))
+    bench = Bench(plane, first.metrics_url, ns, timeout)
+    bench.kubelet.fallbacks = operators.callback_urls
+    try:
+        await prepare_namespace(bench.api, ns)
+        await wait_active(bench.api, list(operators.replicas), operators.lease_seconds, 120)
+        bench.watchers = [asyncio.create_task(bench.kubelet.watch_pods()),
+                          asyncio.create_task(bench.kubelet.watch_workflows())]
+        bodies = [chain_workflow(f"burst-{i}", 1) for i in range(workflows)]
+        cpu_before = operators.cpu_seconds()
+        started = await burst(bench, bodies)
+        await bench.wait_done([b["metadata"]["name"] for b in bodies])
+        seconds = max(bench.kubelet.workflows_done.values()) - started
+        cpu = {rid: used - cpu_before.get(rid, 0.0) for rid, used in operators.cpu_seconds().items()}
+        urls = {r.callback_url: rid for rid, r in operators.replicas.items()}
+        by_replica = {urls.get(url, url): n for url, n in bench.kubelet.by_callback.items()}
+        return ScaleFigures(len(operators.replicas), workflows, seconds, by_replica, cpu)
+    finally:
+        for task in bench.watchers:
+            task.cancel()
+        await bench.close()
+
+
+def pod_creates(audit: Path, ns: str) -> collections.Counter[int]:
+    """The operator's pod creates in namespace ``ns``, by response code (409: the name existed: not started)."""
+    codes: collections.Counter[int] = collections.Counter()
+    with audit.open("rb") as f:
+        for line in f:
+            entry = json.loads(line)
+            ref = entry.get("objectRef") or {}
+            if (entry.get("stage") == "ResponseComplete" and entry.get("verb") == "create"
+                    and ref.get("resource") == "pods" and not ref.get("subresource") and ref.get("namespace") == ns
+                    and entry.get("user", {}).get("username") == "agentflow-operator"):
+                codes[int((entry.get("responseStatus") or {}).get("code", 0))] += 1
+    return codes
+
+
+async def failover_round(plane: ControlPlane, operators: ShardedOperators, dsn: str, ns: str, workflows: int,
+                         steps: int, timeout: float) -> FailoverFigures:
+    """Chains of ``steps`` created at once; once a quarter of their steps ran, the replica owning the most unfinished
+    ones is killed; how long until each of its unfinished Workflows progresses on another replica (a new step pod
+    or its end), and whether any step was scheduled twice."""
+    import asyncpg
+
+    from agentflow.k8s.shards import owner
+
+    first = next(iter(operators.replicas.values()))
+    bench = Bench(plane, first.metrics_url, ns, timeout)
+    bench.kubelet.fallbacks = operators.callback_urls
+    members = list(operators.replicas)
+    try:
+        await prepare_namespace(bench.api, ns)
+        bench.watchers = [asyncio.create_task(bench.kubelet.watch_pods()),
+                          asyncio.create_task(bench.kubelet.watch_workflows())]
+        bodies = [chain_workflow(f"fo-{i}", steps) for i in range(workflows)]
+        await burst(bench, bodies)
+        listed = await bench.api.call("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/workflows")
+        uids = {item["metadata"]["name"]: item["metadata"]["uid"] for item in listed["items"]}
+        deadline = time.monotonic() + timeout
+        while sum(1 for t in bench.kubelet.steps.values() if t.result is not None) < workflows * steps / 4:
+            if time.monotonic() > deadline or bench.kubelet.errors:
+                raise RuntimeError(f"the burst did not get a quarter through: {bench.kubelet.errors[:3]}")
+            await asyncio.sleep(0.05)
+        unfinished = {name for name in uids if name not in bench.kubelet.workflows_done}
+        owned = collections.Counter(owner(uids[name], members) for name in unfinished)
+        victim = max(members, key=lambda m: (owned[m], m))
+        victims = {name for name in unfinished if owner(uids[name], members) == victim}
+        killed = time.perf_counter()
+        await asyncio.to_thread(operators.kill, victim)
+        await bench.wait_done(list(uids))
+        takeover = []
+        for name in victims:
+            moments = [t.created for t in bench.kubelet.steps.values()
+                       if t.workflow == name and t.created is not None and t.created > killed + 1.0]
+            done = bench.kubelet.workflows_done[name]
+            moments.append(done)
+            takeover.append(min(moments) - killed)
+        conn = await asyncpg.connect(dsn)
+        try:
+            run_uids = list(uids.values())
+            scheduled = await conn.fetchval(
+                "SELECT count(*) FROM agentflow_journal WHERE type = 'StepScheduled' AND run_uid = ANY($1::text[])",
+                run_uids)
+            twice = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT run_uid, node, record->'data'->>'attempt' FROM "
+                "agentflow_journal WHERE type = 'StepScheduled' AND run_uid = ANY($1::text[]) "
+                "GROUP BY 1, 2, 3 HAVING count(*) > 1) AS d", run_uids)
+        finally:
+            await conn.close()
+        await asyncio.sleep(2.0)  # the audit log is written asynchronously
+        pods_seen = sum(1 for t in bench.kubelet.steps.values() if t.workflow in uids)
+        return FailoverFigures(len(members), workflows, steps, len(victims), takeover, int(scheduled), int(twice),
+                               pods_seen, pod_creates(plane.root / "audit.log", ns), bench.kubelet.redirected)
+    finally:
+        for task in bench.watchers:
+            task.cancel()
+        await bench.close()
+
+
+def scaleout_report(rounds: list[ScaleFigures], failover: FailoverFigures | None, args: argparse.Namespace) -> None:
+    print(f"\noperator scale-out on kwok (--shards auto, Lease duration {args.shard_lease_seconds}s, renewed every "
+          f"2s): {args.scale_workflows} single-step workflows at once per replica count; {os.cpu_count()} CPUs "
+          f"shared by the API server, etcd, PostgreSQL, the bench and every replica; load average "
+          f"{os.getloadavg()[0]:.1f} at the end")
+    base = rounds[0].per_minute if rounds else 0.0
+    print(f"{'replicas':>8}  {'wf/min':>8}  {'seconds':>8}  {'vs ' + str(rounds[0].replicas) + ' replica(s)':>16}  "
+          f"{'operator CPU s':>14}  steps run per replica (CPU s)")
+    for r in rounds:
+        share = ", ".join(f"{k} {v} ({r.cpu.get(k, 0.0):.1f})" for k, v in sorted(r.by_replica.items()))
+        print(f"{r.replicas:>8}  {r.per_minute:>8.0f}  {r.seconds:>8.1f}  {r.per_minute / base:>15.2f}x  "
+              f"{sum(r.cpu.values()):>14.1f}  {share}")
+    if failover is None:
+        return
+    f = failover
+    tk = sorted(f.takeover)
+    print(f"\nfailover: {f.workflows} chains of {f.steps} steps on {f.replicas} replicas, one killed (SIGKILL) once a "
+          f"quarter of the steps had run; {f.victim_unfinished} of its Workflows were unfinished")
+    if tk:
+        print(f"  kill -> each of them progressing again on another replica: p50 {percentile(tk, 50):.1f} s, max "
+              f"{tk[-1]:.1f} s (Lease duration {args.shard_lease_seconds} s + a renewal + a reconcile)")
+    print(f"  StepScheduled records: {f.scheduled} for {f.workflows * f.steps} steps; (run, node, attempt) scheduled "
+          f"twice: {f.twice}; step pods seen: {f.pods_seen}; the operator's pod creates by answer: "
+          f"{dict(sorted(f.pod_creates.items()))} (409: the name existed, nothing started)")
+    print(f"  callback calls of the killed replica's pods sent to another replica (a Service would): {f.redirected}")
+
+
+def scaleout(args: argparse.Namespace) -> int:
+    """--replicas: throughput with each replica count, then a failover with the largest (if above 1)."""
+    from tests.services.postgres import running_postgres
+
+    counts = args.replicas
+    with workdir(args.keep) as root:
+        (root / "logs").mkdir()
+        procs = Processes(root / "logs")
+        try:
+            plane = ControlPlane(root, procs, args.nodes, args.audit_level)
+            plane.start()
+            plane.kubectl("create", "namespace", LEASE_NAMESPACE)
+            with running_postgres() as pg:
+                operators = ShardedOperators(procs, plane.kubeconfig("agentflow-operator"), pg.dsn,
+                                             args.shard_lease_seconds)
+                rounds: list[ScaleFigures] = []
+                failover = None
+                try:
+                    for i, count in enumerate(counts):
+                        operators.stop()
+                        operators.start(count, i)
+                        rounds.append(asyncio.run(scale_round(plane, operators, f"scale-{count}-{i}",
+                                                              args.scale_workflows, args.timeout)))
+                        print(f"{count} replica(s): {rounds[-1].per_minute:.0f} workflows/min", file=sys.stderr)
+                    if max(counts) > 1:
+                        if len(operators.replicas) != max(counts):
+                            operators.stop()
+                            operators.start(max(counts), len(counts))
+                        failover = asyncio.run(failover_round(plane, operators, pg.dsn, "failover",
+                                                              args.failover_workflows, args.failover_steps,
+                                                              args.timeout))
+                finally:
+                    operators.stop()  # before PostgreSQL goes
+            scaleout_report(rounds, failover, args)
+        except Exception:
+            if not args.keep:
+                show_logs(root)
+            raise
+        finally:
+            procs.stop()
+    return 0
+
+
+def show_logs(root: Path) -> None:
+    """The tail of every process's log (a bench that failed without --keep: the directory goes)."""
+    for log in sorted((root / "logs").glob("*.log")):
+        print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
+
+
+def replica_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected replica counts separated by commas, e.g. 1,2; got {text!r}") \
+            from None
+    if not counts or any(not 1 <= c <= 8 for c in counts):
+        raise argparse.ArgumentTypeError(f"replica counts from 1 to 8, got {text!r}")
+    return counts
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -890,6 +1220,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, audit log)")
     parser.add_argument("--audit-level", choices=["Metadata", "Request"], default="Metadata",
                         help="Request: the audit log holds each write's body too (with --keep, to see what is written)")
+    parser.add_argument("--replicas", type=replica_counts, metavar="N,M",
+                        help="instead of the phases above: operators with --shards auto, N then M replicas, each "
+                             "given --scale-workflows single-step workflows at once (workflows per minute and the "
+                             "ratio); then, with more than one, a replica killed mid-burst (failover time, steps "
+                             "scheduled twice)")
+    parser.add_argument("--scale-workflows", type=int, default=120, help="with --replicas: workflows per burst")
+    parser.add_argument("--failover-workflows", type=int, default=40,
+                        help="with --replicas: chains in the failover burst")
+    parser.add_argument("--failover-steps", type=int, default=4, help="with --replicas: steps per failover chain")
+    parser.add_argument("--shard-lease-seconds", type=int, default=10,
+                        help="with --replicas: the replicas' Lease duration (their --shard-lease-seconds)")
     parser.add_argument("--serve-otlp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_otlp:
@@ -897,6 +1238,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("run as root: the throwaway PostgreSQL runs as the postgres user", file=sys.stderr)
         return 2
+    if args.replicas:
+        return scaleout(args)
     if args.traces == "compare":
         modes = [m for r in range(args.rounds) for m in (("off", "on") if r % 2 == 0 else ("on", "off"))]
     else:
@@ -946,8 +1289,7 @@ def main(argv: list[str] | None = None) -> int:
             report(figures, single, lat, args, spans)
         except Exception:
             if not args.keep:
-                for log in sorted((root / "logs").glob("*.log")):
-                    print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
+                show_logs(root)
             raise
         finally:
             procs.stop()

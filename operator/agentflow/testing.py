@@ -87,6 +87,8 @@ class FakeKube:
         self.fail_creates = 0
         self.create_error: KubeError | None = None  # what the next fail_creates pod creations raise
         self.list_error: KubeError | None = None  # what listing AgentFlow resources raises while set
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lease_error: KubeError | None = None  # what every Lease call raises while set (the API away)
         self.closed = False
         for body in resources:
             self.add_resource(body)
@@ -283,6 +285,38 @@ class FakeKube:
     async def delete_secret(self, namespace: str, name: str) -> None:
         await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
         self.secrets.pop((namespace, name), None)
+
+    # -- Leases (agentflow.services.shards)
+
+    async def _lease_call(self) -> None:
+        await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
+        if self.lease_error is not None:
+            raise self.lease_error
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        await self._lease_call()
+        key = (namespace, body["metadata"]["name"])
+        if key in self.leases:
+            return False
+        self.leases[key] = copy.deepcopy(dict(body))
+        return True
+
+    async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        await self._lease_call()
+        lease = self.leases.get((namespace, name))
+        if lease is None:
+            raise NotFound(f"patch lease {namespace}/{name}: leases.coordination.k8s.io {name!r} not found", 404)
+        lease.setdefault("spec", {}).update(copy.deepcopy(dict(patch.get("spec") or {})))
+
+    async def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        await self._lease_call()
+        key, _, value = label_selector.partition("=")
+        return [copy.deepcopy(body) for (ns, _name), body in sorted(self.leases.items())
+                if ns == namespace and (body.get("metadata", {}).get("labels") or {}).get(key) == value]
+
+    async def delete_lease(self, namespace: str, name: str) -> None:
+        await self._lease_call()
+        self.leases.pop((namespace, name), None)
 
     # -- authentication
 

@@ -1,8 +1,10 @@
-"""The operator image in the cluster, installed with the Helm chart: two replicas, one acts.
+"""The operator image in the cluster, installed with the Helm chart: two replicas sharing the work (issue 17).
 
 ``helm install`` of charts/agentflow with the local images (localhost/agentflow-operator:dev, pull policy
 Never), scoped to the test's namespace (``watchNamespaces``: the replicas never touch other engineers'
-Workflows, and kopf peers them through a KopfPeering in that namespace). PostgreSQL is a real server on this
+Workflows). The chart's default with two replicas is ``--shards auto``: each replica holds a Lease in the
+release's namespace (here the test's) and acts on the Workflows whose uid hashes to it (agentflow.k8s.shards);
+one replica is then deleted and the next runs are taken by the other. PostgreSQL is a real server on this
 machine that pods reach: its own initdb/pg_ctl instance listening on the pod-reachable host address, with
 a password (scram-sha-256) required from the pod CIDR.
 
@@ -19,7 +21,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,18 +130,11 @@ def webhook_config_exists(cluster: Cluster) -> bool:
                for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"))
 
 
-def pause_state(log: str) -> str:
-    """"acting" or "paused", from the last of kopf's peering messages in an operator's log."""
-    resumed = log.rfind("Resuming operations after the pause")
-    paused = max(log.rfind("Pausing operations in favour of"), log.rfind("Pausing all operators"))
-    return "acting" if resumed > paused else "paused"
-
-
 def pod_logs(cluster: Cluster, namespace: str, pod: str) -> str:
     return cluster.kubectl("logs", "-n", namespace, pod, "-c", "operator").stdout
 
 
-def test_two_replicas_from_the_chart_run_the_quickstart_and_only_one_acts(
+def test_two_replicas_from_the_chart_share_the_quickstarts_and_take_over_from_each_other(
         cluster: Cluster, crds: None, step_images: None, helm: tuple[str, Path], namespace: str,
         tmp_path: Path) -> None:
     host = cluster.host_address
@@ -155,7 +149,7 @@ def test_two_replicas_from_the_chart_run_the_quickstart_and_only_one_acts(
     with pod_reachable_postgres(host, pod_cidr) as dsn:
         values = {
             "image.repository": repository, "image.tag": tag, "image.pullPolicy": "Never",
-            "replicaCount": "2", "crds.enabled": "false", "peering.name": release,
+            "replicaCount": "2", "crds.enabled": "false",
             "watchNamespaces[0]": namespace, "postgres.dsn": dsn,
             "callback.url": "http://$(POD_IP):8081", "steps.env.AGENTFLOW_MODEL_MODE": "offline",
             "webhook.enabled": str(webhook).lower(),
@@ -181,67 +175,107 @@ def test_two_replicas_from_the_chart_run_the_quickstart_and_only_one_acts(
                 "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"], timeout=150)
     assert not remaining, f"left with finalizers: {remaining}"
     assert uninstalled.returncode == 0, uninstalled.stderr
-    assert cluster.kubectl("get", "kopfpeering", release, "-n", namespace, check=False).returncode != 0
+    # each replica deleted its Lease as it stopped
+    assert not cluster.get_json("leases", "-n", namespace, "-l", f"agentflow.dev/shard-group={release}-agentflow"
+                                )["items"]
     if webhook:  # the release's: gone with it
         assert not webhook_config_exists(cluster)
 
 
-def check_quickstart(cluster: Cluster, namespace: str, release: str, tmp_path: Path) -> None:
+def leases(cluster: Cluster, namespace: str, release: str) -> dict[str, Any]:
+    """The replicas' Leases by holder (the shard group is the chart's fullname)."""
+    items = cluster.get_json("leases", "-n", namespace, "-l", f"agentflow.dev/shard-group={release}-agentflow")["items"]
+    return {item["spec"]["holderIdentity"]: item for item in items}
+
+
+def operator_pods(cluster: Cluster, namespace: str, release: str) -> list[dict[str, Any]]:
     pods = cluster.get_json("pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def both_active(cluster: Cluster, namespace: str, names: list[str]) -> bool:
+    """Each replica logged that it acts with both as members (a newcomer waits one lease duration)."""
+    return all(f"shards: replica {pod} active, members {', '.join(names)} " in pod_logs(cluster, namespace, pod)
+               for pod in names)
+
+
+def run_quickstarts(cluster: Cluster, namespace: str, tag: str, count: int, tmp_path: Path) -> dict[str, str]:
+    """``count`` copies of the quickstart's Workflow, run to the local runner's outputs: name -> uid."""
+    example = REPO / "examples/manifests/quickstart.yaml"
+    docs = load_manifests(example, podCleanup="never")
+    workflow = next(d for d in docs if d["kind"] == "Workflow")
+    others = [d for d in docs if d["kind"] != "Workflow"]
+    copies = []
+    for i in range(count):
+        copy = json.loads(json.dumps(workflow))
+        copy["metadata"]["name"] = f"{workflow['metadata']['name']}-{tag}{i}"
+        copies.append(copy)
+    cluster.apply(others + copies, namespace)
+    (tmp_path / tag).mkdir(exist_ok=True)
+    expected = local_outputs(example, tmp_path / tag)
+    uids = {}
+    for copy in copies:
+        wf = wait_finished(cluster, namespace, copy["metadata"]["name"], timeout=300)
+        assert wf["status"]["phase"] == "Succeeded", json.dumps(wf["status"], indent=2)
+        assert wf["status"]["outputs"] == expected
+        uids[copy["metadata"]["name"]] = wf["metadata"]["uid"]
+    return uids
+
+
+def creators(cluster: Cluster, namespace: str, release: str, uids: dict[str, str]) -> dict[str, set[str]]:
+    """Per Workflow, the replicas (pod names) its step pods report to: the one that created them."""
+    by_ip = {p["status"]["podIP"]: p["metadata"]["name"] for p in operator_pods(cluster, namespace, release)}
+    step_pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
+    out: dict[str, set[str]] = {name: set() for name in uids}
+    for pod in step_pods:
+        owner = next((o["name"] for o in pod["metadata"].get("ownerReferences", []) if o["kind"] == "Workflow"), None)
+        if owner not in out:
+            continue
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+        ip = str(env.get("AGENTFLOW_CALLBACK_URL", "")).removeprefix("http://").rpartition(":")[0]
+        out[owner].add(by_ip.get(ip, f"gone ({ip})"))
+    return out
+
+
+def check_quickstart(cluster: Cluster, namespace: str, release: str, tmp_path: Path) -> None:
+    from agentflow.k8s.shards import owner
+
+    pods = operator_pods(cluster, namespace, release)
     assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods), [
         (p["metadata"]["name"], p["status"]["phase"]) for p in pods]
     assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {OPERATOR_IMAGE}
     names = sorted(p["metadata"]["name"] for p in pods)
-
-    # Both replicas register in the peering, with different priorities (the oldest acts).
-    def peers() -> dict[str, Any]:
-        status: dict[str, Any] = cluster.get_json("kopfpeering", release, "-n", namespace).get("status") or {}
-        return status
-
     try:
-        cluster.wait_until("both replicas in the peering", lambda: sorted(peers()) == names, timeout=90)
+        cluster.wait_until("a Lease per replica", lambda: sorted(leases(cluster, namespace, release)) == names,
+                           timeout=90)
+        cluster.wait_until("both replicas acting", lambda: both_active(cluster, namespace, names), timeout=90)
     except AssertionError as exc:
         logs = {pod: pod_logs(cluster, namespace, pod)[-2000:] for pod in names}
-        raise AssertionError(f"{exc}: {names} vs the peering's status {peers()}; logs: {logs}") from None
-    priorities = {pod: info["priority"] for pod, info in peers().items()}
-    assert len(set(priorities.values())) == 2, priorities
-    leader = max(priorities, key=lambda pod: priorities[pod])
-    standby = next(pod for pod in names if pod != leader)
-    # kopf starts every replica paused (peering is mandatory with --peering) and resumes the one that finds no
-    # peer of a higher priority ("Resuming operations after the pause"); a replica that was acting logs
-    # "Pausing operations in favour of [...]" when a higher one appears. So: the leader's last word is
-    # Resuming, the standby's is Pausing or nothing.
-    cluster.wait_until("the leader to resume", lambda: pause_state(pod_logs(cluster, namespace, leader)) == "acting",
-                       timeout=60)
-    standby_log = pod_logs(cluster, namespace, standby)
-    assert pause_state(standby_log) == "paused", standby_log[-3000:]
+        raise AssertionError(f"{exc}: {names} vs {sorted(leases(cluster, namespace, release))}; logs: {logs}"
+                             ) from None
+    assert all(lease["spec"]["leaseDurationSeconds"] == 10 for lease in leases(cluster, namespace, release).values())
 
-    example = REPO / "examples/manifests/quickstart.yaml"
-    docs = load_manifests(example, podCleanup="never")
-    cluster.apply(docs, namespace)
-    name = next(d["metadata"]["name"] for d in docs if d["kind"] == "Workflow")
-    started = time.monotonic()
-    wf = wait_finished(cluster, namespace, name, timeout=300)
-    status = wf["status"]
-    assert status["phase"] == "Succeeded", json.dumps(status, indent=2)
-    assert status["outputs"] == local_outputs(example, tmp_path)
-    assert {c["type"]: c["status"] for c in status["conditions"]}["Succeeded"] == "True"
+    # Six runs: each is driven by the replica its uid hashes to, which created all its step pods.
+    uids = run_quickstarts(cluster, namespace, "a", 6, tmp_path)
+    made = creators(cluster, namespace, release, uids)
+    for name, uid in uids.items():
+        assert made[name] == {owner(uid, names)}, (name, made[name], owner(uid, names))
+    acted = {owner(uid, names) for uid in uids.values()}
+    for pod in names:  # a replica that owns none of them (1 in 32) drove nothing
+        log = pod_logs(cluster, namespace, pod)
+        assert ("POST /v1/attempt/result " in log) == (pod in acted), (pod, acted, log[-3000:])
 
-    # Only the leader acted: kopf logs every handler and daemon run on an object ("Handler '...' succeeded"), and
-    # the callback server logs every step pod's fetch of its attempt; the standby has neither.
-    leader_log, standby_log = pod_logs(cluster, namespace, leader), pod_logs(cluster, namespace, standby)
-    assert "Handler 'register.<locals>.workflow_changed' succeeded" in leader_log, leader_log[-3000:]
-    assert "GET /v1/attempt " in leader_log and "POST /v1/attempt/result " in leader_log, leader_log[-3000:]
-    # (Admission is not paused: whichever replica the API server calls answers, logged as "Webhook '...'".)
-    assert "Handler '" not in standby_log and "Daemon '" not in standby_log, standby_log[-3000:]
-    assert "/v1/attempt" not in standby_log, standby_log[-3000:]
-    assert pause_state(standby_log) == "paused"
+    # One replica goes (a rollout, a node drained): it deletes its Lease as it stops, and the other takes every run
+    # until the Deployment's new pod has waited its lease duration, then hands it its share (runs move mid-way, at
+    # a reconcile's boundary); nothing is left behind or run twice.
+    gone = names[0]
+    cluster.kubectl("delete", "pod", gone, "-n", namespace, "--wait=true", "--timeout=120s", timeout=150)
+    assert gone not in leases(cluster, namespace, release)
+    uids_b = run_quickstarts(cluster, namespace, "b", 4, tmp_path)
+    made_b = creators(cluster, namespace, release, uids_b)
+    alive = {p["metadata"]["name"] for p in operator_pods(cluster, namespace, release)}
+    assert all(made_b[name] and made_b[name] <= alive for name in uids_b), (made_b, alive)
     step_pods = cluster.get_json("pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=agentflow")["items"]
-    leader_ip = next(p["status"]["podIP"] for p in cluster.get_json(
-        "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
-        if p["metadata"]["name"] == leader)
-    for pod in step_pods:  # every step reported back to the leader
-        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
-        assert env.get("AGENTFLOW_CALLBACK_URL") == f"http://{leader_ip}:8081", env
-    assert len(step_pods) >= 3, f"{len(step_pods)} step pods in {time.monotonic() - started:.0f}s"
-
+    nodes = [(p["metadata"]["labels"].get("agentflow.dev/run"), p["metadata"]["annotations"].get("agentflow.dev/node"))
+             for p in step_pods]
+    assert len(nodes) == len(set(nodes)) >= 3 * 10, f"a step started twice, or missing: {sorted(nodes)}"

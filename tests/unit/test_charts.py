@@ -142,7 +142,7 @@ def test_helm_template_renders(helm: tuple[str, Path]) -> None:
     objects = render(helm)
     assert {kind for kind, _ in objects} == {
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget",
-        "ClusterKopfPeering", "Secret", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+        "Role", "RoleBinding", "Secret", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
 
     deployment = objects[("Deployment", RELEASE)]
     assert deployment["metadata"]["namespace"] == NAMESPACE and deployment["spec"]["replicas"] == 2
@@ -155,10 +155,15 @@ def test_helm_template_renders(helm: tuple[str, Path]) -> None:
     assert security["capabilities"] == {"drop": ["ALL"]} and security["runAsNonRoot"] is True
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["resources"]["limits"] and container["resources"]["requests"]
-    assert container["args"][:3] == ["operator", "--peering", "agentflow"]
+    # Two replicas share the work (--shards auto): a Lease each in the release's namespace, named by pod.
+    assert container["args"][:7] == ["operator", "--shards=auto", "--replica-id=$(POD_NAME)",
+                                     "--shard-namespace=$(POD_NAMESPACE)", f"--shard-group={RELEASE}",
+                                     "--shard-lease-seconds=10", "--shard-renew-seconds=2"]
+    assert "--peering" not in container["args"]
     assert "--webhook-host=$(POD_IP)" in container["args"]
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["AGENTFLOW_POSTGRES_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "agentflow-postgres", "key": "dsn"}
     assert not [name for name in env if "TOKEN" in name], "no token key: step pods have projected tokens"
     assert env["AGENTFLOW_CALLBACK_URL"]["value"] == "http://$(POD_IP):8081"
@@ -185,7 +190,28 @@ def test_helm_template_renders(helm: tuple[str, Path]) -> None:
     assert objects[("ServiceAccount", RELEASE)]["metadata"]["namespace"] == NAMESPACE
     binding = objects[("ClusterRoleBinding", RELEASE)]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
-    assert ("ClusterKopfPeering", "agentflow") in objects
+    assert not [key for key in objects if "KopfPeering" in key[0]]
+    leases = _rules(objects, ("Role", f"{RELEASE}-shards@{NAMESPACE}"))
+    assert leases == {("coordination.k8s.io", "leases", "*"): {"get", "list", "create", "patch", "delete"}}
+    assert objects[("Role", f"{RELEASE}-shards@{NAMESPACE}")]["metadata"]["namespace"] == NAMESPACE
+    assert objects[("RoleBinding", f"{RELEASE}-shards@{NAMESPACE}")]["subjects"] == binding["subjects"]
+    parsed = _operator_args(container)
+    assert (parsed.shards, parsed.shard_lease_seconds, parsed.shard_renew_seconds) == ("auto", 10, 2.0)
+
+
+def test_one_replica_or_sharding_off_is_kopf_peering(helm: tuple[str, Path]) -> None:
+    for option in ("replicaCount=1", "sharding.enabled=false"):
+        objects = render(helm, "--set", option)
+        (container,) = objects[("Deployment", RELEASE)]["spec"]["template"]["spec"]["containers"]
+        assert container["args"][:3] == ["operator", "--peering", "agentflow"], option
+        assert not [a for a in container["args"] if a.startswith("--shard")], option
+        assert ("ClusterKopfPeering", "agentflow") in objects
+        assert ("Role", f"{RELEASE}-shards@{NAMESPACE}") not in objects
+        assert ("kopf.dev", "clusterkopfpeerings", "*") in _rules(objects)
+    objects = render(helm, "--set", "sharding.leaseDurationSeconds=20", "--set", "sharding.renewSeconds=4")
+    (container,) = objects[("Deployment", RELEASE)]["spec"]["template"]["spec"]["containers"]
+    parsed = _operator_args(container)
+    assert (parsed.shard_lease_seconds, parsed.shard_renew_seconds) == (20, 4.0)
 
 
 def _rules(objects: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str] = ("ClusterRole", RELEASE)
@@ -216,7 +242,6 @@ def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
         ("events.k8s.io", "events", "*"): {"create", "patch"},
         **{("admissionregistration.k8s.io", w, "*"): {"create"} for w in webhooks},
         **{("admissionregistration.k8s.io", w, "agentflow.dev"): {"get", "patch"} for w in webhooks},
-        ("kopf.dev", "clusterkopfpeerings", "*"): {"get", "list", "watch", "patch"},
         ("", "namespaces", "*"): {"list", "watch"},
         ("apiextensions.k8s.io", "customresourcedefinitions", "*"): {"list", "watch"},
         # The callback server checks step pods' projected tokens (then gets the pod: above).
@@ -821,14 +846,20 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
             ("networking.k8s.io", "networkpolicies", "*"): {"get", "create", "delete"},
             ("", "events", "*"): {"create", "patch"},
             ("events.k8s.io", "events", "*"): {"create", "patch"},
-            ("kopf.dev", "kopfpeerings", "*"): {"get", "list", "watch", "patch"},
         }
         binding = objects[("RoleBinding", f"{RELEASE}@{ns}")]
         assert binding["metadata"]["namespace"] == ns
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RELEASE}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
     namespaced = {k for k in objects if k[0] in ("Role", "RoleBinding")}
-    assert namespaced == {(kind, f"{RELEASE}@{ns}") for kind in ("Role", "RoleBinding") for ns in ("team-a", "team-b")}
+    assert namespaced == {(kind, f"{RELEASE}@{ns}") for kind in ("Role", "RoleBinding") for ns in ("team-a", "team-b")
+                          } | {(kind, f"{RELEASE}-shards@{NAMESPACE}") for kind in ("Role", "RoleBinding")}
+    # Under kopf peering (sharding off) each watched namespace has its KopfPeering, and the Role grants it.
+    peering = render(helm, "--set", "watchNamespaces={team-a,team-b}", "--set", "sharding.enabled=false")
+    for ns in ("team-a", "team-b"):
+        assert ("KopfPeering", f"agentflow@{ns}") in peering
+        assert _rules(peering, ("Role", f"{RELEASE}@{ns}"))[("kopf.dev", "kopfpeerings", "*")] == {
+            "get", "list", "watch", "patch"}
 
 
 # -- the gateway's NetworkPolicy

@@ -142,3 +142,9 @@ app.kubernetes.io/component: gateway
 {{- if $to }}{{ $_ := set $rule "to" $to }}{{ end }}
 {{- toYaml $rule }}
 {{- end }}
+
+{{/* "true" when the replicas share the work (--shards auto): sharding.enabled and more than one replica; else
+kopf peering (one acts). */}}
+{{- define "agentflow.sharded" -}}
+{{- if and .Values.sharding.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}

@@ -30,6 +30,7 @@ from ..services.errors import InvalidWorkflow
 from ..services.metrics import Metrics
 from ..services.resources import check_dependent
 from ..services.schedules import ScheduleSync
+from ..services.shards import while_owned
 from ..storage.errors import StorageError
 from .runtime import Memo, stop_task
 
@@ -83,13 +84,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
         indices = {plural: kwargs[plural] for plural in INDEXED}  # kopf passes indices by their ids
         uid = str(body.metadata.uid)
         wakeup = memo.wakeups.setdefault(uid, asyncio.Event())
-        try:
+
+        async def work(stop: Any) -> None:
             try:
                 await memo.driver.drive(body, lambda: catalog_for(str(body.metadata.namespace), indices), wakeup,
-                                        stopped)
+                                        stop)
             except InvalidWorkflow as exc:
                 logger.error("workflow cannot run: %s", exc)
-            await memo.retention.expire(body, wakeup, stopped)  # finished: kept until its TTL passes, if any
+            if not stop:
+                await memo.retention.expire(body, wakeup, stop)  # finished: kept until its TTL passes, if any
+
+        try:  # with --shards auto every replica has this daemon; it acts while this replica owns the uid
+            await while_owned(memo.shards, uid, wakeup, stopped, work, lost=lambda: memo.driver.reconciler.forget(uid))
         finally:
             memo.wakeups.pop(uid, None)
 
@@ -101,14 +107,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if parent:  # a workflow step's child: its parent looks at it (k8s.subworkflow); a poke only wakes a driver
             memo.poke(parent)
         if type == "DELETED":  # its pods go with it (owner references); its rows go here (services.retention)
-            await memo.retention.collect(uid)
+            if memo.shards.owns(uid):  # sharded: its owner collects (a miss is the orphan sweep's)
+                await memo.retention.collect(uid)
+            elif memo.retention.forget is not None:
+                memo.retention.forget(uid)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
     def pod_changed(*, body: kopf.Body, memo: Memo, **_: Any) -> None:
         run = (body.metadata.labels or {}).get(names.RUN_LABEL)
         if run:
             memo.poke(run)
-        memo.driver.metrics.observe_pod(body)
+        if not run or memo.shards.owns(run):  # sharded: one replica counts each pod (the label is the run's uid)
+            memo.driver.metrics.observe_pod(body)
 
     for plural, kind in KINDS.items():
         _readiness(registry, plural, kind)
@@ -135,6 +145,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.timer(GROUP, VERSION, "workflowschedules", registry=registry, interval=SCHEDULE_INTERVAL_SECONDS,
                 idle=None)
     async def schedule(*, body: kopf.Body, memo: Memo, logger: Any, **_: Any) -> None:
+        if not memo.shards.owns(str(body.metadata.uid)):  # sharded like Workflows (one replica looks each tick)
+            return
         now = dt.datetime.fromtimestamp(memo.clock(), dt.UTC)
         try:
             await ScheduleSync(memo.driver.reconciler.kube).sync(body, now)
@@ -143,7 +155,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.timer(GROUP, VERSION, "promptrollouts", registry=registry, interval=ROLLOUT_INTERVAL_SECONDS, idle=None)
     async def rollout(*, body: kopf.Body, memo: Memo, logger: Any, **_: Any) -> None:
-        if memo.rollouts is None:
+        if memo.rollouts is None or not memo.shards.owns(str(body.metadata.uid)):
             return
         try:
             await memo.rollouts.sync(body)

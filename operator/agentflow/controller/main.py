@@ -4,8 +4,10 @@ Everything is built at startup from flags and environment and closed at
 cleanup: the Kubernetes client, the PostgreSQL pool, the callback server the
 step pods talk to, the metrics endpoint and, with --nats-url, the events
 publisher (a task draining the outbox to NATS JetStream: it never holds up
-startup or a run when NATS is away) and, with --trigger-listen, the endpoint
-WorkflowTriggers' deliveries are posted to.
+startup or a run when NATS is away), with --trigger-listen, the endpoint
+WorkflowTriggers' deliveries are posted to and, with --shards auto, the shard membership (a thread renewing this
+replica's Lease and reading the others': agentflow.services.shards), left first at cleanup, and the LISTEN for
+results other replicas stored (agentflow.storage.notices).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import time
@@ -45,6 +48,7 @@ from ..k8s.netpol import NetworkConfig, parse_pod_selector
 from ..k8s.podspec import PodConfig
 from ..k8s.profile import parse_host
 from ..k8s.retention import parse_ttl_flag
+from ..k8s.shards import GROUP_LABEL, LEADER_KEY
 from ..models import RunTtl
 from ..models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_FANOUT_ITEMS, MAX_WORKFLOW_DEPTH, workflow_depth
 from ..services.driver import WorkflowDriver
@@ -54,6 +58,7 @@ from ..services.platform import PlatformPolicy
 from ..services.quality import QualityMetrics
 from ..services.reconcile import DEFAULT_MAX_PARALLEL
 from ..services.retention import RunRetention
+from ..services.shards import ShardMembership
 from ..telemetry import TraceSettings
 from ..telemetry.tracing import traces_url
 from . import certs, handlers, webhook
@@ -92,6 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=int(priority) if priority else None,
                    help="kopf peering priority; default with --peering: from the start time, so the oldest "
                         "replica acts (kopf pauses every replica when two share a priority)")
+    p.add_argument("--shards", choices=["off", "auto"], default=env("AGENTFLOW_SHARDS", "off"),
+                   help="auto: every replica acts, each on the Workflows (and WorkflowSchedules, PromptRollouts) it "
+                        "owns by rendezvous hashing of their uid over the live replicas, which hold a Lease each in "
+                        "--shard-namespace; a dead replica's share moves after a lease duration and a renewal. "
+                        "off (default): this process acts on everything (alone, or under --peering)")
+    p.add_argument("--replica-id", default=env("POD_NAME") or socket.gethostname(),
+                   help="this replica's name among the shards (default: POD_NAME, else the host name); unique")
+    p.add_argument("--shard-namespace", default=env("POD_NAMESPACE", ""),
+                   help="the namespace the replicas' Leases are kept in (default: POD_NAMESPACE; required with "
+                        "--shards auto)")
+    p.add_argument("--shard-group", default=env("AGENTFLOW_SHARD_GROUP", "agentflow"),
+                   help="the replicas sharing the work: their Leases carry this label value (default agentflow)")
+    p.add_argument("--shard-lease-seconds", type=_positive_int, default=env("AGENTFLOW_SHARD_LEASE_SECONDS", "10"),
+                   help="a replica not renewing its Lease for this long is dropped and its share taken over; a "
+                        "new replica waits this long before acting (default 10)")
+    p.add_argument("--shard-renew-seconds", type=_positive_float,
+                   default=env("AGENTFLOW_SHARD_RENEW_SECONDS", "2"),
+                   help="how often a replica renews its Lease and reads the others' (default 2; under half the "
+                        "lease duration)")
     p.add_argument("--webhook-host", default=env("AGENTFLOW_WEBHOOK_HOST", ""),
                    help="address the API server calls the admission webhook at: the pod IP in a cluster, "
                         "127.0.0.1 when the API server runs on this host ('' = no webhook)")
@@ -212,6 +236,44 @@ def _workflow_depth(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give more than 0")
+    return value
+
+
+def shard_settings(args: argparse.Namespace) -> None:
+    """Check the --shards flags together; SystemExit naming the flag at fault."""
+    if args.shards != "auto":
+        return
+    if args.peering:
+        raise SystemExit("agentflow operator: --shards auto and --peering: give one; kopf peering lets one replica "
+                         "act, sharding lets every replica act on its share")
+    if not args.shard_namespace:
+        raise SystemExit("agentflow operator: --shards auto needs --shard-namespace (or POD_NAMESPACE): where the "
+                         "replicas' Leases are kept")
+    if not args.replica_id.strip():
+        raise SystemExit("agentflow operator: --replica-id: empty; give each replica a unique name (POD_NAME)")
+    if not args.shard_renew_seconds < args.shard_lease_seconds / 2:
+        raise SystemExit(f"agentflow operator: --shard-renew-seconds {args.shard_renew_seconds:g} must be under half "
+                         f"--shard-lease-seconds {args.shard_lease_seconds}: a replica renews at least twice before "
+                         "the others drop it")
+
+
 def _max_parallel(text: str) -> int:
     try:
         value = int(text)
@@ -318,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"agentflow operator: {exc}") from None
     if args.trigger_listen and not args.trigger_listen.rpartition(":")[2].isdigit():
         raise SystemExit(f"agentflow operator: --trigger-listen {args.trigger_listen!r}: expected HOST:PORT")
+    shard_settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     step_traces = step_otlp_endpoint(args, traces)
     pod_config = _config(args, trace=traces.enabled, otlp_endpoint=step_traces)
@@ -388,9 +451,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         memo.retention = RunRetention(reconciler.kube, factory.db.store,
                                       default=default_ttl if default_ttl != RunTtl() else None,
                                       namespaces=args.namespace, forget=forget)
+        if args.shards == "auto":
+            # a client of its own, renewing in a thread of its own (a busy event loop must not miss renewals)
+            memo.membership = ShardMembership(KubeClient.from_environment(args.kubeconfig), args.shard_namespace,
+                                              args.replica_id, group=args.shard_group,
+                                              duration=args.shard_lease_seconds, renew=args.shard_renew_seconds,
+                                              on_change=memo.poke_all)
+            memo.shards = memo.membership
+            memo.membership.start()
+            # a result may be posted to another replica (a Service as the callback URL): it NOTIFYs, this one pokes
+            factory.db.store.notify_results = True
+            memo.notices_stopped = asyncio.Event()
+            memo.notices_task = asyncio.create_task(factory.db.notices.run(memo.notices_stopped, memo.poke),
+                                                    name="result-notices")
+            log.info("sharding: replica %s, Leases %s=%s in %s (duration %ds, renewed every %gs)", args.replica_id,
+                     GROUP_LABEL, args.shard_group, args.shard_namespace, args.shard_lease_seconds,
+                     args.shard_renew_seconds)
         if not args.no_orphan_sweep:
             memo.sweep_stopped = asyncio.Event()
-            memo.sweep_task = asyncio.create_task(memo.retention.run(memo.sweep_stopped), name="orphan-sweep")
+            memo.sweep_task = asyncio.create_task(
+                memo.retention.run(memo.sweep_stopped, leader=lambda: memo.shards.owns(LEADER_KEY)),
+                name="orphan-sweep")
         if events_config is not None:
             publisher = factory.event_publisher()
             memo.events_stopped = asyncio.Event()
@@ -418,6 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Memo, **_: Any) -> None:
+        if memo.membership is not None:  # leave first: the others take this replica's share at their next round
+            await memo.membership.stop()
+            memo.membership.leases.close()
+            await stop_task(memo.notices_task, memo.notices_stopped, "the result notices")
         await handlers.stop_budget_sync(memo)
         # a sweep cut short has collected whole batches (one transaction each) or nothing
         await stop_task(memo.sweep_task, memo.sweep_stopped, "the orphan sweep")

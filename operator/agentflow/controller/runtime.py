@@ -17,6 +17,7 @@ from ..services.canary import RolloutSync
 from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..services.retention import RunRetention
+from ..services.shards import Everything, Ownership, ShardMembership
 from ..triggers.server import TriggerServer
 
 
@@ -41,6 +42,17 @@ class Memo(kopf.Memo):
     sweep_stopped: asyncio.Event
     wakeups: dict[str, asyncio.Event]
     clock: Callable[[], float]
+    shards: Ownership
+    """Which Workflows (and schedules, rollouts) this replica acts on: all (Everything) unless --shards auto."""
+    membership: ShardMembership | None
+    notices_task: asyncio.Task[None] | None
+    """--shards auto: results stored by other replicas poke the runs here (agentflow.storage.notices)."""
+    notices_stopped: asyncio.Event
+
+    def poke_all(self) -> None:
+        """Wake every Workflow's daemon in this process (the shard membership changed)."""
+        for event in self.wakeups.values():
+            event.set()
 
     def poke(self, run_uid: str) -> None:
         """Wake the daemon driving this run, if there is one in this process."""
@@ -66,6 +78,10 @@ def new_memo() -> Memo:
     memo.sweep_stopped = asyncio.Event()
     memo.wakeups = {}
     memo.clock = time.time
+    memo.shards = Everything()
+    memo.membership = None
+    memo.notices_task = None
+    memo.notices_stopped = asyncio.Event()
     return memo
 
 

@@ -140,6 +140,16 @@ class Kube(Protocol):
     def close(self) -> None: ...
 
 
+class Leases(Protocol):
+    """The Lease calls of shard membership (agentflow.services.shards): KubeClient, and FakeKube in tests."""
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> bool: ...
+    async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+    async def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    async def delete_lease(self, namespace: str, name: str) -> None: ...
+    def close(self) -> None: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class ApiServer:
     """Where the API server is and how to trust it; no credentials (agentflow.console acts with each caller's)."""
@@ -420,6 +430,39 @@ class KubeClient:
         """Delete a Secret; one already gone is fine."""
         with contextlib.suppress(NotFound):
             await self._call(f"delete secret {namespace}/{name}", self._core().delete_namespaced_secret, name,
+                             namespace)
+
+    # -- Leases (agentflow.services.shards: the replicas of a sharded operator)
+
+    def _coordination(self) -> Any:
+        from kubernetes import client
+
+        return client.CoordinationV1Api(self.api_client)
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create a Lease: False when one of that name exists."""
+        try:
+            await self._call(f"create lease {namespace}/{body['metadata']['name']}",
+                             self._coordination().create_namespaced_lease, namespace, body, _preload_content=False)
+        except Conflict:
+            return False
+        return True
+
+    async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """Merge-patch a Lease (NotFound when it is gone)."""
+        await self._call(f"patch lease {namespace}/{name}", self._coordination().patch_namespaced_lease, name,
+                         namespace, patch, _preload_content=False)
+
+    async def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        result = await self._call(f"list leases in {namespace}", self._coordination().list_namespaced_lease,
+                                  namespace, label_selector=label_selector, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(result.data).get("items", [])
+        return items
+
+    async def delete_lease(self, namespace: str, name: str) -> None:
+        """Delete a Lease; one already gone is fine."""
+        with contextlib.suppress(NotFound):
+            await self._call(f"delete lease {namespace}/{name}", self._coordination().delete_namespaced_lease, name,
                              namespace)
 
     # -- authentication (agentflow.services.identity: a step pod's bound service-account token)

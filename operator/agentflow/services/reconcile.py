@@ -64,6 +64,7 @@ from ..models.limits import DEFAULT_WORKFLOW_DEPTH
 from ..models.manifests import format_path
 from ..prompts.rollout import RolloutError, bind, choices_for, recorded
 from ..storage.attempts import AttemptPod
+from ..storage.errors import JournalConflict
 from ..storage.outbox import EventSource
 from ..storage.retention import Collected
 from ..telemetry import RunTrace, Tracing, run_ids, steps_of
@@ -361,8 +362,12 @@ class WorkflowReconciler:
         # Namespace, Workflow and the phase after these records: for the events outbox (agentflow.events), with
         # the run's trace context when it is traced.
         traced = run_ids(uid).traceparent if state.trace is not None else None
-        await self.store.append(uid, records, EventSource(state.namespace, state.workflow, workflow_phase(state.run),
-                                                          traceparent=traced))
+        try:
+            await self.store.append(uid, records, EventSource(state.namespace, state.workflow,
+                                                              workflow_phase(state.run), traceparent=traced))
+        except JournalConflict:  # another writer (a replica that owned this run) extended the journal first:
+            self.forget(uid)  # what is kept here is behind it; the next reconcile reads the journal again
+            raise
         if state.trace is not None and self.tracing is not None:  # spans only of what was journaled
             self.tracing.emit(state.trace.observe(events))
 

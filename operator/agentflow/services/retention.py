@@ -46,6 +46,8 @@ ORPHAN_SWEEP_SECONDS = 3600.0
 """How often runs whose Workflow is gone are looked for (and at start)."""
 SWEEP_RETRY_SECONDS = 60.0
 """After a sweep that failed (the API or the database away)."""
+LEADER_RECHECK_SECONDS = 30.0
+"""How often a replica that is not the sweep's leader (``--shards auto``) looks whether it became it."""
 COLLECT_BATCH = 100
 """Orphaned runs collected per transaction."""
 
@@ -164,15 +166,22 @@ class RunRetention:
                      _summary(total))
         return total
 
-    async def run(self, stopped: asyncio.Event, interval: float = ORPHAN_SWEEP_SECONDS) -> None:
-        """Sweep at once, then every ``interval`` seconds, until ``stopped`` is set (retried after a failure)."""
+    async def run(self, stopped: asyncio.Event, interval: float = ORPHAN_SWEEP_SECONDS,
+                  leader: Callable[[], bool] = lambda: True) -> None:
+        """Sweep at once, then every ``interval`` seconds, until ``stopped`` is set (retried after a failure).
+        With several replicas sharing the work only the ``leader`` sweeps; the others look again every
+        LEADER_RECHECK_SECONDS whether they became it (a sweep on two replicas at once is safe, only wasted)."""
         while not stopped.is_set():
             delay = interval
-            try:
-                await self.sweep()
-            except (SweepAborted, KubeError, StorageError) as exc:
-                log.warning("orphaned runs not collected this time, retrying in %.0fs: %s", SWEEP_RETRY_SECONDS, exc)
-                delay = SWEEP_RETRY_SECONDS
+            if not leader():
+                delay = LEADER_RECHECK_SECONDS
+            else:
+                try:
+                    await self.sweep()
+                except (SweepAborted, KubeError, StorageError) as exc:
+                    log.warning("orphaned runs not collected this time, retrying in %.0fs: %s", SWEEP_RETRY_SECONDS,
+                                exc)
+                    delay = SWEEP_RETRY_SECONDS
             try:
                 await asyncio.wait_for(stopped.wait(), timeout=delay)
             except TimeoutError:

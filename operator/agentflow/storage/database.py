@@ -5,6 +5,7 @@
     db.store, db.ledger, db.audit         # PostgresStore, PostgresLedger, PostgresAuditLog on that pool
     db.outbox                             # PostgresOutbox: the events outbox the publisher drains
                                           # (written by db.store.append only with ``outbox=True``)
+    db.notices                            # ResultNotices: results stored by other replicas (LISTEN)
     await db.close()
 
 Built by the factory at startup (agentflow.factory) and closed at cleanup; nothing connects at import.
@@ -19,6 +20,7 @@ from .audit import PostgresAuditLog
 from .budgets import SCHEMA as LEDGER_SCHEMA
 from .budgets import PostgresLedger
 from .migrations import migrate
+from .notices import ResultNotices
 from .outbox import PostgresOutbox
 from .postgres import _THIRD_PARTY, PostgresStore, _translate, open_pool
 from .postgres import SCHEMA as JOURNAL_SCHEMA
@@ -37,6 +39,7 @@ class Database:
         self.ledger = PostgresLedger(pool, where=where)
         self.audit = PostgresAuditLog(pool, where=where)
         self.outbox = PostgresOutbox(pool, where=where)
+        self.notices = ResultNotices(pool, where=where)
 
     @classmethod
     async def connect(cls, dsn: str, *, application_name: str = "agentflow", min_size: int = 1,

@@ -350,6 +350,8 @@ def _translate(exc: BaseException, what: str, where: str, run_uid: str | None, s
 
 
 _THIRD_PARTY = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+RESULTS_CHANNEL = "agentflow_results"
+"""NOTIFY channel of stored results (payload: the run uid), when the store notifies (agentflow.storage.notices)."""
 
 
 # --------------------------------------------------------------------------- the store
@@ -394,6 +396,9 @@ class PostgresStore:
         self.outbox = outbox
         self.on_outbox: Callable[[], None] | None = None
         """Called after an append that wrote outbox rows committed (the publisher's poke)."""
+        self.notify_results = False
+        """:meth:`put_result` also NOTIFYs RESULTS_CHANNEL with the run uid when it stored the result, so the
+        replica driving the run hears of it whichever replica's callback server took it (--shards auto)."""
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> PostgresStore:
@@ -619,6 +624,8 @@ class PostgresStore:
                 attempt,
                 result,
             )
+            if stored is True and self.notify_results:
+                await conn.execute("SELECT pg_notify($1, $2)", RESULTS_CHANNEL, run_uid)
         return stored is True
 
     async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]:
