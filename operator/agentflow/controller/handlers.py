@@ -107,6 +107,19 @@ def register(registry: kopf.OperatorRegistry) -> None:
             memo.poke(run)
         memo.driver.metrics.observe_pod(body)
 
+    @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", registry=registry, id="step-baseline",
+                   labels={names.COMPONENT_LABEL: names.COMPONENT_STEP_BASELINE,
+                           names.MANAGED_BY_LABEL: names.MANAGED_BY})
+    async def baseline_changed(*, body: kopf.Body, memo: Memo, type: str | None, namespace: str | None,
+                               **_: Any) -> None:
+        """The namespace's baseline NetworkPolicy of step pods, deleted or changed: made again (services.isolation)."""
+        if namespace is None or body.metadata.name != names.BASELINE_POLICY:
+            return
+        try:
+            await memo.driver.reconciler.isolation.observed(namespace, None if type == "DELETED" else body)
+        except KubeError as exc:  # the next step pod created there ensures it again
+            log.warning("the baseline NetworkPolicy of step pods in %s was not made again: %s", namespace, exc)
+
     for plural, kind in KINDS.items():
         _readiness(registry, plural, kind)
 

@@ -119,6 +119,8 @@ class Kube(Protocol):
     async def delete_pod(self, namespace: str, name: str) -> None: ...
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
     async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None: ...
+    async def get_network_policy(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def replace_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None: ...
     async def delete_network_policy(self, namespace: str, name: str) -> None: ...
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None: ...
     async def get_resource(self, plural: str, namespace: str, name: str) -> dict[str, Any]: ...
@@ -299,6 +301,20 @@ class KubeClient:
         with contextlib.suppress(Conflict):
             await self._call("create networkpolicy", self._networking().create_namespaced_network_policy,
                              namespace, body)
+
+    async def get_network_policy(self, namespace: str, name: str) -> dict[str, Any]:
+        """A NetworkPolicy as a dict; NotFound when there is none."""
+        result = await self._call(f"get networkpolicy {namespace}/{name}",
+                                  self._networking().read_namespaced_network_policy, name, namespace,
+                                  _preload_content=False)
+        policy: dict[str, Any] = json.loads(result.data)
+        return policy
+
+    async def replace_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Replace a NetworkPolicy (``metadata.resourceVersion`` set: Conflict when it changed since it was read)."""
+        name = body["metadata"]["name"]
+        await self._call(f"replace networkpolicy {namespace}/{name}",
+                         self._networking().replace_namespaced_network_policy, name, namespace, body)
 
     # -- events
 
