@@ -58,6 +58,7 @@ from .services.canary import RolloutSync
 from .services.gateway import AttemptAuthenticator, KubeBudgets, KubeCredentials
 from .services.identity import TOKEN_AUDIENCE, PodIdentity
 from .services.metrics import MeteredStore, Metrics
+from .services.podcache import RunPods
 from .services.quality import QualityMetrics, QualityWatch
 from .services.reconcile import DEFAULT_MAX_PARALLEL, WorkflowReconciler
 from .storage.database import Database
@@ -298,13 +299,14 @@ class Factory:
     def reconciler(self, pod_config: PodConfig, metrics: Metrics | None = None, *,
                    network: NetworkConfig | None = None, signing_key: bytes | None = None,
                    previews: bool = True, max_parallel: int | None = DEFAULT_MAX_PARALLEL,
-                   quality: QualityWatch | None = None) -> WorkflowReconciler:
+                   quality: QualityWatch | None = None, pods: RunPods | None = None) -> WorkflowReconciler:
         """The Workflow reconciler: with ``metrics``, what its journal appends record is counted (steps,
         durations, tokens and cost: agentflow.services.metrics); ``network`` the platform's side of step pods'
         NetworkPolicies, ``signing_key`` the key approval decisions are stamped with by the admission webhook
         (None: every decision by annotation is refused), ``previews`` whether status shows masked output
         previews, ``max_parallel`` the step pods one Workflow runs at once; ``quality`` (with ``metrics``) is shown
-        every append and follows the reconciler's runs (agentflow.services.quality)."""
+        every append and follows the reconciler's runs (agentflow.services.quality); ``pods`` the step pods kept
+        from the operator's pod watch (agentflow.services.podcache; None: each reconcile lists them)."""
         if self.kube is None:
             raise ConfigError("the reconciler needs a Kubernetes client")
         observers = (quality,) if quality is not None else ()
@@ -312,7 +314,7 @@ class Factory:
         reconciler = WorkflowReconciler(self.kube, store, pod_config, network=network, signing_key=signing_key,
                                         previews=previews, audit=self.db.audit, max_parallel=max_parallel,
                                         tracing=self.tracing,
-                                        trace_url_template=self.trace_settings.url_template)
+                                        trace_url_template=self.trace_settings.url_template, pods=pods)
         if quality is not None and metrics is not None:
             quality.follow(reconciler.runs)
         return reconciler

@@ -101,7 +101,10 @@ def register(registry: kopf.OperatorRegistry) -> None:
             await memo.retention.collect(uid)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
-    def pod_changed(*, body: kopf.Body, memo: Memo, **_: Any) -> None:
+    def pod_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
+        pods = memo.driver.reconciler.pods
+        if pods is not None:  # what the reconcile reads instead of listing (services.podcache)
+            pods.observe(body, deleted=type == "DELETED")
         run = (body.metadata.labels or {}).get(names.RUN_LABEL)
         if run:
             memo.poke(run)

@@ -49,6 +49,7 @@ from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
+from ..services.podcache import RunPods
 from ..services.quality import QualityMetrics
 from ..services.reconcile import DEFAULT_MAX_PARALLEL
 from ..services.retention import RunRetention
@@ -352,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         reporting_instance=os.environ.get("POD_ID", ""))
         memo.driver = WorkflowDriver(factory.reconciler(pod_config, metrics, network=network, signing_key=key,
                                                         previews=args.status_previews == "masked",
-                                                        max_parallel=args.max_parallel, quality=quality), metrics)
+                                                        max_parallel=args.max_parallel, quality=quality,
+                                                        pods=RunPods()), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
         memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))

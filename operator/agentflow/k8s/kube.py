@@ -3,8 +3,9 @@
 :class:`Kube` is the seam: the few API calls the operator, the gateway and the CLI make, as a Protocol.
 :class:`KubeClient` is the real one over the official client; agentflow.testing.FakeKube keeps objects in
 memory for tests. The official client is synchronous; every call runs in a worker thread so it never
-blocks kopf's event loop. ApiException is translated here, and only here, into :class:`KubeError`
-subclasses that say what happened::
+blocks kopf's event loop: a pool of the client's own (:data:`API_THREADS`, as many pooled connections), not
+asyncio's default executor, whose few threads (CPUs + 4) queued a burst's calls behind each other.
+ApiException is translated here, and only here, into :class:`KubeError` subclasses that say what happened::
 
     KubeError          an API call failed; ``retryable`` says whether trying again may help
     ├── NotFound       404 (not retryable)
@@ -17,15 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
 GROUP = "agentflow.dev"
 VERSION = "v1alpha1"
+API_THREADS = 16
+"""Kubernetes API calls of one KubeClient in flight at once (worker threads, and pooled connections)."""
 
 
 class KubeError(Exception):
@@ -185,6 +191,7 @@ class KubeClient:
     """The real :class:`Kube`, over the official client (built at startup, closed at cleanup)."""
 
     api_client: Any  # kubernetes.client.ApiClient, built at startup
+    _executor: ThreadPoolExecutor | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -195,7 +202,9 @@ class KubeClient:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient())
+        settings = client.Configuration.get_default_copy()
+        settings.connection_pool_maxsize = API_THREADS  # one pooled connection per worker thread
+        return cls(client.ApiClient(settings))
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None) -> tuple[KubeClient, str]:
@@ -244,13 +253,18 @@ class KubeClient:
 
     def close(self) -> None:
         self.api_client.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube")
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)  # as asyncio.to_thread does
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except ApiException as exc:
             raise _translate(exc, what) from None
         except (HTTPError, OSError) as exc:

@@ -81,6 +81,7 @@ from ..validation.templates import resolve_workflow
 from . import approvals
 from .errors import InvalidWorkflow, MissingReferences
 from .isolation import StepIsolation
+from .podcache import RunPods
 
 log = logging.getLogger("agentflow.reconcile")
 
@@ -159,7 +160,8 @@ class WorkflowReconciler:
                  clock: Callable[[], float] = time.time,
                  audit: AuditSink | None = None, quota_ttl: float = QUOTA_TTL_SECONDS,
                  max_parallel: int | None = DEFAULT_MAX_PARALLEL, tracing: Tracing | None = None,
-                 trace_url_template: str | None = None, event_window: float = EVENT_WINDOW_SECONDS) -> None:
+                 trace_url_template: str | None = None, event_window: float = EVENT_WINDOW_SECONDS,
+                 pods: RunPods | None = None) -> None:
         self.kube = kube
         self.store = store
         self.pod_config = pod_config
@@ -178,6 +180,8 @@ class WorkflowReconciler:
         self._callback: tuple[str, int] = (callback_host, callback_port or 80)
         self._gateway: Egress | None = parse_host(pod_config.gateway_url) if pod_config.gateway_url else None
         self.isolation = StepIsolation(kube, self.network, callback=self._callback, gateway=self._gateway)
+        self.pods = pods
+        """Step pods from the operator's pod watch (services.podcache); None: listed from the API every pass."""
         self.event_window = event_window
 
     # ------------------------------------------------------------------ load
@@ -451,6 +455,8 @@ class WorkflowReconciler:
             writes += 1
         created = await self.kube.create_pod(namespace, pod)
         if created:  # the pod's identity: only the pod made here may act for the attempt (services.identity)
+            if self.pods is not None:  # seen by the next pass even before the watch tells of it
+                self.pods.seed(uid, [{**pod, "metadata": {**pod["metadata"], "uid": created}}])
             await self.store.set_pod_uid(uid, request.node, request.attempt, created)
             state.recorded.add(pod_name)
         return writes + (1 if created is not None else 0), None
@@ -493,9 +499,10 @@ class WorkflowReconciler:
         meta = body["metadata"]
         uid, namespace, name = str(meta["uid"]), str(meta["namespace"]), str(meta["name"])
         writes = 0
+        known = uid in self.runs
         state = await self._state(body, catalog)
         run = state.run
-        pods = await self.kube.list_pods(namespace, f"{names.RUN_LABEL}={names.label_value(uid)}")
+        pods = await self._observe_pods(uid, namespace, first=not known and len(state.journal) > 0)
         waiting_reason = None
         if not run.finished:
             results = await self.store.get_results(uid)
@@ -585,6 +592,16 @@ class WorkflowReconciler:
             state.last_status = status
             writes += 1
         return Outcome(run.phase, run.finished, wake_at, writes, len(state.journal))
+
+    async def _observe_pods(self, uid: str, namespace: str, *, first: bool) -> list[dict[str, Any]]:
+        """The run's pods: from the pod watch (``self.pods``), listed from the API when there is none, and the first
+        time this process drives a run that has started (after a restart the watch may not have told yet)."""
+        if self.pods is not None and not first:
+            return self.pods.of(uid)
+        pods = await self.kube.list_pods(namespace, f"{names.RUN_LABEL}={names.label_value(uid)}")
+        if self.pods is not None:
+            self.pods.seed(uid, pods)
+        return pods
 
     async def _post_events(self, namespace: str, name: str, uid: str,
                            posts: Sequence[tuple[KubeEvent, float]]) -> int:
