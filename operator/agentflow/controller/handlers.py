@@ -60,6 +60,24 @@ def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return ready(current) == ready(new)
 
 
+def workflow_wake_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a Workflow's watch event may change its run's next reconcile: its spec (generation), the approval
+    annotations, its deletion, its phase (a finished run's TTL is counted from it). A status patch of the
+    operator's own that changes nothing of this wakes nothing (issue 17: it doubled the reconciles of a burst)."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return (meta.get("generation"), annotations.get(names.APPROVE_ANNOTATION), annotations.get(names.REJECT_ANNOTATION),
+            meta.get("deletionTimestamp"), (body.get("status") or {}).get("phase"))
+
+
+def pod_wakes(body: Mapping[str, Any], event: str | None) -> bool:
+    """Whether a step pod's watch event may change its run's next reconcile: it ended (Succeeded, Failed), is
+    being deleted or is gone. Pending and Running decide nothing (the run moves on its results)."""
+    if event == "DELETED" or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    return (body.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
 def catalog_for(namespace: str, indices: dict[str, kopf.Index[Any, Any]]) -> Catalog:
     """What a Workflow of ``namespace`` can refer to: that namespace's resources and the cluster-scoped ones."""
     catalog = Catalog()
@@ -96,9 +114,15 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event(GROUP, VERSION, "workflows", registry=registry)
     async def workflow_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
         uid = str(body.metadata.uid)
-        memo.poke(uid)
         if type == "DELETED":  # its pods go with it (owner references); its rows go here (services.retention)
+            memo.seen.pop(uid, None)
+            memo.poke(uid)
             await memo.retention.collect(uid)
+            return
+        key = workflow_wake_key(body)
+        if memo.seen.get(uid) != key:  # not the echo of the operator's own status patch
+            memo.seen[uid] = key
+            memo.poke(uid)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
     def pod_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
@@ -106,7 +130,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if pods is not None:  # what the reconcile reads instead of listing (services.podcache)
             pods.observe(body, deleted=type == "DELETED")
         run = (body.metadata.labels or {}).get(names.RUN_LABEL)
-        if run:
+        if run and pod_wakes(body, type):
             memo.poke(run)
         memo.driver.metrics.observe_pod(body)
 

@@ -270,6 +270,16 @@ class KubeClient:
         except (HTTPError, OSError) as exc:
             raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
 
+    async def _send(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A call whose answer is not needed: not decoded into the client's models (CPU under the GIL in a burst);
+        its body is read in the worker thread, which gives the connection back to the pool."""
+        def call() -> None:
+            response = fn(*args, _preload_content=False, **kwargs)
+            response.read()
+            response.release_conn()
+
+        await self._call(what, call)
+
     def _core(self) -> Any:
         from kubernetes import client
 
@@ -299,7 +309,7 @@ class KubeClient:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):
-            await self._call(f"delete pod {namespace}/{name}", self._core().delete_namespaced_pod, name, namespace,
+            await self._send(f"delete pod {namespace}/{name}", self._core().delete_namespaced_pod, name, namespace,
                              grace_period_seconds=5)
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
@@ -313,7 +323,7 @@ class KubeClient:
 
     async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
         with contextlib.suppress(Conflict):
-            await self._call("create networkpolicy", self._networking().create_namespaced_network_policy,
+            await self._send("create networkpolicy", self._networking().create_namespaced_network_policy,
                              namespace, body)
 
     async def get_network_policy(self, namespace: str, name: str) -> dict[str, Any]:
@@ -327,13 +337,13 @@ class KubeClient:
     async def replace_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
         """Replace a NetworkPolicy (``metadata.resourceVersion`` set: Conflict when it changed since it was read)."""
         name = body["metadata"]["name"]
-        await self._call(f"replace networkpolicy {namespace}/{name}",
+        await self._send(f"replace networkpolicy {namespace}/{name}",
                          self._networking().replace_namespaced_network_policy, name, namespace, body)
 
     # -- events
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        await self._call("create event", self._core().create_namespaced_event, namespace, body)
+        await self._send("create event", self._core().create_namespaced_event, namespace, body)
 
     # -- AgentFlow resources
 
@@ -355,17 +365,17 @@ class KubeClient:
         return items
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self._call(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
+        await self._send(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
                          GROUP, VERSION, namespace, plural, name, {"status": status})
 
     async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        await self._call(f"patch {plural}/{name}", self._custom().patch_namespaced_custom_object,
+        await self._send(f"patch {plural}/{name}", self._custom().patch_namespaced_custom_object,
                          GROUP, VERSION, namespace, plural, name, patch)
 
     async def create_resource(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create one: False when one of that name exists already (deterministic names: never twice)."""
         try:
-            await self._call(f"create {plural}/{body['metadata']['name']}",
+            await self._send(f"create {plural}/{body['metadata']['name']}",
                              self._custom().create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body)
         except Conflict:
             return False
@@ -376,14 +386,14 @@ class KubeClient:
         name created since is another object and stays (the API server answers Conflict; nothing to do either)."""
         if uid is None:
             with contextlib.suppress(NotFound):
-                await self._call(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
+                await self._send(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
                                  GROUP, VERSION, namespace, plural, name)
             return
         from kubernetes import client
 
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         with contextlib.suppress(NotFound, Conflict):
-            await self._call(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
+            await self._send(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
                              GROUP, VERSION, namespace, plural, name, body=options)
 
     # -- Budgets (agentflow.services.budgets)
@@ -401,7 +411,7 @@ class KubeClient:
         changed it first (409 Conflict), so that of two replicas only one acts on what it saw."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            await self._call(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
+            await self._send(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
                              GROUP, VERSION, namespace, plural, name, body)
         except Conflict:
             return False
@@ -412,7 +422,7 @@ class KubeClient:
     async def delete_network_policy(self, namespace: str, name: str) -> None:
         """Delete a NetworkPolicy; one already gone is fine."""
         with contextlib.suppress(NotFound):
-            await self._call(f"delete networkpolicy {namespace}/{name}",
+            await self._send(f"delete networkpolicy {namespace}/{name}",
                              self._networking().delete_namespaced_network_policy, name, namespace)
 
     # -- Secrets (agentflow.services.gateway: the provider keys Agents reference)
@@ -440,7 +450,7 @@ class KubeClient:
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create a Secret; False when one of that name exists."""
         try:
-            await self._call(f"create secret {namespace}/{body['metadata']['name']}",
+            await self._send(f"create secret {namespace}/{body['metadata']['name']}",
                              self._core().create_namespaced_secret, namespace, body)
         except Conflict:
             return False
@@ -449,7 +459,7 @@ class KubeClient:
     async def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret; one already gone is fine."""
         with contextlib.suppress(NotFound):
-            await self._call(f"delete secret {namespace}/{name}", self._core().delete_namespaced_secret, name,
+            await self._send(f"delete secret {namespace}/{name}", self._core().delete_namespaced_secret, name,
                              namespace)
 
     # -- authentication (agentflow.services.identity: a step pod's bound service-account token)
