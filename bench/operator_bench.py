@@ -589,7 +589,9 @@ def chain_workflow(name: str, steps: int) -> dict[str, Any]:
 
 
 TOOL_POLICY = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ToolPolicy", "metadata": {"name": "bench-tools"},
-               "spec": {"tools": [{"name": "bench-echo", "builtin": {"name": "echo"}}]}}
+               "spec": {"tools": [{"name": "bench-echo", "builtin": {"name": "echo"}, "timeoutSeconds": 1800}]}}
+"""The bench's step takes no time, but in a burst of 1,000 its simulated kubelet gets to a pod late: the default
+30 s step timeout would fail steps for the bench's own lag (and delete their pods), not the operator's."""
 
 
 @dataclasses.dataclass
