@@ -92,7 +92,7 @@ QUOTA_TTL_SECONDS = 2.0
 DEFAULT_MAX_PARALLEL = 50
 """Step pods one Workflow runs at once unless its spec.parallelism is lower (agentflow operator --max-parallel):
 a fan-out of thousands of items must not become thousands of pods at once."""
-EVENT_WINDOW_SECONDS = 10.0
+EVENT_WINDOW_SECONDS = 30.0
 """How long progress Events of a run with a step running may be held to be posted as one (k8s.events.coalesce)."""
 
 
