@@ -65,6 +65,7 @@ from .services.gateway import AttemptAuthenticator, KubeBudgets, KubeCredentials
 from .services.identity import TOKEN_AUDIENCE, PodIdentity
 from .services.metrics import MeteredStore, Metrics
 from .services.notifications import DEFAULT_WEBHOOK_HOSTS, ApprovalNotifier, NotifySettings
+from .services.podcache import RunPods
 from .services.quality import QualityMetrics, QualityWatch
 from .services.reconcile import DEFAULT_MAX_PARALLEL, WorkflowReconciler
 from .storage.database import Database
@@ -388,14 +389,15 @@ class Factory:
                    previews: bool = True, max_parallel: int | None = DEFAULT_MAX_PARALLEL,
                    quality: QualityWatch | None = None,
                    notifier: ApprovalNotifier | None = None,
-                   max_workflow_depth: int = DEFAULT_WORKFLOW_DEPTH) -> WorkflowReconciler:
+                   max_workflow_depth: int = DEFAULT_WORKFLOW_DEPTH, pods: RunPods | None = None) -> WorkflowReconciler:
         """The Workflow reconciler: with ``metrics``, what its journal appends record is counted (steps,
         durations, tokens and cost: agentflow.services.metrics); ``network`` the platform's side of step pods'
         NetworkPolicies, ``signing_key`` the key approval decisions are stamped with by the admission webhook
         (None: every decision by annotation is refused), ``previews`` whether status shows masked output
         previews, ``max_parallel`` the step pods one Workflow runs at once, ``max_workflow_depth`` how deep workflow
-        steps nest child Workflows; ``quality`` (with ``metrics``) is shown
-        every append and follows the reconciler's runs (agentflow.services.quality)."""
+        steps nest child Workflows; ``quality`` (with ``metrics``) is shown every append and follows the reconciler's
+        runs (agentflow.services.quality); ``pods`` the step pods kept from the operator's pod watch
+        (agentflow.services.podcache; None: each reconcile lists them)."""
         if self.kube is None:
             raise ConfigError("the reconciler needs a Kubernetes client")
         observers = (quality,) if quality is not None else ()
@@ -404,7 +406,7 @@ class Factory:
                                         previews=previews, audit=self.db.audit, max_parallel=max_parallel,
                                         tracing=self.tracing, max_workflow_depth=max_workflow_depth,
                                         trace_url_template=self.trace_settings.url_template,
-                                        notifier=notifier)
+                                        notifier=notifier, pods=pods)
         if quality is not None and metrics is not None:
             quality.follow(reconciler.runs)
         return reconciler

@@ -72,6 +72,8 @@ class FakeKube:
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.netpols_deleted: list[str] = []
+        self.netpols_created: list[str] = []
+        self.netpols_replaced: list[str] = []
         self.resources_created: list[str] = []  # "PLURAL/NAME" of AgentFlow resources (Workflows of schedules)
         self.resources_deleted: list[str] = []
         self.statuses: list[dict[str, Any]] = []
@@ -164,7 +166,32 @@ class FakeKube:
 
     async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
         await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
-        self.netpols.setdefault(body["metadata"]["name"], copy.deepcopy(dict(body)))
+        name = body["metadata"]["name"]
+        if name not in self.netpols:
+            self.netpols[name] = copy.deepcopy(dict(body))
+            self.netpols[name]["metadata"].setdefault("resourceVersion", "1")
+            self.netpols_created.append(name)
+
+    async def get_network_policy(self, namespace: str, name: str) -> dict[str, Any]:
+        await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
+        policy = self.netpols.get(name)
+        if policy is None:
+            raise NotFound(f"get networkpolicy {namespace}/{name}: 404", 404)
+        return copy.deepcopy(policy)
+
+    async def replace_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does
+        name = body["metadata"]["name"]
+        current = self.netpols.get(name)
+        if current is None:
+            raise NotFound(f"replace networkpolicy {namespace}/{name}: 404", 404)
+        version = str(current["metadata"].get("resourceVersion", "1"))
+        if body["metadata"].get("resourceVersion") not in (None, version):
+            raise Conflict(f"replace networkpolicy {namespace}/{name}: the object has been modified", 409)
+        replaced = copy.deepcopy(dict(body))
+        replaced["metadata"]["resourceVersion"] = str(int(version) + 1)
+        self.netpols[name] = replaced
+        self.netpols_replaced.append(name)
 
     async def delete_network_policy(self, namespace: str, name: str) -> None:
         await asyncio.sleep(0)  # an API call yields to other tasks, as real I/O does

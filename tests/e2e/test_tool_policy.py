@@ -1,10 +1,12 @@
 """ToolPolicies on a real cluster (issue 6): the pod and NetworkPolicy a granted tool gets, a denied tool
 that fails its step without creating anything, and a requiresApproval tool that waits for `agentflow approve`.
 
-These tests check the objects the operator creates. The local cluster enforces NetworkPolicies (kube-router,
-see tests/e2e/cluster/README.md; test_network_policy.py proves it with packets), so a granted tool's pod runs
-under its policy here and reaches its endpoint through it. The tool endpoint is a tiny HTTP server on this
-machine's pod-reachable address, so the grant is an IP and the NetworkPolicy gets an ipBlock.
+These tests check the objects the operator creates: a granted tool's pod gets a NetworkPolicy of its own, a
+tool granted no egress only the namespace's baseline policy (agentflow-step-baseline, issue 17). The local
+cluster enforces NetworkPolicies (kube-router, see tests/e2e/cluster/README.md; test_network_policy.py proves
+it with packets), so a granted tool's pod runs under its policies here and reaches its endpoint through them.
+The tool endpoint is a tiny HTTP server on this machine's pod-reachable address, so the grant is an IP and the
+NetworkPolicy gets an ipBlock.
 """
 
 from __future__ import annotations
@@ -123,6 +125,10 @@ def test_a_granted_http_tool_runs_in_a_sandboxed_pod_behind_its_network_policy(
     dns = [rule for rule in egress if any("podSelector" in peer for peer in rule.get("to", []))]
     assert dns == []  # every destination is an address: no name to resolve, so no DNS either
     assert policy["metadata"]["ownerReferences"][0]["kind"] == "Workflow"
+    assert pod["metadata"]["annotations"]["agentflow.dev/network-policy"] == name  # deleted with the pod
+    # and the namespace's baseline selects it too (policies add up: the callback, which its own allows anyway)
+    baseline = cluster.get_json("networkpolicy", "agentflow-step-baseline", "-n", ns)
+    assert baseline["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
 def test_a_tool_the_agent_is_not_granted_fails_the_step_and_creates_nothing(
@@ -157,4 +163,16 @@ def test_a_requires_approval_tool_waits_and_runs_after_agentflow_approve(
     assert done.returncode == 0, done.stderr
     wf = wait_finished(cluster, ns, "gated", timeout=240)
     assert wf["status"]["phase"] == "Succeeded", wf["status"]
-    assert len(run_pods(cluster, ns, "gated")) == 1
+    (pod,) = run_pods(cluster, ns, "gated")
+    # a builtin tool is granted no egress: no NetworkPolicy of its own, the namespace's baseline selects it and
+    # lets it reach the operator's callback only (issue 17: no policy created and deleted per step)
+    policies = {p["metadata"]["name"]: p for p in cluster.get_json("networkpolicies", "-n", ns)["items"]}
+    assert set(policies) == {"agentflow-step-baseline"}, sorted(policies)
+    baseline = policies["agentflow-step-baseline"]
+    assert "ownerReferences" not in baseline["metadata"]
+    selector = baseline["spec"]["podSelector"]["matchLabels"]
+    assert selector["agentflow.dev/isolated"] == "true" and selector.items() <= pod["metadata"]["labels"].items()
+    assert baseline["spec"]["policyTypes"] == ["Ingress", "Egress"] and not baseline["spec"].get("ingress")
+    blocks = {(peer["ipBlock"]["cidr"], p["port"]) for rule in baseline["spec"]["egress"]
+              for peer in rule.get("to", []) if "ipBlock" in peer for p in rule.get("ports", [])}
+    assert blocks == {(f"{cluster.host_address}/32", policy_operator.port)}

@@ -237,7 +237,7 @@ def test_rbac_is_least_privilege(helm: tuple[str, Path]) -> None:
         # evaluations: the built-in judge prompts
         ("agentflow.dev", "promptversions", "*"): {"get", "list", "watch", "patch", "create"},
         ("", "pods", "*"): {"get", "list", "watch", "create", "delete"},
-        ("networking.k8s.io", "networkpolicies", "*"): {"get", "create", "delete"},
+        ("networking.k8s.io", "networkpolicies", "*"): {"get", "list", "watch", "create", "update", "delete"},
         ("", "events", "*"): {"create", "patch"},
         ("events.k8s.io", "events", "*"): {"create", "patch"},
         **{("admissionregistration.k8s.io", w, "*"): {"create"} for w in webhooks},
@@ -843,7 +843,7 @@ def test_with_watch_namespaces_the_operator_gets_roles_there_only(helm: tuple[st
             ("agentflow.dev", "workflows", "*"): {"get", "list", "watch", "patch", "create", "delete"},
             ("agentflow.dev", "promptversions", "*"): {"get", "list", "watch", "patch", "create"},
             ("", "pods", "*"): {"get", "list", "watch", "create", "delete"},
-            ("networking.k8s.io", "networkpolicies", "*"): {"get", "create", "delete"},
+            ("networking.k8s.io", "networkpolicies", "*"): {"get", "list", "watch", "create", "update", "delete"},
             ("", "events", "*"): {"create", "patch"},
             ("events.k8s.io", "events", "*"): {"create", "patch"},
         }

@@ -61,6 +61,24 @@ def same_readiness(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return ready(current) == ready(new)
 
 
+def workflow_wake_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a Workflow's watch event may change its run's next reconcile: its spec (generation), the approval
+    annotations, its deletion, its phase (a finished run's TTL is counted from it). A status patch of the
+    operator's own that changes nothing of this wakes nothing (issue 17: it doubled the reconciles of a burst)."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return (meta.get("generation"), annotations.get(names.APPROVE_ANNOTATION), annotations.get(names.REJECT_ANNOTATION),
+            meta.get("deletionTimestamp"), (body.get("status") or {}).get("phase"))
+
+
+def pod_wakes(body: Mapping[str, Any], event: str | None) -> bool:
+    """Whether a step pod's watch event may change its run's next reconcile: it ended (Succeeded, Failed), is
+    being deleted or is gone. Pending and Running decide nothing (the run moves on its results)."""
+    if event == "DELETED" or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    return (body.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
 def catalog_for(namespace: str, indices: dict[str, kopf.Index[Any, Any]]) -> Catalog:
     """What a Workflow of ``namespace`` can refer to: that namespace's resources and the cluster-scoped ones."""
     catalog = Catalog()
@@ -102,23 +120,47 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.event(GROUP, VERSION, "workflows", registry=registry)
     async def workflow_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
         uid = str(body.metadata.uid)
-        memo.poke(uid)
         parent = (body.metadata.labels or {}).get(subworkflow.PARENT_RUN_LABEL)
-        if parent:  # a workflow step's child: its parent looks at it (k8s.subworkflow); a poke only wakes a driver
-            memo.poke(parent)
         if type == "DELETED":  # its pods go with it (owner references); its rows go here (services.retention)
+            memo.seen.pop(uid, None)
+            memo.poke(uid)
+            if parent:  # a workflow step's child gone: its parent makes it again (like a pod)
+                memo.poke(parent)
             if memo.shards.owns(uid):  # sharded: its owner collects (a miss is the orphan sweep's)
                 await memo.retention.collect(uid)
             elif memo.retention.forget is not None:
                 memo.retention.forget(uid)
+            return
+        key = workflow_wake_key(body)
+        if memo.seen.get(uid) != key:  # not the echo of the operator's own status patch
+            memo.seen[uid] = key
+            memo.poke(uid)
+            if parent:  # a workflow step's child: its parent looks at it (k8s.subworkflow); a poke only wakes a driver
+                memo.poke(parent)
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels={names.MANAGED_BY_LABEL: names.MANAGED_BY})
-    def pod_changed(*, body: kopf.Body, memo: Memo, **_: Any) -> None:
+    def pod_changed(*, body: kopf.Body, memo: Memo, type: str | None, **_: Any) -> None:
+        pods = memo.driver.reconciler.pods
+        if pods is not None:  # what the reconcile reads instead of listing (services.podcache)
+            pods.observe(body, deleted=type == "DELETED")
         run = (body.metadata.labels or {}).get(names.RUN_LABEL)
-        if run:
+        if run and pod_wakes(body, type):
             memo.poke(run)
         if not run or memo.shards.owns(run):  # sharded: one replica counts each pod (the label is the run's uid)
             memo.driver.metrics.observe_pod(body)
+
+    @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", registry=registry, id="step-baseline",
+                   labels={names.COMPONENT_LABEL: names.COMPONENT_STEP_BASELINE,
+                           names.MANAGED_BY_LABEL: names.MANAGED_BY})
+    async def baseline_changed(*, body: kopf.Body, memo: Memo, type: str | None, namespace: str | None,
+                               **_: Any) -> None:
+        """The namespace's baseline NetworkPolicy of step pods, deleted or changed: made again (services.isolation)."""
+        if namespace is None or body.metadata.name != names.BASELINE_POLICY:
+            return
+        try:
+            await memo.driver.reconciler.isolation.observed(namespace, None if type == "DELETED" else body)
+        except KubeError as exc:  # the next step pod created there ensures it again
+            log.warning("the baseline NetworkPolicy of step pods in %s was not made again: %s", namespace, exc)
 
     for plural, kind in KINDS.items():
         _readiness(registry, plural, kind)

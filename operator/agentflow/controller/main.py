@@ -55,6 +55,7 @@ from ..services.driver import WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
+from ..services.podcache import RunPods
 from ..services.quality import QualityMetrics
 from ..services.reconcile import DEFAULT_MAX_PARALLEL
 from ..services.retention import RunRetention
@@ -435,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         previews=args.status_previews == "masked",
                                                         max_parallel=args.max_parallel, quality=quality,
                                                         notifier=notifier,
-                                                        max_workflow_depth=args.max_workflow_depth), metrics)
+                                                        max_workflow_depth=args.max_workflow_depth,
+                                                        pods=RunPods()), metrics)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
         memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))

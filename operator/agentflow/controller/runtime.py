@@ -41,6 +41,8 @@ class Memo(kopf.Memo):
     sweep_task: asyncio.Task[None] | None
     sweep_stopped: asyncio.Event
     wakeups: dict[str, asyncio.Event]
+    seen: dict[str, tuple[object, ...]]
+    """Per Workflow uid, what of it was last seen that may wake its run (handlers.workflow_wake_key)."""
     clock: Callable[[], float]
     shards: Ownership
     """Which Workflows (and schedules, rollouts) this replica acts on: all (Everything) unless --shards auto."""
@@ -77,6 +79,7 @@ def new_memo() -> Memo:
     memo.events_stopped = asyncio.Event()
     memo.sweep_stopped = asyncio.Event()
     memo.wakeups = {}
+    memo.seen = {}
     memo.clock = time.time
     memo.shards = Everything()
     memo.membership = None

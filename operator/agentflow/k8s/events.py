@@ -21,10 +21,23 @@
 
 StepStarted (the driver's note that a pod exists), CostRecorded and StateEntered make no Event: the pod's
 own events and the status cover them. :func:`event_body` builds the core/v1 Event to create.
+
+Coalescing (issue 17: an Event per journal event was 2-4 API writes per step). :func:`coalesce` holds the Normal
+Events that only say the run moves on (:data:`PROGRESS_REASONS`: started, step started or succeeded, fan-out,
+agent loop and plan progress) while a step of the run is running, for at most ``window`` seconds, and posts
+what it held as **one** Event: its reason the last one's, its message theirs joined by ``; `` in order, its
+firstTimestamp the first one's. Anything else flushes what is held first and is posted with it: a Normal
+Event that the run waits or ended (WaitingForApproval, Suspended, Succeeded, Cancelled ...) closes the held
+batch (one Event, with its reason), a Warning is posted by itself right after it. So ``kubectl describe
+workflow`` tells the same story in order, in fewer Events, progress at most ``window`` seconds late (the
+status says it at once); a batch never grows past :data:`MAX_MESSAGE` (it is posted before that). What is held
+lives in the operator's memory: a restart loses at most ``window`` seconds of progress Events (the journal and
+the status keep everything).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
@@ -35,7 +48,8 @@ from . import names
 from .podspec import Owner
 from .previews import EVENT_PREVIEW_CHARS, bounded
 
-__all__ = ["MAX_MESSAGE", "REPORTING_COMPONENT", "KubeEvent", "event_body", "event_name", "kubernetes_events"]
+__all__ = ["MAX_MESSAGE", "PROGRESS_REASONS", "REPORTING_COMPONENT", "HeldEvents", "KubeEvent", "coalesce",
+           "event_body", "event_name", "kubernetes_events"]
 
 MAX_MESSAGE: Final = 1024
 REPORTING_COMPONENT: Final = "agentflow-operator"
@@ -199,14 +213,80 @@ def kubernetes_events(events: Sequence[Event], *, workflow: str | None = None,
     return out
 
 
+PROGRESS_REASONS: Final = frozenset({
+    "Started", "StepStarted", "StepSucceeded", "StepSkipped", "FanOut", "AgentLoopStarted", "AgentLoopFinished",
+    "PlanStarted", "PlanAccepted", "PlanFinished",
+})
+"""Normal Events that only say the run moves on: held and posted together (:func:`coalesce`)."""
+_JOIN: Final = "; "
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldEvents:
+    """Progress Events not posted yet, and when the first of them happened."""
+
+    events: tuple[KubeEvent, ...] = ()
+    since: float | None = None
+
+    def due(self, window: float) -> float | None:
+        """When they must be posted at the latest (None: nothing held)."""
+        return None if self.since is None else self.since + window
+
+
+def _merged(events: Sequence[KubeEvent]) -> KubeEvent:
+    if len(events) == 1:
+        return events[0]
+    return KubeEvent("Normal", events[-1].reason, _JOIN.join(e.message for e in events))
+
+
+def coalesce(held: HeldEvents, new: Sequence[KubeEvent], now: float, *, window: float,
+             hold: bool) -> tuple[list[tuple[KubeEvent, float]], HeldEvents]:
+    """The Events to post now, each with when its first part happened, and what stays held.
+
+    ``held``: what earlier passes held; ``new``: this pass's Events in order (:func:`kubernetes_events`);
+    ``hold``: whether the run moves on by itself (a step is running), so progress may wait; False posts
+    everything. ``window``: seconds the first held Event may wait.
+    """
+    out: list[tuple[KubeEvent, float]] = []
+    batch, since = list(held.events), held.since
+
+    def flush(closing: KubeEvent | None = None) -> None:
+        nonlocal batch, since
+        if closing is not None and closing.type == "Normal":
+            batch.append(closing)
+            closing = None
+        if batch:
+            out.append((_merged(batch), since if since is not None else now))
+        if closing is not None:
+            out.append((closing, now))
+        batch, since = [], None
+
+    for event in new:
+        if event.type == "Normal" and event.reason in PROGRESS_REASONS:
+            if batch and len(_JOIN.join(e.message for e in (*batch, event))) > MAX_MESSAGE:
+                flush()
+            if not batch:
+                since = now
+            batch.append(event)
+        else:
+            if batch and event.type == "Normal" and (
+                    len(_JOIN.join(e.message for e in (*batch, event))) > MAX_MESSAGE):
+                flush()
+            flush(event)
+    if batch and (not hold or window <= 0 or (since is not None and now - since >= window)):
+        flush()
+    return out, HeldEvents(tuple(batch), since if batch else None)
+
+
 def event_name(involved: Owner, reason: str, message: str, time: str) -> str:
     """``OWNER.HASH``: the same Event posted twice (after a restart) is AlreadyExists, not a duplicate."""
     return f"{involved.name[:200].rstrip('.-')}.{names.short_hash(involved.uid, reason, message, time, length=16)}"
 
 
 def event_body(involved: Owner, namespace: str, type: str, reason: str, message: str, now_iso: str,
-               count: int = 1, *, reporting_instance: str = "") -> dict[str, Any]:
-    """A core/v1 Event about ``involved`` at ``now_iso`` (an RFC 3339 time)."""
+               count: int = 1, *, reporting_instance: str = "", first_iso: str | None = None) -> dict[str, Any]:
+    """A core/v1 Event about ``involved`` at ``now_iso`` (an RFC 3339 time); ``first_iso``: when what it says
+    began (coalesced Events), else ``now_iso``."""
     body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Event",
@@ -221,7 +301,7 @@ def event_body(involved: Owner, namespace: str, type: str, reason: str, message:
         "type": type,
         "reason": reason,
         "message": message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…",
-        "firstTimestamp": now_iso,
+        "firstTimestamp": first_iso or now_iso,
         "lastTimestamp": now_iso,
         "count": count,
         "source": {"component": REPORTING_COMPONENT},

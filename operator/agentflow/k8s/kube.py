@@ -3,8 +3,9 @@
 :class:`Kube` is the seam: the few API calls the operator, the gateway and the CLI make, as a Protocol.
 :class:`KubeClient` is the real one over the official client; agentflow.testing.FakeKube keeps objects in
 memory for tests. The official client is synchronous; every call runs in a worker thread so it never
-blocks kopf's event loop. ApiException is translated here, and only here, into :class:`KubeError`
-subclasses that say what happened::
+blocks kopf's event loop: a pool of the client's own (:data:`API_THREADS`, as many pooled connections), not
+asyncio's default executor, whose few threads (CPUs + 4) queued a burst's calls behind each other.
+ApiException is translated here, and only here, into :class:`KubeError` subclasses that say what happened::
 
     KubeError          an API call failed; ``retryable`` says whether trying again may help
     ├── NotFound       404 (not retryable)
@@ -17,15 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
 GROUP = "agentflow.dev"
 VERSION = "v1alpha1"
+API_THREADS = 16
+"""Kubernetes API calls of one KubeClient in flight at once (worker threads, and pooled connections)."""
 
 
 class KubeError(Exception):
@@ -119,6 +125,8 @@ class Kube(Protocol):
     async def delete_pod(self, namespace: str, name: str) -> None: ...
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
     async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None: ...
+    async def get_network_policy(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def replace_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None: ...
     async def delete_network_policy(self, namespace: str, name: str) -> None: ...
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None: ...
     async def get_resource(self, plural: str, namespace: str, name: str) -> dict[str, Any]: ...
@@ -193,6 +201,7 @@ class KubeClient:
     """The real :class:`Kube`, over the official client (built at startup, closed at cleanup)."""
 
     api_client: Any  # kubernetes.client.ApiClient, built at startup
+    _executor: ThreadPoolExecutor | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
@@ -203,7 +212,9 @@ class KubeClient:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient())
+        settings = client.Configuration.get_default_copy()
+        settings.connection_pool_maxsize = API_THREADS  # one pooled connection per worker thread
+        return cls(client.ApiClient(settings))
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None = None) -> tuple[KubeClient, str]:
@@ -252,17 +263,32 @@ class KubeClient:
 
     def close(self) -> None:
         self.api_client.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube")
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)  # as asyncio.to_thread does
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except ApiException as exc:
             raise _translate(exc, what) from None
         except (HTTPError, OSError) as exc:
             raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
+
+    async def _send(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """A call whose answer is not needed: not decoded into the client's models (CPU under the GIL in a burst);
+        its body is read in the worker thread, which gives the connection back to the pool."""
+        def call() -> None:
+            response = fn(*args, _preload_content=False, **kwargs)
+            response.read()
+            response.release_conn()
+
+        await self._call(what, call)
 
     def _core(self) -> Any:
         from kubernetes import client
@@ -293,7 +319,7 @@ class KubeClient:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):
-            await self._call(f"delete pod {namespace}/{name}", self._core().delete_namespaced_pod, name, namespace,
+            await self._send(f"delete pod {namespace}/{name}", self._core().delete_namespaced_pod, name, namespace,
                              grace_period_seconds=5)
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
@@ -307,13 +333,27 @@ class KubeClient:
 
     async def apply_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
         with contextlib.suppress(Conflict):
-            await self._call("create networkpolicy", self._networking().create_namespaced_network_policy,
+            await self._send("create networkpolicy", self._networking().create_namespaced_network_policy,
                              namespace, body)
+
+    async def get_network_policy(self, namespace: str, name: str) -> dict[str, Any]:
+        """A NetworkPolicy as a dict; NotFound when there is none."""
+        result = await self._call(f"get networkpolicy {namespace}/{name}",
+                                  self._networking().read_namespaced_network_policy, name, namespace,
+                                  _preload_content=False)
+        policy: dict[str, Any] = json.loads(result.data)
+        return policy
+
+    async def replace_network_policy(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Replace a NetworkPolicy (``metadata.resourceVersion`` set: Conflict when it changed since it was read)."""
+        name = body["metadata"]["name"]
+        await self._send(f"replace networkpolicy {namespace}/{name}",
+                         self._networking().replace_namespaced_network_policy, name, namespace, body)
 
     # -- events
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        await self._call("create event", self._core().create_namespaced_event, namespace, body)
+        await self._send("create event", self._core().create_namespaced_event, namespace, body)
 
     # -- AgentFlow resources
 
@@ -335,17 +375,17 @@ class KubeClient:
         return items
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        await self._call(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
+        await self._send(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
                          GROUP, VERSION, namespace, plural, name, {"status": status})
 
     async def patch_resource(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        await self._call(f"patch {plural}/{name}", self._custom().patch_namespaced_custom_object,
+        await self._send(f"patch {plural}/{name}", self._custom().patch_namespaced_custom_object,
                          GROUP, VERSION, namespace, plural, name, patch)
 
     async def create_resource(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create one: False when one of that name exists already (deterministic names: never twice)."""
         try:
-            await self._call(f"create {plural}/{body['metadata']['name']}",
+            await self._send(f"create {plural}/{body['metadata']['name']}",
                              self._custom().create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body)
         except Conflict:
             return False
@@ -356,14 +396,14 @@ class KubeClient:
         name created since is another object and stays (the API server answers Conflict; nothing to do either)."""
         if uid is None:
             with contextlib.suppress(NotFound):
-                await self._call(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
+                await self._send(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
                                  GROUP, VERSION, namespace, plural, name)
             return
         from kubernetes import client
 
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         with contextlib.suppress(NotFound, Conflict):
-            await self._call(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
+            await self._send(f"delete {plural}/{name}", self._custom().delete_namespaced_custom_object,
                              GROUP, VERSION, namespace, plural, name, body=options)
 
     # -- Budgets (agentflow.services.budgets)
@@ -381,7 +421,7 @@ class KubeClient:
         changed it first (409 Conflict), so that of two replicas only one acts on what it saw."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
         try:
-            await self._call(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
+            await self._send(f"patch {plural}/{name} status", self._custom().patch_namespaced_custom_object_status,
                              GROUP, VERSION, namespace, plural, name, body)
         except Conflict:
             return False
@@ -392,7 +432,7 @@ class KubeClient:
     async def delete_network_policy(self, namespace: str, name: str) -> None:
         """Delete a NetworkPolicy; one already gone is fine."""
         with contextlib.suppress(NotFound):
-            await self._call(f"delete networkpolicy {namespace}/{name}",
+            await self._send(f"delete networkpolicy {namespace}/{name}",
                              self._networking().delete_namespaced_network_policy, name, namespace)
 
     # -- Secrets (agentflow.services.gateway: the provider keys Agents reference)
@@ -420,7 +460,7 @@ class KubeClient:
     async def create_secret(self, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create a Secret; False when one of that name exists."""
         try:
-            await self._call(f"create secret {namespace}/{body['metadata']['name']}",
+            await self._send(f"create secret {namespace}/{body['metadata']['name']}",
                              self._core().create_namespaced_secret, namespace, body)
         except Conflict:
             return False
@@ -429,7 +469,7 @@ class KubeClient:
     async def delete_secret(self, namespace: str, name: str) -> None:
         """Delete a Secret; one already gone is fine."""
         with contextlib.suppress(NotFound):
-            await self._call(f"delete secret {namespace}/{name}", self._core().delete_namespaced_secret, name,
+            await self._send(f"delete secret {namespace}/{name}", self._core().delete_namespaced_secret, name,
                              namespace)
 
     # -- Leases (agentflow.services.shards: the replicas of a sharded operator)

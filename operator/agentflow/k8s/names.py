@@ -8,6 +8,8 @@ Step pods carry these labels (all values valid label values, see :func:`label_va
     agentflow.dev/node            the node id, sanitized (map[3] -> a valid value); the exact id is an annotation
     agentflow.dev/attempt         the attempt number
     agentflow.dev/pod             the pod's own name, so a NetworkPolicy can select exactly that pod
+    agentflow.dev/isolated        "true" on pods whose egress is restricted: the namespace's baseline
+                                  NetworkPolicy (``agentflow-step-baseline``) selects them
     app.kubernetes.io/managed-by  agentflow
     app.kubernetes.io/component   step
 
@@ -15,6 +17,8 @@ and these annotations::
 
     agentflow.dev/node              the exact node id (classify, map[3], score#2)
     agentflow.dev/idempotency-key   RUN_ID/NODE/ATTEMPT, what tools use to act at most once
+    agentflow.dev/network-policy    the pod's own NetworkPolicy (named like the pod), when it is granted egress:
+                                    deleted with the pod
 
 Approval by annotation, set on the Workflow by a human (or by ``agentflow approve`` against the cluster)::
 
@@ -46,12 +50,18 @@ MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "agentflow"
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 COMPONENT_STEP: Final = "step"
+COMPONENT_STEP_BASELINE: Final = "step-baseline"
+ISOLATED_LABEL: Final = "agentflow.dev/isolated"
+"""On step pods whose egress is restricted (value ``true``): what the namespace's baseline NetworkPolicy selects."""
+BASELINE_POLICY: Final = "agentflow-step-baseline"
+"""The name of the per-namespace baseline NetworkPolicy of step pods (agentflow.k8s.netpol.build_baseline_policy)."""
 
 NODE_ANNOTATION: Final = "agentflow.dev/node"
 IDEMPOTENCY_ANNOTATION: Final = "agentflow.dev/idempotency-key"
 APPROVE_ANNOTATION: Final = "agentflow.dev/approve"
 REJECT_ANNOTATION: Final = "agentflow.dev/reject"
 EGRESS_HOSTS_ANNOTATION: Final = "agentflow.dev/egress-hosts"
+NETWORK_POLICY_ANNOTATION: Final = "agentflow.dev/network-policy"
 
 MAX_NAME: Final = 63
 _HASH_LEN: Final = 8

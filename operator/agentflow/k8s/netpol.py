@@ -1,7 +1,20 @@
-"""The NetworkPolicy of one step pod: nothing in, out only to what it was granted. Pure: no I/O.
+"""The NetworkPolicies of step pods: nothing in, out only to what they were granted. Pure: no I/O.
 
-The policy selects exactly one pod (by its ``agentflow.dev/pod`` label), denies all ingress, and allows
-egress only to
+Two policies, both denying all ingress (NetworkPolicies add up: a pod selected by both may reach the union)::
+
+    agentflow-step-baseline  one per namespace, created before its first isolated step pod and kept (owned by
+                             nothing; it selects no pod once none runs): selects every step pod labelled
+                             ``agentflow.dev/isolated=true`` and allows what every step needs, the platform's
+                             endpoints below (:func:`build_baseline_policy`)
+    POD NAME                 one per step pod that is granted egress of its own (a ToolPolicy's egress, an MCP
+                             server's): selects exactly that pod (by its ``agentflow.dev/pod`` label), owned by
+                             the Workflow and deleted with the pod; complete by itself (the platform's endpoints
+                             and the grants), so a step keeps its grants if the baseline is missing
+                             (:func:`build_network_policy`, :func:`needs_own_policy`)
+
+A step with no grant of its own costs no API write for its policy: before issue 17 every step pod had one
+created and deleted. The egress allowed is
+
 
 - the operator's callback endpoint (an IP or CIDR and a TCP port; optionally also the operator pods by
   label, since CNIs differ in whether an ipBlock matches a Service's ClusterIP before or after DNAT;
@@ -39,7 +52,9 @@ from .egress import EgressDenyList
 from .podspec import Owner, owner_reference
 from .profile import Egress, ExecutionProfile, is_ip_or_cidr
 
-__all__ = ["NetworkConfig", "build_network_policy", "cidr_of", "dns_peer", "parse_pod_selector"]
+__all__ = ["NetworkConfig", "baseline_selector", "build_baseline_policy", "build_network_policy", "cidr_of", "dns_peer",
+           "needs_own_policy",
+           "parse_pod_selector"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,29 +110,26 @@ def _rule(peers: list[dict[str, Any]], port: int | None) -> dict[str, Any]:
     return rule
 
 
-def build_network_policy(
-    owner: Owner,
-    namespace: str,
-    pod_name: str,
-    profile: ExecutionProfile,
+def needs_own_policy(profile: ExecutionProfile, gateway: Egress | None) -> bool:
+    """Whether a step pod with ``profile`` needs a NetworkPolicy of its own: it is granted egress beyond the
+    platform's endpoints, which the namespace's baseline policy already allows."""
+    return any(grant != gateway for grant in profile.egress)
+
+
+def _egress(
+    grants: tuple[Egress, ...],
     *,
     callback: tuple[str, int],
-    dns: bool = True,
-    callback_pods: tuple[str, Mapping[str, str]] | None = None,
-    gateway: Egress | None = None,
-    gateway_pods: tuple[str, Mapping[str, str]] | None = None,
-    collector: Egress | None = None,
-    collector_pods: tuple[str, Mapping[str, str]] | None = None,
-    deny: EgressDenyList | None = None,
-) -> dict[str, Any]:
-    """A networking.k8s.io/v1 NetworkPolicy for the pod ``pod_name``, named like it and owned by ``owner``.
-
-    ``callback`` is (IP or CIDR, port) of the operator's endpoint; ``callback_pods`` (namespace, labels) also
-    allows the operator pods themselves on that port. ``gateway`` (host, port) is the model gateway and
-    ``gateway_pods`` (namespace, labels) its pods; ``collector`` and ``collector_pods`` the same of the trace
-    collector. ``deny``: the platform's egress deny-list (default: the
-    built-in one).
-    """
+    dns: bool,
+    callback_pods: tuple[str, Mapping[str, str]] | None,
+    gateway: Egress | None,
+    gateway_pods: tuple[str, Mapping[str, str]] | None,
+    collector: Egress | None,
+    collector_pods: tuple[str, Mapping[str, str]] | None,
+    deny: EgressDenyList | None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The egress rules of a step pod allowed the platform's endpoints and ``grants``, and the names among them
+    (which no rule can match)."""
     deny = deny if deny is not None else EgressDenyList()
     host, port = callback
     if not is_ip_or_cidr(host):  # a name cannot be matched: the callback port, to any address
@@ -148,8 +160,7 @@ def build_network_policy(
             egress.append(_rule(peers, collector_port))
         if not is_ip_or_cidr(collector_host):
             hostnames.append(collector_host if collector_port is None else f"{collector_host}:{collector_port}")
-    grants = ((gateway,) if gateway is not None else ()) + tuple(profile.egress)
-    for grant_host, grant_port in dict.fromkeys(grants):
+    for grant_host, grant_port in dict.fromkeys(((gateway,) if gateway is not None else ()) + grants):
         if grant_host != (gateway or ("",))[0] and deny.blocks(grant_host, grant_port):
             continue  # a denied grant gets no rule at all (the reconciler fails such a step before this)
         if is_ip_or_cidr(grant_host):
@@ -165,6 +176,52 @@ def build_network_policy(
             "to": [dns_peer()],
             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
         })
+    return egress, hostnames
+
+
+def _policy(metadata: dict[str, Any], selector: Mapping[str, str], egress: list[dict[str, Any]],
+            hostnames: list[str]) -> dict[str, Any]:
+    if hostnames:
+        metadata["annotations"] = {names.EGRESS_HOSTS_ANNOTATION: ",".join(sorted(set(hostnames)))}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": {"matchLabels": dict(selector)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": egress,
+        },
+    }
+
+
+def build_network_policy(
+    owner: Owner,
+    namespace: str,
+    pod_name: str,
+    profile: ExecutionProfile,
+    *,
+    callback: tuple[str, int],
+    dns: bool = True,
+    callback_pods: tuple[str, Mapping[str, str]] | None = None,
+    gateway: Egress | None = None,
+    gateway_pods: tuple[str, Mapping[str, str]] | None = None,
+    collector: Egress | None = None,
+    collector_pods: tuple[str, Mapping[str, str]] | None = None,
+    deny: EgressDenyList | None = None,
+) -> dict[str, Any]:
+    """A networking.k8s.io/v1 NetworkPolicy for the pod ``pod_name``, named like it and owned by ``owner``.
+
+    ``callback`` is (IP or CIDR, port) of the operator's endpoint; ``callback_pods`` (namespace, labels) also
+    allows the operator pods themselves on that port. ``gateway`` (host, port) is the model gateway and
+    ``gateway_pods`` (namespace, labels) its pods; ``collector`` and ``collector_pods`` the same of the trace
+    collector. ``deny``: the platform's egress deny-list (default: the
+    built-in one).
+    """
+    egress, hostnames = _egress(profile.egress, callback=callback, dns=dns, callback_pods=callback_pods,
+                                gateway=gateway, gateway_pods=gateway_pods, collector=collector,
+                                collector_pods=collector_pods, deny=deny)
     metadata: dict[str, Any] = {
         "name": pod_name,
         "namespace": namespace,
@@ -177,16 +234,28 @@ def build_network_policy(
         },
         "ownerReferences": [owner_reference(owner)],
     }
-    if hostnames:
-        metadata["annotations"] = {names.EGRESS_HOSTS_ANNOTATION: ",".join(sorted(set(hostnames)))}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata,
-        "spec": {
-            "podSelector": {"matchLabels": {names.POD_LABEL: pod_name}},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
-            "egress": egress,
-        },
+    return _policy(metadata, {names.POD_LABEL: pod_name}, egress, hostnames)
+
+
+def baseline_selector() -> dict[str, str]:
+    """The labels the baseline policy selects: every isolated step pod of the namespace."""
+    return {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.COMPONENT_LABEL: names.COMPONENT_STEP,
+            names.ISOLATED_LABEL: "true"}
+
+
+def build_baseline_policy(namespace: str, *, callback: tuple[str, int], dns: bool = True,
+                          network: NetworkConfig | None = None, gateway: Egress | None = None) -> dict[str, Any]:
+    """The namespace's baseline NetworkPolicy of step pods: ``agentflow-step-baseline``, selecting every step pod
+    labelled ``agentflow.dev/isolated=true``, no ingress, egress to the platform's endpoints only (the callback,
+    the gateway, the trace collector, DNS when one of them is a name). Owned by nothing: it is kept, selecting
+    nothing once no step pod runs there. ``network`` gives the pods' labels and the deny-list."""
+    net = network or NetworkConfig()
+    egress, hostnames = _egress((), callback=callback, dns=dns, callback_pods=net.callback_pods, gateway=gateway,
+                                gateway_pods=net.gateway_pods, collector=net.collector,
+                                collector_pods=net.collector_pods, deny=net.deny)
+    metadata: dict[str, Any] = {
+        "name": names.BASELINE_POLICY,
+        "namespace": namespace,
+        "labels": {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.COMPONENT_LABEL: names.COMPONENT_STEP_BASELINE},
     }
+    return _policy(metadata, baseline_selector(), egress, hostnames)

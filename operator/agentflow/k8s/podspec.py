@@ -164,14 +164,22 @@ def build_step_pod(
     resources: Mapping[str, Mapping[str, str]] | None = None,
     env: Mapping[str, str] | None = None,
     extra_labels: Mapping[str, str] | None = None,
+    isolated: bool = False,
+    own_policy: bool = False,
 ) -> dict[str, Any]:
     """The complete v1 Pod of one attempt. ``runtime_class`` None: ``config.default_runtime_class``.
 
     ``resources`` overrides single requests/limits of the config; ``env`` (a profile's grants) is added after
-    ``config.env``; ``extra_labels`` never replace the AgentFlow labels.
+    ``config.env``; ``extra_labels`` never replace the AgentFlow labels. ``isolated``: the pod's egress is
+    restricted, labelled ``agentflow.dev/isolated=true`` for the namespace's baseline NetworkPolicy
+    (agentflow.k8s.netpol); only then does it carry that label. ``own_policy``: it has a NetworkPolicy of its
+    own, named like it (annotated, so it is deleted with the pod).
     """
     name = pod_name(owner.name, request.node, request.attempt)
-    labels = {**(extra_labels or {}), **step_labels(owner, request, name)}
+    labels = {**{k: v for k, v in (extra_labels or {}).items() if k != names.ISOLATED_LABEL},
+              **step_labels(owner, request, name)}
+    if isolated:
+        labels[names.ISOLATED_LABEL] = "true"
     uid = config.run_as_user
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -214,6 +222,9 @@ def build_step_pod(
         {"name": "agentflow-token", "projected": {"sources": [{"serviceAccountToken": {
             "audience": config.token_audience, "expirationSeconds": min(lifetime, 48 * 3600), "path": "token"}}]}},
     ]
+    annotations = {names.NODE_ANNOTATION: request.node, names.IDEMPOTENCY_ANNOTATION: request.idempotency_key}
+    if own_policy:
+        annotations[names.NETWORK_POLICY_ANNOTATION] = name
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -221,10 +232,7 @@ def build_step_pod(
             "name": name,
             "namespace": namespace,
             "labels": labels,
-            "annotations": {
-                names.NODE_ANNOTATION: request.node,
-                names.IDEMPOTENCY_ANNOTATION: request.idempotency_key,
-            },
+            "annotations": annotations,
             "ownerReferences": [owner_reference(owner)],
         },
         "spec": spec,

@@ -205,6 +205,9 @@ class WorkflowDriver:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             self.metrics.api_writes.inc(outcome.api_writes)
             if outcome.finished:  # counted in agentflow_runs_finished_total when RunFinished was journaled
+                # what was kept to drive it goes (issue 17: memory with many finished Workflows live); a later
+                # reconcile (another process) reads the journal again
+                self.reconciler.forget(str(body["metadata"]["uid"]))
                 return
             delay = IDLE_SECONDS if outcome.wake_at is None else max(0.0, outcome.wake_at - self.clock())
             await self._sleep(wakeup, stopped, min(delay, IDLE_SECONDS))

@@ -14,8 +14,10 @@ Tool steps (issue 6): before anything is created, the grant is decided
 Denied: the attempt fails at once with a non-retryable ToolNotAllowed naming the
 Agent, the tool and the policies considered; no pod, no NetworkPolicy. Allowed:
 the step's execution profile (agentflow.k8s.profile) gives the pod's runtime
-class, resources and env, and its NetworkPolicy (same name as the pod, owned by
-the Workflow, deleted with the pod) is created before the pod. Tools with
+class, resources and env, and its NetworkPolicy: the namespace's baseline (created once
+and kept, agentflow.services.isolation) and, when the tool is granted egress,
+one of its own (same name as the pod, owned by the Workflow, deleted with the
+pod), both before the pod. Tools with
 requiresApproval are approval gates in the plan: the step waits like an
 approval step. Every decision is appended to the audit sink when there is one.
 
@@ -44,9 +46,9 @@ from ..engine.run import Run
 from ..engine.values import Event, EventType, StepError, StepRequest
 from ..executors.payload import attempt_payload
 from ..k8s import names, podspec, subworkflow
-from ..k8s.events import event_body, kubernetes_events
+from ..k8s.events import HeldEvents, KubeEvent, coalesce, event_body, kubernetes_events
 from ..k8s.kube import Forbidden, Invalid, Kube, KubeError, NotFound
-from ..k8s.netpol import NetworkConfig, build_network_policy
+from ..k8s.netpol import NetworkConfig
 from ..k8s.podspec import Owner, PodConfig, build_step_pod
 from ..k8s.profile import Egress, ExecutionProfile, compile_profile, parse_host
 from ..k8s.status import trace_url, workflow_phase, workflow_status
@@ -82,7 +84,9 @@ from ..validation.grants import (
 from ..validation.templates import resolve_workflow, template_input_findings, unknown_template
 from . import approvals
 from .errors import InvalidWorkflow, MissingReferences
+from .isolation import StepIsolation
 from .notifications import ApprovalNotifier
+from .podcache import RunPods
 
 log = logging.getLogger("agentflow.reconcile")
 
@@ -93,6 +97,8 @@ QUOTA_TTL_SECONDS = 2.0
 DEFAULT_MAX_PARALLEL = 50
 """Step pods one Workflow runs at once unless its spec.parallelism is lower (agentflow operator --max-parallel):
 a fan-out of thousands of items must not become thousands of pods at once."""
+EVENT_WINDOW_SECONDS = 30.0
+"""How long progress Events of a run with a step running may be held to be posted as one (k8s.events.coalesce)."""
 
 
 class JournalStore(Protocol):
@@ -141,6 +147,8 @@ class RunState:
     """An annotation of a decision already journaled is still there: cleared without an Event."""
     trace: RunTrace | None = None
     """The run's spans from its journal (agentflow.telemetry), when tracing is on."""
+    held: HeldEvents = dataclasses.field(default_factory=HeldEvents)
+    """Progress Events not posted yet (agentflow.k8s.events.coalesce)."""
 
 
 @dataclasses.dataclass
@@ -158,7 +166,8 @@ class WorkflowReconciler:
                  audit: AuditSink | None = None, quota_ttl: float = QUOTA_TTL_SECONDS,
                  max_parallel: int | None = DEFAULT_MAX_PARALLEL, tracing: Tracing | None = None,
                  trace_url_template: str | None = None, notifier: ApprovalNotifier | None = None,
-                 max_workflow_depth: int = DEFAULT_WORKFLOW_DEPTH) -> None:
+                 max_workflow_depth: int = DEFAULT_WORKFLOW_DEPTH, event_window: float = EVENT_WINDOW_SECONDS,
+                 pods: RunPods | None = None) -> None:
         self.kube = kube
         self.notifier = notifier
         self.store = store
@@ -178,6 +187,10 @@ class WorkflowReconciler:
         callback_host, callback_port = parse_host(pod_config.callback_url)
         self._callback: tuple[str, int] = (callback_host, callback_port or 80)
         self._gateway: Egress | None = parse_host(pod_config.gateway_url) if pod_config.gateway_url else None
+        self.isolation = StepIsolation(kube, self.network, callback=self._callback, gateway=self._gateway)
+        self.pods = pods
+        """Step pods from the operator's pod watch (services.podcache); None: listed from the API every pass."""
+        self.event_window = event_window
 
     # ------------------------------------------------------------------ load
 
@@ -371,12 +384,14 @@ class WorkflowReconciler:
         if state.trace is not None and self.tracing is not None:  # spans only of what was journaled
             self.tracing.emit(state.trace.observe(events))
 
-    def _pod(self, body: Mapping[str, Any], request: StepRequest, profile: ExecutionProfile) -> dict[str, Any]:
+    def _pod(self, body: Mapping[str, Any], request: StepRequest, profile: ExecutionProfile, *, isolated: bool,
+             own_policy: bool) -> dict[str, Any]:
         meta = body["metadata"]
         timeout = None if request.deadline is None else max(1.0, request.deadline - self.clock())
         return build_step_pod(_owner(body), meta["namespace"], request, self.pod_config,
                               timeout_seconds=timeout, runtime_class=profile.runtime_class,
-                              resources=profile.resources, env=profile.env)
+                              resources=profile.resources, env=profile.env, isolated=isolated,
+                              own_policy=own_policy)
 
     async def _audit(self, events: Sequence[AuditEvent]) -> None:
         if self.audit is not None and events:
@@ -444,7 +459,9 @@ class WorkflowReconciler:
 
     async def _start(self, body: Mapping[str, Any], state: RunState, request: StepRequest,
                      catalog: Catalog) -> tuple[int, Event | None]:
-        """Create the attempt's NetworkPolicy and pod: (API writes, None), or (0, the StepFailed of a denial)."""
+        """Create the attempt's pod, after the namespace's baseline NetworkPolicy and the pod's own one when it is
+        granted egress (services.isolation): (API writes, None), or (0, the StepFailed of a denial); a workflow
+        step's child Workflow instead (_start_child)."""
         if request.kind == StepKind.workflow.value:
             return await self._start_child(body, state, request, catalog)
         meta = body["metadata"]
@@ -454,24 +471,23 @@ class WorkflowReconciler:
             return 0, Event(EventType.step_failed, request.node,
                             {"attempt": request.attempt, "error": granted.to_dict()}, self.clock())
         profile, isolated = granted
-        pod = self._pod(body, request, profile)
-        pod_name = pod["metadata"]["name"]
+        pod_name = names.pod_name(meta["name"], request.node, request.attempt)
+        policy = self.isolation.own_policy(_owner(body), namespace, pod_name, profile) if isolated else None
+        pod = self._pod(body, request, profile, isolated=isolated, own_policy=policy is not None)
         await self.store.put_attempt(uid, request.node, request.attempt,
                                      attempt_payload(request, state.manifests, meta["name"]),
                                      pod=AttemptPod(namespace, meta["name"], pod_name,
                                                     fingerprint=podspec.fingerprint(pod)))
         writes = 0
-        if isolated:
-            net = self.network
-            policy = build_network_policy(_owner(body), namespace, pod["metadata"]["name"], profile,
-                                          callback=self._callback, gateway=self._gateway,
-                                          callback_pods=net.callback_pods, gateway_pods=net.gateway_pods,
-                                          collector=net.collector, collector_pods=net.collector_pods,
-                                          deny=net.deny)
+        if isolated:  # before the pod: it never runs unrestricted
+            writes += await self.isolation.ensure(namespace)
+        if policy is not None:
             await self.kube.apply_network_policy(namespace, policy)
             writes += 1
         created = await self.kube.create_pod(namespace, pod)
         if created:  # the pod's identity: only the pod made here may act for the attempt (services.identity)
+            if self.pods is not None:  # seen by the next pass even before the watch tells of it
+                self.pods.seed(uid, [{**pod, "metadata": {**pod["metadata"], "uid": created}}])
             await self.store.set_pod_uid(uid, request.node, request.attempt, created)
             state.recorded.add(pod_name)
         return writes + (1 if created is not None else 0), None
@@ -564,9 +580,10 @@ class WorkflowReconciler:
         meta = body["metadata"]
         uid, namespace, name = str(meta["uid"]), str(meta["namespace"]), str(meta["name"])
         writes = 0
+        known = uid in self.runs
         state = await self._state(body, catalog)
         run = state.run
-        pods = await self.kube.list_pods(namespace, f"{names.RUN_LABEL}={names.label_value(uid)}")
+        pods = await self._observe_pods(uid, namespace, first=not known and len(state.journal) > 0)
         waiting_reason = None
         children: dict[str, dict[str, Any]] = {}
         if not run.finished:
@@ -631,8 +648,11 @@ class WorkflowReconciler:
                         continue
                     pod_name = names.pod_name(name, node_id, node.attempt)
                     await self.kube.delete_pod(namespace, pod_name)
-                    await self.kube.delete_network_policy(namespace, pod_name)
                     writes += 1
+                    seen = existing.get(pod_name)  # one made in this pass is not listed: its policy may exist
+                    if seen is None or _own_policy(seen):
+                        await self.kube.delete_network_policy(namespace, pod_name)
+                        writes += 1
                 wake_at = decision.wake_at
                 if not denied:
                     break
@@ -642,16 +662,15 @@ class WorkflowReconciler:
             if waiting_reason is not None and not run.finished:
                 retry = self.clock() + self.quota_ttl
                 wake_at = retry if wake_at is None else min(wake_at, retry)
-            kube_events = [("Warning", reason, message) for reason, message in notices]
-            kube_events += kubernetes_events(all_events, workflow=name, plan=state.plan)
-            for etype, reason, message in kube_events:
-                try:
-                    await self.kube.create_event(namespace, event_body(
-                        Owner("agentflow.dev/v1alpha1", "Workflow", name, uid), namespace, etype, reason, message,
-                        iso(self.clock())))
-                    writes += 1
-                except KubeError as exc:  # Events are best effort; the status is the record
-                    log.warning("could not record event %s on %s/%s: %s", reason, namespace, name, exc)
+            now = self.clock()
+            running = any(n.phase == "Running" for n in run.nodes.values())
+            posts, state.held = coalesce(state.held, kubernetes_events(all_events, workflow=name, plan=state.plan),
+                                         now, window=self.event_window, hold=running and not run.finished)
+            posts = [(KubeEvent("Warning", reason, message), now) for reason, message in notices] + posts
+            writes += await self._post_events(namespace, name, uid, posts)
+            due = state.held.due(self.event_window)
+            if due is not None:
+                wake_at = due if wake_at is None else min(wake_at, due)
         else:
             wake_at = None
         if self.notifier is not None:  # in the background: never blocks or fails the run
@@ -681,6 +700,31 @@ class WorkflowReconciler:
         except NotFound:
             return 0
         return 1
+
+    async def _observe_pods(self, uid: str, namespace: str, *, first: bool) -> list[dict[str, Any]]:
+        """The run's pods: from the pod watch (``self.pods``), listed from the API when there is none, and the first
+        time this process drives a run that has started (after a restart the watch may not have told yet)."""
+        if self.pods is not None and not first:
+            return self.pods.of(uid)
+        pods = await self.kube.list_pods(namespace, f"{names.RUN_LABEL}={names.label_value(uid)}")
+        if self.pods is not None:
+            self.pods.seed(uid, pods)
+        return pods
+
+    async def _post_events(self, namespace: str, name: str, uid: str,
+                           posts: Sequence[tuple[KubeEvent, float]]) -> int:
+        """Create the Events about Workflow ``name``; best effort (the status is the record): the writes made."""
+        writes = 0
+        now = iso(self.clock())
+        for event, first in posts:
+            try:
+                await self.kube.create_event(namespace, event_body(
+                    Owner("agentflow.dev/v1alpha1", "Workflow", name, uid), namespace, event.type, event.reason,
+                    event.message, now, first_iso=iso(first)))
+                writes += 1
+            except KubeError as exc:
+                log.warning("could not record event %s on %s/%s: %s", event.reason, namespace, name, exc)
+        return writes
 
     async def _audit_approvals(self, body: Mapping[str, Any], state: RunState, observed: Sequence[Event]) -> None:
         """An ``approval`` audit event per decision, before it is journaled (a failed append is retried)."""
@@ -732,10 +776,17 @@ class WorkflowReconciler:
             if keep:
                 continue
             await self.kube.delete_pod(body["metadata"]["namespace"], pod_name)
-            await self.kube.delete_network_policy(body["metadata"]["namespace"], pod_name)
-            state.cleaned.add(pod_name)
             writes += 1
+            if _own_policy(pod):  # a pod with no policy of its own is under the namespace's baseline only
+                await self.kube.delete_network_policy(body["metadata"]["namespace"], pod_name)
+                writes += 1
+            state.cleaned.add(pod_name)
         return writes
+
+
+def _own_policy(pod: Mapping[str, Any]) -> bool:
+    """Whether the step pod has a NetworkPolicy of its own (named like it)."""
+    return bool(((pod.get("metadata") or {}).get("annotations") or {}).get(names.NETWORK_POLICY_ANNOTATION))
 
 
 def _owner(body: Mapping[str, Any]) -> Owner:

@@ -6,7 +6,9 @@ kinds::
                     build_step_pod (runtimeClass, timeoutSeconds, resources, env, extraLabels) or a
                     ``profile`` source (step, agent, policies) that profile_for turns into them
     profile         input: step, agent, policies, tool (a name looked up in the policies, or a full spec)
-    networkPolicy   input: owner, namespace, podName, profile (source or {egress: [[host, port]]}), callback...
+    networkPolicy   input: owner, namespace, podName, profile (source or {egress: [[host, port]]}), callback...;
+                    or baseline: true, namespace, callback, dns, gateway, collector and their pods
+                    ({namespace, labels}): the namespace's baseline
     status          input: run (see runs.py) and args of workflow_status (generation, now, maxNodes,
                     traceId, traceUrl, outputRef as a format string with {node}, previous)
     events          input: run; expected: [[type, reason, message], ...]
@@ -28,7 +30,7 @@ from typing import Any
 from agentflow.engine.values import StepRequest
 from agentflow.k8s.drift import drifting_status
 from agentflow.k8s.events import kubernetes_events
-from agentflow.k8s.netpol import build_network_policy
+from agentflow.k8s.netpol import NetworkConfig, build_baseline_policy, build_network_policy
 from agentflow.k8s.podspec import ExecutionProfile, Owner, PodConfig, build_step_pod, profile_for
 from agentflow.k8s.status import invalid_spec_status, missing_references_status, stalled_status, workflow_status
 from agentflow.k8s.subworkflow import child_body
@@ -53,6 +55,10 @@ def config(d: Mapping[str, Any]) -> PodConfig:
              "memoryRequest": "memory_request", "memoryLimit": "memory_limit", "runAsUser": "run_as_user",
              "otlpEndpoint": "otlp_endpoint"}
     return PodConfig(**{snake.get(k, k): v for k, v in d.items()})
+
+
+def selector(d: Mapping[str, Any] | None) -> tuple[str, dict[str, str]] | None:
+    return (d["namespace"], dict(d["labels"])) if d else None
 
 
 def profile(d: Mapping[str, Any] | None) -> ExecutionProfile:
@@ -83,6 +89,13 @@ def build(kind: str, i: Mapping[str, Any]) -> Any:
         )
     if kind == "profile":
         return profile_dict(profile(i))
+    if kind == "networkPolicy" and i.get("baseline"):
+        net = NetworkConfig(callback_pods=selector(i.get("callbackPods")), gateway_pods=selector(i.get("gatewayPods")),
+                            collector=tuple(i["collector"]) if i.get("collector") else None,  # type: ignore[arg-type]
+                            collector_pods=selector(i.get("collectorPods")))
+        return build_baseline_policy(i["namespace"], callback=(i["callback"][0], int(i["callback"][1])),
+                                     dns=i.get("dns", True), network=net,
+                                     gateway=tuple(i["gateway"]) if i.get("gateway") else None)  # type: ignore[arg-type]
     if kind == "networkPolicy":
         pods = i.get("callbackPods")
         return build_network_policy(

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from agentflow.engine.values import Event, EventType
 from agentflow.k8s import names
-from agentflow.k8s.events import MAX_MESSAGE, approval_hint, event_body, event_name, kubernetes_events
+from agentflow.k8s.events import (
+    MAX_MESSAGE,
+    HeldEvents,
+    KubeEvent,
+    approval_hint,
+    coalesce,
+    event_body,
+    event_name,
+    kubernetes_events,
+)
 from agentflow.k8s.podspec import Owner
 from agentflow.k8s.previews import EVENT_PREVIEW_CHARS
 
@@ -101,3 +110,68 @@ def test_a_behavior_tree_timeout_is_told_as_the_tree_nodes() -> None:
                              plan=compile_plan(workflow))
     assert told == [("Warning", "StepTimedOut", "behavior-tree node bt ran past its 30s timeout: its steps were "
                                                  "cancelled")]
+
+
+# -- coalescing (issue 17): progress held while a step runs, posted as one Event, in order
+
+def _k(reason: str, message: str, type_: str = "Normal") -> KubeEvent:
+    return KubeEvent(type_, reason, message)
+
+
+STARTED = _k("Started", "workflow w started")
+S0_STARTED = _k("StepStarted", "step s0 attempt 1 started")
+S0_DONE = _k("StepSucceeded", "step s0 attempt 1 succeeded")
+S1_STARTED = _k("StepStarted", "step s1 attempt 1 started")
+SUCCEEDED = _k("Succeeded", "workflow w succeeded")
+
+
+def test_progress_is_held_while_a_step_runs_and_the_end_posts_it_all_as_one_event() -> None:
+    posts, held = coalesce(HeldEvents(), [STARTED, S0_STARTED], 100.0, window=10, hold=True)
+    assert posts == [] and held == HeldEvents((STARTED, S0_STARTED), 100.0) and held.due(10) == 110.0
+    posts, held = coalesce(held, [S0_DONE, SUCCEEDED], 103.0, window=10, hold=False)
+    assert posts == [(KubeEvent("Normal", "Succeeded", "workflow w started; step s0 attempt 1 started; "
+                                "step s0 attempt 1 succeeded; workflow w succeeded"), 100.0)]
+    assert held == HeldEvents()
+
+
+def test_held_progress_is_posted_once_the_window_passed() -> None:
+    _, held = coalesce(HeldEvents(), [STARTED, S0_STARTED], 100.0, window=10, hold=True)
+    posts, held = coalesce(held, [S0_DONE, S1_STARTED], 109.0, window=10, hold=True)
+    assert posts == [] and held.since == 100.0
+    posts, held = coalesce(held, [], 110.0, window=10, hold=True)
+    assert [(p.reason, first) for p, first in posts] == [("StepStarted", 100.0)]
+    assert posts[0][0].message.count(";") == 3 and held == HeldEvents()
+
+
+def test_nothing_is_held_when_no_step_runs_or_without_a_window() -> None:
+    waiting = _k("WaitingForApproval", "step ask waits for approval")
+    posts, held = coalesce(HeldEvents(), [STARTED], 100.0, window=10, hold=False)
+    assert posts == [(STARTED, 100.0)] and held == HeldEvents()
+    posts, _ = coalesce(HeldEvents(), [STARTED, S0_STARTED], 100.0, window=0, hold=True)
+    assert [p.reason for p, _ in posts] == ["StepStarted"]
+    posts, held = coalesce(HeldEvents((STARTED,), 95.0), [waiting], 100.0, window=10, hold=True)
+    assert posts == [(KubeEvent("Normal", "WaitingForApproval",
+                                "workflow w started; step ask waits for approval"), 95.0)]
+
+
+def test_a_warning_is_posted_by_itself_after_what_was_held() -> None:
+    failed = _k("StepFailed", "step s0 attempt 1 failed: Boom: no", "Warning")
+    posts, held = coalesce(HeldEvents((STARTED, S0_STARTED), 95.0), [failed, S1_STARTED], 100.0, window=10,
+                           hold=True)
+    assert posts == [(KubeEvent("Normal", "StepStarted", "workflow w started; step s0 attempt 1 started"), 95.0),
+                     (failed, 100.0)]
+    assert held == HeldEvents((S1_STARTED,), 100.0)
+
+
+def test_a_batch_never_grows_past_the_message_limit() -> None:
+    many = [_k("StepSucceeded", f"step map[{i}] attempt 1 succeeded") for i in range(200)]
+    posts, held = coalesce(HeldEvents(), many, 100.0, window=10, hold=False)
+    assert len(posts) > 1 and all(len(p.message) <= MAX_MESSAGE for p, _ in posts)
+    told = "; ".join(p.message for p, _ in posts).split("; ")
+    assert told == [e.message for e in many] and held == HeldEvents()
+
+
+def test_a_coalesced_event_says_when_it_began() -> None:
+    body = event_body(OWNER, "ns", "Normal", "Succeeded", "a; b", "2026-01-01T00:00:09Z",
+                      first_iso="2026-01-01T00:00:00Z")
+    assert (body["firstTimestamp"], body["lastTimestamp"]) == ("2026-01-01T00:00:00Z", "2026-01-01T00:00:09Z")

@@ -36,3 +36,46 @@ def test_other_statuses_and_bodies_that_are_not_a_status() -> None:
     assert status_message("<html>bad gateway</html>") == "<html>bad gateway</html>"
     assert status_message('["not", "a status"]') == '["not", "a status"]'
     assert len(status_message(json.dumps({"message": "m" * 5000}))) == 1000
+
+
+class _Response:
+    def __init__(self) -> None:
+        self.read_calls = self.released = 0
+
+    def read(self) -> bytes:
+        self.read_calls += 1
+        return b"{}"
+
+    def release_conn(self) -> None:
+        self.released += 1
+
+
+async def test_a_call_whose_answer_is_not_needed_is_not_decoded_and_gives_its_connection_back() -> None:
+    import threading
+
+    from agentflow.k8s.kube import KubeClient
+
+    client = KubeClient(api_client=None)
+    response, seen = _Response(), {}
+
+    def fn(*args: object, **kwargs: object) -> _Response:
+        seen.update(args=args, kwargs=kwargs, thread=threading.current_thread().name)
+        return response
+
+    await client._send("patch workflows/w status", fn, "ns", body={"status": {}})
+    assert seen["args"] == ("ns",) and seen["kwargs"] == {"body": {"status": {}}, "_preload_content": False}
+    assert str(seen["thread"]).startswith("kube") and (response.read_calls, response.released) == (1, 1)
+
+    def refused(**_: object) -> _Response:
+        from kubernetes.client.exceptions import ApiException as Real
+
+        raise Real(status=403, reason="Forbidden")
+
+    try:
+        await client._send("create event", refused)
+    except Forbidden as exc:
+        assert str(exc).startswith("create event: 403 Forbidden")
+    else:
+        raise AssertionError("a 403 must be Forbidden")
+    assert client._executor is not None
+    client._executor.shutdown()

@@ -7,8 +7,11 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from agentflow.audit.records import AuditEvent
 from agentflow.k8s import names
+from agentflow.k8s.kube import KubeError
 from agentflow.k8s.podspec import PodConfig
 from agentflow.models import Agent, Budget, Catalog, ToolPolicy
 from agentflow.services.reconcile import WorkflowReconciler
@@ -126,11 +129,55 @@ async def test_an_allowed_tool_gets_its_network_policy_before_its_pod_and_loses_
     assert {"to": [{"ipBlock": {"cidr": "10.88.0.1/32"}}], "ports": [{"protocol": "TCP", "port": 18080}]} in egress
     assert netpol["metadata"]["annotations"][names.EGRESS_HOSTS_ANNOTATION] == "api.example.com:443"
     assert netpol["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert pod["metadata"]["annotations"][names.NETWORK_POLICY_ANNOTATION] == pod_name
+    assert pod["metadata"]["labels"][names.ISOLATED_LABEL] == "true"  # under the namespace's baseline too
+    assert c.kube.netpols_created == [names.BASELINE_POLICY, pod_name]  # both before the pod
     (allow,) = [e for e in c.audit.events if e.kind == "policy_decision"]
     assert (allow.decision, allow.data["policy"], allow.data["agent"]) == ("allow", "net-tools", "researcher")
     outcome = await c.run(body)
     assert outcome.phase == "Succeeded"
-    assert c.kube.netpols == {} and c.kube.netpols_deleted == [pod_name]
+    assert set(c.kube.netpols) == {names.BASELINE_POLICY} and c.kube.netpols_deleted == [pod_name]
+
+
+async def test_a_tool_granted_no_egress_is_under_the_baseline_only_which_is_made_once_per_namespace() -> None:
+    c = PolicyCluster(catalog())
+    bodies = [workflow(steps({"name": "say", "kind": "tool", "tool": "echo", "agentRef": {"name": "ops"}}))
+              for _ in range(3)]
+    for i, body in enumerate(bodies):
+        body["metadata"]["name"], body["metadata"]["uid"] = f"wf-{i}", f"{UID[:-1]}{i}"
+    c.cat.add(agent("ops", {"team": "ops"}, ["echo"]))
+    writes = [(await c.pass_(body)).api_writes for body in bodies]
+    assert c.kube.netpols_created == [names.BASELINE_POLICY]  # no policy of their own: nothing beyond the platform
+    assert writes[1] == writes[2] == writes[0] - 1  # the baseline's create, once
+    baseline = c.kube.netpols[names.BASELINE_POLICY]
+    assert baseline["spec"]["podSelector"] == {"matchLabels": {
+        names.MANAGED_BY_LABEL: names.MANAGED_BY, names.COMPONENT_LABEL: names.COMPONENT_STEP,
+        names.ISOLATED_LABEL: "true"}}
+    assert baseline["spec"]["egress"] == [{"to": [{"ipBlock": {"cidr": "10.88.0.1/32"}}],
+                                           "ports": [{"protocol": "TCP", "port": 8081}]}]  # the callback only
+    assert "ownerReferences" not in baseline["metadata"]
+    for name in c.kube.created:
+        pod = c.kube.pods[name]
+        assert pod["metadata"]["labels"][names.ISOLATED_LABEL] == "true"
+        assert names.NETWORK_POLICY_ANNOTATION not in pod["metadata"]["annotations"]
+    for body in bodies:
+        assert (await c.run(body)).phase == "Succeeded"
+    assert not c.kube.pods and c.kube.netpols_deleted == []  # pods deleted, no policy of theirs to delete
+    assert set(c.kube.netpols) == {names.BASELINE_POLICY}  # kept for the next step pods
+
+
+async def test_a_step_pod_is_not_created_while_the_baseline_cannot_be() -> None:
+    c = PolicyCluster(catalog())
+    c.cat.add(agent("ops", {"team": "ops"}, ["echo"]))
+    body = workflow(steps({"name": "say", "kind": "tool", "tool": "echo", "agentRef": {"name": "ops"}}))
+
+    async def refused(namespace: str, body: Any) -> None:
+        raise KubeError("create networkpolicy: 403 Forbidden", 403)
+
+    c.kube.apply_network_policy = refused  # type: ignore[method-assign]
+    with pytest.raises(KubeError):
+        await c.pass_(body)
+    assert c.kube.created == []
 
 
 async def test_a_requires_approval_tool_waits_then_runs_once_approved_and_the_decision_is_audited() -> None:
