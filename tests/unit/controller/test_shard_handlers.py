@@ -70,18 +70,22 @@ def test_a_pod_of_another_replicas_run_pokes_but_is_not_counted_here() -> None:
         def observe_pod(self, pod: Any) -> None:
             counted.append(pod["metadata"]["uid"])
 
+    class Reconciler:
+        pods = None  # no pod cache: nothing to observe
+
     class Driver:
         metrics = Metrics()
+        reconciler = Reconciler()
 
     memo = new_memo()
     memo.driver = Driver()  # type: ignore[assignment]
     wakeup = memo.wakeups.setdefault("run-1", asyncio.Event())
-    pod = body("pod-1", {"agentflow.dev/run": "run-1"})
+    pod = kopf.Body({**body("pod-1", {"agentflow.dev/run": "run-1"}), "status": {"phase": "Succeeded"}})
     memo.shards = Switch(False)
-    fns["pod_changed"](body=pod, memo=memo)
+    fns["pod_changed"](body=pod, memo=memo, type="MODIFIED")
     assert wakeup.is_set() and counted == []
     memo.shards = Switch(True)
-    fns["pod_changed"](body=pod, memo=memo)
+    fns["pod_changed"](body=pod, memo=memo, type="MODIFIED")
     assert counted == ["pod-1"]
 
 
