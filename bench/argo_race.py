@@ -11,7 +11,8 @@ module proxy by ``bash tests/e2e/cluster/build.sh argo-workflows`` into
 $AGENTFLOW_CACHE/bin/argo-workflow-controller-VERSION with the module's CRDs (manifests/base/crds/minimal), run
 as a host process in namespaced mode with its defaults (no leader election: LEADER_ELECTION_DISABLE=true, as
 AgentFlow's operator runs here without peering), each workflow a DAG whose tasks are container steps, with
-``podGC: OnPodSuccess`` (AgentFlow deletes a step's pod once it succeeded too).
+``podGC: OnPodSuccess`` and no delete delay (AgentFlow deletes a step's pod as soon as it succeeded; Argo's default
+delay of 5 s would also put the last pods' deletions past the phase's 2 s window for trailing writes).
 
 The bench stands in for Argo's argoexec the way a step pod's ``wait`` container writes, in order (v3.7
 cmd/argoexec/commands/wait.go): when kwok has marked a pod Running it creates the pod's WorkflowTaskResult (named
@@ -92,7 +93,7 @@ def argo_workflow(name: str, steps: int) -> dict[str, Any]:
     Argo's terms (one step is a single-step workflow)."""
     tasks = [{"name": f"s{i}", "template": "step", **({"depends": f"s{i - 1}"} if i else {})} for i in range(steps)]
     return {"apiVersion": ARGO_GROUP, "kind": "Workflow", "metadata": {"name": name},
-            "spec": {"entrypoint": "main", "podGC": {"strategy": "OnPodSuccess"},
+            "spec": {"entrypoint": "main", "podGC": {"strategy": "OnPodSuccess", "deleteDelayDuration": "0s"},
                      "templates": [{"name": "main", "dag": {"tasks": tasks}},
                                    {"name": "step", "container": {"image": "localhost/bench-echo:dev",
                                                                   "command": ["echo", "ok"]}}]}}

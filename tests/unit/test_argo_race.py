@@ -62,7 +62,7 @@ def test_a_chain_is_a_dag_of_container_steps_each_depending_on_the_one_before() 
     assert [(t["name"], t.get("depends")) for t in dag["tasks"]] == [("s0", None), ("s1", "s0"), ("s2", "s1")]
     step = next(t for t in wf["spec"]["templates"] if t["name"] == "step")
     assert "container" in step
-    assert wf["spec"]["podGC"] == {"strategy": "OnPodSuccess"}
+    assert wf["spec"]["podGC"] == {"strategy": "OnPodSuccess", "deleteDelayDuration": "0s"}
     assert [t["name"] for t in argo_race.argo_workflow("single-0", 1)["spec"]["templates"][0]["dag"]["tasks"]] == ["s0"]
 
 
