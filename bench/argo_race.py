@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import os
 import re
@@ -66,6 +65,7 @@ from operator_bench import (
     PhaseResult,
     Processes,
     StepTimes,
+    bench_processes,
     free_port,
     percentile,
     wait_until,
@@ -409,30 +409,18 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{argo_bin}/workflow-controller is missing: run "
                          "`bash tests/e2e/cluster/build.sh argo-workflows` (slow on a cold cache)")
     order = ["agentflow", "argo"] if args.first == "agentflow" else ["argo", "agentflow"]
-    with workdir(args.keep) as root:
-        (root / "logs").mkdir()
-        procs = Processes(root / "logs")
-        try:
-            t0 = time.monotonic()
-            plane = ControlPlane(root, procs, args.nodes, extra_users=(CONTROLLER_USER, EXECUTOR_USER))
-            plane.start()
-            plane.kubectl("apply", "--server-side", "-f", str(argo_bin / "crds"))
-            plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-            print(f"control plane up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-            sides = [run_agentflow(plane, procs, args) if system == "agentflow" else run_argo(plane, procs, args,
-                                                                                                argo_bin)
-                     for system in order]
-            report(sides, args)
-        except Exception:
-            if not args.keep:
-                for log in sorted((root / "logs").glob("*.log")):
-                    print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
-            raise
-        finally:
-            procs.stop()
+    with workdir(args.keep) as root, bench_processes(root, args.keep) as procs:
+        t0 = time.monotonic()
+        plane = ControlPlane(root, procs, args.nodes, extra_users=(CONTROLLER_USER, EXECUTOR_USER))
+        plane.start()
+        plane.kubectl("apply", "--server-side", "-f", str(argo_bin / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        print(f"control plane up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        sides = [run_agentflow(plane, procs, args) if system == "agentflow" else run_argo(plane, procs, args, argo_bin)
+                 for system in order]
+        report(sides, args)
     return 0
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    sys.exit(main())

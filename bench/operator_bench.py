@@ -891,6 +891,23 @@ def workdir(keep: bool) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def bench_processes(root: Path, keep: bool) -> Iterator[Processes]:
+    """The processes of a bench run, logged in ``root/logs``: all stopped at the end; on an error (and without
+    ``keep``, which keeps the logs) the tail of each log is printed first."""
+    (root / "logs").mkdir()
+    procs = Processes(root / "logs")
+    try:
+        yield procs
+    except Exception:
+        if not keep:
+            for log in sorted((root / "logs").glob("*.log")):
+                print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
+        raise
+    finally:
+        procs.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=10, help="chain workflows, run one at a time")
@@ -922,54 +939,44 @@ def main(argv: list[str] | None = None) -> int:
         modes = [args.traces] * args.rounds
     from tests.services.postgres import running_postgres
 
-    with workdir(args.keep) as root:
-        (root / "logs").mkdir()
-        procs = Processes(root / "logs")
-        try:
-            t0 = time.monotonic()
-            plane = ControlPlane(root, procs, args.nodes, args.audit_level)
-            plane.start()
-            otlp_url = None
-            if "on" in modes:
-                url_file = root / "otlp.url"
-                procs.start("otlp", [sys.executable, str(Path(__file__).resolve()), "--serve-otlp", str(url_file)],
-                            cwd=REPO)
-                wait_until("the OTLP receiver", lambda: url_file.read_text().startswith("http"), 30, procs)
-                otlp_url = url_file.read_text().strip()
-            with running_postgres() as pg, contextlib.ExitStack() as stack:
-                nats_url = None
-                if "on" in modes and args.events:
-                    from tests.services.nats import running_nats
+    with workdir(args.keep) as root, bench_processes(root, args.keep) as procs:
+        t0 = time.monotonic()
+        plane = ControlPlane(root, procs, args.nodes, args.audit_level)
+        plane.start()
+        otlp_url = None
+        if "on" in modes:
+            url_file = root / "otlp.url"
+            procs.start("otlp", [sys.executable, str(Path(__file__).resolve()), "--serve-otlp", str(url_file)],
+                        cwd=REPO)
+            wait_until("the OTLP receiver", lambda: url_file.read_text().startswith("http"), 30, procs)
+            otlp_url = url_file.read_text().strip()
+        with running_postgres() as pg, contextlib.ExitStack() as stack:
+            nats_url = None
+            if "on" in modes and args.events:
+                from tests.services.nats import running_nats
 
-                    nats_url = stack.enter_context(running_nats()).url
-                operator = OperatorRunner(procs, plane.kubeconfig("agentflow-operator"), pg.dsn, otlp_url, nats_url)
-                operator.start(modes[0] == "on")
-                print(f"control plane, PostgreSQL and operator up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+                nats_url = stack.enter_context(running_nats()).url
+            operator = OperatorRunner(procs, plane.kubeconfig("agentflow-operator"), pg.dsn, otlp_url, nats_url)
+            operator.start(modes[0] == "on")
+            print(f"control plane, PostgreSQL and operator up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
 
-                async def go() -> tuple[dict[str, ChainFigures], PhaseResult, dict[str, Any]]:
-                    bench = Bench(plane, operator.metrics_url, "agentflow-bench", args.timeout)
-                    try:
-                        return await bench.run(args.chains, args.chain_steps, args.workflows, modes, operator)
-                    finally:
-                        await bench.close()
-
+            async def go() -> tuple[dict[str, ChainFigures], PhaseResult, dict[str, Any]]:
+                bench = Bench(plane, operator.metrics_url, "agentflow-bench", args.timeout)
                 try:
-                    figures, single, lat = asyncio.run(go())
+                    return await bench.run(args.chains, args.chain_steps, args.workflows, modes, operator)
                 finally:
-                    operator.stop()  # before PostgreSQL goes
-            spans = ""
-            if otlp_url:
-                procs.stop("otlp")
-                spans = next((line for line in (root / "logs/otlp.log").read_text().splitlines()
-                              if line.startswith("otlp receiver:")), "otlp receiver: no count printed")
-            report(figures, single, lat, args, spans)
-        except Exception:
-            if not args.keep:
-                for log in sorted((root / "logs").glob("*.log")):
-                    print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
-            raise
-        finally:
-            procs.stop()
+                    await bench.close()
+
+            try:
+                figures, single, lat = asyncio.run(go())
+            finally:
+                operator.stop()  # before PostgreSQL goes
+        spans = ""
+        if otlp_url:
+            procs.stop("otlp")
+            spans = next((line for line in (root / "logs/otlp.log").read_text().splitlines()
+                          if line.startswith("otlp receiver:")), "otlp receiver: no count printed")
+        report(figures, single, lat, args, spans)
     return 0
 
 
