@@ -32,7 +32,8 @@ its state in the API server) and its peak RSS (VmHWM).
 
 Usage (as root, after `bash tests/e2e/cluster/build.sh kubernetes etcd kwok argo-workflows`, or `make bench-argo`):
   python bench/argo_race.py [--chains 10] [--chain-steps 6] [--workflows 60] [--nodes 4]
-                            [--first agentflow|argo] [--argo-arg=--qps=50 ...]
+                            [--first agentflow|argo] [--argo-requeue 10s --argo-requeue 1s]
+                            [--argo-arg=--qps=50 ...]
 """
 
 from __future__ import annotations
@@ -290,21 +291,25 @@ def run_agentflow(plane: ControlPlane, procs: Processes, args: argparse.Namespac
                                      f"callback calls answered 503/429 and tried again: {lat['retried']}"])
 
 
-def run_argo(plane: ControlPlane, procs: Processes, args: argparse.Namespace, argo_bin: Path) -> Side:
+def run_argo(plane: ControlPlane, procs: Processes, args: argparse.Namespace, argo_bin: Path, requeue: str,
+             index: int) -> Side:
+    """One Argo controller with DEFAULT_REQUEUE_TIME ``requeue`` (its default: 10s), in a namespace of its own."""
     version = argo_version()
+    namespace, name = f"{ARGO_NAMESPACE}-{index}", f"argo-controller-{index}"
     metrics, telemetry = free_port(), free_port()
     config = {"metricsConfig": {"enabled": True, "port": metrics, "secure": False},
               "telemetryConfig": {"enabled": True, "port": telemetry, "secure": False}}
     plane.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ARGO_NAMESPACE}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ARGO_NAMESPACE}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}},
         {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": "workflow-controller-configmap", "namespace": ARGO_NAMESPACE},
+         "metadata": {"name": "workflow-controller-configmap", "namespace": namespace},
          "data": {k: yaml.safe_dump(v) for k, v in config.items()}}]))
-    env = {**os.environ, "LEADER_ELECTION_DISABLE": "true"}
-    procs.start("argo-controller", [
+    # DEFAULT_REQUEUE_TIME: the least time between two reconciliations of one workflow (rate_limiters.go).
+    env = {**os.environ, "LEADER_ELECTION_DISABLE": "true", "DEFAULT_REQUEUE_TIME": requeue}
+    procs.start(name, [
         str(argo_bin / "workflow-controller"), "--kubeconfig", str(plane.kubeconfig(CONTROLLER_USER)),
-        "--namespace", ARGO_NAMESPACE, "--namespaced", "--managed-namespace", ARGO_NAMESPACE,
+        "--namespace", namespace, "--namespaced", "--managed-namespace", namespace,
         "--configmap", "workflow-controller-configmap", "--executor-image", f"quay.io/argoproj/argoexec:{version}",
         *args.argo_arg], env=env)
 
@@ -313,10 +318,10 @@ def run_argo(plane: ControlPlane, procs: Processes, args: argparse.Namespace, ar
             return True
 
     wait_until("Argo's workflow-controller (its metrics port)", listening, 90, procs)
-    pid = pid_of(procs, "argo-controller")
+    pid = pid_of(procs, name)
 
     async def go() -> tuple[ArgoBench, ChainFigures, PhaseResult]:
-        bench = ArgoBench(plane, "", ARGO_NAMESPACE, args.timeout, metered={"controller": pid}, user=EXECUTOR_USER)
+        bench = ArgoBench(plane, "", namespace, args.timeout, metered={"controller": pid}, user=EXECUTOR_USER)
         try:
             chains, single = await bench.run_argo(args.chains, args.chain_steps, args.workflows)
             return bench, chains, single
@@ -327,11 +332,12 @@ def run_argo(plane: ControlPlane, procs: Processes, args: argparse.Namespace, ar
         bench, chains, single = asyncio.run(go())
         rss = peak_rss_mib(pid)
     finally:
-        procs.stop("argo-controller")
+        procs.stop(name)
     flags = " ".join(args.argo_arg) or "none"
-    return Side(f"Argo {version}", chains, single, "controller audit", EXECUTOR_USER, bench.cpu["controller"], rss,
-                None, [f"step pods deleted before their Succeeded status: {bench.kubelet.gone_before_status}",
-                       f"extra controller flags: {flags}"])
+    notes = [f"step pods deleted before their Succeeded status: {bench.kubelet.gone_before_status}",
+             f"extra controller flags: {flags}"]
+    return Side(f"Argo {version}, requeue {requeue}", chains, single, "controller audit", EXECUTOR_USER,
+                bench.cpu["controller"], rss, None, notes)
 
 
 # --------------------------------------------------------------------------- report
@@ -386,6 +392,13 @@ def report(sides: list[Side], args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def requeue_time(value: str) -> str:
+    """A Go duration of the simple kind DEFAULT_REQUEUE_TIME takes (``10s``, ``500ms``, ``1m``)."""
+    if not re.fullmatch(r"\d+(\.\d+)?(ms|s|m)", value):
+        raise argparse.ArgumentTypeError(f"--argo-requeue {value!r}: expected a duration such as 10s, 1s or 500ms")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=10, help="chain workflows per system, run one at a time")
@@ -393,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workflows", type=int, default=60, help="single-step workflows per system, created at once")
     parser.add_argument("--nodes", type=int, default=4, help="kwok nodes")
     parser.add_argument("--first", choices=["agentflow", "argo"], default="agentflow", help="which system runs first")
+    parser.add_argument("--argo-requeue", action="append", type=requeue_time,
+                        help="Argo's DEFAULT_REQUEUE_TIME (repeatable: one Argo column each, in this order); "
+                             "default: 10s, Argo's own default")
     parser.add_argument("--argo-arg", action="append", default=[],
                         help="an extra flag for Argo's workflow-controller (repeatable), e.g. --argo-arg=--qps=50")
     parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
@@ -408,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (argo_bin / "workflow-controller").exists() or not (argo_bin / "crds").is_dir():
         raise SystemExit(f"{argo_bin}/workflow-controller is missing: run "
                          "`bash tests/e2e/cluster/build.sh argo-workflows` (slow on a cold cache)")
-    order = ["agentflow", "argo"] if args.first == "agentflow" else ["argo", "agentflow"]
+    requeues = args.argo_requeue or ["10s"]
+    order = ["agentflow", *requeues] if args.first == "agentflow" else [*requeues, "agentflow"]
     with workdir(args.keep) as root, bench_processes(root, args.keep) as procs:
         t0 = time.monotonic()
         plane = ControlPlane(root, procs, args.nodes, extra_users=(CONTROLLER_USER, EXECUTOR_USER))
@@ -416,8 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         plane.kubectl("apply", "--server-side", "-f", str(argo_bin / "crds"))
         plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         print(f"control plane up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-        sides = [run_agentflow(plane, procs, args) if system == "agentflow" else run_argo(plane, procs, args, argo_bin)
-                 for system in order]
+        sides = [run_agentflow(plane, procs, args) if system == "agentflow"
+                 else run_argo(plane, procs, args, argo_bin, system, i) for i, system in enumerate(order)]
         report(sides, args)
     return 0
 

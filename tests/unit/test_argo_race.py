@@ -3,6 +3,7 @@ argoexec's wait container and a kubelet (the writes, in argoexec's order), and h
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -129,3 +130,11 @@ def test_the_argo_version_is_the_one_lib_sh_pins(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(argo_race, "REPO", tmp_path)
     with pytest.raises(SystemExit, match="ARGO_WORKFLOWS_VERSION not found"):
         argo_race.argo_version()
+
+
+def test_the_requeue_time_is_a_go_duration_or_refused_naming_the_flag() -> None:
+    assert [argo_race.requeue_time(v) for v in ("10s", "1s", "500ms", "1.5s", "2m")] == ["10s", "1s", "500ms",
+                                                                                        "1.5s", "2m"]
+    for bad in ("10", "1h", "-1s", "s", "1s;rm"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--argo-requeue"):
+            argo_race.requeue_time(bad)
