@@ -561,13 +561,16 @@ class Bench:
     kubelet_class: type[Kubelet] = Kubelet  # what stands in for the kubelet and the step runtime
 
     def __init__(self, plane: ControlPlane, metrics_url: str, namespace: str, timeout: float,
-                 user: str = "bench") -> None:
+                 kubelet_user: str = "bench") -> None:
         self.plane = plane
         self.metrics_url = metrics_url
         self.namespace = namespace
         self.timeout = timeout
-        self.api = Api(plane.server, plane.tokens[user], plane.root / "pki/ca.crt")
-        self.kubelet = self.kubelet_class(self.api, namespace)
+        self.api = Api(plane.server, plane.tokens["bench"], plane.root / "pki/ca.crt")
+        # The kubelet stand-in's writes can be told apart in the audit log when it has a user of its own.
+        self.kubelet_api = self.api if kubelet_user == "bench" else Api(
+            plane.server, plane.tokens[kubelet_user], plane.root / "pki/ca.crt")
+        self.kubelet = self.kubelet_class(self.kubelet_api, namespace)
         self.http = aiohttp.ClientSession()
         self.watchers: list[asyncio.Task[None]] = []
 
@@ -575,6 +578,8 @@ class Bench:
         await self.kubelet.close()
         await self.http.close()
         await self.api.close()
+        if self.kubelet_api is not self.api:
+            await self.kubelet_api.close()
 
     async def create_workflow(self, body: dict[str, Any]) -> float:
         started = time.perf_counter()
