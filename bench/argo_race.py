@@ -10,7 +10,9 @@ with a throwaway PostgreSQL; the bench is its step pods' kubelet and runtime). A
 module proxy by ``bash tests/e2e/cluster/build.sh argo-workflows`` into
 $AGENTFLOW_CACHE/bin/argo-workflow-controller-VERSION with the module's CRDs (manifests/base/crds/minimal), run
 as a host process in namespaced mode with its defaults (no leader election: LEADER_ELECTION_DISABLE=true, as
-AgentFlow's operator runs here without peering), each workflow a DAG whose tasks are container steps, with
+AgentFlow's operator runs here without peering), once per ``--argo-requeue`` value (its DEFAULT_REQUEUE_TIME, the
+least time between two reconciliations of one workflow: 10s by default), each in a namespace of its own and printed
+as a column of its own; each workflow a DAG whose tasks are container steps, with
 ``podGC: OnPodSuccess`` and no delete delay (AgentFlow deletes a step's pod as soon as it succeeded; Argo's default
 delay of 5 s would also put the last pods' deletions past the phase's 2 s window for trailing writes).
 
