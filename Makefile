@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install tools services quickstart test test-unit test-e2e test-browser lint crds crds-check bench bench-loop \
-	bench-events bench-retention bench-traces bench-console bench-drift bench-canary console console-check browser cluster-up cluster-down images clean
+	bench-events bench-retention bench-traces bench-console bench-drift bench-canary bench-argo console console-check browser cluster-up cluster-down images clean
 
 help:
 	@echo "make quickstart   install and run the quickstart workflow locally (no cluster, no API key)"
@@ -132,6 +132,11 @@ bench-console: install browser
 bench-operator: install
 	bash tests/e2e/cluster/build.sh kubernetes etcd kwok
 	$(BIN)/python bench/operator_bench.py
+
+# AgentFlow vs Argo Workflows on one private kwok control plane (root); Argo's controller is built once into the cache.
+bench-argo: install
+	bash tests/e2e/cluster/build.sh kubernetes etcd kwok argo-workflows
+	$(BIN)/python bench/argo_race.py
 
 # The LiteLLM proxy runs from a venv of its own (its pins are not the project's); made once, kept.
 BENCH_VENV ?= /var/cache/agentflow/bench-venv

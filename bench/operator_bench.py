@@ -218,6 +218,7 @@ class ControlPlane:
     procs: Processes
     nodes: int
     audit_level: str = "Metadata"
+    extra_users: tuple[str, ...] = ()  # more clients with a token of their own (bench/argo_race.py)
     tokens: dict[str, str] = dataclasses.field(default_factory=dict)
     port: int = 0
 
@@ -253,7 +254,7 @@ class ControlPlane:
              "-days", "2", "-sha256", "-extfile", "apiserver.ext", "-out", "apiserver.crt")
         ossl("genrsa", "-out", "sa.key", "2048")
         ossl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
-        self.tokens = {u: base64.b32encode(os.urandom(20)).decode().lower() for u in USERS}
+        self.tokens = {u: base64.b32encode(os.urandom(20)).decode().lower() for u in USERS + self.extra_users}
         (pki / "tokens.csv").write_text("".join(f'{t},{u},{u},"system:masters"\n' for u, t in self.tokens.items()))
         ca = base64.b64encode((pki / "ca.crt").read_bytes()).decode()
         for user, token in self.tokens.items():
@@ -426,6 +427,9 @@ class StepTimes:
 class Kubelet:
     """Runs every step pod of one namespace: attempt fetched, result posted, pod Succeeded."""
 
+    workflows_path = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/workflows"
+    finished_phases = ("Succeeded", "Failed", "Cancelled")
+
     def __init__(self, api: Api, namespace: str) -> None:
         self.api = api
         self.namespace = namespace
@@ -457,8 +461,7 @@ class Kubelet:
             times = self.steps.get(name)
             if times is None:
                 owner = next((o["name"] for o in meta.get("ownerReferences", []) if o["kind"] == "Workflow"), "?")
-                times = self.steps[name] = StepTimes(owner, (meta.get("annotations") or {}).get(
-                    names.NODE_ANNOTATION, "?"), created=arrived)
+                times = self.steps[name] = StepTimes(owner, self.step_of(owner, meta), created=arrived)
             status = pod.get("status") or {}
             if status.get("phase") == "Running" and times.running is None and not meta.get("deletionTimestamp"):
                 times.running = arrived
@@ -466,13 +469,16 @@ class Kubelet:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 
+    def step_of(self, workflow: str, meta: dict[str, Any]) -> str:
+        """The name of the step a pod runs, as the workflow names it."""
+        return str((meta.get("annotations") or {}).get(names.NODE_ANNOTATION, "?"))
+
     async def watch_workflows(self) -> None:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/workflows"
-        async for arrived, event in self.api.watch(path):
+        async for arrived, event in self.api.watch(self.workflows_path.format(namespace=self.namespace)):
             wf = event.get("object") or {}
             phase = (wf.get("status") or {}).get("phase")
             name = str((wf.get("metadata") or {}).get("name", ""))
-            if name and phase in ("Succeeded", "Failed", "Cancelled") and name not in self.workflows_done:
+            if name and phase in self.finished_phases and name not in self.workflows_done:
                 self.workflows_done[name] = arrived
                 if phase != "Succeeded":
                     self.errors.append(f"workflow {name} {phase}: {(wf.get('status') or {}).get('message')}")
@@ -628,13 +634,19 @@ class PhaseResult:
 
 
 class Bench:
-    def __init__(self, plane: ControlPlane, metrics_url: str, namespace: str, timeout: float) -> None:
+    kubelet_class: type[Kubelet] = Kubelet  # what stands in for the kubelet and the step runtime
+
+    def __init__(self, plane: ControlPlane, metrics_url: str, namespace: str, timeout: float,
+                 kubelet_user: str = "bench") -> None:
         self.plane = plane
         self.metrics_url = metrics_url
         self.namespace = namespace
         self.timeout = timeout
         self.api = Api(plane.server, plane.tokens["bench"], plane.root / "pki/ca.crt")
-        self.kubelet = Kubelet(self.api, namespace)
+        # The kubelet stand-in's writes can be told apart in the audit log when it has a user of its own.
+        self.kubelet_api = self.api if kubelet_user == "bench" else Api(
+            plane.server, plane.tokens[kubelet_user], plane.root / "pki/ca.crt")
+        self.kubelet = self.kubelet_class(self.kubelet_api, namespace)
         self.http = aiohttp.ClientSession()
         self.watchers: list[asyncio.Task[None]] = []
         self.operator_pid = 0
@@ -644,11 +656,28 @@ class Bench:
         await self.kubelet.close()
         await self.http.close()
         await self.api.close()
+        if self.kubelet_api is not self.api:
+            await self.kubelet_api.close()
 
     async def create_workflow(self, body: dict[str, Any]) -> float:
         started = time.perf_counter()
-        await self.api.call("POST", f"/apis/{GROUP}/{VERSION}/namespaces/{self.namespace}/workflows", body)
+        await self.api.call("POST", self.kubelet.workflows_path.format(namespace=self.namespace), body)
         return started
+
+    async def counts(self) -> Counts:
+        """The write counters a phase takes the difference of."""
+        return await scrape(self.api, self.http, self.metrics_url, self.plane.root / "audit.log")
+
+    def per_step(self, before: Counts, after: Counts, stored: dict[tuple[str, str], int],
+                 steps: int) -> dict[str, float]:
+        """A phase's writes per step, by source: the operator's metric, the audit log's (the operator's writes, every
+        client's) and the API server's request counter."""
+        api_total = sum(v - before.apiserver.get(r, 0) for r, v in after.apiserver.items() if r not in NOT_STORED)
+        operator_audit = sum(v for (who, _), v in stored.items() if who.startswith("operator"))
+        return {"operator metric": (after.operator - before.operator) / steps,
+                "operator audit": operator_audit / steps,
+                "all clients audit": sum(stored.values()) / steps,
+                "apiserver_request_total": api_total / steps}
 
     async def wait_done(self, wanted: list[str]) -> None:
         deadline = time.monotonic() + self.timeout
@@ -666,7 +695,7 @@ class Bench:
     async def phase(self, name: str, bodies: list[dict[str, Any]], steps: int, *,
                     sequential: bool) -> tuple[PhaseResult, dict[str, float]]:
         audit = self.plane.root / "audit.log"
-        before = await scrape(self.api, self.http, self.metrics_url, audit)
+        before = await self.counts()
         started = time.perf_counter()
         created: dict[str, float] = {}
         if sequential:
@@ -684,15 +713,10 @@ class Bench:
             await self.wait_done([b["metadata"]["name"] for b in bodies])
         seconds = max(self.kubelet.workflows_done[b["metadata"]["name"]] for b in bodies) - started
         await asyncio.sleep(2.0)  # trailing writes (pod deletions, kwok) land in this phase
-        after = await scrape(self.api, self.http, self.metrics_url, audit)
+        after = await self.counts()
         breakdown = audit_writes(audit, before.audit_offset, after.audit_offset)
-        api_total = sum(v - before.apiserver.get(r, 0) for r, v in after.apiserver.items() if r not in NOT_STORED)
         stored = {k: v for k, v in breakdown.items() if k[1] not in NOT_STORED}
-        operator_audit = sum(v for (who, _), v in stored.items() if who.startswith("operator"))
-        writes = {"operator metric": (after.operator - before.operator) / steps,
-                  "operator audit": operator_audit / steps,
-                  "all clients audit": sum(stored.values()) / steps,
-                  "apiserver_request_total": api_total / steps}
+        writes = self.per_step(before, after, stored, steps)
         return PhaseResult(name, steps, seconds, writes, breakdown), created
 
     async def run(self, chains: int, chain_steps: int, workflows: int, modes: list[str],
@@ -1270,6 +1294,22 @@ def workdir(keep: bool) -> Iterator[Path]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def bench_processes(root: Path, keep: bool) -> Iterator[Processes]:
+    """The processes of a bench run, logged in ``root/logs``: all stopped at the end; on an error (and without
+    ``keep``, which keeps the logs) the tail of each log is printed first."""
+    (root / "logs").mkdir()
+    procs = Processes(root / "logs")
+    try:
+        yield procs
+    except Exception:
+        if not keep:
+            show_logs(root)
+        raise
+    finally:
+        procs.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=10, help="chain workflows, run one at a time")
@@ -1314,53 +1354,44 @@ def main(argv: list[str] | None = None) -> int:
         modes = [args.traces] * args.rounds
     from tests.services.postgres import running_postgres
 
-    with workdir(args.keep) as root:
-        (root / "logs").mkdir()
-        procs = Processes(root / "logs")
-        try:
-            t0 = time.monotonic()
-            plane = ControlPlane(root, procs, args.nodes, args.audit_level)
-            plane.start()
-            otlp_url = None
-            if "on" in modes:
-                url_file = root / "otlp.url"
-                procs.start("otlp", [sys.executable, str(Path(__file__).resolve()), "--serve-otlp", str(url_file)],
-                            cwd=REPO)
-                wait_until("the OTLP receiver", lambda: url_file.read_text().startswith("http"), 30, procs)
-                otlp_url = url_file.read_text().strip()
-            with running_postgres() as pg, contextlib.ExitStack() as stack:
-                nats_url = None
-                if "on" in modes and args.events:
-                    from tests.services.nats import running_nats
+    with workdir(args.keep) as root, bench_processes(root, args.keep) as procs:
+        t0 = time.monotonic()
+        plane = ControlPlane(root, procs, args.nodes, args.audit_level)
+        plane.start()
+        otlp_url = None
+        if "on" in modes:
+            url_file = root / "otlp.url"
+            procs.start("otlp", [sys.executable, str(Path(__file__).resolve()), "--serve-otlp", str(url_file)],
+                        cwd=REPO)
+            wait_until("the OTLP receiver", lambda: url_file.read_text().startswith("http"), 30, procs)
+            otlp_url = url_file.read_text().strip()
+        with running_postgres() as pg, contextlib.ExitStack() as stack:
+            nats_url = None
+            if "on" in modes and args.events:
+                from tests.services.nats import running_nats
 
-                    nats_url = stack.enter_context(running_nats()).url
-                operator = OperatorRunner(procs, plane.kubeconfig("agentflow-operator"), pg.dsn, otlp_url, nats_url)
-                operator.start(modes[0] == "on")
-                print(f"control plane, PostgreSQL and operator up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+                nats_url = stack.enter_context(running_nats()).url
+            operator = OperatorRunner(procs, plane.kubeconfig("agentflow-operator"), pg.dsn, otlp_url, nats_url)
+            operator.start(modes[0] == "on")
+            print(f"control plane, PostgreSQL and operator up in {time.monotonic() - t0:.0f}s", file=sys.stderr)
 
-                async def go() -> tuple[dict[str, ChainFigures], PhaseResult, dict[str, Any]]:
-                    bench = Bench(plane, operator.metrics_url, "agentflow-bench", args.timeout)
-                    try:
-                        return await bench.run(args.chains, args.chain_steps, args.workflows, modes, operator)
-                    finally:
-                        await bench.close()
-
+            async def go() -> tuple[dict[str, ChainFigures], PhaseResult, dict[str, Any]]:
+                bench = Bench(plane, operator.metrics_url, "agentflow-bench", args.timeout)
                 try:
-                    figures, single, lat = asyncio.run(go())
+                    return await bench.run(args.chains, args.chain_steps, args.workflows, modes, operator)
                 finally:
-                    operator.stop()  # before PostgreSQL goes
-            spans = ""
-            if otlp_url:
-                procs.stop("otlp")
-                spans = next((line for line in (root / "logs/otlp.log").read_text().splitlines()
-                              if line.startswith("otlp receiver:")), "otlp receiver: no count printed")
-            report(figures, single, lat, args, spans)
-        except Exception:
-            if not args.keep:
-                show_logs(root)
-            raise
-        finally:
-            procs.stop()
+                    await bench.close()
+
+            try:
+                figures, single, lat = asyncio.run(go())
+            finally:
+                operator.stop()  # before PostgreSQL goes
+        spans = ""
+        if otlp_url:
+            procs.stop("otlp")
+            spans = next((line for line in (root / "logs/otlp.log").read_text().splitlines()
+                          if line.startswith("otlp receiver:")), "otlp receiver: no count printed")
+        report(figures, single, lat, args, spans)
     return 0
 
 

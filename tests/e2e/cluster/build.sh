@@ -2,8 +2,8 @@
 # Build (once, cached by version under $AGENTFLOW_CACHE) every Go binary of the local cluster:
 # kubernetes (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl), etcd,
 # containerd 2.x, gVisor (runsc + containerd-shim-runsc-v1), kube-router (the NetworkPolicy
-# enforcer) and kwok.
-# Usage: build.sh [kubernetes|etcd|containerd|gvisor|kube-router|kwok ...]
+# enforcer) and kwok; on request only, Argo Workflows' workflow-controller (a benchmark competitor).
+# Usage: build.sh [kubernetes|etcd|containerd|gvisor|kube-router|kwok|argo-workflows ...]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -96,6 +96,24 @@ build_kube_router() {
      -ldflags="$LDSTRIP -X $m/pkg/version.Version=$KUBE_ROUTER_VERSION -X $m/pkg/version.BuildDate=module" \
      -o "$KUBE_ROUTER_BIN.tmp/kube-router" $m/cmd/kube-router)
   rm -rf "$KUBE_ROUTER_BIN"; mv "$KUBE_ROUTER_BIN.tmp" "$KUBE_ROUTER_BIN"
+}
+
+# Argo Workflows' workflow-controller and its CRDs (the module zip carries manifests/), for
+# bench/argo_race.py only: not in the default targets, never started by up.sh.
+build_argo_workflows() {
+  [[ -x "$ARGO_WORKFLOWS_BIN/workflow-controller" && -d "$ARGO_WORKFLOWS_BIN/crds" ]] \
+    && { log "argo-workflows $ARGO_WORKFLOWS_VERSION: cached"; return; }
+  log "argo-workflows $ARGO_WORKFLOWS_VERSION: building workflow-controller (slow on a cold cache)"
+  local m=github.com/argoproj/argo-workflows/v3 dir
+  dir="$(cd "$CLUSTER_DIR/go/argo-workflows" && go mod download $m && go list -m -f '{{.Dir}}' $m)"
+  rm -rf "$ARGO_WORKFLOWS_BIN.tmp"; mkdir -p "$ARGO_WORKFLOWS_BIN.tmp/crds"
+  (cd "$CLUSTER_DIR/go/argo-workflows" && go build \
+     -ldflags="$LDSTRIP -X $m.version=$ARGO_WORKFLOWS_VERSION -X $m.gitTreeState=clean" \
+     -o "$ARGO_WORKFLOWS_BIN.tmp/workflow-controller" $m/cmd/workflow-controller)
+  # The minimal CRDs are the ones Argo's own install manifests apply.
+  cp "$dir"/manifests/base/crds/minimal/argoproj.io_*.yaml "$ARGO_WORKFLOWS_BIN.tmp/crds/"
+  chmod -R u+w "$ARGO_WORKFLOWS_BIN.tmp"
+  rm -rf "$ARGO_WORKFLOWS_BIN"; mv "$ARGO_WORKFLOWS_BIN.tmp" "$ARGO_WORKFLOWS_BIN"
 }
 
 targets=("$@")

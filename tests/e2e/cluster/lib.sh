@@ -11,6 +11,9 @@ KWOK_VERSION="v0.7.0"
 CONTAINERD_VERSION="v2.1.9"
 # The NetworkPolicy enforcer: kube-router's network policy controller only (iptables + ipset).
 KUBE_ROUTER_VERSION="v2.1.0"
+# Argo Workflows' controller: only a benchmark competitor (bench/argo_race.py) on a private loopback
+# kwok control plane, never part of the cluster up.sh starts.
+ARGO_WORKFLOWS_VERSION="v3.7.3"
 # gVisor: the "go" branch of gvisor.dev/gvisor, pinned by go/gvisor/go.mod.
 GVISOR_VERSION="$(grep -oE 'gvisor\.dev/gvisor v[^ ]+' "$CLUSTER_DIR/go/gvisor/go.mod" | head -1 | cut -d' ' -f2)"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
@@ -29,6 +32,7 @@ KWOK_BIN="$CACHE/bin/kwok-$KWOK_VERSION"
 CONTAINERD_BIN="$CACHE/bin/containerd-$CONTAINERD_VERSION"
 GVISOR_BIN="$CACHE/bin/gvisor-${GVISOR_VERSION:-unknown}"
 KUBE_ROUTER_BIN="$CACHE/bin/kube-router-$KUBE_ROUTER_VERSION"
+ARGO_WORKFLOWS_BIN="$CACHE/bin/argo-workflow-controller-$ARGO_WORKFLOWS_VERSION"   # + crds/ from the module
 KUBE_ROUTER_USER="agentflow-e2e:kube-router"   # its client certificate's CN (read-only ClusterRole)
 IMAGES_DIR="$CACHE/images"
 CONTAINERD_ROOT="$CACHE/containerd-root-$CONTAINERD_VERSION"   # kept between bring-ups: imported images stay
