@@ -175,9 +175,8 @@ def test_two_replicas_from_the_chart_share_the_quickstarts_and_take_over_from_ea
                 "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"], timeout=150)
     assert not remaining, f"left with finalizers: {remaining}"
     assert uninstalled.returncode == 0, uninstalled.stderr
-    # each replica deleted its Lease as it stopped
-    assert not cluster.get_json("leases", "-n", namespace, "-l", f"agentflow.dev/shard-group={release}-agentflow"
-                                )["items"]
+    # A replica deletes its Lease as it stops, unless `helm uninstall` removed its Role first (they go at the same
+    # time): a Lease left behind names a replica that is gone and expires on its own; the namespace takes it.
     if webhook:  # the release's: gone with it
         assert not webhook_config_exists(cluster)
 
