@@ -14,7 +14,9 @@ gateway admits 55 or 56 calls, and refuses the rest with BudgetExceeded before t
 refused item fails the fan-out step, which cancels the items still running (the default failure policy).
 
 Checked: the ledger's spend (PostgreSQL) never passes the limit and nothing stays reserved; the upstream saw
-only admitted calls, at least 50 of them at once; every refused item failed with a non-retryable
+only admitted calls, at least 20 of them at once
+(60 gVisor sandboxes starting together load a 2-core node to a load average of 80: 25 to 50 calls overlapped
+in the runs here); every refused item failed with a non-retryable
 BudgetExceeded after one attempt; the Workflow follows its failure policy (the fan-out step fails, its
 dependent never runs, the ``runOn: failure`` handler does, the run is Failed); the Budget's status shows the
 ledger's spend, at most the limit.
@@ -45,8 +47,8 @@ API = "agentflow.dev/v1alpha1"
 PREFIX = "gwb-"  # namespaces of this module; its operator watches only these
 MODEL = "openai/gpt-4o-mini"  # priced in litellm's cost map, which the gateway reads
 ITEMS = 60
-HOLD_UNTIL = 50
-MIN_HOLD, QUIET = 1.5, 60.0  # pods of a loaded 2-core node may need a while from Running to their call
+HOLD_UNTIL = 20
+MIN_HOLD, QUIET = 1.5, 90.0  # pods of a loaded 2-core node may need a while from Running to their call
 MAX_TOKENS = 4000
 KINDS = "workflows.agentflow.dev,agents.agentflow.dev,promptversions.agentflow.dev,budgets.agentflow.dev," \
         "toolpolicies.agentflow.dev"
@@ -396,7 +398,7 @@ def run_and_check(cluster: Cluster, namespace: str, upstream: HoldingUpstream, p
     assert len(ok) == reservations.get("settled", 0) >= len(succeeded), context
     assert abs(sum(c["cost_usd"] for c in ok) - spent) < 1e-6, context
 
-    # The upstream saw only admitted calls, at least HOLD_UNTIL of them at once: 50+ concurrent calls
+    # The upstream saw only admitted calls, at least HOLD_UNTIL of them at once: 20+ concurrent calls
     # against one hard Budget, and the ones that did not fit never left the gateway.
     assert 0 < len(upstream.calls) <= admitted, context
     assert all(c["authorization"] == "Bearer sk-e2e-upstream" for c in upstream.calls), \
