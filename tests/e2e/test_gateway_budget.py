@@ -16,9 +16,9 @@ refused item fails the fan-out step, which cancels the items still running (the 
 Checked: the ledger's spend (PostgreSQL) never passes the limit and nothing stays reserved; the upstream saw
 only admitted calls, at least 20 of them at once (60 gVisor sandboxes starting together load a 2-core node to a
 load average of 80: 25 to 50 calls overlapped in the runs here); every refused item failed with BudgetExceeded
-(retried only when a pod failed before it, retryOn PodFailed); the Workflow follows its failure policy (the fan-out step fails, its
-dependent never runs, the ``runOn: failure`` handler does, the run is Failed); the Budget's status shows the
-ledger's spend, at most the limit.
+(retried only when a pod failed before it, retryOn PodFailed); the Workflow follows its failure policy (the
+fan-out step fails, its dependent never runs, the ``runOn: failure`` handler does, the run is Failed); the Budget's
+status shows the ledger's spend, at most the limit.
 """
 
 from __future__ import annotations
