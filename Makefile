@@ -46,7 +46,7 @@ tools:
 	bash tests/e2e/tools/helm.sh >/dev/null
 	bash tests/e2e/tools/gotool.sh kstatus >/dev/null
 	bash tests/e2e/tools/gotool.sh argocd-health >/dev/null
-	bash tests/e2e/cluster/build.sh kwok  # simulated nodes: an e2e test and the operator bench
+	bash tests/e2e/cluster/build.sh kubernetes etcd kwok  # kwok control planes: an e2e test, tests/integration/test_shards.py, the benches
 
 # The servers the integration and e2e tests start on loopback (Debian's postgresql and nats-server, and PostgreSQL
 # with pgvector from the PyPI package pgserver, into the venv the tests run in), installed
