@@ -62,7 +62,7 @@ from ..services.retention import RunRetention
 from ..services.shards import ShardMembership
 from ..telemetry import TraceSettings
 from ..telemetry.tracing import traces_url
-from . import certs, handlers, webhook
+from . import certs, handlers, kopf_fixes, webhook
 from .runtime import Memo, new_memo, stop_task
 
 log = logging.getLogger("agentflow.operator")
@@ -518,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if memo.factory is not None:
             await memo.factory.close()
 
+    kopf_fixes.apply()  # a namespace created while the operator starts is served too
     asyncio.run(kopf.operator(
         registry=registry, memo=memo, clusterwide=not args.namespace, namespaces=args.namespace,
         standalone=not args.peering, priority=args.priority, peering_name=args.peering or None,
