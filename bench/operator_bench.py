@@ -857,6 +857,31 @@ class OperatorRunner:
         self.start(tracing)
 
 
+async def published_events(dsn: str, nats_url: str, wait: float = 20.0) -> str:
+    """What event publishing did: the events on the NATS stream against the journal records of the runs whose
+    events were on (each record is one event, each phase change one more), and what is left in the outbox (rows
+    the last tracing-on operator had not published when it stopped: the next publisher's)."""
+    import asyncpg
+    import nats
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        end = time.monotonic() + wait
+        while (left := await conn.fetchval("SELECT count(*) FROM agentflow_outbox")) and time.monotonic() < end:
+            await asyncio.sleep(0.2)
+        records = await conn.fetchval("SELECT count(*) FROM agentflow_journal WHERE run_uid IN "
+                                      "(SELECT run_uid FROM agentflow_event_runs)")
+    finally:
+        await conn.close()
+    nc = await nats.connect(nats_url)
+    try:
+        stored = (await nc.jetstream().stream_info("AGENTFLOW")).state.messages
+    finally:
+        await nc.close()
+    return (f"nats stream: {stored} events stored for {records} journal records of the tracing-on runs (and their "
+            f"phase changes), {left} left in the outbox")
+
+
 def serve_otlp(url_file: Path) -> int:
     """The loopback OTLP/HTTP receiver (tests/services/otlp.py) in a process of its own, so decoding spans does
     not share the bench's event loop: writes its URL to ``url_file``, on SIGTERM prints what it received."""
@@ -1384,12 +1409,16 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 figures, single, lat = asyncio.run(go())
+                if nats_url:
+                    events = asyncio.run(published_events(pg.dsn, nats_url))
             finally:
                 operator.stop()  # before PostgreSQL goes
         spans = ""
+        if nats_url:
+            spans += events + "\n"
         if otlp_url:
             procs.stop("otlp")
-            spans = next((line for line in (root / "logs/otlp.log").read_text().splitlines()
+            spans += next((line for line in (root / "logs/otlp.log").read_text().splitlines()
                           if line.startswith("otlp receiver:")), "otlp receiver: no count printed")
         report(figures, single, lat, args, spans)
     return 0

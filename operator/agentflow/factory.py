@@ -12,7 +12,8 @@ Entry points (``agentflow operator``, ``agentflow gateway``) read their flags in
     factory.trigger_server()    with a cluster: the server WorkflowTriggers' deliveries are posted to
     factory.reconciler(config)  the Workflow reconciler (its journal appends metered when given the Metrics)
     factory.notifier(config)    the approval notifier (SMTP relay, webhook allowlist, console URL): to reconciler()
-    factory.event_publisher()   with ``events`` (``--nats-url``): the publisher draining the outbox to NATS
+    factory.event_publisher()   with ``events`` (``--nats-url``): the publisher draining the outbox to NATS (in a child
+                                process: agentflow.events.process)
                                 JetStream, poked by every journal append that wrote the outbox
     factory.tracing             with ``traces`` (``--otlp-endpoint`` or OTEL_EXPORTER_OTLP_ENDPOINT): the spans of
                                 the gateway and the reconciler, exported over OTLP/HTTP (agentflow.telemetry);
@@ -37,6 +38,7 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry
 
 from .callback.server import CallbackServer
+from .events.process import PublisherProcess
 from .events.publisher import EventMetrics, EventSink, OutboxPublisher
 from .events.settings import EventSettings
 from .gateway.budgets import CatalogBudgets
@@ -284,7 +286,9 @@ class Factory:
         self._budgets = budgets
         self._gateway: Gateway | None = None
         self._authenticate: Authenticate | None = None
-        self._publisher: OutboxPublisher | None = None
+        self._publisher: OutboxPublisher | PublisherProcess | None = None
+        self.dsn: str | None = None
+        """The PostgreSQL DSN (set by :meth:`create`): what the events publisher process connects with."""
         self._memory: PostgresMemoryStore | None = None
         self._notifier: ApprovalNotifier | None = None
 
@@ -305,6 +309,7 @@ class Factory:
             raise
         factory = cls(db, kube=kube, key=key, gateway=gateway, registry=registry, budgets=budgets,
                       token_audience=token_audience, events=events, traces=traces, tracing=tracing)
+        factory.dsn = dsn
         dsn_memory = factory.gateway_settings.memory_dsn
         if dsn_memory:
             try:  # the pool of the agents' memory (its embedder is chosen per call, charged to the caller)
@@ -424,19 +429,25 @@ class Factory:
         return RolloutSync(self.kube, self.db.store, audit=self.db.audit, clock=clock,
                            reporting_instance=reporting_instance)
 
-    def event_publisher(self) -> OutboxPublisher:
-        """The outbox publisher (built once; its metrics on ``registry``). ConfigError when events are off."""
+    def event_publisher(self) -> OutboxPublisher | PublisherProcess:
+        """The outbox publisher (built once; its metrics on ``registry``): in a child process of its own
+        (agentflow.events.process) unless ``--events-publisher loop``. ConfigError when events are off."""
         if self.events is None:
             raise ConfigError("events are off: give --nats-url to publish them")
         if self._publisher is None:
             settings = self.events
+            metrics = EventMetrics(self.registry)
+            if settings.publisher == "process":
+                if self.dsn is None:
+                    raise ConfigError("the events publisher process needs the PostgreSQL DSN")
+                self._publisher = PublisherProcess(self.dsn, settings, metrics)
+            else:
+                async def connect() -> EventSink:
+                    from .events.jetstream import JetStream  # nats-py: only when events are on
 
-            async def connect() -> EventSink:
-                from .events.jetstream import JetStream  # nats-py: only when events are on
+                    return await JetStream.connect(settings.connect)
 
-                return await JetStream.connect(settings.connect)
-
-            self._publisher = OutboxPublisher(self.db.outbox, connect, settings.stream, EventMetrics(self.registry))
+                self._publisher = OutboxPublisher(self.db.outbox, connect, settings.stream, metrics)
             self.db.store.on_outbox = self._publisher.poke
         return self._publisher
 

@@ -949,6 +949,13 @@ def test_events_are_off_by_default_and_the_chart_turns_them_on(helm: tuple[str, 
     assert settings.connect.creds == "/etc/agentflow/nats/nats.creds"
     assert (settings.stream.name, settings.stream.max_age, settings.stream.max_bytes, settings.stream.replicas,
             settings.stream.duplicate_window) == ("AGENTFLOW", 168 * 3600, 10737418240, 3, 1800)
+    assert settings.publisher == "process"
+    looped = _container(render(helm, "--set", "events.enabled=true", "--set-string", "events.natsUrl=nats://n:4222",
+                               "--set", "events.publisher=loop"), RELEASE)
+    assert events_settings(operator_parser().parse_args(looped["args"][1:])).publisher == "loop"  # type: ignore[union-attr]
+    bad = run(helm[0], "template", RELEASE, str(helm[1] / "agentflow"), *REQUIRED, "--set", "events.enabled=true",
+              "--set-string", "events.natsUrl=nats://n:4222", "--set", "events.publisher=thread", ok=False)
+    assert bad.returncode != 0 and "publisher" in bad.stderr
     pod = objects[("Deployment", RELEASE)]["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["nats-creds"]["secret"] == {"secretName": "agentflow-nats",

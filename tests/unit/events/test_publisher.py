@@ -161,6 +161,13 @@ def test_events_are_off_without_a_nats_url_and_flags_are_checked() -> None:
     assert settings.connect.shown == "nats://a:4222,nats://u:***@b:4222"
     assert (settings.stream.max_age, settings.stream.duplicate_window, settings.stream.replicas) == (
         30 * 86400, 120, 3)
+    assert settings.publisher == "process"  # off the reconciler's loop unless asked (agentflow.events.process)
+    looped = events_settings(parse("--nats-url", "nats://a", "--events-publisher", "loop"))
+    assert looped is not None and looped.publisher == "loop"
+    env = argparse.ArgumentParser()
+    add_events_arguments(env, {"AGENTFLOW_EVENTS_PUBLISHER": "thread"})  # argparse does not check a default
+    with pytest.raises(ValueError, match=r"^--events-publisher 'thread'"):
+        events_settings(env.parse_args(["--nats-url", "nats://a"]))
 
 
 @pytest.mark.parametrize(("argv", "flag"), [
