@@ -118,7 +118,10 @@ class PublisherProcess:
         """Run the child until ``stopped``; start it again when it exits."""
         while not stopped.is_set():
             began = time.monotonic()
-            code = await self._run_child(stopped)
+            try:
+                code: int | str | None = await self._run_child(stopped)
+            except OSError as exc:  # it could not be started (no memory, no processes left)
+                code = f"not started: {exc}"
             if stopped.is_set():
                 return
             if time.monotonic() - began > 60:
@@ -136,7 +139,12 @@ class PublisherProcess:
         process = ctx.Process(target=child_main, args=(self.config, wake_r, reports_w), name="agentflow-events",
                               daemon=True)
         # spawning re-imports the operator's modules in the child: off the event loop
-        await asyncio.to_thread(process.start)
+        try:
+            await asyncio.to_thread(process.start)
+        except BaseException:
+            for conn in (wake_r, wake_w, reports_r, reports_w):
+                conn.close()
+            raise
         self.process = process
         self.starts += 1
         wake_r.close()
