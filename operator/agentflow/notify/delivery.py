@@ -25,7 +25,6 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 import aiohttp
-import aiosmtplib
 
 __all__ = ["DeliveryError", "Mailer", "SmtpSettings", "WebhookPoster", "check_webhook_url"]
 
@@ -76,6 +75,8 @@ class Mailer:
         return msg
 
     async def send(self, recipients: Sequence[str], subject: str, text: str) -> None:
+        import aiosmtplib  # on first use: an operator without --smtp-host never loads it
+
         s = self.settings
         msg = self.message(recipients, subject, text)
         try:

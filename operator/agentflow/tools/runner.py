@@ -51,7 +51,7 @@ from .sandbox import ContainerSandbox
 
 if TYPE_CHECKING:  # the SDK is imported on first use: it costs every command half a second
     from .mcp import McpClient
-from .wasm import WasmError, WasmRunner
+    from .wasm import WasmRunner  # wasmtime too: on first use (about 5 MB of an operator, which runs no tool)
 
 IDEMPOTENCY_ENV = "AGENTFLOW_IDEMPOTENCY_KEY"
 EX_TEMPFAIL = 75
@@ -181,6 +181,8 @@ class ToolRunner:
     def wasm(self) -> WasmRunner:
         """The wasm runner (its engine is built on first use)."""
         if self._wasm is None:
+            from .wasm import WasmRunner
+
             self._wasm = WasmRunner()
         return self._wasm
 
@@ -372,6 +374,8 @@ class ToolRunner:
         return _decode_output(stdout, tool.name, allow_text=False)
 
     async def _wasm_call(self, tool: ToolSpec, inputs: Mapping[str, Any], timeout: float) -> Any:
+        from .wasm import WasmError
+
         stdin = json.dumps(dict(inputs)).encode("utf-8")
         try:
             stdout = await asyncio.to_thread(self.wasm.run, tool, stdin, timeout)
