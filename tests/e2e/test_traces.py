@@ -167,8 +167,9 @@ def test_a_model_call_is_traced_from_the_operator_through_the_step_pod_to_the_ga
         uid = wf["metadata"]["uid"]
         hex_id = f"{trace_id(uid):032x}"
         attempt_span = f"{attempt_ids(uid, 'answer', 1).span_id:016x}"
-        attempt = next(s for s in receiver.spans if s.trace_id == hex_id and s.span_id == attempt_span)
-        assert attempt.name == "invoke_agent writer" and attempt.service == "agentflow-operator"
+        # The operator's batch exporter sends the attempt's span after the status says Succeeded: wait for it.
+        attempt = wait_span(receiver, hex_id, "invoke_agent writer", f"{run_ids(uid).span_id:016x}")
+        assert attempt.span_id == attempt_span and attempt.service == "agentflow-operator"
         pod = wait_span(receiver, hex_id, "run_step answer", attempt_span)
         assert pod.service == "agentflow-step"
         chat = wait_span(receiver, hex_id, "chat openai/gpt-4o-mini", pod.span_id)
