@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agentflow.events.process import PublisherProcess, apply_snapshot, snapshot_of
+from agentflow.events.process import PublisherProcess, apply_snapshot, child_environment, snapshot_of
 from agentflow.events.publisher import EventMetrics, PublisherSettings
 from agentflow.events.settings import ConnectSettings, EventSettings
 from agentflow.events.wire import decode
@@ -102,7 +104,7 @@ async def test_stopping_ends_the_child_and_pokes_after_it_are_harmless(own_dsn: 
             proc.poke()
         stopped.set()
         await asyncio.wait_for(task, 30)
-        assert child is not None and not child.is_alive() and child.exitcode == 0
+        assert child is not None and child.returncode == 0
         proc.poke()
         await proc.close()
 
@@ -128,3 +130,21 @@ def test_the_operator_counts_what_each_child_counted_once() -> None:
     fresh.published.labels("journal").inc(1)
     apply_snapshot(operator, snapshot_of(fresh.registry), {})
     assert value(registry, "agentflow_events_published_total", kind="journal") == 6
+
+
+async def test_the_child_imports_neither_kopf_nor_the_kubernetes_client_and_refuses_stray_input() -> None:
+    # What keeps it small (about 44 MB RSS, not the operator's CLI re-imported): the modules it loads.
+    probe = ("import sys; import agentflow.events.child, agentflow.storage.database, "
+             "agentflow.events.jetstream; print(sorted({m.split('.')[0] for m in sys.modules}))")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", probe, stdout=asyncio.subprocess.PIPE,
+                                                env=child_environment())
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    for heavy in ("kopf", "kubernetes", "opentelemetry", "litellm", "celpy", "pendulum"):
+        assert f"'{heavy}'" not in out.decode(), heavy
+    # Anything but a ChildStart on its stdin: a clear exit, not a traceback or a hang.
+    bad = await asyncio.create_subprocess_exec(sys.executable, "-m", "agentflow.events.child",
+                                               stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                               env=child_environment())
+    _, err = await asyncio.wait_for(bad.communicate(pickle.dumps({"dsn": "x"})), 30)
+    assert bad.returncode == 1 and b"stdin held dict, not a ChildStart" in err

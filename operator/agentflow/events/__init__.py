@@ -7,6 +7,8 @@
     jetstream.py   THE module importing nats-py: connect, ensure the stream, publish, read
     publisher.py   OutboxPublisher: drains the PostgreSQL outbox (agentflow.storage.outbox) to JetStream in order,
                    one replica at a time, with backoff and lag metrics
+    process.py     PublisherProcess: the operator runs the publisher in a child process (off the reconciler's loop),
+                   woken down a pipe, its metrics reported back; child.py is that child's entry point
 
 The outbox rows are written by the journal append itself (agentflow.storage.postgres), in its transaction,
 when the store was built with ``outbox=True``; `agentflow events` (agentflow.commands.events) reads the stream,

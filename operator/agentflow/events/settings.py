@@ -132,7 +132,7 @@ def add_events_arguments(p: argparse.ArgumentParser, env: Mapping[str, str]) -> 
     p.add_argument("--events-publisher", choices=PUBLISHERS,
                    default=env.get("AGENTFLOW_EVENTS_PUBLISHER", "process"),
                    help="where the publisher runs: 'process' (default: a child process, off the reconciler's event "
-                        "loop) or 'loop' (the operator's event loop: one process, ~60 MB less, slower hops)")
+                        "loop) or 'loop' (the operator's event loop: one process, ~45 MB less, slower hops)")
     p.add_argument("--events-replicas", type=int, default=int(env.get("AGENTFLOW_EVENTS_REPLICAS", "1")),
                    help="stream replicas (clustered NATS: 3)")
 
