@@ -71,6 +71,7 @@ from operator_bench import (
     bench_processes,
     free_port,
     percentile,
+    stop_on_sigterm,
     wait_until,
     workdir,
 )
@@ -420,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300, help="seconds each phase may take")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, audit log)")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     for name in ("chains", "chain_steps", "workflows", "nodes"):
         if getattr(args, name) < (2 if name == "chain_steps" else 1):
             parser.error(f"--{name.replace('_', '-')} must be at least {2 if name == 'chain_steps' else 1}")

@@ -1335,6 +1335,15 @@ def bench_processes(root: Path, keep: bool) -> Iterator[Processes]:
         procs.stop()
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a `timeout`, a CI job cancelled, `kill`) ends the bench as Ctrl-C does: the ``finally`` blocks stop
+    the control plane, the operator and PostgreSQL instead of leaving them running."""
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=10, help="chain workflows, run one at a time")
@@ -1366,6 +1375,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --replicas: the replicas' Lease duration (their --shard-lease-seconds)")
     parser.add_argument("--serve-otlp", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     if args.serve_otlp:
         return serve_otlp(args.serve_otlp)
     if os.geteuid() != 0:

@@ -13,8 +13,11 @@ idempotent (a namespace already known is added again, a terminating one with its
 from __future__ import annotations
 
 import importlib.metadata
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
+import kopf
+from kopf._cogs.structs import dicts
 from kopf._core.reactor import observation
 
 _original = observation.process_discovered_namespace_event
@@ -39,3 +42,22 @@ def apply() -> None:
         raise RuntimeError(f"kopf {importlib.metadata.version('kopf')}: agentflow.controller.kopf_fixes no longer "
                            "matches kopf's namespace observer; check whether the fix is still needed")
     observation.process_discovered_namespace_event = process_discovered_namespace_event
+
+
+ESSENCE_METADATA = ("labels", "annotations", "ownerReferences")
+"""What of ``metadata`` kopf's essence keeps (labels, annotations) or its key naming reads (ownerReferences)."""
+
+
+class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base storage, building the same essence from a shallow view of the object without its
+    status and the metadata the essence drops (unless an extra field of a handler asks for them)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[dicts.FieldSpec] | None = None) -> kopf.BodyEssence:
+        fields = list(extra_fields or [])
+        reached = {dicts.parse_field(field)[0] for field in fields if dicts.parse_field(field)}
+        lean: dict[str, Any] = {key: value for key, value in body.items()
+                                if key not in ("metadata", "status") or key in reached}
+        if "metadata" not in reached:
+            meta = body.get("metadata") or {}
+            lean["metadata"] = {key: meta[key] for key in ESSENCE_METADATA if key in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=fields)

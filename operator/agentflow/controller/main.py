@@ -413,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.posting.level = logging.WARNING
         settings.persistence.finalizer = "agentflow.dev/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentflow.dev")
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="agentflow.dev")
+        settings.persistence.diffbase_storage = kopf_fixes.LeanDiffBaseStorage(prefix="agentflow.dev")
         if args.peering:
             settings.peering.name = args.peering
             settings.peering.priority = args.priority

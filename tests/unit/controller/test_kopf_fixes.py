@@ -4,6 +4,7 @@ namespace observer: its first list misses the namespace, its watch-stream's list
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,3 +72,63 @@ async def test_watch_events_still_go_through_kopf(monkeypatch: pytest.MonkeyPatc
     await observation.process_discovered_namespace_event(raw_event={"type": "MODIFIED", "object": gone},
                                                          namespaces=["team-*"], insights=insights)
     assert insights.namespaces == set()
+
+
+def managed(n: int) -> list[dict[str, Any]]:
+    return [{"manager": f"m{i}", "operation": "Update", "fieldsV1": {"f:status": {"f:nodes": {f"f:s{i}": {}}}}}
+            for i in range(n)]
+
+
+BODIES: list[dict[str, Any]] = [
+    {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow",
+     "metadata": {"name": "w", "namespace": "team-a", "uid": "u", "resourceVersion": "7", "generation": 2,
+                  "labels": {"app": "x"}, "finalizers": ["agentflow.dev/finalizer"], "managedFields": managed(5),
+                  "annotations": {"agentflow.dev/approve": "step", "kubectl.kubernetes.io/last-applied-configuration":
+                                  "{}", "kopf.zalando.org/last-handled-configuration": "{}",
+                                  "agentflow.dev/last-handled-configuration": "{\"spec\": {}}"}},
+     "spec": {"steps": [{"name": "a", "kind": "tool", "tool": "t", "inputs": {"x": [1, {"y": 2}]}}]},
+     "status": {"phase": "Running", "nodes": {"a": {"phase": "Running"}}}},
+    {"apiVersion": "v1", "kind": "Pod",
+     "metadata": {"name": "p", "namespace": "team-a", "managedFields": managed(3),
+                  "ownerReferences": [{"kind": "Workflow", "name": "w", "uid": "u"}], "labels": {}},
+     "spec": {"containers": [{"name": "step", "image": "i", "env": [{"name": "A", "value": "1"}]}]},
+     "status": {"phase": "Succeeded", "containerStatuses": [{"name": "step", "ready": False}]}},
+    {"apiVersion": "apps/v1", "kind": "ReplicaSet",  # kopf names its key from ownerReferences and kind here
+     "metadata": {"name": "r", "ownerReferences": [{"kind": "Deployment", "name": "d"}],
+                  "annotations": {"a": "b"}}, "spec": {"replicas": 2}, "data": {"k": "v"}},
+    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}},
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}, "status": {"phase": "Active"}},
+]
+EXTRA_FIELDS: list[list[Any]] = [[], ["status.phase"], ["metadata.finalizers", "status.nodes"], [("metadata", "uid")],
+                                 ["spec.steps"]]
+
+
+@pytest.mark.parametrize("raw", BODIES, ids=lambda b: b["kind"])
+@pytest.mark.parametrize("extra", EXTRA_FIELDS, ids=str)
+def test_the_lean_diff_base_is_the_essence_kopf_builds(raw: dict[str, Any], extra: list[Any]) -> None:
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix="agentflow.dev")
+    lean = kopf_fixes.LeanDiffBaseStorage(prefix="agentflow.dev")
+    body = kopf.Body(raw)
+    expected = kopfs.build(body=body, extra_fields=extra)
+    got = lean.build(body=body, extra_fields=extra)
+    assert got == expected
+    assert lean.fetch(body=body) == kopfs.fetch(body=body)
+    # a copy: changing the object afterwards changes no essence built before
+    if "spec" in got:
+        raw["spec"]["mutated"] = True
+        assert "mutated" not in got["spec"]
+        del raw["spec"]["mutated"]
+
+
+def test_the_lean_diff_base_copies_neither_the_status_nor_managed_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    copied: list[Any] = []
+    real = copy.deepcopy
+
+    def spy(value: Any, memo: Any = None) -> Any:
+        copied.append(value)
+        return real(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", spy)
+    kopf_fixes.LeanDiffBaseStorage(prefix="agentflow.dev").build(body=kopf.Body(BODIES[0]))
+    top = [v for v in copied if isinstance(v, dict) and ("status" in v or "managedFields" in v)]
+    assert top == [], "the status and managedFields are not copied"
