@@ -90,6 +90,15 @@ and the operator stays within 150 MB RSS with them live (issue 17; figures for o
 the same targets, for reference)."""
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` so far, from /proc (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
     """The resident set (VmRSS) or its peak (VmHWM) of process ``pid`` in MB; None when it is gone."""
     try:
@@ -745,10 +754,12 @@ class Bench:
                 got.phases.append(chain)
                 got.add(self.kubelet, wanted, chain_steps)
             idle = rss_mb(operator.pid)
+            cpu_before = cpu_seconds_of(operator.pid)
             with RssSampler(operator.pid) as rss:  # the burst: its peak, and with every Workflow of it live
                 single, created = await self.phase(f"single-step, tracing {modes[-1]}",
                                                    [chain_workflow(f"single-{i}", 1) for i in range(workflows)],
                                                    workflows, sequential=False)
+            burst_cpu = cpu_seconds_of(operator.pid) - cpu_before
             self.rss = rss
             pods = await self.api.call("GET", f"/api/v1/namespaces/{ns}/pods")
             left = collections.Counter((p.get("status") or {}).get("phase", "?") for p in pods["items"])
@@ -762,6 +773,7 @@ class Bench:
             if pod is not None and pod.created is not None:
                 first_pod.append((pod.created - t0) * 1000)
         return figures, single, {"first_pod": first_pod, "pods_left": dict(left), "rss_idle": idle,
+                                 "burst_cpu": burst_cpu,
                                  "rss_peak": self.rss.peak if self.rss else None,
                                  "rss_live": self.rss.last if self.rss else None,
                                  "gone_before_status": self.kubelet.gone_before_status,
@@ -927,6 +939,9 @@ def report(figures: dict[str, ChainFigures], single: PhaseResult, lat: dict[str,
         (f"burst: single-step workflows completed per minute ({burst} at once)", f"{per_min:.0f}/min",
          ">= 1000/min", per_min >= TARGETS["per_min"]),
     ]
+    if lat.get("burst_cpu"):
+        rows.append((f"burst: operator CPU (user + system) per workflow ({lat['burst_cpu']:.1f} s in all)",
+                     f"{lat['burst_cpu'] / burst * 1000:.1f} ms", "", None))
     if lat.get("rss_peak") is not None:
         rows += [
             (f"burst: operator peak RSS while {burst} workflows run", f"{lat['rss_peak']:.0f} MB", "<= 150 MB",
@@ -1061,16 +1076,9 @@ class ShardedOperators:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) of each replica's process so far, from /proc (0 when it is gone)."""
-        ticks = os.sysconf("SC_CLK_TCK")
         pids = {name: proc.pid for name, proc in self.procs.procs}
-        out = {}
-        for rid, runner in self.replicas.items():
-            try:
-                fields = Path(f"/proc/{pids[runner.name]}/stat").read_text().rpartition(")")[2].split()
-                out[rid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
-            except (KeyError, OSError, IndexError, ValueError):
-                out[rid] = 0.0
-        return out
+        return {rid: cpu_seconds_of(pids[runner.name]) if runner.name in pids else 0.0
+                for rid, runner in self.replicas.items()}
 
     def stop(self) -> None:
         for runner in self.replicas.values():

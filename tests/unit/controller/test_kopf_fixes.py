@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -132,3 +133,33 @@ def test_the_lean_diff_base_copies_neither_the_status_nor_managed_fields(monkeyp
     kopf_fixes.LeanDiffBaseStorage(prefix="agentflow.dev").build(body=kopf.Body(BODIES[0]))
     top = [v for v in copied if isinstance(v, dict) and ("status" in v or "managedFields" in v)]
     assert top == [], "the status and managedFields are not copied"
+
+
+WATCH_LINES = [
+    b'{"type": "ADDED", "object": {"metadata": {"name": "w", "labels": {"caf\\u00e9": "\xc3\xa9"}}, "n": 1.5e3}}',
+    b'{"type": "MODIFIED", "object": {"max": 9223372036854775807, "neg": -9223372036854775808, "f": 0.1}}',
+    b'{"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old resource version"}}',
+    b'{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}, "x": [null, true, false, ""]}',
+]
+
+
+@pytest.mark.parametrize("line", WATCH_LINES)
+def test_watch_lines_decode_as_the_standard_module_decodes_them(line: bytes) -> None:
+    text = line.decode("utf-8")  # as kopf hands it over
+    assert kopf_fixes.WatchJson.loads(text) == json.loads(text)
+
+
+def test_an_integer_past_64_bits_is_the_float_the_api_server_would_have_stored() -> None:
+    # The API server decodes a custom object's numbers to int64 or float64 (encoding/json with UseNumber), so a
+    # watch line never holds a wider integer; were one to come, orjson gives the float the server would store.
+    assert kopf_fixes.WatchJson.loads('{"big": 12345678901234567890123}') == {"big": 1.2345678901234568e+22}
+
+
+def test_kopfs_watch_streams_use_it_and_bad_lines_still_fail() -> None:
+    from kopf._cogs.clients import api
+
+    kopf_fixes.apply()
+    assert isinstance(api.json, kopf_fixes.WatchJson)  # type: ignore[attr-defined]
+    assert api.json.dumps({"a": 1}) == json.dumps({"a": 1})  # type: ignore[attr-defined]
+    with pytest.raises(json.JSONDecodeError):
+        kopf_fixes.WatchJson.loads('{"type": "ADDED", "object": {')
