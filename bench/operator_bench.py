@@ -1347,7 +1347,8 @@ def stop_on_sigterm() -> None:
     """SIGTERM (a `timeout`, a CI job cancelled, `kill`) ends the bench as Ctrl-C does: the ``finally`` blocks stop
     the control plane, the operator and PostgreSQL instead of leaving them running."""
     def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one (timeout and pkill both send one) would cut
+        raise SystemExit(128 + signum)                 # the cleanup short
 
     signal.signal(signal.SIGTERM, stop)
 

@@ -548,6 +548,7 @@ def test_every_value_is_typed_and_described() -> None:
     ("postgres.dsn=mysql://x", "postgres.dsn: Does not match pattern"),
     ("steps.statusPreviews=all", 'steps.statusPreviews: steps.statusPreviews must be one of the following: '
                                  '"masked", "none"'),
+    ("reconcile.maxConcurrent=0", "reconcile.maxConcurrent: Must be greater than or equal to 1"),
     ("webhook.checkCredentialSecrets=maybe", "webhook.checkCredentialSecrets: Invalid type. Expected: boolean"),
     ("tokenKey.existingSecret=old", "(root): Additional property tokenKey is not allowed"),
     ("egress.deny[0]=10.0.0.0/8 10.1.0.0/16", "egress.deny.0: Does not match pattern"),
@@ -686,6 +687,12 @@ def test_status_previews(helm: tuple[str, Path]) -> None:
     objects = render(helm, "--set", "steps.statusPreviews=none")
     assert "--status-previews=none" in _container(objects, RELEASE)["args"]
     assert _operator_args(_container(objects, RELEASE)).status_previews == "none"
+
+
+def test_max_concurrent_reconciles(helm: tuple[str, Path]) -> None:
+    assert _operator_args(_container(render(helm), RELEASE)).max_concurrent_reconciles == 32
+    objects = render(helm, "--set", "reconcile.maxConcurrent=8")
+    assert _operator_args(_container(objects, RELEASE)).max_concurrent_reconciles == 8
 
 
 def test_retention(helm: tuple[str, Path]) -> None:

@@ -51,7 +51,7 @@ from ..k8s.retention import parse_ttl_flag
 from ..k8s.shards import GROUP_LABEL, LEADER_KEY
 from ..models import RunTtl
 from ..models.limits import DEFAULT_WORKFLOW_DEPTH, MAX_FANOUT_ITEMS, MAX_WORKFLOW_DEPTH, workflow_depth
-from ..services.driver import WorkflowDriver
+from ..services.driver import DEFAULT_MAX_CONCURRENT_RECONCILES, WorkflowDriver
 from ..services.evaluations import EvaluationSync
 from ..services.metrics import Metrics, driven_runs
 from ..services.platform import PlatformPolicy
@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"step pods one Workflow runs at once (default {DEFAULT_MAX_PARALLEL}, "
                    "AGENTFLOW_MAX_PARALLEL); "
                    "a lower spec.parallelism wins; a run keeps the cap it started with")
+    p.add_argument("--max-concurrent-reconciles", type=_max_concurrent_reconciles, metavar="N",
+                   default=env("AGENTFLOW_MAX_CONCURRENT_RECONCILES", str(DEFAULT_MAX_CONCURRENT_RECONCILES)),
+                   help=f"Workflow reconciles this replica runs at once (default {DEFAULT_MAX_CONCURRENT_RECONCILES}, "
+                   "AGENTFLOW_MAX_CONCURRENT_RECONCILES); the rest wait in arrival order "
+                   "(agentflow_reconciles_waiting): a burst's API requests and database work follow this bound")
     p.add_argument("--max-workflow-depth", type=_workflow_depth, metavar="N",
                    default=env("AGENTFLOW_MAX_WORKFLOW_DEPTH", str(DEFAULT_WORKFLOW_DEPTH)),
                    help=f"how deep workflow steps nest child Workflows (default {DEFAULT_WORKFLOW_DEPTH}, "
@@ -227,6 +232,17 @@ def _ttl(text: str) -> RunTtl:
         return parse_ttl_flag(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _max_concurrent_reconciles(text: str) -> int:
+    """--max-concurrent-reconciles: 1 to 10,000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 10000, got {text!r}") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 10000, got {value}")
+    return value
 
 
 def _workflow_depth(text: str) -> int:
@@ -437,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         max_parallel=args.max_parallel, quality=quality,
                                                         notifier=notifier,
                                                         max_workflow_depth=args.max_workflow_depth,
-                                                        pods=RunPods()), metrics)
+                                                        pods=RunPods()), metrics,
+                                     max_concurrent=args.max_concurrent_reconciles)
         metrics.watch(driven_runs(memo.driver.reconciler.runs))
         memo.evaluations = EvaluationSync(memo.driver.reconciler.kube, factory.db.store, memo.clock)
         memo.rollouts = factory.rollout_sync(memo.clock, reporting_instance=os.environ.get("POD_ID", ""))

@@ -18,6 +18,11 @@ when it recovers::
 
 Permanent errors are retried too (an RBAC fix, a namespace or CRD put back, an edited spec can make the next
 pass work), at the longest backoff.
+
+At most ``max_concurrent`` reconciles run at once (``--max-concurrent-reconciles``, default 32; the rest wait in
+arrival order, counted by ``agentflow_reconciles_waiting``). A burst of 1,000 Workflows created together otherwise
+starts 1,000 reconciles at once, each with its API requests and database work in flight; bounded, that load follows
+the bound, not the burst (the memory of a burst is mostly kopf's per-Workflow state, which this does not bound).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from ..models import Catalog
 from ..storage.errors import StorageError
 from .errors import InvalidWorkflow, MissingReferences
 from .metrics import Metrics
-from .reconcile import WorkflowReconciler, iso
+from .reconcile import Outcome, WorkflowReconciler, iso
 
 log = logging.getLogger("agentflow.driver")
 
@@ -49,6 +54,9 @@ STALL_AFTER_FAILURES = 5
 STALL_AFTER_SECONDS = 120.0
 """Or: seconds since the first of them."""
 MISSING_REFERENCES_RECHECK_SECONDS = 5.0
+DEFAULT_MAX_CONCURRENT_RECONCILES = 32
+"""Reconciles in flight at once (two per Kubernetes API thread of the client: each waits on the API part of the
+time)."""
 
 
 class Stopped(Protocol):
@@ -98,10 +106,29 @@ class _Failures:
 
 class WorkflowDriver:
     def __init__(self, reconciler: WorkflowReconciler, metrics: Metrics, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_concurrent: int = DEFAULT_MAX_CONCURRENT_RECONCILES) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent: at least 1, got {max_concurrent}")
         self.reconciler = reconciler
         self.metrics = metrics
         self.clock = clock
+        self.slots = asyncio.Semaphore(max_concurrent)
+
+    async def _reconcile(self, body: Mapping[str, Any], catalog: Callable[[], Catalog]) -> Outcome:
+        """One reconcile, in one of the driver's slots."""
+        self.metrics.reconciles_waiting.inc()
+        try:
+            await self.slots.acquire()
+        finally:
+            self.metrics.reconciles_waiting.dec()
+        try:
+            started = time.perf_counter()
+            outcome = await self.reconciler.reconcile(body, catalog())
+            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)  # without the wait for a slot
+            return outcome
+        finally:
+            self.slots.release()
 
     async def _write(self, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
         """Patch ``status`` onto the Workflow; False (logged) when the API refuses that too."""
@@ -186,9 +213,8 @@ class WorkflowDriver:
                      stopped: Stopped, failures: _Failures) -> None:
         while not stopped:
             wakeup.clear()
-            started = time.perf_counter()
             try:
-                outcome = await self.reconciler.reconcile(body, catalog())
+                outcome = await self._reconcile(body, catalog)
             except InvalidWorkflow as exc:
                 self.metrics.errors.labels("InvalidWorkflow").inc()
                 await self._fail_invalid(body, exc)
@@ -202,7 +228,6 @@ class WorkflowDriver:
                 await self._sleep(wakeup, stopped, delay)
                 continue
             await self._recovered(body, failures)
-            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
             self.metrics.api_writes.inc(outcome.api_writes)
             if outcome.finished:  # counted in agentflow_runs_finished_total when RunFinished was journaled
                 # what was kept to drive it goes (issue 17: memory with many finished Workflows live); a later

@@ -86,6 +86,8 @@ class Metrics:
                                      registry=r)
         self.runs_stuck = Counter("agentflow_runs_stuck", "Runs the engine ended Failed because nothing could move",
                                   registry=r)
+        self.reconciles_waiting = Gauge("agentflow_reconciles_waiting", "Workflows whose next reconcile waits for "
+                                        "one of the operator's --max-concurrent-reconciles slots", registry=r)
         self.runs_stalled = Gauge("agentflow_runs_stalled", "Workflows that cannot be reconciled past an error now "
                                   "(Stalled=True)", registry=r)
         self.workflow_seconds = Histogram("agentflow_workflow_duration_seconds", "From RunStarted to RunFinished",

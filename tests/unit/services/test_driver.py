@@ -16,6 +16,7 @@ from agentflow.services import driver as driver_module
 from agentflow.services.driver import WorkflowDriver, classify
 from agentflow.services.errors import InvalidWorkflow
 from agentflow.services.metrics import Metrics
+from agentflow.services.reconcile import Outcome
 
 from .test_reconcile import Cluster, catalog, workflow
 
@@ -148,3 +149,59 @@ def test_an_invalid_spec_fails_the_workflow_for_good_and_says_so() -> None:
 def test_errors_are_classified(error: Exception, reason: str, permanent: bool) -> None:
     trouble = classify(error)
     assert (trouble.reason, trouble.permanent) == (reason, permanent)
+
+
+class GatedReconciler:
+    """A reconciler whose reconciles wait for the test to let them through; it records who ran in which order."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.most = 0
+        self.order: list[str] = []
+        self.gate = asyncio.Event()
+        self.runs: dict[str, Any] = {}
+        self.forgotten: list[str] = []
+
+    async def reconcile(self, body: dict[str, Any], catalog: Any) -> Outcome:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.order.append(body["metadata"]["name"])
+        try:
+            await self.gate.wait()
+            if body["metadata"]["name"] == "wf-2" and self.order.count("wf-2") == 1:
+                raise KubeError("the API server went away")  # a failure gives its slot back too
+        finally:
+            self.in_flight -= 1
+        return Outcome("Succeeded", True, None)
+
+    def forget(self, uid: str) -> None:
+        self.forgotten.append(uid)
+
+
+async def test_at_most_max_concurrent_reconciles_run_at_once_and_the_rest_wait_in_arrival_order() -> None:
+    metrics = Metrics()
+    reconciler = GatedReconciler()
+    driver = WorkflowDriver(reconciler, metrics, max_concurrent=3)  # type: ignore[arg-type]
+    driver._sleep = lambda *_: asyncio.sleep(0)  # type: ignore[method-assign,assignment,return-value]
+    driver._failed = lambda *_: asyncio.sleep(0, 0.0)  # type: ignore[method-assign,assignment,return-value]
+    bodies = [workflow(SPEC) for _ in range(20)]
+    for i, body in enumerate(bodies):
+        body["metadata"].update(name=f"wf-{i}", uid=f"uid-{i}")
+    tasks = [asyncio.create_task(driver.drive(b, catalog, asyncio.Event(), Stop())) for b in bodies]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert reconciler.in_flight == 3 and reconciler.order == ["wf-0", "wf-1", "wf-2"]
+    assert metrics.registry.get_sample_value("agentflow_reconciles_waiting") == 17
+    reconciler.gate.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert reconciler.most == 3
+    assert reconciler.order[:20] == [f"wf-{i}" for i in range(20)]  # first come, first served
+    assert reconciler.order[20:] == ["wf-2"]  # the failed one, again
+    assert sorted(reconciler.forgotten) == sorted(f"uid-{i}" for i in range(20))
+    assert metrics.registry.get_sample_value("agentflow_reconciles_waiting") == 0
+    assert metrics.registry.get_sample_value("agentflow_reconcile_seconds_count") == 20  # the failed pass is not
+
+
+def test_max_concurrent_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="max_concurrent: at least 1, got 0"):
+        WorkflowDriver(GatedReconciler(), Metrics(), max_concurrent=0)  # type: ignore[arg-type]
