@@ -101,6 +101,9 @@ def page(browser: object) -> Iterator[object]:
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_default_timeout(90_000)  # waits, not speed checks: the machine is shared
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=90_000)  # expect's own default is 5 s, whatever the page's is
     yield page
     page.close()
     assert not errors, f"the page raised: {errors}"

@@ -15,7 +15,9 @@ from .manifests import REVIEWED
 def _run_id(state: Path) -> str:
     runs = state / "runs"
     for _ in range(600):
-        found = [p.name for p in runs.glob("*") if (p / "meta.json").is_file()] if runs.is_dir() else []
+        # not a run still being made (.creating-*: renamed into place once complete)
+        found = [p.name for p in runs.glob("*") if not p.name.startswith(".") and (p / "meta.json").is_file()
+                 ] if runs.is_dir() else []
         if found:
             return found[0]
         time.sleep(0.05)

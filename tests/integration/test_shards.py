@@ -75,4 +75,8 @@ def test_two_replicas_split_the_work_and_a_killed_ones_workflows_are_taken_over(
     # taken over within the lease, a renewal and a reconcile (generous: the machine is shared)
     assert max(failover.takeover) < LEASE_SECONDS + 30, failover.takeover
     assert failover.twice == 0 and failover.scheduled == 30, failover
-    assert failover.pods_seen == 30 and failover.pod_creates[201] == 30, failover
+    # Every pod made once: 30 seen, and no create the API server answered other than made (201), the name taken
+    # (409) or its own timeout on a loaded machine (504: the create may have gone through; a retry then gets 409).
+    assert failover.pods_seen == 30, failover
+    assert set(failover.pod_creates) <= {201, 409, 504}, failover
+    assert 30 - failover.pod_creates[504] <= failover.pod_creates[201] <= 30, failover
