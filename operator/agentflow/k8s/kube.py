@@ -32,6 +32,11 @@ GROUP = "agentflow.dev"
 VERSION = "v1alpha1"
 API_THREADS = 16
 """Kubernetes API calls of one KubeClient in flight at once (worker threads, and pooled connections)."""
+REQUEST_TIMEOUT = (10.0, 60.0)
+"""Seconds to connect, and to wait for each read, of a call that gives no timeout of its own. The official client
+sends none by default, so a connection the network dropped without a reset held a worker thread (and the
+reconcile waiting on it) until TCP gave up, many minutes later; now the call fails with KubeError (retryable:
+the next reconcile tries again, and a create that went through answers 409, which the callers handle)."""
 
 
 class KubeError(Exception):
@@ -202,6 +207,20 @@ class KubeClient:
 
     api_client: Any  # kubernetes.client.ApiClient, built at startup
     _executor: ThreadPoolExecutor | None = dataclasses.field(default=None, repr=False)
+    request_timeout: tuple[float, float] = REQUEST_TIMEOUT
+
+    def __post_init__(self) -> None:
+        rest = getattr(self.api_client, "rest_client", None)
+        if rest is None or getattr(rest, "_agentflow_timeout", None) is not None:
+            return
+        send = rest.request
+        timeout = self.request_timeout
+
+        def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+            return send(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+        rest.request = request  # the client's GET, POST, PATCH ... all go through it
+        rest._agentflow_timeout = timeout
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
