@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .values import CallRecord, Event, EventType, StepError, StepResult
+from .values import CallRecord, Event, EventType, StepError, StepResult, call_tokens
 
 E = EventType
 TERMINAL_EVENTS = {
@@ -91,7 +91,7 @@ def history(events: Iterable[Event]) -> RunHistory:
         elif ev.type is E.cost_recorded:
             call = ev.data.get("call", {})
             c = float(call.get("cost_usd", 0.0))
-            t = int(call.get("input_tokens", 0)) + int(call.get("output_tokens", 0))
+            t = call_tokens(call)
             h.cost_usd += c
             h.tokens += t
             cost += c

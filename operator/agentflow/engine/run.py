@@ -77,7 +77,7 @@ from .nodes import (
 from .plan import AgentLoop, Plan, PlanError, StatePlan, ToolGate, planned_step_plan
 from .planner import check_plan, gate_key, planned_spec
 from .tree import TreeRun
-from .values import Decision, Event, EventType, StepError, StepRequest
+from .values import Decision, Event, EventType, StepError, StepRequest, call_tokens
 
 __all__ = [  # the phases and nodes are re-exported: drivers and views read them from here
     "CANCELLED", "FAILED", "PENDING", "QUARANTINED", "RETRYING", "RUNNING", "SKIPPED", "SUCCEEDED", "TERMINAL",
@@ -447,7 +447,7 @@ class Run:
     def _on_cost(self, ev: Event) -> None:
         call = ev.data.get("call", {})
         cost = float(call.get("cost_usd", 0.0))
-        tokens = int(call.get("input_tokens", 0)) + int(call.get("output_tokens", 0))
+        tokens = call_tokens(call)
         self.cost_usd += cost
         self.tokens += tokens
         node = self.nodes.get(str(ev.node))

@@ -115,9 +115,19 @@ class CallRecord:
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     cached: bool = False
+    tokens: int | None = None
+    """A total without its split by input and output (a child Workflow's: its calls are in its own journal);
+    None: the call's tokens are ``input_tokens + output_tokens``."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.tokens if self.tokens is not None else self.input_tokens + self.output_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.tokens is None:  # most calls: the journal's records keep their shape
+            del out["tokens"]
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CallRecord:
@@ -207,7 +217,7 @@ class StepResult:
 
     @property
     def tokens(self) -> int:
-        return sum(c.input_tokens + c.output_tokens for c in self.calls)
+        return sum(c.total_tokens for c in self.calls)
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form: ``{output, error, calls}``."""
@@ -236,6 +246,14 @@ def _context(value: Any) -> Mapping[str, Any] | None:
 
 
 _NODE_SUFFIX = re.compile(r"(\[\d+\]|#\d+)$")
+
+
+def call_tokens(call: Mapping[str, Any]) -> int:
+    """The tokens a journaled call counts for: its input and output tokens, or its ``tokens`` when it carries only
+    a total (a child Workflow's, whose own calls are recorded in its journal: agentflow.k8s.subworkflow)."""
+    if call.get("tokens") is not None:
+        return int(call["tokens"])
+    return int(call.get("input_tokens", 0)) + int(call.get("output_tokens", 0))
 
 
 def step_of_node(node: str) -> str:

@@ -19,11 +19,17 @@ template reference, the attempt's rendered inputs and the parent's budgetRef and
 calls are charged like any call of that namespace (the gateway picks Budgets by the namespace, the Workflow's
 labels, the Agent and the budgetRef: agentflow.cost.scope), the same Budgets as the parent's.
 
+Suspension follows the parent (:func:`suspension_patch`): while the parent is suspended (``spec.suspend``) its
+running children are too, so no part of the run starts new steps; resuming the parent resumes the children it
+suspended. Cancellation is passed on as ``spec.cancel``.
+
 The end of a child (:func:`child_events`): Succeeded -> StepSucceeded with its status.outputs; Failed ->
 StepFailed SubWorkflowFailed (retryable: the step's retry policy makes a new child for the next attempt);
-Cancelled -> StepFailed SubWorkflowCancelled (not retried: someone cancelled it). Its status.costUsd is
-journaled first as one CostRecorded call of kind ``workflow`` named after the child, so the parent's cost (and
-the step's) includes the child's.
+Cancelled -> StepFailed SubWorkflowCancelled (not retried: someone cancelled it). Its status.costUsd and
+status.tokens are journaled first as one CostRecorded call of kind ``workflow`` named after the child (the tokens
+as a total, ``tokens``: the child's journal has their split by call), so the parent's cost and tokens (and the
+step's) include the child's. Metrics count model calls only (the gateway's and kind ``llm``), so nothing is
+counted twice there.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from .podspec import Owner
 PARENT_LABEL: Final = "agentflow.dev/parent"
 PARENT_RUN_LABEL: Final = "agentflow.dev/parent-run"
 DEPTH_LABEL: Final = "agentflow.dev/depth"
+SUSPENDED_BY_PARENT: Final = "agentflow.dev/suspended-by-parent"
+"""On a child the operator suspended because its parent was (value: the parent's name): only such a child is
+resumed with its parent (one suspended by someone else stays suspended)."""
 FINISHED: Final = ("Succeeded", "Failed", "Cancelled")
 
 
@@ -118,15 +127,17 @@ def child_events(node: str, attempt: int, child: Mapping[str, Any], now: float) 
     if phase not in FINISHED:
         return []
     name = str((child.get("metadata") or {}).get("name"))
+    tokens = status.get("tokens")
     call = {"kind": "workflow", "name": name, "request_hash": hashlib.sha256(name.encode()).hexdigest(),
             "response": {"workflow": name, "phase": phase}, "input_tokens": 0, "output_tokens": 0,
+            "tokens": tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0,
             "cost_usd": float(status.get("costUsd") or 0.0), "latency_ms": 0.0, "cached": False}
     events = [Event(EventType.cost_recorded, node, {"attempt": attempt, "call": call}, now)]
     if phase == "Succeeded":
         outputs = status.get("outputs")
         events.append(Event(EventType.step_succeeded, node, {
             "attempt": attempt, "output": dict(outputs) if isinstance(outputs, Mapping) else {},
-            "costUsd": call["cost_usd"], "tokens": 0}, now))
+            "costUsd": call["cost_usd"], "tokens": call["tokens"]}, now))
         return events
     why = status.get("message") or "no reason given"
     if phase == "Cancelled":
@@ -135,6 +146,23 @@ def child_events(node: str, attempt: int, child: Mapping[str, Any], now: float) 
         error = StepError("SubWorkflowFailed", f"child Workflow {name} failed: {why}", retryable=True)
     events.append(Event(EventType.step_failed, node, {"attempt": attempt, "error": error.to_dict()}, now))
     return events
+
+
+def suspension_patch(child: Mapping[str, Any], parent_suspended: bool) -> dict[str, Any] | None:
+    """The patch that makes a running child follow its parent's suspension, None when it needs none: a parent
+    suspended suspends its children that are not (marking them :data:`SUSPENDED_BY_PARENT`); a parent resumed
+    resumes the children it suspended, and only those. A finished child needs nothing."""
+    if child_phase(child) in FINISHED:
+        return None
+    meta = child.get("metadata") or {}
+    marked = SUSPENDED_BY_PARENT in (meta.get("annotations") or {})
+    suspended = bool((child.get("spec") or {}).get("suspend"))
+    if parent_suspended and not suspended:
+        parent = next((o.get("name") for o in meta.get("ownerReferences") or [] if o.get("controller")), "")
+        return {"metadata": {"annotations": {SUSPENDED_BY_PARENT: str(parent)}}, "spec": {"suspend": True}}
+    if not parent_suspended and marked:
+        return {"metadata": {"annotations": {SUSPENDED_BY_PARENT: None}}, "spec": {"suspend": False}}
+    return None
 
 
 def child_statuses(nodes: Mapping[str, tuple[int, str | None, str | None]], parent: str,

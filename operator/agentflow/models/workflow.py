@@ -585,7 +585,8 @@ class WorkflowSpec(Model):
     cancel: bool = False
     """Set to true to cancel the run."""
     suspend: bool = False
-    """Set to true to stop scheduling new steps until set back to false."""
+    """Set to true to stop scheduling new steps until set back to false; running child Workflows (workflow steps)
+    are suspended with it and resumed when it is set back."""
     pod_cleanup: Literal["onSuccess", "always", "never"] = "onSuccess"
     """When finished step pods are deleted (keep on failure by default)."""
     ttl_seconds_after_finished: RunTtl | None = None

@@ -8,7 +8,7 @@ makes a child run per attempt, with the same engine, in the same state directory
         RunStore: run PARENT_RUN.NODE-aATTEMPT-HASH (created, or resumed when it exists: a resumed parent
                   resumes its child, never starts a second one)
         LocalRun(child plan, an executor of the child's own bundle, depth + 1).drive()
-        Succeeded -> StepResult(output = the child's outputs, calls = one CallRecord kind "workflow": its cost)
+        Succeeded -> StepResult(output = the child's outputs, calls = one "workflow" CallRecord: cost, tokens)
         Failed    -> SubWorkflowFailed (retryable: the step's retry policy runs a new child per attempt)
         Cancelled -> SubWorkflowCancelled (not retried)
     parent cancels the step (its cancel or timeout journaled, then its task cancelled) -> CancelRequested posted
@@ -170,7 +170,7 @@ def _failed(kind: str, message: str, *, retryable: bool, calls: tuple[CallRecord
 def _result(run_id: str, child: Run) -> StepResult:
     """The step's result from its child's end: its outputs, or why not; its cost as one call either way."""
     call = CallRecord("workflow", run_id, hashlib.sha256(run_id.encode()).hexdigest(),
-                      {"run": run_id, "phase": child.phase}, cost_usd=child.cost_usd)
+                      {"run": run_id, "phase": child.phase}, cost_usd=child.cost_usd, tokens=child.tokens)
     if child.phase == "Succeeded":
         return StepResult(output=dict(child.outputs or {}), calls=(call,))
     if child.phase == "Cancelled":

@@ -592,6 +592,7 @@ class WorkflowReconciler:
             observed = self._observed_events(body, state, results, pods, children)
             await self._audit_approvals(body, state, observed)
             await self._record(uid, state, observed, apply=True)
+            writes += await self._follow_suspension(namespace, str(meta["uid"]), run, children)
             notices, state.notices = state.notices, []
             stale, state.stale_decision = state.stale_decision, False
             writes += await self._clear_decisions(body, observed, bool(notices) or stale)
@@ -690,6 +691,26 @@ class WorkflowReconciler:
             state.last_status = status
             writes += 1
         return Outcome(run.phase, run.finished, wake_at, writes, len(state.journal))
+
+    async def _follow_suspension(self, namespace: str, uid: str, run: Run,
+                                 children: Mapping[str, Mapping[str, Any]]) -> int:
+        """Suspend the running children of a suspended run, resume those it suspended once it is resumed
+        (agentflow.k8s.subworkflow.suspension_patch); the writes made. A child gone meanwhile needs nothing."""
+        writes = 0
+        for node_id, child in sorted(children.items()):
+            node = run.nodes.get(node_id)
+            if node is None or node.phase != "Running" or not subworkflow.is_child_of(child, uid, node_id,
+                                                                                         node.attempt):
+                continue
+            patch = subworkflow.suspension_patch(child, run.suspended and not run.finished)
+            if patch is None:
+                continue
+            try:
+                await self.kube.patch_resource(PLURAL, namespace, str(child["metadata"]["name"]), patch)
+            except NotFound:
+                continue
+            writes += 1
+        return writes
 
     async def _cancel_child(self, namespace: str, name: str, node: str, attempt: int) -> int:
         """Cancel an attempt's child Workflow (spec.cancel, as `agentflow cancel` does); one gone or never made

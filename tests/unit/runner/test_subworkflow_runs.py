@@ -75,7 +75,7 @@ class Priced:
         class One:
             async def execute(self, request: StepRequest) -> StepResult:
                 outer.seen.append((request.run_id, request.node, request.attempt))
-                call = (CallRecord("llm", "m", "h", "x", cost_usd=0.25),)
+                call = (CallRecord("llm", "m", "h", "x", input_tokens=10, output_tokens=5, cost_usd=0.25),)
                 if outer.block and request.node == "say":
                     outer.started.set()
                     await asyncio.Event().wait()
@@ -117,6 +117,7 @@ async def test_a_workflow_step_runs_its_template_as_a_child_run_with_outputs_and
     assert sorted(p.name for p in (state / "runs").iterdir()) == sorted([run.run_id, child])
     assert [(r, n) for r, n, _ in fake.seen] == [(child, "say"), (run.run_id, "after")]
     assert run.nodes["sub"].cost_usd == 0.25 and run.cost_usd == 0.5  # the child's step, then the parent's own
+    assert run.nodes["sub"].tokens == 15 and run.tokens == 30  # its tokens too
     finished = journal(state, child)[-1]
     assert finished["type"] == "RunFinished" and finished["data"]["outputs"] == {"said": "hello world"}
     manifests = (state / "runs" / child / "manifests.yaml").read_text()

@@ -1,7 +1,7 @@
 """Workflow steps in the reconciler: one child Workflow per attempt (named, owned, labelled, in the parent's
-namespace), its outputs and cost back in the parent, its failure retried with a new child, the parent's cancel
-passed on, the depth limit, and a Workflow that is not the child never taken for it. The child runs through the
-same reconciler against the shipped FakeKube, as it would on a cluster."""
+namespace), its outputs and cost back in the parent, its failure retried with a new child, the parent's cancel and
+suspension passed on, the depth limit, its tokens in the parent's, and a Workflow that is not the child never taken
+for it. The child runs through the same reconciler against the shipped FakeKube, as it would on a cluster."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ def with_template() -> Catalog:
 
 
 def priced(node: str, attempt: int, inputs: Mapping[str, Any]) -> StepResult:
-    """Every attempt echoes its inputs and costs 0.25 USD."""
-    return StepResult(output={"node": node, **inputs}, calls=(CallRecord("llm", "m", "h", "x", cost_usd=0.25),))
+    """Every attempt echoes its inputs and costs 0.25 USD and 15 tokens."""
+    return StepResult(output={"node": node, **inputs}, calls=(
+        CallRecord("llm", "m", "h", "x", input_tokens=10, output_tokens=5, cost_usd=0.25),))
 
 
 class Family(Cluster):
@@ -99,6 +100,7 @@ async def test_a_workflow_step_runs_its_template_as_one_owned_child_and_gets_its
     # the child's step (0.25) rolled up into the step and the parent, plus the parent's own step (0.25)
     assert status["nodes"]["sub"]["costUsd"] == 0.25
     assert status["costUsd"] == 0.5
+    assert child["status"]["tokens"] == 15 and status["tokens"] == 30  # its tokens too, as a total
     after = c.store.attempts[(PARENT_UID, "after", 1)]["request"]["inputs"]
     assert after == {"got": "upgrades weekly"}
 
@@ -144,6 +146,34 @@ async def test_cancelling_the_parent_cancels_its_running_child() -> None:
     assert child["spec"]["cancel"] is True
     await c.reconciler.reconcile(child, with_template())
     assert c.children()[0]["status"]["phase"] == "Cancelled"
+
+
+async def test_suspending_the_parent_suspends_its_running_child_and_resuming_it_resumes_only_that_one() -> None:
+    c = Family()
+    c.kube.add_resource(workflow(PARENT))
+    await c.round(kubelet=False)
+    await c.round(kubelet=False)  # the child runs
+    c.parent()["spec"]["suspend"] = True
+    await c.round(kubelet=False)
+    [child] = c.children()
+    assert child["spec"]["suspend"] is True
+    assert child["metadata"]["annotations"][subworkflow.SUSPENDED_BY_PARENT] == "wf"
+    patches = len(c.kube.patches)
+    await c.round(kubelet=False)  # nothing changed: nothing written again
+    assert len(c.kube.patches) == patches
+    c.parent()["spec"]["suspend"] = False
+    await c.round(kubelet=False)
+    [child] = c.children()
+    assert child["spec"]["suspend"] is False and subworkflow.SUSPENDED_BY_PARENT not in child["metadata"].get(
+        "annotations", {})
+    child["spec"]["suspend"] = True  # suspended by its user, not by the parent: the parent leaves it so
+    await c.round(kubelet=False)
+    assert c.children()[0]["spec"]["suspend"] is True
+    c.parent()["spec"]["suspend"] = True
+    await c.round(kubelet=False)
+    c.parent()["spec"]["suspend"] = False
+    await c.round(kubelet=False)
+    assert c.children()[0]["spec"]["suspend"] is True
 
 
 async def test_a_run_at_the_depth_limit_starts_no_child() -> None:
