@@ -149,6 +149,21 @@ def test_watch_lines_decode_as_the_standard_module_decodes_them(line: bytes) -> 
     assert kopf_fixes.WatchJson.loads(text) == json.loads(text)
 
 
+def test_a_watched_objects_managed_fields_are_dropped_and_nothing_else() -> None:
+    body = {"metadata": {"name": "w", "uid": "u", "resourceVersion": "7", "labels": {"a": "b"},
+                         "managedFields": [{"manager": "agentflow", "operation": "Update", "fieldsType": "FieldsV1",
+                                            "fieldsV1": {"f:status": {"f:phase": {}}}}]},
+            "spec": {"steps": [{"name": "s"}]}, "status": {"phase": "Running"}}
+    event = kopf_fixes.WatchJson.loads(json.dumps({"type": "MODIFIED", "object": body}))
+    expected = copy.deepcopy(body)
+    del expected["metadata"]["managedFields"]
+    assert event == {"type": "MODIFIED", "object": expected}
+    # anything not shaped like a watched object is decoded as it is
+    for text in ('[1, 2]', '"x"', '{"type": "ADDED", "object": 5}', '{"object": {"metadata": [1]}}',
+                 '{"object": {"spec": {"metadata": {"managedFields": 1}}}}'):
+        assert kopf_fixes.WatchJson.loads(text) == json.loads(text)
+
+
 def test_an_integer_past_64_bits_is_the_float_the_api_server_would_have_stored() -> None:
     # The API server decodes a custom object's numbers to int64 or float64 (encoding/json with UseNumber), so a
     # watch line never holds a wider integer; were one to come, orjson gives the float the server would store.
