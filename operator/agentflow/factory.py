@@ -10,6 +10,7 @@ Entry points (``agentflow operator``, ``agentflow gateway``) read their flags in
     factory.gateway_server()    the OpenAI-compatible server over it, authenticating attempt tokens
     factory.callback_server()   the server step pods fetch attempts from and post results to
     factory.trigger_server()    with a cluster: the server WorkflowTriggers' deliveries are posted to
+    factory.event_triggers()    with a cluster and ``events``: WorkflowTriggers with spec.events, fed from the stream
     factory.reconciler(config)  the Workflow reconciler (its journal appends metered when given the Metrics)
     factory.notifier(config)    the approval notifier (SMTP relay, webhook allowlist, console URL): to reconciler()
     factory.event_publisher()   with ``events`` (``--nats-url``): the publisher draining the outbox to NATS (in a child
@@ -27,11 +28,12 @@ audit sink and endpoint policy. (The local runner's in-process gateway is agentf
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +43,7 @@ from .callback.server import CallbackServer
 from .events.process import PublisherProcess
 from .events.publisher import EventMetrics, EventSink, OutboxPublisher
 from .events.settings import EventSettings
+from .events.triggers import EventTriggers, Stream, consumer_name
 from .gateway.budgets import CatalogBudgets
 from .gateway.cache import ResponseCache
 from .gateway.embeddings import Embeddings
@@ -371,6 +374,27 @@ class Factory:
 
     def callback_server(self, on_result: Callable[[Any], Any] | None = None) -> CallbackServer:
         return CallbackServer(self.db.store, self.authenticator(), on_result=on_result, audit=self.db.audit)
+
+    def event_triggers(self, key: bytes, namespaces: Sequence[str] = ()) -> Callable[[asyncio.Event], Awaitable[None]]:
+        """Event triggers (WorkflowTriggers with spec.events) fed from the events stream, in ``namespaces``, through
+        the durable consumer named from ``key`` (the operator's signing key, shared by its replicas): the coroutine
+        function that runs them until its event is set. ConfigError when events are off."""
+        if self.events is None:
+            raise ConfigError("event triggers read the events stream: give --nats-url")
+        if self.kube is None:
+            raise ConfigError("event triggers need a Kubernetes client")
+        triggers = EventTriggers(self.kube, consumer_name(key), namespaces=namespaces)
+        settings = self.events
+
+        async def connect() -> Stream:
+            from .events.jetstream import JetStream  # nats-py: only when events are on
+
+            return await JetStream.connect(settings.connect)
+
+        def run(stopped: asyncio.Event) -> Awaitable[None]:
+            return triggers.run(connect, settings.stream.name, stopped)
+
+        return run
 
     def trigger_server(self, namespaces: Sequence[str] = ()) -> TriggerServer:
         """The server starting runs of WorkflowTriggers, in ``namespaces`` (names or globs; empty: all)."""

@@ -2,7 +2,7 @@
 on this machine); nats-server is killed mid-run and stays down until the run has finished (the run never waits
 for it, and the operator's lag metric shows what waits); once it is back, the stream holds every journal record
 of the run exactly once, in sequence order, with no gap, the same as PostgreSQL's journal, read back through
-`agentflow events`.
+`agentflow events`. An event trigger starts a run when another run of its namespace succeeds.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,49 @@ async def test_killing_nats_mid_run_loses_nothing_and_duplicates_nothing(
 def test_the_operator_log_says_where_it_publishes(events_operator: Operator) -> None:
     log = Path(events_operator.log).read_text()
     assert "publishing events to NATS at nats://127.0.0.1:" in log and "stream AGENTFLOW" in log
+
+
+def test_an_event_trigger_starts_a_run_when_another_succeeds(cluster: Cluster, events_operator: Operator) -> None:
+    """A WorkflowTrigger with spec.events hears a run of its namespace succeed (PhaseChanged, from the stream) and
+    starts one run of its template with the run's name as input; the started run's own events start nothing more
+    (a trigger never hears its own runs), and the step of each ran once."""
+    assert cluster.host_address
+    consuming = "consuming agentflow.> from the stream AGENTFLOW"
+    cluster.wait_until("the event triggers' consumer", lambda: consuming in Path(events_operator.log).read_text(),
+                       timeout=120, every=1)
+    server = CountingServer(cluster.host_address)
+    with fresh_namespace(cluster, PREFIX) as namespace:
+        try:
+            tool = {"name": "count", "http": {"url": server.url, "method": "POST"}, "timeoutSeconds": 20}
+            step = {"name": "one", "kind": "tool", "tool": "count", "inputs": {"step": "${{ inputs.source }}"}}
+            cluster.apply([
+                {"apiVersion": "agentflow.dev/v1alpha1", "kind": "ToolPolicy", "metadata": {"name": "counting"},
+                 "spec": {"tools": [tool]}},
+                {"apiVersion": "agentflow.dev/v1alpha1", "kind": "WorkflowTemplate", "metadata": {"name": "next"},
+                 "spec": {"inputs": {"source": ""}, "steps": [step]}},
+                {"apiVersion": "agentflow.dev/v1alpha1", "kind": "WorkflowTrigger", "metadata": {"name": "chain"},
+                 "spec": {"workflowTemplateRef": {"name": "next"}, "events": {"types": ["PhaseChanged"]},
+                          "when": 'body.to == "Succeeded"', "inputs": {"source": "body.workflow"}}},
+            ], namespace)
+            cluster.apply([{"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": "first"},
+                            "spec": {"inputs": {"source": "first"}, "steps": [step]}}], namespace)
+            assert wait_finished(cluster, namespace, "first")["status"]["phase"] == "Succeeded"
+
+            def started() -> list[dict[str, Any]]:
+                return cluster.get_json("workflows.agentflow.dev", "-n", namespace,
+                                        "-l", "agentflow.dev/trigger=chain")["items"]
+
+            cluster.wait_until("the triggered run", lambda: len(started()) == 1, timeout=180, every=1)
+            [run] = started()
+            assert run["spec"]["inputs"] == {"source": "first"}
+            assert run["metadata"]["labels"]["agentflow.dev/event-depth"] == "1"
+            done = wait_finished(cluster, namespace, run["metadata"]["name"])
+            assert done["status"]["phase"] == "Succeeded", json.dumps(done["status"], indent=2)
+            trigger = cluster.get_json("workflowtriggers.agentflow.dev", "chain", "-n", namespace)
+            assert trigger["status"]["lastDelivery"]["outcome"] == "Started"
+            cluster.wait_until("the triggered run's own success to be read (and start nothing)",
+                               lambda: len(server.calls) == 2, timeout=30, every=1)
+            time.sleep(10)  # its PhaseChanged to Succeeded is on the stream by now: nothing more may start
+            assert len(started()) == 1 and len(server.calls) == 2
+        finally:
+            server.close()

@@ -4,7 +4,8 @@ Everything is built at startup from flags and environment and closed at
 cleanup: the Kubernetes client, the PostgreSQL pool, the callback server the
 step pods talk to, the metrics endpoint and, with --nats-url, the events
 publisher (a task draining the outbox to NATS JetStream: it never holds up
-startup or a run when NATS is away), with --trigger-listen, the endpoint
+startup or a run when NATS is away) and the event triggers (WorkflowTriggers with spec.events, read from the
+stream by a durable consumer), with --trigger-listen, the endpoint
 WorkflowTriggers' deliveries are posted to and, with --shards auto, the shard membership (a thread renewing this
 replica's Lease and reading the others': agentflow.services.shards), left first at cleanup, and the LISTEN for
 results other replicas stored (agentflow.storage.notices).
@@ -497,6 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             memo.events_task = asyncio.create_task(publisher.run(memo.events_stopped), name="events-publisher")
             log.info("publishing events to NATS at %s, stream %s", events_config.connect.shown,
                      events_config.stream.name)
+            memo.event_triggers_stopped = asyncio.Event()
+            memo.event_triggers_task = asyncio.ensure_future(
+                factory.event_triggers(key, args.namespace)(memo.event_triggers_stopped))
         handlers.start_budget_sync(memo, factory.db.ledger, namespaces=args.namespace, metrics=metrics,
                                    reporting_instance=os.environ.get("POD_ID", ""))
         host, _, port = args.callback_listen.rpartition(":")
@@ -525,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         await handlers.stop_budget_sync(memo)
         # a sweep cut short has collected whole batches (one transaction each) or nothing
         await stop_task(memo.sweep_task, memo.sweep_stopped, "the orphan sweep")
+        await stop_task(memo.event_triggers_task, memo.event_triggers_stopped, "the event triggers")
         await stop_events(memo)
         if memo.triggers is not None:
             await memo.triggers.stop()

@@ -37,6 +37,9 @@ class Memo(kopf.Memo):
     budget_sync_stopped: asyncio.Event
     events_task: asyncio.Task[None] | None
     events_stopped: asyncio.Event
+    event_triggers_task: asyncio.Task[None] | None
+    """With --nats-url: WorkflowTriggers with spec.events, fed from the events stream (agentflow.events.triggers)."""
+    event_triggers_stopped: asyncio.Event
     retention: RunRetention
     sweep_task: asyncio.Task[None] | None
     sweep_stopped: asyncio.Event
@@ -74,9 +77,11 @@ def new_memo() -> Memo:
     memo.rollouts = None
     memo.budget_sync_task = None
     memo.events_task = None
+    memo.event_triggers_task = None
     memo.sweep_task = None
     memo.budget_sync_stopped = asyncio.Event()
     memo.events_stopped = asyncio.Event()
+    memo.event_triggers_stopped = asyncio.Event()
     memo.sweep_stopped = asyncio.Event()
     memo.wakeups = {}
     memo.seen = {}

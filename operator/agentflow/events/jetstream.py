@@ -4,6 +4,7 @@
     await js.ensure_stream(StreamSettings())             # created if missing; warnings when it differs
     stored = await js.publish(message, "AGENTFLOW")       # False: a duplicate JetStream dropped (Nats-Msg-Id)
     async for seq, body in js.read("AGENTFLOW", "agentflow.team-a.*.*", follow=True): ...
+    await js.consume("AGENTFLOW", "agentflow-triggers-...", "agentflow.>", handle)   # a durable work queue
     await js.close()
 
 nats-py's exceptions never leave this module; they become (agentflow.events.errors)::
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nats
@@ -37,9 +39,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from .errors import EventsError, EventsUnavailable, PermissionDenied, StreamMissing
 from .settings import ConnectSettings, StreamSettings
-from .wire import EventMessage
+from .wire import MSG_ID, EventMessage
 
-__all__ = ["JetStream"]
+__all__ = ["Delivered", "JetStream"]
 
 log = logging.getLogger("agentflow.events")
 
@@ -99,6 +101,18 @@ def _translate(exc: BaseException, what: str, where: str, errors: _Errors | None
 
 
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivered:
+    """One message handed to :meth:`JetStream.consume`'s handler."""
+
+    subject: str
+    data: bytes
+    msg_id: str | None
+    """Its Nats-Msg-Id header (every AgentFlow event has one)."""
+    deliveries: int
+    """1 the first time it is handed over, more when it is delivered again."""
 
 
 class JetStream:
@@ -235,6 +249,51 @@ class JetStream:
                             backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def consume(self, stream: str, durable: str, subject_filter: str,
+                      handle: Callable[[Delivered], Awaitable[bool]], *, batch: int = 64, wait: float = 5.0,
+                      ack_wait: float = 60.0, max_deliver: int = 20, retry_delay: float = 5.0,
+                      inactive: float | None = None) -> None:
+        """Hand each message on ``subject_filter`` to ``handle``, forever (until cancelled): True acknowledges it,
+        False (or an exception, logged) has it delivered again after ``retry_delay``, at most ``max_deliver``
+        times in all. ``durable`` is a durable consumer that starts at the messages published after it was first
+        made and remembers its place; whoever consumes under the same name shares its messages (each goes to one
+        of them). A message not acknowledged within ``ack_wait`` (a consumer that died) is delivered again. A
+        lost connection or consumer is made again; PermissionDenied when this user may not consume. ``inactive``:
+        seconds without a reader after which NATS deletes the consumer (None: never)."""
+        config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW,
+                                ack_wait=ack_wait, max_deliver=max_deliver, filter_subject=subject_filter,
+                                inactive_threshold=inactive)
+        backoff = 0.5
+        what = f"consume {subject_filter} from the stream {stream}"
+        while True:
+            try:
+                sub = await self._js.pull_subscribe(subject_filter, durable=durable, stream=stream, config=config)
+                log.info("consuming %s from the stream %s (a durable consumer)", subject_filter, stream)
+                backoff = 0.5
+                while True:
+                    try:
+                        messages = await sub.fetch(batch, timeout=wait)
+                    except TimeoutError:  # nothing new; a consumer lost to a NATS restart is made again
+                        if self._errors.permission:
+                            raise
+                        await sub.consumer_info()
+                        continue
+                    for msg in messages:
+                        try:
+                            done = await handle(Delivered(msg.subject, msg.data, (msg.headers or {}).get(MSG_ID),
+                                                          msg.metadata.num_delivered))
+                        except Exception:  # a bug must not stop the consumer: the message comes again
+                            log.exception("%s: handling %s failed", what, msg.subject)
+                            done = False
+                        await (msg.ack() if done else msg.nak(delay=retry_delay))
+            except _NATS_ERRORS as exc:
+                error = _translate(exc, what, self.where, self._errors)
+                if isinstance(error, PermissionDenied):
+                    raise error from exc
+                log.warning("%s; again in %.1fs", error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     async def _subscribe(self, stream: str, subject_filter: str, since: dt.datetime | None,
                          next_seq: int | None) -> JetStreamContext.PullSubscription:

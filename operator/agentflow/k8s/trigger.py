@@ -73,8 +73,8 @@ def delivery_status(namespace: str, trigger: WorkflowTrigger, delivery_id: str, 
     """The trigger's status after an authenticated delivery (any earlier configuration problem cleared)."""
     last: dict[str, Any] = {"id": delivery_id, "time": rfc3339(at), "outcome": outcome, "workflow": workflow,
                             "message": message[:1000]}
-    return {"path": trigger_path(namespace, trigger.metadata.name), "lastDelivery": last, "message": None,
-            "observedGeneration": trigger.metadata.generation}
+    path = trigger_path(namespace, trigger.metadata.name) if trigger.spec.auth is not None else None
+    return {"path": path, "lastDelivery": last, "message": None, "observedGeneration": trigger.metadata.generation}
 
 
 def secret_problem(secret: Mapping[str, Any], namespace: str, name: str, key: str) -> str | None:

@@ -1,8 +1,14 @@
-"""WorkflowTrigger: an HTTP endpoint that starts a run of a WorkflowTemplate for each authenticated delivery.
+"""WorkflowTrigger: starts a run of a WorkflowTemplate for each authenticated HTTP delivery or AgentFlow event.
 
-The operator serves every trigger at ``POST /v1/triggers/NAMESPACE/NAME`` on its trigger port
-(``--trigger-listen``, off by default; :mod:`agentflow.triggers.server`). A delivery is authenticated with a key
-kept in a Secret of the trigger's own namespace (one of three schemes, exactly one per trigger)::
+A trigger has exactly one source::
+
+    auth      HTTP: the operator serves it at ``POST /v1/triggers/NAMESPACE/NAME`` on its trigger port
+              (``--trigger-listen``, off by default; :mod:`agentflow.triggers.server`)
+    events    NATS: AgentFlow's own events of the trigger's namespace on the JetStream stream (the operator with
+              ``--nats-url``; :mod:`agentflow.events.triggers`): a run's journal records and phase changes, by type
+
+An HTTP delivery is authenticated with a key kept in a Secret of the trigger's own namespace (one of three
+schemes, exactly one per trigger)::
 
     auth.hmac     GitHub style: HEADER = PREFIX + hex(HMAC(key, body)), e.g. X-Hub-Signature-256: sha256=...
     auth.slack    Slack style (signing secret v0): X-Slack-Signature = v0= + hex(HMAC-SHA256(key,
@@ -10,16 +16,22 @@ kept in a Secret of the trigger's own namespace (one of three schemes, exactly o
     auth.bearer   Authorization: Bearer KEY
 
 then mapped to the run's inputs with CEL over ``body`` (the parsed JSON, or the fields of a form-encoded body) and
-``headers`` (names lower-cased). The run's Workflow is named from the delivery id (``NAME-HASH``), so a delivery
-posted again (a retry, a replay of a captured request) finds its Workflow and starts nothing; that holds across
-operator restarts and replicas because it lives in the API server, for as long as the Workflow exists.
+``headers`` (names lower-cased). An event is mapped the same way: ``body`` is the event message
+(agentflow.events.wire: ``workflow``, ``namespace``, ``record`` or ``from``/``to``) and ``headers`` has
+``nats-msg-id``, the event's id. An event trigger hears only its own namespace's events (the subject
+``agentflow.NAMESPACE.>`` is the only one read for it), never the events of the runs it started itself, and a
+chain of event-started runs stops at :data:`MAX_EVENT_CHAIN`.
+
+The run's Workflow is named from the delivery id (``NAME-HASH``; an event's id by default), so a delivery posted
+again (a retry, a replay of a captured request, an event delivered twice) finds its Workflow and starts nothing;
+that holds across operator restarts and replicas because it lives in the API server, for as long as the
+Workflow exists.
 
 A Secret used by a trigger must carry the label ``agentflow.dev/trigger: "true"`` (as model credentials carry
 ``agentflow.dev/credential``): whoever may create a WorkflowTrigger cannot make the operator use any other Secret
 of the namespace, and never one of another namespace (a reference has no namespace).
 
-Not implemented: NATS subjects as a trigger source (the events stream publishes runs' journals; it does not
-deliver outside events), and so there is no field for it.
+Not implemented: subjects other than AgentFlow's own events (messages published by applications) as a source.
 """
 
 from __future__ import annotations
@@ -38,8 +50,20 @@ DELIVERY_ANNOTATION = "agentflow.dev/delivery-id"
 
 TRIGGER_NAME_MAX = 46
 """A WorkflowTrigger's name is at most 46 characters: its Workflows are named NAME-HASH (17 more, 63 in all)."""
-DEFAULT_DELIVERY_HEADERS = ("x-github-delivery", "x-gitlab-event-uuid", "x-request-id", "idempotency-key")
-"""Where a delivery's id is looked for, in order, when spec.deliveryId is not set."""
+DEFAULT_DELIVERY_HEADERS = ("x-github-delivery", "x-gitlab-event-uuid", "x-request-id", "idempotency-key",
+                            "nats-msg-id")
+"""Where a delivery's id is looked for, in order, when spec.deliveryId is not set (an event's: nats-msg-id)."""
+EVENT_DEPTH_LABEL = "agentflow.dev/event-depth"
+"""On a Workflow an event trigger created: how many event-started runs led to it (1: started by the event of a
+run no event trigger started)."""
+MAX_EVENT_CHAIN = 8
+"""The longest chain of runs started by events of runs started by events (a loop between triggers ends here)."""
+EVENT_TYPES = frozenset({
+    "RunStarted", "StepScheduled", "StepStarted", "StepSucceeded", "StepFailed", "StepSkipped", "StepTimedOut",
+    "StepCancelled", "RetryScheduled", "ApprovalRequested", "ApprovalDecided", "CostRecorded", "StateEntered",
+    "FanOut", "LoopStarted", "LoopFinished", "PlanStarted", "PlanAccepted", "PlanRefused", "PlanFinished",
+    "CancelRequested", "Suspended", "Resumed", "RunTimedOut", "RunFinished", "PhaseChanged"})
+"""The event types a trigger may name: the journal's, and PhaseChanged (a Workflow's status.phase changed)."""
 
 
 class TriggerSecretRef(Model):
@@ -87,6 +111,24 @@ class BearerAuth(Model):
     """The token."""
 
 
+class TriggerEvents(Model):
+    """AgentFlow events of the trigger's namespace that start a run (the operator reads them from the JetStream
+    stream: it needs --nats-url)."""
+
+    types: list[str] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    """The event types that start a run, e.g. RunFinished or PhaseChanged (the journal's types and
+    PhaseChanged); narrow them with spec.when, e.g. body.to == "Failed"."""
+
+    @model_validator(mode="after")
+    def _known(self) -> TriggerEvents:
+        unknown = [t for t in self.types if t not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"types: {unknown[0]!r} is not an event type (one of {', '.join(sorted(EVENT_TYPES))})")
+        if len(set(self.types)) != len(self.types):
+            raise ValueError("types: each type at most once")
+        return self
+
+
 class TriggerAuth(Model):
     """How a delivery is authenticated: exactly one of hmac, slack, bearer."""
 
@@ -117,8 +159,12 @@ class WorkflowTriggerSpec(Model):
     workflow_template_ref: TemplateRef
     """The template each run is made from: a WorkflowTemplate of the trigger's namespace (the default kind) or a
     ClusterWorkflowTemplate (kind); its Agents, PromptVersions and Budgets are the trigger's namespace's."""
-    auth: TriggerAuth
-    """How a delivery is authenticated (checked before the body is parsed)."""
+    auth: TriggerAuth | None = None
+    """An HTTP trigger: how a delivery is authenticated (checked before the body is parsed). Exactly one of auth
+    and events."""
+    events: TriggerEvents | None = None
+    """An event trigger: the AgentFlow events of this namespace that start a run. Exactly one of auth and
+    events."""
     inputs: dict[str, str] = Field(default_factory=dict, max_length=100)
     """Input name -> CEL expression over ``body`` and ``headers`` giving its value; the inputs are then checked
     against the template's inputSchema (its defaults fill the rest)."""
@@ -129,7 +175,15 @@ class WorkflowTriggerSpec(Model):
     gives the same). Default: the first of the headers X-GitHub-Delivery, X-Gitlab-Event-UUID, X-Request-Id,
     Idempotency-Key. A delivery without an id is refused (400): it could not be told from its replays."""
     suspend: bool = False
-    """True: deliveries are refused (503) and start nothing."""
+    """True: deliveries are refused (503) and start nothing; events are passed over (not kept for later)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkflowTriggerSpec:
+        given = [name for name in ("auth", "events") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of auth (HTTP deliveries) and events (AgentFlow events) (got "
+                             f"{', '.join(given) or 'none'})")
+        return self
 
 
 class LastDelivery(Model):
@@ -152,15 +206,15 @@ class WorkflowTriggerStatus(ResourceStatus):
     """Observed state of a WorkflowTrigger (written by the trigger server)."""
 
     path: str | None = None
-    """The URL path deliveries are posted to: /v1/triggers/NAMESPACE/NAME."""
+    """The URL path deliveries are posted to: /v1/triggers/NAMESPACE/NAME (an HTTP trigger's)."""
     last_delivery: LastDelivery | None = None
-    """The last authenticated delivery."""
+    """The last authenticated delivery (an event trigger's: the last event that started a run or was refused)."""
     message: str | None = None
     """A configuration problem that makes every delivery fail (its Secret missing or not labelled)."""
 
 
 class WorkflowTrigger(Model):
-    """An HTTP endpoint creating Workflows from a WorkflowTemplate for authenticated deliveries."""
+    """Creates Workflows from a WorkflowTemplate for authenticated HTTP deliveries or AgentFlow events."""
 
     api_version: Literal["agentflow.dev/v1alpha1"] = API_VERSION
     kind: Literal["WorkflowTrigger"] = "WorkflowTrigger"

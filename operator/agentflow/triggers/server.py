@@ -16,11 +16,12 @@ One delivery, in this order::
     ... it exists already (a replay, a retry)                                        200 {"started": false,
                                                                                          "duplicate": true}
 
-Tenant-first: an unknown trigger, a namespace the operator does not serve, a missing or unlabelled Secret and a
-bad signature all answer the same 401, so a caller without the key learns nothing about what exists. Once
-authenticated, the caller holds the trigger's key and is told exactly what is wrong. At most
-``max_in_flight`` deliveries are handled at once (429 with Retry-After past it), and triggers and Secrets are
-read through a short cache (``cache_seconds``), so a flood of unauthenticated posts costs the API server little.
+Tenant-first: an unknown trigger, an event trigger (spec.events), a namespace the operator does not serve, a
+missing or unlabelled Secret and a bad signature all answer the same 401, so a caller without the key learns
+nothing about what exists. Once authenticated, the caller holds the trigger's key and is told exactly what is
+wrong. At most ``max_in_flight`` deliveries are handled at once (429 with Retry-After past it), and triggers and
+Secrets are read through a short cache (``cache_seconds``), so a flood of unauthenticated posts costs the API
+server little.
 
 Every error is JSON ``{"error": "..."}``; 503 with Retry-After when the API server cannot be reached. The
 trigger's status (path, lastDelivery, message) is written after each authenticated delivery, best effort.
@@ -42,19 +43,12 @@ import orjson
 from aiohttp import web
 
 from ..k8s.kube import Kube, KubeError, NotFound
-from ..k8s.trigger import delivery_of, delivery_status, secret_problem, workflow_body
+from ..k8s.trigger import secret_problem
 from ..listener import Listener
-from ..models import (
-    AnyTemplate,
-    ClusterWorkflowTemplate,
-    ManifestError,
-    WorkflowTemplate,
-    WorkflowTrigger,
-    parse_resource,
-)
-from ..validation.templates import template_input_findings
+from ..models import ManifestError, WorkflowTrigger, parse_resource
 from ..validation.triggers import MappingError, TriggerSpecError, compile_trigger
 from .auth import Unauthenticated, verify
+from .runs import RETRY_AFTER_SECONDS, TRIGGERS, Refused, TriggerRuns, unavailable
 
 __all__ = ["MAX_DELIVERY_BYTES", "TriggerServer"]
 
@@ -63,21 +57,13 @@ log = logging.getLogger("agentflow.triggers")
 MAX_DELIVERY_BYTES = 2**20
 """The largest body accepted (GitHub caps webhook payloads at 25 MiB, but its large ones are pushes of many
 commits a run would not read; Slack's are a few KiB)."""
-RETRY_AFTER_SECONDS = 5
-TRIGGERS, WORKFLOWS, TEMPLATES = "workflowtriggers", "workflows", "workflowtemplates"
-CLUSTER_TEMPLATES = "clusterworkflowtemplates"
 NOT_AUTHENTICATED = "not authenticated: sign the body with the trigger's key (see its spec.auth)"
 Clock = Callable[[], float]
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
+_ApiError = Refused
 
 
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -142,6 +128,7 @@ class TriggerServer:
         self._kube = kube
         self._namespaces = tuple(namespaces)
         self._clock = clock
+        self._runs = TriggerRuns(kube, clock)
         self._max_body = max_body_bytes
         self._slots = asyncio.Semaphore(max_in_flight)
         self._cache = _Cache(cache_seconds, time.monotonic)
@@ -181,8 +168,10 @@ class TriggerServer:
         raw = await self._read_body(request)
         trigger = await self._trigger(namespace, name)
         key = await self._key(namespace, trigger)
+        auth = trigger.spec.auth
+        assert auth is not None  # _trigger: an HTTP trigger
         try:
-            verify(trigger.spec.auth, key, raw, request.headers, self._clock())
+            verify(auth, key, raw, request.headers, self._clock())
         except Unauthenticated as exc:
             log.info("trigger %s/%s: delivery refused: %s", namespace, name, exc)
             raise _unauthenticated() from None
@@ -202,25 +191,10 @@ class TriggerServer:
             await self._status(namespace, trigger, delivery.id, "Filtered")
             return _json(202, {"started": False, "deliveryId": delivery.id,
                                "message": "spec.when is false for this delivery; no run started"})
-        template = await self._template(namespace, trigger)
-        findings = template_input_findings(template, delivery.inputs, ("inputs",))
-        if findings:
-            text = "; ".join(f"{'.'.join(str(p) for p in path)}: {message}" for path, message in findings)
-            await self._status(namespace, trigger, delivery.id, "Refused", message=text)
-            raise _ApiError(422, text)
-        body = workflow_body(trigger, delivery.id, delivery.inputs, namespace)
-        workflow = body["metadata"]["name"]
-        created = await self._api(self._kube.create_resource(WORKFLOWS, namespace, body), "create the Workflow")
-        if created:
-            log.info("trigger %s/%s: delivery %s started %s", namespace, name, delivery.id, workflow)
-            await self._status(namespace, trigger, delivery.id, "Started", workflow)
-            return _json(201, {"started": True, "workflow": workflow, "deliveryId": delivery.id})
-        existing = await self._api(self._kube.get_resource(WORKFLOWS, namespace, workflow), "read the Workflow")
-        if delivery_of(existing, name) != delivery.id:
-            raise _ApiError(409, f"Workflow {namespace}/{workflow} exists and was not started by this delivery "
-                                 f"of WorkflowTrigger {name}; no run started")
-        await self._status(namespace, trigger, delivery.id, "Duplicate", workflow)
-        return _json(200, {"started": False, "duplicate": True, "workflow": workflow, "deliveryId": delivery.id,
+        run = await self._runs.start(namespace, trigger, delivery)
+        if run.started:
+            return _json(201, {"started": True, "workflow": run.workflow, "deliveryId": delivery.id})
+        return _json(200, {"started": False, "duplicate": True, "workflow": run.workflow, "deliveryId": delivery.id,
                            "message": "this delivery already started this run"})
 
     # ----------------------------------------------------------------------- reading
@@ -263,10 +237,15 @@ class TriggerServer:
             log.warning("trigger %s/%s: refused: the WorkflowTrigger is invalid: %s", namespace, name, exc)
             raise _unauthenticated() from None
         assert isinstance(trigger, WorkflowTrigger)
+        if trigger.spec.auth is None:
+            log.info("trigger %s/%s: refused: an event trigger takes no HTTP deliveries (no spec.auth)", namespace,
+                     name)
+            raise _unauthenticated()
         return trigger
 
     async def _key(self, namespace: str, trigger: WorkflowTrigger) -> bytes:
         """The trigger's key, from a Secret of its own namespace only (a reference names no namespace)."""
+        assert trigger.spec.auth is not None  # _trigger: an HTTP trigger
         ref = trigger.spec.auth.secret_ref
         try:
             secret = await self._cache.get(("s", namespace, ref.name),
@@ -293,53 +272,16 @@ class TriggerServer:
         self._reported.pop((namespace, trigger.metadata.name), None)
         return str(secret["data"][ref.key]).strip().encode("utf-8")
 
-    async def _template(self, namespace: str, trigger: WorkflowTrigger) -> AnyTemplate:
-        ref = trigger.spec.workflow_template_ref
-        cluster = ref.kind == "ClusterWorkflowTemplate"
-        shown = ref.name if cluster else f"{namespace}/{ref.name}"
-        try:
-            body = await self._api(self._kube.get_cluster_resource(CLUSTER_TEMPLATES, ref.name) if cluster
-                                   else self._kube.get_resource(TEMPLATES, namespace, ref.name), f"read the {ref.kind}")
-            template = parse_resource(body)
-        except NotFound:
-            raise _ApiError(422, f"spec.workflowTemplateRef.name: {ref.kind} {shown} does not exist") from None
-        except ManifestError as exc:
-            raise _ApiError(422, f"spec.workflowTemplateRef.name: {ref.kind} {shown} is invalid: {exc}") from None
-        assert isinstance(template, WorkflowTemplate | ClusterWorkflowTemplate)
-        return template
-
-    # ----------------------------------------------------------------------- writing
-
-    async def _api(self, call: Awaitable[Any], what: str) -> Any:
-        try:
-            return await call
-        except NotFound:
-            raise
-        except KubeError as exc:
-            if exc.retryable:
-                raise self._unavailable(exc) from None
-            if exc.status in (400, 422):  # the API server (the admission webhook) refused the Workflow
-                raise _ApiError(422, f"the API server refused to {what}: {exc}") from None
-            log.error("trigger server: cannot %s: %s", what, exc)
-            raise _ApiError(500, f"the operator cannot {what}; its log has the details") from None
-
-    @staticmethod
-    def _unavailable(exc: KubeError) -> _ApiError:
-        log.warning("trigger server: the API server is unavailable: %s", exc)
-        return _ApiError(503, "the Kubernetes API server is unavailable; post the delivery again",
-                         {"Retry-After": str(RETRY_AFTER_SECONDS)})
-
     async def _status(self, namespace: str, trigger: WorkflowTrigger, delivery_id: str, outcome: str,
-                      workflow: str | None = None, message: str = "") -> None:
-        await self._patch_status(namespace, trigger.metadata.name,
-                                 delivery_status(namespace, trigger, delivery_id, outcome, self._clock(), workflow,
-                                                 message))
+                      message: str = "") -> None:
+        await self._runs.status(namespace, trigger, delivery_id, outcome, message=message)
 
     async def _patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        try:  # best effort: the run is what matters, and it is started (or refused) already
-            await self._kube.patch_status(TRIGGERS, namespace, name, status)
-        except KubeError as exc:
-            log.warning("trigger %s/%s: status not written: %s", namespace, name, exc)
+        await self._runs.patch_status(namespace, name, status)
+
+    @staticmethod
+    def _unavailable(exc: KubeError) -> Refused:
+        return unavailable(exc)
 
 
 def _parse_body(raw: bytes, content_type: str) -> Any:

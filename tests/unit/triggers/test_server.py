@@ -115,7 +115,7 @@ async def test_a_replay_after_an_operator_restart_starts_nothing(served: Any) ->
 
 @pytest.mark.parametrize("case", ["bad signature", "other key", "no signature", "unknown trigger",
                                   "unknown namespace", "no secret", "unlabelled secret", "no key in secret",
-                                  "invalid trigger", "not a name", "forbidden"])
+                                  "invalid trigger", "not a name", "forbidden", "event trigger"])
 async def test_every_failure_to_authenticate_looks_the_same(served: Any, case: str) -> None:
     kube, url, _ = served
     raw, headers = signed(ISSUE)
@@ -140,6 +140,10 @@ async def test_every_failure_to_authenticate_looks_the_same(served: Any, case: s
         kube.resources[("workflowtriggers", "team", "issues")]["spec"]["auth"] = {}
     elif case == "not a name":
         path = "/v1/triggers/Team/issues%2F..%2Fx"
+    elif case == "event trigger":  # spec.events: it hears AgentFlow events, takes no HTTP delivery
+        spec = kube.resources[("workflowtriggers", "team", "issues")]["spec"]
+        del spec["auth"]
+        spec["events"] = {"types": ["RunFinished"]}
     elif case == "forbidden":  # RBAC: a namespace the operator's Role does not cover
         async def refused(*args: Any) -> Any:
             raise Forbidden("get workflowtriggers/issues: 403 (check the operator's RBAC)", 403)
