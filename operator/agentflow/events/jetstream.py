@@ -254,13 +254,14 @@ class JetStream:
                       handle: Callable[[Delivered], Awaitable[bool]], *, batch: int = 64, wait: float = 5.0,
                       ack_wait: float = 60.0, max_deliver: int = 20, retry_delay: float = 5.0,
                       inactive: float | None = None) -> None:
-        """Hand each message on ``subject_filter`` to ``handle``, forever (until cancelled): True acknowledges it,
-        False (or an exception, logged) has it delivered again after ``retry_delay``, at most ``max_deliver``
-        times in all. ``durable`` is a durable consumer that starts at the messages published after it was first
-        made and remembers its place; whoever consumes under the same name shares its messages (each goes to one
-        of them). A message not acknowledged within ``ack_wait`` (a consumer that died) is delivered again. A
-        lost connection or consumer is made again; PermissionDenied when this user may not consume. ``inactive``:
-        seconds without a reader after which NATS deletes the consumer (None: never)."""
+        """Hand each message on ``subject_filter`` to ``handle``, forever (until cancelled): True acknowledges it, False
+        (or an exception, logged) has it delivered again after ``retry_delay`` (doubling with each delivery, at
+        most a minute), at most ``max_deliver`` times in all. ``durable`` is a durable consumer that starts at
+        the messages published after it was first made and remembers its place; whoever consumes under the same
+        name shares its messages (each goes to one of them). A message not acknowledged within ``ack_wait`` (a
+        consumer that died) is delivered again. A lost connection or consumer is made again; PermissionDenied
+        when this user may not consume. ``inactive``: seconds without a reader after which NATS deletes the
+        consumer (None: never)."""
         config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW,
                                 ack_wait=ack_wait, max_deliver=max_deliver, filter_subject=subject_filter,
                                 inactive_threshold=inactive)
@@ -286,7 +287,11 @@ class JetStream:
                         except Exception:  # a bug must not stop the consumer: the message comes again
                             log.exception("%s: handling %s failed", what, msg.subject)
                             done = False
-                        await (msg.ack() if done else msg.nak(delay=retry_delay))
+                        if done:
+                            await msg.ack()
+                        else:  # 1x, 2x, 4x ... retry_delay, at most a minute
+                            deliveries = max(1, msg.metadata.num_delivered)
+                            await msg.nak(delay=min(retry_delay * 2 ** min(deliveries - 1, 10), 60.0))
             except _NATS_ERRORS as exc:
                 error = _translate(exc, what, self.where, self._errors)
                 if isinstance(error, PermissionDenied):

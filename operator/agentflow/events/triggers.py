@@ -3,18 +3,19 @@
 The operator (with ``--nats-url``) reads the events stream through one durable consumer,
 ``agentflow-triggers-<secret>`` (agentflow.events.jetstream.JetStream.consume), shared by its replicas: each event
 goes to one of them, and is acknowledged once every trigger it concerns has started its run or refused it for good.
-While the API server is away the event is not acknowledged, and JetStream delivers it again a few seconds later. The
-consumer starts at the events published after it was first made; it remembers its place across restarts, and is
-deleted by NATS after a day without a reader (:data:`INACTIVE_SECONDS`). Its name is derived from the operator's
-signing key (:func:`consumer_name`): JetStream lets whoever may pull from the stream (``$JS.API.CONSUMER.MSG.NEXT``,
-which a tenant's user holds to read its own namespace) pull from any consumer whose name it knows, and this one
-hears every namespace.
+While the API server is away the event is not acknowledged, and JetStream delivers it again (5 s later, doubling to
+a minute, up to 20 deliveries: about 15 minutes). The consumer starts at the events published after it was first
+made; it remembers its place across restarts, and is deleted by NATS after a day without a reader
+(:data:`INACTIVE_SECONDS`). Its name is derived from the operator's signing key (:func:`consumer_name`): JetStream
+lets whoever may pull from the stream (``$JS.API.CONSUMER.MSG.NEXT``, which a tenant's user holds to read its own
+namespace) pull from any consumer whose name it knows, and this one hears every namespace.
 
 One event, in this order (:meth:`EventTriggers.handle`)::
 
-    subject agentflow.NS.WORKFLOW.TYPE, its body an AgentFlow event of NS and WORKFLOW   else passed over (logged)
+    subject agentflow.NS.WORKFLOW.TYPE                                                     else passed over (logged)
     NS one the operator serves (--namespace)                                               else passed over
-    NS's WorkflowTriggers (listed, kept cache_seconds) with spec.events naming TYPE, not suspended
+    NS's WorkflowTriggers (listed, kept cache_seconds) with spec.events naming TYPE, not suspended: none, done
+    its body an AgentFlow event of NS and WORKFLOW                                         else passed over (logged)
     ... not the trigger that started WORKFLOW (a trigger never hears its own runs)
     mapped: when, inputs, deliveryId over body (the event) and headers (nats-msg-id)       when false: nothing
     WORKFLOW's chain of event-started runs shorter than MAX_EVENT_CHAIN                    else Refused
@@ -46,7 +47,7 @@ from ..k8s.kube import Kube, KubeError, NotFound
 from ..models import ManifestError, WorkflowTrigger, parse_resource
 from ..models.trigger import EVENT_DEPTH_LABEL, MAX_EVENT_CHAIN, TRIGGER_LABEL
 from ..triggers.runs import TRIGGERS, WORKFLOWS, Refused, TriggerRuns
-from ..validation.triggers import MappingError, TriggerSpecError, compile_trigger
+from ..validation.triggers import CompiledTrigger, MappingError, TriggerSpecError, compile_trigger
 from .errors import EventsError
 from .subjects import SubjectError, parse_subject
 from .wire import WireError, decode
@@ -99,6 +100,7 @@ class EventTriggers:
         self._cache_seconds = cache_seconds
         self._triggers: collections.OrderedDict[str, tuple[float, list[tuple[WorkflowTrigger, frozenset[str]]]]] \
             = collections.OrderedDict()
+        self._compiled_triggers: dict[tuple[str, str, str, str], CompiledTrigger] = {}
 
     async def run(self, connect: Callable[[], Awaitable[Stream]], stream: str, stopped: asyncio.Event) -> None:
         """Consume the events stream ``stream`` until ``stopped``: connected with ``connect``, again after a failure
@@ -132,23 +134,29 @@ class EventTriggers:
         """Act on one event: True when done with it (acknowledge), False to have it delivered again."""
         try:
             namespace, workflow, kind = parse_subject(event.subject)
+        except SubjectError as exc:
+            log.info("event triggers: %s passed over: %s", event.subject[:200], exc)
+            return True
+        if event.msg_id is None or not self._served(namespace):
+            return True
+        try:  # most events concern no trigger: looked up before the body is read
+            triggers = [t for t, types in await self._event_triggers(namespace) if kind in types]
+        except KubeError as exc:
+            log.warning("event triggers: cannot list the WorkflowTriggers of %s (%s); the event comes again",
+                        namespace, exc)
+            return False
+        if not triggers:
+            return True
+        try:
             body = orjson.loads(event.data)
             received = decode(body)
-        except (SubjectError, WireError, orjson.JSONDecodeError) as exc:
+        except (WireError, orjson.JSONDecodeError) as exc:
             log.info("event triggers: %s passed over: %s", event.subject[:200], exc)
             return True
         if received.namespace != namespace or received.workflow != workflow:
             log.warning("event triggers: %s passed over: its body is about %s/%s", event.subject[:200],
                         received.namespace, received.workflow)
             return True
-        if event.msg_id is None or not self._served(namespace):
-            return True
-        try:
-            triggers = [t for t, types in await self._event_triggers(namespace) if kind in types]
-        except KubeError as exc:
-            log.warning("event triggers: cannot list the WorkflowTriggers of %s (%s); the event comes again",
-                        namespace, exc)
-            return False
         source: dict[str, Any] | None = None
         done = True
         for trigger in triggers:
@@ -169,7 +177,7 @@ class EventTriggers:
         if labels.get(TRIGGER_LABEL) == name:  # its own run: hearing it would start runs forever
             return True
         try:
-            delivery = compile_trigger(trigger.spec).deliver(body, {"nats-msg-id": msg_id})
+            delivery = self._compiled(trigger).deliver(body, {"nats-msg-id": msg_id})
         except TriggerSpecError as exc:  # admission refuses these; one made before it was checked
             log.warning("event triggers: WorkflowTrigger %s/%s %s", namespace, name, exc)
             return True
@@ -194,6 +202,18 @@ class EventTriggers:
             if not exc.reported:
                 await self._runs.status(namespace, trigger, delivery.id, "Refused", message=exc.message)
         return True
+
+    def _compiled(self, trigger: WorkflowTrigger) -> CompiledTrigger:
+        """The trigger's expressions, compiled once per version of it (TriggerSpecError when one does not)."""
+        meta = trigger.metadata
+        key = (str(meta.namespace), meta.name, str(meta.uid), str(meta.generation))
+        compiled = self._compiled_triggers.get(key)
+        if compiled is None:
+            compiled = compile_trigger(trigger.spec)
+            self._compiled_triggers[key] = compiled
+            while len(self._compiled_triggers) > 1024:
+                self._compiled_triggers.pop(next(iter(self._compiled_triggers)))
+        return compiled
 
     async def _source(self, namespace: str, workflow: str) -> dict[str, Any]:
         """The Workflow the event is about ({} when it is gone already)."""

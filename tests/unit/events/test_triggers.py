@@ -190,3 +190,25 @@ def test_the_consumer_is_named_from_the_key_and_only_from_it() -> None:
     a, b = consumer_name(b"a" * 32), consumer_name(b"b" * 32)
     assert a == consumer_name(b"a" * 32) and a != b  # replicas with one key share it; another key, another one
     assert a.startswith("agentflow-triggers-") and len(a) == len("agentflow-triggers-") + 24
+
+
+async def test_a_trigger_is_compiled_once_per_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agentflow.events.triggers as module
+
+    compiled: list[str] = []
+    real = module.compile_trigger
+
+    def counting(spec: Any) -> Any:
+        compiled.append(spec.when)
+        return real(spec)
+
+    monkeypatch.setattr(module, "compile_trigger", counting)
+    kube = cluster()
+    triggers = EventTriggers(kube, "c", cache_seconds=0)
+    for seq in range(3):
+        assert await triggers.handle(phase(seq=seq)) is True
+    assert compiled == ["body.to == 'Failed'"] and len(started(kube)) == 3
+    body = kube.resources[("workflowtriggers", "team", "on-failure")]
+    body["spec"]["when"], body["metadata"]["generation"] = "body.to == 'Cancelled'", 2  # edited: compiled again
+    assert await triggers.handle(phase(to="Cancelled", seq=9)) is True
+    assert compiled[-1] == "body.to == 'Cancelled'" and len(started(kube)) == 4
