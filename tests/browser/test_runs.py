@@ -105,3 +105,21 @@ def test_the_runs_list_filters_and_links(console: Console, page: Page, tmp_path:
     page.select_option('[data-testid="filter-phase"]', "")
     expect(rows).to_have_count(1)
     screenshot(page, "runs")
+
+
+def test_a_workflow_steps_child_run_is_one_click_away(console: Console, page: Page, tmp_path: Path) -> None:
+    manifest = tmp_path / "team-reports.yaml"
+    manifest.write_text((Path(__file__).resolve().parents[2] / "examples/manifests/team-reports.yaml").read_text())
+    done = agentflow("run", str(manifest), "--input", "teams=[payments]", state=console.state)
+    assert done.returncode == 0, done.stderr
+    parents = [p.name for p in (console.state / "runs").glob("team-reports-*") if "." not in p.name]
+    assert len(parents) == 1, parents
+    page.goto(f"{console.url}/#/runs/{parents[0]}")
+    expect(_node(page, "per-team")).to_have_attribute("data-phase", "Succeeded")
+    _node(page, "per-team").click()
+    panel = page.locator('[data-testid="node-panel"]')
+    expect(panel).to_contain_text("1 fan-out items")
+    panel.get_by_text("child run").first.click()  # the item's child run: its own page, its own graph
+    expect(_node(page, "draft")).to_have_attribute("data-phase", "Succeeded")
+    assert "per-team-0-a1-" in page.url
+    screenshot(page, "child-run")

@@ -7,16 +7,20 @@ import { VirtualList } from "./VirtualList";
 interface Attempt {
   attempt: number; scheduledAt: number | null; startedAt: number | null; finishedAt: number | null;
   outcome: string | null; error: { type: string; message: string } | null; executor: string | null; pod?: string;
-  calls: { kind: string; name: string; input_tokens: number; output_tokens: number; cost_usd: number; latency_ms: number; cached: boolean; response: unknown }[];
+  calls: { kind: string; name: string; input_tokens: number; output_tokens: number; tokens?: number; cost_usd: number; latency_ms: number; cached: boolean; response: unknown }[];
 }
-interface Item { id: string; phase: string; attempts: number; costUsd: number; message: string | null; startedAt: number | null; finishedAt: number | null }
+interface Item { id: string; phase: string; attempts: number; costUsd: number; message: string | null; startedAt: number | null; finishedAt: number | null; childRun?: string }
 interface Detail {
   id: string; step: string; phase: string; attempts: Attempt[]; inputs: unknown; output: unknown;
   error: { type: string; message: string } | null; message: string | null; costUsd: number; tokens: number;
   startedAt: number | null; finishedAt: number | null; spec: Record<string, unknown> | null;
   approval: { message: string; approvers: string[]; deadline: number | null; gate: unknown; decision: unknown } | null;
   events: { type: string; at: number; data: unknown }[]; eventsOmitted: number;
-  items?: Item[]; visits?: Item[]; note?: string;
+  items?: Item[]; visits?: Item[]; note?: string; childRun?: string;
+}
+
+function runLink(id: string) {
+  return `#/runs/${encodeURIComponent(id)}`;
 }
 
 export function NodePanel({ runId, nodeId, version, waitingNodes, onClose, onSelect, onDecided }: {
@@ -67,6 +71,7 @@ export function NodePanel({ runId, nodeId, version, waitingNodes, onClose, onSel
             <span>{fmtCost(detail.costUsd)}</span><span>{detail.tokens} tokens</span><span>{detail.attempts.length} attempt(s)</span></div>
           {detail.note && <div className="muted">{detail.note}</div>}
           {detail.message && <div className="reason">{detail.message}</div>}
+          {detail.childRun && <div className="child-run" data-testid="child-run">child run: <a href={runLink(detail.childRun)}>{detail.childRun}</a></div>}
           {waitingId && (
             <div className="approval" data-testid="approval">
               <h4>Waiting for a decision on {waitingId}</h4>
@@ -84,6 +89,7 @@ export function NodePanel({ runId, nodeId, version, waitingNodes, onClose, onSel
                 <div className={`list-row phase-${it.phase}`} onClick={() => onSelect(it.id)}>
                   <span className="name">{it.id}</span><span className={`phase phase-${it.phase}`}>{it.phase}</span>
                   <span>{fmtDuration(it.startedAt, it.finishedAt)}</span><span>{it.message ?? ""}</span>
+                  {it.childRun && <a href={runLink(it.childRun)} onClick={(e) => e.stopPropagation()}>child run</a>}
                 </div>)} />
             </section>
           )}
@@ -107,7 +113,7 @@ export function NodePanel({ runId, nodeId, version, waitingNodes, onClose, onSel
                   {a.error && <div className="error-box">{a.error.type}: {a.error.message}</div>}
                   {a.calls.length > 0 && (
                     <ul className="calls">{a.calls.map((c, i) => (
-                      <li key={i} data-testid="call"><b>{c.kind}</b> {c.name} · {c.input_tokens + c.output_tokens} tokens · {fmtCost(c.cost_usd)} · {Math.round(c.latency_ms)} ms{c.cached ? " · cached" : ""}</li>))}
+                      <li key={i} data-testid="call"><b>{c.kind}</b> {c.name} · {c.tokens ?? c.input_tokens + c.output_tokens} tokens · {fmtCost(c.cost_usd)} · {Math.round(c.latency_ms)} ms{c.cached ? " · cached" : ""}</li>))}
                     </ul>)}
                 </div>))}
             </section>

@@ -29,6 +29,7 @@ from ..engine.journal import Record
 from ..engine.plan import Plan, PlanError, compile_plan
 from ..engine.run import Run
 from ..engine.values import Event
+from ..k8s import subworkflow
 from ..k8s.kube import ApiServer, Kube, KubeClient, KubeError, NotFound, user_words
 from ..k8s.kube import Forbidden as KubeForbidden
 from ..models import ManifestError, Workflow
@@ -277,7 +278,8 @@ class ClusterRunSource:
         plan, run, events, _, _ = await self._state(body)
         if run is not None:
             try:
-                return node_detail(plan, run, events, node)
+                return node_detail(plan, run, events, node,
+                                   lambda child, attempt: f"{namespace}:{subworkflow.child_name(name, child, attempt)}")
             except NodeNotFound:
                 raise NotFoundError(f"workflow {namespace}/{name} has no node {node!r}") from None
         entry = ((body.get("status") or {}).get("nodes") or {}).get(node)

@@ -5,7 +5,9 @@
     node_detail(plan, run, events, node_id)  -> inputs, output, error, attempts (timing, outcome), the model
                                                 and tool calls of each attempt (the agent's calls, drawn as
                                                 the node's children), cost, tokens, the node's journal events
-                                                (its log); a fan-out step lists its items, a state its visits
+                                                (its log); a fan-out step lists its items, a state its visits;
+                                                a workflow step its latest attempt's child run (``childRun``,
+                                                the run page's id of it: ``child_run(node, attempt)``)
     clip(value)                              -> the value, or a preview when its JSON is too big to send
 
 Large values are clipped (``{"truncated": true, "bytes": N, "preview": "..."}``) so one huge output
@@ -14,7 +16,7 @@ cannot stall the page; the full value stays in the journal (``agentflow show RUN
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -23,7 +25,7 @@ from ..engine.canonical import to_builtin
 from ..engine.plan import Plan
 from ..engine.run import Run
 from ..engine.values import Event, EventType, step_of_node
-from ..models.workflow import StepSpec
+from ..models.workflow import StepKind, StepSpec
 
 __all__ = ["MAX_VALUE_BYTES", "NodeNotFound", "clip", "node_detail"]
 
@@ -110,7 +112,12 @@ def _engine_node(run: Run, node_id: str, events: Sequence[Event]) -> dict[str, A
     return out
 
 
-def node_detail(plan: Plan, run: Run, events: Iterable[Event], node_id: str) -> dict[str, Any]:
+ChildRun = Callable[[str, int], str]
+"""The run id the console shows a workflow step's child under, from (node, attempt)."""
+
+
+def node_detail(plan: Plan, run: Run, events: Iterable[Event], node_id: str,
+                child_run: ChildRun | None = None) -> dict[str, Any]:
     """Everything about one node: a graph node (step, state) or an engine node (``step[i]``, ``state#n``)."""
     events = list(events)
     step = step_of_node(node_id)
@@ -159,4 +166,11 @@ def node_detail(plan: Plan, run: Run, events: Iterable[Event], node_id: str) -> 
             detail = _engine_node(run, node_id, events)
     detail["step"] = step
     detail["spec"] = spec.dump() if spec is not None else None
+    if child_run is not None and spec is not None and spec.kind is StepKind.workflow:
+        node = run.nodes.get(str(detail["id"]))
+        if node is not None and node.attempt >= 1:
+            detail["childRun"] = child_run(node.id, node.attempt)
+        for item in detail.get("items") or []:
+            if item["attempts"] >= 1:
+                item["childRun"] = child_run(item["id"], item["attempts"])
     return detail

@@ -45,6 +45,7 @@ from ..models.manifests import parse_resource
 from ..runner import session
 from ..runner.replay import ReplayError, WhatIfExecutor, replay_exact
 from ..runner.store import RunDir, RunStore, StoreError
+from ..runner.subworkflows import child_run_id
 from ..validation.grants import agent_loops, approval_gates
 from .details import NodeNotFound, node_detail
 from .errors import BadRequest, Conflict, NotFound
@@ -229,7 +230,8 @@ class LocalRunSource:
     async def node(self, caller: Caller, ref: str, node: str) -> dict[str, Any]:
         loaded = self._load(self._resolve(ref))
         try:
-            return node_detail(loaded.plan, loaded.run, loaded.events, node)
+            return node_detail(loaded.plan, loaded.run, loaded.events, node,
+                               lambda child, attempt: child_run_id(loaded.run.run_id, child, attempt))
         except NodeNotFound:
             names = ", ".join(list(loaded.plan.units())[:20])
             raise NotFound(f"run {loaded.run.run_id} has no node {node!r} (steps: {names})") from None

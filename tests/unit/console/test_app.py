@@ -196,3 +196,59 @@ async def test_the_built_page_carries_the_token(state: Path) -> None:
         text = await (await c.get("/")).text()
         assert f'<meta name="agentflow-token" content="{settings.token}">' in text
         assert (await c.get("/assets/console.js")).status == 200
+
+
+CHILDREN = """\
+apiVersion: agentflow.dev/v1alpha1
+kind: ToolPolicy
+metadata: {name: tools}
+spec:
+  tools:
+  - {name: echo, builtin: {name: echo}}
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: leaf}
+spec:
+  inputs: {topic: x}
+  steps:
+  - {name: say, kind: tool, tool: echo, inputs: {text: "${{ inputs.topic }}"}}
+  outputs:
+    said: steps.say.output.text
+---
+apiVersion: agentflow.dev/v1alpha1
+kind: Workflow
+metadata: {name: parent}
+spec:
+  inputs: {topics: [a, b]}
+  steps:
+  - {name: one, kind: workflow, workflowTemplateRef: {name: leaf}, inputs: {topic: solo}}
+  - {name: each, kind: workflow, workflowTemplateRef: {name: leaf}, forEach: inputs.topics,
+     inputs: {topic: "${{ item }}"}}
+"""
+
+
+async def test_a_workflow_step_links_to_its_child_run_which_the_console_serves(client: Any, state: Path) -> None:
+    from agentflow.runner import session
+    from agentflow.runner.store import RunStore
+    from agentflow.runner.subworkflows import child_run_id
+
+    c, _ = client
+    path = state.parent / "children.yaml"
+    path.write_text(CHILDREN)
+    bundle = session.load_bundle([path])
+    run_dir = session.create_run(RunStore(state), bundle, [path])  # as `agentflow run`: children in the state dir
+    await session.drive(run_dir, bundle, session.make_executor(bundle, "inprocess", state_dir=state))
+    one = await (await c.get(f"/api/runs/{run_dir.run_id}/nodes/one")).json()
+    assert one["phase"] == "Succeeded" and one["childRun"] == child_run_id(run_dir.run_id, "one", 1)
+    got = await c.get(f"/api/runs/{one['childRun']}")
+    child = await got.json()
+    assert got.status == 200, child
+    assert child["run"]["phase"] == "Succeeded" and [n["id"] for n in child["nodes"]] == ["say"]
+    each = await (await c.get(f"/api/runs/{run_dir.run_id}/nodes/each")).json()
+    assert [i["childRun"] for i in each["items"]] == [child_run_id(run_dir.run_id, f"each[{i}]", 1) for i in (0, 1)]
+    item = await (await c.get(f"/api/runs/{run_dir.run_id}/nodes/each%5B1%5D")).json()
+    assert item["childRun"] == each["items"][1]["childRun"]
+    assert (await c.get(f"/api/runs/{item['childRun']}")).status == 200
+    [call] = item["attempts"][0]["calls"]
+    assert call["kind"] == "workflow"
