@@ -7,12 +7,14 @@ A trigger has exactly one source::
     events    NATS: AgentFlow's own events of the trigger's namespace on the JetStream stream (the operator with
               ``--nats-url``; :mod:`agentflow.events.triggers`): a run's journal records and phase changes, by type
 
-An HTTP delivery is authenticated with a key kept in a Secret of the trigger's own namespace (one of three
+An HTTP delivery is authenticated with a key kept in a Secret of the trigger's own namespace (one of four
 schemes, exactly one per trigger)::
 
     auth.hmac     GitHub style: HEADER = PREFIX + hex(HMAC(key, body)), e.g. X-Hub-Signature-256: sha256=...
     auth.slack    Slack style (signing secret v0): X-Slack-Signature = v0= + hex(HMAC-SHA256(key,
                   "v0:" + X-Slack-Request-Timestamp + ":" + body)), the timestamp within maxSkewSeconds of now
+    auth.standard Standard Webhooks (Svix and others): webhook-signature = v1,base64(HMAC-SHA256(key,
+                  webhook-id + "." + webhook-timestamp + "." + body)), the timestamp within maxSkewSeconds
     auth.bearer   Authorization: Bearer KEY
 
 then mapped to the run's inputs with CEL over ``body`` (the parsed JSON, or the fields of a form-encoded body) and
@@ -50,8 +52,8 @@ DELIVERY_ANNOTATION = "agentflow.dev/delivery-id"
 
 TRIGGER_NAME_MAX = 46
 """A WorkflowTrigger's name is at most 46 characters: its Workflows are named NAME-HASH (17 more, 63 in all)."""
-DEFAULT_DELIVERY_HEADERS = ("x-github-delivery", "x-gitlab-event-uuid", "x-request-id", "idempotency-key",
-                            "nats-msg-id")
+DEFAULT_DELIVERY_HEADERS = ("webhook-id", "x-github-delivery", "x-gitlab-event-uuid", "x-request-id",
+                            "idempotency-key", "nats-msg-id")
 """Where a delivery's id is looked for, in order, when spec.deliveryId is not set (an event's: nats-msg-id)."""
 EVENT_DEPTH_LABEL = "agentflow.dev/event-depth"
 """On a Workflow an event trigger created: how many event-started runs led to it (1: started by the event of a
@@ -104,6 +106,18 @@ class SlackAuth(Model):
     """How far the timestamp may be from the operator's clock."""
 
 
+class StandardWebhooksAuth(Model):
+    """Standard Webhooks signatures (standardwebhooks.com; Svix and the senders built on it): webhook-signature =
+    v1,base64(HMAC-SHA256(key, webhook-id + "." + webhook-timestamp + "." + body)), the timestamp recent. The
+    signature covers the delivery id, so a captured request cannot be posted again under another id, and the
+    timestamp bounds its replay under the same one. The key is the sender's secret as it gives it (whsec_BASE64)."""
+
+    secret_ref: TriggerSecretRef
+    """The signing secret (whsec_ followed by base64, or the base64 alone)."""
+    max_skew_seconds: int = Field(default=300, ge=1, le=3600)
+    """How far webhook-timestamp may be from the operator's clock."""
+
+
 class BearerAuth(Model):
     """A shared token: Authorization: Bearer TOKEN."""
 
@@ -130,25 +144,27 @@ class TriggerEvents(Model):
 
 
 class TriggerAuth(Model):
-    """How a delivery is authenticated: exactly one of hmac, slack, bearer."""
+    """How a delivery is authenticated: exactly one of hmac, slack, standard, bearer."""
 
     hmac: HmacAuth | None = None
     """GitHub-style HMAC of the body."""
     slack: SlackAuth | None = None
     """Slack-style v0 signature with a timestamp."""
+    standard: StandardWebhooksAuth | None = None
+    """Standard Webhooks signature over the delivery id, a timestamp and the body."""
     bearer: BearerAuth | None = None
     """A bearer token."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TriggerAuth:
-        given = [name for name in ("hmac", "slack", "bearer") if getattr(self, name) is not None]
+        given = [name for name in ("hmac", "slack", "standard", "bearer") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"set exactly one of hmac, slack, bearer (got {', '.join(given) or 'none'})")
+            raise ValueError(f"set exactly one of hmac, slack, standard, bearer (got {', '.join(given) or 'none'})")
         return self
 
     @property
     def secret_ref(self) -> TriggerSecretRef:
-        scheme = self.hmac or self.slack or self.bearer
+        scheme = self.hmac or self.slack or self.standard or self.bearer
         assert scheme is not None  # the validator above
         return scheme.secret_ref
 

@@ -8,22 +8,29 @@ caller is told only that the delivery is not authenticated, never which part fai
     hmac     HEADER: PREFIX + hex(HMAC-ALG(key, body))              (GitHub: X-Hub-Signature-256: sha256=...)
     slack    X-Slack-Signature: v0= + hex(HMAC-SHA256(key, "v0:" + TS + ":" + body)), with
              X-Slack-Request-Timestamp: TS within maxSkewSeconds of now
+    standard webhook-signature: "v1," + base64(HMAC-SHA256(key, ID + "." + TS + "." + body)) (one or more,
+             space-separated, any may match), with webhook-id: ID and webhook-timestamp: TS within
+             maxSkewSeconds of now; the key is the secret as Standard Webhooks senders give it, whsec_BASE64
     bearer   Authorization: Bearer KEY
 
-Replays: a signature covers the body (and, for slack, the timestamp), not the delivery-id header; whoever
-captured a signed request could post it again under a new id. The slack scheme bounds that by the timestamp;
-with hmac, take the delivery id from the signed body where the sender puts one there (``spec.deliveryId``).
+Replays: with hmac and slack a signature covers the body (and, for slack, the timestamp), not the delivery-id
+header; whoever captured a signed request could post it again under a new id. The slack scheme bounds that by
+the timestamp; with hmac, take the delivery id from the signed body where the sender puts one there
+(``spec.deliveryId``). The standard scheme signs the id itself (the default delivery id is its webhook-id), so a
+captured request starts nothing new under another id, and its timestamp bounds its replay under the same one.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
 
 from ..models import TriggerAuth
 
-__all__ = ["Unauthenticated", "sign_hmac", "sign_slack", "verify"]
+__all__ = ["Unauthenticated", "sign_hmac", "sign_slack", "sign_standard", "standard_key", "verify"]
 
 
 class Unauthenticated(Exception):
@@ -53,6 +60,39 @@ def sign_slack(key: bytes, body: bytes, timestamp: int) -> str:
     return "v0=" + hmac.new(key, base, hashlib.sha256).hexdigest()
 
 
+def standard_key(secret: bytes) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (whsec_BASE64, or the base64 alone); Unauthenticated when it is
+    not base64 (the Secret holds something else)."""
+    text = secret.strip()
+    if text.startswith(b"whsec_"):
+        text = text[len(b"whsec_"):]
+    try:
+        key = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise Unauthenticated("the trigger's key is not a Standard Webhooks secret (whsec_ and base64)") from None
+    if not key:
+        raise Unauthenticated("the trigger's key is empty")
+    return key
+
+
+def sign_standard(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The webhook-signature value a Standard Webhooks sender computes (``secret`` as it gives it: whsec_...)."""
+    signed = msg_id.encode("utf-8", "surrogateescape") + b"." + str(timestamp).encode("ascii") + b"." + body
+    return "v1," + base64.b64encode(hmac.new(standard_key(secret), signed, hashlib.sha256).digest()).decode("ascii")
+
+
+def _fresh(stamp: str | None, header: str, max_skew: int, now: float) -> int:
+    """A signed Unix time within ``max_skew`` seconds of ``now``; Unauthenticated otherwise."""
+    stamp = (stamp or "").strip()
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
+        raise Unauthenticated(f"{header} is not a Unix time")
+    skew = abs(now - int(stamp))
+    if skew > max_skew:
+        raise Unauthenticated(f"{header} is {skew:.0f} s from now (at most {max_skew}): too old to be fresh, or a "
+                              "replay")
+    return int(stamp)
+
+
 def verify(auth: TriggerAuth, key: bytes, body: bytes, headers: Mapping[str, str], now: float) -> None:
     """Return when the delivery is authenticated under ``auth`` with ``key``; Unauthenticated otherwise."""
     if not key:
@@ -70,15 +110,20 @@ def verify(auth: TriggerAuth, key: bytes, body: bytes, headers: Mapping[str, str
         stamp = _header(headers, auth.slack.timestamp_header)
         if signature is None or stamp is None:
             raise Unauthenticated(f"no {auth.slack.signature_header} or {auth.slack.timestamp_header} header")
-        stamp = stamp.strip()
-        if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 12:
-            raise Unauthenticated(f"{auth.slack.timestamp_header} is not a Unix time")
-        skew = abs(now - int(stamp))
-        if skew > auth.slack.max_skew_seconds:
-            raise Unauthenticated(f"{auth.slack.timestamp_header} is {skew:.0f} s from now (at most "
-                                  f"{auth.slack.max_skew_seconds}): too old to be fresh, or a replay")
-        if not _same(signature.strip(), sign_slack(key, body, int(stamp))):
+        signed_at = _fresh(stamp, auth.slack.timestamp_header, auth.slack.max_skew_seconds, now)
+        if not _same(signature.strip(), sign_slack(key, body, signed_at)):
             raise Unauthenticated(f"the {auth.slack.signature_header} signature does not match the body")
+        return
+    if auth.standard is not None:
+        msg_id, signatures = _header(headers, "webhook-id"), _header(headers, "webhook-signature")
+        if not msg_id or signatures is None:
+            raise Unauthenticated("no webhook-id or webhook-signature header")
+        signed_at = _fresh(_header(headers, "webhook-timestamp"), "webhook-timestamp",
+                           auth.standard.max_skew_seconds, now)
+        expected = sign_standard(key, msg_id, signed_at, body)
+        # every v1 signature is compared (a sender rotating its secret sends one per secret)
+        if not any([_same(given, expected) for given in signatures.split() if given.startswith("v1,")]):
+            raise Unauthenticated("no webhook-signature matches the id, timestamp and body")
         return
     if auth.bearer is not None:
         scheme, _, token = (_header(headers, "Authorization") or "").partition(" ")

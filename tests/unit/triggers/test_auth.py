@@ -1,4 +1,5 @@
-"""Authenticating deliveries: GitHub-style HMAC, Slack v0 with its timestamp, bearer tokens (pure)."""
+"""Authenticating deliveries: GitHub-style HMAC, Slack v0 with its timestamp, Standard Webhooks (the id and the
+timestamp signed), bearer tokens (pure)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from agentflow.models import TriggerAuth
-from agentflow.triggers.auth import Unauthenticated, sign_hmac, sign_slack, verify
+from agentflow.triggers.auth import Unauthenticated, sign_hmac, sign_slack, sign_standard, verify
 
 KEY = b"It's a Secret to Everybody"
 BODY = b"Hello, World!"
@@ -126,7 +127,57 @@ def test_an_empty_key_authenticates_nothing() -> None:
 
 
 def test_exactly_one_scheme() -> None:
-    with pytest.raises(ValueError, match="exactly one of hmac, slack, bearer \\(got none\\)"):
+    with pytest.raises(ValueError, match="exactly one of hmac, slack, standard, bearer \\(got none\\)"):
         auth()
     with pytest.raises(ValueError, match="got hmac, bearer"):
         auth(hmac={"secretRef": {"name": "a"}}, bearer={"secretRef": {"name": "b"}})
+
+
+STANDARD = auth(standard={"secretRef": {"name": "svix"}})
+WHSEC = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def standard_headers(stamp: float, msg_id: str = "msg_1", body: bytes = BODY) -> dict[str, str]:
+    return {"webhook-id": msg_id, "webhook-timestamp": str(int(stamp)),
+            "webhook-signature": sign_standard(WHSEC, msg_id, int(stamp), body)}
+
+
+def test_the_standard_webhooks_test_vector() -> None:
+    """The specification's own example (its reference libraries' test): this secret, id, time and body sign to
+    this value, and a request carrying it verifies, with or without the whsec_ prefix on the key."""
+    signature = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    body, msg_id, stamp = b'{"test": 2432232314}', "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330
+    assert sign_standard(WHSEC, msg_id, stamp, body) == signature
+    headers = {"Webhook-Id": msg_id, "Webhook-Timestamp": str(stamp), "Webhook-Signature": signature}
+    verify(STANDARD, WHSEC, body, headers, stamp + 60)
+    verify(STANDARD, WHSEC.removeprefix(b"whsec_"), body, headers, stamp)
+    # several signatures (a sender rotating its secret): any v1 one may match
+    rotated = {**headers, "Webhook-Signature": "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,x " + signature}
+    verify(STANDARD, WHSEC, body, rotated, stamp)
+
+
+def test_a_standard_request_replayed_under_another_id_or_late_is_refused() -> None:
+    verify(STANDARD, WHSEC, BODY, standard_headers(NOW - 300), NOW)
+    captured = standard_headers(NOW)
+    with pytest.raises(Unauthenticated, match="no webhook-signature matches"):  # the id is signed
+        verify(STANDARD, WHSEC, BODY, {**captured, "webhook-id": "msg_2"}, NOW)
+    with pytest.raises(Unauthenticated, match="301 s from now"):
+        verify(STANDARD, WHSEC, BODY, standard_headers(NOW - 301), NOW)
+    with pytest.raises(Unauthenticated, match="no webhook-signature matches"):
+        verify(STANDARD, WHSEC, BODY + b" ", captured, NOW)
+
+
+@pytest.mark.parametrize("change", [
+    {"webhook-id": ""}, {"webhook-timestamp": "soon"}, {"webhook-signature": "v2,abc"},
+    {"webhook-signature": "v1,not base64!"}, {"webhook-signature": ""}, {"webhook-id": "msg_\udcff"},
+])
+def test_a_standard_request_with_a_bad_part_is_refused(change: dict[str, str]) -> None:
+    with pytest.raises(Unauthenticated):
+        verify(STANDARD, WHSEC, BODY, {**standard_headers(NOW), **change}, NOW)
+
+
+def test_a_key_that_is_not_a_standard_webhooks_secret_authenticates_nothing() -> None:
+    with pytest.raises(Unauthenticated, match="not a Standard Webhooks secret"):
+        verify(STANDARD, b"whsec_not base64 at all!", BODY, standard_headers(NOW), NOW)
+    with pytest.raises(Unauthenticated, match="empty"):
+        verify(STANDARD, b"whsec_", BODY, standard_headers(NOW), NOW)

@@ -74,7 +74,8 @@ def test_the_delivery_id_defaults_to_known_headers_and_is_required() -> None:
     compiled = compile_trigger(trigger().spec)
     assert compiled.deliver({}, {"X-Request-Id": "r-1"}).id == "r-1"
     assert compiled.deliver({}, {"Idempotency-Key": "k", "X-GitHub-Delivery": "g"}).id == "g"
-    with pytest.raises(MappingError, match="the delivery has no id: send one of the headers x-github-delivery"):
+    assert compiled.deliver({}, {"webhook-id": "msg_1", "X-Request-Id": "r"}).id == "msg_1"  # Standard Webhooks
+    with pytest.raises(MappingError, match="the delivery has no id: send one of the headers webhook-id, x-github-delivery"):
         compiled.deliver({}, {})
     from_body = compile_trigger(trigger(deliveryId="body.event_id").spec)
     assert from_body.deliver({"event_id": 991}, {}).id == "991"
@@ -129,7 +130,7 @@ def test_the_model_refuses_long_names_and_a_missing_scheme() -> None:
                         "metadata": {"name": "t" * 47},
                         "spec": {"workflowTemplateRef": {"name": "x"},
                                  "auth": {"bearer": {"secretRef": {"name": "s"}}}}})
-    with pytest.raises(ManifestError, match="exactly one of hmac, slack, bearer"):
+    with pytest.raises(ManifestError, match="exactly one of hmac, slack, standard, bearer"):
         parse_resource({"apiVersion": "agentflow.dev/v1alpha1", "kind": "WorkflowTrigger",
                         "metadata": {"name": "t"}, "spec": {"workflowTemplateRef": {"name": "x"}, "auth": {}}})
 

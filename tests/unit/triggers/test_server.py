@@ -4,6 +4,7 @@ every failure to authenticate looks the same; errors name the field."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from agentflow.k8s.kube import Forbidden, KubeError
 from agentflow.k8s.trigger import workflow_name
 from agentflow.testing import FakeKube
-from agentflow.triggers.auth import sign_hmac, sign_slack
+from agentflow.triggers.auth import sign_hmac, sign_slack, sign_standard
 from agentflow.triggers.server import NOT_AUTHENTICATED, TriggerServer
 
 KEY = "s3cret-key"
@@ -99,6 +100,29 @@ async def test_a_signed_delivery_starts_one_run_and_its_replay_none(served: Any)
                                     "workflow": name, "message": ""}
     assert (await post(url, *signed(ISSUE, delivery="d-2")))[0] == 201
     assert len(workflows(kube)) == 2
+
+
+async def test_a_standard_webhooks_delivery_starts_one_run_and_cannot_be_replayed_under_another_id(
+        served: Any) -> None:
+    kube, url, _ = served
+    spec = kube.resources[("workflowtriggers", "team", "issues")]["spec"]
+    spec["auth"] = {"standard": {"secretRef": {"name": "gh", "key": "secret"}}}
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    kube.add_secret({"metadata": {"name": "gh", "namespace": "team", "labels": {"agentflow.dev/trigger": "true"}},
+                     "stringData": {"secret": secret}})
+    raw = orjson.dumps(ISSUE)
+
+    def headers(msg_id: str, stamp: int = int(NOW)) -> dict[str, str]:
+        return {"webhook-id": msg_id, "webhook-timestamp": str(stamp), "Content-Type": "application/json",
+                "webhook-signature": sign_standard(secret.encode(), msg_id, stamp, raw)}
+
+    status, answer = await post(url, raw, headers("msg_1"))
+    assert (status, answer["deliveryId"]) == (201, "msg_1")  # the signed id is the delivery id
+    assert (await post(url, raw, headers("msg_1")))[0] == 200  # a retry: the same run
+    captured = headers("msg_1")
+    assert (await post(url, raw, {**captured, "webhook-id": "msg_2"}))[0] == 401  # replayed under another id
+    assert (await post(url, raw, headers("msg_3", int(NOW) - 301)))[0] == 401  # too old
+    assert len(workflows(kube)) == 1
 
 
 async def test_a_replay_after_an_operator_restart_starts_nothing(served: Any) -> None:
