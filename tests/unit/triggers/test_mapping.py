@@ -75,7 +75,7 @@ def test_the_delivery_id_defaults_to_known_headers_and_is_required() -> None:
     assert compiled.deliver({}, {"X-Request-Id": "r-1"}).id == "r-1"
     assert compiled.deliver({}, {"Idempotency-Key": "k", "X-GitHub-Delivery": "g"}).id == "g"
     assert compiled.deliver({}, {"webhook-id": "msg_1", "X-Request-Id": "r"}).id == "msg_1"  # Standard Webhooks
-    with pytest.raises(MappingError, match="the delivery has no id: send one of the headers webhook-id, x-github-delivery"):
+    with pytest.raises(MappingError, match="the delivery has no id: send one of the headers webhook-id, x-github"):
         compiled.deliver({}, {})
     from_body = compile_trigger(trigger(deliveryId="body.event_id").spec)
     assert from_body.deliver({"event_id": 991}, {}).id == "991"
