@@ -661,6 +661,14 @@ class RbacKube:
         self._check("patch", plural, namespace, name)
         await self.kube.patch_resource(plural, namespace, name, patch)
 
+    async def create_resource(self, plural: str, namespace: str, body: Mapping[str, Any]) -> bool:
+        self._check("create", plural, namespace, str(body["metadata"]["name"]))
+        return await self.kube.create_resource(plural, namespace, body)
+
+    async def get_cluster_resource(self, plural: str, name: str) -> dict[str, Any]:
+        self._check("get", plural, "", name)
+        return await self.kube.get_cluster_resource(plural, name)
+
     def __getattr__(self, name: str) -> Any:  # every other call: refused, this user has no business there
         async def refused(*args: Any, **kwargs: Any) -> Any:
             raise Forbidden(f"{name}: 403 Forbidden (RbacKube grants only {sorted(self.grants)})", 403)

@@ -92,6 +92,8 @@ class AsyncClient:
                 body = await self.kube.get_resource(plural, self.namespace, ref.name)
         except NotFound:
             raise TemplateNotFound(ref.name, ref.kind, f"no {ref.kind} {ref.name!r} in {where}") from None
+        except Forbidden as exc:  # RBAC: this identity may not read it, so may not start it either
+            raise RunRefused(f"cannot read {ref.kind} {ref.name!r} in {where}: {exc}") from None
         except KubeError as exc:
             raise ClientError(f"cannot read {ref.kind} {ref.name!r} in {where}: {exc}") from None
         try:

@@ -59,6 +59,27 @@ class RunResult:
     def succeeded(self) -> bool:
         return self.phase == "Succeeded"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (what the console's ``GET /api/runs/{run}/result`` answers)."""
+        return {"run": self.run, "phase": self.phase, "outputs": dict(self.outputs) if self.outputs is not None
+                else None, "costUsd": self.cost_usd, "tokens": self.tokens, "message": self.message,
+                "steps": {node: {"phase": s.phase, "message": s.message} for node, s in self.steps.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunResult:
+        """The JSON form read back; ValueError naming the field that is not what it should be."""
+        if not isinstance(data.get("run"), str) or not isinstance(data.get("phase"), str):
+            raise ValueError("run and phase: expected strings")
+        outputs, steps = data.get("outputs"), data.get("steps") or {}
+        if outputs is not None and not isinstance(outputs, Mapping):
+            raise ValueError("outputs: expected an object or null")
+        if not isinstance(steps, Mapping) or not all(isinstance(v, Mapping) for v in steps.values()):
+            raise ValueError("steps: expected an object of {phase, message}")
+        return cls(run=data["run"], phase=data["phase"], outputs=outputs, cost_usd=float(data.get("costUsd") or 0),
+                   tokens=int(data.get("tokens") or 0), message=data.get("message"),
+                   steps={str(k): StepState(str(v.get("phase") or "Pending"), v.get("message"))
+                          for k, v in steps.items()})
+
     def failed_step(self) -> tuple[str, str | None] | None:
         """The first failed step and its message, or None."""
         for node, step in self.steps.items():

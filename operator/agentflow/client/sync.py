@@ -17,12 +17,13 @@ from typing import Any, TypeVar
 from ..k8s.kube import Kube
 from ..models import AnyTemplate, TemplateKind
 from .cluster import AsyncClient
+from .console import AsyncConsoleClient
 from .errors import ClientError
 from .handle import RunHandle
 from .local import AsyncLocalClient
 from .runs import RunEvent, RunResult
 
-__all__ = ["Client", "LocalClient", "SyncRunHandle"]
+__all__ = ["Client", "ConsoleClient", "LocalClient", "SyncRunHandle"]
 
 T = TypeVar("T")
 
@@ -105,7 +106,7 @@ class SyncRunHandle:
 
 
 class _Blocking:
-    _async: AsyncClient | AsyncLocalClient
+    _async: AsyncClient | AsyncConsoleClient | AsyncLocalClient
 
     def __init__(self) -> None:
         self._portal = _Portal()
@@ -149,6 +150,28 @@ class Client(_Blocking):
               kind: TemplateKind = "WorkflowTemplate", labels: Mapping[str, str] | None = None) -> SyncRunHandle:
         """Start a run of ``template`` with ``inputs`` (see AsyncClient.start)."""
         client = self._cluster
+        handle = self._portal.call(lambda: client.start(template, inputs, name=name, kind=kind, labels=labels))
+        return SyncRunHandle(handle, self._portal)
+
+
+class ConsoleClient(_Blocking):
+    """Blocking :class:`~agentflow.client.AsyncConsoleClient`: runs of templates on a cluster through its
+    console's HTTP API (same arguments)."""
+
+    def __init__(self, url: str, token: str, namespace: str, *, poll_seconds: float = 1.0,
+                 timeout: float = 30.0) -> None:
+        self._console = AsyncConsoleClient(url, token, namespace, poll_seconds=poll_seconds, timeout=timeout)
+        self._async = self._console
+        super().__init__()
+        self.namespace = namespace
+
+    def __enter__(self) -> ConsoleClient:
+        return self
+
+    def start(self, template: str, inputs: Mapping[str, Any] | None = None, *, name: str | None = None,
+              kind: TemplateKind = "WorkflowTemplate", labels: Mapping[str, str] | None = None) -> SyncRunHandle:
+        """Start a run of ``template`` with ``inputs`` (see AsyncConsoleClient.start)."""
+        client = self._console
         handle = self._portal.call(lambda: client.start(template, inputs, name=name, kind=kind, labels=labels))
         return SyncRunHandle(handle, self._portal)
 

@@ -61,6 +61,21 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/runs", "start", "Start a local run of manifests (as `agentflow run FILE` does)",
           body={"type": "object", "required": ["yaml"], "properties": {
               "yaml": {"type": "string"}, "workflow": {"type": "string"}}}, mutating=True),
+    Route("POST", "/api/template-runs", "start_template",
+          "Start a run of a template with inputs (a Workflow naming it, created with your own identity; what "
+          "agentflow.client does). 201 {runId, name, namespace}; 404 no such template; 422 inputs the template "
+          "refuses ({problems: [[input, why]]}); 403 RBAC or admission; cluster console only",
+          body={"type": "object", "required": ["template"], "properties": {
+              "namespace": {"type": "string", "description": "where the run is created (cluster: required)"},
+              "template": {"type": "string"},
+              "kind": {"enum": ["WorkflowTemplate", "ClusterWorkflowTemplate"]},
+              "inputs": {"type": "object"},
+              "name": {"type": "string", "description": "the run's name (default: the template's and 6 hex "
+                                                         "digits)"},
+              "labels": {"type": "object", "additionalProperties": {"type": "string"}}}}, mutating=True),
+    Route("GET", "/api/runs/{run}/result", "get_result",
+          "A run as an application sees it: phase, outputs, cost, tokens, message and each step's phase (what "
+          "agentflow.client's RunResult holds)"),
     Route("POST", "/api/validate", "validate",
           "Every problem `agentflow validate` finds, each mapped to its designer node and field", body=_YAML),
     Route("POST", "/api/manifests/parse", "parse_manifests", "YAML text to manifests (JSON objects)",

@@ -6,7 +6,7 @@
       guard middleware   local: the Host must be this machine (no DNS rebinding), and a mutating request
                          needs the per-process token of the page (X-AgentFlow-Token) and no foreign Origin;
                          cluster: every API call needs the caller's bearer token, passed on to the API server
-      errors middleware  ConsoleError -> {"error": message} with its status, never a traceback
+      errors middleware  ConsoleError -> {"error": message, **details} with its status, never a traceback
       handlers           one call into the RunSource or agentflow.console.designer each
 
 The page is the built React app in ``static/`` (built by `make console`, shipped in the package).
@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json")
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message, "status": status}, status)
+def _error(status: int, message: str, details: Mapping[str, Any] | None = None) -> web.Response:
+    return _json({**(details or {}), "error": message, "status": status}, status)
 
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -95,7 +95,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ConsoleError as exc:
-        return _error(exc.status, exc.message)
+        return _error(exc.status, exc.message, exc.details)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
             return _error(exc.status, exc.reason if exc.status != 404 else f"no such API route: {request.path}")
@@ -272,6 +272,27 @@ async def start(request: web.Request) -> web.Response:
     return _json(await _source(request).start(_caller(request), text, workflow))
 
 
+async def start_template(request: web.Request) -> web.Response:
+    body = await _body(request)
+    inputs = body.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise BadRequest("inputs: expected a JSON object (input name -> value)")
+    labels = body.get("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadRequest("labels: expected a JSON object of strings")
+    kind = _string(body, "kind", limit=64) or "WorkflowTemplate"
+    if kind not in ("WorkflowTemplate", "ClusterWorkflowTemplate"):
+        raise BadRequest(f"kind: expected WorkflowTemplate or ClusterWorkflowTemplate, got {kind!r}")
+    started = await _source(request).start_template(
+        _caller(request), _string(body, "namespace", limit=63), _string(body, "template", required=True, limit=253),
+        kind, inputs, _string(body, "name", limit=253) or None, labels)
+    return _json(started, 201)
+
+
+async def get_result(request: web.Request) -> web.Response:
+    return _json(await _source(request).result(_caller(request), request.match_info["run"]))
+
+
 async def validate(request: web.Request) -> web.Response:
     body = await _body(request)
     text = _string(body, "yaml", required=True, limit=designer.MAX_MANIFEST_BYTES)
@@ -309,7 +330,8 @@ async def get_openapi(request: web.Request) -> web.Response:
 _HANDLERS: dict[str, Handler] = {
     "info": info, "list_runs": list_runs, "get_run": get_run, "get_node": get_node, "events": events,
     "decide": decide, "cancel": cancel, "resume": resume, "retry": retry, "replay": replay, "diff": diff,
-    "start": start, "validate": validate, "parse_manifests": parse_manifests,
+    "start": start, "start_template": start_template, "get_result": get_result, "validate": validate,
+    "parse_manifests": parse_manifests,
     "export_manifests": export_manifests, "get_schemas": get_schemas, "get_audit": get_audit,
     "get_openapi": get_openapi,
 }

@@ -24,6 +24,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+from ..client import AsyncClient, ClientError, InputError, RunRefused, TemplateNotFound
+from ..client.runs import result_of_status
 from ..engine.history import diff, history
 from ..engine.journal import Record
 from ..engine.plan import Plan, PlanError, compile_plan
@@ -39,7 +41,7 @@ from ..services import approvals
 from ..storage.errors import StorageError
 from ..storage.postgres import PostgresStore
 from .details import NodeNotFound, node_detail
-from .errors import BadRequest, Conflict, Forbidden, Unauthorized, Unavailable
+from .errors import BadRequest, Conflict, Forbidden, Unauthorized, Unavailable, Unprocessable
 from .errors import NotFound as NotFoundError
 from .graph import changed, layout, node_views, run_summary
 from .source import Caller, RunFilter, RunSnapshot
@@ -386,8 +388,38 @@ class ClusterRunSource:
         return {"a": a, "b": b, **diff(history(left), history(right)).to_dict()}
 
     async def start(self, caller: Caller, manifests_yaml: str, workflow: str | None) -> dict[str, Any]:
-        raise Conflict("the cluster console does not create resources: copy the manifest from the designer and "
-                       "`kubectl apply -f` it, so your own RBAC and the admission webhook judge it")
+        raise Conflict("the cluster console does not apply manifests: copy the manifest from the designer and "
+                       "`kubectl apply -f` it, so your own RBAC and the admission webhook judge it (a run of a "
+                       "template: POST /api/template-runs)")
+
+    async def start_template(self, caller: Caller, namespace: str, template: str, kind: str,
+                             inputs: dict[str, Any], name: str | None, labels: dict[str, str]) -> dict[str, Any]:
+        """A run of a template, made by the application client with the caller's own identity (so RBAC and the
+        admission webhook judge it as they judge `kubectl apply`)."""
+        if not namespace:
+            raise BadRequest("namespace: required (where the run is created)")
+        async with self._kube(caller) as kube:
+            client = AsyncClient(namespace, kube=kube)
+            try:
+                handle = await client.start(template, inputs, name=name, kind=kind,  # type: ignore[arg-type]
+                                            labels=labels)
+            except ValueError as exc:  # a name or labels the Workflow cannot have (InputError is handled below)
+                if isinstance(exc, InputError):
+                    raise Unprocessable(str(exc), {"problems": exc.problems}) from None
+                raise BadRequest(str(exc)) from None
+            except TemplateNotFound as exc:
+                raise NotFoundError(str(exc), {"template": exc.template, "kind": exc.kind}) from None
+            except RunRefused as exc:
+                raise Forbidden(str(exc), {"refused": True}) from None
+            except ClientError as exc:
+                raise Unavailable(str(exc)) from None
+        return {"runId": f"{namespace}:{handle.name}", "name": handle.name, "namespace": namespace}
+
+    async def result(self, caller: Caller, ref: str) -> dict[str, Any]:
+        namespace, name = _ref(ref)
+        async with self._kube(caller) as kube:
+            body = await self._get(kube, "", namespace, name)
+        return result_of_status(name, body.get("status")).to_dict()
 
     async def audit(self, caller: Caller) -> dict[str, Any]:
         return {"source": "cluster", "rows": [], "report": None,

@@ -8,20 +8,29 @@
     ├── Forbidden           403: RBAC (or the local origin check) refuses it; the message is the API server's
     ├── NotFound            404: no such run, node or route
     ├── Conflict            409: the run is in a state that does not allow it (finished, driven elsewhere)
+    ├── Unprocessable       422: inputs the template refuses (``details``: each input and why)
     └── Unavailable         503: a backend (API server, PostgreSQL) cannot be reached
+
+``details`` go into the JSON answer beside ``error`` (what a client needs to raise its own error: the problems of
+the inputs, the template that does not exist).
 """
 
 from __future__ import annotations
 
-__all__ = ["BadRequest", "Conflict", "ConsoleError", "Forbidden", "NotFound", "Unauthorized", "Unavailable"]
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["BadRequest", "Conflict", "ConsoleError", "Forbidden", "NotFound", "Unauthorized", "Unavailable",
+           "Unprocessable"]
 
 
 class ConsoleError(Exception):
     status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.details = dict(details or {})
 
 
 class BadRequest(ConsoleError):
@@ -42,6 +51,10 @@ class NotFound(ConsoleError):
 
 class Conflict(ConsoleError):
     status = 409
+
+
+class Unprocessable(ConsoleError):
+    status = 422
 
 
 class Unavailable(ConsoleError):

@@ -35,6 +35,7 @@ import yaml
 
 from ..audit.chain import verify as verify_audit
 from ..audit.files import AuditFileError, read_rows, sniff_format
+from ..client.runs import result_of_run
 from ..engine.history import diff, history
 from ..engine.journal import JournalError, Record
 from ..engine.plan import Plan, PlanError, compile_plan
@@ -235,6 +236,14 @@ class LocalRunSource:
         except NodeNotFound:
             names = ", ".join(list(loaded.plan.units())[:20])
             raise NotFound(f"run {loaded.run.run_id} has no node {node!r} (steps: {names})") from None
+
+    async def start_template(self, caller: Caller, namespace: str, template: str, kind: str,
+                             inputs: dict[str, Any], name: str | None, labels: dict[str, str]) -> dict[str, Any]:
+        raise Conflict("a local console starts runs of manifests (POST /api/runs with their YAML); templates are "
+                       "started by name on a cluster's console, or locally with agentflow.client.LocalClient")
+
+    async def result(self, caller: Caller, ref: str) -> dict[str, Any]:
+        return result_of_run(self._load(self._resolve(ref)).run).to_dict()
 
     async def watch(self, caller: Caller, ref: str, after: int) -> AsyncIterator[dict[str, Any]]:
         run_dir = self._resolve(ref)

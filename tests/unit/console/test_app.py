@@ -252,3 +252,18 @@ async def test_a_workflow_step_links_to_its_child_run_which_the_console_serves(c
     assert (await c.get(f"/api/runs/{item['childRun']}")).status == 200
     [call] = item["attempts"][0]["calls"]
     assert call["kind"] == "workflow"
+
+
+async def test_a_local_runs_result_is_what_the_application_client_reads(client: Any, state: Path) -> None:
+    from agentflow.client.runs import RunResult
+
+    c, settings = client
+    run_dir = await asyncio.to_thread(start, state, APPROVALS)
+    got = await c.get(f"/api/runs/{run_dir.run_id}/result")
+    result = RunResult.from_dict(await got.json())
+    assert got.status == 200 and result.run == run_dir.run_id and result.phase == "Running"
+    assert result.steps["ask"].phase == "Waiting" and not result.finished
+    refused = await c.post("/api/template-runs", json={"template": "digest"}, headers=_mutating(settings))
+    assert refused.status == 409 and "POST /api/runs" in (await refused.json())["error"]
+    bad = await c.post("/api/template-runs", json={"template": "digest", "inputs": [1]}, headers=_mutating(settings))
+    assert bad.status == 400 and "inputs" in (await bad.json())["error"]
