@@ -155,7 +155,7 @@ def python_blocks(after: str) -> list[str]:
 
 def test_the_application_client_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    local, cluster = python_blocks("## Use it from an application")
+    local, cluster, console = python_blocks("## Use it from an application")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     monkeypatch.setenv("AGENTFLOW_MODEL_MODE", "offline")
@@ -165,3 +165,4 @@ def test_the_application_client_example_runs_as_written(tmp_path: Path, monkeypa
     assert "run Running -> Succeeded" in out and "database upgrades for leadership" in out, out
     assert (tmp_path / ".agentflow" / "runs").is_dir()
     compile(cluster, "README.md (cluster)", "exec")  # needs a cluster to run: the e2e test runs the same calls
+    compile(console, "README.md (console)", "exec")  # tests/unit/client/test_console.py makes the same calls
