@@ -102,10 +102,11 @@ class EventTriggers:
             = collections.OrderedDict()
         self._compiled_triggers: dict[tuple[str, str, str, str], CompiledTrigger] = {}
 
-    async def run(self, connect: Callable[[], Awaitable[Stream]], stream: str, stopped: asyncio.Event) -> None:
+    async def run(self, connect: Callable[[], Awaitable[Stream]], stream: str, stopped: asyncio.Event, *,
+                  retry: float = 1.0) -> None:
         """Consume the events stream ``stream`` until ``stopped``: connected with ``connect``, again after a failure
-        (1 s, doubling to 30 s; the failure logged)."""
-        backoff = 1.0
+        (``retry`` seconds, doubling to 30 s; the failure logged)."""
+        backoff = retry
         while not stopped.is_set():
             try:
                 js = await connect()
@@ -116,19 +117,23 @@ class EventTriggers:
                     consuming = asyncio.ensure_future(js.consume(stream, self._consumer, SUBJECTS, self.handle,
                                                                  inactive=INACTIVE_SECONDS))
                     stop = asyncio.ensure_future(stopped.wait())
-                    await asyncio.wait({consuming, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    for task in (consuming, stop):
-                        task.cancel()
+                    try:
+                        await asyncio.wait({consuming, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:  # stopped, or this task cancelled: neither is left running
+                        for task in (consuming, stop):
+                            task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await consuming
-                    backoff = 1.0
+                        await consuming  # what ended it, if it ended by itself
+                    backoff = retry
                 except EventsError as exc:  # this NATS user may not consume: said, and tried again slowly
                     log.error("event triggers: %s; again in %.0fs", exc, backoff)
+                except Exception:  # a bug: said, and tried again; the triggers must not stop for good
+                    log.exception("event triggers: consuming failed; again in %.0fs", backoff)
                 finally:
                     await js.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopped.wait(), backoff)
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, max(retry, 30.0))
 
     async def handle(self, event: Incoming) -> bool:
         """Act on one event: True when done with it (acknowledge), False to have it delivered again."""

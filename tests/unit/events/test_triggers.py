@@ -212,3 +212,46 @@ async def test_a_trigger_is_compiled_once_per_version(monkeypatch: pytest.Monkey
     body["spec"]["when"], body["metadata"]["generation"] = "body.to == 'Cancelled'", 2  # edited: compiled again
     assert await triggers.handle(phase(to="Cancelled", seq=9)) is True
     assert compiled[-1] == "body.to == 'Cancelled'" and len(started(kube)) == 4
+
+
+async def test_the_consumer_comes_back_after_any_failure_and_stops_when_told() -> None:
+    import asyncio
+
+    from agentflow.events.errors import EventsUnavailable, PermissionDenied
+
+    calls: list[str] = []
+    stopped = asyncio.Event()
+
+    class FakeStream:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        async def consume(self, stream: str, durable: str, subject_filter: str, handle: Any, *,
+                          inactive: float) -> None:
+            calls.append(f"consume {self.n} {durable} {subject_filter} {inactive:g}")
+            if self.n == 1:
+                raise RuntimeError("a bug")
+            if self.n == 2:
+                raise PermissionDenied("not allowed")
+            await asyncio.Event().wait()  # consumes until cancelled
+
+        async def close(self) -> None:
+            calls.append(f"close {self.n}")
+
+    attempts = iter(range(10))
+
+    async def connect() -> FakeStream:
+        n = next(attempts)
+        if n == 0:
+            raise EventsUnavailable("NATS is away")
+        return FakeStream(n)
+
+    task = asyncio.ensure_future(EventTriggers(FakeKube(), "c").run(connect, "AGENTFLOW", stopped, retry=0.01))
+    for _ in range(500):
+        if "consume 3 c agentflow.> 86400" in calls:
+            break
+        await asyncio.sleep(0.01)
+    stopped.set()
+    await asyncio.wait_for(task, 5)
+    assert calls == ["consume 1 c agentflow.> 86400", "close 1", "consume 2 c agentflow.> 86400", "close 2",
+                     "consume 3 c agentflow.> 86400", "close 3"]
