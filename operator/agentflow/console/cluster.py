@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -51,6 +52,9 @@ __all__ = ["ClusterRunSource", "UserKube", "status_views"]
 PLURAL = "workflows"
 POLL_SECONDS = 1.0
 _WHOAMI_TTL = 60.0
+
+
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _ref(ref: str) -> tuple[str, str]:
@@ -398,6 +402,9 @@ class ClusterRunSource:
         admission webhook judge it as they judge `kubectl apply`)."""
         if not namespace:
             raise BadRequest("namespace: required (where the run is created)")
+        if not _NAMESPACE.fullmatch(namespace):
+            raise BadRequest(f"namespace: {namespace[:80]!r} is not a namespace name (a DNS label: lowercase letters, "
+                             "digits and '-', at most 63 characters)")
         async with self._kube(caller) as kube:
             client = AsyncClient(namespace, kube=kube)
             try:

@@ -113,6 +113,15 @@ async def test_errors_are_the_cluster_clients(console: Any) -> None:
     assert [k for k in kube.resources if k[0] == "workflows"] == [("workflows", NS, handle.name)]
 
 
+async def test_a_namespace_that_is_not_one_is_refused_naming_it(console: Any) -> None:
+    url, kube = console
+    for namespace in ("Team", "team/../kube-system", "a" * 64, "-team"):
+        async with AsyncConsoleClient(url, "runner-token", namespace) as client:
+            with pytest.raises(ClientError, match=r"\(400\): namespace: "):
+                await client.start("digest", {"topic": "upgrades"})
+    assert not [k for k in kube.resources if k[0] == "workflows"]
+
+
 async def test_rbac_decides_what_a_token_may_do(console: Any) -> None:
     url, kube = console
     async with AsyncConsoleClient(url, "viewer-token", NS) as viewer:
