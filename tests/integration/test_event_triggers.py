@@ -6,8 +6,7 @@ acted on once; two consumers share the events, each going to one of them."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from agentflow.testing import FakeKube
 from services.nats import NatsServer
 
 from .test_events import STREAM
+from .test_events_process import until
 
 pytestmark = pytest.mark.integration
 
@@ -57,14 +57,6 @@ async def publish(server: NatsServer, *runs: str, to: str = "Failed") -> None:
 def runs(kube: FakeKube) -> list[str]:
     return sorted(o["spec"]["inputs"]["run"] for (plural, _, _), o in kube.resources.items()
                   if plural == "workflows" and TRIGGER_LABEL in (o["metadata"].get("labels") or {}))
-
-
-async def until(what: str, pred: Callable[[], bool], timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Running:

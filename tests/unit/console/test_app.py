@@ -16,6 +16,7 @@ from agentflow.console.app import Settings, build_app
 from agentflow.console.local import LocalRunSource
 from agentflow.engine.values import EventType
 
+from ..runner.test_subworkflow_runs import MANIFESTS  # its ToolPolicy and the template "leaf"
 from .conftest import APPROVALS, drive, start
 
 
@@ -198,24 +199,7 @@ async def test_the_built_page_carries_the_token(state: Path) -> None:
         assert (await c.get("/assets/console.js")).status == 200
 
 
-CHILDREN = """\
-apiVersion: agentflow.dev/v1alpha1
-kind: ToolPolicy
-metadata: {name: tools}
-spec:
-  tools:
-  - {name: echo, builtin: {name: echo}}
----
-apiVersion: agentflow.dev/v1alpha1
-kind: WorkflowTemplate
-metadata: {name: leaf}
-spec:
-  inputs: {topic: x}
-  steps:
-  - {name: say, kind: tool, tool: echo, inputs: {text: "${{ inputs.topic }}"}}
-  outputs:
-    said: steps.say.output.text
----
+CHILDREN = "---\n".join(MANIFESTS.split("---\n")[:2]) + """---
 apiVersion: agentflow.dev/v1alpha1
 kind: Workflow
 metadata: {name: parent}
