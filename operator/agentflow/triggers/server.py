@@ -63,9 +63,6 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
-_ApiError = Refused
-
-
 def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
@@ -74,7 +71,7 @@ def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> w
 async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
     try:
         return await handler(request)
-    except _ApiError as e:
+    except Refused as e:
         return _json(e.status, {"error": e.message}, e.headers)
     except web.HTTPException as e:
         if e.status < 400:
@@ -87,8 +84,8 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
         return _json(500, {"error": "internal error in the trigger server; the operator log has the details"})
 
 
-def _unauthenticated() -> _ApiError:
-    return _ApiError(401, NOT_AUTHENTICATED)
+def _unauthenticated() -> Refused:
+    return Refused(401, NOT_AUTHENTICATED)
 
 
 class _Cache:
@@ -159,7 +156,7 @@ class TriggerServer:
 
     async def _deliver(self, request: web.Request) -> web.Response:
         if self._slots.locked():
-            raise _ApiError(429, "too many deliveries in flight; try again shortly",
+            raise Refused(429, "too many deliveries in flight; try again shortly",
                             {"Retry-After": str(RETRY_AFTER_SECONDS)})
         async with self._slots:
             return await self._handle(request, request.match_info["namespace"], request.match_info["name"])
@@ -176,16 +173,16 @@ class TriggerServer:
             log.info("trigger %s/%s: delivery refused: %s", namespace, name, exc)
             raise _unauthenticated() from None
         if trigger.spec.suspend:
-            raise _ApiError(503, f"WorkflowTrigger {namespace}/{name} is suspended (spec.suspend)")
+            raise Refused(503, f"WorkflowTrigger {namespace}/{name} is suspended (spec.suspend)")
         document = _parse_body(raw, request.content_type)
         try:
             delivery = compile_trigger(trigger.spec).deliver(document, request.headers)
         except TriggerSpecError as exc:
-            raise _ApiError(400, f"WorkflowTrigger {namespace}/{name} {exc}") from None
+            raise Refused(400, f"WorkflowTrigger {namespace}/{name} {exc}") from None
         except MappingError as exc:
             if exc.delivery_id is not None:
                 await self._status(namespace, trigger, exc.delivery_id, "Refused", message=str(exc))
-            raise _ApiError(400, f"the delivery does not map onto WorkflowTrigger {namespace}/{name}: {exc}") \
+            raise Refused(400, f"the delivery does not map onto WorkflowTrigger {namespace}/{name}: {exc}") \
                 from None
         if not delivery.accepted or delivery.inputs is None:
             await self._status(namespace, trigger, delivery.id, "Filtered")
@@ -202,12 +199,12 @@ class TriggerServer:
     async def _read_body(self, request: web.Request) -> bytes:
         too_large = f"the body is larger than this server accepts ({self._max_body} bytes)"
         if request.content_length is not None and request.content_length > self._max_body:
-            raise _ApiError(413, too_large)
+            raise Refused(413, too_large)
         body = bytearray()
         async for chunk in request.content.iter_any():
             body += chunk
             if len(body) > self._max_body:
-                raise _ApiError(413, too_large)
+                raise Refused(413, too_large)
         return bytes(body)
 
     def _served(self, namespace: str) -> bool:
@@ -292,8 +289,8 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
             return dict(urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
                                                max_num_fields=1000))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise _ApiError(400, f"the body is not a form (application/x-www-form-urlencoded): {exc}") from None
+            raise Refused(400, f"the body is not a form (application/x-www-form-urlencoded): {exc}") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _ApiError(400, f"the body is not JSON: {exc}") from None
+        raise Refused(400, f"the body is not JSON: {exc}") from None
