@@ -7,6 +7,7 @@ server never sees it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,10 +62,16 @@ def manifests(url: str) -> list[dict[str, Any]]:
     ]
 
 
+TRANSIENT = ["ToolTimeout", "McpUnavailable"]
+"""What a network tool's step is retried on, as production Workflows calling a remote server are: once, in a new pod
+(seen once in CI on a loaded node: the first attempt's call timed out; the test says so when a retry was needed)."""
+
+
 def workflow(name: str, tool: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "agentflow.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name},
             "spec": {"podCleanup": "never", "outputs": {"found": "steps.call.output"}, "steps": [
-                {"name": "call", "kind": "tool", "tool": tool, "agentRef": {"name": "researcher"}, "inputs": inputs}]}}
+                {"name": "call", "kind": "tool", "tool": tool, "agentRef": {"name": "researcher"}, "inputs": inputs,
+                 "retry": {"limit": 1, "retryOn": TRANSIENT, "backoff": {"initialSeconds": 1}}}]}}
 
 
 def run_pods(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
@@ -81,15 +88,23 @@ def test_a_granted_mcp_tool_is_called_from_a_gvisor_step_pod(
         cluster: Cluster, mcp_operator: Operator, mcp_server: McpServer, ns: str) -> None:
     cluster.apply([*manifests(mcp_server.url), workflow("granted", "docs/search", {"query": "papers", "limit": 2})],
                   ns)
-    wf = wait_finished(cluster, ns, "granted", timeout=300)
-    assert wf["status"]["phase"] == "Succeeded", (wf["status"], logs(cluster, ns, "granted"), mcp_operator.log)
+    wf = wait_finished(cluster, ns, "granted", timeout=420)
+    node = wf["status"]["nodes"]["call"]
+    assert wf["status"]["phase"] == "Succeeded", (  # the step's message first: CI output is cut
+        node.get("message"), logs(cluster, ns, "granted"), mcp_operator.log, wf["status"])
     assert wf["status"]["outputs"] == {"found": {"result": ["papers result 1", "papers result 2"]}}
 
-    (pod,) = run_pods(cluster, ns, "granted")
-    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    pods = run_pods(cluster, ns, "granted")
+    attempts = node["attempts"]
+    assert len(pods) == attempts and attempts in (1, 2), (attempts, [p["metadata"]["name"] for p in pods])
+    if attempts > 1:
+        warnings.warn(f"the MCP call needed a retry: {logs(cluster, ns, 'granted')[-2500:]}", stacklevel=1)
+    pod = pods[-1]
+    assert all(p["spec"]["runtimeClassName"] == "gvisor" for p in pods)
     calls = [c for c in mcp_server.calls() if c["tool"] == "search"]
-    assert [c["arguments"] for c in calls] == [{"query": "papers", "limit": 2}]  # once, with the step's inputs
-    assert calls[0]["idempotencyKey"].endswith("/call/1")  # the attempt's key, in the Idempotency-Key header
+    assert [c["arguments"] for c in calls][-1:] == [{"query": "papers", "limit": 2}]  # with the step's inputs
+    assert len(calls) <= attempts  # at most once per attempt (a timed-out attempt may or may not have reached it)
+    assert calls[-1]["idempotencyKey"].endswith(f"/call/{attempts}")  # the attempt's key, in Idempotency-Key
 
     policy = cluster.get_json("networkpolicy", pod["metadata"]["name"], "-n", ns)
     host, port = mcp_server.url.split("//")[1].split("/")[0].split(":")
