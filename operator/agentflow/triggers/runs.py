@@ -10,11 +10,14 @@
 
 Refused carries an HTTP status, as the server answers it; the event consumer reads ``retryable`` (try the event
 again later) or reports it on the trigger's status. The trigger's status (lastDelivery) is written after each
-outcome, best effort.
+outcome, best effort; a refusal that repeats the last one written for the same trigger (the same outcome and
+message) within REFUSAL_STATUS_SECONDS is not written again, so a storm of events or signed requests that a trigger
+refuses for one reason costs the API server one status write per interval, not one per delivery.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +43,10 @@ log = logging.getLogger("agentflow.triggers")
 RETRY_AFTER_SECONDS = 5
 TRIGGERS, WORKFLOWS, TEMPLATES = "workflowtriggers", "workflows", "workflowtemplates"
 CLUSTER_TEMPLATES = "clusterworkflowtemplates"
+REFUSAL_STATUS_SECONDS = 10.0
+"""A refusal that repeats the last one of its trigger is written at most this often."""
+REMEMBERED_TRIGGERS = 4096
+"""How many triggers' last refusal are remembered (the least recently refused are forgotten first)."""
 
 
 class Refused(Exception):
@@ -72,6 +79,8 @@ class TriggerRuns:
     def __init__(self, kube: Kube, clock: Callable[[], float]) -> None:
         self._kube = kube
         self._clock = clock
+        self._refusals: collections.OrderedDict[tuple[str, str, str], tuple[str, float]] = collections.OrderedDict()
+        """(namespace, name, uid) -> the message and time of the last refusal written to the trigger's status."""
 
     async def start(self, namespace: str, trigger: WorkflowTrigger, delivery: Delivery, *,
                     labels: Mapping[str, str] | None = None) -> Started:
@@ -133,9 +142,22 @@ class TriggerRuns:
 
     async def status(self, namespace: str, trigger: WorkflowTrigger, delivery_id: str, outcome: str,
                      workflow: str | None = None, message: str = "") -> None:
+        now = self._clock()
+        key = (namespace, trigger.metadata.name, str(trigger.metadata.uid))
+        if outcome == "Refused":
+            last = self._refusals.get(key)
+            if last is not None and last[0] == message and now - last[1] < REFUSAL_STATUS_SECONDS:
+                log.debug("trigger %s/%s: refusal of %s not written again: %s", namespace, key[1], delivery_id,
+                          message)
+                return
+            self._refusals[key] = (message, now)
+            self._refusals.move_to_end(key)
+            while len(self._refusals) > REMEMBERED_TRIGGERS:
+                self._refusals.popitem(last=False)
+        else:
+            self._refusals.pop(key, None)  # the next refusal is news again
         await self.patch_status(namespace, trigger.metadata.name,
-                                delivery_status(namespace, trigger, delivery_id, outcome, self._clock(), workflow,
-                                                message))
+                                delivery_status(namespace, trigger, delivery_id, outcome, now, workflow, message))
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         try:  # best effort: the run is what matters, and it is started (or refused) already

@@ -20,6 +20,7 @@ from agentflow.k8s.trigger import workflow_name
 from agentflow.models import WorkflowTrigger, parse_resource
 from agentflow.models.trigger import EVENT_DEPTH_LABEL, MAX_EVENT_CHAIN, TRIGGER_LABEL
 from agentflow.testing import FakeKube
+from agentflow.triggers.runs import REFUSAL_STATUS_SECONDS
 
 NOW = 1_800_000_000.0
 TEMPLATE: dict[str, Any] = {
@@ -255,3 +256,30 @@ async def test_the_consumer_comes_back_after_any_failure_and_stops_when_told() -
     await asyncio.wait_for(task, 5)
     assert calls == ["consume 1 c agentflow.> 86400", "close 1", "consume 2 c agentflow.> 86400", "close 2",
                      "consume 3 c agentflow.> 86400", "close 3"]
+
+
+async def test_a_storm_of_one_refusal_writes_the_status_once_per_interval() -> None:
+    kube = FakeKube(TEMPLATE, trigger_body(inputs={"run": "body.workflow + '-' + body.workflow + '-long-name'"}),
+                    workflow("deploy"))
+    now = [NOW]
+    triggers = EventTriggers(kube, "c", clock=lambda: now[0], cache_seconds=0)
+
+    def refusals() -> list[dict[str, Any]]:
+        return [s["lastDelivery"] for s in kube.statuses if (s.get("lastDelivery") or {}).get("outcome") == "Refused"]
+
+    for seq in range(1, 201):  # 200 distinct events, each refused for the same reason
+        assert await triggers.handle(phase(seq=seq)) is True
+        now[0] += 0.01
+    assert started(kube) == []
+    assert len(refusals()) == 1 and refusals()[0]["id"] == "uid-deploy:1:phase"
+    now[0] += REFUSAL_STATUS_SECONDS
+    assert await triggers.handle(phase(seq=500)) is True  # the interval passed: written again, the latest id
+    assert [r["id"] for r in refusals()][1:] == ["uid-deploy:500:phase"]
+
+    kube.resources[("workflowtemplates", "team", "postmortem")]["spec"]["inputSchema"]["properties"]["run"][
+        "maxLength"] = 2  # another reason: said at once
+    kube.resources[("workflowtriggers", "team", "on-failure")]["spec"]["inputs"] = {"run": "body.workflow"}
+    kube.resources[("workflowtriggers", "team", "on-failure")]["metadata"]["generation"] = 2
+    assert await triggers.handle(phase(seq=501)) is True
+    assert len(refusals()) == 3 and "inputs.run" in refusals()[-1]["message"]
+    assert refusals()[-1]["message"] != refusals()[-2]["message"]
