@@ -4,7 +4,7 @@ import { Alert } from "../components/Alert";
 import { Phase, Progress } from "../components/Phase";
 import { go } from "../App";
 
-const PHASES = ["", "Pending", "Running", "Waiting", "Succeeded", "Failed", "Cancelled"];
+const PHASES = ["", "Pending", "Running", "Waiting", "Suspended", "Succeeded", "Failed", "Cancelled"];
 
 export function RunsPage({ info }: { info: Info }) {
   const [runs, setRuns] = useState<RunSummary[] | null>(null);

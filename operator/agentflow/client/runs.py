@@ -149,5 +149,5 @@ def result_of_run(run: Run) -> RunResult:
             continue
         message = node.message or (node.error.message if node.error is not None else None)
         steps[node.id] = StepState(node.phase, message)
-    return RunResult(run=run.run_id, phase=run.phase, outputs=run.outputs, cost_usd=round(run.cost_usd, 6),
+    return RunResult(run=run.run_id, phase=run.shown_phase, outputs=run.outputs, cost_usd=round(run.cost_usd, 6),
                      tokens=run.tokens, message=run.reason, steps=steps)

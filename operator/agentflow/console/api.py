@@ -33,7 +33,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/info", "info", "Mode (local or cluster), the signed-in user, what this console can do"),
     Route("GET", "/api/runs", "list_runs", "Runs, newest first, with phase, progress, cost and age",
           (("namespace", "only runs in this namespace"), ("label", "KEY or KEY=VALUE on the Workflow"),
-           ("phase", "Pending, Running, Succeeded, Failed or Cancelled"))),
+           ("phase", "Pending, Running, Waiting, Suspended, Succeeded, Failed or Cancelled"))),
     Route("GET", "/api/runs/{run}", "get_run",
           "A run's whole graph from its compiled plan (pending steps included) with each node's live state"),
     Route("GET", "/api/runs/{run}/nodes/{node}", "get_node",

@@ -219,7 +219,7 @@ def run_summary(run: Run, meta: Mapping[str, Any]) -> dict[str, Any]:
         "runId": run.run_id,
         "workflow": run.plan.name,
         "mode": run.plan.mode,
-        "phase": run.phase,
+        "phase": run.shown_phase,
         "finished": run.finished,
         "reason": run.reason,
         "progress": {"done": done, "total": total},

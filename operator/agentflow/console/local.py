@@ -214,7 +214,7 @@ class LocalRunSource:
                 continue
             if where.namespace and loaded.namespace != where.namespace:
                 continue
-            if where.phase and loaded.run.phase != where.phase:
+            if where.phase and loaded.run.shown_phase != where.phase:
                 continue
             if not where.matches_labels(loaded.labels):
                 continue

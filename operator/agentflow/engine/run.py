@@ -1662,6 +1662,21 @@ class Run:
     # ------------------------------------------------------------------ views
 
     @property
+    def shown_phase(self) -> str:
+        """The phase people and applications are shown, the same locally and on a cluster (a Workflow's
+        status.phase): Pending, Running, Waiting (a node waits for a human's approval), Suspended, Succeeded, Failed
+        or Cancelled. ``phase`` itself stays Running while a node waits or the run is suspended."""
+        if self.finished:
+            return self.phase
+        if self.started_at is None:
+            return PENDING
+        if self.suspended:
+            return "Suspended"
+        if any(n.phase == WAITING for n in self.nodes.values()):
+            return WAITING
+        return RUNNING
+
+    @property
     def progress(self) -> tuple[int, int]:
         """(finished, total) steps; a state machine counts state visits."""
         if self.plan.mode == "dag":

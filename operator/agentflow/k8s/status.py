@@ -108,15 +108,7 @@ def _clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 def workflow_phase(run: Run) -> str:
     """Pending, Running, Waiting (a node waits for approval), Suspended, Succeeded, Failed or Cancelled."""
-    if run.finished:
-        return run.phase
-    if run.started_at is None:
-        return "Pending"
-    if run.suspended:
-        return "Suspended"
-    if any(n.phase == WAITING for n in run.nodes.values()):
-        return "Waiting"
-    return "Running"
+    return run.shown_phase
 
 
 def node_status(node: Node, now_iso: Callable[[float], str],

@@ -54,9 +54,10 @@ def node_rows(run: Run) -> list[dict[str, Any]]:
 
 def render_table(run: Run) -> Group:
     done, total = run.progress
+    phase = run.shown_phase
     header = Text.assemble(
         ("run ", "bold"), (run.run_id, "bold cyan"), f"  {run.plan.name}  ",
-        (run.phase, STYLE.get(run.phase, "")), f"  {done}/{total} steps  ${run.cost_usd:.4f}  {run.tokens} tokens",
+        (phase, STYLE.get(phase, "")), f"  {done}/{total} steps  ${run.cost_usd:.4f}  {run.tokens} tokens",
     )
     table = Table(box=None, pad_edge=False)
     for column in ("step", "phase", "try", "time", "cost", "note"):
@@ -117,7 +118,7 @@ def summary(run: Run) -> dict[str, Any]:
     return {
         "runId": run.run_id,
         "workflow": run.plan.name,
-        "phase": run.phase,
+        "phase": run.shown_phase,
         "reason": run.reason,
         "progress": f"{done}/{total}",
         "outputs": run.outputs,

@@ -36,12 +36,14 @@ async def test_runs_are_listed_with_phase_progress_cost_and_filters(client: Any,
     run_dir = await asyncio.to_thread(start, state, APPROVALS)
     rows = await (await c.get("/api/runs")).json()
     (row,) = rows
-    assert row["runId"] == run_dir.run_id and row["phase"] == "Running"
+    assert row["runId"] == run_dir.run_id and row["phase"] == "Waiting"  # as a Workflow's status.phase says
     assert row["progress"] == {"done": 0, "total": 4} and row["waiting"] == ["ask"] and row["waitingCount"] == 1
     assert row["labels"] == {"team": "support"} and row["namespace"] == "default"
     assert await (await c.get("/api/runs?label=team=support")).json() == rows
     assert await (await c.get("/api/runs?label=team=billing")).json() == []
     assert await (await c.get("/api/runs?phase=Succeeded")).json() == []
+    assert await (await c.get("/api/runs?phase=Running")).json() == []
+    assert await (await c.get("/api/runs?phase=Waiting")).json() == rows
     assert await (await c.get("/api/runs?namespace=default")).json() == rows
 
 
@@ -245,7 +247,7 @@ async def test_a_local_runs_result_is_what_the_application_client_reads(client: 
     run_dir = await asyncio.to_thread(start, state, APPROVALS)
     got = await c.get(f"/api/runs/{run_dir.run_id}/result")
     result = RunResult.from_dict(await got.json())
-    assert got.status == 200 and result.run == run_dir.run_id and result.phase == "Running"
+    assert got.status == 200 and result.run == run_dir.run_id and result.phase == "Waiting"
     assert result.steps["ask"].phase == "Waiting" and not result.finished
     refused = await c.post("/api/template-runs", json={"template": "digest"}, headers=_mutating(settings))
     assert refused.status == 409 and "POST /api/runs" in (await refused.json())["error"]

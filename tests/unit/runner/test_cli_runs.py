@@ -300,7 +300,7 @@ def test_a_quarantined_step_waits_for_a_review_then_approve_and_resume_run_it_fl
         workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workdir / "screened.yaml").write_text(QUARANTINE)
     code, waiting = cli(capsys, "run", "screened.yaml", "--no-wait", "--json")
-    assert code == 3 and waiting["phase"] == "Running"
+    assert code == 3 and waiting["phase"] == "Waiting"
     fetch = next(n for n in waiting["nodes"] if n["node"] == "fetch")
     assert fetch["phase"] == "Waiting" and "InjectionQuarantined" in fetch["message"]
     run_id = waiting["runId"]
