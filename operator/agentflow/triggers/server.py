@@ -3,7 +3,8 @@
 Served by the operator on a port of its own (``--trigger-listen``, off by default; the chart's ``triggers.*``).
 One delivery, in this order::
 
-    body read as a stream, at most max_body_bytes                                    413
+    body read as a stream, at most max_body_bytes, within body_seconds              413, 408
+    the headers: a field sent twice is read as its lines joined with ", "          (RFC 9110 5.3)
     the trigger read (its namespace must be one the operator watches)                401 (as a bad signature)
     its Secret read in the trigger's namespace, labelled agentflow.dev/trigger       401 (the reason on its status)
     auth verified on the raw bytes, in constant time (agentflow.triggers.auth)      401 (the reason in the log)
@@ -21,7 +22,13 @@ missing or unlabelled Secret and a bad signature all answer the same 401, so a c
 nothing about what exists. Once authenticated, the caller holds the trigger's key and is told exactly what is
 wrong. At most ``max_in_flight`` deliveries are handled at once (429 with Retry-After past it), and triggers and
 Secrets are read through a short cache (``cache_seconds``), so a flood of unauthenticated posts costs the API
-server little.
+server little. A body is read before a delivery takes its place among those in flight, by at most
+``4 * max_in_flight`` readers at once, each within ``body_seconds`` (408 past it): clients that open connections
+and send nothing more (slowloris) hold no delivery's place, and lose theirs among the readers after seconds.
+
+The signature and the mapping read the same headers: a field sent twice is joined into one value, so a captured
+Standard Webhooks request with a second webhook-id added fails its signature instead of starting a run under the
+added id.
 
 Every error is JSON ``{"error": "..."}``; 503 with Retry-After when the API server cannot be reached. The
 trigger's status (path, lastDelivery, message) is written after each authenticated delivery, best effort.
@@ -55,6 +62,8 @@ __all__ = ["MAX_DELIVERY_BYTES", "TriggerServer"]
 log = logging.getLogger("agentflow.triggers")
 
 MAX_DELIVERY_BYTES = 2**20
+BODY_SECONDS = 10.0
+"""How long a client has to send its whole body (408 past it)."""
 """The largest body accepted (GitHub caps webhook payloads at 25 MiB, but its large ones are pushes of many
 commits a run would not read; Slack's are a few KiB)."""
 NOT_AUTHENTICATED = "not authenticated: sign the body with the trigger's key (see its spec.auth)"
@@ -79,9 +88,21 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
         return _json(e.status, {"error": f"{e.reason}: {request.method} {request.path}"})
     except asyncio.CancelledError:
         raise
+    except ConnectionError as e:  # the client hung up: nobody to answer
+        log.debug("trigger server: %s %s: the client went away: %s", request.method, request.path, e)
+        return _json(400, {"error": "the connection was lost before the delivery was read"})
     except Exception:
         log.exception("trigger server: %s %s failed", request.method, request.path)
         return _json(500, {"error": "internal error in the trigger server; the operator log has the details"})
+
+
+def joined_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request's header fields by lower-case name, a field sent on several lines joined with ", " (RFC 9110
+    5.3): what the signature check and the trigger's expressions both read, so they cannot read different lines."""
+    lines: dict[str, list[str]] = {}
+    for key, value in headers.items():
+        lines.setdefault(key.lower(), []).append(value)
+    return {key: ", ".join(values) for key, values in lines.items()}
 
 
 def _unauthenticated() -> Refused:
@@ -120,7 +141,7 @@ class TriggerServer:
 
     def __init__(self, kube: Kube, *, namespaces: Sequence[str] = (), clock: Clock = time.time,
                  max_body_bytes: int = MAX_DELIVERY_BYTES, max_in_flight: int = 64,
-                 cache_seconds: float = 5.0) -> None:
+                 cache_seconds: float = 5.0, body_seconds: float = BODY_SECONDS) -> None:
         """``namespaces``: the ones the operator watches (names or globs, as --namespace; empty: all)."""
         self._kube = kube
         self._namespaces = tuple(namespaces)
@@ -128,6 +149,8 @@ class TriggerServer:
         self._runs = TriggerRuns(kube, clock)
         self._max_body = max_body_bytes
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._readers = asyncio.Semaphore(4 * max_in_flight)
+        self._body_seconds = body_seconds
         self._cache = _Cache(cache_seconds, time.monotonic)
         self._reported: dict[tuple[str, str], str] = {}
         """The configuration problem last written on each trigger's status."""
@@ -155,20 +178,25 @@ class TriggerServer:
         return _json(200, {"ok": True})
 
     async def _deliver(self, request: web.Request) -> web.Response:
+        busy = Refused(429, "too many deliveries in flight; try again shortly",
+                       {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if self._readers.locked():
+            raise busy
+        async with self._readers:
+            raw = await self._read_body(request)
         if self._slots.locked():
-            raise Refused(429, "too many deliveries in flight; try again shortly",
-                            {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            raise busy
         async with self._slots:
-            return await self._handle(request, request.match_info["namespace"], request.match_info["name"])
+            return await self._handle(request, raw, request.match_info["namespace"], request.match_info["name"])
 
-    async def _handle(self, request: web.Request, namespace: str, name: str) -> web.Response:
-        raw = await self._read_body(request)
+    async def _handle(self, request: web.Request, raw: bytes, namespace: str, name: str) -> web.Response:
+        headers = joined_headers(request.headers)
         trigger = await self._trigger(namespace, name)
         key = await self._key(namespace, trigger)
         auth = trigger.spec.auth
         assert auth is not None  # _trigger: an HTTP trigger
         try:
-            verify(auth, key, raw, request.headers, self._clock())
+            verify(auth, key, raw, headers, self._clock())
         except Unauthenticated as exc:
             log.info("trigger %s/%s: delivery refused: %s", namespace, name, exc)
             raise _unauthenticated() from None
@@ -176,7 +204,7 @@ class TriggerServer:
             raise Refused(503, f"WorkflowTrigger {namespace}/{name} is suspended (spec.suspend)")
         document = _parse_body(raw, request.content_type)
         try:
-            delivery = compile_trigger(trigger.spec).deliver(document, request.headers)
+            delivery = compile_trigger(trigger.spec).deliver(document, headers)
         except TriggerSpecError as exc:
             raise Refused(400, f"WorkflowTrigger {namespace}/{name} {exc}") from None
         except MappingError as exc:
@@ -201,10 +229,14 @@ class TriggerServer:
         if request.content_length is not None and request.content_length > self._max_body:
             raise Refused(413, too_large)
         body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > self._max_body:
-                raise Refused(413, too_large)
+        try:
+            async with asyncio.timeout(self._body_seconds):
+                async for chunk in request.content.iter_any():
+                    body += chunk
+                    if len(body) > self._max_body:
+                        raise Refused(413, too_large)
+        except TimeoutError:
+            raise Refused(408, f"the body did not arrive within {self._body_seconds:g} seconds") from None
         return bytes(body)
 
     def _served(self, namespace: str) -> bool:

@@ -132,6 +132,10 @@ class CompiledTrigger:
         if not text or len(text) > MAX_DELIVERY_ID or any(ord(c) < 32 or ord(c) == 127 for c in text):
             raise MappingError("spec.deliveryId", f"a delivery id has 1 to {MAX_DELIVERY_ID} characters and no "
                                                   "control characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, passed on as surrogates by the HTTP server
+            raise MappingError("spec.deliveryId", "a delivery id is UTF-8 text") from None
         return text
 
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import multidict
 import orjson
 import pytest
 
@@ -324,27 +325,93 @@ async def test_too_many_in_flight_is_429() -> None:
     await server.start("127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.port}/v1/triggers/team/issues"
     release = asyncio.Event()
+    read = kube.get_resource
 
-    async def slow() -> AsyncIterator[bytes]:  # holds the one slot until released
-        yield b"{"
+    async def slow_read(*args: Any, **kwargs: Any) -> dict[str, Any]:  # holds the one slot until released
         await release.wait()
-        yield b"}"
+        return await read(*args, **kwargs)
 
+    kube.get_resource = slow_read  # type: ignore[method-assign]
     try:
         async with aiohttp.ClientSession() as s:
-            first = asyncio.ensure_future(s.post(url, data=slow()))
+            raw, headers = signed(ISSUE)
+            first = asyncio.ensure_future(s.post(url, data=raw, headers=headers))
             for _ in range(100):
                 if server._slots.locked():
                     break
                 await asyncio.sleep(0.01)
-            async with s.post(url, data=b"{}") as r:
+            async with s.post(url, data=raw, headers=headers) as r:
                 assert r.status == 429 and r.headers["Retry-After"] == "5"
             release.set()
             response = await first
-            assert response.status == 401  # unsigned: refused, but it had the slot
+            assert response.status == 201  # it had the slot
             response.release()
     finally:
         await server.stop()
+
+
+async def _stalled(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that sends its headers and one byte of a 100-byte body, then nothing (slowloris)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/triggers/x/y HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n{")
+    await writer.drain()
+    return reader, writer
+
+
+async def test_clients_that_stop_sending_hold_no_deliverys_place_and_time_out() -> None:
+    kube = cluster()
+    server = TriggerServer(kube, clock=lambda: NOW, max_in_flight=1, body_seconds=1.0)  # 4 readers at once
+    await server.start("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.port}/v1/triggers/team/issues"
+    stalled = [await _stalled(server.port) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.2)
+        assert (await post(url.removesuffix("/v1/triggers/team/issues"), *signed(ISSUE)))[0] == 201  # not 429
+        stalled.append(await _stalled(server.port))  # the four readers are taken: a fifth waits its turn
+        await asyncio.sleep(0.2)
+        assert (await post(url.removesuffix("/v1/triggers/team/issues"), *signed(ISSUE, delivery="d-2")))[0] == 429
+        answers = [await asyncio.wait_for(reader.read(400), 10) for reader, _ in stalled]
+        assert all(a.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 seconds" in a for a in answers)
+        assert (await post(url.removesuffix("/v1/triggers/team/issues"), *signed(ISSUE, delivery="d-2")))[0] == 201
+    finally:
+        for _, writer in stalled:
+            writer.close()
+        await server.stop()
+    assert len(workflows(kube)) == 2
+
+
+async def test_a_header_sent_twice_is_read_as_one_joined_value_by_auth_and_mapping(served: Any) -> None:
+    kube, url, _ = served
+    spec = kube.resources[("workflowtriggers", "team", "issues")]["spec"]
+    spec["auth"] = {"standard": {"secretRef": {"name": "gh", "key": "secret"}}}
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    kube.add_secret({"metadata": {"name": "gh", "namespace": "team", "labels": {"agentflow.dev/trigger": "true"}},
+                     "stringData": {"secret": secret}})
+    raw = orjson.dumps(ISSUE)
+    captured = [("webhook-id", "msg_1"), ("webhook-timestamp", str(int(NOW))), ("Content-Type", "application/json"),
+                ("webhook-signature", sign_standard(secret.encode(), "msg_1", int(NOW), raw))]
+    async with aiohttp.ClientSession() as s:
+        for extra in ("evil-2", "msg_1"):  # a second id line: the signature covers neither "msg_1, evil-2" nor it
+            async with s.post(url + "/v1/triggers/team/issues", data=raw,
+                              headers=multidict.CIMultiDict([*captured, ("webhook-id", extra)])) as r:
+                assert r.status == 401, await r.text()
+        async with s.post(url + "/v1/triggers/team/issues", data=raw, headers=multidict.CIMultiDict(captured)) as r:
+            assert r.status == 201 and (await r.json())["deliveryId"] == "msg_1"
+    assert len(workflows(kube)) == 1
+
+
+async def test_a_delivery_id_that_is_not_utf8_is_400_naming_the_field(served: Any) -> None:
+    _, _, server = served
+    raw, headers = signed(ISSUE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k != "X-GitHub-Delivery")
+    writer.write(b"POST /v1/triggers/team/issues HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                 + head.encode() + b"X-GitHub-Delivery: \xff\xfe-bytes\r\n"
+                 + f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"spec.deliveryId: a delivery id is UTF-8 text" in answer, answer
 
 
 async def test_unknown_names_are_cached_briefly() -> None:
