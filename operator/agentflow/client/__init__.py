@@ -14,15 +14,15 @@ Two places a run can be, three ways to reach them, one API::
     await client.get(handle.name)                  # a run started elsewhere (kubectl, a schedule, agentflow run)
 
 Errors (agentflow.client.errors): TemplateNotFound, InputError (``field`` names the input), RunRefused (admission,
-RBAC), RunNotFound, RunFailed (``step``, ``message``), Timeout. Inputs are checked against the template before
-anything is created, with the validation the admission webhook and the reconciler use.
+RBAC; RunExists: the name is taken), RunNotFound, RunFailed (``step``, ``message``), Timeout. Inputs are checked
+against the template before anything is created, with the validation the admission webhook and the reconciler use.
 """
 
 from __future__ import annotations
 
 from .cluster import AsyncClient
 from .console import AsyncConsoleClient
-from .errors import ClientError, InputError, RunFailed, RunNotFound, RunRefused, TemplateNotFound, Timeout
+from .errors import ClientError, InputError, RunExists, RunFailed, RunNotFound, RunRefused, TemplateNotFound, Timeout
 from .handle import RunHandle
 from .local import AsyncLocalClient
 from .runs import RunEvent, RunResult, StepState
@@ -38,6 +38,7 @@ __all__ = [
     "InputError",
     "LocalClient",
     "RunEvent",
+    "RunExists",
     "RunFailed",
     "RunHandle",
     "RunNotFound",

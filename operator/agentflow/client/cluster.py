@@ -23,7 +23,7 @@ from ..models.template import ClusterWorkflowTemplate, WorkflowTemplate
 from ..services import approvals
 from ..validation.templates import template_input_findings
 from .bodies import check_body, run_name, template_ref, workflow_body
-from .errors import ClientError, RunNotFound, RunRefused, TemplateNotFound, from_admission, from_findings
+from .errors import ClientError, RunExists, RunNotFound, RunRefused, TemplateNotFound, from_admission, from_findings
 from .handle import RunHandle
 from .runs import RunResult, result_of_status
 
@@ -123,8 +123,8 @@ class AsyncClient:
         except KubeError as exc:
             raise ClientError(f"cannot create Workflow {self.namespace}/{body['metadata']['name']}: {exc}") from None
         if not created:
-            raise RunRefused(f"a Workflow {self.namespace}/{body['metadata']['name']} exists already; give another "
-                             "name")
+            raise RunExists(body["metadata"]["name"], f"name: a Workflow {self.namespace}/{body['metadata']['name']} "
+                            "exists already; give another name")
         return RunHandle(body["metadata"]["name"], self)
 
     async def get(self, name: str) -> RunHandle:

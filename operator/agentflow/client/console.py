@@ -7,7 +7,7 @@ the console starts the run with that same client, so inputs are checked the same
 kinds::
 
     POST /api/template-runs       {namespace, template, kind, inputs, name, labels} -> 201 {runId, name}
-                                   404 TemplateNotFound, 422 InputError (problems), 403 RunRefused
+                                   404 TemplateNotFound, 422 InputError (problems), 403 RunRefused, 409 RunExists
     GET  /api/runs/NS:NAME/result  RunResult (phase, outputs, cost, tokens, message, steps)     404 RunNotFound
     POST /api/runs/NS:NAME/cancel  {reason}
 
@@ -25,7 +25,7 @@ import orjson
 
 from ..models import TemplateKind
 from .bodies import template_ref
-from .errors import ClientError, InputError, RunNotFound, RunRefused, TemplateNotFound
+from .errors import ClientError, InputError, RunExists, RunNotFound, RunRefused, TemplateNotFound
 from .handle import RunHandle
 from .runs import RunResult
 
@@ -87,6 +87,8 @@ class AsyncConsoleClient:
             raise TemplateNotFound(str(answer["template"]), str(answer.get("kind", ref.kind)), answer["error"])
         if status == 422 and isinstance(answer.get("problems"), list):
             raise InputError([(str(field), str(message)) for field, message in answer["problems"]])
+        if status == 409 and answer.get("name"):
+            raise RunExists(str(answer["name"]), answer["error"])
         if status in (403, 409) or answer.get("refused"):
             raise RunRefused(answer["error"])
         raise self._failed(status, answer, "start a run")

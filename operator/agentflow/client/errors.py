@@ -6,6 +6,7 @@
     ├── TemplateNotFound     no template of that name and kind (in the client's namespace, or cluster-wide)
     ├── InputError           inputs the template refuses: ``field`` names the first (``topic``, ``items[2].id``)
     ├── RunRefused           the cluster refused the Workflow (admission: a Budget, a quota; RBAC) or it exists
+    │   └── RunExists        a run of that name exists already (``name``)
     ├── RunNotFound          no run of that name
     ├── RunFailed            the run ended Failed or Cancelled: ``step`` (the first failed step) and ``message``
     └── Timeout              the run did not finish in time (also a TimeoutError); it goes on
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .runs import RunResult
 
-__all__ = ["ClientError", "InputError", "RunFailed", "RunNotFound", "RunRefused", "TemplateNotFound", "Timeout",
-           "from_admission", "from_findings"]
+__all__ = ["ClientError", "InputError", "RunExists", "RunFailed", "RunNotFound", "RunRefused", "TemplateNotFound",
+           "Timeout", "from_admission", "from_findings"]
 
 
 class ClientError(Exception):
@@ -53,6 +54,14 @@ class InputError(ClientError, ValueError):
 class RunRefused(ClientError):
     """The cluster refused to create the run: the admission webhook (a hard Budget, a ResourceQuota, an invalid
     Workflow), RBAC, or a run of that name exists already."""
+
+
+class RunExists(RunRefused):
+    """A run of that name exists already: give another name (or none, for a generated one)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class RunNotFound(ClientError):

@@ -98,6 +98,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.status, exc.message, exc.details)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
+            if exc.status == 413:
+                return _error(413, f"the request body is larger than the console accepts ({MAX_BODY} bytes)")
             return _error(exc.status, exc.reason if exc.status != 404 else f"no such API route: {request.path}")
         raise
     except Exception:
@@ -119,15 +121,18 @@ def _guard(settings: Settings) -> Any:
                 origin = request.headers.get("Origin")
                 if origin is not None and origin not in (f"http://{request.host}", f"https://{request.host}"):
                     raise Forbidden(f"Origin {origin} may not act on this console: use the console's own page")
-                sent = request.headers.get("X-AgentFlow-Token", "")
-                if not secrets.compare_digest(sent, settings.token):
+                sent = request.headers.get("X-AgentFlow-Token", "").encode("utf-8", "surrogateescape")
+                if not secrets.compare_digest(sent, settings.token.encode()):
                     raise Forbidden("missing or wrong X-AgentFlow-Token: act from the console's page, or read the "
                                     "token from its <meta name=agentflow-token> (it changes at each start)")
         elif request.path.startswith("/api/") and request.path not in ("/api/openapi.json", "/api/info"):
             auth = request.headers.get("Authorization", "")
-            if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            token = auth[7:].strip()
+            if not auth.lower().startswith("bearer ") or not token:
                 raise Unauthorized("sign in: send your Kubernetes bearer token (a ServiceAccount token or your "
                                    "OIDC id token) as Authorization: Bearer TOKEN")
+            if not (token.isascii() and token.isprintable() and " " not in token):
+                raise Unauthorized("the bearer token is not a Kubernetes token (printable ASCII without spaces)")
         return await handler(request)
 
     return guard
@@ -199,6 +204,8 @@ async def get_node(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     raw = request.query.get("after", "-1")
     try:
+        if not raw.isascii():  # int() reads other scripts' digits too
+            raise ValueError(raw)
         after = int(raw)
     except ValueError:
         raise BadRequest(f"after={raw!r}: expected the seq of the last record the page has (an integer)") from None
@@ -310,7 +317,10 @@ async def export_manifests(request: web.Request) -> web.Response:
     documents = body.get("documents")
     if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
         raise BadRequest("documents: expected a list of manifests (JSON objects)")
-    text = designer.export(documents)
+    try:
+        text = designer.export(documents)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     report = await asyncio.to_thread(designer.findings, text)
     return _json({"yaml": text, **report})
 

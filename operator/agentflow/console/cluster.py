@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
-from ..client import AsyncClient, ClientError, InputError, RunRefused, TemplateNotFound
+from ..client import AsyncClient, ClientError, InputError, RunExists, RunRefused, TemplateNotFound
 from ..client.runs import result_of_status
 from ..engine.history import diff, history
 from ..engine.journal import Record
@@ -48,6 +49,8 @@ from .graph import changed, layout, node_views, run_summary
 from .source import Caller, RunFilter, RunSnapshot
 
 __all__ = ["ClusterRunSource", "UserKube", "status_views"]
+
+log = logging.getLogger(__name__)
 
 PLURAL = "workflows"
 POLL_SECONDS = 1.0
@@ -74,6 +77,9 @@ def _kube_error(exc: KubeError, user: str, what: str) -> Exception:
                          "that allows it")
     if isinstance(exc, NotFound):
         return NotFoundError(f"{what}: not found ({words})")
+    if exc.status is None:  # not an answer of the API server: the client's own words name its address
+        log.warning("console: %s: %s", what, exc)
+        return Unavailable(f"{what}: the API server cannot be reached; the console's log has the details")
     return Unavailable(f"{what}: the API server failed: {words}")
 
 
@@ -416,6 +422,8 @@ class ClusterRunSource:
                 raise BadRequest(str(exc)) from None
             except TemplateNotFound as exc:
                 raise NotFoundError(str(exc), {"template": exc.template, "kind": exc.kind}) from None
+            except RunExists as exc:
+                raise Conflict(str(exc), {"refused": True, "field": "name", "name": exc.name}) from None
             except RunRefused as exc:
                 raise Forbidden(str(exc), {"refused": True}) from None
             except ClientError as exc:

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from ..models import limits
 from ..models.crd import KINDS, build_crd
 from ..models.manifests import Document, ManifestError, Problem, parse_yaml
 from ..validation import validate_documents
@@ -148,9 +149,28 @@ def findings(text: str) -> dict[str, Any]:
 
 
 def export(documents: Sequence[Any]) -> str:
-    """One multi-document YAML text of the manifests, keys in the order given (what `kubectl apply` takes)."""
+    """One multi-document YAML text of the manifests, keys in the order given (what `kubectl apply` takes);
+    ValueError naming the place (``documents[0].spec...``) of a value nested deeper than manifests may be."""
+    where = _too_deep(documents)
+    if where is not None:
+        raise ValueError(f"{where}: nested deeper than {limits.MAX_DEPTH} levels; flatten it")
     return yaml.dump_all(list(documents), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
                          default_flow_style=False, width=1000)
+
+
+def _too_deep(documents: Sequence[Any]) -> str | None:
+    """The path of the first value deeper than a manifest may nest (limits.MAX_DEPTH levels), or None."""
+    stack: list[tuple[Any, str, int]] = [(doc, f"documents[{i}]", 1) for i, doc in reversed(list(enumerate(documents)))]
+    while stack:
+        value, path, depth = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if depth > limits.MAX_DEPTH:
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            stack.append((child, f"{path}.{key}" if isinstance(value, dict) else f"{path}[{key}]", depth + 1))
+    return None
 
 
 def schemas() -> dict[str, Any]:

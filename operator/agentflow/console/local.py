@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -359,22 +360,18 @@ class LocalRunSource:
         folder = self.state_dir / "designer"
         folder.mkdir(parents=True, exist_ok=True)
         stem = _WORKFLOW_FILE.sub("-", (workflow or "workflow").lower())[:40] or "workflow"
-        path = folder / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.yaml"
-        path.write_text(manifests_yaml, encoding="utf-8")
+        path = folder / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.yaml"
+        with path.open("x", encoding="utf-8") as out:  # its own file: two starts in one second share none
+            out.write(manifests_yaml)
         try:
             bundle = session.load_bundle([path], workflow)
-        except ManifestError as exc:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise BadRequest("the manifests do not validate:\n" + str(exc)) from None
-        except session.SessionError as exc:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            raise BadRequest(str(exc)) from None
-        run_id = session.new_run_id(bundle.workflow.metadata.name)
-        try:
+            run_id = session.new_run_id(bundle.workflow.metadata.name)
             bundle = session.bind_prompts(bundle, run_id)
-        except session.SessionError as exc:
+        except (ManifestError, session.SessionError) as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if isinstance(exc, ManifestError):
+                raise BadRequest("the manifests do not validate:\n" + str(exc)) from None
             raise BadRequest(str(exc)) from None
         executor = self._executor(bundle)
         run_dir = session.create_run(self.store, bundle, [path], run_id=run_id)

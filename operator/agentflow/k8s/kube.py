@@ -298,6 +298,8 @@ class KubeClient:
             raise _translate(exc, what) from None
         except (HTTPError, OSError) as exc:
             raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
+        except UnicodeError as exc:  # a header value (a caller's bearer token) that HTTP cannot carry
+            raise KubeError(f"{what}: the request cannot be sent: {exc}", 400) from None
 
     async def _send(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """A call whose answer is not needed: not decoded into the client's models (CPU under the GIL in a burst);

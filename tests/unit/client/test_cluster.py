@@ -15,6 +15,7 @@ from agentflow.client import (
     AsyncClient,
     Client,
     InputError,
+    RunExists,
     RunFailed,
     RunNotFound,
     RunRefused,
@@ -163,8 +164,9 @@ async def test_a_run_is_cancelled_through_spec_cancel() -> None:
 async def test_what_the_cluster_refuses_is_a_run_refused() -> None:
     cluster, client = setup()
     await client.start("digest", {}, name="once")
-    with pytest.raises(RunRefused, match="exists already"):
+    with pytest.raises(RunExists, match=r"name: a Workflow .* exists already") as taken:
         await client.start("digest", {}, name="once")
+    assert taken.value.name == "once" and isinstance(taken.value, RunRefused)
     reader = AsyncClient(NS, kube=RbacKube(cluster.kube, "ada", {("get", "workflowtemplates")}))  # type: ignore[arg-type]
     with pytest.raises(RunRefused, match="403 Forbidden"):
         await reader.start("digest", {})

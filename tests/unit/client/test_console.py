@@ -19,6 +19,7 @@ from agentflow.client import (
     ClientError,
     ConsoleClient,
     InputError,
+    RunExists,
     RunFailed,
     RunNotFound,
     RunRefused,
@@ -84,8 +85,9 @@ async def test_a_run_of_a_template_starts_as_the_caller_and_is_followed_to_its_o
         assert (await again.outputs()) == {"digest": "upgrades, weekly"}
         named = await client.start("digest", {"topic": "named"}, name="my-digest")
         assert named.name == "my-digest"
-        with pytest.raises(RunRefused, match="exists already"):
+        with pytest.raises(RunExists, match="exists already") as taken:  # 409 naming the name
             await client.start("digest", {"topic": "named"}, name="my-digest")
+        assert taken.value.name == "my-digest"
 
 
 async def test_errors_are_the_cluster_clients(console: Any) -> None:

@@ -174,6 +174,40 @@ async def test_start_runs_manifests_like_agentflow_run(client: Any, state: Path)
     assert (state / "designer").is_dir()
 
 
+async def test_starts_in_one_second_keep_their_own_sources_and_a_refused_one_removes_only_its_own(
+        client: Any, state: Path) -> None:
+    c, settings = client
+    answers = await asyncio.gather(*(c.post("/api/runs", json={"yaml": APPROVALS}, headers=_mutating(settings))
+                                     for _ in range(3)))
+    files = [(await a.json())["file"] for a in answers]
+    assert all(a.status == 200 for a in answers) and len(set(files)) == 3
+    bad = await c.post("/api/runs", json={"yaml": APPROVALS.replace("approvals", "Not A Name", 1)},
+                       headers=_mutating(settings))
+    assert bad.status == 400
+    assert sorted(str(f) for f in (state / "designer").iterdir()) == sorted(files)  # the refused one left nothing
+    assert all(Path(f).read_text(encoding="utf-8") == APPROVALS for f in files)
+
+
+async def test_hostile_headers_queries_and_nesting_are_4xx_naming_them(client: Any, state: Path) -> None:
+    c, settings = client
+    run_dir = await asyncio.to_thread(start, state, APPROVALS)
+    url = f"/api/runs/{run_dir.run_id}/cancel"
+    for token in ("\u00e9", "t\u00f6ken", settings.token + "\u00e9"):  # not ASCII: refused, not a 500
+        r = await c.post(url, json={"reason": "x"}, headers={"X-AgentFlow-Token": token})
+        assert r.status == 403 and "X-AgentFlow-Token" in (await r.json())["error"]
+    r = await c.get(f"/api/runs/{run_dir.run_id}/events?after=\u0663")  # an Arabic-Indic three
+    assert r.status == 400 and "after=" in (await r.json())["error"]
+    deep: Any = "leaf"
+    for _ in range(150):
+        deep = [deep]
+    r = await c.post("/api/manifests/export", json={"documents": [{"kind": "Workflow", "spec": {"a": deep}}]})
+    error = (await r.json())["error"]
+    assert r.status == 400 and error.startswith("documents[0].spec.a[0]") and "deeper than 100 levels" in error
+    huge = await c.post("/api/validate", data=b"{" + b" " * (3 << 20) + b"}",
+                        headers={"Content-Type": "application/json"})
+    assert huge.status == 413 and "bytes" in (await huge.json())["error"]
+
+
 async def test_every_route_is_documented_and_every_documented_route_exists(client: Any) -> None:
     c, _ = client
     doc = await (await c.get("/api/openapi.json")).json()

@@ -55,6 +55,16 @@ async def test_without_a_token_the_console_asks_to_sign_in(cluster: Any) -> None
     assert (await c.get("/api/info")).status == 200
 
 
+async def test_a_token_that_is_not_a_kubernetes_token_is_401(cluster: Any) -> None:
+    c, _ = cluster
+    for token in ("\u2603", "caf\u00e9", "two words"):
+        r = await c.get("/api/runs?namespace=team-a", headers={"Authorization": f"Bearer {token}"})
+        assert r.status == 401 and "bearer token" in (await r.json())["error"]
+        r = await c.post("/api/runs/team-a:support/cancel", json={"reason": "x"},
+                         headers={"Authorization": f"Bearer {token}"})
+        assert r.status == 401
+
+
 async def test_runs_and_graph_as_the_caller(cluster: Any) -> None:
     c, _ = cluster
     rows = await (await c.get("/api/runs?namespace=team-a", headers=_as("viewer-token"))).json()
