@@ -46,6 +46,28 @@ def _store(args: argparse.Namespace) -> RunStore:
     return RunStore(Path(args.state_dir))
 
 
+WRITING_COMMANDS = frozenset({"run", "replay", "resume", "approve", "cancel"})
+"""The commands that write into --state-dir (it is made when missing)."""
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """SessionError naming the flag, before anything is created: --max-parallel, --state-dir."""
+    if hasattr(args, "max_parallel"):  # the flag, else AGENTFLOW_MAX_PARALLEL
+        session.max_parallel_from(args.max_parallel, os.environ)
+    state_dir = getattr(args, "state_dir", None)
+    if state_dir is None:
+        return
+    path = Path(state_dir)
+    if path.exists() and not path.is_dir():
+        raise session.SessionError(f"--state-dir {state_dir}: is a file, not a folder")
+    if args.command in WRITING_COMMANDS:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise session.SessionError(f"--state-dir {state_dir}: cannot make the folder: "
+                                       f"{exc.strerror or exc}") from None
+
+
 def _inputs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(session.parse_input(i) for i in args.input or [])
 
@@ -529,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_args(args)
         return int(args.func(args))
     except ManifestError as exc:
         if getattr(args, "json", False):

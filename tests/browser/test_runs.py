@@ -99,9 +99,11 @@ def test_the_runs_list_filters_and_links(console: Console, page: Page, tmp_path:
     page.goto(f"{console.url}/#/runs")
     rows = page.locator('[data-testid="runs"] tbody tr')
     expect(rows).to_have_count(1)
-    expect(rows.first).to_have_attribute("data-phase", "Running")
+    expect(rows.first).to_have_attribute("data-phase", "Waiting")  # as kubectl shows a Workflow that waits
     page.select_option('[data-testid="filter-phase"]', "Succeeded")
     expect(page.locator('[data-testid="runs"]')).to_have_count(0)
+    page.select_option('[data-testid="filter-phase"]', "Waiting")
+    expect(rows).to_have_count(1)
     page.select_option('[data-testid="filter-phase"]', "")
     expect(rows).to_have_count(1)
     screenshot(page, "runs")

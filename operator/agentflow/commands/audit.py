@@ -129,16 +129,27 @@ def _parse_anchor(text: str | None) -> Head | None:
 
 @contextlib.contextmanager
 def _lines(path: Path) -> Iterator[tuple[Iterator[str], FileFormat]]:
+    """The file's lines, each decoded as UTF-8 on its own: a first line that is not is a UsageError (not an audit
+    file); a later one is an AuditFileError of that line (verify: the chain is unreadable there)."""
     try:
-        f = path.open(encoding="utf-8", newline="")
+        f = path.open("rb")
     except OSError as e:
         raise UsageError(f"--file: cannot read {path}: {e.strerror or e}") from None
     with f:
-        first = f.readline()
+        try:
+            first = f.readline().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"--file: {path} is not UTF-8 text ({e.reason})") from None
+
         def lines() -> Iterator[str]:
             if first:
                 yield first
-            yield from f
+            for number, raw in enumerate(f, start=2):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise AuditFileError(number, f"not UTF-8 text ({e.reason})") from None
+
         yield lines(), sniff_format(first)
 
 

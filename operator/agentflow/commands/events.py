@@ -142,6 +142,9 @@ async def cluster(args: argparse.Namespace, since: float | None, emit: Callable[
         from ..events.jetstream import JetStream
     except ImportError:
         raise UsageError(f"--nats-url: reading events from NATS needs nats-py: {INSTALL_HINT}") from None
+    if args.nats_creds is not None and not os.path.isfile(args.nats_creds):
+        raise UsageError(f"--nats-creds {args.nats_creds}: no such file (a NATS credentials file: the user's JWT "
+                         "and NKey seed, as `nsc generate creds` writes it)")
     inbox = args.inbox_prefix or (f"_INBOX.agentflow.{args.namespace}" if args.namespace else None)
     settings = ConnectSettings(servers, creds=args.nats_creds, name="agentflow-events", inbox_prefix=inbox)
     js = await JetStream.connect(settings)

@@ -7,15 +7,15 @@ from typing import Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from . import limits
-from .base import API_VERSION, Model, ObjectMeta, ResourceStatus
+from .base import API_VERSION, DNS_SUBDOMAIN, SECRET_KEY, Model, ObjectMeta, ResourceStatus
 
 
 class SecretKeyRef(Model):
     """A key of a Kubernetes Secret (read by the gateway, never by step pods)."""
 
-    name: str
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     """Secret name."""
-    key: str = "api-key"
+    key: str = Field(default="api-key", min_length=1, max_length=253, pattern=SECRET_KEY)
     """Key inside the Secret."""
 
 

@@ -21,6 +21,11 @@ GROUP: Final = "agentflow.dev"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = "agentflow.dev/v1alpha1"  # GROUP/VERSION, spelled out so mypy sees the Literal
 
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+"""A Kubernetes object name (a Secret's, a ConfigMap's): lowercase letters, digits, '-' and '.'."""
+SECRET_KEY: Final = r"^[-._a-zA-Z0-9]+$"
+"""A key of a Secret's data, as the API server allows it (no '/', so no path)."""
+
 # Free-form JSON (inputs, outputs, JSON Schemas). Rendered in the CRD with
 # x-kubernetes-preserve-unknown-fields.
 JSONValue = Any

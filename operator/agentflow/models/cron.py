@@ -49,7 +49,7 @@ class Cron:
 def _value(text: str, name: str, low: int, high: int, names: dict[str, int]) -> int:
     value = names.get(text.lower()) if names else None
     if value is None:
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):  # str.isdigit() is true of superscripts and other scripts' digits
             raise CronError(f"{name}: {text!r} is not a number" + (f" or a name ({', '.join(names)})" if names
                                                                        else ""))
         value = int(text)
@@ -64,7 +64,7 @@ def _field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
         base, _, step_text = part.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) < 1:
+            if not (step_text.isascii() and step_text.isdigit()) or int(step_text) < 1:
                 raise CronError(f"{name}: step {step_text!r} must be a positive number")
             step = int(step_text)
         if base == "*":

@@ -190,12 +190,17 @@ def _construct(
         return node.value
     # Other scalars: let the safe constructor resolve the tag (int, bool, null, ...).
     try:
-        return loader.construct_object(node, deep=True)
+        value = loader.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else str(exc)
         tag = node.tag.rsplit(":", 1)[-1]
         message = f"bad {tag} value {node.value!r}: {problem}"
         raise _LocatedError(line, path, message) from None
+    if value is not None and not isinstance(value, str | int | float | bool):  # !!binary: bytes
+        tag = node.tag.rsplit(":", 1)[-1]
+        raise _LocatedError(line, path, f"a !!{tag} value is not JSON, which is all Kubernetes stores; write it as a "
+                                        "string (base64 for bytes)")
+    return value
 
 
 def _construct_collection(

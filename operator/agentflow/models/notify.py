@@ -31,7 +31,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from . import limits
-from .base import Model
+from .base import DNS_SUBDOMAIN, SECRET_KEY, Model
 
 __all__ = ["EMAIL_PATTERN", "ApprovalNotify", "NotifyTarget", "WebhookSecretRef", "is_email", "parse_duration"]
 
@@ -73,9 +73,9 @@ def _bounded(text: str, least: int) -> str:
 class WebhookSecretRef(Model):
     """A key of a Secret in the Workflow's namespace holding a webhook URL."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     """Secret name."""
-    key: str = Field(default="url", min_length=1, max_length=253)
+    key: str = Field(default="url", min_length=1, max_length=253, pattern=SECRET_KEY)
     """Key inside the Secret."""
 
 

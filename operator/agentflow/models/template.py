@@ -76,7 +76,7 @@ class WorkflowScheduleSpec(Model):
     schedule: str = Field(min_length=1, max_length=256)
     """Cron expression: minute hour day-of-month month day-of-week (numbers, *, ranges, steps, lists; month and
     day names), or @yearly, @monthly, @weekly, @daily, @hourly."""
-    time_zone: str = "UTC"
+    time_zone: str = Field(default="UTC", min_length=1, max_length=64)
     """IANA time zone the schedule is read in (for example Europe/Berlin). A time skipped by a DST change runs
     at the first instant after the gap; a time repeated by one runs once (its first occurrence)."""
     workflow_template_ref: TemplateRef

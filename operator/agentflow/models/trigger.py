@@ -42,7 +42,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import API_VERSION, Model, ObjectMeta, ResourceStatus
+from .base import API_VERSION, DNS_SUBDOMAIN, SECRET_KEY, Model, ObjectMeta, ResourceStatus
 from .workflow import TemplateRef
 
 TRIGGER_LABEL = "agentflow.dev/trigger"
@@ -71,9 +71,9 @@ EVENT_TYPES = frozenset({
 class TriggerSecretRef(Model):
     """A key of a Secret in the trigger's namespace (labelled agentflow.dev/trigger: "true")."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     """Secret name."""
-    key: str = Field(default="secret", min_length=1, max_length=253)
+    key: str = Field(default="secret", min_length=1, max_length=253, pattern=SECRET_KEY)
     """Key inside the Secret."""
 
 

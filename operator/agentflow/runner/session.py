@@ -52,6 +52,7 @@ from ..tools.wasm import inline_module_files
 from ..validation import validate_documents
 from ..validation.grants import ToolDenied, agent_loops, approval_gates, decide_tool, tool_steps
 from ..validation.templates import resolve_workflow, spec_steps
+from ..validation.values import json_value_findings
 from .episodes import LocalEpisodes
 from .loop import DEFAULT_MAX_PARALLEL, LocalRun, Observer, check_inbox_event
 from .store import RunDir, RunStore
@@ -123,7 +124,12 @@ def _bundle(loaded: Sequence[Any], workflow_name: str | None, inputs: Mapping[st
         if not isinstance(r.resource, Workflow):
             catalog.add(r.resource)
     if workflow_name is not None:
-        workflows = [w for w in workflows if w.metadata.name == workflow_name]
+        named = [w for w in workflows if w.metadata.name == workflow_name]
+        if not named:
+            names = ", ".join(sorted(w.metadata.name for w in workflows)) or "none"
+            raise SessionError(f"--workflow {workflow_name!r}: {where} has no Workflow of that name; its Workflows: "
+                               f"{names}")
+        workflows = named
     if len(workflows) != 1:
         names = ", ".join(w.metadata.name for w in workflows) or "none"
         hint = "name one with --workflow NAME" if len(workflows) > 1 else "add a Workflow manifest"
@@ -142,6 +148,10 @@ def _bundle(loaded: Sequence[Any], workflow_name: str | None, inputs: Mapping[st
             update={"annotations": annotations})})
     if inputs:
         check_input_names(workflow, inputs)
+        not_json = json_value_findings(dict(inputs), [])
+        if not_json:  # NaN, bytes...: the dump below would turn them into what they are not
+            path, message = not_json[0]
+            raise SessionError(f"--input {format_path(path) or 'inputs'}: {message}")
         spec = workflow.spec.model_copy(update={"inputs": {**workflow.spec.inputs, **inputs}})
         workflow = workflow.model_copy(update={"spec": spec})
     bodies = [workflow.dump()] + [r.resource.dump() for r in loaded if not isinstance(r.resource, Workflow)]

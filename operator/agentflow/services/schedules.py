@@ -58,7 +58,7 @@ class ScheduleSync:
         runs = await self.runs(namespace, name)
         try:
             decision = decide(schedule, now, created, runs)
-        except (CronError, ValueError, KeyError) as exc:  # a bad time zone or expression admission let through
+        except (CronError, ValueError, KeyError, OSError) as exc:  # a bad time zone or expression admission let through
             return await self._status(namespace, name, {"message": f"invalid: {exc}", "active": []})
         for victim in decision.cancel:
             await self.kube.patch_resource(WORKFLOWS, namespace, victim, {"spec": {"cancel": True}})

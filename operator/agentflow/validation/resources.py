@@ -168,8 +168,8 @@ def _check_schedule(schedule: WorkflowSchedule, catalog: Catalog | None) -> list
         findings.append((["spec", "schedule"], f"{spec.schedule!r}: {exc}"))
     try:
         ZoneInfo(spec.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        findings.append((["spec", "timeZone"], f"unknown time zone {spec.time_zone!r}; use an IANA name such as "
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of tzdata (Europe), a name too long
+        findings.append((["spec", "timeZone"], f"unknown time zone {spec.time_zone[:100]!r}; use an IANA name such as "
                                                "Europe/Berlin or UTC"))
     if catalog is not None:
         template = catalog.template(spec.workflow_template_ref)

@@ -35,6 +35,8 @@ def _problem(value: Any) -> str | None:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             return f"string is not valid UTF-8 ({exc.reason}); remove the lone surrogate"
+    else:
+        return f"a {type(value).__name__} is not a JSON value; write it as a string"
     return None
 
 

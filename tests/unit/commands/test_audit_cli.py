@@ -65,6 +65,21 @@ def test_an_unreadable_line_is_exit_1(chain_file: Path, capsys: pytest.CaptureFi
     assert code == 1 and report["problem"]["kind"] == "malformed" and "line 4" in report["problem"]["message"]
 
 
+def test_bytes_that_are_not_utf8_are_tampering_past_the_first_line_and_no_audit_file_on_it(
+        chain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = chain_file.read_bytes()
+    chain_file.write_bytes(raw + b"\xff\xfe{}\n")  # appended after the last row
+    code, out, _ = run(capsys, "verify", "--file", str(chain_file), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["problem"]["kind"] == "malformed" and "not UTF-8" in report["problem"]["message"]
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b"\xff\xfe" + raw)
+    code, _, err = run(capsys, "verify", "--file", str(junk))
+    assert code == 2 and "is not UTF-8 text" in err
+    code, _, err = run(capsys, "export", "--file", str(chain_file))
+    assert code == 2 and "not UTF-8" in err
+
+
 def test_a_cut_tail_needs_the_anchor(chain_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     head = JsonlAuditLog(chain_file).head()
     (tmp_path / "head.json").write_text(json.dumps({"seq": head.seq, "hash": head.hash}))

@@ -348,6 +348,51 @@ def inputs() -> Iterator[Case]:
     yield Case("input-known", "inputs", doc, runs("m.yaml", codes=(0,), argv=("--input", "ticket=hi")))
 
 
+def flags_and_kinds() -> Iterator[Case]:
+    """Flags refused before a run exists; values JSON cannot hold; schedules, triggers and notifications."""
+    spec = "  inputs: {ticket: default}\n" + STEP
+    doc = {"m.yaml": workflow(spec)}
+    run = ("run", "--no-wait", "--progress", "none", "m.yaml")
+    for i, (value, names) in enumerate([(".nan", ("--input ticket", "NaN")),
+                                        ("!!binary aGVsbG8=", ("--input ticket", "!!binary")),
+                                        ("-.inf", ("--input ticket", "infinity"))]):
+        yield Case(f"input-not-json-{i}", "inputs", doc,
+                   (Command((*run, "--input", f"ticket={value}"), Refused(*names)),))
+    for i, value in enumerate(["0", "-1", "abc", "1e23", "100001"]):
+        yield Case(f"max-parallel-{i}", "inputs", doc, (Command((*run, "--max-parallel", value),
+                                                               Refused("--max-parallel", value)),))
+    yield Case("workflow-not-there", "inputs", doc, (Command((*run, "--workflow", "nope"),
+                                                            Refused("--workflow 'nope'", "Workflows: w")),))
+    yield Case("state-dir-is-a-file", "files", doc, (Command(("--state-dir", "m.yaml", *run),
+                                                             Refused("--state-dir m.yaml", "not a folder")),))
+    yield Case("binary-in-a-manifest", "structure", {"m.yaml": workflow("  inputs: {x: !!binary aGVsbG8=}\n" + STEP)},
+               both("m.yaml", "m.yaml:5", "spec.inputs.x", "!!binary"))
+    template = (HEAD + "kind: WorkflowTemplate\nmetadata: {name: t}\nspec:\n" + STEP + "---\n" + HEAD
+                + "kind: WorkflowSchedule\nmetadata: {name: s}\nspec:\n  workflowTemplateRef: {name: t}\n")
+    for i, (line, names) in enumerate([
+            ("  schedule: '\u00b2 7 * * *'\n", ("spec.schedule", "is not a number")),
+            ("  schedule: '\uff11 7 * * *'\n", ("spec.schedule", "is not a number")),
+            ("  schedule: '*/\u0663 * * * *'\n", ("spec.schedule", "step")),
+            ("  schedule: '0 7 * * *'\n  timeZone: Europe\n", ("spec.timeZone", "unknown time zone 'Europe'")),
+            ("  schedule: '0 7 * * *'\n  timeZone: Etc\n", ("spec.timeZone", "unknown time zone")),
+            ("  schedule: '0 7 * * *'\n  timeZone: " + "A" * 5000 + "\n", ("spec.timeZone", "64")),
+            ("  schedule: '0 7 * * *'\n  timeZone: ../../etc/passwd\n", ("spec.timeZone", "unknown time zone"))]):
+        yield Case(f"schedule-{i}", "structure", {"m.yaml": template + line + TOOLS},
+                   (Command(("validate", "m.yaml"), Refused(*names)),))
+    trigger = (HEAD + "kind: WorkflowTemplate\nmetadata: {name: t}\nspec:\n" + STEP + "---\n" + HEAD
+               + "kind: WorkflowTrigger\nmetadata: {name: g}\nspec:\n  workflowTemplateRef: {name: t}\n"
+               "  auth: {hmac: {secretRef: {name: %s, key: %s}}}\n")
+    for i, (name, key, field) in enumerate([("'Bad Name!'", "secret", "spec.auth.hmac.secretRef.name"),
+                                            ("gh", "'../x'", "spec.auth.hmac.secretRef.key"),
+                                            ("'UPPER/../x'", "secret", "spec.auth.hmac.secretRef.name")]):
+        yield Case(f"trigger-secret-ref-{i}", "structure", {"m.yaml": trigger % (name, key) + TOOLS},
+                   (Command(("validate", "m.yaml"), Refused(field)),))
+    yield Case("notify-secret-ref", "structure", {"m.yaml": workflow(
+        "  steps:\n  - name: a\n    kind: approval\n    approval:\n      notify:\n"
+        "        webhookSecretRef: {name: 'UPPER/../x'}\n")},
+        (Command(("validate", "m.yaml"), Refused("webhookSecretRef.name")),))
+
+
 GENERATORS: tuple[Callable[[], Iterator[Case]], ...] = (numbers, yaml_bombs, emptiness, structure, sizes,
-                                                         files_and_urls, progress, inputs)
+                                                         files_and_urls, progress, inputs, flags_and_kinds)
 CASES: tuple[Case, ...] = tuple(case for generate in GENERATORS for case in generate())

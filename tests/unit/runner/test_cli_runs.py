@@ -127,6 +127,16 @@ def test_missing_file_is_a_usage_error(workdir: Path, capsys: pytest.CaptureFixt
     assert not (workdir / ".agentflow" / "runs").exists() or not list((workdir / ".agentflow" / "runs").iterdir())
 
 
+@pytest.mark.parametrize("argv", [["--input", "topic=.nan"], ["--input", "topic=!!binary aGVsbG8="],
+                                  ["--max-parallel", "0"], ["--max-parallel", "abc"], ["--workflow", "nope"]])
+def test_a_flag_refused_leaves_no_run_behind(workdir: Path, capsys: pytest.CaptureFixture[str],
+                                             argv: list[str]) -> None:
+    assert main(["run", "pipeline.yaml", "--progress", "none", *argv]) == 2
+    assert argv[0] in capsys.readouterr().err
+    runs = workdir / ".agentflow" / "runs"
+    assert not runs.exists() or not list(runs.iterdir())  # no half-created run (a Pending one in agentflow runs)
+
+
 def test_bad_input_flag_names_the_argument(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "pipeline.yaml", "--input", "novalue"]) == 2
     assert "--input 'novalue': expected KEY=VALUE" in capsys.readouterr().err
