@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -137,6 +138,9 @@ class JetStream:
             "max_reconnect_attempts": -1, "allow_reconnect": True,
         }
         if settings.creds:
+            if not os.path.isfile(settings.creds):  # nats-py would fail on it deep inside its connect
+                raise EventsError(f"connect: --nats-creds {settings.creds}: no such file (a NATS credentials file: "
+                                  "the user's JWT and NKey seed, as `nsc generate creds` writes it)")
             options["user_credentials"] = settings.creds
         if settings.inbox_prefix:
             options["inbox_prefix"] = settings.inbox_prefix

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -164,7 +163,4 @@ def events_settings(args: argparse.Namespace, *, name: str = "agentflow-operator
     publisher = getattr(args, "events_publisher", "process")
     if publisher not in PUBLISHERS:
         raise ValueError(f"--events-publisher {publisher!r}: use one of {', '.join(PUBLISHERS)}")
-    if args.nats_creds is not None and not os.path.isfile(args.nats_creds):
-        raise ValueError(f"--nats-creds {args.nats_creds}: no such file (a NATS credentials file: the user's JWT and "
-                         "NKey seed, as `nsc generate creds` writes it)")
     return EventSettings(ConnectSettings(servers, creds=args.nats_creds, name=name), stream, publisher)

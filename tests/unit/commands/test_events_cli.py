@@ -71,6 +71,8 @@ def test_text_lines_and_filters(state: Path, capsys: pytest.CaptureFixture[str])
     (["--nats-url", "http://x"], "--nats-url: 'http://x' is not a NATS URL"),
     (["--nats-url", "nats://x:4222", "-n", "Team A"], "-n: namespace 'Team A' is not a Kubernetes namespace"),
     (["--nats-url", "nats://x:4222", "wf>"], "WORKFLOW: workflow 'wf>'"),
+    (["--nats-url", "nats://127.0.0.1:1", "--nats-creds", "/nonexistent/user.creds"],
+     "--nats-creds /nonexistent/user.creds: no such file"),
 ])
 def test_bad_arguments_exit_2_naming_them(tmp_path: Path, argv: list[str], message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
