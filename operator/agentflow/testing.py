@@ -478,6 +478,10 @@ class MemoryStore:
         self.results[key] = copy.deepcopy(dict(result))
         return True
 
+    async def has_result(self, run_uid: str, node: str, attempt: int) -> bool:
+        self._check()
+        return (run_uid, node, attempt) in self.results
+
     async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]:
         self._check()
         return {(n, a): copy.deepcopy(r) for (u, n, a), r in self.results.items() if u == run_uid}

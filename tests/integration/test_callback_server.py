@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from agentflow.callback.server import CallbackServer
-from agentflow.security.identity import SignedTokens
+from agentflow.security.identity import AttemptEnded, SignedTokens
 from agentflow.security.tokens import AttemptClaims, issue_token, new_key
 from agentflow.storage import PostgresStore
+from agentflow.testing import MemoryAuditSink
 
 pytestmark = pytest.mark.integration
 
@@ -182,6 +183,8 @@ async def test_a_failed_step_result(harness: Harness) -> None:
          b'"input_tokens": -3}]}', "'calls[0].input_tokens'"),
         (b'{"output": 1, "calls": [{"kind": "llm", "name": "m", "request_hash": "h", "response": 1, "x": 1}]}',
          "'calls[0].x'"),
+        *((b'{"output": 1, "calls": [{"kind": "llm", "name": "m", "request_hash": "h", "response": 1, "tokens": '
+           + value + b'}]}', "'calls[0].tokens'") for value in (b'"lots"', b"{}", b"-1000000000", b"1.5", b"true")),
     ],
 )  # fmt: skip
 async def test_a_bad_body_is_400_naming_the_field(harness: Harness, body: bytes, field: str) -> None:
@@ -192,6 +195,42 @@ async def test_a_bad_body_is_400_naming_the_field(harness: Harness, body: bytes,
         assert "Traceback" not in error
     assert await harness.store.get_results(harness.claims.run_uid) == {}
     assert harness.notified == []
+
+
+async def test_a_token_past_its_ended_attempt_audits_nothing_more(store: PostgresStore) -> None:
+    """The attempt ended (its result stored): re-posts are answered, and the tool calls they claim are not audited
+    (they would be forged records of calls the stored result does not have)."""
+    key = new_key()
+    claims = AttemptClaims(f"uid-{uuid.uuid4()}", "team-a", "triage", "fetch", 1, NOW + 600)
+    tokens = SignedTokens(key, clock=lambda: NOW)
+
+    async def authenticate(token: str) -> AttemptClaims:
+        found = await tokens(token)
+        if await store.has_result(found.run_uid, found.node, found.attempt):
+            raise AttemptEnded(f"{found.describe()} has ended", found)
+        return found
+
+    audit = MemoryAuditSink()
+    server = CallbackServer(store, authenticate, clock=lambda: NOW, audit=audit)
+    await server.start("127.0.0.1", 0)
+
+    def result(tool: str) -> dict[str, Any]:
+        return {"output": 1, "calls": [{"kind": "tool", "name": tool, "request_hash": "h", "response": 1}]}
+
+    try:
+        url = f"http://127.0.0.1:{server.port}/v1/attempt/result"
+        headers = {"Authorization": f"Bearer {issue_token(key, claims)}"}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, headers=headers, json=result("t1")) as r:
+                assert r.status == 201
+            for i in range(3):
+                async with session.post(url, headers=headers, json=result(f"forged{i}")) as r:
+                    assert r.status == 200 and (await json_of(r))["stored"] is False
+    finally:
+        await server.stop()
+    assert [e.data["tool"] for e in audit.events] == ["t1"]
+    stored = (await store.get_results(claims.run_uid))[("fetch", 1)]
+    assert [c["name"] for c in stored["calls"]] == ["t1"]
 
 
 async def test_a_20_mb_result(harness: Harness) -> None:

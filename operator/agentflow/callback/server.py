@@ -76,6 +76,8 @@ class AttemptStore(Protocol):
 
     async def put_result(self, run_uid: str, node: str, attempt: int, result: Mapping[str, Any]) -> bool: ...
 
+    async def has_result(self, run_uid: str, node: str, attempt: int) -> bool: ...
+
 
 # --------------------------------------------------------------------------- the result body
 
@@ -94,6 +96,14 @@ _CALL_FIELDS = {f.name: f for f in dataclasses.fields(CallRecord)}
 
 
 def _check_call_field(path: str, annotation: object, value: Any) -> None:
+    """The check of a call's field by its annotation (CallRecord's, as strings); a field of another type is refused,
+    so a field added to CallRecord without a check here is never taken unchecked from a pod."""
+    if annotation not in ("str", "bool", "int", "float", "int | None", "Any"):
+        raise ResultShapeError(path, "this field cannot be posted")
+    if annotation == "int | None":
+        if value is None:
+            return
+        annotation = "int"
     if annotation == "str" and not isinstance(value, str):
         raise ResultShapeError(path, f"must be a string, got {type(value).__name__}")
     if annotation == "bool" and not isinstance(value, bool):
@@ -239,16 +249,20 @@ class CallbackServer:
         return _json(200, {"ok": True})
 
     async def _claims(self, request: web.Request, *, ended_ok: bool = False) -> AttemptClaims:
+        return (await self._claims_and_end(request, ended_ok=ended_ok))[0]
+
+    async def _claims_and_end(self, request: web.Request, *, ended_ok: bool) -> tuple[AttemptClaims, bool]:
+        """The token's claims, and whether its attempt has ended (only with ``ended_ok``; else that is a 401)."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="agentflow"'}
         if scheme.lower() != "bearer" or not token.strip():
             raise _ApiError(401, "missing token: send the attempt's token as 'Authorization: Bearer TOKEN'", challenge)
         try:
-            return await self._authenticate(token.strip())
+            return await self._authenticate(token.strip()), False
         except AttemptEnded as e:
             if ended_ok:
-                return e.claims
+                return e.claims, True
             raise _ApiError(401, str(e), {"WWW-Authenticate": 'Bearer realm="agentflow", error="invalid_token"'}) \
                 from None
         except AuthError as e:
@@ -265,7 +279,7 @@ class CallbackServer:
         return _json(200, payload)
 
     async def _post_result(self, request: web.Request) -> web.Response:
-        claims = await self._claims(request, ended_ok=True)
+        claims, ended = await self._claims_and_end(request, ended_ok=True)
         body = await self._read_body(request)
         try:
             document = orjson.loads(body)
@@ -275,6 +289,10 @@ class CallbackServer:
             result = parse_step_result(document)
         except ResultShapeError as e:
             raise _ApiError(400, f"the body is not a step result: {e}") from None
+        if ended and await self._storage(self._store.has_result(claims.run_uid, claims.node, claims.attempt)):
+            # the pod's own retry of a stored result, or a token used past its attempt: nothing more is audited
+            return _json(200, {"stored": False,
+                               "message": f"result already stored (the first result wins) for {claims.describe()}"})
         # Audited before the result is stored: a failure here (503) makes the pod post again, so a tool
         # call is audited at least once (twice only if the pod re-posts a result that was stored).
         tool_events = self._tool_events(claims, result)

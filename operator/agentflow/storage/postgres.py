@@ -640,6 +640,15 @@ class PostgresStore:
                 await conn.execute("SELECT pg_notify($1, $2)", RESULTS_CHANNEL, run_uid)
         return stored is True
 
+    async def has_result(self, run_uid: str, node: str, attempt: int) -> bool:
+        """Whether a result of this attempt is stored."""
+        what = f"look for the result of attempt {attempt} of node {node!r} of run {run_uid!r}"
+        async with self._connection(what, run_uid) as conn:
+            found = await conn.fetchval(
+                "SELECT true FROM agentflow_step_results WHERE run_uid = $1 AND node = $2 AND attempt = $3",
+                run_uid, node, attempt)
+        return found is True
+
     async def get_results(self, run_uid: str) -> dict[tuple[str, int], dict[str, Any]]:
         """Every stored result of the run, by (node, attempt)."""
         what = f"read the results of run {run_uid!r}"
