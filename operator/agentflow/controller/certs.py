@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import datetime
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -312,12 +313,22 @@ class ManagedWebhookServer(kopf.WebhookServer):
     @staticmethod
     async def _serve(fn: kopf.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:
         """kopf's, after refusing a request nested too deep for its JSON decoder (admission_body)."""
-        text = await request.text()  # aiohttp keeps the body: kopf reads it again
+        try:
+            text = await request.text()  # aiohttp keeps the body: kopf reads it again
+        except (UnicodeDecodeError, LookupError):  # bytes that are not UTF-8, or a charset Python does not know
+            raise aiohttp.web.HTTPBadRequest(reason="the admission request is not UTF-8 JSON") from None
         if too_deep(text):
             review = refusal(text)
             if review is None:
                 raise aiohttp.web.HTTPBadRequest(reason="the admission request is nested too deep to decode")
             return aiohttp.web.json_response(review)
+        try:
+            envelope = json.loads(text)
+        except ValueError:
+            raise aiohttp.web.HTTPBadRequest(reason="the admission request is not JSON") from None
+        request_part = envelope.get("request") if isinstance(envelope, dict) else None
+        if not isinstance(request_part, dict) or not isinstance(request_part.get("uid"), str):
+            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview: it needs request.uid (a string)")
         return await kopf.WebhookServer._serve(fn, request)
 
     async def __aexit__(self, *exc: object) -> None:

@@ -409,6 +409,8 @@ class _Estimator:
                        where: str) -> Range:
         """Prompt tokens of one call, averaged over the known items (low/high over unknown parts)."""
         model = agent.spec.model.name
+        if not items:  # a fan-out over an empty list: no call
+            return ZERO
         totals = ZERO
         for item in items:
             try:

@@ -157,7 +157,11 @@ class Embeddings:
         gw.metrics.cache.labels(who.namespace, "miss").inc()
         todo = [texts[i] for i in missing]
         lines = list(await gw.budgets(who, datetime.fromtimestamp(self._clock(), UTC)))
-        estimate = math.ceil(sum(approximate_tokens(t) for t in todo) * 1.1) + 8
+        # Counted as chat prompts are (the provider's tokenizer, cl100k_base for models litellm has none for), never
+        # below four characters a token: CJK text is about a token a character, which characters/4 undercounts.
+        counted = sum(max(gw.provider.count_tokens(model, [{"role": "user", "content": t}]), approximate_tokens(t))
+                      for t in todo)
+        estimate = math.ceil(counted * 1.1) + 8
         price = gw.provider.prices(model)
         usd = estimate * price[0] if price is not None else 0.0
         reservation: Reservation | None = None

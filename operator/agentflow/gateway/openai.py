@@ -137,6 +137,10 @@ def _messages(value: Any, problems: _Problems) -> list[dict[str, Any]]:
             problems.add(where, "must be an object {role, content}")
             continue
         role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            shown = repr(role)[:40] if isinstance(role, str | None) else f"a {type(role).__name__}"
+            problems.add(f"{where}.role", f"must be one of {', '.join(sorted(ROLES))}, got {shown}")
+            continue
         allowed = {"role", "content", "name"}
         if role == "assistant":
             allowed |= {"tool_calls", "refusal"}
@@ -144,9 +148,6 @@ def _messages(value: Any, problems: _Problems) -> list[dict[str, Any]]:
             allowed |= {"tool_call_id"}
         for extra in sorted(message.keys() - allowed):
             problems.add(f"{where}.{extra}", f"is not supported on a {role} message")
-        if role not in ROLES:
-            problems.add(f"{where}.role", f"must be one of {', '.join(sorted(ROLES))}, got {role!r}")
-            continue
         checked: dict[str, Any] = {"role": role}
         if "name" in message:
             if not isinstance(message["name"], str):

@@ -71,3 +71,29 @@ async def test_the_server_refuses_a_deep_request_before_kopf_decodes_it() -> Non
         await ManagedWebhookServer._serve(fn, Request(nested(5000)))  # type: ignore[arg-type]
     ok = await ManagedWebhookServer._serve(fn, Request(review("x")))  # type: ignore[arg-type]
     assert json.loads(ok.text) == {"response": {"allowed": True}} and len(called) == 1
+
+
+class Undecodable(Request):
+    def __init__(self, error: Exception) -> None:
+        super().__init__("")
+        self._error = error
+
+    async def text(self) -> str:
+        raise self._error
+
+
+@pytest.mark.parametrize("request_", [
+    Undecodable(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")),  # bytes that are not UTF-8
+    Undecodable(LookupError("unknown encoding: bogus-charset")),  # a charset Python does not know
+    Request("{"), Request("[1]"), Request("{}"), Request('{"request": []}'), Request('{"request": {"uid": 7}}'),
+], ids=["not-utf8", "bogus-charset", "not-json", "array", "no-request", "request-not-object", "uid-not-string"])
+async def test_what_is_not_an_admission_review_is_400_and_never_reaches_kopf(request_: Request) -> None:
+    called: list[Any] = []
+
+    async def fn(data: Any, **_: Any) -> dict[str, Any]:
+        called.append(data)
+        return {"response": {"allowed": True}}
+
+    with pytest.raises(aiohttp.web.HTTPBadRequest):
+        await ManagedWebhookServer._serve(fn, request_)  # type: ignore[arg-type]
+    assert called == []

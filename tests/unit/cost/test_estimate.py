@@ -93,6 +93,12 @@ def test_for_each_over_an_input_list_is_exact_and_renders_each_item() -> None:
     assert step.input_tokens == Range.exact(18)
 
 
+def test_for_each_over_an_empty_input_list_costs_nothing() -> None:
+    wf, cat = build([llm("s", forEach="inputs.items", inputs={"x": "${{ item }}"})], inputs={"items": []})
+    [step] = estimate_workflow(wf, cat, None, prices, count_tokens=words).steps  # was a ZeroDivisionError
+    assert step.multiplicity == Range.exact(0) and step.input_tokens == Range.exact(0)
+
+
 def test_for_each_over_an_upstream_output_is_assumed_and_says_so() -> None:
     wf, cat = build([llm("a1", inputs={"x": "y"}),
                      llm("s", dependsOn=["a1"], forEach="steps.a1.output.items", inputs={"x": "${{ item }}"})])

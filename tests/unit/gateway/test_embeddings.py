@@ -16,6 +16,7 @@ from agentflow.gateway.server import start_gateway
 from agentflow.gateway.service import Attribution, Gateway, GatewayError
 from agentflow.llm import Endpoint
 from agentflow.llm.gateway_client import GatewayClient
+from agentflow.llm.litellm_upstream import count_message_tokens
 from agentflow.memory import EmbeddingError, Scope
 from agentflow.memory.embeddings import hashing_vector
 from agentflow.memory.gateway import GatewayEmbedder
@@ -87,6 +88,29 @@ async def test_refusals() -> None:
     with pytest.raises(GatewayError) as caught:
         await offline.embed(who(agent(REAL)), REAL, ["x"])
     assert caught.value.type == "NoEmbeddingProvider" and "agentflow/hashing-v1" in caught.value.message
+
+
+class CharacterTokens(FakeEmbeddings):
+    """An upstream that charges a token per character (about what cl100k_base gives CJK text)."""
+
+    async def embed(self, model: str, texts: Sequence[str], endpoint: Endpoint,
+                    timeout_seconds: float | None = None) -> tuple[list[list[float]], int]:
+        self.calls.append(list(texts))
+        return [hashing_vector(t) for t in texts], sum(len(t) for t in texts)
+
+
+async def test_a_hard_token_budget_is_never_overspent_by_text_that_characters_over_4_undercount() -> None:
+    ledger, upstream, budget = MemoryLedger(), CharacterTokens(), line(limit_usd=None, limit_tokens=1000)
+    gw = Gateway(ledger=ledger, provider=provider(Scripted(), prices=lambda m: (1e-6, 0.0),
+                                                  count_tokens=count_message_tokens),
+                 budgets=static_budgets(budget), rng=random.Random(0))
+    embeddings = Embeddings(gw, upstream)
+    with pytest.raises(GatewayError) as caught:
+        await embeddings.embed(who(agent(REAL)), REAL, ["\u5b57" * 3000])  # 3,000 CJK characters
+    assert caught.value.type == "BudgetExceeded" and upstream.calls == []
+    assert (await ledger.usage(budget)).spent_tokens == 0
+    done = await embeddings.embed(who(agent(REAL)), REAL, ["\u5b57" * 600])
+    assert done.input_tokens == 600 and (await ledger.usage(budget)).spent_tokens == 600
 
 
 async def test_memory_through_the_gateway_over_http(tmp_path: Path) -> None:
