@@ -57,6 +57,7 @@ from ..models.limits import MAX_FANOUT_ITEMS, MAX_RUN_NODES
 from ..models.workflow import RunOn, StepKind
 from . import conversation
 from .backoff import retry_delay
+from .canonical import check_json
 from .expressions import ExpressionError
 from .nodes import (
     CANCELLED,
@@ -776,13 +777,17 @@ class Run:
                              False)
         try:
             args = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except ValueError as exc:
-            return StepError("InvalidArguments", f"the arguments of {name} are not JSON: {exc}", False)
+        except (ValueError, RecursionError) as exc:
+            return StepError("InvalidArguments", f"the arguments of {name} are not JSON: {exc}"[:2000], False)
         if args is None:
             args = {}
         if not isinstance(args, dict):
             return StepError("InvalidArguments", f"the arguments of {name} must be a JSON object, got "
                              f"{type(args).__name__}", False)
+        try:  # what json.loads takes that JSON has not: NaN, Infinity, integers past 64 bits, lone surrogates, depth
+            check_json(args, "arguments")
+        except (TypeError, ValueError) as exc:
+            return StepError("InvalidArguments", f"the arguments of {name} cannot be used: {exc}"[:2000], False)
         if tool.kind == "agent" and loop.depth + 1 > loop.max_depth:
             return StepError("DelegationTooDeep", f"{name} would run an agent {loop.depth + 1} delegations down, "
                              f"deeper than the step's Agent allows (loop.maxDepth {loop.max_depth})", False)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -48,9 +48,11 @@ __all__ = [
     "Upstream",
     "canonical_json",
     "merge_tool_call",
+    "reported_tokens",
     "request_hash",
     "status_error",
     "tool_call_fragment",
+    "written_tokens",
 ]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -261,6 +263,33 @@ class StreamingUpstream(Upstream, Protocol):
     (``aclose``) ends the provider call."""
 
     def stream(self, request: ChatRequest, endpoint: Endpoint) -> AsyncIterator[StreamDelta | ModelResponse]: ...
+
+
+MAX_REPORTED_TOKENS = 100_000_000
+"""The most tokens one call may report for its prompt or its answer (no context window is near it): past it, the
+provider's usage is refused (BadModelResponse), not charged."""
+
+
+def reported_tokens(prompt: Any, completion: Any, model: str) -> tuple[int, int] | None:
+    """A provider's (prompt, completion) usage, checked; None when it reports none or only zeros (litellm fills in
+    zeros for a provider that sent no usage): the caller counts the call itself then, so such a provider is still
+    charged. BadModelResponse for counts that are not whole numbers from 0 to MAX_REPORTED_TOKENS."""
+    counts: list[int] = []
+    for name, value in (("prompt_tokens", prompt), ("completion_tokens", completion)):
+        value = 0 if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPORTED_TOKENS:
+            raise ModelError("BadModelResponse", f"model {model!r}: the response's usage.{name} is "
+                             f"{str(value)[:40]!r}, not a count of tokens (0 to {MAX_REPORTED_TOKENS:,})",
+                             retryable=False, model=model)
+        counts.append(value)
+    return None if counts == [0, 0] else (counts[0], counts[1])
+
+
+def written_tokens(text: str, tool_calls: Sequence[Mapping[str, Any]]) -> int:
+    """An answer's tokens when the provider does not say: about four characters a token, its tool calls too."""
+    written = len(text) + sum(len(str((c.get("function") or {}).get("arguments") or ""))
+                              + len(str((c.get("function") or {}).get("name") or "")) for c in tool_calls)
+    return (written + 3) // 4
 
 
 def status_error(status: int, detail: str, model: str) -> ModelError:

@@ -30,7 +30,17 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from .chat import ChatRequest, Endpoint, ModelError, ModelResponse, StreamDelta, merge_tool_call, tool_call_fragment
+from .chat import (
+    ChatRequest,
+    Endpoint,
+    ModelError,
+    ModelResponse,
+    StreamDelta,
+    merge_tool_call,
+    reported_tokens,
+    tool_call_fragment,
+    written_tokens,
+)
 from .pricing import approximate_token_counter, estimate_cost
 
 __all__ = [
@@ -102,8 +112,13 @@ def translate_error(exc: BaseException, model: str) -> ModelError:
     if isinstance(exc, ModelError):
         return exc
     names = {cls.__name__ for cls in type(exc).__mro__}
-    detail = " ".join(str(exc).split())[:500] or type(exc).__name__
+    text = str(exc).split("Traceback (most recent call last)")[0]  # litellm quotes its own traceback in some
+    detail = " ".join(text.split())[:500] or type(exc).__name__
     lowered = detail.lower()
+    if "invalid response object" in lowered or "unable to convert" in lowered:  # an answer litellm cannot read
+        return ModelError("BadModelResponse", f"model {model!r}: the provider's answer is not an OpenAI chat "
+                          f"completion (no message, a tool call without its function, usage that is not numbers): "
+                          f"{detail[:300]}", retryable=False, model=model)
     # litellm reports some client-side failures as InternalServerError (500): refused or
     # unreachable endpoints, and a missing API key. Neither is the provider's fault.
     if "missing credentials" in lowered or "api_key client option must be set" in lowered:
@@ -137,6 +152,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _usage(usage: Any, request: ChatRequest, answer: str, tool_calls: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """(input, output) tokens: the provider's usage (checked), else counted (chat.tokens_of)."""
+    reported = reported_tokens(getattr(usage, "prompt_tokens", None) if usage is not None else None,
+                               getattr(usage, "completion_tokens", None) if usage is not None else None,
+                               request.model)
+    return reported or (count_message_tokens(request.model, request.messages), written_tokens(answer, tool_calls))
 
 
 def _tool_calls(message: Any) -> tuple[dict[str, Any], ...]:
@@ -213,9 +236,8 @@ class LiteLLMUpstream:
         except (AttributeError, IndexError) as exc:
             raise ModelError("BadModelResponse", f"model {request.model!r}: the response has no message",
                              retryable=True, model=request.model) from exc
-        usage = getattr(response, "usage", None)
-        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        tool_calls = _tool_calls(message)
+        input_tokens, output_tokens = _usage(getattr(response, "usage", None), request, str(text), tool_calls)
         hidden = getattr(response, "_hidden_params", None) or {}
         return ModelResponse(
             text=str(text),
@@ -225,7 +247,7 @@ class LiteLLMUpstream:
             cost_usd=self._cost(litellm, response, request.model, input_tokens, output_tokens),
             latency_ms=latency_ms,
             cached=bool(hidden.get("cache_hit")),
-            tool_calls=_tool_calls(message),
+            tool_calls=tool_calls,
             finish_reason=str(getattr(choice, "finish_reason", None) or "stop"),
         )
 
@@ -273,11 +295,7 @@ class LiteLLMUpstream:
                 await response.aclose()
         answer = "".join(text)
         tool_calls = tuple(calls[i] for i in sorted(calls))
-        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        if usage is None:
-            input_tokens = count_message_tokens(request.model, request.messages)
-            output_tokens = (len(answer) + sum(len(c["function"]["arguments"]) for c in tool_calls) + 3) // 4
+        input_tokens, output_tokens = _usage(usage, request, answer, tool_calls)
         cost = estimate_cost(request.model, input_tokens, output_tokens, litellm.model_cost)
         yield ModelResponse(
             text=answer, model=request.model, input_tokens=input_tokens, output_tokens=output_tokens,

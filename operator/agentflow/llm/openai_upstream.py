@@ -35,8 +35,10 @@ from .chat import (
     StreamDelta,
     Upstream,
     merge_tool_call,
+    reported_tokens,
     status_error,
     tool_call_fragment,
+    written_tokens,
 )
 from .pricing import PriceLookup, TokenCounter, approximate_token_counter, no_prices
 
@@ -201,10 +203,9 @@ class OpenAIUpstream:
 
     def _tokens(self, request: ChatRequest, usage: Any, text: str,
                 calls: tuple[Mapping[str, Any], ...]) -> tuple[int, int]:
-        if isinstance(usage, dict):
-            return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        written = len(text) + sum(len(str(c["function"]["arguments"])) for c in calls)
-        return self._count_tokens(request.model, request.messages), (written + 3) // 4
+        fields = usage if isinstance(usage, dict) else {}
+        reported = reported_tokens(fields.get("prompt_tokens"), fields.get("completion_tokens"), request.model)
+        return reported or (self._count_tokens(request.model, request.messages), written_tokens(text, calls))
 
     def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
         price = self._prices(model)

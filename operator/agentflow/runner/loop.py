@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import orjson
 
 from ..engine.canonical import check_json, is_plain
 from ..engine.journal import Journal
 from ..engine.plan import Plan
 from ..engine.run import Run
-from ..engine.values import Event, EventType, Executor, StepError, StepRequest, StepResult
+from ..engine.values import CallRecord, Event, EventType, Executor, StepError, StepRequest, StepResult
 from ..telemetry import RunTrace, Tracing, attached, attempt_ids, steps_of
 from .store import RunDir
 
@@ -48,15 +51,27 @@ class RunStuck(RuntimeError):
     """The run can no longer move and the engine did not end it (a bug: the engine fails stuck runs itself)."""
 
 
-def _unjournalable(output: Any) -> str | None:
-    """Why the journal cannot hold ``output``, or None."""
+def _unjournalable(output: Any, path: str = "output") -> str | None:
+    """Why the journal cannot hold ``output``, or None (what Journal.append checks: JSON types, and text that
+    encodes, which is_plain does not look at: a model may answer with a lone surrogate)."""
     if is_plain(output, 0):
-        return None
+        try:
+            orjson.dumps(output)
+            return None
+        except orjson.JSONEncodeError:
+            pass
     try:
-        check_json(output, "output")
+        check_json(output, path)
     except (TypeError, ValueError) as exc:
-        return str(exc)
+        return str(exc)[:2000]
     return None
+
+
+def _recordable(call: CallRecord) -> CallRecord:
+    """``call`` as the journal can hold it: a response it cannot hold replaced by why (its tokens and cost kept,
+    so what the provider charged is still counted)."""
+    why = _unjournalable(call.response, "response")
+    return call if why is None else dataclasses.replace(call, response=f"<not recorded: {why}>")
 
 
 class ApprovalRefused(ValueError):
@@ -147,11 +162,17 @@ class LocalRun:
 
     def _result_events(self, request: StepRequest, result: StepResult) -> list[Event]:
         now = self.clock()
+        calls = tuple(_recordable(c) for c in result.calls)
         bad = _unjournalable(result.output) or next(
-            (why for c in result.calls if (why := _unjournalable(c.to_dict())) is not None), None)
+            (why for c in calls if (why := _unjournalable(c.to_dict(), "call")) is not None), None)
         if bad is not None:
             result = StepResult(error=StepError("InvalidOutput", f"the attempt's result cannot be recorded: {bad}",
-                                                retryable=False))
+                                                retryable=False), calls=calls)
+            bad_calls = any(_unjournalable(c.to_dict(), "call") is not None for c in calls)
+            if bad_calls:  # a call's other fields (its name): dropped, as before
+                result = StepResult(error=result.error)
+        elif calls != result.calls:
+            result = dataclasses.replace(result, calls=calls)
         events = [Event(EventType.cost_recorded, request.node, {"attempt": request.attempt, "call": c.to_dict()}, now)
                   for c in result.calls]
         if result.ok:

@@ -138,7 +138,8 @@ def _failed(type: str, message: str, retryable: bool) -> StepResult:
 
 
 def encodable_result(result: StepResult) -> StepResult:
-    """``result``, or a failed result when its output or calls hold NaN or infinity (JSON cannot carry them).
+    """``result``, or a failed result when its output or calls hold NaN or infinity or text that is not UTF-8 (a
+    lone surrogate): JSON cannot carry them.
 
     Values that are not JSON types are sent as their str(), like the subprocess executor does.
     """
@@ -146,8 +147,8 @@ def encodable_result(result: StepResult) -> StepResult:
         return result
     error = StepError(
         "InvalidOutput",
-        "the step's output holds NaN or Infinity, which JSON cannot carry; make the tool or prompt return "
-        "finite numbers (or null)",
+        "the step's output holds NaN or Infinity or text that is not UTF-8 (a lone surrogate), which JSON cannot "
+        "carry; make the tool or prompt return finite numbers (or null) and valid text",
         False,
     )
     failed = StepResult(error=error, calls=tuple(dataclasses.replace(c, response=None) for c in result.calls))
@@ -155,9 +156,9 @@ def encodable_result(result: StepResult) -> StepResult:
 
 
 def _encodable(result: StepResult) -> bool:
-    try:
-        json.dumps(result.to_dict(), default=str, allow_nan=False)
-    except ValueError:
+    try:  # as RuntimeClient.post_result encodes it
+        json.dumps(result.to_dict(), ensure_ascii=False, default=str, allow_nan=False).encode("utf-8")
+    except ValueError:  # UnicodeEncodeError too
         return False
     return True
 

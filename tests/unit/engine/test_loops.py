@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from agentflow.engine.journal import Journal
 from agentflow.engine.plan import AgentLoop, LoopTool, compile_plan
 from agentflow.engine.run import Run
 from agentflow.engine.values import EventType, StepRequest, StepResult
@@ -109,6 +110,23 @@ def test_a_bad_call_is_told_to_the_model_and_the_loop_goes_on() -> None:
     assert told[1].startswith("error: UnknownTool: there is no tool 'nope' (the tools offered: lookup, pay, ")
     assert told[2].startswith("error: InvalidArguments: the arguments of lookup are not JSON")
     assert told[3] == "error: InvalidArguments: the arguments of lookup must be a JSON object, got list"
+
+
+def test_arguments_json_loads_takes_but_a_journal_cannot_hold_are_told_to_the_model() -> None:
+    deep = "[" * 300 + "]" * 300
+    bad = ['{"id": NaN}', '{"id": 1e999}', '{"id": -Infinity}', '{"id": 123456789012345678901234567890}',
+           '{"id": "\\ud800"}', '{"id": ' + deep + '}', '{"id": ' + "[" * 5000 + "]" * 5000 + '}']
+    h = harness(scripted({"respond/t1": calls(*(("lookup", text) for text in bad)), "respond/t2": final("sorry")}))
+    run = h.run_until_blocked()
+    assert run.nodes["respond"].phase == "Succeeded"
+    assert [n for n, _ in h.executed] == ["respond/t1", "respond/t2", "after"]  # none of the calls ran
+    told = [m["content"] for m in next(r for r in h.requests if r.node == "respond/t2").context["messages"][1:]]
+    assert len(told) == len(bad)
+    assert all(t.startswith("error: InvalidArguments: the arguments of lookup ") for t in told)
+    assert "NaN" in told[0] and "64-bit" in told[3] and "UTF-8" in told[4] and "deeper than" in told[5]
+    journal = Journal()
+    for event in h.events:
+        journal.append(event)  # every event of the run can be journaled
 
 
 def test_an_endless_loop_ends_at_max_turns_naming_the_bound() -> None:

@@ -34,6 +34,8 @@ class Reply:
     """Seconds between the pieces of a streamed reply."""
     fail_after: int | None = None
     """A streamed reply ends the connection after this many pieces (a provider failing mid-stream)."""
+    raw: dict[str, Any] | None = None
+    """The whole body of a (not streamed) reply, sent as it is: a provider answering what it should not."""
 
 
 class FakeOpenAI:
@@ -64,7 +66,9 @@ class FakeOpenAI:
                 if reply.status == 200 and body.get("stream"):
                     self.stream(body, reply)
                     return
-                if reply.status != 200:
+                if reply.raw is not None:
+                    payload = reply.raw
+                elif reply.status != 200:
                     payload = {"error": {"message": f"scripted {reply.status}", "type": "test", "code": None}}
                 else:
                     payload = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,56 @@ class TestLiteLLMUpstream:
                 _request(timeout_seconds=2), Endpoint(base, "sk-test"))
         assert info.value.retryable is True
         assert info.value.type in ("ModelConnectionError", "ModelTimeout")
+
+
+def _completion(message: dict[str, Any] | None, usage: Any) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+    if message is not None:
+        choice["message"] = message
+    body: dict[str, Any] = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1700000000,
+                            "model": "fake-model", "choices": [choice]}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+class TestHostileAnswers:
+    async def test_an_answer_without_usage_is_still_charged_by_counting(
+        self, fake_openai: FakeOpenAI, litellm_module: ModuleType
+    ) -> None:
+        for usage in (None, {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}):
+            fake_openai.script.append(Reply(raw=_completion({"role": "assistant", "content": "x" * 400}, usage)))
+            response = await LiteLLMUpstream(litellm_module=litellm_module).complete(_request(), _at(fake_openai))
+            assert response.input_tokens > 0 and response.output_tokens == 100, usage
+
+    @pytest.mark.parametrize("usage", [
+        {"prompt_tokens": -1000000, "completion_tokens": -5, "total_tokens": -1000005},
+        {"prompt_tokens": 10**15, "completion_tokens": 1, "total_tokens": 10**15 + 1},
+        {"prompt_tokens": "lots", "completion_tokens": 1, "total_tokens": 2},
+        {"prompt_tokens": 1.5, "completion_tokens": 1, "total_tokens": 2.5},
+    ], ids=["negative", "absurd", "string", "fraction"])
+    async def test_usage_that_is_not_a_count_is_a_bad_model_response(
+        self, fake_openai: FakeOpenAI, litellm_module: ModuleType, usage: dict[str, Any]
+    ) -> None:
+        fake_openai.script.append(Reply(raw=_completion({"role": "assistant", "content": "ok"}, usage)))
+        with pytest.raises(ModelError) as caught:
+            await LiteLLMUpstream(litellm_module=litellm_module).complete(_request(), _at(fake_openai))
+        assert caught.value.type == "BadModelResponse" and not caught.value.retryable, caught.value
+        assert "Traceback" not in str(caught.value) and len(str(caught.value)) < 700
+
+    @pytest.mark.parametrize("message", [
+        None,  # no message at all
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},  # no function
+    ], ids=["no-message", "call-without-function"])
+    async def test_an_answer_that_is_not_a_completion_is_a_bad_model_response_without_a_traceback(
+        self, fake_openai: FakeOpenAI, litellm_module: ModuleType, message: dict[str, Any] | None
+    ) -> None:
+        fake_openai.script.append(Reply(raw=_completion(message, {"prompt_tokens": 1, "completion_tokens": 1,
+                                                                  "total_tokens": 2})))
+        with pytest.raises(ModelError) as caught:
+            await LiteLLMUpstream(litellm_module=litellm_module).complete(_request(), _at(fake_openai))
+        assert caught.value.type == "BadModelResponse" and not caught.value.retryable, caught.value
+        assert "Traceback" not in str(caught.value) and "File " not in str(caught.value)
 
 
 class TestKeys:

@@ -42,6 +42,28 @@ async def test_sends_the_body_as_given_and_reads_the_answer(fake_openai: FakeOpe
     assert got.headers["authorization"] == "Bearer sk-test" and got.headers["idempotency-key"] == "run-1/classify/1"
 
 
+@pytest.mark.parametrize(("usage", "counted"), [
+    (None, True), ({"prompt_tokens": 0, "completion_tokens": 0}, True), ({"prompt_tokens": -5, "completion_tokens": 1},
+                                                                         False),
+    ({"prompt_tokens": "9", "completion_tokens": 1}, False), ({"prompt_tokens": 10**12, "completion_tokens": 1}, False),
+], ids=["none", "zeros", "negative", "string", "absurd"])
+async def test_usage_missing_is_counted_and_usage_that_is_not_a_count_is_refused(
+        fake_openai: FakeOpenAI, upstream: OpenAIUpstream, usage: Any, counted: bool) -> None:
+    body: dict[str, Any] = {"id": "x", "object": "chat.completion", "created": 1, "model": "fake-model", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "y" * 40}, "finish_reason": "stop"}]}
+    if usage is not None:
+        body["usage"] = usage
+    fake_openai.script.append(Reply(raw=body))
+    if counted:
+        answer = await upstream.complete(request(), Endpoint(fake_openai.base_url, "sk-test"))
+        assert answer.input_tokens > 0 and answer.output_tokens == 10 and answer.cost_usd > 0
+        return
+    with pytest.raises(ModelError) as caught:
+        await upstream.complete(request(), Endpoint(fake_openai.base_url, "sk-test"))
+    assert caught.value.type == "BadModelResponse" and not caught.value.retryable and "usage.prompt_tokens" in str(
+        caught.value)
+
+
 async def test_tool_calls_come_back(fake_openai: FakeOpenAI, upstream: OpenAIUpstream) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"id": 3}'}}
     fake_openai.script.append(Reply(text=None, tool_calls=[call]))  # type: ignore[arg-type]
