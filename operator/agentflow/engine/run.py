@@ -1701,7 +1701,14 @@ def _tool_content(call: Node) -> str:
     error = call.error
     if call.phase == CANCELLED:
         return f"error: the call was cancelled ({call.message or 'cancelled'})"
+    if error is not None and error.type in SCREENED_OUT:  # its message quotes the evidence: not for the model
+        return (f"error: {error.type}: the call's output was withheld: it was screened as a prompt injection "
+                "(the run's events name the evidence for people)")
     return f"error: {error.type}: {error.message}" if error is not None else f"error: the call {call.phase.lower()}"
+
+
+SCREENED_OUT = frozenset({"InjectionDetected", "InjectionQuarantined"})
+"""Errors of a call whose output was screened out: the model is told that, not the quoted evidence."""
 
 
 def outputs_of(run: Run) -> Mapping[str, Any]:

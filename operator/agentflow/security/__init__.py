@@ -14,6 +14,7 @@ from .errors import (
     InjectionDetected,
     InjectionQuarantined,
     PiiConfigError,
+    PiiTextTooLarge,
     SecurityError,
     TokenMapError,
 )
@@ -23,7 +24,7 @@ from .vault import PII_KEY_ENV, LocalTokenMapStore, RunKeys, TokenMapStore
 
 __all__ = [
     "PII_KEY_ENV", "Detection", "Detector", "Finding", "InjectionDetected", "InjectionQuarantined",
-    "LocalTokenMapStore", "PiiConfigError", "PresidioDetector", "Redaction", "Report", "RunKeys",
+    "LocalTokenMapStore", "PiiConfigError", "PiiTextTooLarge", "PresidioDetector", "Redaction", "Report", "RunKeys",
     "SecurityContext", "SecurityError", "TokenMap", "TokenMapError", "TokenMapStore", "decide",
     "injection_event", "redaction_event", "scan", "token_for",
 ]

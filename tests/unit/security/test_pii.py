@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
 import textwrap
 
-from agentflow.security import Detection, PresidioDetector, Redaction, TokenMap, token_for
-from agentflow.security.pii import TOKEN_RE, resolve_overlaps, unobfuscate
+import pytest
+
+from agentflow.security import Detection, PiiTextTooLarge, PresidioDetector, Redaction, TokenMap, pii, token_for
+from agentflow.security.pii import MAX_SCREENED_CHARS, TOKEN_RE, resolve_overlaps, unobfuscate, windows
 
 KEY = b"\x03" * 32
 ENTITIES = ["PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE"]
@@ -107,3 +110,29 @@ def test_unobfuscate_maps_spans_back_to_the_original() -> None:
     assert view.text == "a bc@d.org z"
     start = view.text.index("bc@")
     assert text[slice(*view.span(start, start + len("bc@d.org")))] == "ｂ\u200bc(at)d(dot)org"
+
+
+def test_windows_cover_the_text_overlap_and_cut_on_whitespace() -> None:
+    text = ("word " * 50_000)[:-1]  # 249,999 characters
+    pieces = windows(text, size=10_000, overlap=500)
+    assert pieces[0][0] == 0 and all(len(w) <= 10_000 for _, w in pieces)
+    assert all(text[o:o + len(w)] == w for o, w in pieces)
+    assert pieces[-1][0] + len(pieces[-1][1]) == len(text)  # covered to the end
+    for (a, wa), (b, _) in itertools.pairwise(pieces):
+        assert a < b and a + len(wa) - b >= 500  # consecutive windows share at least the overlap
+        assert text[a + len(wa)] == " "  # cut on whitespace
+    assert windows("x" * 25, size=10, overlap=3)[-1] == (21, "xxxx")  # no whitespace: cut anyway, still covered
+    assert windows("short") == [(0, "short")]
+
+
+def test_a_long_text_is_screened_in_windows_and_a_huge_one_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows of 2,000 characters here stand for the 200,000 of the product (a 1.2M-character text took 50 s to
+    screen: too slow for a unit test): the same code, with entities in later windows and across cuts."""
+    monkeypatch.setattr(pii, "WINDOW_CHARS", 2_000)
+    monkeypatch.setattr(pii, "WINDOW_OVERLAP", 200)
+    filler = "The weather report says nothing of interest today. " * 100  # 5,100 characters: three windows
+    text = filler + "Mail ann.lee@example.com about it. " + filler + "Or bob.ray@example.org instead."
+    found = PresidioDetector().detect(text, ["EMAIL_ADDRESS"], 0.35)
+    assert [text[d.start:d.end] for d in found] == ["ann.lee@example.com", "bob.ray@example.org"]
+    with pytest.raises(PiiTextTooLarge, match="is more than PII detection screens"):
+        PresidioDetector().detect("a" * (MAX_SCREENED_CHARS + 1), ["EMAIL_ADDRESS"], 0.35)
