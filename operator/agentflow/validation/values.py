@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentflow.engine.canonical import canonical_json
-from agentflow.models.limits import MAX_INPUTS_BYTES
+from agentflow.models.limits import MAX_DEPTH, MAX_INPUTS_BYTES
 
 from .findings import Finding, PathParts
 
@@ -42,19 +42,23 @@ def _problem(value: Any) -> str | None:
 
 def json_value_findings(value: Any, path: PathParts, *, max_bytes: int = MAX_INPUTS_BYTES) -> list[Finding]:
     """Where ``value`` holds something the journal cannot (each with its path), else whether it is larger than
-    ``max_bytes`` as compact JSON. Iterative: the nesting was bounded when the manifest was parsed."""
+    ``max_bytes`` as compact JSON. Iterative, and bounded in depth itself (MAX_DEPTH, as manifests are): a value
+    may come from a model (a plan) rather than from a parsed manifest."""
     findings: list[Finding] = []
-    stack: list[tuple[Any, PathParts]] = [(value, path)]
+    stack: list[tuple[Any, PathParts, int]] = [(value, path, 0)]
     while stack:
-        item, where = stack.pop()
+        item, where, depth = stack.pop()
+        if isinstance(item, Mapping | list | tuple) and depth >= MAX_DEPTH:
+            findings.append((where, f"nested deeper than {MAX_DEPTH} levels; flatten it"))
+            continue
         if isinstance(item, Mapping):
             for key, child in item.items():
                 problem = _problem(key)
                 if problem is not None:
                     findings.append((where, f"key: {problem}"))
-                stack.append((child, [*where, str(key)]))
+                stack.append((child, [*where, str(key)], depth + 1))
         elif isinstance(item, list | tuple):
-            stack.extend((child, [*where, i]) for i, child in enumerate(item))
+            stack.extend((child, [*where, i], depth + 1) for i, child in enumerate(item))
         else:
             problem = _problem(item)
             if problem is not None:

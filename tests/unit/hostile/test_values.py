@@ -7,6 +7,7 @@ from typing import Any
 
 from agentflow.models.limits import MAX_INPUTS_BYTES
 from agentflow.validation import validate_body
+from agentflow.validation.values import json_value_findings
 
 
 def body(inputs: Any, step_inputs: Any = None) -> dict[str, Any]:
@@ -36,3 +37,14 @@ def test_step_inputs_are_checked_the_same_way_and_sizes_are_bounded() -> None:
     big = problems(body({"blob": "x" * MAX_INPUTS_BYTES}))
     assert f"more than the {MAX_INPUTS_BYTES:,} allowed" in big["spec.inputs"]
     assert problems(body({"blob": "x" * (MAX_INPUTS_BYTES - 100)})) == {}
+
+
+def test_a_value_from_a_model_nested_past_the_manifest_bound_is_a_finding_not_an_error() -> None:
+    """A plan's step inputs come from a model, not from a parsed manifest: 300 levels (past orjson's 254) were a
+    ValueError out of the planning attempt; they are a finding naming the place, which the planner is told."""
+    deep: Any = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    [(path, message)] = json_value_findings({"x": deep}, ["plan", "steps", 0, "inputs"])
+    assert path == ["plan", "steps", 0, "inputs", "x", *["a"] * 99] and message.startswith("nested deeper than 100")
+    assert json_value_findings({"x": [[[1]]]}, ["inputs"]) == []
