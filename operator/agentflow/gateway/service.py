@@ -451,7 +451,8 @@ class Gateway:
                             lines,
                             usd,
                             tokens,
-                            reference=request.idempotency_key or who.reference,
+                            reference=who.reference,  # the authenticated attempt, never a caller's header:
+                            # retention collects reservations by the run this names
                             ttl_seconds=(request.timeout_seconds or self.upstream_timeout_seconds) * len(candidates)
                             + 60,
                         )

@@ -49,6 +49,23 @@ async def test_a_call_is_reserved_settled_and_recorded_with_its_routing() -> Non
     assert audit.events[0].subject == "team-a/triage/classify#1"
 
 
+async def test_a_reservation_names_the_authenticated_attempt_not_the_callers_idempotency_key() -> None:
+    ledger, budget = MemoryLedger(), line(limit_usd=1.0)
+    seen: list[str] = []
+    reserve = ledger.reserve
+
+    async def recording(*args: Any, reference: str, **kwargs: Any) -> Any:
+        seen.append(reference)
+        return await reserve(*args, reference=reference, **kwargs)
+
+    ledger.reserve = recording  # type: ignore[method-assign]
+    upstream = Scripted(cost_usd=0.002)
+    me = who()
+    await gateway(upstream, budget, ledger=ledger).complete(me, chat(idempotency_key="another-run-uid/x/1"))
+    assert seen == [me.reference]  # retention collects reservations by the run the reference names
+    assert upstream.received[0].idempotency_key == "another-run-uid/x/1"  # the provider still gets the caller's
+
+
 async def test_budget_exceeded_refuses_before_the_provider_and_leaves_nothing_reserved() -> None:
     ledger = MemoryLedger()
     upstream = Scripted()
