@@ -28,7 +28,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import jsonschema
+from jsonschema.exceptions import best_match
 
+from agentflow.engine.schemas import schema_errors
 from agentflow.engine.values import CallRecord, StepRequest
 from agentflow.llm import ChatRequest, ModelError, PromptRenderError, canonical_json, render_messages, validate_inputs
 from agentflow.memory import MemoryStoreError
@@ -176,9 +178,11 @@ def _final_arguments(call: Mapping[str, Any], schema: Mapping[str, Any], step: s
     raw = (call.get("function") or {}).get("arguments")
     try:
         value = json.loads(raw) if isinstance(raw, str) else raw
-        jsonschema.validate(value, dict(schema))
-    except (ValueError, jsonschema.ValidationError) as exc:
-        message = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+        errors = schema_errors(dict(schema), value)
+        if errors:
+            raise best_match(errors)
+    except (ValueError, jsonschema.ValidationError, jsonschema.SchemaError) as exc:
+        message = exc.message if isinstance(exc, jsonschema.ValidationError | jsonschema.SchemaError) else str(exc)
         raise fail("InvalidModelOutput", f"step {step!r}: the arguments of final_answer fail the outputSchema: "
                    f"{message}", True) from None
     return value
@@ -216,7 +220,9 @@ async def run_tool_call(services: StepServices, request: StepRequest, step: Step
     tool = grant.tool
     if tool.input_schema:
         try:
-            jsonschema.validate(dict(request.inputs), dict(tool.input_schema))
+            errors = schema_errors(dict(tool.input_schema), dict(request.inputs))
+            if errors:
+                raise best_match(errors)
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(the arguments)"
             raise fail("InvalidArguments", f"tool {name!r}: {where}: {exc.message}") from None

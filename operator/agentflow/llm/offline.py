@@ -52,9 +52,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jsonschema
-
 from agentflow.engine.conversation import SUMMARY_HEADER
+from agentflow.engine.schemas import is_valid
 
 from .chat import ChatRequest, Endpoint, ModelResponse, canonical_json
 from .prompts import REPAIR_PREFIX, SUMMARY_PREFIX
@@ -324,7 +323,7 @@ class _Generator:
         first = self._value(candidates[0], path, name, depth)
         for option in candidates:
             value = self._value(option, path, name, depth)
-            if isinstance(option, Mapping) and jsonschema.validators.validator_for(option)(option).is_valid(value):
+            if isinstance(option, Mapping) and is_valid(option, value):
                 return value
         return first
 
@@ -410,12 +409,11 @@ class _Generator:
                 return varied
         if isinstance(value, int | float) and resolved:
             step = _num(resolved.get("multipleOf")) or 1
-            check = jsonschema.validators.validator_for(resolved)(resolved)
             for k in range(1, 33):
                 for candidate in (value + k * step, value - k * step):
                     if isinstance(value, int) and float(candidate).is_integer():
                         candidate = int(candidate)
-                    if candidate not in taken and check.is_valid(candidate):
+                    if candidate not in taken and is_valid(resolved, candidate):
                         return candidate
         return value
 
@@ -423,7 +421,6 @@ class _Generator:
               name: str, depth: int) -> Any:
         """``value`` (an array or object) with one member changed to another valid value, so that it is not in
         ``taken``; None when no single change does it."""
-        check = jsonschema.validators.validator_for(schema)(schema)
         if isinstance(value, list):
             items = schema.get("items")
             raw_prefix = schema.get("prefixItems")
@@ -444,7 +441,7 @@ class _Generator:
                 continue
             candidate: Any = list(value) if isinstance(value, list) else dict(value)
             candidate[key] = other
-            if candidate not in taken and check.is_valid(candidate):
+            if candidate not in taken and is_valid(schema, candidate):
                 return candidate
         return None
 

@@ -22,6 +22,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from agentflow.engine.expressions import ExpressionError
+from agentflow.engine.schemas import schema_errors
 from agentflow.engine.templates import render_text
 from agentflow.models import Agent, PromptVersion
 
@@ -71,11 +72,9 @@ def json_path(parts: Sequence[str | int]) -> str:
 def schema_violation(schema: dict[str, Any], value: Any) -> tuple[str, str, str] | None:
     """(JSON path, rule, message) of the most relevant violation of ``schema``, or None if valid.
 
-    Raises jsonschema.SchemaError when the schema itself is invalid.
+    Raises jsonschema.SchemaError when the schema itself is invalid or has a $ref from outside it (never fetched).
     """
-    validator_cls = jsonschema.validators.validator_for(schema)
-    validator_cls.check_schema(schema)
-    errors = list(validator_cls(schema).iter_errors(value))
+    errors = schema_errors(schema, value)
     if not errors:
         return None
     error = best_match(errors)

@@ -18,6 +18,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from agentflow.engine.expressions import ExpressionError, compile_expression
+from agentflow.engine.schemas import schema_errors
 from agentflow.models import Assertion
 
 __all__ = ["Verdict", "check", "describe", "json_equal"]
@@ -94,9 +95,7 @@ def check(assertion: Assertion, output: Any, inputs: Mapping[str, Any]) -> Verdi
             return _verdict(kind, False, f"path: {exc}")
     if assertion.json_schema is not None:
         try:
-            validator = jsonschema.validators.validator_for(assertion.json_schema)
-            validator.check_schema(assertion.json_schema)
-            errors = list(validator(assertion.json_schema).iter_errors(value))
+            errors = schema_errors(assertion.json_schema, value)
         except jsonschema.SchemaError as exc:
             return _verdict(kind, False, f"not a valid JSON Schema: {exc.message}")
         if errors:

@@ -66,6 +66,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
+from agentflow.engine.schemas import schema_errors
 from agentflow.models import McpTool, ToolSpec
 
 from .errors import ToolError
@@ -327,8 +328,11 @@ def _granted_tool(mcp: McpTool, tools: list[mcp_types.Tool], name: str, ref: str
 
 
 def _check_arguments(info: McpToolInfo, arguments: Mapping[str, Any], ref: str) -> None:
-    cls = jsonschema.validators.validator_for(info.input_schema)
-    errors = list(cls(info.input_schema).iter_errors(dict(arguments)))
+    try:
+        errors = schema_errors(info.input_schema, dict(arguments))
+    except jsonschema.SchemaError as exc:
+        raise _error("McpProtocolError", f"tool {ref!r}: the MCP tool's inputSchema cannot be used: {exc.message}",
+                     ref) from None
     if errors:
         error = best_match(errors)
         raise _error("InvalidToolInput", f"tool {ref!r}: arguments at {_json_path(error.absolute_path)} break "

@@ -42,6 +42,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 from opentelemetry.trace import SpanKind
 
+from agentflow.engine.schemas import schema_errors
 from agentflow.models import ToolSpec
 from agentflow.telemetry import Tracing, genai, inject
 
@@ -98,8 +99,7 @@ def _check(schema: dict[str, Any] | None, value: Any, tool: str, what: str) -> N
         return
     error_type = "InvalidToolInput" if what == "inputs" else "InvalidToolOutput"
     try:
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
+        errors = schema_errors(schema, value)
     except jsonschema.SchemaError as exc:
         field = "inputSchema" if what == "inputs" else "outputSchema"
         raise ToolError(
@@ -108,7 +108,6 @@ def _check(schema: dict[str, Any] | None, value: Any, tool: str, what: str) -> N
             retryable=False,
             tool=tool,
         ) from exc
-    errors = list(cls(schema).iter_errors(value))
     if errors:
         error = best_match(errors)
         path = _json_path(error.absolute_path)

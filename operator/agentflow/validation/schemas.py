@@ -11,6 +11,7 @@ from typing import Any
 import referencing
 import referencing.exceptions
 from jsonschema.validators import validator_for
+from referencing.jsonschema import DRAFT202012
 
 from .findings import Finding, PathParts
 
@@ -36,14 +37,41 @@ def _registry() -> referencing.Registry[Any]:
 
 
 def _schema_findings(schema: Mapping[str, Any], path: PathParts) -> list[Finding]:
-    """Problems of a JSON Schema itself, checked against its meta-schema."""
+    """Problems of a JSON Schema itself, checked against its meta-schema, and every $ref that points outside it."""
     cls = validator_for(schema)
     # With the format checker, a bad regular expression in "pattern" is a problem here, not a crash later.
     meta = cls(cls.META_SCHEMA, registry=_registry(), format_checker=cls.FORMAT_CHECKER)
-    return [
+    findings: list[Finding] = [
         ([*path, *err.absolute_path], f"not a valid JSON Schema: {err.message}")
         for err in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])
     ]
+    return findings or _outside_refs(schema, path)
+
+
+def _outside_refs(schema: Mapping[str, Any], path: PathParts) -> list[Finding]:
+    """Each $ref that is not a reference inside the schema (#...): it would be fetched, and never is; and each
+    reference inside it that names nothing there."""
+    findings: list[Finding] = []
+    resolver = referencing.Registry().with_resource(
+        "", referencing.Resource.from_contents(dict(schema), default_specification=DRAFT202012)).resolver()
+    stack: list[tuple[Any, PathParts]] = [(schema, list(path))]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                findings.append(([*where, "$ref"], f"{ref[:200]!r} is not inside the schema; remote references are "
+                                                   "never fetched: put the schema under $defs and refer to "
+                                                   "#/$defs/NAME"))
+            elif isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except referencing.exceptions.Unresolvable:
+                    findings.append(([*where, "$ref"], f"{ref[:200]!r} names nothing in the schema"))
+            stack.extend((child, [*where, key]) for key, child in node.items() if isinstance(child, Mapping | list))
+        elif isinstance(node, list):
+            stack.extend((child, [*where, i]) for i, child in enumerate(node) if isinstance(child, Mapping | list))
+    return sorted(findings, key=lambda f: [str(p) for p in f[0]])
 
 
 def _instance_findings(schema: Mapping[str, Any], instance: Any, path: PathParts) -> list[Finding]:

@@ -492,8 +492,13 @@ def test_remote_refs_are_never_fetched() -> None:
     schema = {"type": "object", "properties": {"q": {"$ref": "https://example.invalid/q.json"}}}
     findings = check({"inputs": {"q": 1}, "inputSchema": schema, "steps": [tool_step("a")]})
     assert len(findings) == 1
-    assert findings[0][0] == ["spec", "inputs"]
-    assert "remote references are not fetched" in findings[0][1]
+    assert findings[0][0] == ["spec", "inputSchema", "properties", "q", "$ref"]  # the schema itself, inputs or not
+    assert "remote references are never fetched" in findings[0][1]
+    dangling = {"type": "object", "properties": {"q": {"$ref": "#/$defs/nope"}}}
+    [(path, message)] = check({"inputSchema": dangling, "steps": [tool_step("a")]})
+    assert path == ["spec", "inputSchema", "properties", "q", "$ref"] and "names nothing in the schema" in message
+    local = {"type": "object", "$defs": {"q": {"type": "integer"}}, "properties": {"q": {"$ref": "#/$defs/q"}}}
+    assert check({"inputs": {"q": 1}, "inputSchema": local, "steps": [tool_step("a")]}) == []
 
 
 # --- the other resources -----------------------------------------------------------------------------------
