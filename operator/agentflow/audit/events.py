@@ -25,6 +25,7 @@ __all__ = [
     "POD_EVENT_FIELDS",
     "AuditEventError",
     "check_event",
+    "check_text",
     "pod_event_from_dict",
     "rfc3339",
 ]
@@ -53,7 +54,8 @@ def rfc3339(unix_seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _check_text(path: str, value: Any, *, empty_ok: bool = False) -> str:
+def check_text(path: str, value: Any, *, empty_ok: bool = False) -> str:
+    """``value`` if it can be an event's actor, namespace, subject or decision; AuditEventError naming ``path``."""
     if not isinstance(value, str):
         raise AuditEventError(path, f"must be a string, got {type(value).__name__}")
     if not value and not empty_ok:
@@ -70,7 +72,7 @@ def _check_text(path: str, value: Any, *, empty_ok: bool = False) -> str:
 
 
 def _check_at(path: str, value: Any) -> str:
-    text = _check_text(path, value)
+    text = check_text(path, value)
     if not _RFC3339.fullmatch(text):
         raise AuditEventError(path, f"must be an RFC 3339 time like 2026-01-02T03:04:05Z, got {text!r}")
     try:
@@ -102,10 +104,10 @@ def _check_data(path: str, value: Any) -> dict[str, Any]:
 def check_event(event: AuditEvent, path: str = "event") -> None:
     """Raise AuditEventError naming the field unless ``event`` can be chained as it is."""
     _check_kind(f"{path}.kind", event.kind, AUDIT_KINDS)
-    _check_text(f"{path}.actor", event.actor)
-    _check_text(f"{path}.namespace", event.namespace, empty_ok=True)
-    _check_text(f"{path}.subject", event.subject)
-    _check_text(f"{path}.decision", event.decision)
+    check_text(f"{path}.actor", event.actor)
+    check_text(f"{path}.namespace", event.namespace, empty_ok=True)
+    check_text(f"{path}.subject", event.subject)
+    check_text(f"{path}.decision", event.decision)
     _check_at(f"{path}.at", event.at)
     _check_data(f"{path}.data", event.data)
 
@@ -134,7 +136,7 @@ def pod_event_from_dict(
         actor=actor,
         namespace=namespace,
         subject=subject,
-        decision=_check_text(f"{path}.decision", raw["decision"]),
+        decision=check_text(f"{path}.decision", raw["decision"]),
         at=_check_at(f"{path}.at", raw["at"]),
         data=_check_data(f"{path}.data", raw.get("data", {})),
     )

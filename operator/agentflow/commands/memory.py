@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..audit.events import AuditEventError, check_text
 from ..audit.records import AuditSink
 from ..memory import HashingEmbedder, MemoryStore, MemoryStoreError, Scope
 from ..memory.local import SqliteMemoryStore, default_path
@@ -40,6 +41,8 @@ from ..models import HASHING_EMBEDDING
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 AUDIT_FILE = "audit.jsonl"
+MAX_LIST = 10_000
+"""The most facts `memory list` prints at once (--limit)."""
 
 
 class UsageError(Exception):
@@ -117,9 +120,21 @@ async def _audit(args: argparse.Namespace) -> tuple[AuditSink, Any]:
                                    retryable=True) from exc
         return log, log
     from ..storage.audit_file import JsonlAuditLog
+    from ..storage.errors import StorageError
 
-    Path(args.state_dir).mkdir(parents=True, exist_ok=True)
-    return JsonlAuditLog(Path(args.state_dir) / AUDIT_FILE), None
+    try:  # as with PostgreSQL: the chain must take the record before anything is erased
+        Path(args.state_dir).mkdir(parents=True, exist_ok=True)
+        chain = JsonlAuditLog(Path(args.state_dir) / AUDIT_FILE)
+        chain.head()
+    except (StorageError, OSError) as exc:
+        raise MemoryStoreError(f"the audit chain {Path(args.state_dir) / AUDIT_FILE} is not usable, so nothing was "
+                               f"erased: {exc}") from exc
+    return chain, None
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line of a terminal: line breaks, escape sequences and other control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _print(args: argparse.Namespace, value: Any, lines: list[str]) -> None:
@@ -138,16 +153,23 @@ async def _run(args: argparse.Namespace) -> int:
             raise UsageError("forget --all erases an Agent's facts: name it with --agent")
         if args.memory_id and not args.agent:
             raise UsageError("forget --id needs the fact's --agent")
+        try:  # the record of the erasure must be one the chain takes, or nothing is erased
+            check_text("--by", f"user:{args.by or getpass.getuser()}")
+        except AuditEventError as exc:
+            raise UsageError(f"--by: {exc.problem}") from None
         audit, closing = await _audit(args)
+    if args.command == "list" and not 1 <= args.limit <= MAX_LIST:
+        raise UsageError(f"--limit {args.limit}: give 1 to {MAX_LIST}")
     store = await _store(args, audit)
     try:
         if args.command == "search":
             hits = await store.search(Scope(args.namespace, args.agent), args.query, args.k, args.token_budget)
-            _print(args, hits, [f"{h['score']:.3f}  {h['id']}  {h['text']}" for h in hits] or ["no facts found"])
+            _print(args, hits, [f"{h['score']:.3f}  {h['id']}  {_shown(h['text'])}" for h in hits]
+                   or ["no facts found"])
         elif args.command == "list":
             entries = await store.entries(Scope(args.namespace, args.agent), limit=args.limit)
-            _print(args, entries, [f"{e['id']}  {e['namespace']}/{e['agent']}  {e['text']}" for e in entries]
-                   or ["no facts"])
+            _print(args, entries, [f"{e['id']}  {_shown(e['namespace'])}/{_shown(e['agent'])}  {_shown(e['text'])}"
+                                   for e in entries] or ["no facts"])
         else:
             who = f"user:{args.by or getpass.getuser()}"
             ids = await store.forget(Scope(args.namespace, args.agent), memory_id=args.memory_id,

@@ -68,7 +68,43 @@ def test_forget_by_id_and_agent(tmp_path: Path, capsys: pytest.CaptureFixture[st
     (["forget", "--id", "x"], "needs the fact's --agent"),
     (["search", "--agent", "a", "q", "--embedding-model", "openai/text-embedding-3-small"], "hashing-v1 only"),
     (["forget", "--agent", "a", "--id", "nope"], "not a memory id"),
+    (["list", "--limit", "0"], "--limit 0: give 1 to 10000"),
+    (["list", "--limit", "-1"], "--limit -1: give 1 to 10000"),
+    (["list", "--limit", "99999999999999999999999"], "give 1 to 10000"),
+    (["forget", "--agent", "a", "--all", "--by", "x" * 2000], "--by: is 2005 characters long"),
+    (["forget", "--agent", "a", "--all", "--by", "a\x00b"], "--by: contains a NUL"),
 ])
 def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
     code, _, err = run(capsys, *argv[:1], "--state-dir", str(tmp_path), *argv[1:])
     assert code == 2 and words in err
+
+
+@pytest.mark.parametrize("chain", ["garbage\n", "a folder"])
+def test_nothing_is_erased_when_the_audit_chain_cannot_take_the_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], chain: str) -> None:
+    ids = seed(tmp_path)
+    if chain == "a folder":
+        (tmp_path / "audit.jsonl").mkdir()
+    else:
+        (tmp_path / "audit.jsonl").write_text(chain)
+    code, _, err = run(capsys, "forget", "--state-dir", str(tmp_path), "--agent", "billing", "--all")
+    assert code == 1 and "nothing was erased" in err
+    code, out, _ = run(capsys, "list", "--state-dir", str(tmp_path), "--json")
+    assert {e["id"] for e in json.loads(out)} == set(ids)  # every fact is still there
+
+
+def test_a_state_dir_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "state").write_text("x")
+    code, _, err = run(capsys, "forget", "--state-dir", str(tmp_path / "state"), "--agent", "a", "--all")
+    assert code == 1 and "nothing was erased" in err and "Traceback" not in err
+
+
+def test_a_fact_cannot_fake_lines_or_reach_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = SqliteMemoryStore(default_path(tmp_path), HashingEmbedder())
+    forged = "order 1\n11111111-2222  other/victim  Ann Lee SSN 123\x1b[31m"
+    asyncio.run(store.save(Scope("default", "support"), forged))
+    code, out, _ = run(capsys, "list", "--state-dir", str(tmp_path))
+    assert code == 0 and len(out.splitlines()) == 1 and "\x1b" not in out
+    assert "\\n11111111" in out and "\\x1b[31m" in out  # shown escaped, on the fact's own line
+    code, out, _ = run(capsys, "list", "--state-dir", str(tmp_path), "--json")
+    assert json.loads(out)[0]["text"] == forged  # JSON keeps the text as it is
