@@ -12,6 +12,13 @@ this module, whose validators carry an empty :class:`referencing.Registry`: refe
     schema_errors(schema, value)   every ValidationError of value; SchemaError for an invalid schema or a $ref
                                    that is not inside it
     is_valid(schema, value)        the same as a bool (False for an invalid schema too)
+    expansion_problem(schema)      why checking a value against the schema could take exponential time, or None
+
+A schema whose subschemas apply to the same value through references (``allOf: [{$ref: a}, {$ref: a}]`` with ``a``
+doing the same, 30 levels down) is small and valid, and checking one value against it takes 2^30 steps, on the
+event loop of whoever checks (the admission webhook). :func:`expansion_problem` counts, in time linear in the
+schema, how many subschemas one value meets, and refuses past MAX_EXPANSION (a cycle of references on the same
+value never ends at all).
 """
 
 from __future__ import annotations
@@ -24,7 +31,12 @@ import referencing
 import referencing.exceptions
 from jsonschema.validators import validator_for
 
-__all__ = ["is_valid", "local_validator", "schema_errors"]
+__all__ = ["MAX_EXPANSION", "expansion_problem", "is_valid", "local_validator", "schema_errors"]
+
+MAX_EXPANSION = 10_000
+"""The most subschemas one value may meet through in-place applicators and references (real schemas: tens)."""
+_IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
+_IN_PLACE_ONE = ("not", "if", "then", "else")
 
 
 def local_validator(schema: Mapping[str, Any]) -> Any:
@@ -51,3 +63,78 @@ def is_valid(schema: Mapping[str, Any], value: Any) -> bool:
         return not schema_errors(schema, value)
     except jsonschema.SchemaError:
         return False
+
+
+class _Unbounded(Exception):
+    """A cycle of references on the same value, or a chain too long to follow."""
+
+
+def expansion_problem(schema: Mapping[str, Any]) -> str | None:
+    """Why one value could meet more than MAX_EXPANSION subschemas of ``schema`` (its references applied in place,
+    counted once per use, memoized by subschema), starting at any of its subschemas, or None. References outside
+    the schema are not followed."""
+    memo: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, Mapping):
+            return 1
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in visiting:
+            raise _Unbounded("a $ref cycle applies a subschema to the same value again")
+        visiting.add(key)
+        total = 1
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            target = _pointer(schema, ref)
+            if target is not None:
+                total += size(target)
+        for name in _IN_PLACE_LISTS:
+            subs = node.get(name)
+            if isinstance(subs, list):
+                total += sum(size(sub) for sub in subs)
+        for name in _IN_PLACE_ONE:
+            if name in node:
+                total += size(node[name])
+        visiting.discard(key)
+        memo[key] = min(total, MAX_EXPANSION + 1)
+        return memo[key]
+
+    try:  # every subschema is where some value starts (properties, items...): the largest count is the bound
+        met = 0
+        stack: list[Any] = [schema]
+        while stack and met <= MAX_EXPANSION:
+            node = stack.pop()
+            if isinstance(node, Mapping):
+                met = max(met, size(node))
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+    except _Unbounded as exc:
+        return str(exc)
+    except RecursionError:
+        return "its references chain deeper than can be followed"
+    if met > MAX_EXPANSION:
+        return (f"one value would be checked against more than {MAX_EXPANSION:,} subschemas (references applied in "
+                "place through allOf, anyOf, oneOf, not or if/then/else multiply): simplify it")
+    return None
+
+
+def _pointer(schema: Mapping[str, Any], ref: str) -> Any:
+    """The subschema a local JSON pointer reference (#, #/$defs/a) names, or None (anchors are not followed)."""
+    if ref == "#":
+        return schema
+    if not ref.startswith("#/"):
+        return None
+    node: Any = schema
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node

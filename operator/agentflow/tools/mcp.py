@@ -48,9 +48,10 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import site
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -66,7 +67,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
-from agentflow.engine.schemas import schema_errors
+from agentflow.engine.schemas import expansion_problem, schema_errors
 from agentflow.models import McpTool, ToolSpec
 
 from .errors import ToolError
@@ -77,6 +78,14 @@ IDEMPOTENCY_ENV = "AGENTFLOW_IDEMPOTENCY_KEY"
 MAX_PAGES = 20
 """tools/list pages read at most: a server that pages forever cannot hang discovery."""
 MAX_TEXT = 10 * 1024 * 1024
+MAX_RESULT_CHARS = 10 * 1024 * 1024
+"""The largest result a call may return, all its blocks together (as any tool's output: tools.runner)."""
+MAX_MESSAGE = 1000
+"""The most of a server's error message kept."""
+TAIL_BYTES = 4096
+"""The end of a stdio server's stderr kept for error messages."""
+SDK_HTTP_ERROR = "Server returned an error response"
+"""The message of the SDK's own MCPError for an HTTP error status (streamable HTTP)."""
 """Characters of text content kept (the ToolRunner's output limit)."""
 PYTHON = "python"
 """A stdio command's first word that stands for the Python running AgentFlow (:class:`Interpreter`)."""
@@ -157,7 +166,8 @@ def _check_schema(schema: Any) -> str | None:
         jsonschema.validators.validator_for(schema).check_schema(dict(schema))
     except jsonschema.SchemaError as exc:
         return f"inputSchema is not a valid JSON Schema: {exc.message}"
-    return None
+    expansion = expansion_problem(schema)
+    return f"inputSchema: {expansion}" if expansion is not None else None
 
 
 def _json_path(parts: Any) -> str:
@@ -214,8 +224,7 @@ class McpClient:
             try:
                 result = await client.call_tool(name, dict(arguments), read_timeout_seconds=timeout, meta=meta)
             except MCPError as exc:
-                raise _error("McpToolError", f"tool {ref!r}: MCP server {mcp.server} refused the call: "
-                             f"{exc.message} (code {exc.code})", ref) from exc
+                raise _call_error(exc, mcp, ref, f"calling {name!r}") from exc
         return _output(result, mcp, ref)
 
     # ---- connections --------------------------------------------------------------------------------------
@@ -225,10 +234,10 @@ class McpClient:
         """Bound the body by ``timeout`` and translate whatever the SDK raises into a ToolError; gives the file
         a stdio server's stderr goes to."""
         mcp = _mcp(spec)
-        errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
+        errlog = StderrTail()
         try:
             with anyio.fail_after(timeout):
-                yield errlog
+                yield errlog.file
         except ToolError:
             raise
         except TimeoutError as exc:
@@ -322,8 +331,9 @@ def _granted_tool(mcp: McpTool, tools: list[mcp_types.Tool], name: str, ref: str
     if why is not None:
         raise _error("McpInvalidSchema", f"tool {ref!r}: MCP server {mcp.server} lists {name!r} with an unusable "
                      f"schema: {why}", ref)
-    listed = ", ".join(t.name for t in tools) or "none"
-    raise _error("McpToolNotFound", f"tool {ref!r}: MCP server {mcp.server} has no tool {name!r} (it lists: "
+    names = [t.name[:80] for t in tools]
+    listed = (", ".join(names[:50]) + (f" and {len(names) - 50} more" if len(names) > 50 else "")) or "none"
+    raise _error("McpToolNotFound", f"tool {ref!r}: MCP server {mcp.server} has no tool {name[:80]!r} (it lists: "
                  f"{listed})", ref)
 
 
@@ -339,12 +349,37 @@ def _check_arguments(info: McpToolInfo, arguments: Mapping[str, Any], ref: str) 
                      f"rule {error.validator!r} of the MCP tool's inputSchema: {error.message}", ref)
 
 
-def _tail(errlog: TextIO) -> str:
-    try:
-        errlog.seek(0)
-        text = errlog.read()[-600:].strip()
-    except (OSError, ValueError):
-        return ""
+class StderrTail:
+    """Where a stdio server's stderr goes: a pipe whose reader thread keeps only its last TAIL_BYTES, so a server
+    that floods stderr costs neither disk nor memory (a temporary file grew by GBs in seconds)."""
+
+    def __init__(self) -> None:
+        read, write = os.pipe()
+        self.file: TextIO = os.fdopen(write, "w", encoding="utf-8", errors="replace")
+        self._kept = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, args=(read,), name="mcp-stderr", daemon=True)
+        self._reader.start()
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb", buffering=0) as source:
+            while chunk := source.read(65536):
+                with self._lock:
+                    self._kept += chunk
+                    del self._kept[:-TAIL_BYTES]
+
+    def text(self) -> str:
+        with self._lock:
+            return bytes(self._kept).decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Close this end (the thread ends at EOF: when the server and anything it started closed theirs)."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+
+def _tail(errlog: StderrTail) -> str:
+    text = errlog.text()[-600:].strip()
     return f"; the server's stderr ends: {text!r}" if text else ""
 
 
@@ -384,12 +419,34 @@ def _translate(exc: BaseException, mcp: McpTool, ref: str, doing: str, tail: str
                   retryable=True)
 
 
+def _call_error(exc: MCPError, mcp: McpTool, ref: str, doing: str) -> ToolError:
+    """What a call's MCPError is: the SDK's own word for a transport that failed (the server went away, an HTTP
+    error status, a request that timed out, an answer it could not read), or the server's answer to the call."""
+    where = f"tool {ref!r}: MCP server {mcp.server}"
+    message = exc.message[:MAX_MESSAGE]
+    if exc.code == mcp_types.CONNECTION_CLOSED:
+        return _error("McpUnavailable", f"{where} went away while {doing}: {message}", ref, retryable=True)
+    if exc.code == mcp_types.REQUEST_TIMEOUT:
+        return _error("ToolTimeout", f"{where} did not answer while {doing}: {message}", ref, retryable=True)
+    if exc.code == mcp_types.INTERNAL_ERROR and message == SDK_HTTP_ERROR:
+        return _error("McpUnavailable", f"{where} answered {doing} with an HTTP error status", ref, retryable=True)
+    if exc.code in (mcp_types.PARSE_ERROR, mcp_types.INVALID_REQUEST):
+        return _error("McpProtocolError", f"{where} answered {doing} with something that is not MCP: {message} "
+                      f"(code {exc.code})", ref)
+    return _error("McpToolError", f"{where} refused the call: {message} (code {exc.code})", ref)
+
+
 def _output(result: mcp_types.CallToolResult, mcp: McpTool, ref: str) -> Any:
     blocks = [_block(b) for b in result.content]
     if result.is_error:
         text = " ".join(b for b in blocks if isinstance(b, str)) or json.dumps(result.structured_content)
         raise _error("McpToolError", f"tool {ref!r}: MCP server {mcp.server} answered with an error: {text[:1000]}",
                      ref)
+    size = (len(json.dumps(result.structured_content)) if result.structured_content is not None
+            else sum(len(b) if isinstance(b, str) else len(json.dumps(b)) for b in blocks))
+    if size > MAX_RESULT_CHARS:
+        raise _error("InvalidToolOutput", f"tool {ref!r}: MCP server {mcp.server} answered {size:,} characters, "
+                     f"more than a tool's output may be ({MAX_RESULT_CHARS:,})", ref)
     if result.structured_content is not None:
         return result.structured_content
     if len(blocks) == 1 and isinstance(blocks[0], str):

@@ -13,6 +13,7 @@ import referencing.exceptions
 from jsonschema.validators import validator_for
 from referencing.jsonschema import DRAFT202012
 
+from ..engine.schemas import expansion_problem
 from .findings import Finding, PathParts
 
 __all__ = ["schema_and_instances"]
@@ -45,7 +46,10 @@ def _schema_findings(schema: Mapping[str, Any], path: PathParts) -> list[Finding
         ([*path, *err.absolute_path], f"not a valid JSON Schema: {err.message}")
         for err in sorted(meta.iter_errors(schema), key=lambda e: [str(p) for p in e.absolute_path])
     ]
-    return findings or _outside_refs(schema, path)
+    if findings:
+        return findings
+    expansion = expansion_problem(schema)
+    return _outside_refs(schema, path) + ([(list(path), expansion)] if expansion is not None else [])
 
 
 def _outside_refs(schema: Mapping[str, Any], path: PathParts) -> list[Finding]:

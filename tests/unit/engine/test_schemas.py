@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agentflow.engine.schemas import is_valid, local_validator, schema_errors
+from agentflow.engine.schemas import expansion_problem, is_valid, local_validator, schema_errors
 from agentflow.models import Assertion
 from agentflow.prompts.assertions import check
 
@@ -66,3 +66,25 @@ def test_references_inside_the_schema_resolve_and_bad_schemas_are_schema_errors(
     with pytest.raises(jsonschema.SchemaError):
         local_validator({"type": 7})
     assert not is_valid({"type": 7}, 1)
+
+
+def exploding(levels: int, under: str | None = None) -> dict[str, Any]:
+    """Each level applies the next twice to the same value: 2^levels checks of one value."""
+    defs = {f"a{i}": {"allOf": [{"$ref": f"#/$defs/a{i + 1}"}, {"$ref": f"#/$defs/a{i + 1}"}]} for i in range(levels)}
+    defs[f"a{levels}"] = {"type": "string"}
+    start = {"$ref": "#/$defs/a0"}
+    return {"$defs": defs, **({"properties": {under: start}} if under else start)}
+
+
+def test_a_schema_that_multiplies_checks_is_refused_in_linear_time() -> None:
+    for schema in (exploding(40), exploding(40, under="x")):  # 2^40 checks of one value if it were run
+        problem = expansion_problem(schema)
+        assert problem is not None and "more than 10,000 subschemas" in problem
+    assert expansion_problem(exploding(8)) is None  # 2^8 = 256: fine
+    cycle = {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/b"}]}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}},
+             "$ref": "#/$defs/a"}
+    assert "cycle" in (expansion_problem(cycle) or "")
+    tree = {"$defs": {"node": {"type": "object", "properties": {
+        "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}, "$ref": "#/$defs/node"}
+    assert expansion_problem(tree) is None  # recursion through properties: bounded by the value itself
+    assert schema_errors(tree, {"children": [{"children": []}]}) == []

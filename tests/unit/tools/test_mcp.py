@@ -244,3 +244,41 @@ class TestToolRunner:
         with pytest.raises(ToolError) as caught:
             await ToolRunner().call(mcp_tool(url=server.url), {}, idempotency_key="r-2", deadline=None)
         assert caught.value.type == "InvalidToolReference"
+
+
+class TestHostileServers:
+    async def test_a_server_flooding_stderr_costs_no_disk_or_memory_and_its_tail_is_said(
+            self, tmp_path: Path) -> None:
+        flood = tmp_path / "flood.py"  # not MCP at all: writes ~200 MB to stderr, then exits
+        flood.write_text("import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(200_000):\n"
+                         "    sys.stderr.write(line)\nsys.stderr.write('the last words\\n')\n")
+        with pytest.raises(ToolError) as caught:
+            await McpClient().list_tools(mcp_tool(command=[sys.executable, str(flood)]), timeout=60)
+        message = str(caught.value)
+        assert caught.value.type in ("McpUnavailable", "McpProtocolError"), message
+        assert "the last words" in message and len(message) < 2000
+
+    @pytest.mark.parametrize(("code", "message", "kind", "retryable"), [
+        (-32000, "Connection closed", "McpUnavailable", True),
+        (-32001, "Timed out", "ToolTimeout", True),
+        (-32603, "Server returned an error response", "McpUnavailable", True),  # the SDK's word for HTTP 5xx
+        (-32700, "Parse error", "McpProtocolError", False),
+        (-32603, "the tool crashed", "McpToolError", False),  # the server's own answer
+        (-32602, "x" * 3_000_000, "McpToolError", False),
+    ])
+    def test_a_calls_error_is_told_apart_by_who_said_it(self, code: int, message: str, kind: str,
+                                                        retryable: bool) -> None:
+        from mcp import MCPError
+
+        from agentflow.tools.mcp import _call_error
+
+        error = _call_error(MCPError(code, message), mcp_tool(url="http://127.0.0.1:1/mcp").mcp,  # type: ignore[arg-type]
+                            "docs/search", "calling 'search'")
+        assert (error.type, error.retryable) == (kind, retryable) and len(str(error)) < 1500
+
+    async def test_a_result_past_the_output_bound_is_refused(self, server: McpServer, client: McpClient) -> None:
+        spec = mcp_tool(url=server.url, tools=["search"])
+        with pytest.raises(ToolError) as caught:  # 120,000 results of ~100 characters: a small call, a 12 MB answer
+            await client.call(spec, "search", {"query": "q" * 80, "limit": 120_000}, idempotency_key="k",
+                              timeout=120)
+        assert caught.value.type == "InvalidToolOutput" and "more than a tool's output may be" in str(caught.value)

@@ -501,6 +501,15 @@ def test_remote_refs_are_never_fetched() -> None:
     assert check({"inputs": {"q": 1}, "inputSchema": local, "steps": [tool_step("a")]}) == []
 
 
+def test_a_schema_whose_checks_multiply_is_refused_before_any_value_is_checked() -> None:
+    """2^40 checks of one input, on the admission webhook's event loop, if it were checked."""
+    defs = {f"a{i}": {"allOf": [{"$ref": f"#/$defs/a{i + 1}"}, {"$ref": f"#/$defs/a{i + 1}"}]} for i in range(40)}
+    schema = {"type": "object", "$defs": {**defs, "a40": {"type": "string"}},
+              "properties": {"q": {"$ref": "#/$defs/a0"}}}
+    [(path, message)] = check({"inputs": {"q": "x"}, "inputSchema": schema, "steps": [tool_step("a")]})
+    assert path == ["spec", "inputSchema"] and "more than 10,000 subschemas" in message
+
+
 # --- the other resources -----------------------------------------------------------------------------------
 
 
