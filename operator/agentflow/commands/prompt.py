@@ -134,9 +134,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.parallel < 1:
         raise SessionError("--parallel: give 1 or more")
     catalog = _catalog(args)
+    results = Path(args.state_dir) / evaluate.EVALS_DIR / args.name
+    try:  # where the results go, made before the suite spends anything on models
+        results.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SessionError(f"--state-dir {args.state_dir}: cannot keep results in {results}: "
+                           f"{exc.strerror or exc}") from None
     eval_id, result, models = asyncio.run(evaluate.run_suite(catalog, args.name, args.state_dir,
                                                              parallel=args.parallel))
-    path = evaluate.save(args.state_dir, eval_id, result, models)
+    try:
+        path = evaluate.save(args.state_dir, eval_id, result, models)
+    except OSError as exc:
+        raise SessionError(f"the results of {eval_id} could not be kept in {results}: {exc.strerror or exc}") \
+            from None
     if args.json:
         _print_json({"evalId": eval_id, "models": models, "stored": str(path), **result.to_dict()})
         return EXIT_OK if result.passed else EXIT_FAILED

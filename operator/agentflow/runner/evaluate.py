@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import secrets
 import time
@@ -173,7 +174,15 @@ def latest(state_dir: str | Path, prompt: str) -> dict[str, Any] | None:
     """The newest stored results of a PromptVersion's suite, or None."""
     path = Path(state_dir) / EVALS_DIR / prompt / "latest.json"
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not (isinstance(data, dict) and isinstance(data.get("evalId"), str) and isinstance(data.get("passed"), bool)
+            and number(data.get("passRate")) and number(data.get("meanScore"))
+            and (data.get("winRate") is None or number(data.get("winRate")))):
+        return None  # not results this writes (an edit, another version's): as if there were none
+    result: dict[str, Any] = data
+    return result

@@ -118,7 +118,10 @@ def _check_prompt(prompt: PromptVersion, catalog: Catalog | None) -> list[Findin
     findings.extend(schema_and_instances(spec.output_schema, ["spec", "outputSchema"], []))
     if spec.evaluations is not None:
         findings.extend(_check_suite(spec.evaluations, catalog))
-    if catalog is not None and spec.canary is not None:
+    if spec.canary is not None and spec.canary.baseline.name == prompt.metadata.name:
+        findings.append((["spec", "canary", "baseline", "name"], f"{prompt.metadata.name!r} is this PromptVersion: a "
+                         "canary's baseline is the stable version it is compared with, another one of the family"))
+    elif catalog is not None and spec.canary is not None:
         baseline = catalog.prompts.get(spec.canary.baseline.name)
         if baseline is None:
             known = known_names(catalog.prompts, "PromptVersions")

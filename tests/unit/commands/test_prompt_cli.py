@@ -67,6 +67,29 @@ def test_status_shows_the_split_and_results(tmp_path: Path, capsys: pytest.Captu
     assert code == 0 and "candidate ticket-triage-v2 at 20% of runs" in out and "not evaluated" in out
 
 
+@pytest.mark.parametrize("latest", ['[]', '"text"', '{"evalId": "x"}',
+                                    '{"evalId": "x", "passed": true, "passRate": "NaN", "meanScore": 1}'])
+def test_status_takes_results_it_did_not_write_as_none(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       latest: str) -> None:
+    folder = tmp_path / "evals" / "ticket-triage-v1"
+    folder.mkdir(parents=True)
+    (folder / "latest.json").write_text(latest)
+    code, out, _ = run(capsys, "status", "ticket-triage", "-f", str(EXAMPLE), "--state-dir", str(tmp_path))
+    assert code == 0 and "not evaluated" in out
+
+
+def test_eval_refuses_a_state_dir_it_cannot_keep_results_in_before_any_model_call(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = run(capsys, "eval", "ticket-triage-v1", "-f", str(EXAMPLE), "--state-dir", str(tmp_path / "file"))
+    assert code == 2 and "--state-dir" in err and "cannot keep results" in err
+    (tmp_path / "s" / "evals").mkdir(parents=True)
+    (tmp_path / "s" / "evals" / "ticket-triage-v1").write_text("x")
+    code, _, err = run(capsys, "eval", "ticket-triage-v1", "-f", str(EXAMPLE), "--state-dir", str(tmp_path / "s"))
+    assert code == 2 and "cannot keep results" in err
+    assert not (tmp_path / "s" / "audit.jsonl").exists()  # no model was called
+
+
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "eval", "nope", "-f", str(EXAMPLE), "--state-dir", str(tmp_path))
     assert code == 2 and "no PromptVersion 'nope'" in err

@@ -513,6 +513,14 @@ def test_a_schema_whose_checks_multiply_is_refused_before_any_value_is_checked()
 # --- the other resources -----------------------------------------------------------------------------------
 
 
+def test_a_canary_is_not_its_own_baseline() -> None:
+    resource = prompt("p2", messages=[{"role": "user", "content": "hi"}], canary={"baseline": {"name": "p2"},
+                                                                                "weight": 20})
+    for catalog in (None, Catalog()):
+        [(path, message)] = check_resource(resource, catalog)
+        assert path == ["spec", "canary", "baseline", "name"] and "'p2' is this PromptVersion" in message
+
+
 def test_prompt_version_checks() -> None:
     resource = prompt(
         "p",
