@@ -273,7 +273,11 @@ def cmd_cases(args: argparse.Namespace) -> int:
     if args.namespace and args.postgres_dsn is None:
         raise SessionError("-n/--namespace is for the operator's runs: give --postgres-dsn too")
     cases: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for run, records, manifests in asyncio.run(_stored_runs(args)):
+        if run in seen:  # --run latest --run latest: the same run once
+            continue
+        seen.add(run)
         steps = set(args.steps or ()) or prompt_steps(_workflow_of(manifests, f"run {run}"), args.name,
                                                        recorded_prompts(records))
         if not steps:

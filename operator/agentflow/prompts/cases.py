@@ -65,9 +65,14 @@ def run_cases(run: str, records: Sequence[Record], steps: Collection[str], *,
     docstring)."""
     inputs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
+    loops: list[str] = []  # an agent loop's turns and tool calls are inside its step: not cases of its prompt
     for record in records:
         event = record.event
         if event.node is None:
+            continue
+        if event.type == EventType.loop_started:
+            loops.append(event.node + "/")
+        if any(event.node.startswith(prefix) for prefix in loops):
             continue
         if event.type in (EventType.step_scheduled, EventType.loop_started) and event.data.get("step") in steps:
             inputs.setdefault(event.node, event.data.get("inputs") or {})  # a retry gets the same inputs

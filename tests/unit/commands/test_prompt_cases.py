@@ -93,6 +93,21 @@ def test_fan_out_items_and_retries() -> None:
     ]
 
 
+def test_an_agent_loops_turns_and_tool_calls_are_not_cases_of_its_prompt() -> None:
+    def rec(seq: int, type: EventType, node: str, **data: object) -> Record:
+        return Record(seq, Event(type, node, data), "", "")
+
+    records = [
+        rec(0, EventType.loop_started, "answer", step="answer", inputs={"ticket": "late"}),
+        rec(1, EventType.step_scheduled, "answer/t1", step="answer", attempt=1, inputs={"ticket": "late"}),
+        rec(2, EventType.step_scheduled, "answer/t1/call-2", step="answer", attempt=1, inputs={"query": "x"}),
+        rec(3, EventType.step_scheduled, "answer/t2", step="answer", attempt=1, inputs={"ticket": "late"}),
+        rec(4, EventType.loop_finished, "answer", phase="Succeeded", output={"reply": "soon"}),
+    ]
+    assert run_cases("r", records, {"answer"}, expect_output=True) == [
+        {"name": "r/answer", "inputs": {"ticket": "late"}, "assertions": [{"equals": {"reply": "soon"}}]}]
+
+
 def test_prompt_steps_by_name_or_recorded_family_choice() -> None:
     from agentflow.models import Workflow
 
