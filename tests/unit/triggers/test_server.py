@@ -103,14 +103,20 @@ async def test_a_signed_delivery_starts_one_run_and_its_replay_none(served: Any)
     assert len(workflows(kube)) == 2
 
 
-async def test_a_standard_webhooks_delivery_starts_one_run_and_cannot_be_replayed_under_another_id(
-        served: Any) -> None:
-    kube, url, _ = served
+def standard_webhooks(kube: FakeKube) -> str:
+    """The trigger switched to Standard Webhooks with a whsec_ secret of its own: that secret."""
     spec = kube.resources[("workflowtriggers", "team", "issues")]["spec"]
     spec["auth"] = {"standard": {"secretRef": {"name": "gh", "key": "secret"}}}
     secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
     kube.add_secret({"metadata": {"name": "gh", "namespace": "team", "labels": {"agentflow.dev/trigger": "true"}},
                      "stringData": {"secret": secret}})
+    return secret
+
+
+async def test_a_standard_webhooks_delivery_starts_one_run_and_cannot_be_replayed_under_another_id(
+        served: Any) -> None:
+    kube, url, _ = served
+    secret = standard_webhooks(kube)
     raw = orjson.dumps(ISSUE)
 
     def headers(msg_id: str, stamp: int = int(NOW)) -> dict[str, str]:
@@ -382,11 +388,7 @@ async def test_clients_that_stop_sending_hold_no_deliverys_place_and_time_out() 
 
 async def test_a_header_sent_twice_is_read_as_one_joined_value_by_auth_and_mapping(served: Any) -> None:
     kube, url, _ = served
-    spec = kube.resources[("workflowtriggers", "team", "issues")]["spec"]
-    spec["auth"] = {"standard": {"secretRef": {"name": "gh", "key": "secret"}}}
-    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
-    kube.add_secret({"metadata": {"name": "gh", "namespace": "team", "labels": {"agentflow.dev/trigger": "true"}},
-                     "stringData": {"secret": secret}})
+    secret = standard_webhooks(kube)
     raw = orjson.dumps(ISSUE)
     captured = [("webhook-id", "msg_1"), ("webhook-timestamp", str(int(NOW))), ("Content-Type", "application/json"),
                 ("webhook-signature", sign_standard(secret.encode(), "msg_1", int(NOW), raw))]
